@@ -1,0 +1,24 @@
+// Package capture turns the kernel's connection and data events into tracked
+// connections with ordered per-direction byte streams.
+//
+// The eBPF reader (package bpf) decodes ring buffer records into the types of
+// package event and calls a Table, which implements event.Sink, from a single
+// goroutine in ring buffer order. The Table keeps one Conn per event.ConnID
+// with its process, addresses, role and counters, and hands each direction's
+// bytes to a Stream (the protocol parsers) strictly in stream order.
+//
+// Why reassembly is needed at all: the kernel side numbers data events per
+// connection and direction (Seq) and reports where each chunk sits in the
+// byte stream (StreamOffset, Size), but ring buffer records from different
+// CPUs can be committed out of order and records are lost when the ring is
+// full. The Table therefore holds early events in a small bounded reorder
+// buffer, and when a missing event does not show up in time it tells the
+// Stream exactly how many bytes are missing (Skip) instead of silently
+// splicing unrelated bytes together, which would desynchronise a parser.
+//
+// Every structure here is bounded: tracked connections, retained closed
+// connections, reorder buffers per direction and buffered bytes in total.
+// Hitting a bound is counted in Stats (and the Prometheus collector) and is
+// resolved by evicting the least recently active connection or by declaring
+// a gap, never by growing.
+package capture

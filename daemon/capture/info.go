@@ -1,0 +1,215 @@
+package capture
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/weirnet/weir/bpf/event"
+)
+
+// ConnInfo is the snapshot of a connection served by GET /api/v1/connections
+// and printed by weirctl connections.
+type ConnInfo struct {
+	ID           uint64         `json:"id"`
+	PodID        uint32         `json:"podID"`
+	Namespace    string         `json:"namespace,omitempty"`
+	Pod          string         `json:"pod,omitempty"`
+	PID          uint32         `json:"pid"`
+	Comm         string         `json:"comm"`
+	CgroupID     uint64         `json:"cgroupID"`
+	ContainerID  string         `json:"containerID,omitempty"`
+	FD           int32          `json:"fd"`
+	Local        netip.AddrPort `json:"local"`
+	Remote       netip.AddrPort `json:"remote"`
+	Role         string         `json:"role"`
+	State        string         `json:"state"`                 // "open" or "closed"
+	CloseReason  string         `json:"closeReason,omitempty"` // Reason* when closed
+	OpenSeen     bool           `json:"openSeen"`              // false: first seen through data (open event lost or socket pre-existing)
+	BytesSent    uint64         `json:"bytesSent"`             // stream offset reached, egress
+	BytesRecv    uint64         `json:"bytesRecv"`             // stream offset reached, ingress
+	SyscallsSent uint64         `json:"syscallsSent"`
+	SyscallsRecv uint64         `json:"syscallsRecv"`
+	Gaps         uint64         `json:"gaps"`     // runs of missing bytes, both directions
+	GapBytes     uint64         `json:"gapBytes"` // bytes in those runs
+	Truncated    uint64         `json:"truncated"`
+	FirstSeen    time.Time      `json:"firstSeen"`
+	LastSeen     time.Time      `json:"lastSeen"`
+	Connect      *ConnectInfo   `json:"connect,omitempty"`
+	Close        *CloseInfo     `json:"close,omitempty"`
+
+	firstSeenTS event.Timestamp
+}
+
+// ConnectInfo describes the syscall that opened the connection: connect for
+// a client, accept/accept4 for a server.
+type ConnectInfo struct {
+	Syscall    string    `json:"syscall"`
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end"`
+	Success    bool      `json:"success"`
+	InProgress bool      `json:"inProgress,omitempty"`
+	Errno      int32     `json:"errno,omitempty"`
+}
+
+// CloseInfo describes how the connection left the table. Kernel totals are
+// present only when a close event was received.
+type CloseInfo struct {
+	Time            time.Time `json:"time"`
+	KernelBytesSent *uint64   `json:"kernelBytesSent,omitempty"`
+	KernelBytesRecv *uint64   `json:"kernelBytesRecv,omitempty"`
+}
+
+// Filter selects connections for Connections. Zero fields match everything.
+type Filter struct {
+	Namespace, Pod string // both set: only connections of that pod
+	State          string // "open", "closed" or ""
+	Limit          int    // at most this many, newest first; 0: no limit
+}
+
+// Connections returns a snapshot of tracked and recently closed connections
+// matching f, newest (by first seen) first. It is safe to call concurrently
+// with the Sink methods.
+func (t *Table) Connections(f Filter) []ConnInfo {
+	t.mu.Lock()
+	out := make([]ConnInfo, 0, len(t.conns)+t.closed.len())
+	if f.State != "closed" {
+		for c := t.lruHead; c != nil; c = c.next {
+			out = append(out, c.info(t.cfg.BootTime, true))
+		}
+	}
+	if f.State != "open" {
+		out = t.closed.appendTo(out)
+	}
+	t.mu.Unlock()
+
+	// Pod names come from another component's lock: resolve outside ours.
+	if t.cfg.Pods != nil {
+		for i := range out {
+			if ns, name, ok := t.cfg.Pods(out[i].PodID); ok {
+				out[i].Namespace, out[i].Pod = ns, name
+			}
+		}
+	}
+	if f.Namespace != "" || f.Pod != "" {
+		out = slices.DeleteFunc(out, func(ci ConnInfo) bool {
+			return ci.Namespace != f.Namespace || ci.Pod != f.Pod
+		})
+	}
+	slices.SortFunc(out, func(a, b ConnInfo) int {
+		if a.firstSeenTS != b.firstSeenTS {
+			if a.firstSeenTS > b.firstSeenTS {
+				return -1
+			}
+			return 1
+		}
+		switch {
+		case a.ID > b.ID:
+			return -1
+		case a.ID < b.ID:
+			return 1
+		}
+		return 0
+	})
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	return out
+}
+
+func (c *Conn) info(boot time.Time, open bool) ConnInfo {
+	eg, in := &c.dirs[event.Egress], &c.dirs[event.Ingress]
+	ci := ConnInfo{
+		ID:           uint64(c.ID),
+		PodID:        c.PodID,
+		PID:          c.Proc.TGID,
+		Comm:         c.Proc.Comm,
+		CgroupID:     c.Proc.CgroupID,
+		ContainerID:  c.ContainerID,
+		FD:           c.FD,
+		Local:        c.Local,
+		Remote:       c.Remote,
+		Role:         c.Role.String(),
+		State:        "open",
+		OpenSeen:     c.opened,
+		BytesSent:    eg.hwm,
+		BytesRecv:    in.hwm,
+		SyscallsSent: eg.syscalls,
+		SyscallsRecv: in.syscalls,
+		Gaps:         eg.gaps + in.gaps,
+		GapBytes:     eg.gapBytes + in.gapBytes,
+		Truncated:    eg.truncated + in.truncated,
+		FirstSeen:    c.firstSeen.Time(boot),
+		LastSeen:     c.lastSeen.Time(boot),
+		firstSeenTS:  c.firstSeen,
+	}
+	if c.opened {
+		ci.Connect = &ConnectInfo{
+			Syscall:    c.openSyscall.String(),
+			Start:      c.openStart.Time(boot),
+			End:        c.openEnd.Time(boot),
+			Success:    c.success,
+			InProgress: c.inProgress,
+			Errno:      c.errno,
+		}
+	}
+	if !open {
+		ci.State = "closed"
+		ci.CloseReason = c.closeReason
+		ci.Close = &CloseInfo{Time: c.closeTime.Time(boot)}
+		if c.haveClose {
+			sent, recv := c.kernelSent, c.kernelRecv
+			ci.Close.KernelBytesSent, ci.Close.KernelBytesRecv = &sent, &recv
+		}
+	}
+	return ci
+}
+
+// closedRing keeps the summaries of the last n closed connections and
+// remembers their ids, so late events for them are recognised and dropped
+// instead of resurrecting the connection.
+type closedRing struct {
+	entries []ConnInfo
+	next    int
+	full    bool
+	ids     map[event.ConnID]int // id -> slot
+}
+
+func newClosedRing(n int) closedRing {
+	return closedRing{entries: make([]ConnInfo, n), ids: make(map[event.ConnID]int, n)}
+}
+
+func (r *closedRing) push(ci ConnInfo) {
+	slot := r.next
+	if r.full {
+		old := event.ConnID(r.entries[slot].ID)
+		if r.ids[old] == slot {
+			delete(r.ids, old)
+		}
+	}
+	r.entries[slot] = ci
+	r.ids[event.ConnID(ci.ID)] = slot
+	r.next++
+	if r.next == len(r.entries) {
+		r.next, r.full = 0, true
+	}
+}
+
+func (r *closedRing) has(id event.ConnID) bool {
+	_, ok := r.ids[id]
+	return ok
+}
+
+func (r *closedRing) len() int {
+	if r.full {
+		return len(r.entries)
+	}
+	return r.next
+}
+
+func (r *closedRing) appendTo(out []ConnInfo) []ConnInfo {
+	if r.full {
+		out = append(out, r.entries[r.next:]...)
+	}
+	return append(out, r.entries[:r.next]...)
+}

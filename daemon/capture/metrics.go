@@ -1,0 +1,107 @@
+package capture
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exposes the capture layer's self-metrics (events read, drops by
+// reason, connections tracked) for the daemon to register. Values are read
+// from Stats at scrape time, so the event path pays nothing for them.
+type Collector struct {
+	table  *Table
+	cgroup *CgroupResolver
+
+	events, drops, flushes, gaps, gapBytes, lost, reordered, truncated *prometheus.Desc
+	conns, connsCreated, connsClosed, buffered                         *prometheus.Desc
+	cgLookups, cgWalks, cgDrops, cgCached                              *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// NewCollector returns a collector over t and, when not nil, cg.
+func NewCollector(t *Table, cg *CgroupResolver) *Collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("weir_capture_"+name, help, labels, nil)
+	}
+	return &Collector{
+		table:        t,
+		cgroup:       cg,
+		events:       d("events_total", "Events received from the kernel reader, by kind.", "kind"),
+		drops:        d("drops_total", "Events or connections dropped by user-space capture, by reason.", "reason"),
+		flushes:      d("reorder_flushes_total", "Reorder buffers flushed before the missing event arrived, by reason.", "reason"),
+		gaps:         d("gaps_total", "Runs of missing stream bytes declared to parsers."),
+		gapBytes:     d("gap_bytes_total", "Stream bytes declared missing."),
+		lost:         d("lost_events_total", "Data events never received (sequence numbers skipped)."),
+		reordered:    d("reordered_events_total", "Data events that arrived ahead of a missing one and were held."),
+		truncated:    d("truncated_events_total", "Data events whose payload was shorter than their size."),
+		conns:        d("connections", "Connections currently in the table, or closed ones retained for the API.", "state"),
+		connsCreated: d("connections_created_total", "Connections that entered the table."),
+		connsClosed:  d("connections_closed_total", "Connections that left the table, by reason.", "reason"),
+		buffered:     d("buffered_bytes", "Payload bytes held in reorder buffers."),
+		cgLookups:    d("cgroup_lookups_total", "Cgroup id lookups, by result of the cache.", "result"),
+		cgWalks:      d("cgroup_walks_total", "Walks of the cgroup2 mount."),
+		cgDrops:      d("cgroup_bounds_hit_total", "Cgroup resolver bounds hit, by kind.", "kind"),
+		cgCached:     d("cgroup_cached", "Cgroup ids in the resolver cache."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.events, c.drops, c.flushes, c.gaps, c.gapBytes, c.lost, c.reordered,
+		c.truncated, c.conns, c.connsCreated, c.connsClosed, c.buffered} {
+		ch <- d
+	}
+	if c.cgroup != nil {
+		for _, d := range []*prometheus.Desc{c.cgLookups, c.cgWalks, c.cgDrops, c.cgCached} {
+			ch <- d
+		}
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.table.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v int, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
+	}
+	counter(c.events, s.EventsOpen, "conn_open")
+	counter(c.events, s.EventsClose, "conn_close")
+	counter(c.events, s.EventsData, "data")
+	counter(c.drops, s.ConnsDropped, "conn_table_full")
+	counter(c.drops, s.LateData, "late_data")
+	counter(c.drops, s.LateOpen, "late_open")
+	counter(c.drops, s.UnknownConnClose, "unknown_conn_close")
+	counter(c.drops, s.OutOfWindow, "out_of_window")
+	counter(c.drops, s.Duplicates, "duplicate")
+	counter(c.drops, s.Overlaps, "overlap")
+	counter(c.drops, s.BadEvents, "bad_event")
+	for r, v := range s.Flushes {
+		counter(c.flushes, v, r)
+	}
+	counter(c.gaps, s.Gaps)
+	counter(c.gapBytes, s.GapBytes)
+	counter(c.lost, s.LostEvents)
+	counter(c.reordered, s.Reordered)
+	counter(c.truncated, s.Truncated)
+	gauge(c.conns, s.ConnsTracked, "open")
+	gauge(c.conns, s.ConnsRetained, "closed")
+	counter(c.connsCreated, s.ConnsCreated)
+	counter(c.connsClosed, s.ConnsDropped, ReasonEvicted)
+	counter(c.connsClosed, s.ConnsExpired, ReasonIdle)
+	counter(c.connsClosed, s.FDReused, ReasonFDReused)
+	counter(c.connsClosed, s.ConnsClosed, ReasonClosed)
+	gauge(c.buffered, s.BufferedBytes)
+	if c.cgroup != nil {
+		cs := c.cgroup.Stats()
+		counter(c.cgLookups, cs.Hits, "hit")
+		counter(c.cgLookups, cs.Lookups-cs.Hits, "miss")
+		counter(c.cgWalks, cs.Walks)
+		counter(c.cgDrops, cs.WalkLimitHits, "walk_limit")
+		counter(c.cgDrops, cs.CacheEvictions, "cache_eviction")
+		counter(c.cgDrops, cs.WalkErrors, "walk_error")
+		gauge(c.cgCached, cs.Cached)
+	}
+}

@@ -1,0 +1,202 @@
+package capture
+
+import (
+	"math"
+	"sort"
+
+	"github.com/weirnet/weir/bpf/event"
+)
+
+// half is the reassembly state of one direction of a connection.
+//
+// Invariant: everything before (nextSeq, nextOff) has been handed to the
+// Stream as Data or Skip; held contains only events with Seq > nextSeq-1,
+// sorted by Seq, without duplicates.
+type half struct {
+	dir     event.Direction
+	nextSeq uint64
+	nextOff uint64
+	lastEnd event.Timestamp // end of the last delivered event: where a gap starts
+	held    []chunk
+	heldLen int // payload bytes in held
+
+	// Counters shown in ConnInfo.
+	hwm       uint64 // highest stream offset covered by a received event
+	syscalls  uint64
+	events    uint64
+	gaps      uint64
+	gapBytes  uint64
+	truncated uint64
+
+	lastSys                  event.Syscall
+	lastSysStart, lastSysEnd event.Timestamp
+}
+
+// chunk is a held (out of order) event with its payload copied.
+type chunk struct {
+	seq        uint64
+	off        uint64
+	size       uint32
+	buf        *[]byte
+	start, end event.Timestamp
+}
+
+// account updates the per-direction counters on arrival. Chunks of one
+// syscall share the syscall's start and end, which is how they are counted
+// as one syscall.
+func (h *half) account(s *Stats, e event.Data, captured int) {
+	h.events++
+	if h.events == 1 || e.Start != h.lastSysStart || e.End != h.lastSysEnd || e.Syscall != h.lastSys {
+		h.syscalls++
+		h.lastSys, h.lastSysStart, h.lastSysEnd = e.Syscall, e.Start, e.End
+	}
+	if e.Truncated || captured < int(e.Size) {
+		h.truncated++
+		s.Truncated++
+	}
+	if end := addClamp(e.StreamOffset, e.Size); end > h.hwm {
+		h.hwm = end
+	}
+}
+
+// reassemble delivers an event now if it is the next one, holds it if it is
+// early, drops it if its place has passed, then enforces the reorder bounds.
+func (t *Table) reassemble(c *Conn, h *half, seq, off uint64, size uint32, payload []byte, start, end event.Timestamp) {
+	switch {
+	case seq < h.nextSeq:
+		t.stats.OutOfWindow++
+		t.stats.BytesDropped += uint64(size)
+		return
+	case seq == h.nextSeq:
+		t.deliver(c, h, seq, off, size, payload, start, end)
+		t.drain(c, h)
+	default:
+		i := sort.Search(len(h.held), func(i int) bool { return h.held[i].seq >= seq })
+		if i < len(h.held) && h.held[i].seq == seq {
+			t.stats.Duplicates++
+			t.stats.BytesDropped += uint64(size)
+			return
+		}
+		t.stats.Reordered++
+		buf := t.pool.get(len(payload))
+		copy(*buf, payload)
+		h.held = append(h.held, chunk{})
+		copy(h.held[i+1:], h.held[i:])
+		h.held[i] = chunk{seq: seq, off: off, size: size, buf: buf, start: start, end: end}
+		h.heldLen += len(payload)
+		t.buffered += len(payload)
+		t.pending[c] = struct{}{}
+	}
+	for len(h.held) > 0 {
+		r := t.overBound(h, end)
+		if r == flushNone {
+			break
+		}
+		t.flushOne(c, h, r)
+	}
+	t.updatePending(c)
+}
+
+// overBound says which reorder bound, if any, the direction exceeds now that
+// an event with end time now arrived.
+func (t *Table) overBound(h *half, now event.Timestamp) flushReason {
+	switch {
+	case len(h.held) > t.cfg.ReorderEvents:
+		return flushReorderEvents
+	case h.heldLen > t.cfg.ReorderBytes:
+		return flushReorderBytes
+	case t.buffered > t.cfg.MaxBufferedBytes:
+		return flushBufferTotal
+	case t.waitedTooLong(h, now):
+		return flushTimeout
+	}
+	return flushNone
+}
+
+func (t *Table) waitedTooLong(h *half, now event.Timestamp) bool {
+	return len(h.held) > 0 && now > h.held[0].end && uint64(now-h.held[0].end) > uint64(t.cfg.ReorderDelay)
+}
+
+// flushOne gives up waiting for the events before the first held one:
+// they are declared lost and the held events up to the next hole are
+// delivered.
+func (t *Table) flushOne(c *Conn, h *half, reason flushReason) {
+	t.flushes[reason]++
+	first := h.held[0]
+	t.stats.LostEvents += first.seq - h.nextSeq
+	h.nextSeq = first.seq
+	t.drain(c, h)
+}
+
+// drain delivers held events while the first one is the next expected.
+func (t *Table) drain(c *Conn, h *half) {
+	n := 0
+	for n < len(h.held) && h.held[n].seq == h.nextSeq {
+		k := &h.held[n]
+		t.deliver(c, h, k.seq, k.off, k.size, *k.buf, k.start, k.end)
+		h.heldLen -= len(*k.buf)
+		t.buffered -= len(*k.buf)
+		t.pool.put(k.buf)
+		*k = chunk{}
+		n++
+	}
+	if n > 0 {
+		rest := copy(h.held, h.held[n:])
+		clear(h.held[rest:])
+		h.held = h.held[:rest]
+	}
+}
+
+func (t *Table) updatePending(c *Conn) {
+	if len(c.dirs[0].held) == 0 && len(c.dirs[1].held) == 0 {
+		delete(t.pending, c)
+	}
+}
+
+// deliver hands one in-sequence event to the stream. The stream offsets are
+// the authority on bytes: a hole before the event is skipped, bytes already
+// delivered are trimmed, and the part of the event that was not captured
+// (truncation) is skipped, so Data and Skip always add up to the offset.
+func (t *Table) deliver(c *Conn, h *half, seq, off uint64, size uint32, payload []byte, start, end event.Timestamp) {
+	h.nextSeq = seq + 1
+	evEnd := addClamp(off, size)
+	if uint64(len(payload)) > evEnd-off {
+		payload = payload[:evEnd-off] // only when evEnd was clamped
+	}
+	if off > h.nextOff {
+		gap := off - h.nextOff
+		h.gaps++
+		h.gapBytes += gap
+		t.stats.Gaps++
+		t.stats.GapBytes += gap
+		c.stream.Skip(h.dir, gap, h.lastEnd, start)
+		h.nextOff = off
+	}
+	if evEnd <= h.nextOff {
+		if size > 0 {
+			t.stats.Overlaps++
+			t.stats.BytesDropped += uint64(size)
+		}
+		h.lastEnd = end
+		return
+	}
+	trim := h.nextOff - off // < size, so it fits an int
+	if trim < uint64(len(payload)) {
+		c.stream.Data(h.dir, payload[trim:], start, end)
+	}
+	capEnd := max(off+uint64(len(payload)), h.nextOff)
+	if evEnd > capEnd {
+		c.stream.Skip(h.dir, evEnd-capEnd, start, end)
+	}
+	h.nextOff = evEnd
+	h.lastEnd = end
+}
+
+// addClamp returns off+size, saturating instead of wrapping on input whose
+// offsets run off the end of a 64-bit stream.
+func addClamp(off uint64, size uint32) uint64 {
+	if off > math.MaxUint64-uint64(size) {
+		return math.MaxUint64
+	}
+	return off + uint64(size)
+}

@@ -1,0 +1,147 @@
+package capture
+
+import (
+	"sync"
+
+	"github.com/weirnet/weir/bpf/event"
+)
+
+// Stream consumes the two byte streams of one connection. The protocol
+// parsers implement it; the Table calls it from the Sink goroutine only, so an
+// implementation needs no locking of its own.
+//
+// For each direction the calls describe the stream without holes or overlaps:
+// the sum of len(b) over Data calls plus n over Skip calls equals the stream
+// offset reached. Skip marks bytes that were moved by the process but are not
+// available (lost events or truncated captures); a parser that cannot
+// resynchronise over n unknown bytes should drop its state for that direction.
+type Stream interface {
+	// Data delivers the next bytes of direction dir. b is only valid during
+	// the call: keep a copy if needed. start and end bracket the syscall
+	// that moved the bytes.
+	Data(dir event.Direction, b []byte, start, end event.Timestamp)
+	// Skip says the next n bytes of direction dir are missing. start and
+	// end bound when they were moved as far as the Table knows.
+	Skip(dir event.Direction, n uint64, start, end event.Timestamp)
+	// Close is called once, when the connection is closed, expired or
+	// evicted; no call follows it.
+	Close(t event.Timestamp)
+}
+
+// StreamFactory creates the Stream for a newly tracked connection. It is
+// called from the Sink goroutine when the Table first sees the connection; c
+// stays valid (and is updated, e.g. when a late ConnOpen fills in the role)
+// until the Stream's Close. The factory may return nil to ignore the
+// connection's bytes.
+type StreamFactory func(c *Conn) Stream
+
+// NopStream discards everything. It is the default when no StreamFactory is
+// configured.
+type NopStream struct{}
+
+func (NopStream) Data(event.Direction, []byte, event.Timestamp, event.Timestamp) {}
+func (NopStream) Skip(event.Direction, uint64, event.Timestamp, event.Timestamp) {}
+func (NopStream) Close(event.Timestamp)                                          {}
+
+// RecordedOp is one call a RecordingStream received.
+type RecordedOp struct {
+	Kind  string // "data", "skip" or "close"
+	Dir   event.Direction
+	Bytes []byte // copy of the data for "data"
+	N     uint64 // length for "data", count for "skip"
+	Start event.Timestamp
+	End   event.Timestamp
+}
+
+// RecordingStream records every call, for tests of the Table and of code that
+// drives it. It is safe for concurrent use, so a test may inspect it while
+// events are still being fed.
+type RecordingStream struct {
+	mu     sync.Mutex
+	ops    []RecordedOp
+	closed bool
+}
+
+func (s *RecordingStream) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ops = append(s.ops, RecordedOp{Kind: "data", Dir: dir, Bytes: append([]byte(nil), b...), N: uint64(len(b)), Start: start, End: end})
+}
+
+func (s *RecordingStream) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ops = append(s.ops, RecordedOp{Kind: "skip", Dir: dir, N: n, Start: start, End: end})
+}
+
+func (s *RecordingStream) Close(t event.Timestamp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.ops = append(s.ops, RecordedOp{Kind: "close", Start: t, End: t})
+}
+
+// Ops returns a copy of the calls received so far.
+func (s *RecordingStream) Ops() []RecordedOp {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]RecordedOp(nil), s.ops...)
+}
+
+// Closed reports whether Close was called.
+func (s *RecordingStream) Closed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Bytes returns the delivered bytes of direction dir concatenated, with each
+// skipped byte replaced by fill, so a test can compare a stream with what was
+// sent.
+func (s *RecordingStream) Bytes(dir event.Direction, fill byte) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []byte
+	for _, op := range s.ops {
+		if op.Dir != dir {
+			continue
+		}
+		switch op.Kind {
+		case "data":
+			out = append(out, op.Bytes...)
+		case "skip":
+			for range op.N {
+				out = append(out, fill)
+			}
+		}
+	}
+	return out
+}
+
+// Recorder is a StreamFactory source that keeps a RecordingStream per
+// connection, for tests.
+type Recorder struct {
+	mu      sync.Mutex
+	streams map[event.ConnID]*RecordingStream
+}
+
+// NewRecorder returns an empty Recorder.
+func NewRecorder() *Recorder {
+	return &Recorder{streams: make(map[event.ConnID]*RecordingStream)}
+}
+
+// Factory is the StreamFactory to put in Config.
+func (r *Recorder) Factory(c *Conn) Stream {
+	s := &RecordingStream{}
+	r.mu.Lock()
+	r.streams[c.ID] = s
+	r.mu.Unlock()
+	return s
+}
+
+// Stream returns the stream recorded for id, or nil.
+func (r *Recorder) Stream(id event.ConnID) *RecordingStream {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.streams[id]
+}

@@ -1,0 +1,415 @@
+package capture
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/weirnet/weir/bpf/event"
+)
+
+// Close reasons recorded on a connection that left the table.
+const (
+	ReasonClosed   = "closed"    // the process closed the fd (ConnClose)
+	ReasonFDReused = "fd-reused" // a new connection appeared on the same (tgid, fd): the close was lost
+	ReasonIdle     = "idle"      // no event for Config.IdleTimeout
+	ReasonEvicted  = "evicted"   // the table was full (Config.MaxConns)
+	ReasonShutdown = "shutdown"  // CloseAll
+)
+
+// Reasons for flushing a reorder buffer early, i.e. declaring the events it
+// waits for lost. They key Stats.Flushes and label the metrics.
+const (
+	FlushReorderEvents = "reorder_events" // Config.ReorderEvents reached
+	FlushReorderBytes  = "reorder_bytes"  // Config.ReorderBytes reached
+	FlushBufferTotal   = "buffer_total"   // Config.MaxBufferedBytes reached
+	FlushTimeout       = "timeout"        // waited Config.ReorderDelay
+	FlushClose         = "close"          // the connection left the table
+)
+
+type flushReason int
+
+const (
+	flushReorderEvents flushReason = iota
+	flushReorderBytes
+	flushBufferTotal
+	flushTimeout
+	flushClose
+	numFlushReasons
+	flushNone flushReason = -1
+)
+
+var flushReasons = [numFlushReasons]string{FlushReorderEvents, FlushReorderBytes, FlushBufferTotal, FlushTimeout, FlushClose}
+
+// Stats counts what the Table did, in particular every time a bound was hit
+// or input was dropped. Counters only grow; gauges say "current".
+type Stats struct {
+	EventsOpen, EventsClose, EventsData uint64
+
+	ConnsTracked  int // gauge: connections in the table
+	ConnsRetained int // gauge: closed connections kept for the API
+	BufferedBytes int // gauge: payload bytes held in reorder buffers
+
+	ConnsCreated uint64 // connections that entered the table
+	ConnsDropped uint64 // evicted because the table was full
+	ConnsExpired uint64 // expired after IdleTimeout
+	FDReused     uint64 // closed because a new connection took their (tgid, fd)
+	ConnsClosed  uint64 // closed by a ConnClose event
+
+	UnknownConnData  uint64 // data events that created a connection never opened
+	UnknownConnClose uint64 // closes of a connection never seen (ignored)
+	LateOpen         uint64 // opens for a connection already closed (ignored)
+	LateData         uint64 // data events for a connection already closed (dropped)
+	BadEvents        uint64 // events with an invalid direction (dropped)
+
+	Reordered   uint64 // events that arrived ahead of a missing one and were held
+	OutOfWindow uint64 // events whose place in the stream was already delivered or declared a gap (dropped)
+	Duplicates  uint64 // events whose Seq was already held (dropped)
+	Overlaps    uint64 // events whose bytes were already covered by the stream (dropped)
+	LostEvents  uint64 // events never received: Seq numbers skipped when a gap was declared
+	Gaps        uint64 // runs of missing bytes declared to streams
+	GapBytes    uint64 // bytes in those runs
+	Truncated   uint64 // events whose payload was shorter than their size
+	// BytesDropped counts bytes of received events that were not
+	// delivered: late, out-of-window, duplicate or overlapping data.
+	BytesDropped uint64
+
+	// Flushes counts early reorder-buffer flushes by reason (Flush*).
+	Flushes map[string]uint64
+}
+
+type fdKey struct {
+	tgid uint32
+	fd   int32
+}
+
+// Table tracks connections and reassembles their streams. It implements
+// event.Sink: ConnOpen, ConnClose and Data must be called from one goroutine.
+// Connections, Stats and Sweep may be called from any goroutine.
+type Table struct {
+	cfg  Config
+	log  *slog.Logger
+	pool bufPool
+
+	mu       sync.Mutex
+	conns    map[event.ConnID]*Conn
+	byFD     map[fdKey]*Conn
+	pending  map[*Conn]struct{} // connections holding reordered events
+	lruHead  *Conn              // least recently active
+	lruTail  *Conn              // most recently active
+	buffered int
+	closed   closedRing
+	stats    Stats
+	flushes  [numFlushReasons]uint64
+}
+
+var _ event.Sink = (*Table)(nil)
+
+// NewTable returns an empty table. It fails only on an invalid Config.
+func NewTable(cfg Config) (*Table, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Table{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "capture"),
+		conns:   make(map[event.ConnID]*Conn),
+		byFD:    make(map[fdKey]*Conn),
+		pending: make(map[*Conn]struct{}),
+		closed:  newClosedRing(cfg.ClosedRing),
+	}, nil
+}
+
+// ConnOpen implements event.Sink.
+func (t *Table) ConnOpen(e event.ConnOpen) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stats.EventsOpen++
+	if t.closed.has(e.Conn) {
+		t.stats.LateOpen++
+		return
+	}
+	c := t.conns[e.Conn]
+	if c == nil {
+		c = t.newConn(e.Conn, e.Proc, e.FD, e.Start)
+	} else {
+		// Data overtook the open (or the open was re-reported): the
+		// connection keeps its streams and gains what the open knows.
+		t.setProc(c, e.Proc, e.FD)
+	}
+	c.opened = true
+	c.Role = e.Role
+	c.Local, c.Remote = e.Local, e.Remote
+	c.openSyscall = e.Syscall
+	c.openStart, c.openEnd = e.Start, e.End
+	c.success, c.inProgress, c.errno = e.Success, e.InProgress, e.Errno
+	if e.Start < c.firstSeen {
+		c.firstSeen = e.Start
+	}
+	t.touch(c, e.End)
+}
+
+// ConnClose implements event.Sink.
+func (t *Table) ConnClose(e event.ConnClose) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stats.EventsClose++
+	c := t.conns[e.Conn]
+	if c == nil {
+		t.stats.UnknownConnClose++
+		return
+	}
+	c.closeTime = e.End
+	c.kernelSent, c.kernelRecv = e.BytesSent, e.BytesRecv
+	c.haveClose = true
+	if e.End > c.lastSeen {
+		c.lastSeen = e.End
+	}
+	t.stats.ConnsClosed++
+	t.finish(c, e.End, ReasonClosed)
+}
+
+// Data implements event.Sink.
+func (t *Table) Data(e event.Data) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stats.EventsData++
+	if e.Direction > event.Ingress {
+		t.stats.BadEvents++
+		return
+	}
+	if t.closed.has(e.Conn) {
+		t.stats.LateData++
+		t.stats.BytesDropped += uint64(e.Size)
+		return
+	}
+	c := t.conns[e.Conn]
+	if c == nil {
+		t.stats.UnknownConnData++
+		c = t.newConn(e.Conn, e.Proc, e.FD, e.Start)
+		c.discoveredByData = true
+		c.openSyscall = e.Syscall
+	}
+	t.touch(c, e.End)
+
+	payload := e.Payload
+	if uint64(len(payload)) > uint64(e.Size) {
+		payload = payload[:e.Size]
+	}
+	h := &c.dirs[e.Direction]
+	h.account(&t.stats, e, len(payload))
+	t.reassemble(c, h, e.Seq, e.StreamOffset, e.Size, payload, e.Start, e.End)
+}
+
+// Sweep flushes reorder buffers that waited longer than ReorderDelay and
+// expires connections idle for longer than IdleTimeout, as of now (event
+// clock). The owner calls it periodically; Run does so.
+func (t *Table) Sweep(now event.Timestamp) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.pending {
+		for d := range c.dirs {
+			h := &c.dirs[d]
+			for t.waitedTooLong(h, now) {
+				t.flushOne(c, h, flushTimeout)
+			}
+		}
+		t.updatePending(c)
+	}
+	idle := event.Timestamp(t.cfg.IdleTimeout)
+	if now <= idle {
+		return
+	}
+	// The LRU list is in order of event arrival, which follows event time
+	// closely; stopping at the first connection still active keeps the
+	// sweep proportional to what expires.
+	for c := t.lruHead; c != nil && c.lastSeen < now-idle; c = t.lruHead {
+		t.stats.ConnsExpired++
+		t.finish(c, now, ReasonIdle)
+	}
+}
+
+// Run calls Sweep every SweepInterval until ctx is done.
+func (t *Table) Run(ctx context.Context) error {
+	tick := time.NewTicker(t.cfg.SweepInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			t.Sweep(t.cfg.Clock())
+		}
+	}
+}
+
+// CloseAll closes every tracked connection (flushing reorder buffers and
+// calling Stream.Close) as of now, e.g. at daemon shutdown after the reader
+// stopped.
+func (t *Table) CloseAll(now event.Timestamp) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := t.lruHead; c != nil; c = t.lruHead {
+		t.finish(c, now, ReasonShutdown)
+	}
+}
+
+// Stats returns a copy of the counters.
+func (t *Table) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.stats
+	s.ConnsTracked = len(t.conns)
+	s.ConnsRetained = t.closed.len()
+	s.BufferedBytes = t.buffered
+	s.Flushes = make(map[string]uint64, len(flushReasons))
+	for i, r := range flushReasons {
+		s.Flushes[r] = t.flushes[i]
+	}
+	return s
+}
+
+func (t *Table) newConn(id event.ConnID, p event.Process, fd int32, ts event.Timestamp) *Conn {
+	if len(t.conns) >= t.cfg.MaxConns && t.lruHead != nil {
+		victim := t.lruHead
+		t.stats.ConnsDropped++
+		t.log.Debug("connection table full, evicting least recently active", "max", t.cfg.MaxConns, "evicted", uint64(victim.ID))
+		t.finish(victim, ts, ReasonEvicted)
+	}
+	c := &Conn{ID: id, firstSeen: ts, lastSeen: ts}
+	for d := range c.dirs {
+		c.dirs[d].dir = event.Direction(d)
+		c.dirs[d].lastEnd = ts
+	}
+	t.setProc(c, p, fd)
+	t.conns[id] = c
+	t.lruPush(c)
+	t.stats.ConnsCreated++
+	if s := t.cfg.StreamFactory(c); s != nil {
+		c.stream = s
+	} else {
+		c.stream = NopStream{}
+	}
+	return c
+}
+
+// setProc records the owning process and indexes the connection by
+// (tgid, fd): a socket's fd cannot refer to two connections at once, so an
+// open connection still holding that key lost its close event.
+func (t *Table) setProc(c *Conn, p event.Process, fd int32) {
+	if t.cfg.ContainerID != nil && (!c.indexed || p.CgroupID != c.Proc.CgroupID) {
+		c.ContainerID = ""
+		if p.CgroupID != 0 {
+			c.ContainerID = t.cfg.ContainerID(p.CgroupID)
+		}
+	}
+	k := fdKey{p.TGID, fd}
+	if oldKey := c.fdKey(); c.indexed && oldKey != k && t.byFD[oldKey] == c {
+		delete(t.byFD, oldKey)
+	}
+	c.Proc, c.PodID, c.FD = p, p.PodID, fd
+	if old := t.byFD[k]; old != nil && old != c {
+		t.stats.FDReused++
+		t.finish(old, c.firstSeen, ReasonFDReused)
+	}
+	t.byFD[k] = c
+	c.indexed = true
+}
+
+// finish removes c from the table: its reorder buffers are flushed, its
+// Stream closed, and its summary kept in the closed ring.
+func (t *Table) finish(c *Conn, now event.Timestamp, reason string) {
+	for d := range c.dirs {
+		h := &c.dirs[d]
+		for len(h.held) > 0 {
+			t.flushOne(c, h, flushClose)
+		}
+	}
+	delete(t.pending, c)
+	c.stream.Close(now)
+	c.closeReason = reason
+	if !c.haveClose {
+		c.closeTime = now
+	}
+	delete(t.conns, c.ID)
+	if t.byFD[c.fdKey()] == c {
+		delete(t.byFD, c.fdKey())
+	}
+	t.lruRemove(c)
+	t.closed.push(c.info(t.cfg.BootTime, false))
+	c.stream = nil
+}
+
+func (t *Table) touch(c *Conn, ts event.Timestamp) {
+	if ts > c.lastSeen {
+		c.lastSeen = ts
+	}
+	if t.lruTail != c {
+		t.lruRemove(c)
+		t.lruPush(c)
+	}
+}
+
+func (t *Table) lruPush(c *Conn) {
+	c.prev, c.next = t.lruTail, nil
+	if t.lruTail != nil {
+		t.lruTail.next = c
+	} else {
+		t.lruHead = c
+	}
+	t.lruTail = c
+}
+
+func (t *Table) lruRemove(c *Conn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if t.lruHead == c {
+		t.lruHead = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else if t.lruTail == c {
+		t.lruTail = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// Conn is one tracked connection. The exported fields are written by the
+// Table from the Sink goroutine; a Stream may read them from its callbacks
+// (which run on that goroutine), anything else must use Table.Connections.
+type Conn struct {
+	ID          event.ConnID
+	PodID       uint32
+	Proc        event.Process // the process that opened it (or was first seen using it)
+	FD          int32
+	Local       netip.AddrPort
+	Remote      netip.AddrPort
+	Role        event.Role // may change from RoleUnknown when a late ConnOpen arrives
+	ContainerID string
+
+	opened           bool // ConnOpen seen
+	discoveredByData bool // created by a Data event
+	openSyscall      event.Syscall
+	openStart        event.Timestamp
+	openEnd          event.Timestamp
+	success          bool
+	inProgress       bool
+	errno            int32
+
+	firstSeen, lastSeen    event.Timestamp
+	haveClose              bool
+	closeTime              event.Timestamp
+	kernelSent, kernelRecv uint64
+	closeReason            string
+
+	dirs    [2]half
+	stream  Stream
+	indexed bool
+
+	prev, next *Conn
+}
+
+func (c *Conn) fdKey() fdKey { return fdKey{c.Proc.TGID, c.FD} }

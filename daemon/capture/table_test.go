@@ -1,0 +1,481 @@
+package capture
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weirnet/weir/bpf/event"
+)
+
+func TestInOrderEventsDeliverBothStreamsExactly(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
+	g := newGen(1, 100, 5, 4096)
+	req, resp := pattern(300, 1), pattern(5000, 2)
+	feed(tab, g.syscall(event.Egress, req)...)
+	feed(tab, g.syscall(event.Ingress, resp[:1000])...)
+	feed(tab, g.syscall(event.Ingress, resp[1000:])...)
+	tab.ConnClose(closeEv(1, 100, 5, 9_000_000))
+
+	s := rec.Stream(1)
+	if got := s.Bytes(event.Egress, '?'); !bytes.Equal(got, req) {
+		t.Errorf("egress stream differs from what was sent (%d vs %d bytes)", len(got), len(req))
+	}
+	if got := s.Bytes(event.Ingress, '?'); !bytes.Equal(got, resp) {
+		t.Errorf("ingress stream differs from what was received (%d vs %d bytes)", len(got), len(resp))
+	}
+	if !s.Closed() {
+		t.Error("stream not closed after ConnClose")
+	}
+	ci := connInfo(t, tab, 1)
+	if ci.State != "closed" || ci.CloseReason != ReasonClosed {
+		t.Errorf("state %q reason %q, want closed/%s", ci.State, ci.CloseReason, ReasonClosed)
+	}
+	if ci.BytesSent != 300 || ci.BytesRecv != 5000 || ci.SyscallsSent != 1 || ci.SyscallsRecv != 2 {
+		t.Errorf("counters sent=%d recv=%d syscalls sent=%d recv=%d, want 300 5000 1 2",
+			ci.BytesSent, ci.BytesRecv, ci.SyscallsSent, ci.SyscallsRecv)
+	}
+	if ci.Gaps != 0 || ci.Truncated != 0 {
+		t.Errorf("gaps=%d truncated=%d on a clean stream", ci.Gaps, ci.Truncated)
+	}
+	st := tab.Stats()
+	if st.EventsOpen != 1 || st.EventsClose != 1 || st.EventsData != 3 || st.ConnsTracked != 0 || st.ConnsRetained != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestReorderedEventsAreDeliveredInStreamOrder(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleServer, 1000))
+	g := newGen(1, 100, 5, 100)
+	want := pattern(2000, 3)
+	var evs []event.Data
+	for i := 0; i < len(want); i += 250 {
+		evs = append(evs, g.syscall(event.Ingress, want[i:i+250])...)
+	}
+	// Swap neighbours and move one event far back (within the window).
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i+1 < len(evs); i += 2 {
+		if rng.IntN(2) == 0 {
+			evs[i], evs[i+1] = evs[i+1], evs[i]
+		}
+	}
+	first := evs[0]
+	evs = append(evs[1:11], append([]event.Data{first}, evs[11:]...)...)
+	feed(tab, evs...)
+
+	s := rec.Stream(1)
+	if got := s.Bytes(event.Ingress, '?'); !bytes.Equal(got, want) {
+		t.Fatalf("reassembled stream differs from the original")
+	}
+	st := tab.Stats()
+	if st.Reordered == 0 {
+		t.Error("Reordered = 0 after feeding out-of-order events")
+	}
+	if st.Gaps != 0 || st.LostEvents != 0 || st.BufferedBytes != 0 {
+		t.Errorf("gaps=%d lost=%d buffered=%d, want all 0", st.Gaps, st.LostEvents, st.BufferedBytes)
+	}
+	for _, op := range s.Ops() {
+		if op.Kind == "skip" {
+			t.Errorf("unexpected skip of %d bytes", op.N)
+		}
+	}
+}
+
+func TestDuplicateEventsAreDroppedAndCounted(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	g := newGen(1, 100, 5, 100)
+	evs := g.syscall(event.Egress, pattern(300, 4))
+	// e0, e2 (held), e2 again (duplicate of a held one), e1, e0 again (already delivered).
+	feed(tab, evs[0], evs[2], evs[2], evs[1], evs[0])
+	if got := rec.Stream(1).Bytes(event.Egress, '?'); !bytes.Equal(got, pattern(300, 4)) {
+		t.Fatalf("stream corrupted by duplicates")
+	}
+	st := tab.Stats()
+	if st.Duplicates != 1 || st.OutOfWindow != 1 || st.BytesDropped != 200 {
+		t.Errorf("duplicates=%d outOfWindow=%d bytesDropped=%d, want 1 1 200", st.Duplicates, st.OutOfWindow, st.BytesDropped)
+	}
+}
+
+func TestMissingEventBecomesGapOfExactSizeAtClose(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
+	g := newGen(1, 100, 5, 1000)
+	a, b, c := pattern(100, 1), pattern(333, 2), pattern(50, 3)
+	ea := g.syscall(event.Egress, a)
+	g.syscall(event.Egress, b) // lost in the kernel
+	ec := g.syscall(event.Egress, c)
+	feed(tab, ea...)
+	feed(tab, ec...)
+	if got := rec.Stream(1).Bytes(event.Egress, '?'); !bytes.Equal(got, a) {
+		t.Fatalf("before close: delivered %d bytes, want only the 100 before the hole", len(got))
+	}
+	tab.ConnClose(closeEv(1, 100, 5, 5_000_000))
+
+	want := append(append(append([]byte(nil), a...), bytes.Repeat([]byte{'?'}, len(b))...), c...)
+	if got := rec.Stream(1).Bytes(event.Egress, '?'); !bytes.Equal(got, want) {
+		t.Fatalf("after close: stream is not a + skip(333) + c")
+	}
+	var skips []uint64
+	for _, op := range rec.Stream(1).Ops() {
+		if op.Kind == "skip" {
+			skips = append(skips, op.N)
+		}
+	}
+	if len(skips) != 1 || skips[0] != 333 {
+		t.Errorf("skips %v, want exactly [333]", skips)
+	}
+	st := tab.Stats()
+	if st.Gaps != 1 || st.GapBytes != 333 || st.LostEvents != 1 || st.Flushes[FlushClose] != 1 {
+		t.Errorf("gaps=%d gapBytes=%d lost=%d flushes=%v", st.Gaps, st.GapBytes, st.LostEvents, st.Flushes)
+	}
+	ci := connInfo(t, tab, 1)
+	if ci.Gaps != 1 || ci.GapBytes != 333 || ci.BytesSent != 483 {
+		t.Errorf("conn gaps=%d gapBytes=%d bytesSent=%d, want 1 333 483", ci.Gaps, ci.GapBytes, ci.BytesSent)
+	}
+}
+
+func TestFullReorderBufferDeclaresGapAndLateEventIsOutOfWindow(t *testing.T) {
+	tab, rec := newTestTable(t, Config{ReorderEvents: 4})
+	g := newGen(1, 100, 5, 10)
+	data := pattern(100, 9)
+	evs := g.syscall(event.Ingress, data) // 10 events of 10 bytes
+	feed(tab, evs[0])
+	feed(tab, evs[2:7]...) // 5 held: exceeds 4, evs[1] given up
+	st := tab.Stats()
+	if st.Flushes[FlushReorderEvents] != 1 || st.Gaps != 1 || st.GapBytes != 10 {
+		t.Fatalf("flushes=%v gaps=%d gapBytes=%d, want one reorder_events flush of a 10-byte gap", st.Flushes, st.Gaps, st.GapBytes)
+	}
+	feed(tab, evs[1]) // arrives too late
+	feed(tab, evs[7:]...)
+	st = tab.Stats()
+	if st.OutOfWindow != 1 || st.BytesDropped != 10 {
+		t.Errorf("outOfWindow=%d bytesDropped=%d, want 1 10", st.OutOfWindow, st.BytesDropped)
+	}
+	want := append(append(append([]byte(nil), data[:10]...), bytes.Repeat([]byte{'?'}, 10)...), data[20:]...)
+	if got := rec.Stream(1).Bytes(event.Ingress, '?'); !bytes.Equal(got, want) {
+		t.Errorf("stream is not data with bytes 10..20 skipped")
+	}
+}
+
+func TestReorderBytesBoundFlushesDirection(t *testing.T) {
+	tab, _ := newTestTable(t, Config{ReorderBytes: 1000})
+	g := newGen(1, 100, 5, 400)
+	evs := g.syscall(event.Egress, pattern(2000, 1)) // 5 x 400
+	feed(tab, evs[1:4]...)                           // 1200 held > 1000
+	st := tab.Stats()
+	if st.Flushes[FlushReorderBytes] != 1 || st.BufferedBytes > 1000 {
+		t.Errorf("flushes=%v buffered=%d, want one reorder_bytes flush and <= 1000 buffered", st.Flushes, st.BufferedBytes)
+	}
+}
+
+func TestWaitingLongerThanReorderDelayDeclaresGap(t *testing.T) {
+	tab, rec := newTestTable(t, Config{ReorderDelay: time.Millisecond})
+	g := newGen(1, 100, 5, 10)
+	evs := g.syscall(event.Egress, pattern(30, 1))
+	feed(tab, evs[0], evs[2])
+	if tab.Stats().Gaps != 0 {
+		t.Fatal("gap declared before the delay passed")
+	}
+	// Sweep before the delay: nothing; after: the gap.
+	tab.Sweep(evs[2].End + event.Timestamp(time.Millisecond))
+	if tab.Stats().Gaps != 0 {
+		t.Fatal("Sweep declared a gap before the delay passed")
+	}
+	tab.Sweep(evs[2].End + event.Timestamp(time.Millisecond) + 1)
+	st := tab.Stats()
+	if st.Gaps != 1 || st.GapBytes != 10 || st.Flushes[FlushTimeout] != 1 || st.BufferedBytes != 0 {
+		t.Fatalf("gaps=%d gapBytes=%d flushes=%v buffered=%d", st.Gaps, st.GapBytes, st.Flushes, st.BufferedBytes)
+	}
+	if got := rec.Stream(1).Bytes(event.Egress, '?'); len(got) != 30 {
+		t.Errorf("delivered %d bytes, want 30 (10 data, 10 skip, 10 data)", len(got))
+	}
+
+	// The same bound also applies on the event path: a later event on the
+	// connection, far enough in time, releases the held ones.
+	tab2, rec2 := newTestTable(t, Config{ReorderDelay: time.Millisecond})
+	g2 := newGen(2, 100, 6, 10)
+	var e2 []event.Data
+	for range 4 {
+		e2 = append(e2, g2.syscall(event.Egress, pattern(10, 1))...)
+	}
+	e2[3].Start = e2[2].End + event.Timestamp(2*time.Millisecond)
+	e2[3].End = e2[3].Start + 10
+	feed(tab2, e2[0], e2[2]) // e2[1] lost
+	if tab2.Stats().Gaps != 0 {
+		t.Fatal("gap declared before the delay passed")
+	}
+	feed(tab2, e2[3])
+	if st := tab2.Stats(); st.Flushes[FlushTimeout] != 1 || st.LostEvents != 1 || st.BufferedBytes != 0 {
+		t.Errorf("event-path timeout: flushes=%v lost=%d buffered=%d, want one timeout flush, 1 lost event, 0 buffered",
+			st.Flushes, st.LostEvents, st.BufferedBytes)
+	}
+	checkStreamAccounting(t, rec2.Stream(2), event.Egress, 40)
+}
+
+func TestTruncatedEventDeliversPrefixThenSkip(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	data := pattern(1000, 5)
+	feed(tab,
+		event.Data{Conn: 1, Proc: testProc(1), Direction: event.Ingress, Seq: 0, StreamOffset: 0, Size: 1000,
+			Payload: data[:256], Truncated: true, Start: 10, End: 20},
+		event.Data{Conn: 1, Proc: testProc(1), Direction: event.Ingress, Seq: 1, StreamOffset: 1000, Size: 4,
+			Payload: []byte("next"), Start: 30, End: 40},
+	)
+	ops := rec.Stream(1).Ops()
+	if len(ops) != 3 || ops[0].Kind != "data" || ops[0].N != 256 || ops[1].Kind != "skip" || ops[1].N != 744 ||
+		ops[2].Kind != "data" || string(ops[2].Bytes) != "next" {
+		t.Fatalf("ops %+v, want data(256) skip(744) data(next)", ops)
+	}
+	if !bytes.Equal(ops[0].Bytes, data[:256]) {
+		t.Error("truncated prefix differs")
+	}
+	ci := connInfo(t, tab, 1)
+	if ci.Truncated != 1 || ci.BytesRecv != 1004 || ci.Gaps != 0 {
+		t.Errorf("truncated=%d bytesRecv=%d gaps=%d, want 1 1004 0", ci.Truncated, ci.BytesRecv, ci.Gaps)
+	}
+}
+
+func TestMultiChunkSyscallIsOneSyscallManyChunks(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	g := newGen(1, 100, 5, 1024)
+	want := pattern(3000, 6)
+	evs := g.syscall(event.Egress, want)
+	if len(evs) != 3 {
+		t.Fatalf("generator made %d chunks", len(evs))
+	}
+	feed(tab, evs...)
+	if got := rec.Stream(1).Bytes(event.Egress, '?'); !bytes.Equal(got, want) {
+		t.Fatal("multi-chunk syscall not reassembled")
+	}
+	ci := connInfo(t, tab, 1)
+	if ci.SyscallsSent != 1 || ci.BytesSent != 3000 {
+		t.Errorf("syscallsSent=%d bytesSent=%d, want 1 3000", ci.SyscallsSent, ci.BytesSent)
+	}
+}
+
+func TestDataBeforeOpenCreatesUnknownConnThatOpenCompletes(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	g := newGen(7, 100, 5, 1000)
+	feed(tab, g.syscall(event.Egress, []byte("GET / HTTP/1.1\r\n"))...)
+	ci := connInfo(t, tab, 7)
+	if ci.Role != "unknown" || ci.OpenSeen || ci.Connect != nil || ci.State != "open" {
+		t.Errorf("data-first connection: role=%q openSeen=%v connect=%v state=%q", ci.Role, ci.OpenSeen, ci.Connect, ci.State)
+	}
+	if st := tab.Stats(); st.UnknownConnData != 1 {
+		t.Errorf("UnknownConnData=%d, want 1", st.UnknownConnData)
+	}
+	s := rec.Stream(7)
+	tab.ConnOpen(openEv(7, 100, 5, event.RoleClient, 500))
+	feed(tab, g.syscall(event.Egress, []byte("Host: x\r\n\r\n"))...)
+	ci = connInfo(t, tab, 7)
+	if ci.Role != "client" || !ci.OpenSeen || ci.Connect == nil || !ci.Connect.Success || ci.Remote.String() != "10.0.0.2:80" {
+		t.Errorf("after late open: %+v", ci)
+	}
+	if rec.Stream(7) != s {
+		t.Error("late open replaced the connection's stream")
+	}
+	if got := string(s.Bytes(event.Egress, '?')); got != "GET / HTTP/1.1\r\nHost: x\r\n\r\n" {
+		t.Errorf("stream %q", got)
+	}
+	if ci.FirstSeen != testBoot.Add(500) {
+		t.Errorf("firstSeen %v, want the open's start %v", ci.FirstSeen, testBoot.Add(500))
+	}
+}
+
+func TestNewConnOnSameFDClosesTheOldOne(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
+	g1 := newGen(1, 100, 5, 1000)
+	feed(tab, g1.syscall(event.Egress, []byte("first"))...)
+	// The close of conn 1 was lost; fd 5 now belongs to conn 2.
+	tab.ConnOpen(openEv(2, 100, 5, event.RoleClient, 2_000_000))
+	g2 := newGen(2, 100, 5, 1000)
+	feed(tab, g2.syscall(event.Egress, []byte("second"))...)
+
+	if got := string(rec.Stream(1).Bytes(event.Egress, '?')); got != "first" {
+		t.Errorf("conn 1 stream %q", got)
+	}
+	if got := string(rec.Stream(2).Bytes(event.Egress, '?')); got != "second" {
+		t.Errorf("conn 2 stream %q", got)
+	}
+	if !rec.Stream(1).Closed() || rec.Stream(2).Closed() {
+		t.Error("want conn 1 closed and conn 2 open")
+	}
+	if ci := connInfo(t, tab, 1); ci.State != "closed" || ci.CloseReason != ReasonFDReused {
+		t.Errorf("conn 1 state %q reason %q", ci.State, ci.CloseReason)
+	}
+	if st := tab.Stats(); st.FDReused != 1 || st.ConnsTracked != 1 {
+		t.Errorf("FDReused=%d tracked=%d, want 1 1", st.FDReused, st.ConnsTracked)
+	}
+	// The same fd in another process is a different socket.
+	tab.ConnOpen(openEv(3, 200, 5, event.RoleClient, 3_000_000))
+	if st := tab.Stats(); st.FDReused != 1 || st.ConnsTracked != 2 {
+		t.Errorf("other tgid: FDReused=%d tracked=%d, want 1 2", st.FDReused, st.ConnsTracked)
+	}
+}
+
+func TestLateDataAfterCloseIsDroppedNotResurrected(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
+	g := newGen(1, 100, 5, 1000)
+	feed(tab, g.syscall(event.Egress, []byte("abc"))...)
+	tab.ConnClose(closeEv(1, 100, 5, 2_000_000))
+	feed(tab, g.syscall(event.Ingress, []byte("late!"))...)
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 3_000_000))
+	st := tab.Stats()
+	if st.LateData != 1 || st.LateOpen != 1 || st.BytesDropped != 5 || st.ConnsTracked != 0 {
+		t.Errorf("lateData=%d lateOpen=%d bytesDropped=%d tracked=%d, want 1 1 5 0", st.LateData, st.LateOpen, st.BytesDropped, st.ConnsTracked)
+	}
+	if got := rec.Stream(1).Bytes(event.Ingress, '?'); len(got) != 0 {
+		t.Errorf("late data reached the closed stream: %q", got)
+	}
+	tab.ConnClose(closeEv(99, 100, 9, 4_000_000))
+	if st := tab.Stats(); st.UnknownConnClose != 1 {
+		t.Errorf("UnknownConnClose=%d, want 1", st.UnknownConnClose)
+	}
+}
+
+func TestConnBoundEvictsLeastRecentlyActive(t *testing.T) {
+	tab, rec := newTestTable(t, Config{MaxConns: 3})
+	for id := event.ConnID(1); id <= 3; id++ {
+		tab.ConnOpen(openEv(id, 100, int32(id), event.RoleClient, event.Timestamp(id)*1000))
+	}
+	// Conn 1 is active again: conn 2 is now the least recently active.
+	feed(tab, newGen(1, 100, 1, 100).syscall(event.Egress, []byte("x"))...)
+	tab.ConnOpen(openEv(4, 100, 4, event.RoleClient, 9000))
+
+	st := tab.Stats()
+	if st.ConnsTracked != 3 || st.ConnsDropped != 1 {
+		t.Fatalf("tracked=%d dropped=%d, want 3 1", st.ConnsTracked, st.ConnsDropped)
+	}
+	if ci := connInfo(t, tab, 2); ci.State != "closed" || ci.CloseReason != ReasonEvicted {
+		t.Errorf("conn 2: state %q reason %q, want closed/evicted", ci.State, ci.CloseReason)
+	}
+	if !rec.Stream(2).Closed() {
+		t.Error("evicted connection's stream not closed")
+	}
+	for _, id := range []event.ConnID{1, 3, 4} {
+		if ci := connInfo(t, tab, id); ci.State != "open" {
+			t.Errorf("conn %d: state %q, want open", id, ci.State)
+		}
+	}
+	// Thousands more: the table never grows past its bound.
+	for id := event.ConnID(10); id < 2010; id++ {
+		feed(tab, newGen(id, 300, int32(id), 100).syscall(event.Ingress, []byte("y"))...)
+		if n := tab.Stats().ConnsTracked; n > 3 {
+			t.Fatalf("tracked %d > MaxConns 3", n)
+		}
+	}
+	if st := tab.Stats(); st.ConnsDropped != 2001 {
+		t.Errorf("ConnsDropped=%d, want 2001", st.ConnsDropped)
+	}
+}
+
+func TestTotalBufferedBytesBoundIsNeverExceeded(t *testing.T) {
+	const maxBuf = 4096
+	const chunk = 512
+	tab, _ := newTestTable(t, Config{MaxBufferedBytes: maxBuf})
+	for id := event.ConnID(1); id <= 50; id++ {
+		g := newGen(id, 100, int32(id), chunk)
+		evs := g.syscall(event.Egress, pattern(4*chunk, byte(id)))
+		feed(tab, evs[1], evs[2], evs[3]) // evs[0] missing: all held
+		if b := tab.Stats().BufferedBytes; b > maxBuf {
+			t.Fatalf("buffered %d > bound %d after conn %d", b, maxBuf, id)
+		}
+	}
+	st := tab.Stats()
+	if st.Flushes[FlushBufferTotal] == 0 {
+		t.Errorf("no buffer_total flush counted: %v", st.Flushes)
+	}
+	if st.Gaps != st.Flushes[FlushBufferTotal] || st.GapBytes != chunk*st.Gaps {
+		t.Errorf("gaps=%d gapBytes=%d, want one %d-byte gap per flush (%d)", st.Gaps, st.GapBytes, chunk, st.Flushes[FlushBufferTotal])
+	}
+}
+
+func TestIdleConnectionsExpireOnSweep(t *testing.T) {
+	tab, rec := newTestTable(t, Config{IdleTimeout: time.Second})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
+	tab.ConnOpen(openEv(2, 100, 6, event.RoleClient, event.Timestamp(2*time.Second)))
+	tab.Sweep(event.Timestamp(time.Second)) // conn 1 idle for < 1s
+	if st := tab.Stats(); st.ConnsExpired != 0 {
+		t.Fatalf("expired %d too early", st.ConnsExpired)
+	}
+	tab.Sweep(event.Timestamp(time.Second) + 3000)
+	st := tab.Stats()
+	if st.ConnsExpired != 1 || st.ConnsTracked != 1 {
+		t.Fatalf("expired=%d tracked=%d, want 1 1", st.ConnsExpired, st.ConnsTracked)
+	}
+	if ci := connInfo(t, tab, 1); ci.CloseReason != ReasonIdle || ci.State != "closed" {
+		t.Errorf("conn 1: %q/%q", ci.State, ci.CloseReason)
+	}
+	if !rec.Stream(1).Closed() || rec.Stream(2).Closed() {
+		t.Error("want only conn 1's stream closed")
+	}
+}
+
+func TestClosedRingIsBounded(t *testing.T) {
+	tab, _ := newTestTable(t, Config{ClosedRing: 2})
+	for id := event.ConnID(1); id <= 5; id++ {
+		tab.ConnOpen(openEv(id, 100, 5, event.RoleClient, event.Timestamp(id)*1000))
+		tab.ConnClose(closeEv(id, 100, 5, event.Timestamp(id)*1000+500))
+	}
+	got := tab.Connections(Filter{})
+	if len(got) != 2 || got[0].ID != 5 || got[1].ID != 4 {
+		t.Fatalf("retained %v, want conns 5 and 4", ids(got))
+	}
+	if st := tab.Stats(); st.ConnsRetained != 2 {
+		t.Errorf("ConnsRetained=%d", st.ConnsRetained)
+	}
+}
+
+func TestCloseAllClosesEveryStream(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	for id := event.ConnID(1); id <= 3; id++ {
+		tab.ConnOpen(openEv(id, 100, int32(id), event.RoleClient, 1000))
+	}
+	tab.CloseAll(5000)
+	for id := event.ConnID(1); id <= 3; id++ {
+		if !rec.Stream(id).Closed() {
+			t.Errorf("conn %d not closed", id)
+		}
+		if ci := connInfo(t, tab, id); ci.CloseReason != ReasonShutdown {
+			t.Errorf("conn %d reason %q", id, ci.CloseReason)
+		}
+	}
+}
+
+func TestInvalidConfigIsRejectedByName(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		name string
+	}{
+		{Config{MaxConns: -1}, "MaxConns"},
+		{Config{ReorderBytes: -5}, "ReorderBytes"},
+		{Config{IdleTimeout: -time.Second}, "IdleTimeout"},
+	} {
+		_, err := NewTable(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("NewTable(%+v) error %v, want one naming %s", tc.cfg, err, tc.name)
+		}
+	}
+}
+
+func TestInvalidDirectionIsCountedAndDropped(t *testing.T) {
+	tab, _ := newTestTable(t, Config{})
+	tab.Data(event.Data{Conn: 1, Direction: 7, Size: 3, Payload: []byte("abc")})
+	if st := tab.Stats(); st.BadEvents != 1 || st.ConnsTracked != 0 {
+		t.Errorf("badEvents=%d tracked=%d", st.BadEvents, st.ConnsTracked)
+	}
+}
+
+func ids(cs []ConnInfo) []uint64 {
+	var out []uint64
+	for _, c := range cs {
+		out = append(out, c.ID)
+	}
+	return out
+}
