@@ -1,0 +1,57 @@
+package protocol
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/protocol/internal/capture"
+)
+
+// FuzzDetect drives a Conn of any role with arbitrary client and server
+// bytes cut and skipped at fuzzer-chosen points. It must never panic, and
+// what it emits must stay within what the input could hold.
+func FuzzDetect(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.cap")
+	for _, file := range files {
+		cs, err := capture.Load(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(capture.Stream(cs, true), capture.Stream(cs, false), uint64(len(cs)), uint8(1), uint8(0))
+	}
+	f.Add([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}, uint64(3), uint8(0), uint8(3))
+	f.Fuzz(func(t *testing.T, client, server []byte, seed uint64, role, skipEvery uint8) {
+		lim := DefaultLimits()
+		lim.MaxHeaderBytes, lim.MaxBuffered, lim.MaxStreams, lim.MaxPending = 4096, 8192, 16, 8
+		n := 0
+		st := &Stats{}
+		c, err := NewConn(event.Role(role%3), st, func(r *Record) { n++ }, WithLimits(lim))
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqDir := event.Ingress
+		if event.Role(role%3) == event.RoleClient {
+			reqDir = event.Egress
+		}
+		var ts event.Timestamp
+		capture.Chop(client, server, seed, int(skipEvery%8), func(fromClient bool, b []byte) {
+			ts++
+			d := reqDir
+			if !fromClient {
+				d = 1 - reqDir
+			}
+			c.Data(d, b, ts, ts)
+		}, func(fromClient bool, k uint64) {
+			d := reqDir
+			if !fromClient {
+				d = 1 - reqDir
+			}
+			c.Skip(d, k, ts, ts)
+		})
+		c.Close(ts + 1)
+		if n > len(client)+len(server)+1 {
+			t.Fatalf("%d records from %d bytes", n, len(client)+len(server))
+		}
+	})
+}

@@ -1,0 +1,758 @@
+// Package http1 turns the two byte streams of an HTTP/1.0 or HTTP/1.1
+// connection into one record per request/response exchange.
+//
+// It works on captured bytes, not on a socket: bytes arrive per direction in
+// order, possibly split anywhere or with gaps whose size is known (Skip). The
+// parser therefore never blocks, keeps only what it cannot parse yet (a
+// partial header section or chunk-size line, bounded), and counts bodies from
+// the message framing without looking at them, so a body larger than the
+// capture limit still yields exact sizes. When bytes that carry framing are
+// lost it re-synchronises on the next plausible start line instead of
+// guessing.
+package http1
+
+import (
+	"bytes"
+
+	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/protocol/record"
+	"github.com/weirnet/weir/daemon/protocol/tracectx"
+)
+
+// Side is a direction of the connection in HTTP terms.
+type Side uint8
+
+const (
+	Request  Side = iota // client to server
+	Response             // server to client
+)
+
+// Switch tells the caller that a direction leaves HTTP/1.
+type Switch uint8
+
+const (
+	Stay    Switch = iota
+	ToHTTP2        // h2c: the rest of the direction is HTTP/2
+	ToTCP          // the rest of the connection is opaque (WebSocket, CONNECT, limit hit)
+)
+
+// Parser parses one HTTP/1 connection. It is not safe for concurrent use.
+type Parser struct {
+	lim   record.Limits
+	stats *record.Stats
+	sink  func(*record.Record)
+
+	dirs [2]dir
+	// pending holds exchanges whose response has not completed, oldest
+	// first (pipelining). Bounded by Limits.MaxPending.
+	pending []*exchange
+	// h2c is the exchange whose request asked for an h2c upgrade; it becomes
+	// stream 1 of the HTTP/2 connection.
+	h2c  *exchange
+	dead bool
+}
+
+type exchange struct {
+	rec      record.Record
+	head     bool // HEAD: response has no body
+	connect  bool // CONNECT: 2xx turns the connection into a tunnel
+	upgrade  uint8
+	reqDone  bool
+	respDone bool
+	handed   bool // taken over by the HTTP/2 parser
+	emitted  bool
+}
+
+const (
+	upNone uint8 = iota
+	upH2C
+	upOther
+)
+
+type state uint8
+
+const (
+	stStart state = iota
+	stHeader
+	stBody
+	stChunkLine
+	stChunkData
+	stTrailer
+	stUntilClose
+	stAfterUpgrade // request side: waiting to see whether the upgrade happened
+	stResync
+	stOpaque
+)
+
+type dir struct {
+	side      Side
+	st        state
+	buf       []byte // partial header section / chunk line / trailers
+	scan      int    // bytes of buf already searched for the section end
+	remaining uint64
+	cur       *exchange
+	lost      bool // bytes of the current message were lost
+	msgStart  event.Timestamp
+	lastEnd   event.Timestamp
+	trace     tracectx.Collector
+}
+
+// New returns a parser that hands each finished exchange to sink. stats must
+// not be nil; lim must have passed Validate.
+func New(lim record.Limits, stats *record.Stats, sink func(*record.Record)) *Parser {
+	p := &Parser{lim: lim, stats: stats, sink: sink}
+	p.dirs[Request].side = Request
+	p.dirs[Response].side = Response
+	return p
+}
+
+// Opaque reports whether the connection stopped being HTTP/1 in both
+// directions (tunnel, WebSocket, or a limit was hit).
+func (p *Parser) Opaque() bool { return p.dead }
+
+// H2CRequest returns the record of the request that upgraded the connection
+// to h2c, for the HTTP/2 parser to continue as stream 1. The HTTP/1 parser
+// no longer emits it.
+func (p *Parser) H2CRequest() *record.Record {
+	if p.h2c == nil {
+		return nil
+	}
+	p.h2c.handed = true
+	return &p.h2c.rec
+}
+
+// Data feeds captured bytes of one direction. When the direction leaves
+// HTTP/1 it returns the switch, the bytes the parser had buffered that belong
+// to the new protocol (carry, valid until the next call) and the offset in b
+// where the new protocol continues.
+func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, carry []byte, n int) {
+	d := &p.dirs[s]
+	if p.dead {
+		return ToTCP, nil, 0
+	}
+	d.lastEnd = end
+	total := len(b)
+	for len(b) > 0 {
+		switch d.st {
+		case stStart:
+			if b[0] == '\r' || b[0] == '\n' { // stray CRLF between messages
+				b = b[1:]
+				continue
+			}
+			d.msgStart = start
+			d.st = stHeader
+		case stHeader:
+			used, sw, carry := p.header(d, b, start, end)
+			if sw != Stay {
+				return sw, carry, total - len(b) + used
+			}
+			if used < 0 {
+				return p.degrade(), nil, total
+			}
+			b = b[used:]
+		case stBody, stChunkData:
+			k := uint64(len(b))
+			if k > d.remaining {
+				k = d.remaining
+			}
+			d.remaining -= k
+			b = b[k:]
+			p.countBody(d, k)
+			if d.remaining == 0 {
+				if d.st == stChunkData {
+					d.st = stChunkLine
+				} else {
+					p.done(d, end)
+				}
+			}
+		case stChunkLine:
+			used, ok := p.chunkLine(d, b)
+			if !ok {
+				return p.degrade(), nil, total
+			}
+			b = b[used:]
+		case stTrailer:
+			used, ok := p.trailer(d, b, end)
+			if !ok {
+				return p.degrade(), nil, total
+			}
+			b = b[used:]
+		case stUntilClose:
+			p.countBody(d, uint64(len(b)))
+			return Stay, nil, total
+		case stAfterUpgrade:
+			if p.h2c != nil {
+				if m := matchPrefix(b, "PRI * HTTP/2.0\r\n"); m == Yes || m == More {
+					return ToHTTP2, nil, total - len(b)
+				}
+			}
+			if LooksLikeRequest(b) == No {
+				// The peer is already talking the upgraded protocol.
+				d.st = stOpaque
+				continue
+			}
+			d.st = stStart
+		case stResync:
+			i := findStart(b, s == Request)
+			if i < 0 {
+				return Stay, nil, total
+			}
+			p.stats.HTTP1Resyncs.Add(1)
+			b = b[i:]
+			d.st = stStart
+		case stOpaque:
+			return Stay, nil, total
+		}
+	}
+	return Stay, nil, total
+}
+
+// Skip accounts for n bytes of a direction that were moved but not captured.
+func (p *Parser) Skip(s Side, n uint64, start, end event.Timestamp) {
+	d := &p.dirs[s]
+	if p.dead || n == 0 {
+		return
+	}
+	d.lastEnd = end
+	switch d.st {
+	case stBody, stChunkData:
+		k := min(n, d.remaining)
+		d.remaining -= k
+		p.countBody(d, k)
+		n -= k
+		if d.remaining == 0 {
+			if d.st == stChunkData {
+				d.st = stChunkLine
+			} else {
+				p.done(d, end)
+			}
+		}
+		if n > 0 {
+			p.lose(d, end)
+		}
+	case stUntilClose:
+		p.countBody(d, n)
+	case stOpaque, stResync:
+	default:
+		p.lose(d, end)
+	}
+}
+
+// lose handles bytes lost where framing was needed: the current message ends
+// here, incomplete, and the direction waits for the next plausible start line.
+func (p *Parser) lose(d *dir, end event.Timestamp) {
+	switch d.st {
+	case stHeader:
+		// A message had started; salvage its start line if it is buffered.
+		x := p.begin(d)
+		if x == nil {
+			d.buf = d.buf[:0]
+			break
+		}
+		if i := bytes.IndexByte(d.buf, '\n'); i > 0 {
+			p.startLine(d, x, trimCR(d.buf[:i]))
+		}
+		d.buf = d.buf[:0]
+		d.cur.rec.Incomplete = true
+		p.done(d, end)
+	case stChunkLine, stTrailer, stBody, stChunkData:
+		if d.cur != nil {
+			d.cur.rec.Incomplete = true
+			p.done(d, end)
+		}
+	}
+	d.buf, d.scan = d.buf[:0], 0
+	d.st = stResync
+}
+
+// Close ends the connection at time t: a read-until-close response completes,
+// and every exchange still open is emitted as incomplete.
+func (p *Parser) Close(t event.Timestamp) {
+	r := &p.dirs[Response]
+	if r.st == stUntilClose && r.cur != nil {
+		p.done(r, r.lastEnd)
+	}
+	for _, x := range p.pending {
+		x.rec.Incomplete = true
+		x.reqDone, x.respDone = true, true
+		p.emit(x)
+	}
+	p.pending = p.pending[:0]
+	if q := p.dirs[Request].cur; q != nil {
+		q.rec.Incomplete = true
+		q.reqDone = true
+		p.emit(q)
+	}
+	p.dirs[Request].cur, p.dirs[Response].cur = nil, nil
+	p.dead = true
+}
+
+// degrade turns the connection into plain TCP after a bound was hit,
+// flushing what is open as incomplete records.
+func (p *Parser) degrade() Switch {
+	p.stats.DegradedToTCP.Add(1)
+	p.Close(p.dirs[Response].lastEnd)
+	return ToTCP
+}
+
+// header consumes bytes of a header section. It returns how many bytes of b
+// were used, or -1 when a limit was hit.
+func (p *Parser) header(d *dir, b []byte, start, end event.Timestamp) (int, Switch, []byte) {
+	var sec []byte
+	used := 0
+	fromBuf := len(d.buf) > 0
+	if !fromBuf {
+		i := sectionEnd(b, 0)
+		if i < 0 {
+			if len(b) > p.lim.MaxHeaderBytes {
+				p.stats.HeaderLimit.Add(1)
+				return -1, Stay, nil
+			}
+			d.buf = append(d.buf, b...)
+			d.scan = len(d.buf)
+			return len(b), Stay, nil
+		}
+		sec, used = b[:i], i
+	} else {
+		old := len(d.buf)
+		d.buf = append(d.buf, b...)
+		i := sectionEnd(d.buf, max(0, d.scan-3))
+		if i < 0 {
+			if len(d.buf) > p.lim.MaxHeaderBytes {
+				p.stats.HeaderLimit.Add(1)
+				return -1, Stay, nil
+			}
+			d.scan = len(d.buf)
+			return len(b), Stay, nil
+		}
+		sec, used = d.buf[:i], i-old
+	}
+	if len(sec) > p.lim.MaxHeaderBytes {
+		p.stats.HeaderLimit.Add(1)
+		return -1, Stay, nil
+	}
+	sw, ok := p.message(d, sec, end)
+	d.buf, d.scan = d.buf[:0], 0
+	if sw == ToHTTP2 && d.side == Request {
+		// The HTTP/2 preface starts this section: hand over all of it.
+		if fromBuf {
+			return used, sw, sec // valid until the next append to d.buf
+		}
+		return 0, sw, nil
+	}
+	if sw != Stay {
+		return used, sw, nil
+	}
+	if !ok {
+		p.stats.ProtocolErrors.Add(1)
+		d.st = stResync
+	}
+	return used, Stay, nil
+}
+
+// sectionEnd returns the length of the header section at the start of b
+// (through its blank line), searching from offset from, or -1.
+func sectionEnd(b []byte, from int) int {
+	i := bytes.Index(b[from:], crlfcrlf)
+	lim := len(b)
+	if i >= 0 {
+		i += from
+		lim = i + 4
+	}
+	// Tolerate bare LF line endings.
+	if j := bytes.Index(b[from:lim], lflf); j >= 0 && (i < 0 || from+j+2 < i+4) {
+		return from + j + 2
+	}
+	if i >= 0 {
+		return i + 4
+	}
+	return -1
+}
+
+var (
+	crlfcrlf = []byte("\r\n\r\n")
+	lflf     = []byte("\n\n")
+)
+
+// begin starts the exchange of a request message (nil for a response that
+// has no request to pair with is handled by the caller).
+func (p *Parser) begin(d *dir) *exchange {
+	if d.side == Request {
+		if len(p.pending) >= p.lim.MaxPending {
+			p.stats.PendingLimit.Add(1)
+			return nil
+		}
+		x := &exchange{}
+		x.rec.GRPCStatus = -1
+		x.rec.ReqStart = d.msgStart
+		p.pending = append(p.pending, x)
+		d.cur = x
+		return x
+	}
+	if len(p.pending) > 0 {
+		d.cur = p.pending[0]
+	} else {
+		// A response whose request was not seen (lost or connection seen
+		// mid-way): reported with what is known.
+		x := &exchange{reqDone: true}
+		x.rec.GRPCStatus = -1
+		x.rec.Incomplete = true
+		p.pending = append(p.pending, x)
+		d.cur = x
+	}
+	return d.cur
+}
+
+// message parses a complete header section. ok is false for a malformed
+// section or when the pending limit was hit (the direction is then opaque).
+func (p *Parser) message(d *dir, sec []byte, end event.Timestamp) (Switch, bool) {
+	nl := bytes.IndexByte(sec, '\n')
+	line := trimCR(sec[:nl])
+	if d.side == Request && bytes.HasPrefix(line, []byte("PRI * HTTP/2.0")) && p.h2c != nil {
+		return ToHTTP2, true
+	}
+	if d.side == Request {
+		if LooksLikeRequest(line) != Yes && !plausibleExtensionRequest(line) {
+			return Stay, false
+		}
+	} else if LooksLikeResponse(line) != Yes {
+		return Stay, false
+	}
+	x := p.begin(d)
+	if x == nil {
+		p.dead = true
+		p.stats.DegradedToTCP.Add(1)
+		p.Close(end)
+		return ToTCP, true
+	}
+	if d.lost {
+		x.rec.Incomplete = true
+		d.lost = false
+	}
+	if !p.startLine(d, x, line) {
+		// Unparsable start line after a plausible prefix: drop the exchange.
+		if d.side == Request {
+			p.pending = p.pending[:len(p.pending)-1]
+		}
+		d.cur = nil
+		return Stay, false
+	}
+	h := fields{}
+	d.trace.Reset()
+	if !h.parse(sec[nl+1:], &d.trace) {
+		if d.side == Request {
+			p.pending = p.pending[:len(p.pending)-1]
+		}
+		d.cur = nil
+		return Stay, false
+	}
+	if d.side == Request {
+		return p.request(d, x, &h, len(sec), end), true
+	}
+	return p.response(d, x, &h, len(sec), end), true
+}
+
+func plausibleExtensionRequest(line []byte) bool {
+	sp := bytes.IndexByte(line, ' ')
+	if sp <= 0 || !bytes.HasSuffix(line, []byte(" HTTP/1.1")) && !bytes.HasSuffix(line, []byte(" HTTP/1.0")) {
+		return false
+	}
+	for _, c := range line[:sp] {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// startLine fills the record from a request or status line.
+func (p *Parser) startLine(d *dir, x *exchange, line []byte) bool {
+	r := &x.rec
+	if d.side == Request {
+		sp1 := bytes.IndexByte(line, ' ')
+		if sp1 <= 0 {
+			return false
+		}
+		rest := line[sp1+1:]
+		sp2 := bytes.LastIndexByte(rest, ' ')
+		if sp2 <= 0 {
+			return false
+		}
+		r.Method = internMethod(line[:sp1])
+		r.Path = string(rest[:sp2])
+		switch string(rest[sp2+1:]) {
+		case "HTTP/1.1":
+			r.Protocol = record.HTTP11
+		case "HTTP/1.0":
+			r.Protocol = record.HTTP10
+		default:
+			return false
+		}
+		x.head = r.Method == "HEAD"
+		x.connect = r.Method == "CONNECT"
+		return true
+	}
+	if len(line) < 12 {
+		return false
+	}
+	st := int(line[9]-'0')*100 + int(line[10]-'0')*10 + int(line[11]-'0')
+	if len(line) > 12 && line[12] != ' ' {
+		return false
+	}
+	r.Status = st
+	if r.Protocol == "" {
+		if line[7] == '0' {
+			r.Protocol = record.HTTP10
+		} else {
+			r.Protocol = record.HTTP11
+		}
+	}
+	return true
+}
+
+func internMethod(m []byte) string {
+	for _, s := range methods {
+		if string(m) == s {
+			return s
+		}
+	}
+	return string(m)
+}
+
+func (p *Parser) request(d *dir, x *exchange, h *fields, n int, end event.Timestamp) Switch {
+	r := &x.rec
+	r.ReqHeaderBytes += uint64(n)
+	r.ReqEnd = end
+	if len(h.host) > 0 {
+		r.Host = string(h.host)
+	}
+	p.trace(d, r)
+	if h.upgrade != nil && h.connUpgrade {
+		if containsToken(h.upgrade, "h2c") {
+			x.upgrade = upH2C
+			p.h2c = x
+		} else {
+			x.upgrade = upOther
+		}
+	}
+	switch {
+	case h.chunked:
+		d.st = stChunkLine
+	case h.contentLength > 0:
+		d.st, d.remaining = stBody, uint64(h.contentLength)
+	default:
+		p.done(d, end)
+	}
+	return Stay
+}
+
+func (p *Parser) trace(d *dir, r *record.Record) {
+	ctx, bad := d.trace.Result()
+	if bad > 0 {
+		p.stats.TraceMalformed.Add(uint64(bad))
+	}
+	r.Trace = ctx
+}
+
+func (p *Parser) response(d *dir, x *exchange, h *fields, n int, end event.Timestamp) Switch {
+	r := &x.rec
+	r.RespHeaderBytes += uint64(n)
+	r.RespEnd = end
+	st := r.Status
+	if st >= 100 && st < 200 && st != 101 {
+		// Interim (100 Continue, 103 Early Hints): not the final response.
+		r.Status = 0
+		d.cur = nil
+		d.st = stStart
+		return Stay
+	}
+	r.RespStart = d.msgStart
+	if st == 101 {
+		p.pending = p.pending[1:]
+		d.cur = nil
+		x.respDone = true
+		if x.upgrade == upH2C && containsToken(h.upgrade, "h2c") {
+			x.handed = true
+			return ToHTTP2
+		}
+		x.reqDone = true
+		p.emit(x)
+		p.dead = true
+		return ToTCP
+	}
+	if x.connect && st/100 == 2 {
+		p.pending = p.pending[1:]
+		d.cur = nil
+		x.respDone, x.reqDone = true, true
+		p.emit(x)
+		p.dead = true
+		return ToTCP
+	}
+	if x.upgrade != upNone {
+		// Upgrade refused: the client keeps talking HTTP/1.
+		if p.h2c == x {
+			p.h2c = nil
+		}
+		if q := &p.dirs[Request]; q.st == stAfterUpgrade {
+			q.st = stStart
+		}
+	}
+	switch {
+	case x.head || st == 204 || st == 304:
+		p.done(d, end)
+	case h.chunked:
+		d.st = stChunkLine
+	case h.contentLength >= 0:
+		if h.contentLength == 0 {
+			p.done(d, end)
+		} else {
+			d.st, d.remaining = stBody, uint64(h.contentLength)
+		}
+	default:
+		d.st = stUntilClose
+	}
+	return Stay
+}
+
+func (p *Parser) countBody(d *dir, n uint64) {
+	if d.cur == nil {
+		return
+	}
+	if d.side == Request {
+		d.cur.rec.ReqBodyBytes += n
+	} else {
+		d.cur.rec.RespBodyBytes += n
+	}
+}
+
+// done completes the current message of a direction at time end.
+func (p *Parser) done(d *dir, end event.Timestamp) {
+	x := d.cur
+	d.cur = nil
+	d.st = stStart
+	if x == nil {
+		return
+	}
+	if d.side == Request {
+		x.rec.ReqEnd = end
+		x.reqDone = true
+		if x.upgrade != upNone && !x.respDone {
+			d.st = stAfterUpgrade
+		}
+	} else {
+		x.rec.RespEnd = end
+		x.respDone = true
+		if len(p.pending) > 0 && p.pending[0] == x {
+			p.pending[0] = nil
+			p.pending = p.pending[1:]
+			if len(p.pending) == 0 {
+				p.pending = p.pending[:0:0]
+			}
+		}
+	}
+	if x.reqDone && x.respDone {
+		p.emit(x)
+	}
+}
+
+func (p *Parser) emit(x *exchange) {
+	if x.handed || x.emitted {
+		return
+	}
+	x.emitted = true
+	p.stats.Finish(&x.rec, p.sink)
+}
+
+// chunkLine consumes a chunk-size line.
+func (p *Parser) chunkLine(d *dir, b []byte) (int, bool) {
+	line, used, ok := p.line(d, b)
+	if !ok || line == nil {
+		return used, ok
+	}
+	p.countBody(d, uint64(len(line))+1)
+	line = trimCR(line)
+	if i := bytes.IndexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	line = bytes.TrimRight(line, " \t")
+	size, valid := parseHex(line)
+	if !valid {
+		p.stats.ProtocolErrors.Add(1)
+		p.lose(d, d.lastEnd)
+		return used, true
+	}
+	if size == 0 {
+		d.st = stTrailer
+		return used, true
+	}
+	d.st, d.remaining = stChunkData, size+2 // data and its CRLF
+	return used, true
+}
+
+// line returns one line (without its LF, possibly ending in CR) once it is
+// complete, buffering a partial line. used is the bytes of b consumed.
+func (p *Parser) line(d *dir, b []byte) (line []byte, used int, ok bool) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		if len(d.buf)+len(b) > 4096 {
+			p.stats.BufferLimit.Add(1)
+			return nil, 0, false
+		}
+		d.buf = append(d.buf, b...)
+		return nil, len(b), true
+	}
+	if len(d.buf) == 0 {
+		return b[:i], i + 1, true
+	}
+	d.buf = append(d.buf, b[:i]...)
+	line = d.buf
+	d.buf = d.buf[:0]
+	return line, i + 1, true
+}
+
+// trailer consumes the trailer section after the last chunk.
+func (p *Parser) trailer(d *dir, b []byte, end event.Timestamp) (int, bool) {
+	for used := 0; used < len(b); {
+		line, n, ok := p.line(d, b[used:])
+		if !ok {
+			return used, false
+		}
+		used += n
+		if line == nil {
+			return used, true
+		}
+		p.countBody(d, uint64(len(line)+1))
+		if len(trimCR(line)) == 0 {
+			p.done(d, end)
+			return used, true
+		}
+	}
+	return len(b), true
+}
+
+func parseHex(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			v = v<<4 | uint64(c-'0')
+		case 'a' <= c && c <= 'f':
+			v = v<<4 | uint64(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			v = v<<4 | uint64(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
+}
+
+func trimCR(b []byte) []byte {
+	if len(b) > 0 && b[len(b)-1] == '\r' {
+		return b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,394 @@
+// Package protocol classifies the byte streams of a captured TCP connection
+// as HTTP/1.x, HTTP/2 or plain TCP, and drives the matching parser so that
+// every HTTP exchange becomes one Record.
+//
+// The capture layer owns connections and feeds each direction's bytes in
+// order; this package owns the decision of what those bytes are. Detection
+// looks at the first bytes of each direction (a request line, a status line,
+// the HTTP/2 client preface, an HTTP/2 server SETTINGS frame) because that is
+// the only place where it can be made without guessing; a connection first
+// seen mid-way is classified on a later chunk only when the bytes are
+// unambiguous. Unknown protocols stay TCP and produce no records.
+package protocol
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/protocol/http1"
+	"github.com/weirnet/weir/daemon/protocol/http2"
+	"github.com/weirnet/weir/daemon/protocol/record"
+)
+
+// Aliases so callers need only this package.
+type (
+	Record   = record.Record
+	Limits   = record.Limits
+	Stats    = record.Stats
+	Protocol = record.Protocol
+)
+
+// DefaultLimits returns the default per-connection bounds.
+func DefaultLimits() Limits { return record.DefaultLimits() }
+
+// Kind is what a connection was classified as.
+type Kind uint8
+
+const (
+	KindDetecting Kind = iota // not enough bytes seen yet
+	KindHTTP1
+	KindHTTP2
+	KindTCP // not HTTP, or no longer parsed (limit hit, WebSocket, tunnel)
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindHTTP1:
+		return "http1"
+	case KindHTTP2:
+		return "http2"
+	case KindTCP:
+		return "tcp"
+	default:
+		return "detecting"
+	}
+}
+
+const (
+	// detectBytes is how much of a direction detection may buffer: enough
+	// for the HTTP/2 preface and the longest method plus a target byte.
+	detectBytes = len(http2.Preface)
+	// maxMidStreamTries bounds how many chunks of a connection first seen
+	// mid-way are examined before it is left as TCP.
+	maxMidStreamTries = 8
+)
+
+type mode uint8
+
+const (
+	modeDetect mode = iota
+	modeH1
+	modeH2
+	modeTCP
+)
+
+// Option configures a Conn.
+type Option func(*Conn) error
+
+// WithLimits sets the per-connection bounds (default DefaultLimits).
+func WithLimits(l Limits) Option {
+	return func(c *Conn) error {
+		if err := l.Validate(); err != nil {
+			return err
+		}
+		c.lim = l
+		return nil
+	}
+}
+
+// WithLogger sets the logger for classification decisions (default: none).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *Conn) error {
+		if l == nil {
+			return fmt.Errorf("protocol: nil logger")
+		}
+		c.log = l
+		return nil
+	}
+}
+
+// Conn parses one connection. Methods must be called from one goroutine, in
+// the order the bytes moved within each direction.
+type Conn struct {
+	role  event.Role
+	lim   Limits
+	stats *Stats
+	sink  func(*Record)
+	log   *slog.Logger
+
+	kind Kind
+	// reqDir is the direction carrying requests; known from the role, or
+	// learned from detection when the role is unknown.
+	reqDir   event.Direction
+	reqKnown bool
+	mode     [2]mode
+	det      [2]detBuf
+	tries    int
+
+	h1 *http1.Parser
+	h2 *http2.Parser
+}
+
+type detBuf struct {
+	b          []byte
+	start, end event.Timestamp
+	skipped    uint64 // bytes lost before detection: connection seen mid-way
+}
+
+// NewConn returns a Conn for a connection whose monitored side has the given
+// role. sink receives every finished record and owns it from then on: the
+// parser never touches a record after emitting it. stats must not be nil and
+// is normally shared by all connections.
+func NewConn(role event.Role, stats *Stats, sink func(*Record), opts ...Option) (*Conn, error) {
+	if stats == nil || sink == nil {
+		return nil, fmt.Errorf("protocol: NewConn needs non-nil stats and sink")
+	}
+	c := &Conn{role: role, lim: DefaultLimits(), stats: stats, sink: sink, log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, fmt.Errorf("protocol: %w", err)
+		}
+	}
+	switch role {
+	case event.RoleServer:
+		c.reqDir, c.reqKnown = event.Ingress, true
+	case event.RoleClient:
+		c.reqDir, c.reqKnown = event.Egress, true
+	}
+	return c, nil
+}
+
+// Kind reports the connection's classification so far.
+func (c *Conn) Kind() Kind { return c.kind }
+
+// Data feeds bytes captured in direction dir; b is only read during the call.
+func (c *Conn) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
+	if len(b) == 0 || dir > event.Ingress {
+		return
+	}
+	switch c.mode[dir] {
+	case modeDetect:
+		c.detect(dir, b, start, end)
+	case modeH1:
+		c.dataH1(dir, b, start, end)
+	case modeH2:
+		c.h2.Data(c.h2Side(dir), b, start, end)
+		if c.h2.Opaque() {
+			c.toTCP("http2 limit")
+		}
+	}
+}
+
+// Skip accounts for n bytes moved in direction dir but not captured.
+func (c *Conn) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
+	if n == 0 || dir > event.Ingress {
+		return
+	}
+	switch c.mode[dir] {
+	case modeDetect:
+		c.det[dir].skipped += n
+		c.det[dir].b = c.det[dir].b[:0]
+	case modeH1:
+		c.h1.Skip(c.h1Side(dir), n, start, end)
+	case modeH2:
+		c.h2.Skip(c.h2Side(dir), n, start, end)
+	}
+}
+
+// Close ends the connection at time t, emitting what is still open.
+func (c *Conn) Close(t event.Timestamp) {
+	if c.h1 != nil {
+		c.h1.Close(t)
+	}
+	if c.h2 != nil {
+		c.h2.Close(t)
+	}
+	c.mode = [2]mode{modeTCP, modeTCP}
+}
+
+func (c *Conn) h1Side(dir event.Direction) http1.Side {
+	if dir == c.reqDir {
+		return http1.Request
+	}
+	return http1.Response
+}
+
+func (c *Conn) h2Side(dir event.Direction) http2.Side {
+	if dir == c.reqDir {
+		return http2.Client
+	}
+	return http2.Server
+}
+
+func (c *Conn) dataH1(dir event.Direction, b []byte, start, end event.Timestamp) {
+	sw, carry, n := c.h1.Data(c.h1Side(dir), b, start, end)
+	switch sw {
+	case http1.ToHTTP2:
+		if c.h2 == nil {
+			req := c.h1.H2CRequest()
+			if req == nil {
+				c.toTCP("h2c switch without upgrade request")
+				return
+			}
+			c.h2 = http2.NewUpgraded(c.lim, c.stats, c.sink, req)
+		}
+		c.mode[dir] = modeH2
+		c.kind = KindHTTP2
+		c.log.Debug("h2c upgrade", "direction", dir)
+		if len(carry) > 0 {
+			c.h2.Data(c.h2Side(dir), carry, start, end)
+		}
+		if n < len(b) {
+			c.h2.Data(c.h2Side(dir), b[n:], start, end)
+		}
+	case http1.ToTCP:
+		c.toTCP("http1 switched to opaque")
+	}
+}
+
+func (c *Conn) toTCP(why string) {
+	if c.kind != KindTCP {
+		c.log.Debug("connection left as tcp", "reason", why)
+	}
+	c.kind = KindTCP
+	c.mode = [2]mode{modeTCP, modeTCP}
+}
+
+// detect buffers the first bytes of a direction until they identify the
+// protocol, then starts the parser and replays what was held.
+func (c *Conn) detect(dir event.Direction, b []byte, start, end event.Timestamp) {
+	d := &c.det[dir]
+	if d.skipped > 0 {
+		c.detectMidStream(dir, b, start, end)
+		return
+	}
+	if len(d.b) == 0 {
+		d.start = start
+	}
+	d.end = end
+	take := min(len(b), detectBytes-len(d.b))
+	d.b = append(d.b, b[:take]...)
+	k, isReq, more := c.classify(dir, d.b)
+	switch {
+	case k != KindDetecting:
+		c.start(k, dir, isReq)
+		c.replay(dir, b[take:], start, end)
+	case !more || len(d.b) >= detectBytes:
+		c.stats.UnknownProtocol.Add(1)
+		c.toTCP("unknown protocol")
+	}
+}
+
+// classify looks at the first bytes of a direction. isReq says whether the
+// match was a request-side pattern; more whether more bytes could decide.
+func (c *Conn) classify(dir event.Direction, b []byte) (k Kind, isReq bool, more bool) {
+	canReq := !c.reqKnown || dir == c.reqDir
+	canResp := !c.reqKnown || dir != c.reqDir
+	if canReq {
+		switch prefix(b, "PRI * HTTP/2.0\r\n") {
+		case http1.Yes:
+			return KindHTTP2, true, false
+		case http1.More:
+			more = true
+		}
+		switch http1.LooksLikeRequest(b) {
+		case http1.Yes:
+			return KindHTTP1, true, false
+		case http1.More:
+			more = true
+		}
+	}
+	if canResp {
+		switch http1.LooksLikeResponse(b) {
+		case http1.Yes:
+			return KindHTTP1, false, false
+		case http1.More:
+			more = true
+		}
+		// An HTTP/2 server speaks first with SETTINGS on stream 0.
+		if len(b) < 9 {
+			if len(b) < 4 || b[3] == 0x4 {
+				more = true
+			}
+		} else if b[3] == 0x4 && b[4]&^0x1 == 0 && b[5]|b[6]|b[7]|b[8] == 0 &&
+			(uint32(b[0])<<16|uint32(b[1])<<8|uint32(b[2]))%6 == 0 {
+			return KindHTTP2, false, false
+		}
+	}
+	return KindDetecting, false, more
+}
+
+func prefix(b []byte, s string) http1.Match {
+	if len(b) >= len(s) {
+		if string(b[:len(s)]) == s {
+			return http1.Yes
+		}
+		return http1.No
+	}
+	if string(b) == s[:len(b)] {
+		return http1.More
+	}
+	return http1.No
+}
+
+// detectMidStream classifies a direction whose first bytes were lost: only
+// a chunk that starts with a start line or a plausible run of HTTP/2 frames
+// counts.
+func (c *Conn) detectMidStream(dir event.Direction, b []byte, start, end event.Timestamp) {
+	c.tries++
+	k, isReq, _ := c.classify(dir, b)
+	if k == KindHTTP2 && !isReq {
+		k = KindDetecting // a SETTINGS frame mid-stream is not a start
+	}
+	if k == KindDetecting && http2.PlausibleFrames(b) {
+		k = KindHTTP2
+		if !c.reqKnown {
+			k = KindDetecting // which side is the client cannot be told
+		}
+	}
+	if k == KindDetecting {
+		if c.tries >= maxMidStreamTries {
+			c.stats.UnknownProtocol.Add(1)
+			c.toTCP("no recognisable start mid-stream")
+		}
+		return
+	}
+	c.det[dir].b = c.det[dir].b[:0]
+	c.start(k, dir, isReq)
+	c.replay(dir, b, start, end)
+}
+
+// start creates the parser for kind k, learned from direction dir.
+func (c *Conn) start(k Kind, dir event.Direction, isReq bool) {
+	if !c.reqKnown {
+		c.reqDir = dir
+		if !isReq {
+			c.reqDir = 1 - dir
+		}
+		c.reqKnown = true
+	}
+	c.kind = k
+	m := modeH1
+	if k == KindHTTP1 {
+		c.h1 = http1.New(c.lim, c.stats, c.sink)
+	} else {
+		m = modeH2
+		if c.det[c.reqDir].skipped > 0 || c.det[1-c.reqDir].skipped > 0 {
+			c.h2 = http2.NewMidStream(c.lim, c.stats, c.sink)
+		} else {
+			c.h2 = http2.New(c.lim, c.stats, c.sink)
+		}
+	}
+	c.mode = [2]mode{m, m}
+	c.log.Debug("protocol detected", "kind", k, "request_direction", c.reqDir)
+}
+
+// replay feeds the parser what detection held for both directions, then the
+// rest of the current chunk.
+func (c *Conn) replay(dir event.Direction, rest []byte, start, end event.Timestamp) {
+	for _, dd := range [2]event.Direction{1 - dir, dir} {
+		d := &c.det[dd]
+		held := d.b
+		d.b = nil
+		if d.skipped > 0 && c.mode[dd] == modeH1 {
+			c.h1.Skip(c.h1Side(dd), d.skipped, d.start, d.start)
+		}
+		if len(held) > 0 {
+			c.Data(dd, held, d.start, d.end)
+		}
+	}
+	if len(rest) > 0 {
+		c.Data(dir, rest, start, end)
+	}
+}
