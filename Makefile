@@ -76,7 +76,7 @@ test-fuzz:
 test-kernels:
 	./tests/kernels/run.sh
 
-test: lint build cni-plugins test-unit test-e2e test-fuzz
+test: lint build cni-plugins test-unit test-e2e test-fuzz test-kernels
 
 bench: cni-plugins
 	$(TEST_ENV) ./tests/bench/run.sh
