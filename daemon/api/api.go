@@ -1,0 +1,209 @@
+// Package api is weir-daemon's HTTP API: health and readiness for the
+// kubelet, and the JSON views weirctl and the dashboard read.
+//
+// The server is a Go 1.22+ http.ServeMux with method patterns. This package
+// serves what the enrollment side knows (pods); the daemon's other
+// components (connections, requests, features, /metrics) add their handlers
+// with Handle and their readiness conditions with AddReadyCheck, so the API
+// grows without this package knowing about them.
+//
+// Every error response is JSON: {"error": "..."}. The same package holds the
+// client (Client) so the wire types are defined once.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+)
+
+// Bounds of the HTTP server. The API answers small GETs from local tools.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	WriteTimeout      = 30 * time.Second
+	IdleTimeout       = 60 * time.Second
+	MaxHeaderBytes    = 64 << 10
+	ShutdownTimeout   = 5 * time.Second
+)
+
+// Pod is the API's view of one enrolled pod attachment.
+type Pod struct {
+	ID               uint32    `json:"id"`
+	Network          string    `json:"network"`
+	Namespace        string    `json:"namespace"`
+	Name             string    `json:"name"`
+	UID              string    `json:"uid"`
+	SandboxID        string    `json:"sandboxID"` // CNI container ID
+	InfraContainerID string    `json:"infraContainerID"`
+	Netns            string    `json:"netns"`
+	NetnsInode       uint64    `json:"netnsInode"`
+	Ifname           string    `json:"ifname"`
+	IfIndex          int32     `json:"ifIndex"`
+	HostVeth         string    `json:"hostVeth"`
+	HostVethIndex    int32     `json:"hostVethIndex"`
+	IPs              []string  `json:"ips"` // CIDR strings
+	CNIVersion       string    `json:"cniVersion,omitempty"`
+	EnrolledAt       time.Time `json:"enrolledAt"` // RFC 3339 with nanoseconds
+}
+
+// PodFromProto converts a registry record to its API view.
+func PodFromProto(p *enrollpb.Pod) Pod {
+	ips := make([]string, 0, len(p.GetIps()))
+	for _, ip := range p.GetIps() {
+		ips = append(ips, ip.GetAddress())
+	}
+	out := Pod{
+		ID: p.GetId(), Network: p.GetNetwork(), Namespace: p.GetNamespace(), Name: p.GetName(), UID: p.GetUid(),
+		SandboxID: p.GetContainerId(), InfraContainerID: p.GetInfraContainerId(),
+		Netns: p.GetNetns(), NetnsInode: p.GetNetnsInode(), Ifname: p.GetIfname(), IfIndex: p.GetIfIndex(),
+		HostVeth: p.GetHostVeth(), HostVethIndex: p.GetHostVethIndex(), IPs: ips, CNIVersion: p.GetCniVersion(),
+	}
+	if p.GetEnrolledAt() != nil {
+		out.EnrolledAt = p.GetEnrolledAt().AsTime()
+	}
+	return out
+}
+
+// PodLister is where the pods come from: the registry.
+type PodLister interface {
+	List() []*enrollpb.Pod
+}
+
+// Server is the HTTP API. Create it with New, add handlers and readiness
+// checks, then Serve.
+type Server struct {
+	mux  *http.ServeMux
+	log  *slog.Logger
+	pods PodLister
+
+	mu     sync.Mutex
+	checks []readyCheck
+}
+
+type readyCheck struct {
+	name  string
+	check func() error
+}
+
+// New returns a server with /healthz, /readyz and /api/v1/pods registered.
+func New(pods PodLister, log *slog.Logger) *Server {
+	s := &Server{mux: http.NewServeMux(), log: log, pods: pods}
+	s.mux.HandleFunc("GET /healthz", s.healthz)
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.mux.HandleFunc("GET /api/v1/pods", s.listPods)
+	return s
+}
+
+// Handle registers h for pattern (http.ServeMux syntax, e.g.
+// "GET /api/v1/connections"). It panics on a conflicting pattern, like
+// http.ServeMux: that is a programming error.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// AddReadyCheck adds a condition /readyz requires. check returns nil when
+// ready, or an error saying why not; name prefixes that reason.
+func (s *Server) AddReadyCheck(name string, check func() error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checks = append(s.checks, readyCheck{name, check})
+}
+
+// ServeHTTP makes the Server an http.Handler (used by tests and Serve).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Serve serves the API on ln until ctx ends, then shuts down gracefully
+// (in-flight requests get ShutdownTimeout). It returns nil after a
+// shutdown caused by ctx.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http api: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+		<-errc
+		return fmt.Errorf("http api: shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("http api: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	s.mu.Lock()
+	checks := append([]readyCheck(nil), s.checks...)
+	s.mu.Unlock()
+	var reasons []string
+	for _, c := range checks {
+		if err := c.check(); err != nil {
+			reasons = append(reasons, c.name+": "+err.Error())
+		}
+	}
+	if len(reasons) > 0 {
+		WriteError(w, http.StatusServiceUnavailable, "not ready: "+strings.Join(reasons, "; "))
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) listPods(w http.ResponseWriter, _ *http.Request) {
+	pods := s.pods.List()
+	out := make([]Pod, 0, len(pods))
+	for _, p := range pods {
+		out = append(out, PodFromProto(p))
+	}
+	WriteJSON(w, http.StatusOK, out)
+}
+
+// WriteJSON writes v as a JSON response with the given status. Handlers
+// registered by other components use it for a uniform API.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		WriteError(w, http.StatusInternalServerError, fmt.Sprintf("encode response: %v", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}
+
+// ErrorBody is the JSON body of every error response.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// WriteError writes {"error": msg} with the given status.
+func WriteError(w http.ResponseWriter, status int, msg string) {
+	body, _ := json.Marshal(ErrorBody{Error: msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}

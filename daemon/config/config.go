@@ -1,0 +1,362 @@
+// Package config is weir-daemon's configuration: defaults, a YAML file and
+// command-line flags, merged in that order (flags win), then validated.
+//
+// Every setting has one YAML key and one flag; errors name both, so an
+// operator finds the offending line whichever way it was set. The file is
+// decoded strictly: an unknown key is an error naming it, because a misspelt
+// key silently falling back to its default is the worst kind of
+// misconfiguration for a monitor.
+//
+// Adding settings for a component (bpf, capture, export): add a section
+// struct with its own json tags as a field of Config (YAML key = the
+// section's name; unknown keys inside it are errors too), its defaults in
+// Default, its flags in newFlagSet (prefixed with the section, e.g.
+// --export.skywalking-addr), the key-to-flag mapping in flags (as
+// "export.skywalkingAddr"), and its checks in Validate, returning *Error
+// with the dotted key.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Defaults. DefaultStateDir + "/spool" is also the weir CNI plugin's default
+// spool directory: the two must match or spooled calls are never replayed.
+const (
+	DefaultSocket            = "/run/weir/weir.sock"
+	DefaultStateDir          = "/var/lib/weir"
+	DefaultHTTP              = "127.0.0.1:9847"
+	DefaultReconcileInterval = 30 * time.Second
+	DefaultMaxPods           = 4096
+	// MaxMaxPods caps maxPods: the eBPF netns map is sized from it.
+	MaxMaxPods = 1 << 20
+)
+
+// Config is weir-daemon's configuration. The json tags are the YAML keys.
+type Config struct {
+	// Socket is the enrollment gRPC unix socket the CNI plugin dials.
+	Socket string `json:"socket"`
+	// StateDir holds the pod registry.
+	StateDir string `json:"stateDir"`
+	// SpoolDir is where the plugin spools calls made while the daemon was
+	// down; default <stateDir>/spool.
+	SpoolDir string `json:"spoolDir"`
+	// HTTP is the address of the HTTP API (health, pods, metrics).
+	HTTP string `json:"http"`
+	// NodeName names this node in exported data; default the hostname.
+	NodeName string `json:"nodeName"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel slog.Level `json:"logLevel"`
+	// ReconcileInterval is how often pods whose netns is gone are dropped
+	// (and the spool re-drained).
+	ReconcileInterval Duration `json:"reconcileInterval"`
+	// MaxPods bounds the pod registry.
+	MaxPods int `json:"maxPods"`
+	// AllowedUIDs are the uids admitted on the enrollment socket.
+	AllowedUIDs []uint32 `json:"allowedUIDs"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s") in
+// YAML.
+type Duration struct{ time.Duration }
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("want a duration string such as \"30s\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Socket:            DefaultSocket,
+		StateDir:          DefaultStateDir,
+		HTTP:              DefaultHTTP,
+		NodeName:          host,
+		LogLevel:          slog.LevelInfo,
+		ReconcileInterval: Duration{DefaultReconcileInterval},
+		MaxPods:           DefaultMaxPods,
+		AllowedUIDs:       []uint32{0},
+	}
+}
+
+// Error is a configuration error; Key names the offending setting.
+type Error struct {
+	Key string // YAML key, e.g. "maxPods"; "" when not about one key
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e.Key == "" {
+		return "config: " + e.Err.Error()
+	}
+	if f := flagName(e.Key); f != "" {
+		return fmt.Sprintf("config: %s (--%s): %v", e.Key, f, e.Err)
+	}
+	return fmt.Sprintf("config: %s: %v", e.Key, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrHelp is returned by Load when -h or --help was given.
+var ErrHelp = flag.ErrHelp
+
+// Load builds the configuration from args (without the program name):
+// defaults, then the YAML file named by --config, then the other flags. Every
+// error is an *Error, or ErrHelp.
+func Load(args []string) (Config, error) {
+	// Pass 1 finds --config; the other flags are parsed into a scratch
+	// value and parsed again below, over the file's values.
+	var path string
+	scratch := Default()
+	fs := newFlagSet(&scratch, &path)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, flagError(err)
+	}
+	if fs.NArg() > 0 {
+		return Config{}, &Error{Err: fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+
+	cfg := Default()
+	if path != "" {
+		if err := loadFile(path, &cfg); err != nil {
+			return Config{}, err
+		}
+	}
+	fs = newFlagSet(&cfg, &path)
+	if err := fs.Parse(args); err != nil {
+		return Config{}, flagError(err)
+	}
+	cfg.complete()
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// Usage writes the flag documentation to w.
+func Usage(w io.Writer) {
+	var path string
+	cfg := Default()
+	fs := newFlagSet(&cfg, &path)
+	fs.SetOutput(w)
+	fmt.Fprintln(w, "Usage: weir-daemon [flags]")
+	fmt.Fprintln(w, "Every flag but --config has a YAML key of the same meaning (camelCase) in the --config file; flags win.")
+	fs.PrintDefaults()
+}
+
+func loadFile(path string, cfg *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return &Error{Key: "config", Err: fmt.Errorf("read file: %w", err)}
+	}
+	doc, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return &Error{Key: "config", Err: fmt.Errorf("parse %s: %w", path, err)}
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(doc, &keys); err != nil {
+		return &Error{Key: "config", Err: fmt.Errorf("%s must be a YAML mapping of settings: %w", path, err)}
+	}
+	// Decode key by key, so that every error, unknown keys and bad values
+	// alike, names the key.
+	fields := fieldsByKey(cfg)
+	for _, key := range slices.Sorted(maps.Keys(keys)) {
+		field, ok := fields[key]
+		if !ok {
+			return &Error{Key: key, Err: fmt.Errorf("unknown key in %s", path)}
+		}
+		dec := json.NewDecoder(bytes.NewReader(keys[key]))
+		dec.DisallowUnknownFields() // also inside nested sections
+		if err := dec.Decode(field); err != nil {
+			return &Error{Key: key, Err: fmt.Errorf("in %s: %w", path, err)}
+		}
+	}
+	return nil
+}
+
+// fieldsByKey returns pointers to cfg's fields keyed by their json tag.
+func fieldsByKey(cfg *Config) map[string]any {
+	v := reflect.ValueOf(cfg).Elem()
+	out := make(map[string]any, v.NumField())
+	for i := range v.NumField() {
+		tag, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+		if tag != "" && tag != "-" {
+			out[tag] = v.Field(i).Addr().Interface()
+		}
+	}
+	return out
+}
+
+// flags maps YAML keys to flag names.
+var flags = map[string]string{
+	"socket":            "socket",
+	"stateDir":          "state-dir",
+	"spoolDir":          "spool-dir",
+	"http":              "http",
+	"nodeName":          "node-name",
+	"logLevel":          "log-level",
+	"reconcileInterval": "reconcile-interval",
+	"maxPods":           "max-pods",
+	"allowedUIDs":       "allowed-uids",
+	"config":            "config",
+}
+
+func flagName(key string) string { return flags[key] }
+
+func keyOfFlag(name string) string {
+	for k, f := range flags {
+		if f == name {
+			return k
+		}
+	}
+	return ""
+}
+
+// newFlagSet binds the flags to cfg's fields, each defaulting to the field's
+// current value, so parsing changes only the fields whose flags are given.
+func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("weir-daemon", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(configPath, "config", *configPath, "YAML configuration `file` (flags override its keys)")
+	fs.StringVar(&cfg.Socket, "socket", cfg.Socket, "enrollment gRPC unix socket `path`")
+	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "state `dir`ectory (pod registry)")
+	fs.StringVar(&cfg.SpoolDir, "spool-dir", cfg.SpoolDir, "plugin spool `dir`ectory (default <state-dir>/spool)")
+	fs.StringVar(&cfg.HTTP, "http", cfg.HTTP, "HTTP API listen `address`")
+	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "node `name` (default the hostname)")
+	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log `level`: debug, info, warn, error")
+	fs.DurationVar(&cfg.ReconcileInterval.Duration, "reconcile-interval", cfg.ReconcileInterval.Duration,
+		"how often pods whose netns is gone are dropped")
+	fs.IntVar(&cfg.MaxPods, "max-pods", cfg.MaxPods, "maximum enrolled pod attachments")
+	fs.Var((*uidList)(&cfg.AllowedUIDs), "allowed-uids", "comma-separated `uids` allowed on the enrollment socket")
+	return fs
+}
+
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return ErrHelp
+	}
+	// The flag package names the flag: `invalid value "x" for flag -max-pods: ...`
+	// or `flag provided but not defined: -x`.
+	msg := err.Error()
+	if _, rest, ok := strings.Cut(msg, "for flag -"); ok {
+		name, _, _ := strings.Cut(rest, ":")
+		if key := keyOfFlag(name); key != "" {
+			return &Error{Key: key, Err: err}
+		}
+	}
+	return &Error{Err: err}
+}
+
+// uidList is a flag.Value for a comma-separated uid list.
+type uidList []uint32
+
+func (u *uidList) String() string {
+	if u == nil {
+		return ""
+	}
+	s := make([]string, len(*u))
+	for i, v := range *u {
+		s[i] = strconv.FormatUint(uint64(v), 10)
+	}
+	return strings.Join(s, ",")
+}
+
+func (u *uidList) Set(v string) error {
+	var out []uint32
+	for f := range strings.SplitSeq(v, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+		if err != nil {
+			return fmt.Errorf("%q is not a uid", f)
+		}
+		out = append(out, uint32(n))
+	}
+	*u = out
+	return nil
+}
+
+// complete fills settings whose defaults derive from others.
+func (c *Config) complete() {
+	if c.SpoolDir == "" && c.StateDir != "" {
+		c.SpoolDir = filepath.Join(c.StateDir, "spool")
+	}
+}
+
+// Validate checks every setting and returns an *Error naming the first bad
+// one.
+func (c *Config) Validate() error {
+	abs := func(key, v string) error {
+		if v == "" {
+			return &Error{Key: key, Err: errors.New("must not be empty")}
+		}
+		if !filepath.IsAbs(v) {
+			return &Error{Key: key, Err: fmt.Errorf("must be an absolute path, got %q", v)}
+		}
+		return nil
+	}
+	if err := abs("socket", c.Socket); err != nil {
+		return err
+	}
+	// Unix socket paths are limited to 108 bytes including the NUL.
+	if len(c.Socket) > 107 {
+		return &Error{Key: "socket", Err: fmt.Errorf("path is %d bytes, a unix socket path can be at most 107", len(c.Socket))}
+	}
+	if err := abs("stateDir", c.StateDir); err != nil {
+		return err
+	}
+	if err := abs("spoolDir", c.SpoolDir); err != nil {
+		return err
+	}
+	if _, port, err := net.SplitHostPort(c.HTTP); err != nil {
+		return &Error{Key: "http", Err: fmt.Errorf("want host:port, got %q: %v", c.HTTP, err)}
+	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return &Error{Key: "http", Err: fmt.Errorf("port %q is not a number from 0 to 65535", port)}
+	}
+	if c.NodeName == "" {
+		return &Error{Key: "nodeName", Err: errors.New("must not be empty (and the hostname is unknown)")}
+	}
+	switch c.LogLevel {
+	case slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError:
+	default:
+		return &Error{Key: "logLevel", Err: fmt.Errorf("must be debug, info, warn or error, got %s", c.LogLevel)}
+	}
+	if c.ReconcileInterval.Duration <= 0 {
+		return &Error{Key: "reconcileInterval", Err: fmt.Errorf("must be positive, got %s", c.ReconcileInterval)}
+	}
+	if c.MaxPods < 1 || c.MaxPods > MaxMaxPods {
+		return &Error{Key: "maxPods", Err: fmt.Errorf("must be between 1 and %d, got %d", MaxMaxPods, c.MaxPods)}
+	}
+	if len(c.AllowedUIDs) == 0 {
+		return &Error{Key: "allowedUIDs", Err: errors.New("must list at least one uid (the runtime's, usually 0)")}
+	}
+	return nil
+}

@@ -1,0 +1,244 @@
+// Package daemon wires weir-daemon's components together and runs them until
+// the context ends.
+//
+// Start-up order matters and is the point of this package:
+//
+//  1. The pod registry is loaded; components that mirror it (the eBPF netns
+//     map) are its observers and are told about every persisted pod first.
+//  2. The enrollment socket and the HTTP port are bound, so a second daemon
+//     or a taken port fails start-up before anything changes.
+//  3. The plugin's spool is drained into the registry. The socket is already
+//     listening, so a plugin calling now waits in the accept backlog instead
+//     of spooling a record this drain would miss.
+//  4. Pods whose network namespace disappeared while the daemon was down are
+//     dropped (reconcile).
+//  5. gRPC, HTTP and the attached components run. Every ReconcileInterval
+//     the spool is drained again (a plugin that timed out during start-up
+//     may have spooled) and the registry reconciled.
+//
+// On ctx's end every part is stopped and waited for; the first failure of
+// any part stops the others and is returned.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/config"
+	"github.com/weirnet/weir/daemon/enroll"
+	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/daemon/enroll/spool"
+	"github.com/weirnet/weir/daemon/registry"
+)
+
+// GRPCStopTimeout bounds the graceful stop of the enrollment service; after
+// it in-flight RPCs are cut.
+const GRPCStopTimeout = 5 * time.Second
+
+// Component is a part of weir-daemon that runs alongside the enrollment
+// service: the eBPF collector, the exporters. Attach components by passing
+// them to Run. A component may also implement:
+//   - registry.Observer, to be told about every enrolled pod (those loaded
+//     from disk included) and every removal;
+//   - HTTPRegistrar, to add its handlers and readiness checks to the API.
+type Component interface {
+	Name() string
+	// Run runs the component until ctx ends. A non-nil error (other than
+	// ctx's) stops the daemon.
+	Run(ctx context.Context) error
+}
+
+// HTTPRegistrar is implemented by components that serve HTTP endpoints.
+type HTTPRegistrar interface {
+	RegisterHTTP(*api.Server)
+}
+
+// Run runs weir-daemon with cfg until ctx ends. It returns nil after a
+// clean shutdown caused by ctx.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ...Component) error {
+	var observers []registry.Observer
+	for _, c := range components {
+		if o, ok := c.(registry.Observer); ok {
+			observers = append(observers, o)
+		}
+	}
+	reg, err := registry.Open(registry.Options{
+		Dir:       cfg.StateDir,
+		MaxPods:   cfg.MaxPods,
+		Observers: observers,
+		Logger:    log.With("component", "registry"),
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("pod registry loaded", "path", reg.Path(), "pods", reg.Stats().Pods)
+
+	grpcLn, err := enroll.Listen(enroll.ListenOptions{
+		Path:        cfg.Socket,
+		AllowedUIDs: cfg.AllowedUIDs,
+		Logger:      log.With("component", "enroll"),
+	})
+	if err != nil {
+		return fmt.Errorf("enrollment socket: %w", err)
+	}
+	defer grpcLn.Close()
+	httpLn, err := net.Listen("tcp", cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("http api: %w", err)
+	}
+	defer httpLn.Close()
+
+	enrollSrv := enroll.NewServer(reg, log.With("component", "enroll"))
+	sp := spool.New(cfg.SpoolDir, 0)
+	m := &maintenance{reg: reg, srv: enrollSrv, spool: sp, log: log}
+	m.drainSpool(ctx)
+	m.reconcile()
+
+	var grpcServing atomic.Bool
+	apiSrv := api.New(reg, log.With("component", "api"))
+	apiSrv.AddReadyCheck("registry", func() error { return nil }) // loaded: Run got past Open
+	apiSrv.AddReadyCheck("grpc", func() error {
+		if !grpcServing.Load() {
+			return errors.New("enrollment service is not serving")
+		}
+		return nil
+	})
+	for _, c := range components {
+		if r, ok := c.(HTTPRegistrar); ok {
+			r.RegisterHTTP(apiSrv)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g := &group{ctx: ctx, cancel: cancel}
+
+	grpcSrv := enroll.NewGRPCServer(enrollSrv)
+	g.Go("grpc", func() error {
+		grpcServing.Store(true)
+		defer grpcServing.Store(false)
+		log.Info("enrollment service listening", "socket", cfg.Socket, "allowedUIDs", cfg.AllowedUIDs)
+		return grpcSrv.Serve(grpcLn)
+	})
+	g.Go("grpc-stop", func() error {
+		<-ctx.Done()
+		stopGRPC(grpcSrv)
+		return nil
+	})
+	g.Go("http", func() error {
+		log.Info("http api listening", "addr", httpLn.Addr().String())
+		return apiSrv.Serve(ctx, httpLn)
+	})
+	g.Go("maintenance", func() error {
+		m.loop(ctx, cfg.ReconcileInterval.Duration)
+		return nil
+	})
+	for _, c := range components {
+		g.Go(c.Name(), func() error { return c.Run(ctx) })
+	}
+
+	log.Info("weir-daemon running", "node", cfg.NodeName, "components", len(components))
+	if err := g.Wait(); err != nil {
+		log.Error("weir-daemon stopping after a failure", "error", err)
+		return err
+	}
+	log.Info("weir-daemon stopped")
+	return nil
+}
+
+func stopGRPC(s interface {
+	GracefulStop()
+	Stop()
+}) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(GRPCStopTimeout):
+		s.Stop()
+		<-done
+	}
+}
+
+// maintenance re-drains the spool and reconciles the registry.
+type maintenance struct {
+	reg   *registry.Registry
+	srv   *enroll.Server
+	spool *spool.Spool
+	log   *slog.Logger
+}
+
+func (m *maintenance) loop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.drainSpool(ctx)
+			m.reconcile()
+		}
+	}
+}
+
+// drainSpool replays the plugin's spooled calls. Failures are logged, not
+// fatal: the records stay and the next round retries them.
+func (m *maintenance) drainSpool(ctx context.Context) {
+	st, err := m.spool.Drain(ctx, func(rec *enrollpb.SpoolRecord) error { return m.srv.Apply(ctx, rec) })
+	if st != (spool.DrainStats{}) || err != nil {
+		attrs := []any{"dir", m.spool.Dir(), "applied", st.Applied, "corrupt", st.Corrupt,
+			"rejected", st.Rejected, "staleTempsRemoved", st.TempsRemoved}
+		if err != nil && ctx.Err() == nil {
+			m.log.Error("spool drain stopped; remaining records are retried later", append(attrs, "error", err)...)
+			return
+		}
+		m.log.Info("spool drained", attrs...)
+	}
+}
+
+func (m *maintenance) reconcile() {
+	removed, err := enroll.Reconcile(m.reg, m.log.With("component", "reconcile"))
+	if err != nil {
+		m.log.Error("reconcile failed", "error", err)
+		return
+	}
+	if len(removed) > 0 {
+		m.log.Info("reconcile removed pods whose netns is gone", "removed", len(removed))
+	}
+}
+
+// group runs functions until the first returns an error or all return; the
+// first error cancels the rest. A function returning ctx's error after ctx
+// ended is a clean stop, not a failure.
+type group struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	err    error
+}
+
+func (g *group) Go(name string, f func() error) {
+	g.wg.Go(func() {
+		err := f()
+		if err != nil && !(g.ctx.Err() != nil && errors.Is(err, g.ctx.Err())) {
+			g.once.Do(func() {
+				g.err = fmt.Errorf("%s: %w", name, err)
+				g.cancel()
+			})
+		}
+	})
+}
+
+func (g *group) Wait() error {
+	g.wg.Wait()
+	return g.err
+}

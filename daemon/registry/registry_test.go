@@ -1,0 +1,335 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+)
+
+func pod(id string) *enrollpb.Pod {
+	return &enrollpb.Pod{
+		Network: "kindnet", ContainerId: id, Ifname: "eth0",
+		Netns: "/var/run/netns/" + id, NetnsInode: 4026532000,
+		Namespace: "default", Name: "pod-" + id, Uid: "uid-" + id,
+		Ips: []*enrollpb.IPConfig{{Address: "10.0.0.5/24", Gateway: "10.0.0.1"}},
+	}
+}
+
+// recorder is an Observer that logs events as "+id:container" / "-id:container".
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) PodEnrolled(p *enrollpb.Pod) {
+	r.add(fmt.Sprintf("+%d:%s", p.GetId(), p.GetContainerId()))
+}
+func (r *recorder) PodRemoved(p *enrollpb.Pod) {
+	r.add(fmt.Sprintf("-%d:%s", p.GetId(), p.GetContainerId()))
+}
+func (r *recorder) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, s)
+}
+func (r *recorder) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return strings.Join(r.events, " ")
+}
+
+func clock() func() time.Time {
+	t := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	return func() time.Time { t = t.Add(time.Second); return t }
+}
+
+func open(t *testing.T, dir string, obs ...Observer) *Registry {
+	t.Helper()
+	r, err := Open(Options{Dir: dir, Observers: obs, Now: clock()})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return r
+}
+
+func mustEnroll(t *testing.T, r *Registry, p *enrollpb.Pod) *enrollpb.Pod {
+	t.Helper()
+	got, err := r.Enroll(p)
+	if err != nil {
+		t.Fatalf("Enroll(%s): %v", KeyOf(p), err)
+	}
+	return got
+}
+
+func TestEnrollAssignsIncreasingIDsAndEnrollTime(t *testing.T) {
+	r := open(t, t.TempDir())
+	a := mustEnroll(t, r, pod("a"))
+	b := mustEnroll(t, r, pod("b"))
+	if a.GetId() != 1 || b.GetId() != 2 {
+		t.Fatalf("ids = %d, %d, want 1, 2", a.GetId(), b.GetId())
+	}
+	if a.GetEnrolledAt() == nil || !a.GetEnrolledAt().AsTime().Before(b.GetEnrolledAt().AsTime()) {
+		t.Fatalf("enrolledAt not set in order: %v, %v", a.GetEnrolledAt(), b.GetEnrolledAt())
+	}
+	got, ok := r.Get(KeyOf(pod("a")))
+	if !ok || got.GetName() != "pod-a" || got.GetId() != 1 {
+		t.Fatalf("Get(a) = %v, %v", got, ok)
+	}
+}
+
+func TestEnrollRejectsIncompleteKey(t *testing.T) {
+	r := open(t, t.TempDir())
+	p := pod("a")
+	p.Ifname = ""
+	if _, err := r.Enroll(p); err == nil {
+		t.Fatal("Enroll with empty ifname succeeded")
+	}
+}
+
+func TestReenrollKeepsIDAndReplacesRecord(t *testing.T) {
+	rec := &recorder{}
+	r := open(t, t.TempDir(), rec)
+	first := mustEnroll(t, r, pod("a"))
+	mustEnroll(t, r, pod("b"))
+
+	again := pod("a")
+	again.Ips = []*enrollpb.IPConfig{{Address: "10.0.0.9/24"}}
+	second := mustEnroll(t, r, again)
+	if second.GetId() != first.GetId() {
+		t.Fatalf("re-enroll changed id %d -> %d", first.GetId(), second.GetId())
+	}
+	if !second.GetEnrolledAt().AsTime().Equal(first.GetEnrolledAt().AsTime()) {
+		t.Errorf("re-enroll of the same netns changed enrolledAt")
+	}
+	if got := second.GetIps()[0].GetAddress(); got != "10.0.0.9/24" {
+		t.Errorf("re-enroll did not replace ips: %s", got)
+	}
+	if n := len(r.List()); n != 2 {
+		t.Fatalf("List has %d pods, want 2", n)
+	}
+
+	// A new netns for the same attachment: observers drop the old netns first.
+	moved := pod("a")
+	moved.NetnsInode = 4026539999
+	third := mustEnroll(t, r, moved)
+	if third.GetId() != first.GetId() || third.GetEnrolledAt().AsTime().Equal(first.GetEnrolledAt().AsTime()) {
+		t.Errorf("netns change: id %d enrolledAt %v; want same id, new time", third.GetId(), third.GetEnrolledAt())
+	}
+	if got, want := rec.String(), "+1:a +2:b +1:a -1:a +1:a"; got != want {
+		t.Fatalf("observer events = %q, want %q", got, want)
+	}
+}
+
+func TestRestartKeepsPodsIDsAndNeverReusesIDs(t *testing.T) {
+	dir := t.TempDir()
+	r := open(t, dir)
+	mustEnroll(t, r, pod("a"))
+	mustEnroll(t, r, pod("b"))
+	mustEnroll(t, r, pod("c"))
+	if _, err := r.Remove(KeyOf(pod("c"))); err != nil { // the highest id
+		t.Fatal(err)
+	}
+
+	rec := &recorder{}
+	r2 := open(t, dir, rec)
+	pods := r2.List()
+	if len(pods) != 2 || pods[0].GetContainerId() != "a" || pods[0].GetId() != 1 || pods[1].GetId() != 2 {
+		t.Fatalf("after restart List = %v", pods)
+	}
+	if pods[0].GetName() != "pod-a" || pods[0].GetIps()[0].GetGateway() != "10.0.0.1" || pods[0].GetEnrolledAt() == nil {
+		t.Fatalf("after restart pod a lost fields: %v", pods[0])
+	}
+	if got := rec.String(); got != "+1:a +2:b" {
+		t.Fatalf("observers at Open saw %q, want every loaded pod", got)
+	}
+	d := mustEnroll(t, r2, pod("d"))
+	if d.GetId() != 4 {
+		t.Fatalf("new pod after restart got id %d, want 4 (3 was used before)", d.GetId())
+	}
+	fi, err := os.Stat(filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("registry file mode = %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+// A crash after the temporary file is written but before it is renamed leaves
+// the temp file behind: the previous file stays authoritative.
+func TestLeftoverTempFileFromCrashIsIgnoredAndRemoved(t *testing.T) {
+	dir := t.TempDir()
+	r := open(t, dir)
+	mustEnroll(t, r, pod("a"))
+
+	// The interrupted write: a complete, newer state that never got renamed,
+	// and a torn one; both must lose to the renamed file.
+	tmp := filepath.Join(dir, FileName+tempSuffix)
+	for _, content := range []string{
+		`{"version":1,"nextId":3,"pods":[{"id":1,"network":"kindnet","containerId":"a","ifname":"eth0"},{"id":2,"network":"kindnet","containerId":"ghost","ifname":"eth0"}]}`,
+		`{"version":1,"nextId":3,"pods":[{"id":1,"netw`,
+	} {
+		if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r2 := open(t, dir)
+		pods := r2.List()
+		if len(pods) != 1 || pods[0].GetContainerId() != "a" {
+			t.Fatalf("after crash List = %v, want only pod a", pods)
+		}
+		if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("leftover temp file not removed: %v", err)
+		}
+	}
+}
+
+// A failure between write and rename must not be acknowledged, and memory
+// must not run ahead of disk.
+func TestFailedPersistIsNotAcknowledgedNorApplied(t *testing.T) {
+	dir := t.TempDir()
+	rec := &recorder{}
+	r := open(t, dir, rec)
+	mustEnroll(t, r, pod("a"))
+
+	crash := errors.New("simulated crash before rename")
+	r.beforeRename = func() error { return crash }
+	if _, err := r.Enroll(pod("b")); !errors.Is(err, crash) {
+		t.Fatalf("Enroll error = %v, want the persist failure", err)
+	}
+	if _, err := r.Remove(KeyOf(pod("a"))); !errors.Is(err, crash) {
+		t.Fatalf("Remove error = %v, want the persist failure", err)
+	}
+	if _, ok := r.Get(KeyOf(pod("b"))); ok {
+		t.Fatal("pod b is in memory although its enrollment was not persisted")
+	}
+	if _, ok := r.Get(KeyOf(pod("a"))); !ok {
+		t.Fatal("pod a left memory although its removal was not persisted")
+	}
+	if got := rec.String(); got != "+1:a" {
+		t.Fatalf("observers saw unpersisted changes: %q", got)
+	}
+
+	r.beforeRename = nil
+	b := mustEnroll(t, r, pod("b"))
+	if b.GetId() != 2 {
+		t.Fatalf("id after failed enroll = %d, want 2 (failed attempt consumes no id)", b.GetId())
+	}
+	if n := len(open(t, dir).List()); n != 2 {
+		t.Fatalf("restart sees %d pods, want 2", n)
+	}
+}
+
+func TestCorruptFileIsAClearError(t *testing.T) {
+	for name, content := range map[string]string{
+		"not json":        `{"version":1,"nextId":`,
+		"bad pod":         `{"version":1,"nextId":2,"pods":[{"id":"x"}]}`,
+		"id beyond next":  `{"version":1,"nextId":2,"pods":[{"id":5,"network":"n","containerId":"c","ifname":"eth0"}]}`,
+		"duplicate key":   `{"version":1,"nextId":3,"pods":[{"id":1,"network":"n","containerId":"c","ifname":"eth0"},{"id":2,"network":"n","containerId":"c","ifname":"eth0"}]}`,
+		"zero next id":    `{"version":1,"nextId":0,"pods":[]}`,
+		"unknown version": `{"version":7,"nextId":1,"pods":[]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, FileName)
+			if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(Options{Dir: dir})
+			if err == nil {
+				t.Fatal("Open of a corrupt registry succeeded")
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Fatalf("error %q does not name the file", err)
+			}
+		})
+	}
+}
+
+func TestMaxPodsBoundIsEnforcedAndCounted(t *testing.T) {
+	r, err := Open(Options{Dir: t.TempDir(), MaxPods: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustEnroll(t, r, pod("a"))
+	mustEnroll(t, r, pod("b"))
+	for range 2 {
+		if _, err := r.Enroll(pod("c")); !errors.Is(err, ErrFull) {
+			t.Fatalf("Enroll over bound: %v, want ErrFull", err)
+		}
+	}
+	mustEnroll(t, r, pod("a")) // replacing is allowed when full
+	st := r.Stats()
+	if st.FullRejections != 2 || st.Pods != 2 || st.MaxPods != 2 {
+		t.Fatalf("Stats = %+v, want 2 rejections, 2 of 2 pods", st)
+	}
+	if _, err := Open(Options{Dir: t.TempDir(), MaxPods: -1}); err == nil {
+		t.Fatal("Open with negative MaxPods succeeded")
+	}
+}
+
+func TestRemoveUnknownIsNotAnError(t *testing.T) {
+	r := open(t, t.TempDir())
+	p, err := r.Remove(KeyOf(pod("nope")))
+	if err != nil || p != nil {
+		t.Fatalf("Remove(unknown) = %v, %v; want nil, nil", p, err)
+	}
+}
+
+func TestGCDropsOnlyInvalidAttachmentsOfThatNetwork(t *testing.T) {
+	rec := &recorder{}
+	r := open(t, t.TempDir(), rec)
+	mustEnroll(t, r, pod("keep"))
+	mustEnroll(t, r, pod("stale"))
+	other := pod("other-net")
+	other.Network = "second"
+	mustEnroll(t, r, other)
+
+	removed, err := r.GC("kindnet", []Key{{Network: "kindnet", ContainerID: "keep", Ifname: "eth0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0].GetContainerId() != "stale" {
+		t.Fatalf("GC removed %v, want only stale", removed)
+	}
+	var left []string
+	for _, p := range r.List() {
+		left = append(left, p.GetContainerId())
+	}
+	if strings.Join(left, ",") != "keep,other-net" {
+		t.Fatalf("left %v", left)
+	}
+	if !strings.HasSuffix(rec.String(), "-2:stale") {
+		t.Fatalf("observer did not see the GC removal: %q", rec)
+	}
+}
+
+func TestConcurrentEnrollsGetDistinctIDs(t *testing.T) {
+	dir := t.TempDir()
+	r := open(t, dir)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if _, err := r.Enroll(pod(fmt.Sprint(i))); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[uint32]bool{}
+	for _, p := range open(t, dir).List() {
+		if seen[p.GetId()] {
+			t.Fatalf("id %d assigned twice", p.GetId())
+		}
+		seen[p.GetId()] = true
+	}
+	if len(seen) != 20 {
+		t.Fatalf("%d pods persisted, want 20", len(seen))
+	}
+}
