@@ -1,0 +1,258 @@
+// Package netconf is the weir CNI plugin's network configuration: its fields,
+// their defaults and their validation.
+//
+// It lives apart from the plugin binary so that weir-install can validate the
+// entry it patches into a conflist with exactly the rules the plugin applies
+// at run time, and so the rules are tested without a CNI runtime.
+//
+// Parse rejects unknown values (a typo in failurePolicy must not silently
+// become the default) but tolerates unknown keys: runtimes inject
+// runtimeConfig, capabilities and other keys the plugin does not use, and a
+// newer weir-install may write keys an older plugin does not know yet.
+package netconf
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+)
+
+// FailurePolicy says what the plugin does when it cannot do its own work
+// (reach weir-daemon, inspect the pod's network namespace) during ADD.
+type FailurePolicy string
+
+const (
+	// FailurePolicyIgnore lets the pod start unmonitored for now: the plugin
+	// spools the enrollment for the daemon to replay and returns success.
+	// This is the default because a monitor must never be the reason a
+	// pod cannot start.
+	FailurePolicyIgnore FailurePolicy = "ignore"
+	// FailurePolicyFail makes ADD fail (CNI error 11, try again later), for
+	// clusters where an unmonitored pod is worse than a delayed one.
+	FailurePolicyFail FailurePolicy = "fail"
+)
+
+// Defaults applied by Parse to absent (or empty) fields.
+const (
+	DefaultDaemonSocket    = "/run/weir/weir.sock"
+	DefaultTimeout         = 2 * time.Second
+	DefaultFailurePolicy   = FailurePolicyIgnore
+	DefaultSpoolDir        = "/var/lib/weir/spool"
+	DefaultSpoolMaxRecords = 1024
+	DefaultLogLevel        = slog.LevelInfo
+)
+
+// DefaultExcludeNamespaces is the excludeNamespaces value used when the key
+// is absent. It is a function so callers cannot mutate a shared default.
+func DefaultExcludeNamespaces() []string { return []string{"kube-system"} }
+
+// Bounds enforced by Parse.
+const (
+	// MaxTimeout bounds one call to the daemon. The plugin runs inside the
+	// runtime's pod-creation path; a minute is already far longer than any
+	// healthy local daemon needs.
+	MaxTimeout = time.Minute
+	// MaxSpoolMaxRecords bounds the spool so a typo cannot let a daemon
+	// that never comes back fill the node's disk.
+	MaxSpoolMaxRecords = 1 << 20
+	// maxUnixSocketPath is the usable length of sockaddr_un.sun_path on
+	// Linux (108 bytes including the terminating NUL).
+	maxUnixSocketPath = 107
+)
+
+// NetConf is the weir plugin's configuration, as found in its entry of a
+// conflist, after defaults have been applied.
+//
+// Do not json.Marshal a NetConf: it would pick up the embedded PluginConf's
+// MarshalJSON and drop the weir fields.
+type NetConf struct {
+	types.PluginConf
+
+	// DaemonSocket is the path of weir-daemon's enrollment gRPC socket.
+	DaemonSocket string
+	// Timeout bounds each call to the daemon.
+	Timeout time.Duration
+	// FailurePolicy says what ADD does when the daemon is unreachable.
+	FailurePolicy FailurePolicy
+	// SpoolDir is where calls the daemon could not take are queued.
+	SpoolDir string
+	// SpoolMaxRecords bounds the number of queued calls.
+	SpoolMaxRecords int
+	// ExcludeNamespaces lists Kubernetes namespaces whose pods are passed
+	// through without enrollment. Empty means exclude nothing.
+	ExcludeNamespaces []string
+	// LogFile is where the plugin appends JSON logs; empty means no logs
+	// (the plugin's stdout belongs to the CNI result).
+	LogFile string
+	// LogLevel is the minimum level written to LogFile.
+	LogLevel slog.Level
+}
+
+// fileConf is the JSON shape of the weir fields. Pointers and nil slices
+// tell an absent key (take the default) from an explicit value.
+type fileConf struct {
+	types.PluginConf
+
+	DaemonSocket      *string   `json:"daemonSocket"`
+	Timeout           *string   `json:"timeout"`
+	FailurePolicy     *string   `json:"failurePolicy"`
+	SpoolDir          *string   `json:"spoolDir"`
+	SpoolMaxRecords   *int      `json:"spoolMaxRecords"`
+	ExcludeNamespaces *[]string `json:"excludeNamespaces"`
+	LogFile           *string   `json:"logFile"`
+	LogLevel          *string   `json:"logLevel"`
+}
+
+var logLevels = map[string]slog.Level{
+	"debug": slog.LevelDebug,
+	"info":  slog.LevelInfo,
+	"warn":  slog.LevelWarn,
+	"error": slog.LevelError,
+}
+
+// Parse decodes the plugin's stdin configuration, fills defaults and
+// validates every weir field. Errors name the offending field and value.
+// prevResult is left raw (PluginConf.RawPrevResult): only ADD and CHECK need
+// it, and they parse it with version.ParsePrevResult.
+func Parse(stdin []byte) (*NetConf, error) {
+	var fc fileConf
+	if err := json.Unmarshal(stdin, &fc); err != nil {
+		return nil, decodeError(err)
+	}
+
+	c := &NetConf{
+		PluginConf:        fc.PluginConf,
+		DaemonSocket:      DefaultDaemonSocket,
+		Timeout:           DefaultTimeout,
+		FailurePolicy:     DefaultFailurePolicy,
+		SpoolDir:          DefaultSpoolDir,
+		SpoolMaxRecords:   DefaultSpoolMaxRecords,
+		ExcludeNamespaces: DefaultExcludeNamespaces(),
+		LogLevel:          DefaultLogLevel,
+	}
+
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New(`name: must not be empty (weir keys enrollments by network name)`))
+	}
+	if fc.DaemonSocket != nil {
+		c.DaemonSocket = *fc.DaemonSocket
+		if err := checkAbsPath("daemonSocket", c.DaemonSocket); err != nil {
+			errs = append(errs, err)
+		} else if len(c.DaemonSocket) > maxUnixSocketPath {
+			errs = append(errs, fmt.Errorf("daemonSocket %q: %d bytes, longer than the %d a unix socket path can hold",
+				c.DaemonSocket, len(c.DaemonSocket), maxUnixSocketPath))
+		}
+	}
+	if fc.Timeout != nil {
+		d, err := time.ParseDuration(*fc.Timeout)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("timeout %q: not a Go duration such as \"2s\" or \"500ms\"", *fc.Timeout))
+		case d <= 0 || d > MaxTimeout:
+			errs = append(errs, fmt.Errorf("timeout %q: must be greater than 0 and at most %s", *fc.Timeout, MaxTimeout))
+		default:
+			c.Timeout = d
+		}
+	}
+	if fc.FailurePolicy != nil {
+		c.FailurePolicy = FailurePolicy(*fc.FailurePolicy)
+		if c.FailurePolicy != FailurePolicyIgnore && c.FailurePolicy != FailurePolicyFail {
+			errs = append(errs, fmt.Errorf("failurePolicy %q: must be %q or %q",
+				*fc.FailurePolicy, FailurePolicyIgnore, FailurePolicyFail))
+		}
+	}
+	if fc.SpoolDir != nil {
+		c.SpoolDir = *fc.SpoolDir
+		if err := checkAbsPath("spoolDir", c.SpoolDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if fc.SpoolMaxRecords != nil {
+		c.SpoolMaxRecords = *fc.SpoolMaxRecords
+		if c.SpoolMaxRecords < 1 || c.SpoolMaxRecords > MaxSpoolMaxRecords {
+			errs = append(errs, fmt.Errorf("spoolMaxRecords %d: must be between 1 and %d",
+				c.SpoolMaxRecords, MaxSpoolMaxRecords))
+		}
+	}
+	if fc.ExcludeNamespaces != nil {
+		// An explicit list, even an empty one, replaces the default; JSON
+		// null counts as absent.
+		c.ExcludeNamespaces = *fc.ExcludeNamespaces
+		for i, ns := range c.ExcludeNamespaces {
+			if ns == "" {
+				errs = append(errs, fmt.Errorf("excludeNamespaces[%d] %q: must not be empty", i, ns))
+			}
+		}
+	}
+	if fc.LogFile != nil && *fc.LogFile != "" {
+		c.LogFile = *fc.LogFile
+		if err := checkAbsPath("logFile", c.LogFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if fc.LogLevel != nil {
+		lvl, ok := logLevels[*fc.LogLevel]
+		if !ok {
+			errs = append(errs, fmt.Errorf(`logLevel %q: must be one of "debug", "info", "warn", "error"`, *fc.LogLevel))
+		}
+		c.LogLevel = lvl
+	}
+
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("invalid weir network configuration: %w", err)
+	}
+	return c, nil
+}
+
+// Excluded reports whether pods of the Kubernetes namespace podNamespace are
+// passed through without enrollment. Pods without a namespace (runtimes that
+// are not Kubernetes) are never excluded.
+func (c *NetConf) Excluded(podNamespace string) bool {
+	return podNamespace != "" && slices.Contains(c.ExcludeNamespaces, podNamespace)
+}
+
+func checkAbsPath(field, p string) error {
+	if p == "" {
+		return fmt.Errorf("%s %q: must not be empty", field, p)
+	}
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("%s %q: must be an absolute path", field, p)
+	}
+	return nil
+}
+
+// decodeError turns encoding/json's errors into ones that name the field in
+// the configuration's own terms.
+func decodeError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		return fmt.Errorf("invalid weir network configuration: %s: got a JSON %s, want %s",
+			typeErr.Field, typeErr.Value, jsonKind(typeErr.Type.String()))
+	}
+	var syntaxErr *json.SyntaxError
+	if errors.As(err, &syntaxErr) {
+		return fmt.Errorf("invalid weir network configuration: malformed JSON at byte %d: %w", syntaxErr.Offset, err)
+	}
+	return fmt.Errorf("invalid weir network configuration: %w", err)
+}
+
+// jsonKind names the JSON kind a Go type of fileConf decodes from.
+func jsonKind(goType string) string {
+	switch goType {
+	case "string", "*string":
+		return "string"
+	case "int", "*int":
+		return "number"
+	case "[]string", "*[]string":
+		return "list of strings"
+	default:
+		return goType
+	}
+}
