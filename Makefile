@@ -41,9 +41,14 @@ build:
 	done
 
 # Tools pinned in go.mod (bpf2go, protoc plugins, reference CNI plugins).
+# crictl is a test peer, not a dependency of Weir: it is installed at a pinned
+# version without entering go.mod. podctl drives libcni for the demo.
+CRICTL_VERSION := v1.34.0
 tools:
 	@mkdir -p $(TOOLBIN)
 	$(GO) build -o $(TOOLBIN)/ tool
+	test -x $(TOOLBIN)/crictl || GOBIN=$(TOOLBIN) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
+	CGO_ENABLED=0 $(GO) build -o $(TOOLBIN)/podctl ./tests/demo/podctl
 
 # A CNI bin dir for tests and the demo: the reference plugins plus weir.
 cni-plugins: tools build
