@@ -143,6 +143,8 @@ type ConnClose struct {
 	Success    bool
 	// Kernel-side totals for the connection, for cross-checking user space.
 	BytesSent, BytesRecv uint64
+	// Socket state at close (nil when not measured).
+	Socket *SocketStats
 }
 
 // Data is one chunk of bytes moved by one data syscall on a connection.
@@ -172,6 +174,11 @@ type Data struct {
 	Truncated bool
 	// Start and End bracket the syscall that moved the bytes.
 	Start, End Timestamp
+	// Kernel measurements of the whole syscall, set on its last chunk only
+	// (nil when the kernel side measured nothing): Send for Egress, Recv
+	// for Ingress.
+	Send *SendMetrics
+	Recv *RecvMetrics
 }
 
 // Sink receives decoded events in the order the ring buffer delivers them.
@@ -180,4 +187,88 @@ type Sink interface {
 	ConnOpen(ConnOpen)
 	ConnClose(ConnClose)
 	Data(Data)
+}
+
+// Metric names one kernel measurement. Which ones a kernel can provide
+// depends on the hook tier (see package bpf's Features): a field whose bit is
+// not set in a Measured mask was not measured, which is different from zero.
+type Metric uint32
+
+const (
+	MetricL4Duration  Metric = 1 << iota // time in the transport layer
+	MetricPackets                        // skbs and their bytes
+	MetricRetransmits                    // tcp_retransmit_skb
+	MetricDrops                          // kfree_skb with a drop reason
+	MetricL3Duration                     // time in the IP layer
+	MetricL3Split                        // L3 local vs output (send) / recv vs local (receive)
+	MetricNetfilter                      // netfilter hook count and time
+	MetricResolveMAC                     // neighbour (ARP/ND) resolution count and time
+	MetricL2Duration                     // time in the device layer
+	MetricL2Queue                        // device queue: enter, ready-to-send, on-device times
+	MetricRecvQueue                      // receive: device to socket queue, queue to reader
+	MetricRTT                            // smoothed RTT and its variance from the socket
+)
+
+// Drop counts packets of one syscall lost at one kernel location.
+type Drop struct {
+	Reason string // kernel skb drop reason, e.g. "NETFILTER_DROP", "TCP_INVALID_SEQUENCE"
+	Count  uint32
+}
+
+// SendMetrics are the kernel measurements of one send-family syscall, from
+// the transport layer down to the device. Durations are nanoseconds. They
+// mirror SkyWalking's AccessLogKernelWrite{L4,L3,L2}Metrics.
+type SendMetrics struct {
+	Measured Metric
+
+	L4Duration  uint64
+	Packets     uint32 // skbs transmitted
+	PacketBytes uint64 // their total size
+	Retransmits uint32
+	Drops       []Drop
+
+	L3Duration         uint64
+	L3LocalDuration    uint64
+	L3OutputDuration   uint64
+	ResolveMACCount    uint32
+	ResolveMACDuration uint64
+	NetfilterCount     uint32
+	NetfilterDuration  uint64
+
+	IfIndex            uint32
+	L2Duration         uint64
+	EnterQueueCount    uint32
+	ReadySendDuration  uint64 // queued to handed to the driver
+	DeviceSendDuration uint64 // handed to the driver to transmitted
+}
+
+// RecvMetrics are the kernel measurements of one receive-family syscall,
+// from the device up to the reader. They mirror SkyWalking's
+// AccessLogKernelRead{L2,L3,L4}Metrics.
+type RecvMetrics struct {
+	Measured Metric
+
+	IfIndex           uint32
+	Packets           uint32
+	PacketBytes       uint64
+	ToQueueDuration   uint64 // device receive to the socket's receive queue
+	FromQueueDuration uint64 // receive queue to the reading syscall
+
+	L3Duration        uint64
+	L3RecvDuration    uint64
+	L3LocalDuration   uint64
+	NetfilterCount    uint32
+	NetfilterDuration uint64
+
+	L4Duration uint64
+}
+
+// SocketStats are read from the socket (tcp_sock) when a connection closes
+// and periodically while it lives.
+type SocketStats struct {
+	Measured    Metric
+	SRTT        uint64 // smoothed RTT, nanoseconds
+	RTTVar      uint64 // RTT mean deviation, nanoseconds
+	Retransmits uint32 // total retransmitted segments
+	Drops       []Drop
 }

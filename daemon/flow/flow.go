@@ -1,0 +1,112 @@
+// Package flow defines what Weir's pipeline hands to its consumers — metrics
+// aggregation, exporters and the API: connections with resolved identities,
+// kernel operations on them, and HTTP exchanges.
+//
+// The capture layer speaks in kernel terms (connection ids, pod ids,
+// boot-relative timestamps); consumers want "pod frontend in namespace shop
+// called service catalog". The pipeline resolves identities once, here, so
+// every consumer sees the same names. Values handed to a Consumer are
+// immutable once delivered and may be retained.
+package flow
+
+import (
+	"net/netip"
+
+	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/protocol/record"
+)
+
+// Pod is the identity of a pod enrolled on this node.
+type Pod struct {
+	ID        uint32 // registry id, the value the eBPF side stores per netns
+	Namespace string
+	Name      string
+	UID       string
+	// Service is the name the pod is reported under (a Kubernetes Service,
+	// the app label, or the owner name; see the resolver), without namespace.
+	Service string
+}
+
+// Process is the process of a monitored pod that owns a connection.
+type Process struct {
+	PID         uint32
+	Comm        string
+	ContainerID string // 64-hex id from the cgroup path; empty if unknown
+}
+
+// Peer is one end of a connection. Pod is set when the address belongs to a
+// pod enrolled on this node (for the remote end: looked up by IP).
+type Peer struct {
+	Addr netip.AddrPort
+	Pod  *Pod
+}
+
+// Connection is a TCP connection of a monitored process. Local is always
+// the monitored side.
+type Connection struct {
+	ID      event.ConnID
+	Role    event.Role
+	Local   Peer
+	Remote  Peer
+	Process Process
+}
+
+// OpKind is the kind of a kernel operation on a connection.
+type OpKind uint8
+
+const (
+	OpConnect OpKind = iota + 1
+	OpAccept
+	OpClose
+	OpWrite
+	OpRead
+)
+
+func (k OpKind) String() string {
+	switch k {
+	case OpConnect:
+		return "connect"
+	case OpAccept:
+		return "accept"
+	case OpClose:
+		return "close"
+	case OpWrite:
+		return "write"
+	case OpRead:
+		return "read"
+	}
+	return "unknown"
+}
+
+// KernelOp is one syscall on a connection as the kernel saw it: SkyWalking's
+// AccessLogKernel{Connect,Accept,Close,Read,Write}Operation.
+type KernelOp struct {
+	Conn       *Connection
+	Kind       OpKind
+	Syscall    event.Syscall
+	Start, End event.Timestamp
+	Success    bool
+	Errno      int32  // for a failed connect
+	Bytes      uint64 // bytes moved by a read or write
+	Send       *event.SendMetrics
+	Recv       *event.RecvMetrics
+	Socket     *event.SocketStats // on close
+}
+
+// Exchange is one HTTP request and its response on a connection. Ops are
+// the read and write operations of the connection whose syscalls carried
+// the exchange's bytes (bounded; may be empty when the kernel side
+// reported no metrics).
+type Exchange struct {
+	Conn   *Connection
+	Record *record.Record
+	Ops    []*KernelOp
+}
+
+// Consumer receives the pipeline's output. Methods are called from the
+// pipeline's goroutine and must not block for long: a slow consumer queues
+// and drops on its own side, with a counter.
+type Consumer interface {
+	KernelOp(*KernelOp)
+	Exchange(*Exchange)
+}
