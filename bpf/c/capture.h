@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Records shared between Weir's eBPF programs and the Go loader.
+ *
+ * Everything user space decodes is defined here once; bpf2go generates the Go
+ * mirror of each type named with -type in ../gen.go, and a Go test checks the
+ * enums against package bpf/event so the two sides cannot drift apart.
+ * Layouts carry explicit padding so C and Go agree byte for byte.
+ */
+#ifndef WEIR_CAPTURE_H
+#define WEIR_CAPTURE_H
+
+/* Compile-time ceilings. The load-time knobs (chunk_size, capture_limit) are
+ * validated against these in Go and clamped again in C. */
+#define MAX_CHUNK_SIZE 16384 /* bytes of payload in one data event */
+#define MAX_CHUNKS 32        /* data events with payload per syscall */
+#define MAX_IOVECS 16        /* iovec segments walked per syscall */
+#define MAX_MMSGS 1024       /* messages summed per sendmmsg/recvmmsg (UIO_MAXIOV) */
+#define COMM_LEN 16
+#define FILENAME_LEN 128
+
+/* Record kinds; the first byte of every ring buffer record. */
+enum event_type {
+	EVENT_CONN_OPEN = 1,
+	EVENT_CONN_CLOSE = 2,
+	EVENT_DATA = 3,
+	EVENT_PROC_FORK = 4,
+	EVENT_PROC_EXEC = 5,
+	EVENT_PROC_EXIT = 6,
+};
+
+/* Mirrors event.Role. */
+enum conn_role {
+	ROLE_UNKNOWN = 0,
+	ROLE_CLIENT = 1,
+	ROLE_SERVER = 2,
+};
+
+/* Mirrors event.Direction. */
+enum direction {
+	DIR_EGRESS = 0,
+	DIR_INGRESS = 1,
+};
+
+/* Mirrors event.Syscall. */
+enum syscall_id {
+	SYS_UNKNOWN = 0,
+	SYS_CONNECT,
+	SYS_ACCEPT,
+	SYS_ACCEPT4,
+	SYS_CLOSE,
+	SYS_READ,
+	SYS_WRITE,
+	SYS_READV,
+	SYS_WRITEV,
+	SYS_SENDTO,
+	SYS_RECVFROM,
+	SYS_SENDMSG,
+	SYS_RECVMSG,
+	SYS_SENDMMSG,
+	SYS_RECVMMSG,
+	SYS_SENDFILE,
+};
+
+/*
+ * Indices of the per-CPU counters map: every place the kernel side loses or
+ * withholds something increments one. User space names them by stripping
+ * "DROP_" and lowercasing (DROP_RINGBUF_FULL -> "ringbuf_full").
+ */
+enum drop_reason {
+	DROP_RINGBUF_FULL = 0,    /* ring buffer full: record dropped, Seq gap */
+	DROP_CHUNK_TRUNCATED,     /* syscall moved more than MAX_CHUNKS chunks: rest size-only */
+	DROP_CAPTURE_LIMIT,       /* per-connection capture limit reached: size-only */
+	DROP_IOV_LIMIT,           /* more iovecs than MAX_IOVECS: rest size-only */
+	DROP_MMSG_PAYLOAD,        /* messages after the first of send/recvmmsg: size-only */
+	DROP_MMSG_LIMIT,          /* more than MAX_MMSGS messages: bytes not counted */
+	DROP_READ_USER_FAILED,    /* user memory not readable: size-only */
+	DROP_CONN_MAP_FULL,       /* connection state could not be stored */
+	DROP_ARGS_MAP_FULL,       /* syscall arguments could not be stored: syscall missed */
+	DROP_PROC_MAP_FULL,       /* process could not be stored */
+	DROP_MAX,
+};
+
+/* Who made the syscall. */
+struct proc_info {
+	__u64 netns;     /* network namespace inode */
+	__u64 cgroup_id; /* cgroup v2 id */
+	__u32 tgid;
+	__u32 tid;
+	__u32 pod_id;
+	char comm[COMM_LEN];
+	__u32 _pad;
+};
+
+/* EVENT_CONN_OPEN and EVENT_CONN_CLOSE. Addresses are in network order,
+ * IPv4 in the first four bytes; ports in host order. */
+struct conn_event {
+	__u8 type;
+	__u8 role;
+	__u8 syscall;
+	__u8 success;
+	__u8 in_progress;
+	__u8 _pad0;
+	__u16 family;
+	__u16 lport;
+	__u16 rport;
+	__s32 fd;
+	__s32 err; /* positive errno of a failed connect */
+	__u32 _pad1;
+	__u64 conn_id;
+	__u64 start_ns;
+	__u64 end_ns;
+	__u64 bytes_sent; /* close only: totals the kernel side counted */
+	__u64 bytes_recv;
+	__u8 laddr[16];
+	__u8 raddr[16];
+	struct proc_info proc;
+};
+
+/* EVENT_DATA: this header, then `captured` payload bytes. */
+struct data_event {
+	__u8 type;
+	__u8 direction;
+	__u8 syscall;
+	__u8 truncated;
+	__s32 fd;
+	__u64 conn_id;
+	__u64 seq;    /* per connection and direction, from 0 */
+	__u64 offset; /* stream offset of the first byte covered */
+	__u32 size;   /* bytes of the stream this event covers */
+	__u32 captured;
+	__u64 start_ns;
+	__u64 end_ns;
+	struct proc_info proc;
+};
+
+/* EVENT_PROC_FORK, EVENT_PROC_EXEC and EVENT_PROC_EXIT. */
+struct process_event {
+	__u8 type;
+	__u8 _pad0[3];
+	__u32 ppid;      /* parent's tgid (fork, exec) */
+	__s32 exit_code; /* raw wait status (exit) */
+	__u32 _pad1;
+	__u64 ts;
+	struct proc_info proc;
+	char filename[FILENAME_LEN]; /* exec only */
+};
+
+#endif /* WEIR_CAPTURE_H */

@@ -1,0 +1,286 @@
+// Package bpf loads Weir's eBPF programs, attaches them, and decodes what
+// they report.
+//
+// The kernel side (c/capture.bpf.c) decides in the kernel which threads are
+// monitored — those whose network namespace was enrolled through Enroll —
+// and reports their TCP connections and the bytes they move through one BPF
+// ring buffer. This package owns that lifecycle: it checks the kernel can
+// run the programs (BTF, permissions, every hook present) and fails with a
+// precise error if not, probes which richer tiers the kernel would allow,
+// and turns ring buffer records into the types of package bpf/event for
+// whoever reassembles the streams. It holds no policy about pods: callers
+// give it network namespace inodes and pod ids.
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Defaults and bounds of Config.
+const (
+	DefaultRingBufferSize   = 8 << 20
+	DefaultChunkSize        = 4096
+	DefaultCaptureLimit     = 1 << 20
+	DefaultProcessQueueSize = 4096
+
+	// MaxChunkSize is the compile-time ceiling of ChunkSize (MAX_CHUNK_SIZE
+	// in c/capture.h): the per-CPU scratch the kernel side builds events in
+	// is this large.
+	MaxChunkSize = 16384
+	// MaxChunksPerSyscall is how many events with payload one syscall can
+	// produce (MAX_CHUNKS); bytes beyond are reported size-only.
+	MaxChunksPerSyscall = 32
+
+	minRingBufferSize = 4096
+)
+
+// Config sizes the kernel side. The zero value of a field means its default.
+type Config struct {
+	// RingBufferSize is the ring buffer's size in bytes: a power of two
+	// and a multiple of the page size. When it is full the kernel side
+	// drops records (counted as "ringbuf_full"); it never blocks a task.
+	RingBufferSize int
+	// ChunkSize is the most payload one data event carries, 1..MaxChunkSize.
+	ChunkSize int
+	// CaptureLimit is how many payload bytes are captured per connection
+	// and direction; later bytes are reported size-only. 0 means the
+	// default; set NoCaptureLimit for unlimited.
+	CaptureLimit uint64
+	// ProcessQueueSize bounds the processes found by Enroll's scan that
+	// wait for Run; beyond it they are counted and dropped.
+	ProcessQueueSize int
+}
+
+// NoCaptureLimit as Config.CaptureLimit captures every byte.
+const NoCaptureLimit = ^uint64(0)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.RingBufferSize == 0 {
+		c.RingBufferSize = DefaultRingBufferSize
+	}
+	if c.ChunkSize == 0 {
+		c.ChunkSize = DefaultChunkSize
+	}
+	if c.CaptureLimit == 0 {
+		c.CaptureLimit = DefaultCaptureLimit
+	}
+	if c.ProcessQueueSize == 0 {
+		c.ProcessQueueSize = DefaultProcessQueueSize
+	}
+	if c.RingBufferSize < minRingBufferSize || bits.OnesCount(uint(c.RingBufferSize)) != 1 {
+		return c, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", c.RingBufferSize, minRingBufferSize)
+	}
+	if c.ChunkSize < 1 || c.ChunkSize > MaxChunkSize {
+		return c, fmt.Errorf("chunk size %d: must be between 1 and %d bytes", c.ChunkSize, MaxChunkSize)
+	}
+	if c.ProcessQueueSize < 1 {
+		return c, fmt.Errorf("process queue size %d: must be positive", c.ProcessQueueSize)
+	}
+	return c, nil
+}
+
+// Collector is the loaded and attached kernel side plus the reader of its
+// ring buffer. Create it with Load; Close it to detach everything.
+type Collector struct {
+	log      *slog.Logger
+	cfg      Config
+	coll     *ebpf.Collection
+	netns    *ebpf.Map // enrolled_netns, procs and counters, from coll
+	procs    *ebpf.Map
+	counters *ebpf.Map
+	links    []link.Link
+	reader   *ringbuf.Reader
+	features Features
+	// counterNames[i] names kernel counter i (enum drop_reason).
+	counterNames []string
+
+	processes chan ProcessEvent // found by Enroll's scan, delivered by Run
+	running   atomic.Bool
+	closeOnce sync.Once
+	stats     readerStats
+}
+
+// Load checks the kernel, loads the base tier, attaches every hook and
+// probes the richer tiers. Errors wrap ErrBTFMissing, ErrPermission or
+// ErrHookUnavailable (an *HookError naming the hook) when those are the
+// cause.
+func Load(cfg Config, log *slog.Logger) (*Collector, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("bpf config: %w", err)
+	}
+	kernel, err := checkKernel()
+	if err != nil {
+		return nil, err
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, permissionError("remove memlock limit", err)
+	}
+
+	spec, err := loadCapture()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded eBPF object: %w", err)
+	}
+	hooks, err := hooksOf(spec)
+	if err != nil {
+		return nil, err
+	}
+	tracefs, err := ensureTracefs(log)
+	if err != nil {
+		return nil, &HookError{Hook: "tracepoint/*", Err: err}
+	}
+	for _, h := range hooks {
+		if err := h.check(tracefs, kernel); err != nil {
+			return nil, err
+		}
+	}
+
+	spec.Maps[captureMapEvents].MaxEntries = uint32(cfg.RingBufferSize)
+	if err := spec.Variables[captureVarChunkSize].Set(uint32(cfg.ChunkSize)); err != nil {
+		return nil, fmt.Errorf("set chunk size: %w", err)
+	}
+	limit := cfg.CaptureLimit
+	if limit == NoCaptureLimit {
+		limit = 0 // the kernel side's "unlimited"
+	}
+	if err := spec.Variables[captureVarCaptureLimit].Set(limit); err != nil {
+		return nil, fmt.Errorf("set capture limit: %w", err)
+	}
+	names, err := counterNames(spec)
+	if err != nil {
+		return nil, err
+	}
+
+	c := &Collector{
+		log:          log,
+		cfg:          cfg,
+		counterNames: names,
+		processes:    make(chan ProcessEvent, cfg.ProcessQueueSize),
+	}
+	c.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		Programs: ebpf.ProgramOptions{KernelTypes: kernel},
+	})
+	if err != nil {
+		return nil, permissionError("load eBPF programs", err)
+	}
+	c.netns = c.coll.Maps[captureMapEnrolledNetns]
+	c.procs = c.coll.Maps[captureMapProcs]
+	c.counters = c.coll.Maps[captureMapCounters]
+
+	for _, h := range hooks {
+		l, err := h.attach(c.coll.Programs[h.program])
+		if err != nil {
+			c.Close()
+			return nil, permissionError("attach", err)
+		}
+		c.links = append(c.links, l)
+		c.features.Hooks = append(c.features.Hooks, HookStatus{Name: h.name, Tier: h.tier, Attached: true})
+	}
+
+	c.reader, err = ringbuf.NewReader(c.coll.Maps[captureMapEvents])
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	c.features.Tier = TierBase
+	c.features.Tiers = probeTiers()
+	log.Info("eBPF capture loaded",
+		"hooks", len(c.links), "tier", c.features.Tier.String(),
+		"ring_buffer_bytes", cfg.RingBufferSize, "chunk_size", cfg.ChunkSize,
+		"capture_limit", cfg.CaptureLimit)
+	for _, t := range c.features.Tiers[1:] {
+		log.Info("eBPF tier probe", "tier", t.Tier.String(), "available", t.Available, "reason", t.Reason)
+	}
+	return c, nil
+}
+
+// counterNames reads the names of the kernel counters from the BTF of enum
+// drop_reason, so they are defined once, in C.
+func counterNames(spec *ebpf.CollectionSpec) ([]string, error) {
+	var e *btf.Enum
+	if err := spec.Types.TypeByName("drop_reason", &e); err != nil {
+		return nil, fmt.Errorf("find enum drop_reason in eBPF object: %w", err)
+	}
+	names := make([]string, 0, len(e.Values))
+	for _, v := range e.Values {
+		if v.Name == "DROP_MAX" {
+			continue
+		}
+		if v.Value != uint64(len(names)) {
+			return nil, fmt.Errorf("enum drop_reason: %s = %d is not dense", v.Name, v.Value)
+		}
+		names = append(names, strings.ToLower(strings.TrimPrefix(v.Name, "DROP_")))
+	}
+	return names, nil
+}
+
+// Features reports the active tier, each tier's probe result and each hook.
+func (c *Collector) Features() Features {
+	f := c.features
+	f.Tiers = append([]TierStatus(nil), f.Tiers...)
+	f.Hooks = append([]HookStatus(nil), f.Hooks...)
+	return f
+}
+
+// Counters are the kernel side's drop counters by name (see enum
+// drop_reason in c/capture.h), each summed over CPUs.
+type Counters map[string]uint64
+
+// Counters reads the kernel side's drop counters.
+func (c *Collector) Counters() (Counters, error) {
+	out := make(Counters, len(c.counterNames))
+	var perCPU []uint64
+	for i, name := range c.counterNames {
+		if err := c.counters.Lookup(uint32(i), &perCPU); err != nil {
+			return nil, fmt.Errorf("read counter %s: %w", name, err)
+		}
+		var sum uint64
+		for _, v := range perCPU {
+			sum += v
+		}
+		out[name] = sum
+	}
+	return out, nil
+}
+
+// Close detaches every program, stops Run (which returns ErrClosed) and
+// frees the maps. It is safe to call more than once.
+func (c *Collector) Close() error {
+	var errs []error
+	c.closeOnce.Do(func() {
+		// Detaching a tracepoint waits for an RCU grace period (tens of
+		// milliseconds); detach them all at once rather than in turn.
+		linkErrs := make([]error, len(c.links))
+		var wg sync.WaitGroup
+		for i, l := range c.links {
+			wg.Go(func() {
+				if err := l.Close(); err != nil {
+					linkErrs[i] = fmt.Errorf("detach: %w", err)
+				}
+			})
+		}
+		wg.Wait()
+		errs = append(errs, linkErrs...)
+		if c.reader != nil {
+			if err := c.reader.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close ring buffer reader: %w", err))
+			}
+		}
+		if c.coll != nil {
+			c.coll.Close()
+		}
+	})
+	return errors.Join(errs...)
+}

@@ -1,0 +1,168 @@
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/weirnet/weir/bpf/event"
+)
+
+// These tests need no privileges: they pin the contract between the C
+// records, their generated Go mirrors and package event.
+
+func TestGeneratedRecordsMatchTheCLayout(t *testing.T) {
+	spec, err := loadCapture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, goSize := range map[string]uintptr{
+		"conn_event":    unsafe.Sizeof(captureConnEvent{}),
+		"data_event":    unsafe.Sizeof(captureDataEvent{}),
+		"process_event": unsafe.Sizeof(captureProcessEvent{}),
+		"proc_info":     unsafe.Sizeof(captureProcInfo{}),
+	} {
+		var s *btf.Struct
+		if err := spec.Types.TypeByName(name, &s); err != nil {
+			t.Fatal(err)
+		}
+		if uintptr(s.Size) != goSize {
+			t.Fatalf("struct %s: %d bytes in C, %d in Go", name, s.Size, goSize)
+		}
+		if s.Size%8 != 0 {
+			t.Fatalf("struct %s: %d bytes is not 8-byte aligned for ring buffer records", name, s.Size)
+		}
+	}
+}
+
+func TestKernelEnumsMatchPackageEvent(t *testing.T) {
+	spec, err := loadCapture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sys *btf.Enum
+	if err := spec.Types.TypeByName("syscall_id", &sys); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range sys.Values {
+		want := strings.ToLower(strings.TrimPrefix(v.Name, "SYS_"))
+		if got := event.Syscall(v.Value).String(); got != want {
+			t.Fatalf("C %s = %d is event.Syscall %q", v.Name, v.Value, got)
+		}
+	}
+	if len(sys.Values) != int(event.SysSendfile)+1 {
+		t.Fatalf("C has %d syscalls, package event %d", len(sys.Values), event.SysSendfile+1)
+	}
+	pairs := []struct {
+		c, ev uint32
+	}{
+		{uint32(captureConnRoleROLE_UNKNOWN), uint32(event.RoleUnknown)},
+		{uint32(captureConnRoleROLE_CLIENT), uint32(event.RoleClient)},
+		{uint32(captureConnRoleROLE_SERVER), uint32(event.RoleServer)},
+		{uint32(captureDirectionDIR_EGRESS), uint32(event.Egress)},
+		{uint32(captureDirectionDIR_INGRESS), uint32(event.Ingress)},
+	}
+	for i, p := range pairs {
+		if p.c != p.ev {
+			t.Fatalf("pair %d: C value %d, event value %d", i, p.c, p.ev)
+		}
+	}
+	names, err := counterNames(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != int(captureDropReasonDROP_MAX) || names[0] != "ringbuf_full" {
+		t.Fatalf("counter names %v", names)
+	}
+}
+
+func TestDecodeBuildsEventsAndRejectsBadRecords(t *testing.T) {
+	var rec recorder
+	hdr := captureDataEvent{
+		Type: uint8(captureEventTypeEVENT_DATA), Direction: 1, Syscall: uint8(event.SysRecvfrom),
+		Truncated: 1, Fd: 9, ConnId: 42, Seq: 3, Offset: 100, Size: 10, Captured: 4,
+		StartNs: 5, EndNs: 6,
+		Proc: captureProcInfo{Netns: 77, CgroupId: 88, Tgid: 1, Tid: 2, PodId: 3},
+	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&hdr.Proc.Comm[0])), 16), "curl")
+	var b bytes.Buffer
+	if err := binary.Write(&b, binary.LittleEndian, hdr); err != nil {
+		t.Fatal(err)
+	}
+	b.WriteString("GET ")
+	if err := decode(b.Bytes(), &rec, nil); err != nil {
+		t.Fatal(err)
+	}
+	d := rec.data[0]
+	if d.Conn != 42 || d.Direction != event.Ingress || d.Syscall != event.SysRecvfrom || d.Seq != 3 ||
+		d.StreamOffset != 100 || d.Size != 10 || string(d.Payload) != "GET " || !d.Truncated ||
+		d.Proc.Comm != "curl" || d.Proc.PodID != 3 || d.Proc.NetnsIno != 77 || d.FD != 9 {
+		t.Fatalf("decoded %+v", d)
+	}
+
+	open := captureConnEvent{Type: uint8(captureEventTypeEVENT_CONN_OPEN), Role: 1, Success: 1, Family: 10, Lport: 80, Rport: 5000}
+	copy(open.Laddr[:], netip.MustParseAddr("::ffff:10.0.0.1").AsSlice())
+	copy(open.Raddr[:], netip.MustParseAddr("fd00::2").AsSlice())
+	b.Reset()
+	binary.Write(&b, binary.LittleEndian, open)
+	if err := decode(b.Bytes(), &rec, nil); err != nil {
+		t.Fatal(err)
+	}
+	o := rec.opens[0]
+	if o.Local.String() != "10.0.0.1:80" || o.Remote.String() != "[fd00::2]:5000" || o.Role != event.RoleClient {
+		t.Fatalf("v4-mapped address not unmapped or ports wrong: %+v", o)
+	}
+
+	for name, bad := range map[string][]byte{
+		"empty":        nil,
+		"unknown type": {99, 0, 0, 0},
+		"short data":   b.Bytes()[:10],
+		"overlong":     append(bytes.Clone(b.Bytes()[:0]), make([]byte, dataEventSize)...),
+	} {
+		if name == "short data" {
+			bad[0] = uint8(captureEventTypeEVENT_DATA)
+		}
+		if name == "overlong" {
+			h := hdr
+			h.Captured = 50 // more than the record carries
+			var bb bytes.Buffer
+			binary.Write(&bb, binary.LittleEndian, h)
+			bad = bb.Bytes()
+		}
+		if err := decode(bad, &rec, nil); err == nil {
+			t.Fatalf("%s record decoded without error", name)
+		}
+	}
+}
+
+func TestLoadRejectsBadConfigByName(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{RingBufferSize: 3000}, "ring buffer size 3000"},
+		{Config{RingBufferSize: 1 << 10}, "ring buffer size 1024"},
+		{Config{ChunkSize: MaxChunkSize + 1}, "chunk size 16385"},
+		{Config{ChunkSize: -1}, "chunk size -1"},
+		{Config{ProcessQueueSize: -5}, "process queue size -5"},
+	} {
+		_, err := Load(tc.cfg, slog.New(slog.DiscardHandler))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Fatalf("Load(%+v) = %v, want an error naming %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestHookErrorIsErrHookUnavailable(t *testing.T) {
+	err := error(&HookError{Hook: "tracepoint/syscalls/sys_enter_nope", Err: errors.New("not found")})
+	if !errors.Is(err, ErrHookUnavailable) || !strings.Contains(err.Error(), "sys_enter_nope") {
+		t.Fatalf("%v", err)
+	}
+}

@@ -1,0 +1,172 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/weirnet/weir/bpf/event"
+)
+
+// Enroll starts monitoring every thread whose network namespace has inode
+// netnsInode, reporting it as pod podID. From the moment the map entry is
+// written, the kernel side captures any thread in that namespace, including
+// processes started later. Processes already running there are found by a
+// one-time scan of /proc: they are recorded in the kernel's process map and
+// reported to Run's ProcessSink as ProcessExisting; their already-open
+// connections appear on their first data syscall, with RoleUnknown.
+func (c *Collector) Enroll(netnsInode uint64, podID uint32) error {
+	if netnsInode == 0 {
+		return errors.New("enroll: network namespace inode 0 is not valid")
+	}
+	if err := c.netns.Put(netnsInode, podID); err != nil {
+		return fmt.Errorf("enroll netns %d as pod %d (at most %d namespaces): %w",
+			netnsInode, podID, c.netns.MaxEntries(), err)
+	}
+	found, err := scanNetns("/proc", netnsInode)
+	if err != nil {
+		// Capture is already on; only the existing processes are unknown.
+		c.log.Warn("scan for processes of enrolled netns failed", "netns", netnsInode, "error", err)
+	}
+	for _, p := range found {
+		for _, tid := range p.tids {
+			if err := c.procs.Put(tid, podID); err != nil {
+				c.log.Warn("record existing thread", "tid", tid, "error", err)
+			}
+		}
+		ev := ProcessEvent{Kind: ProcessExisting, PPID: p.ppid, Proc: event.Process{
+			TGID: p.tgid, TID: p.tgid, Comm: p.comm, PodID: podID, NetnsIno: netnsInode,
+		}}
+		select {
+		case c.processes <- ev:
+		default:
+			c.stats.scanDropped.Add(1)
+		}
+	}
+	if len(found) > 0 && c.reader != nil {
+		_ = c.reader.Flush() // wake Run to deliver them
+	}
+	c.log.Info("netns enrolled", "netns", netnsInode, "pod", podID, "existing_processes", len(found))
+	return nil
+}
+
+// Unenroll stops monitoring the namespace and forgets its processes.
+// Connection state of its processes ages out of the kernel's LRU map.
+func (c *Collector) Unenroll(netnsInode uint64) error {
+	var podID uint32
+	if err := c.netns.Lookup(netnsInode, &podID); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("unenroll netns %d: not enrolled", netnsInode)
+		}
+		return fmt.Errorf("unenroll netns %d: %w", netnsInode, err)
+	}
+	if err := c.netns.Delete(netnsInode); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unenroll netns %d: %w", netnsInode, err)
+	}
+	var (
+		tid, pod uint32
+		stale    []uint32
+	)
+	it := c.procs.Iterate()
+	for it.Next(&tid, &pod) {
+		if pod == podID {
+			stale = append(stale, tid)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("unenroll netns %d: list processes: %w", netnsInode, err)
+	}
+	for _, t := range stale {
+		if err := c.procs.Delete(t); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("unenroll netns %d: forget thread %d: %w", netnsInode, t, err)
+		}
+	}
+	c.log.Info("netns unenrolled", "netns", netnsInode, "pod", podID, "threads_forgotten", len(stale))
+	return nil
+}
+
+// scannedProcess is a process with at least one thread in the namespace.
+type scannedProcess struct {
+	tgid, ppid uint32
+	comm       string
+	tids       []uint32 // the threads in the namespace
+}
+
+// scanNetns lists the processes under procRoot with threads in the network
+// namespace netnsInode. Threads, not just thread-group leaders, are checked:
+// a thread may have entered a namespace on its own (setns). Processes that
+// vanish during the scan are skipped.
+func scanNetns(procRoot string, netnsInode uint64) ([]scannedProcess, error) {
+	entries, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", procRoot, err)
+	}
+	var out []scannedProcess
+	for _, e := range entries {
+		tgid, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		dir := filepath.Join(procRoot, e.Name())
+		tasks, err := os.ReadDir(filepath.Join(dir, "task"))
+		if err != nil {
+			continue
+		}
+		p := scannedProcess{tgid: uint32(tgid)}
+		for _, t := range tasks {
+			tid, err := strconv.ParseUint(t.Name(), 10, 32)
+			if err != nil {
+				continue
+			}
+			if ino, err := netnsOf(filepath.Join(dir, "task", t.Name(), "ns", "net")); err == nil && ino == netnsInode {
+				p.tids = append(p.tids, uint32(tid))
+			}
+		}
+		if len(p.tids) == 0 {
+			continue
+		}
+		if comm, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
+			p.comm = strings.TrimSpace(string(comm))
+		}
+		p.ppid = ppidOf(filepath.Join(dir, "stat"))
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// netnsOf reads the inode from a "net:[4026531840]" namespace link.
+func netnsOf(link string) (uint64, error) {
+	target, err := os.Readlink(link)
+	if err != nil {
+		return 0, err
+	}
+	inner, ok := strings.CutPrefix(target, "net:[")
+	if !ok || !strings.HasSuffix(inner, "]") {
+		return 0, fmt.Errorf("%s: unexpected link target %q", link, target)
+	}
+	return strconv.ParseUint(strings.TrimSuffix(inner, "]"), 10, 64)
+}
+
+// ppidOf reads field 4 of /proc/<pid>/stat; 0 when unreadable.
+func ppidOf(stat string) uint32 {
+	b, err := os.ReadFile(stat)
+	if err != nil {
+		return 0
+	}
+	// comm (field 2) may contain spaces and parentheses: skip past the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.ParseUint(f[1], 10, 32)
+	return uint32(ppid)
+}

@@ -1,0 +1,42 @@
+package bpf
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// childEnv makes the test binary act as a short-lived client process:
+// connect to the address in the variable, send one line, read the reply
+// until EOF, exit. It is re-executed from a thread inside an enrolled
+// netns, so the process lives there from its first instruction.
+const childEnv = "WEIR_BPF_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(childEnv); addr != "" {
+		if err := runChild(addr); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func runChild(addr string) error {
+	c, err := net.DialTimeout("tcp4", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "hello from child %d\n", os.Getpid()); err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, bufio.NewReader(c))
+	return err
+}

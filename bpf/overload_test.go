@@ -1,0 +1,168 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weirnet/weir/bpf/event"
+)
+
+// TestOverloadIsCountedAndRunKeepsGoing pushes 8 MiB through a 64 KiB ring
+// buffer: the kernel side drops records and counts them, the drops show as
+// Seq gaps, and capture carries on afterwards.
+func TestOverloadIsCountedAndRunKeepsGoing(t *testing.T) {
+	r := startCollector(t, Config{RingBufferSize: 64 << 10})
+	ns, after := newNetns(t), newNetns(t)
+	if err := r.Enroll(ns.ino, 41); err != nil {
+		t.Fatal(err)
+	}
+	addrCh := make(chan string, 1)
+	srv := in(ns, func() error {
+		l, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		addrCh <- l.Addr().String()
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		n, err := io.Copy(io.Discard, c)
+		if n != 8<<20 {
+			return fmt.Errorf("server got %d bytes (%v)", n, err)
+		}
+		return err
+	})
+	addr := <-addrCh
+	wait(t, in(ns, func() error {
+		var port int
+		fmt.Sscan(addr[strings.LastIndexByte(addr, ':')+1:], &port)
+		fd, err := rawConnect4(port)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		chunk := make([]byte, 1<<20)
+		for range 8 {
+			if err := writeAll(fd, chunk); err != nil {
+				return err
+			}
+		}
+		return nil
+	}), 20*time.Second)
+	wait(t, srv, 10*time.Second)
+
+	counters, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counters["ringbuf_full"] == 0 {
+		t.Fatalf("8 MiB through a 64 KiB ring buffer and no drop counted: %v", counters)
+	}
+	// Everything that was not dropped has been delivered once the
+	// exchange in the second netns is seen (ring buffer order).
+	if err := r.Enroll(after.ino, 42); err != nil {
+		t.Fatal(err)
+	}
+	convs := exchange(t, after, "tcp4", "127.0.0.1:0", 3, 3)
+	checkConversations(t, r, after, 42, convs)
+
+	s := r.rec.snapshot(ns.ino)
+	gaps := 0
+	for _, o := range s.opens {
+		for _, dir := range []event.Direction{event.Egress, event.Ingress} {
+			gaps += streamOf(t, s, o.Conn, dir).gaps
+		}
+	}
+	if gaps == 0 && len(s.opens) == 2 {
+		t.Fatalf("drops counted (%d) but no Seq gap visible", counters["ringbuf_full"])
+	}
+	st := r.ReaderStats()
+	t.Logf("overload: kernel counters %v; %d records read, %d decode errors; %d data events and %d Seq gaps seen in the burst",
+		counters, st.Records, st.DecodeErrors, len(s.data), gaps)
+	if st.DecodeErrors != 0 {
+		t.Fatalf("%d records failed to decode", st.DecodeErrors)
+	}
+}
+
+func TestFeatureProbeReportsEachTierWithReason(t *testing.T) {
+	requireRoot(t)
+	c, err := Load(Config{}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f := c.Features()
+	if f.Tier != TierBase {
+		t.Fatalf("active tier %v, want base", f.Tier)
+	}
+	spec, err := loadCapture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Hooks) != len(spec.Programs) {
+		t.Fatalf("%d hooks reported for %d programs", len(f.Hooks), len(spec.Programs))
+	}
+	for _, h := range f.Hooks {
+		if !h.Attached || h.Tier != TierBase {
+			t.Fatalf("hook %+v not attached in the base tier", h)
+		}
+	}
+	if len(f.Tiers) != 3 || f.Tiers[0] != (TierStatus{Tier: TierBase, Available: true}) {
+		t.Fatalf("tiers %+v", f.Tiers)
+	}
+	for _, ts := range f.Tiers[1:] {
+		if !ts.Available && ts.Reason == "" {
+			t.Fatalf("tier %v unavailable without a reason", ts.Tier)
+		}
+		t.Logf("tier %v: available=%v reason=%q", ts.Tier, ts.Available, ts.Reason)
+	}
+
+	// kprobes exist exactly when the kernel registers the kprobe PMU.
+	_, err = os.Stat("/sys/bus/event_source/devices/kprobe")
+	if hasKprobes := err == nil; f.Tiers[TierKprobe].Available != hasKprobes {
+		t.Fatalf("kprobe tier available=%v, but kprobe PMU present=%v", f.Tiers[TierKprobe].Available, hasKprobes)
+	}
+	// Under lockdown the kernel refuses fentry with EPERM.
+	if mode, err := lockdownMode(t); err != nil {
+		t.Logf("lockdown mode unknown (%v): fentry result not cross-checked", err)
+	} else if locked := mode != "none"; locked {
+		if f.Tiers[TierFentry].Available || !strings.Contains(f.Tiers[TierFentry].Reason, "operation not permitted") {
+			t.Fatalf("lockdown %q but fentry tier %+v", mode, f.Tiers[TierFentry])
+		}
+	}
+}
+
+// lockdownMode reads the active lockdown mode, mounting securityfs for the
+// duration of the test if it is not mounted.
+func lockdownMode(t *testing.T) (string, error) {
+	const dir = "/sys/kernel/security"
+	b, err := os.ReadFile(dir + "/lockdown")
+	if errors.Is(err, os.ErrNotExist) {
+		if err := unix.Mount("securityfs", dir, "securityfs", 0, ""); err != nil {
+			return "", fmt.Errorf("mount securityfs: %w", err)
+		}
+		t.Cleanup(func() { unix.Unmount(dir, 0) })
+		b, err = os.ReadFile(dir + "/lockdown")
+	}
+	if err != nil {
+		return "", err
+	}
+	// "none [integrity] confidentiality": the active mode is bracketed.
+	s := string(b)
+	i, j := strings.IndexByte(s, '['), strings.IndexByte(s, ']')
+	if i < 0 || j < i {
+		return "", fmt.Errorf("unexpected lockdown file %q", s)
+	}
+	return s[i+1 : j], nil
+}

@@ -1,0 +1,235 @@
+package bpf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/weirnet/weir/bpf/event"
+)
+
+// Sizes of the fixed parts of ring buffer records, from the generated
+// mirrors of the C structs (layout_test.go checks them against the BTF).
+const (
+	connEventSize    = int(unsafe.Sizeof(captureConnEvent{}))
+	dataEventSize    = int(unsafe.Sizeof(captureDataEvent{}))
+	processEventSize = int(unsafe.Sizeof(captureProcessEvent{}))
+)
+
+const afInet = 2
+
+// readerStats counts what happened in user space, next to the kernel's
+// Counters.
+type readerStats struct {
+	records      atomic.Uint64
+	decodeErrors atomic.Uint64
+	scanDropped  atomic.Uint64
+}
+
+// ReaderStats are user-space counters of the collector.
+type ReaderStats struct {
+	Records      uint64 // ring buffer records read
+	DecodeErrors uint64 // records that were malformed or of unknown type
+	ScanDropped  uint64 // processes found by Enroll's scan that did not fit the queue
+}
+
+// ReaderStats returns the user-space counters.
+func (c *Collector) ReaderStats() ReaderStats {
+	return ReaderStats{
+		Records:      c.stats.records.Load(),
+		DecodeErrors: c.stats.decodeErrors.Load(),
+		ScanDropped:  c.stats.scanDropped.Load(),
+	}
+}
+
+// Run reads the ring buffer and hands every decoded record to sink, in
+// ring buffer order, until ctx is done (then it returns nil) or the
+// collector is closed (ErrClosed). Processes found by Enroll's scan are
+// delivered from here too, to sinks that implement ProcessSink. Only one
+// Run may be active at a time.
+//
+// The kernel side never waits for Run: a slow sink makes the ring buffer
+// fill and the kernel count "ringbuf_full" drops, which show up in the
+// events as Seq gaps.
+func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("bpf: Run is already active on this collector")
+	}
+	defer c.running.Store(false)
+	ps, _ := sink.(ProcessSink)
+
+	// Flush is the one way to wake a blocked ReadInto without closing the
+	// reader; Enroll uses it too, to get scanned processes delivered.
+	stop := context.AfterFunc(ctx, func() { _ = c.reader.Flush() })
+	defer stop()
+
+	var rec ringbuf.Record
+	for {
+		c.deliverProcesses(ps)
+		err := c.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+			c.stats.records.Add(1)
+			if err := decode(rec.RawSample, sink, ps); err != nil {
+				c.stats.decodeErrors.Add(1)
+				c.log.Debug("skipping ring buffer record", "error", err)
+			}
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if ctx.Err() != nil {
+				return nil
+			}
+		case errors.Is(err, ringbuf.ErrClosed):
+			return ErrClosed
+		default:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+	}
+}
+
+func (c *Collector) deliverProcesses(ps ProcessSink) {
+	for {
+		select {
+		case p := <-c.processes:
+			if ps != nil {
+				ps.Process(p)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// record reinterprets the start of b as a T. The ring buffer hands out
+// 8-byte aligned samples and the generated T has exactly the C layout, so
+// this is a copy of what the kernel wrote, without reflection: the decoder
+// runs once per captured chunk and must stay cheap.
+func record[T any](b []byte) T {
+	return *(*T)(unsafe.Pointer(unsafe.SliceData(b)))
+}
+
+// decode turns one ring buffer record into a call on sink.
+func decode(b []byte, sink event.Sink, ps ProcessSink) error {
+	if len(b) == 0 {
+		return errors.New("empty record")
+	}
+	switch captureEventType(b[0]) {
+	case captureEventTypeEVENT_DATA:
+		if len(b) < dataEventSize {
+			return fmt.Errorf("data record of %d bytes, want at least %d", len(b), dataEventSize)
+		}
+		h := record[captureDataEvent](b)
+		payload := b[dataEventSize:]
+		if int(h.Captured) > len(payload) || h.Captured > h.Size {
+			return fmt.Errorf("data record claims %d captured of %d bytes, carries %d", h.Captured, h.Size, len(payload))
+		}
+		sink.Data(event.Data{
+			Conn:         event.ConnID(h.ConnId),
+			Proc:         process(&h.Proc),
+			FD:           h.Fd,
+			Direction:    event.Direction(h.Direction),
+			Syscall:      event.Syscall(h.Syscall),
+			Seq:          h.Seq,
+			StreamOffset: h.Offset,
+			Size:         h.Size,
+			Payload:      payload[:h.Captured:h.Captured],
+			Truncated:    h.Truncated != 0,
+			Start:        event.Timestamp(h.StartNs),
+			End:          event.Timestamp(h.EndNs),
+		})
+	case captureEventTypeEVENT_CONN_OPEN:
+		if len(b) < connEventSize {
+			return fmt.Errorf("conn record of %d bytes, want %d", len(b), connEventSize)
+		}
+		e := record[captureConnEvent](b)
+		sink.ConnOpen(event.ConnOpen{
+			Conn:       event.ConnID(e.ConnId),
+			Proc:       process(&e.Proc),
+			FD:         e.Fd,
+			Role:       event.Role(e.Role),
+			Local:      addrPort(e.Family, e.Laddr, e.Lport),
+			Remote:     addrPort(e.Family, e.Raddr, e.Rport),
+			Syscall:    event.Syscall(e.Syscall),
+			Start:      event.Timestamp(e.StartNs),
+			End:        event.Timestamp(e.EndNs),
+			Success:    e.Success != 0,
+			InProgress: e.InProgress != 0,
+			Errno:      e.Err,
+		})
+	case captureEventTypeEVENT_CONN_CLOSE:
+		if len(b) < connEventSize {
+			return fmt.Errorf("conn record of %d bytes, want %d", len(b), connEventSize)
+		}
+		e := record[captureConnEvent](b)
+		sink.ConnClose(event.ConnClose{
+			Conn:      event.ConnID(e.ConnId),
+			Proc:      process(&e.Proc),
+			FD:        e.Fd,
+			Start:     event.Timestamp(e.StartNs),
+			End:       event.Timestamp(e.EndNs),
+			Success:   e.Success != 0,
+			BytesSent: e.BytesSent,
+			BytesRecv: e.BytesRecv,
+		})
+	case captureEventTypeEVENT_PROC_FORK, captureEventTypeEVENT_PROC_EXEC, captureEventTypeEVENT_PROC_EXIT:
+		if len(b) < processEventSize {
+			return fmt.Errorf("process record of %d bytes, want %d", len(b), processEventSize)
+		}
+		if ps == nil {
+			return nil
+		}
+		e := record[captureProcessEvent](b)
+		kind := ProcessExit
+		switch captureEventType(e.Type) {
+		case captureEventTypeEVENT_PROC_FORK:
+			kind = ProcessFork
+		case captureEventTypeEVENT_PROC_EXEC:
+			kind = ProcessExec
+		}
+		ps.Process(ProcessEvent{
+			Kind:     kind,
+			Proc:     process(&e.Proc),
+			PPID:     e.Ppid,
+			Filename: cString(e.Filename[:]),
+			ExitCode: e.ExitCode,
+			Time:     event.Timestamp(e.Ts),
+		})
+	default:
+		return fmt.Errorf("unknown record type %d", b[0])
+	}
+	return nil
+}
+
+func process(p *captureProcInfo) event.Process {
+	return event.Process{
+		TGID:     p.Tgid,
+		TID:      p.Tid,
+		Comm:     cString(p.Comm[:]),
+		CgroupID: p.CgroupId,
+		PodID:    p.PodId,
+		NetnsIno: p.Netns,
+	}
+}
+
+// addrPort decodes a sock_common address; IPv4-mapped IPv6 addresses (a
+// dual-stack socket talking IPv4) are reported as IPv4.
+func addrPort(family uint16, a [16]uint8, port uint16) netip.AddrPort {
+	if family == afInet {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(a[:4])), port)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port)
+}
+
+func cString[T int8 | uint8](b []T) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
