@@ -1,0 +1,130 @@
+package skywalking
+
+import (
+	"testing"
+
+	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/flow"
+)
+
+func seqEntry(seq uint64, size int64) entry {
+	return entry{op: &flow.KernelOp{Start: event.Timestamp(seq)}, size: size}
+}
+
+func seqs(es []entry) []uint64 {
+	out := make([]uint64, len(es))
+	for i, e := range es {
+		out[i] = uint64(e.op.Start)
+	}
+	return out
+}
+
+func TestQueueEvictsOldestWhenFull(t *testing.T) {
+	q := newQueue(4, 1<<20)
+	evicted := 0
+	for i := uint64(1); i <= 10; i++ {
+		r := q.push(seqEntry(i, 10), 100)
+		if !r.queued {
+			t.Fatalf("push %d not queued", i)
+		}
+		evicted += r.evicted
+	}
+	if evicted != 6 {
+		t.Errorf("evicted %d, want 6", evicted)
+	}
+	got := seqs(q.take(make([]entry, 0, 10)))
+	if want := []uint64{7, 8, 9, 10}; !equal(got, want) {
+		t.Errorf("kept %v, want the newest %v", got, want)
+	}
+}
+
+func TestQueueNeverEvictsInFlight(t *testing.T) {
+	q := newQueue(4, 1<<20)
+	for i := uint64(1); i <= 4; i++ {
+		q.push(seqEntry(i, 10), 100)
+	}
+	inflight := q.take(make([]entry, 0, 3)) // 1,2,3 in flight; 4 queued
+	r := q.push(seqEntry(5, 10), 100)
+	if !r.queued || r.evicted != 1 {
+		t.Fatalf("push 5: %+v, want queued after evicting the queued 4", r)
+	}
+	r = q.push(seqEntry(6, 10), 100)
+	if !r.queued || r.evicted != 1 {
+		t.Fatalf("push 6: %+v, want queued after evicting 5", r)
+	}
+	// Only in-flight entries and 6 are left; 6 goes, then nothing can.
+	if n, _ := q.depth(); n != 4 {
+		t.Errorf("depth %d, want 4", n)
+	}
+	q.release(inflight)
+	if n, b := q.depth(); n != 1 || b != 10 {
+		t.Errorf("after release depth %d bytes %d, want 1 and 10", n, b)
+	}
+	if got := seqs(q.take(make([]entry, 0, 10))); !equal(got, []uint64{6}) {
+		t.Errorf("left %v, want [6]", got)
+	}
+
+	q = newQueue(2, 1<<20)
+	q.push(seqEntry(1, 10), 100)
+	q.push(seqEntry(2, 10), 100)
+	all := q.take(make([]entry, 0, 2))
+	if r := q.push(seqEntry(3, 10), 100); r.queued || r.evicted != 0 {
+		t.Errorf("with everything in flight the new entry must be refused: %+v", r)
+	}
+	q.release(all)
+}
+
+func TestQueueByteBound(t *testing.T) {
+	q := newQueue(1000, 100)
+	for i := uint64(1); i <= 5; i++ {
+		q.push(seqEntry(i, 30), 1000)
+	}
+	n, b := q.depth()
+	if n != 3 || b != 90 {
+		t.Errorf("depth %d bytes %d, want 3 entries of 30 bytes", n, b)
+	}
+	if r := q.push(seqEntry(9, 101), 1000); !r.tooLarge || r.queued {
+		t.Errorf("entry over the whole bound: %+v", r)
+	}
+	if got := seqs(q.take(make([]entry, 0, 10))); !equal(got, []uint64{3, 4, 5}) {
+		t.Errorf("kept %v", got)
+	}
+}
+
+func TestQueueGrowsPreservingOrderAndReportsHighWater(t *testing.T) {
+	q := newQueue(5000, 1<<30)
+	hi := false
+	for i := uint64(1); i <= 3000; i++ {
+		if q.push(seqEntry(i, 1), 2500).reachedHi {
+			hi = true
+		}
+		if i%700 == 0 { // move the head so growth copies a wrapped ring
+			b := q.take(make([]entry, 0, 100))
+			q.release(b)
+		}
+	}
+	if !hi {
+		t.Errorf("high-water mark never reported")
+	}
+	got := seqs(q.take(make([]entry, 0, 5000)))
+	for i := 1; i < len(got); i++ {
+		if got[i] != got[i-1]+1 {
+			t.Fatalf("order broken at %d: %d after %d", i, got[i], got[i-1])
+		}
+	}
+	if got[len(got)-1] != 3000 {
+		t.Errorf("last %d", got[len(got)-1])
+	}
+}
+
+func equal(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
