@@ -49,6 +49,7 @@ tools:
 	$(GO) build -o $(TOOLBIN)/ tool
 	test -x $(TOOLBIN)/crictl || GOBIN=$(TOOLBIN) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
 	CGO_ENABLED=0 $(GO) build -o $(TOOLBIN)/podctl ./tests/demo/podctl
+	CGO_ENABLED=0 $(GO) build -o $(TOOLBIN)/demo-app ./tests/demo/app
 
 # A CNI bin dir for tests and the demo: the reference plugins plus weir.
 cni-plugins: tools build
