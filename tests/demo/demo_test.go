@@ -21,7 +21,7 @@ const (
 	bridge   = "weirdemo0"
 )
 
-func TestDemoEnrollsTwoPodsAndCleansUp(t *testing.T) {
+func TestDemoEnrollsTheShopPodsAndCleansUp(t *testing.T) {
 	harness.RequireRoot(t)
 	bins := harness.FindBinaries(t, []string{"weir", "weir-daemon", "weirctl", "weir-install"},
 		[]string{"bridge", "host-local", "portmap", "loopback"})
@@ -59,22 +59,35 @@ func TestDemoEnrollsTwoPodsAndCleansUp(t *testing.T) {
 	if i := strings.Index(listing, "weirctl pods"); i >= 0 {
 		listing = listing[i:]
 	}
-	for _, want := range []string{"shop", "web", "data", "db", "10.213.7."} {
+	for _, want := range []string{"shop", "frontend", "loadgen", "data", "catalog", "reviews", "10.213.7."} {
 		if !strings.Contains(listing, want) {
 			t.Errorf("weirctl pods output after the demo's pods were added lacks %q:\n%s", want, out)
 		}
 	}
 
+	assertCleanedUp(t, forward, chainsBefore)
+}
+
+// demoPods are the netns names demo.sh creates, one per pod.
+var demoPods = []string{"wdemo-catalog", "wdemo-reviews", "wdemo-frontend", "wdemo-loadgen"}
+
+// assertCleanedUp checks that nothing the demo creates is left: its state
+// dir, bridge, netns, app processes, the ip_forward value and nat chains.
+func assertCleanedUp(t *testing.T, forward []byte, chainsBefore map[string]bool) {
+	t.Helper()
 	if _, err := os.Stat(stateDir); err == nil {
 		t.Errorf("%s left behind", stateDir)
 	}
 	if _, err := netlink.LinkByName(bridge); err == nil {
 		t.Errorf("bridge %s left behind", bridge)
 	}
-	for _, ns := range []string{"wdemo-web", "wdemo-db"} {
+	for _, ns := range demoPods {
 		if harness.NetNSExists("/run/netns/" + ns) {
 			t.Errorf("netns %s left behind", ns)
 		}
+	}
+	if procs := demoProcesses(t); len(procs) > 0 {
+		t.Errorf("demo processes left running: %v", procs)
 	}
 	if after, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); string(after) != string(forward) {
 		t.Errorf("ip_forward %q after the demo, was %q", after, forward)
@@ -88,6 +101,28 @@ func TestDemoEnrollsTwoPodsAndCleansUp(t *testing.T) {
 			t.Errorf("nat chain %s left behind", c)
 		}
 	}
+}
+
+// demoProcesses lists processes whose command line starts in the demo's
+// state dir (the app roles, weir-daemon copies are not there).
+func demoProcesses(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.HasPrefix(string(cmd), stateDir+"/") {
+			continue
+		}
+		out = append(out, e.Name()+": "+strings.ReplaceAll(string(cmd), "\x00", " "))
+	}
+	return out
 }
 
 func freePort(t *testing.T) string {
