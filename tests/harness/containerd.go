@@ -283,6 +283,9 @@ func (c *Containerd) Crictl(ctx context.Context, args ...string) ([]byte, error)
 // CRIPod is the pod-sandbox metadata a kubelet would send.
 type CRIPod struct {
 	Namespace, Name, UID string
+	// Labels are the pod's labels, which a kubelet passes to the runtime
+	// with the sandbox config; nil sends none.
+	Labels map[string]string
 }
 
 // RunPod runs `crictl runp` and returns the new sandbox ID.
@@ -291,16 +294,20 @@ func (c *Containerd) RunPod(ctx context.Context, p CRIPod) (string, error) {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return "", fmt.Errorf("create pod log dir: %w", err)
 	}
-	conf, err := json.Marshal(map[string]any{
+	podConf := map[string]any{
 		"metadata":      map[string]any{"name": p.Name, "namespace": p.Namespace, "uid": p.UID, "attempt": 0},
 		"hostname":      p.Name,
 		"log_directory": logDir,
 		"linux":         map[string]any{},
-	})
+	}
+	if p.Labels != nil {
+		podConf["labels"] = p.Labels
+	}
+	conf, err := json.Marshal(podConf)
 	if err != nil {
 		return "", fmt.Errorf("encode pod config: %w", err)
 	}
-	path := filepath.Join(c.Dir, "pod-"+p.Namespace+"-"+p.Name+".json")
+	path := c.podConfigPath(p)
 	if err := os.WriteFile(path, conf, 0o644); err != nil {
 		return "", fmt.Errorf("write pod config: %w", err)
 	}
@@ -309,6 +316,40 @@ func (c *Containerd) RunPod(ctx context.Context, p CRIPod) (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+func (c *Containerd) podConfigPath(p CRIPod) string {
+	return filepath.Join(c.Dir, "pod-"+p.Namespace+"-"+p.Name+".json")
+}
+
+// CreateContainer runs `crictl create` for a container named name, running
+// image's entrypoint, in the sandbox RunPod made for p, and returns the new
+// container's ID. The image must have been imported (nothing is pulled).
+func (c *Containerd) CreateContainer(ctx context.Context, sandboxID string, p CRIPod, name, image string) (string, error) {
+	conf, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"name": name, "attempt": 0},
+		"image":    map[string]any{"image": image},
+		"log_path": name + ".log",
+		"linux":    map[string]any{},
+	})
+	if err != nil {
+		return "", fmt.Errorf("encode container config: %w", err)
+	}
+	path := filepath.Join(c.Dir, "ctr-"+p.Namespace+"-"+p.Name+"-"+name+".json")
+	if err := os.WriteFile(path, conf, 0o644); err != nil {
+		return "", fmt.Errorf("write container config: %w", err)
+	}
+	out, err := c.Crictl(ctx, "create", "--no-pull", sandboxID, path, c.podConfigPath(p))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// StartContainer runs `crictl start`.
+func (c *Containerd) StartContainer(ctx context.Context, id string) error {
+	_, err := c.Crictl(ctx, "start", id)
+	return err
 }
 
 // CRIPodStatus is the part of `crictl inspectp` the suites check.

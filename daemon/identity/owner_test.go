@@ -1,0 +1,90 @@
+package identity
+
+import (
+	"testing"
+
+	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+)
+
+func TestOwnerNameStripsControllerSuffixes(t *testing.T) {
+	for _, tc := range []struct {
+		pod, node, want string
+	}{
+		// Deployment → ReplicaSet → pod.
+		{"checkout-7d4b9c8f6d-x2kq9", "", "checkout"},
+		{"payment-api-5f6c7d8b9-qzt4w", "", "payment-api"},
+		// DaemonSet, Job, bare ReplicaSet.
+		{"weir-x2kq9", "", "weir"},
+		{"node-exporter-b7z2m", "", "node-exporter"},
+		// CronJob → Job (scheduled minutes) → pod.
+		{"nightly-report-29012345-zt4wq", "", "nightly-report"},
+		// StatefulSet ordinals.
+		{"postgres-0", "", "postgres"},
+		{"kafka-broker-12", "", "kafka-broker"},
+		// Static pods carry the node name.
+		{"kube-apiserver-node-1", "node-1", "kube-apiserver"},
+		{"etcd-cp", "cp", "etcd"},
+		// Names that only look close stay whole.
+		{"web", "", "web"},
+		{"web-server", "", "web-server"},         // "server" has vowels: not generated
+		{"my-app-v2", "", "my-app-v2"},           // too short for a generated suffix
+		{"postgres-01", "", "postgres-01"},       // ordinals have no leading zero
+		{"api-abcde-fghjk", "", "api-abcde"},     // "abcde" has vowels: not a hash
+		{"cache-4bcdf-x2kq9", "", "cache-4bcdf"}, // hash too short: DaemonSet-style only
+		{"node-1", "node-1", "node"},             // the whole name is the node's: a StatefulSet ordinal wins
+		{"", "node-1", ""},
+	} {
+		if got := OwnerName(tc.pod, tc.node); got != tc.want {
+			t.Errorf("OwnerName(%q, node %q) = %q, want %q", tc.pod, tc.node, got, tc.want)
+		}
+	}
+}
+
+func TestOwnerServiceUsesPodNameAndNode(t *testing.T) {
+	o := Owner{NodeName: "worker-3"}
+	if got := o.Service(&enrollpb.Pod{Namespace: "kube-system", Name: "kube-proxy-worker-3"}); got != "kube-proxy" {
+		t.Errorf("static pod: got %q, want kube-proxy", got)
+	}
+	if got := o.Service(&enrollpb.Pod{ContainerId: "0123456789abcdef0123"}); got != "0123456789ab" {
+		t.Errorf("pod without a name: got %q, want the short sandbox id", got)
+	}
+	if got := o.Service(&enrollpb.Pod{}); got != "" {
+		t.Errorf("pod without name or sandbox id: got %q", got)
+	}
+}
+
+type fixed string
+
+func (f fixed) Service(*enrollpb.Pod) string { return string(f) }
+
+func TestChainReturnsFirstNonEmptyAnswer(t *testing.T) {
+	pod := &enrollpb.Pod{Name: "web-x2kq9"}
+	if got := (Chain{fixed(""), fixed("from-cri"), fixed("later")}).Service(pod); got != "from-cri" {
+		t.Errorf("got %q, want from-cri", got)
+	}
+	if got := (Chain{fixed(""), Owner{}}).Service(pod); got != "web" {
+		t.Errorf("got %q, want the owner name web", got)
+	}
+	if got := (Chain{}).Service(pod); got != "" {
+		t.Errorf("empty chain answered %q", got)
+	}
+}
+
+func TestResolverWithoutClusterOrRuntimeFallsBackToOwner(t *testing.T) {
+	r, err := New(Options{NodeName: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Service(&enrollpb.Pod{Namespace: "shop", Name: "cart-6c9d8f7b5-zt4wq"}); got != "cart" {
+		t.Errorf("got %q, want cart", got)
+	}
+	if !r.HasSynced() {
+		t.Error("HasSynced is false without a Kubernetes step")
+	}
+	if got := r.ContainerName("s", "c"); got != "" {
+		t.Errorf("ContainerName without a runtime = %q", got)
+	}
+	if s := r.Stats(); s.Kubernetes != nil || s.CRI != nil {
+		t.Errorf("stats of unconfigured steps: %+v", s)
+	}
+}
