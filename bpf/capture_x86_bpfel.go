@@ -35,6 +35,7 @@ type captureConnEvent struct {
 	Laddr      [16]uint8
 	Raddr      [16]uint8
 	Proc       captureProcInfo
+	Stats      captureSockStats
 }
 
 type captureConnRole uint32
@@ -63,6 +64,8 @@ type captureDataEvent struct {
 	Syscall   uint8
 	Truncated uint8
 	Fd        int32
+	Last      uint8
+	Pad0      [7]uint8
 	ConnId    uint64
 	Seq       uint64
 	Offset    uint64
@@ -71,27 +74,41 @@ type captureDataEvent struct {
 	StartNs   uint64
 	EndNs     uint64
 	Proc      captureProcInfo
+	Send      captureSendMetrics
+	Recv      captureRecvMetrics
 }
 
 type captureDataScratch struct {
 	_    structs.HostLayout
 	Loop struct {
-		_        structs.HostLayout
-		Iov      uint64
-		Base     uint64
-		SegLeft  uint64
-		Left     uint64
-		Budget   uint64
-		Seq      uint64
-		Offset   uint64
-		Captured uint64
-		IovIdx   uint32
-		IovCnt   uint32
-		Stop     uint32
-		Pad      uint32
+		_           structs.HostLayout
+		Iov         uint64
+		Base        uint64
+		SegLeft     uint64
+		Left        uint64
+		Budget      uint64
+		Seq         uint64
+		Offset      uint64
+		Captured    uint64
+		IovIdx      uint32
+		IovCnt      uint32
+		Stop        uint32
+		RestPending uint32
 	}
 	Hdr     captureDataEvent
 	Payload [16384]uint8
+}
+
+type captureDevCounters struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
+type captureDevKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Ingress uint32
 }
 
 type captureDirection uint32
@@ -104,18 +121,29 @@ const (
 type captureDropReason uint32
 
 const (
-	captureDropReasonDROP_RINGBUF_FULL     captureDropReason = 0
-	captureDropReasonDROP_CHUNK_TRUNCATED  captureDropReason = 1
-	captureDropReasonDROP_CAPTURE_LIMIT    captureDropReason = 2
-	captureDropReasonDROP_IOV_LIMIT        captureDropReason = 3
-	captureDropReasonDROP_MMSG_PAYLOAD     captureDropReason = 4
-	captureDropReasonDROP_MMSG_LIMIT       captureDropReason = 5
-	captureDropReasonDROP_READ_USER_FAILED captureDropReason = 6
-	captureDropReasonDROP_CONN_MAP_FULL    captureDropReason = 7
-	captureDropReasonDROP_ARGS_MAP_FULL    captureDropReason = 8
-	captureDropReasonDROP_PROC_MAP_FULL    captureDropReason = 9
-	captureDropReasonDROP_MAX              captureDropReason = 10
+	captureDropReasonDROP_RINGBUF_FULL       captureDropReason = 0
+	captureDropReasonDROP_CHUNK_TRUNCATED    captureDropReason = 1
+	captureDropReasonDROP_CAPTURE_LIMIT      captureDropReason = 2
+	captureDropReasonDROP_IOV_LIMIT          captureDropReason = 3
+	captureDropReasonDROP_MMSG_PAYLOAD       captureDropReason = 4
+	captureDropReasonDROP_MMSG_LIMIT         captureDropReason = 5
+	captureDropReasonDROP_READ_USER_FAILED   captureDropReason = 6
+	captureDropReasonDROP_CONN_MAP_FULL      captureDropReason = 7
+	captureDropReasonDROP_ARGS_MAP_FULL      captureDropReason = 8
+	captureDropReasonDROP_PROC_MAP_FULL      captureDropReason = 9
+	captureDropReasonDROP_SOCK_MAP_FULL      captureDropReason = 10
+	captureDropReasonDROP_DROP_SLOTS_FULL    captureDropReason = 11
+	captureDropReasonDROP_POD_DROPS_MAP_FULL captureDropReason = 12
+	captureDropReasonDROP_RX_STAMP_MAP_FULL  captureDropReason = 13
+	captureDropReasonDROP_RX_UNSTAMPED       captureDropReason = 14
+	captureDropReasonDROP_MAX                captureDropReason = 15
 )
+
+type captureDropSlot struct {
+	_      structs.HostLayout
+	Reason uint32
+	Count  uint32
+}
 
 type captureEventType uint32
 
@@ -127,6 +155,29 @@ const (
 	captureEventTypeEVENT_PROC_EXEC  captureEventType = 5
 	captureEventTypeEVENT_PROC_EXIT  captureEventType = 6
 )
+
+type captureMetricBit uint32
+
+const (
+	captureMetricBitMETRIC_L4DURATION  captureMetricBit = 1
+	captureMetricBitMETRIC_PACKETS     captureMetricBit = 2
+	captureMetricBitMETRIC_RETRANSMITS captureMetricBit = 4
+	captureMetricBitMETRIC_DROPS       captureMetricBit = 8
+	captureMetricBitMETRIC_L3DURATION  captureMetricBit = 16
+	captureMetricBitMETRIC_L3SPLIT     captureMetricBit = 32
+	captureMetricBitMETRIC_NETFILTER   captureMetricBit = 64
+	captureMetricBitMETRIC_RESOLVE_MAC captureMetricBit = 128
+	captureMetricBitMETRIC_L2DURATION  captureMetricBit = 256
+	captureMetricBitMETRIC_L2QUEUE     captureMetricBit = 512
+	captureMetricBitMETRIC_RECV_QUEUE  captureMetricBit = 1024
+	captureMetricBitMETRIC_RTT         captureMetricBit = 2048
+)
+
+type capturePodDropKey struct {
+	_      structs.HostLayout
+	PodId  uint32
+	Reason uint32
+}
 
 type captureProcInfo struct {
 	_        structs.HostLayout
@@ -151,6 +202,68 @@ type captureProcessEvent struct {
 	Filename [128]int8
 }
 
+type captureRecvMetrics struct {
+	_           structs.HostLayout
+	Measured    uint32
+	Packets     uint32
+	PacketBytes uint64
+	Ifindex     uint32
+	Unstamped   uint32
+	ToQueueNs   uint64
+	FromQueueNs uint64
+	LastSkb     uint64
+}
+
+type captureRxStamp struct {
+	_       structs.HostLayout
+	RxNs    uint64
+	QueueNs uint64
+	Ifindex uint32
+	Pad     uint32
+}
+
+type captureSendMetrics struct {
+	_           structs.HostLayout
+	Measured    uint32
+	Packets     uint32
+	PacketBytes uint64
+	Retrans     uint32
+	Ifindex     uint32
+	L2Ns        uint64
+	ReadyNs     uint64
+	DeviceNs    uint64
+	XmitSeen    uint32
+	NfCount     uint32
+	NfNs        uint64
+	L4Ns        uint64
+	L3Ns        uint64
+	ArpNs       uint64
+	ArpCount    uint32
+	Pad         uint32
+	Drops       [2]captureDropSlot
+}
+
+type captureSockConn struct {
+	_          structs.HostLayout
+	ConnId     uint64
+	StartNs    uint64
+	Fd         int32
+	Role       uint8
+	Connecting uint8
+	Pad        [2]uint8
+	Proc       captureProcInfo
+	Drops      [4]captureDropSlot
+}
+
+type captureSockStats struct {
+	_            structs.HostLayout
+	Measured     uint32
+	SrttUs       uint32
+	MdevUs       uint32
+	TotalRetrans uint32
+	Drops        [4]captureDropSlot
+}
+
 type captureSyscallArgs struct {
 	_       structs.HostLayout
 	StartNs uint64
@@ -164,6 +277,15 @@ type captureSyscallArgs struct {
 	Pad     [3]uint8
 	Addr    [28]uint8
 	Pad2    uint32
+	CurSkb  uint64
+	QueueTs uint64
+	StartTs uint64
+	L4Ts    uint64
+	L3Ts    uint64
+	NfTs    uint64
+	ArpTs   uint64
+	M       captureSendMetrics
+	R       captureRecvMetrics
 }
 
 type captureSyscallId uint32
@@ -196,8 +318,12 @@ const (
 	captureMapEnrolledNetns   = "enrolled_netns"
 	captureMapEvents          = "events"
 	captureMapInflight        = "inflight"
+	captureMapPodDev          = "pod_dev"
+	captureMapPodDrops        = "pod_drops"
 	captureMapProcs           = "procs"
+	captureMapRxStamps        = "rx_stamps"
 	captureMapScratch         = "scratch"
+	captureMapSocks           = "socks"
 	captureProgEnterAccept    = "enter_accept"
 	captureProgEnterAccept4   = "enter_accept4"
 	captureProgEnterClose     = "enter_close"
@@ -228,9 +354,20 @@ const (
 	captureProgExitSendto     = "exit_sendto"
 	captureProgExitWrite      = "exit_write"
 	captureProgExitWritev     = "exit_writev"
+	captureProgOnDevQueue     = "on_dev_queue"
+	captureProgOnDevStartXmit = "on_dev_start_xmit"
+	captureProgOnDevXmit      = "on_dev_xmit"
 	captureProgOnExec         = "on_exec"
 	captureProgOnExit         = "on_exit"
 	captureProgOnFork         = "on_fork"
+	captureProgOnKfreeSkb     = "on_kfree_skb"
+	captureProgOnNetifReceive = "on_netif_receive"
+	captureProgOnRetransmit   = "on_retransmit"
+	captureProgOnSkbCopy      = "on_skb_copy"
+	captureProgOnSockState    = "on_sock_state"
+	captureProgOnTcpProbe     = "on_tcp_probe"
+	captureProgTcPodEgress    = "tc_pod_egress"
+	captureProgTcPodIngress   = "tc_pod_ingress"
 	captureVarCaptureLimit    = "capture_limit"
 	captureVarChunkSize       = "chunk_size"
 	captureVarNextConnId      = "next_conn_id"
@@ -279,39 +416,50 @@ type captureSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureProgramSpecs struct {
-	EnterAccept   *ebpf.ProgramSpec `ebpf:"enter_accept"`
-	EnterAccept4  *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterClose    *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterConnect  *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterRead     *ebpf.ProgramSpec `ebpf:"enter_read"`
-	EnterReadv    *ebpf.ProgramSpec `ebpf:"enter_readv"`
-	EnterRecvfrom *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
-	EnterRecvmmsg *ebpf.ProgramSpec `ebpf:"enter_recvmmsg"`
-	EnterRecvmsg  *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
-	EnterSendfile *ebpf.ProgramSpec `ebpf:"enter_sendfile"`
-	EnterSendmmsg *ebpf.ProgramSpec `ebpf:"enter_sendmmsg"`
-	EnterSendmsg  *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
-	EnterSendto   *ebpf.ProgramSpec `ebpf:"enter_sendto"`
-	EnterWrite    *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev   *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitAccept    *ebpf.ProgramSpec `ebpf:"exit_accept"`
-	ExitAccept4   *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitClose     *ebpf.ProgramSpec `ebpf:"exit_close"`
-	ExitConnect   *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitRead      *ebpf.ProgramSpec `ebpf:"exit_read"`
-	ExitReadv     *ebpf.ProgramSpec `ebpf:"exit_readv"`
-	ExitRecvfrom  *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
-	ExitRecvmmsg  *ebpf.ProgramSpec `ebpf:"exit_recvmmsg"`
-	ExitRecvmsg   *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
-	ExitSendfile  *ebpf.ProgramSpec `ebpf:"exit_sendfile"`
-	ExitSendmmsg  *ebpf.ProgramSpec `ebpf:"exit_sendmmsg"`
-	ExitSendmsg   *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
-	ExitSendto    *ebpf.ProgramSpec `ebpf:"exit_sendto"`
-	ExitWrite     *ebpf.ProgramSpec `ebpf:"exit_write"`
-	ExitWritev    *ebpf.ProgramSpec `ebpf:"exit_writev"`
-	OnExec        *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit        *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnFork        *ebpf.ProgramSpec `ebpf:"on_fork"`
+	EnterAccept    *ebpf.ProgramSpec `ebpf:"enter_accept"`
+	EnterAccept4   *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterClose     *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterConnect   *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterRead      *ebpf.ProgramSpec `ebpf:"enter_read"`
+	EnterReadv     *ebpf.ProgramSpec `ebpf:"enter_readv"`
+	EnterRecvfrom  *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg  *ebpf.ProgramSpec `ebpf:"enter_recvmmsg"`
+	EnterRecvmsg   *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
+	EnterSendfile  *ebpf.ProgramSpec `ebpf:"enter_sendfile"`
+	EnterSendmmsg  *ebpf.ProgramSpec `ebpf:"enter_sendmmsg"`
+	EnterSendmsg   *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
+	EnterSendto    *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterWrite     *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev    *ebpf.ProgramSpec `ebpf:"enter_writev"`
+	ExitAccept     *ebpf.ProgramSpec `ebpf:"exit_accept"`
+	ExitAccept4    *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitClose      *ebpf.ProgramSpec `ebpf:"exit_close"`
+	ExitConnect    *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitRead       *ebpf.ProgramSpec `ebpf:"exit_read"`
+	ExitReadv      *ebpf.ProgramSpec `ebpf:"exit_readv"`
+	ExitRecvfrom   *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg   *ebpf.ProgramSpec `ebpf:"exit_recvmmsg"`
+	ExitRecvmsg    *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendfile   *ebpf.ProgramSpec `ebpf:"exit_sendfile"`
+	ExitSendmmsg   *ebpf.ProgramSpec `ebpf:"exit_sendmmsg"`
+	ExitSendmsg    *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto     *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitWrite      *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev     *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	OnDevQueue     *ebpf.ProgramSpec `ebpf:"on_dev_queue"`
+	OnDevStartXmit *ebpf.ProgramSpec `ebpf:"on_dev_start_xmit"`
+	OnDevXmit      *ebpf.ProgramSpec `ebpf:"on_dev_xmit"`
+	OnExec         *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit         *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnFork         *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnKfreeSkb     *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
+	OnNetifReceive *ebpf.ProgramSpec `ebpf:"on_netif_receive"`
+	OnRetransmit   *ebpf.ProgramSpec `ebpf:"on_retransmit"`
+	OnSkbCopy      *ebpf.ProgramSpec `ebpf:"on_skb_copy"`
+	OnSockState    *ebpf.ProgramSpec `ebpf:"on_sock_state"`
+	OnTcpProbe     *ebpf.ProgramSpec `ebpf:"on_tcp_probe"`
+	TcPodEgress    *ebpf.ProgramSpec `ebpf:"tc_pod_egress"`
+	TcPodIngress   *ebpf.ProgramSpec `ebpf:"tc_pod_ingress"`
 }
 
 // captureMapSpecs contains maps before they are loaded into the kernel.
@@ -323,8 +471,12 @@ type captureMapSpecs struct {
 	EnrolledNetns *ebpf.MapSpec `ebpf:"enrolled_netns"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
+	PodDev        *ebpf.MapSpec `ebpf:"pod_dev"`
+	PodDrops      *ebpf.MapSpec `ebpf:"pod_drops"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
+	RxStamps      *ebpf.MapSpec `ebpf:"rx_stamps"`
 	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
+	Socks         *ebpf.MapSpec `ebpf:"socks"`
 }
 
 // captureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -362,8 +514,12 @@ type captureMaps struct {
 	EnrolledNetns *ebpf.Map `ebpf:"enrolled_netns"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Inflight      *ebpf.Map `ebpf:"inflight"`
+	PodDev        *ebpf.Map `ebpf:"pod_dev"`
+	PodDrops      *ebpf.Map `ebpf:"pod_drops"`
 	Procs         *ebpf.Map `ebpf:"procs"`
+	RxStamps      *ebpf.Map `ebpf:"rx_stamps"`
 	Scratch       *ebpf.Map `ebpf:"scratch"`
+	Socks         *ebpf.Map `ebpf:"socks"`
 }
 
 func (m *captureMaps) Close() error {
@@ -373,8 +529,12 @@ func (m *captureMaps) Close() error {
 		m.EnrolledNetns,
 		m.Events,
 		m.Inflight,
+		m.PodDev,
+		m.PodDrops,
 		m.Procs,
+		m.RxStamps,
 		m.Scratch,
+		m.Socks,
 	)
 }
 
@@ -392,39 +552,50 @@ type captureVariables struct {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type capturePrograms struct {
-	EnterAccept   *ebpf.Program `ebpf:"enter_accept"`
-	EnterAccept4  *ebpf.Program `ebpf:"enter_accept4"`
-	EnterClose    *ebpf.Program `ebpf:"enter_close"`
-	EnterConnect  *ebpf.Program `ebpf:"enter_connect"`
-	EnterRead     *ebpf.Program `ebpf:"enter_read"`
-	EnterReadv    *ebpf.Program `ebpf:"enter_readv"`
-	EnterRecvfrom *ebpf.Program `ebpf:"enter_recvfrom"`
-	EnterRecvmmsg *ebpf.Program `ebpf:"enter_recvmmsg"`
-	EnterRecvmsg  *ebpf.Program `ebpf:"enter_recvmsg"`
-	EnterSendfile *ebpf.Program `ebpf:"enter_sendfile"`
-	EnterSendmmsg *ebpf.Program `ebpf:"enter_sendmmsg"`
-	EnterSendmsg  *ebpf.Program `ebpf:"enter_sendmsg"`
-	EnterSendto   *ebpf.Program `ebpf:"enter_sendto"`
-	EnterWrite    *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev   *ebpf.Program `ebpf:"enter_writev"`
-	ExitAccept    *ebpf.Program `ebpf:"exit_accept"`
-	ExitAccept4   *ebpf.Program `ebpf:"exit_accept4"`
-	ExitClose     *ebpf.Program `ebpf:"exit_close"`
-	ExitConnect   *ebpf.Program `ebpf:"exit_connect"`
-	ExitRead      *ebpf.Program `ebpf:"exit_read"`
-	ExitReadv     *ebpf.Program `ebpf:"exit_readv"`
-	ExitRecvfrom  *ebpf.Program `ebpf:"exit_recvfrom"`
-	ExitRecvmmsg  *ebpf.Program `ebpf:"exit_recvmmsg"`
-	ExitRecvmsg   *ebpf.Program `ebpf:"exit_recvmsg"`
-	ExitSendfile  *ebpf.Program `ebpf:"exit_sendfile"`
-	ExitSendmmsg  *ebpf.Program `ebpf:"exit_sendmmsg"`
-	ExitSendmsg   *ebpf.Program `ebpf:"exit_sendmsg"`
-	ExitSendto    *ebpf.Program `ebpf:"exit_sendto"`
-	ExitWrite     *ebpf.Program `ebpf:"exit_write"`
-	ExitWritev    *ebpf.Program `ebpf:"exit_writev"`
-	OnExec        *ebpf.Program `ebpf:"on_exec"`
-	OnExit        *ebpf.Program `ebpf:"on_exit"`
-	OnFork        *ebpf.Program `ebpf:"on_fork"`
+	EnterAccept    *ebpf.Program `ebpf:"enter_accept"`
+	EnterAccept4   *ebpf.Program `ebpf:"enter_accept4"`
+	EnterClose     *ebpf.Program `ebpf:"enter_close"`
+	EnterConnect   *ebpf.Program `ebpf:"enter_connect"`
+	EnterRead      *ebpf.Program `ebpf:"enter_read"`
+	EnterReadv     *ebpf.Program `ebpf:"enter_readv"`
+	EnterRecvfrom  *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg  *ebpf.Program `ebpf:"enter_recvmmsg"`
+	EnterRecvmsg   *ebpf.Program `ebpf:"enter_recvmsg"`
+	EnterSendfile  *ebpf.Program `ebpf:"enter_sendfile"`
+	EnterSendmmsg  *ebpf.Program `ebpf:"enter_sendmmsg"`
+	EnterSendmsg   *ebpf.Program `ebpf:"enter_sendmsg"`
+	EnterSendto    *ebpf.Program `ebpf:"enter_sendto"`
+	EnterWrite     *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev    *ebpf.Program `ebpf:"enter_writev"`
+	ExitAccept     *ebpf.Program `ebpf:"exit_accept"`
+	ExitAccept4    *ebpf.Program `ebpf:"exit_accept4"`
+	ExitClose      *ebpf.Program `ebpf:"exit_close"`
+	ExitConnect    *ebpf.Program `ebpf:"exit_connect"`
+	ExitRead       *ebpf.Program `ebpf:"exit_read"`
+	ExitReadv      *ebpf.Program `ebpf:"exit_readv"`
+	ExitRecvfrom   *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg   *ebpf.Program `ebpf:"exit_recvmmsg"`
+	ExitRecvmsg    *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendfile   *ebpf.Program `ebpf:"exit_sendfile"`
+	ExitSendmmsg   *ebpf.Program `ebpf:"exit_sendmmsg"`
+	ExitSendmsg    *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto     *ebpf.Program `ebpf:"exit_sendto"`
+	ExitWrite      *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev     *ebpf.Program `ebpf:"exit_writev"`
+	OnDevQueue     *ebpf.Program `ebpf:"on_dev_queue"`
+	OnDevStartXmit *ebpf.Program `ebpf:"on_dev_start_xmit"`
+	OnDevXmit      *ebpf.Program `ebpf:"on_dev_xmit"`
+	OnExec         *ebpf.Program `ebpf:"on_exec"`
+	OnExit         *ebpf.Program `ebpf:"on_exit"`
+	OnFork         *ebpf.Program `ebpf:"on_fork"`
+	OnKfreeSkb     *ebpf.Program `ebpf:"on_kfree_skb"`
+	OnNetifReceive *ebpf.Program `ebpf:"on_netif_receive"`
+	OnRetransmit   *ebpf.Program `ebpf:"on_retransmit"`
+	OnSkbCopy      *ebpf.Program `ebpf:"on_skb_copy"`
+	OnSockState    *ebpf.Program `ebpf:"on_sock_state"`
+	OnTcpProbe     *ebpf.Program `ebpf:"on_tcp_probe"`
+	TcPodEgress    *ebpf.Program `ebpf:"tc_pod_egress"`
+	TcPodIngress   *ebpf.Program `ebpf:"tc_pod_ingress"`
 }
 
 func (p *capturePrograms) Close() error {
@@ -459,9 +630,20 @@ func (p *capturePrograms) Close() error {
 		p.ExitSendto,
 		p.ExitWrite,
 		p.ExitWritev,
+		p.OnDevQueue,
+		p.OnDevStartXmit,
+		p.OnDevXmit,
 		p.OnExec,
 		p.OnExit,
 		p.OnFork,
+		p.OnKfreeSkb,
+		p.OnNetifReceive,
+		p.OnRetransmit,
+		p.OnSkbCopy,
+		p.OnSockState,
+		p.OnTcpProbe,
+		p.TcPodEgress,
+		p.TcPodIngress,
 	)
 }
 

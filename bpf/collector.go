@@ -10,6 +10,19 @@
 // and turns ring buffer records into the types of package bpf/event for
 // whoever reassembles the streams. It holds no policy about pods: callers
 // give it network namespace inodes and pod ids.
+//
+// Kernel metrics ride on the same records: each data syscall's last event
+// carries what the kernel saw happen to that socket's packets while the
+// syscall ran (event.SendMetrics / event.RecvMetrics), closes carry the
+// socket's RTT, retransmits and drops (event.SocketStats), and a failed
+// non-blocking connect is reported when the handshake fails. The base tier
+// (tracepoints, tp_btf) measures packets, device-layer times, receive queue
+// times, retransmits, drops by kernel reason and RTT; where the kernel
+// allows fentry or kprobes, a richer tier (c/tier.bpf.c) adds L4, L3,
+// netfilter and neighbour-resolution times. Features says, per metric, which
+// are measured on this kernel: an unmeasured field is never a silent zero.
+// EnrollPod adds per-pod packet counters on the pod's host veth (TCX, or
+// clsact + cls_bpf on kernels without TCX), read with PodCounters.
 package bpf
 
 import (
@@ -61,6 +74,9 @@ type Config struct {
 	// ProcessQueueSize bounds the processes found by Enroll's scan that
 	// wait for Run; beyond it they are counted and dropped.
 	ProcessQueueSize int
+	// SkipFentry uses the kprobe tier even where fentry would attach
+	// (for testing the kprobe tier, or kernels whose trampolines misbehave).
+	SkipFentry bool
 }
 
 // NoCaptureLimit as Config.CaptureLimit captures every byte.
@@ -97,7 +113,8 @@ type Collector struct {
 	log      *slog.Logger
 	cfg      Config
 	coll     *ebpf.Collection
-	netns    *ebpf.Map // enrolled_netns, procs and counters, from coll
+	tierColl *ebpf.Collection // the richer tier's programs, if loaded
+	netns    *ebpf.Map        // enrolled_netns, procs and counters, from coll
 	procs    *ebpf.Map
 	counters *ebpf.Map
 	links    []link.Link
@@ -105,6 +122,13 @@ type Collector struct {
 	features Features
 	// counterNames[i] names kernel counter i (enum drop_reason).
 	counterNames []string
+	// dropReasons names the kernel's enum skb_drop_reason values.
+	dropReasons dropReasons
+
+	// Per-pod TC programs, their counter maps and attachments (pod.go).
+	tcIngress, tcEgress *ebpf.Program
+	podDev, podDrops    *ebpf.Map
+	pods                podAttachments
 
 	processes chan ProcessEvent // found by Enroll's scan, delivered by Run
 	running   atomic.Bool
@@ -168,6 +192,7 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		cfg:          cfg,
 		counterNames: names,
 		processes:    make(chan ProcessEvent, cfg.ProcessQueueSize),
+		pods:         podAttachments{byNS: map[uint64]*tcAttach{}},
 	}
 	c.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		Programs: ebpf.ProgramOptions{KernelTypes: kernel},
@@ -178,6 +203,10 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	c.netns = c.coll.Maps[captureMapEnrolledNetns]
 	c.procs = c.coll.Maps[captureMapProcs]
 	c.counters = c.coll.Maps[captureMapCounters]
+	c.podDev = c.coll.Maps[captureMapPodDev]
+	c.podDrops = c.coll.Maps[captureMapPodDrops]
+	c.tcIngress = c.coll.Programs[captureProgTcPodIngress]
+	c.tcEgress = c.coll.Programs[captureProgTcPodEgress]
 
 	for _, h := range hooks {
 		l, err := h.attach(c.coll.Programs[h.program])
@@ -189,6 +218,10 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		c.features.Hooks = append(c.features.Hooks, HookStatus{Name: h.name, Tier: h.tier, Attached: true})
 	}
 
+	if c.dropReasons, err = loadDropReasons(kernel); err != nil {
+		log.Warn("kernel drop reasons unknown: drops are not measured", "error", err)
+	}
+
 	c.reader, err = ringbuf.NewReader(c.coll.Maps[captureMapEvents])
 	if err != nil {
 		c.Close()
@@ -196,6 +229,19 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	}
 	c.features.Tier = TierBase
 	c.features.Tiers = probeTiers()
+	c.attachRichTier(kernel)
+	attached := make(map[string]bool, len(c.features.Hooks))
+	for _, h := range c.features.Hooks {
+		attached[h.Name] = h.Attached
+	}
+	c.features.Metrics = metricStatus(attached, c.features.Tier, c.features.Tiers, len(c.dropReasons) > 0)
+	if c.features.TierError != "" {
+		for i := range c.features.Metrics {
+			if !c.features.Metrics[i].Available {
+				c.features.Metrics[i].Reason += " (richer tier failed: " + c.features.TierError + ")"
+			}
+		}
+	}
 	log.Info("eBPF capture loaded",
 		"hooks", len(c.links), "tier", c.features.Tier.String(),
 		"ring_buffer_bytes", cfg.RingBufferSize, "chunk_size", cfg.ChunkSize,
@@ -231,6 +277,7 @@ func (c *Collector) Features() Features {
 	f := c.features
 	f.Tiers = append([]TierStatus(nil), f.Tiers...)
 	f.Hooks = append([]HookStatus(nil), f.Hooks...)
+	f.Metrics = append([]MetricStatus(nil), f.Metrics...)
 	return f
 }
 
@@ -260,6 +307,9 @@ func (c *Collector) Counters() (Counters, error) {
 func (c *Collector) Close() error {
 	var errs []error
 	c.closeOnce.Do(func() {
+		if c.podDev != nil {
+			c.detachAllPods()
+		}
 		// Detaching a tracepoint waits for an RCU grace period (tens of
 		// milliseconds); detach them all at once rather than in turn.
 		linkErrs := make([]error, len(c.links))
@@ -277,6 +327,9 @@ func (c *Collector) Close() error {
 			if err := c.reader.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close ring buffer reader: %w", err))
 			}
+		}
+		if c.tierColl != nil {
+			c.tierColl.Close()
 		}
 		if c.coll != nil {
 			c.coll.Close()

@@ -28,6 +28,8 @@ func TestGeneratedRecordsMatchTheCLayout(t *testing.T) {
 		"data_event":    unsafe.Sizeof(captureDataEvent{}),
 		"process_event": unsafe.Sizeof(captureProcessEvent{}),
 		"proc_info":     unsafe.Sizeof(captureProcInfo{}),
+		"send_metrics":  unsafe.Sizeof(captureSendMetrics{}),
+		"sock_stats":    unsafe.Sizeof(captureSockStats{}),
 	} {
 		var s *btf.Struct
 		if err := spec.Types.TypeByName(name, &s); err != nil {
@@ -74,6 +76,21 @@ func TestKernelEnumsMatchPackageEvent(t *testing.T) {
 			t.Fatalf("pair %d: C value %d, event value %d", i, p.c, p.ev)
 		}
 	}
+	// enum metric_bit is event.Metric bit for bit, and metricNames names
+	// every one of them.
+	var mb *btf.Enum
+	if err := spec.Types.TypeByName("metric_bit", &mb); err != nil {
+		t.Fatal(err)
+	}
+	if len(mb.Values) != len(metricNames) {
+		t.Fatalf("C has %d metric bits, Go names %d", len(mb.Values), len(metricNames))
+	}
+	for i, v := range mb.Values {
+		want := strings.ToLower(strings.TrimPrefix(v.Name, "METRIC_"))
+		if event.Metric(v.Value) != metricNames[i].m || metricNames[i].name != want {
+			t.Fatalf("C %s = %#x, Go metric %d is %#x %q", v.Name, v.Value, i, metricNames[i].m, metricNames[i].name)
+		}
+	}
 	names, err := counterNames(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +114,7 @@ func TestDecodeBuildsEventsAndRejectsBadRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.WriteString("GET ")
-	if err := decode(b.Bytes(), &rec, nil); err != nil {
+	if err := decode(b.Bytes(), &rec, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	d := rec.data[0]
@@ -112,7 +129,7 @@ func TestDecodeBuildsEventsAndRejectsBadRecords(t *testing.T) {
 	copy(open.Raddr[:], netip.MustParseAddr("fd00::2").AsSlice())
 	b.Reset()
 	binary.Write(&b, binary.LittleEndian, open)
-	if err := decode(b.Bytes(), &rec, nil); err != nil {
+	if err := decode(b.Bytes(), &rec, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	o := rec.opens[0]
@@ -136,7 +153,7 @@ func TestDecodeBuildsEventsAndRejectsBadRecords(t *testing.T) {
 			binary.Write(&bb, binary.LittleEndian, h)
 			bad = bb.Bytes()
 		}
-		if err := decode(bad, &rec, nil); err == nil {
+		if err := decode(bad, &rec, nil, nil); err == nil {
 			t.Fatalf("%s record decoded without error", name)
 		}
 	}
@@ -164,5 +181,52 @@ func TestHookErrorIsErrHookUnavailable(t *testing.T) {
 	err := error(&HookError{Hook: "tracepoint/syscalls/sys_enter_nope", Err: errors.New("not found")})
 	if !errors.Is(err, ErrHookUnavailable) || !strings.Contains(err.Error(), "sys_enter_nope") {
 		t.Fatalf("%v", err)
+	}
+}
+
+// TestDecodeAttachesMetricsOnlyWhereMeasured pins how kernel metrics reach
+// events: on the last chunk of an egress syscall only, with fields whose
+// Measured bit is clear left zero even if the kernel wrote something, drop
+// reasons named from the kernel's enum, and socket stats at close.
+func TestDecodeAttachesMetricsOnlyWhereMeasured(t *testing.T) {
+	reasons := dropReasons{2: "NOT_SPECIFIED", 77: "NETFILTER_DROP"}
+	send := captureSendMetrics{
+		Measured: uint32(event.MetricPackets | event.MetricRetransmits | event.MetricDrops),
+		Packets:  3, PacketBytes: 4500, Retrans: 1, Ifindex: 5,
+		L2Ns: 999, L4Ns: 888, // written but not measured: must not leak
+		Drops: [2]captureDropSlot{{Reason: 77, Count: 2}},
+	}
+	var rec recorder
+	for _, last := range []uint8{0, 1} {
+		hdr := captureDataEvent{Type: uint8(captureEventTypeEVENT_DATA), Direction: uint8(event.Egress), Last: last, ConnId: 1, Size: 1, Send: send}
+		var b bytes.Buffer
+		binary.Write(&b, binary.LittleEndian, hdr)
+		if err := decode(b.Bytes(), &rec, nil, reasons); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rec.data[0].Send != nil {
+		t.Fatalf("metrics on a chunk that is not the syscall's last: %+v", rec.data[0].Send)
+	}
+	m := rec.data[1].Send
+	if m == nil || m.Packets != 3 || m.PacketBytes != 4500 || m.Retransmits != 1 || m.IfIndex != 5 ||
+		m.L2Duration != 0 || m.L4Duration != 0 || len(m.Drops) != 1 || m.Drops[0] != (event.Drop{Reason: "NETFILTER_DROP", Count: 2}) {
+		t.Fatalf("send metrics decoded as %+v", m)
+	}
+
+	cl := captureConnEvent{Type: uint8(captureEventTypeEVENT_CONN_CLOSE), ConnId: 1, Stats: captureSockStats{
+		Measured: uint32(event.MetricRTT | event.MetricRetransmits | event.MetricDrops),
+		SrttUs:   50123, MdevUs: 800, TotalRetrans: 7,
+		Drops: [4]captureDropSlot{{Reason: 2, Count: 1}, {Reason: 300, Count: 4}},
+	}}
+	var b bytes.Buffer
+	binary.Write(&b, binary.LittleEndian, cl)
+	if err := decode(b.Bytes(), &rec, nil, reasons); err != nil {
+		t.Fatal(err)
+	}
+	s := rec.closes[0].Socket
+	if s == nil || s.SRTT != 50123000 || s.RTTVar != 800000 || s.Retransmits != 7 ||
+		len(s.Drops) != 2 || s.Drops[1].Reason != "reason(300)" {
+		t.Fatalf("socket stats decoded as %+v", s)
 	}
 }

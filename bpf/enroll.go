@@ -67,6 +67,9 @@ func (c *Collector) Unenroll(netnsInode uint64) error {
 	if err := c.netns.Delete(netnsInode); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unenroll netns %d: %w", netnsInode, err)
 	}
+	c.pods.mu.Lock()
+	c.detachLocked(netnsInode) // per-pod TC programs, if EnrollPod attached them
+	c.pods.mu.Unlock()
 	var (
 		tid, pod uint32
 		stale    []uint32

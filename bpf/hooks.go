@@ -65,6 +65,9 @@ type hook struct {
 func hooksOf(spec *ebpf.CollectionSpec) ([]hook, error) {
 	var hooks []hook
 	for name, p := range spec.Programs {
+		if p.Type == ebpf.SchedCLS {
+			continue // per-pod TC programs: attached by EnrollPod, not here
+		}
 		h := hook{name: p.SectionName, program: name}
 		parts := strings.Split(p.SectionName, "/")
 		switch {
@@ -142,8 +145,14 @@ type TierStatus struct {
 type Features struct {
 	// Tier is the richest tier whose programs are attached.
 	Tier Tier
+	// TierError says why the richest available tier is not in use, when
+	// loading or attaching it failed.
+	TierError string
 	// Tiers holds the probe result of every tier, in Tier order.
 	Tiers []TierStatus
 	// Hooks lists every hook of the loaded programs.
 	Hooks []HookStatus
+	// Metrics lists every event.Metric, in bit order, with whether this
+	// node measures it and why not (or what bounds it).
+	Metrics []MetricStatus
 }

@@ -74,7 +74,7 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 		switch {
 		case err == nil:
 			c.stats.records.Add(1)
-			if err := decode(rec.RawSample, sink, ps); err != nil {
+			if err := decode(rec.RawSample, sink, ps, c.dropReasons); err != nil {
 				c.stats.decodeErrors.Add(1)
 				c.log.Debug("skipping ring buffer record", "error", err)
 			}
@@ -111,8 +111,9 @@ func record[T any](b []byte) T {
 	return *(*T)(unsafe.Pointer(unsafe.SliceData(b)))
 }
 
-// decode turns one ring buffer record into a call on sink.
-func decode(b []byte, sink event.Sink, ps ProcessSink) error {
+// decode turns one ring buffer record into a call on sink; reasons names
+// the kernel's drop reasons (nil gives numeric names).
+func decode(b []byte, sink event.Sink, ps ProcessSink, reasons dropReasons) error {
 	if len(b) == 0 {
 		return errors.New("empty record")
 	}
@@ -126,7 +127,7 @@ func decode(b []byte, sink event.Sink, ps ProcessSink) error {
 		if int(h.Captured) > len(payload) || h.Captured > h.Size {
 			return fmt.Errorf("data record claims %d captured of %d bytes, carries %d", h.Captured, h.Size, len(payload))
 		}
-		sink.Data(event.Data{
+		d := event.Data{
 			Conn:         event.ConnID(h.ConnId),
 			Proc:         process(&h.Proc),
 			FD:           h.Fd,
@@ -139,7 +140,15 @@ func decode(b []byte, sink event.Sink, ps ProcessSink) error {
 			Truncated:    h.Truncated != 0,
 			Start:        event.Timestamp(h.StartNs),
 			End:          event.Timestamp(h.EndNs),
-		})
+		}
+		if h.Last != 0 {
+			if d.Direction == event.Egress {
+				d.Send = reasons.sendMetrics(&h.Send)
+			} else {
+				d.Recv = recvMetrics(&h.Recv)
+			}
+		}
+		sink.Data(d)
 	case captureEventTypeEVENT_CONN_OPEN:
 		if len(b) < connEventSize {
 			return fmt.Errorf("conn record of %d bytes, want %d", len(b), connEventSize)
@@ -173,6 +182,7 @@ func decode(b []byte, sink event.Sink, ps ProcessSink) error {
 			Success:   e.Success != 0,
 			BytesSent: e.BytesSent,
 			BytesRecv: e.BytesRecv,
+			Socket:    reasons.socketStats(&e.Stats),
 		})
 	case captureEventTypeEVENT_PROC_FORK, captureEventTypeEVENT_PROC_EXEC, captureEventTypeEVENT_PROC_EXIT:
 		if len(b) < processEventSize {

@@ -71,28 +71,7 @@ struct {
 	__type(value, struct conn_state);
 } conns SEC(".maps");
 
-/* Arguments of an in-flight syscall, keyed by pid_tgid (one syscall per
- * thread at a time). LRU so a thread killed inside a syscall leaks nothing. */
-struct syscall_args {
-	__u64 start_ns;
-	__u64 sk;       /* struct sock * of fd, resolved at enter */
-	__u64 buf;      /* buffer, iovec array, msghdr or mmsghdr vector */
-	__u64 netns;
-	__u32 count;    /* iovcnt or vlen */
-	__s32 fd;
-	__u32 pod_id;
-	__u8 syscall;
-	__u8 _pad[3];
-	__u8 addr[28];  /* connect: the sockaddr asked for */
-	__u32 _pad2;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct syscall_args);
-} inflight SEC(".maps");
+#include "inflight.h"
 
 /* tid -> pod id of monitored tasks, maintained by fork/exec/exit and seeded
  * by user space's scan of already-running processes at enrollment. */
@@ -102,6 +81,48 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } procs SEC(".maps");
+
+/* struct sock * -> the connection it carries, for hooks that see a socket
+ * but not the file descriptor: state changes and packet events run in
+ * softirq or timer context, on no particular thread. Written when a
+ * connection is opened, removed at close; LRU because sockets of processes
+ * that exit without close are never removed explicitly. */
+struct sock_conn {
+	__u64 conn_id;
+	__u64 start_ns; /* connect start, for the failure event */
+	__s32 fd;
+	__u8 role;
+	__u8 connecting; /* connect returned EINPROGRESS, outcome not seen yet */
+	__u8 _pad[2];
+	struct proc_info proc;
+	struct drop_slot drops[CONN_DROP_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_conn);
+} socks SEC(".maps");
+
+/* Per-pod traffic on the pod's host-side veth, written by the TC programs
+ * (tc_pod_ingress/egress) that user space attaches per pod. Per CPU: no
+ * atomics on the packet path. Entries are created by user space at
+ * enrollment, so the programs never insert (and never fill the map). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192); /* two per enrolled pod */
+	__type(key, struct dev_key);
+	__type(value, struct dev_counters);
+} pod_dev SEC(".maps");
+
+/* Drops of pod sockets' packets by pod and kernel drop reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct pod_drop_key);
+	__type(value, __u64);
+} pod_drops SEC(".maps");
 
 /* Drop counters, indexed by enum drop_reason. */
 struct {
@@ -131,7 +152,7 @@ struct chunk_loop {
 	__u32 iov_idx;
 	__u32 iov_cnt;
 	__u32 stop; /* drop_reason + 1 that ended the walk early, or 0 */
-	__u32 _pad;
+	__u32 rest_pending; /* a size-only event follows the walk */
 };
 
 /* Scratch for building data events: too large for the 512-byte stack. Per
@@ -167,6 +188,10 @@ struct btf_anchor {
 	enum direction c;
 	enum syscall_id d;
 	enum drop_reason e;
+	enum metric_bit f;
+	struct dev_key g;
+	struct dev_counters h;
+	struct pod_drop_key i;
 };
 const struct btf_anchor *unused_btf_anchor __attribute__((unused));
 
@@ -294,6 +319,44 @@ static __always_inline bool take_args(struct syscall_args *a)
 	return true;
 }
 
+/* Adds count packets dropped for reason to the first free or matching of n
+ * slots; a reason that finds no slot is counted as lost. */
+static __always_inline void add_drop(struct drop_slot *slots, int n, __u32 reason, __u32 count_)
+{
+	for (int i = 0; i < n; i++) {
+		if (slots[i].reason == reason || !slots[i].count) {
+			slots[i].reason = reason;
+			slots[i].count += count_;
+			return;
+		}
+	}
+	count(DROP_DROP_SLOTS_FULL);
+}
+
+/*
+ * Socket state at close: RTT estimate and total retransmits from struct
+ * tcp_sock (the values tcp_info reports), drops from the socket's entry in
+ * socks. An MPTCP socket is not a tcp_sock: its subflows are, and they are
+ * not followed, so only drops are measured for it.
+ */
+static __always_inline void fill_sock_stats(struct sock_stats *st, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct sock_conn *sc = bpf_map_lookup_elem(&socks, &key);
+
+	if (sc) {
+		__builtin_memcpy(st->drops, sc->drops, sizeof(st->drops));
+		st->measured |= METRIC_DROPS;
+	}
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return;
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	st->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;  /* stored << 3 */
+	st->mdev_us = BPF_CORE_READ(tp, mdev_us) >> 2;  /* stored << 2 */
+	st->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	st->measured |= METRIC_RTT | METRIC_RETRANSMITS;
+}
+
 /*
  * Emits a connection event. Addresses come from the socket; for connect the
  * remote side comes from the sockaddr the caller passed, because a failed
@@ -348,6 +411,8 @@ static __always_inline void emit_conn(__u8 type, const struct conn_state *cs,
 		}
 	}
 	fill_proc(&e->proc, a->pod_id, a->netns);
+	if (type == EVENT_CONN_CLOSE)
+		fill_sock_stats(&e->stats, sk);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -367,12 +432,56 @@ static __always_inline struct conn_state *open_conn(__u64 key, __u64 conn_id, __
 	return bpf_map_lookup_elem(&conns, &key);
 }
 
+/* Records which connection socket sk carries, for the socket-context hooks. */
+static __always_inline void track_sock(__u64 sk, const struct conn_state *cs,
+				       const struct syscall_args *a, __s32 fd, bool connecting)
+{
+	struct sock_conn sc = {
+		.conn_id = cs->conn_id,
+		.start_ns = a->start_ns,
+		.fd = fd,
+		.role = cs->role,
+		.connecting = connecting,
+	};
+
+	fill_proc(&sc.proc, a->pod_id, a->netns);
+	if (bpf_map_update_elem(&socks, &sk, &sc, BPF_ANY))
+		count(DROP_SOCK_MAP_FULL);
+}
+
+/* Packets and bytes are always measured for a read; the queue split only
+ * when every skb it copied from carried both stamps. */
+static __always_inline void finish_recv_metrics(struct recv_metrics *out, const struct recv_metrics *r)
+{
+	*out = *r;
+	out->last_skb = 0;
+	out->measured = METRIC_PACKETS;
+	if (r->packets && !r->unstamped)
+		out->measured |= METRIC_RECV_QUEUE;
+}
+
+/* Measured bits of a send syscall's metrics. Packets, retransmits and
+ * drops are always counted; the device-layer split only when every packet
+ * the thread queued also went through the driver on this thread (a device
+ * without a qdisc: veth, loopback). Packets a qdisc (netem, fq) held back
+ * leave from softirq context later, so their L2 times stay unmeasured
+ * rather than partial. */
+static __always_inline void finish_send_metrics(struct send_metrics *out, const struct send_metrics *m)
+{
+	*out = *m;
+	/* m->measured holds what a richer tier's programs claimed. */
+	out->measured = m->measured | METRIC_PACKETS | METRIC_RETRANSMITS | METRIC_DROPS;
+	if (m->packets && m->xmit_seen == m->packets)
+		out->measured |= METRIC_L2_DURATION | METRIC_L2_QUEUE;
+}
+
 /* ---- data chunking -------------------------------------------------------- */
 
 /* Emits one data event covering size stream bytes, the first want of them
  * copied from user address src. The header's fixed fields are already set
  * by report_data. */
-static __always_inline void emit_chunk(struct data_scratch *s, __u64 src, __u32 size, __u32 want)
+static __always_inline void emit_chunk(struct data_scratch *s, __u64 src, __u32 size, __u32 want,
+				       bool last)
 {
 	struct chunk_loop *l = &s->loop;
 	__u8 truncated = want < size;
@@ -394,6 +503,7 @@ static __always_inline void emit_chunk(struct data_scratch *s, __u64 src, __u32 
 	s->hdr.size = size;
 	s->hdr.captured = n;
 	s->hdr.truncated = truncated;
+	s->hdr.last = last;
 	l->offset += size;
 	l->captured += n;
 	if (bpf_ringbuf_output(&events, &s->hdr, sizeof(s->hdr) + n, 0))
@@ -435,7 +545,8 @@ static long chunk_step(__u32 i, void *ctx)
 		return 1;
 	}
 	n = min64(min64(l->seg_left, chunk_size), l->budget);
-	emit_chunk(s, l->base, n, n);
+	/* Last when it covers what is left and no size-only rest follows. */
+	emit_chunk(s, l->base, n, n, l->left == n && !l->rest_pending);
 	l->base += n;
 	l->seg_left -= n;
 	l->left -= n;
@@ -487,6 +598,7 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 		if (!cs)
 			return;
 		emit_conn(EVENT_CONN_OPEN, cs, a, syscall, a->fd, a->sk, a->start_ns, 0);
+		track_sock(a->sk, cs, a, a->fd, false);
 	}
 
 	s = bpf_map_lookup_elem(&scratch, &zero);
@@ -500,6 +612,12 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	s->hdr.start_ns = a->start_ns;
 	s->hdr.end_ns = now;
 	fill_proc(&s->hdr.proc, a->pod_id, a->netns);
+	__builtin_memset(&s->hdr.send, 0, sizeof(s->hdr.send));
+	__builtin_memset(&s->hdr.recv, 0, sizeof(s->hdr.recv));
+	if (dir == DIR_EGRESS)
+		finish_send_metrics(&s->hdr.send, &a->m);
+	else
+		finish_recv_metrics(&s->hdr.recv, &a->r);
 
 	l = &s->loop;
 	__builtin_memset(l, 0, sizeof(*l));
@@ -567,6 +685,7 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	}
 	if (l->iov_cnt > MAX_IOVECS)
 		l->iov_cnt = MAX_IOVECS;
+	l->rest_pending = rest != 0;
 
 	/* Each iteration emits at most one chunk (zero-length iovecs use one
 	 * up without emitting); bytes left when the loop ends go size-only. */
@@ -579,7 +698,7 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	if (rest) {
 		if (rest_reason)
 			count(rest_reason - 1);
-		emit_chunk(s, 0, rest, 0);
+		emit_chunk(s, 0, rest, 0, true);
 	}
 
 	cs->seq[dir] = l->seq;
@@ -681,6 +800,27 @@ int enter_connect(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+static __always_inline void emit_connect_failed(const struct sock *sk, struct sock_conn *sc, int err);
+
+/* The handshake of a non-blocking connect can end before the syscall
+ * returns EINPROGRESS: over loopback the SYN, and the RST that answers it,
+ * are processed in softirq on the caller's own thread during the syscall,
+ * before the socket was tracked. The socket is then already closed with
+ * sk_err set (it stays set until the caller reads SO_ERROR). */
+static __always_inline void connect_failed_early(__u64 skp)
+{
+	const struct sock *sk = (const struct sock *)skp;
+	struct sock_conn *sc;
+	int err;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_CLOSE)
+		return;
+	err = BPF_CORE_READ(sk, sk_err);
+	sc = bpf_map_lookup_elem(&socks, &skp);
+	if (sc && err)
+		emit_connect_failed(sk, sc, err);
+}
+
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
@@ -701,8 +841,12 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 		if (same)
 			return 0; /* a retried connect completing an attempt already reported */
 		cs = open_conn(key, new_conn_id(), a.sk, ROLE_CLIENT);
-		if (cs)
+		if (cs) {
 			emit_conn(EVENT_CONN_OPEN, cs, &a, SYS_CONNECT, a.fd, a.sk, now, ret);
+			track_sock(a.sk, cs, &a, a.fd, ret == -EINPROGRESS);
+			if (ret == -EINPROGRESS)
+				connect_failed_early(a.sk);
+		}
 		return 0;
 	}
 	if (ret == -EALREADY || ret == -EISCONN)
@@ -711,8 +855,10 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	/* Failed. If this socket's earlier non-blocking attempt was reported
 	 * in progress, the failure reuses its conn id. */
 	failed.conn_id = same ? cs->conn_id : new_conn_id();
-	if (same)
+	if (same) {
 		bpf_map_delete_elem(&conns, &key);
+		bpf_map_delete_elem(&socks, &a.sk);
+	}
 	emit_conn(EVENT_CONN_OPEN, &failed, &a, SYS_CONNECT, a.fd, a.sk, now, ret);
 	return 0;
 }
@@ -749,8 +895,10 @@ static __always_inline int accept_exit(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	key = conn_key(bpf_get_current_pid_tgid(), ret);
 	cs = open_conn(key, new_conn_id(), sk, ROLE_SERVER);
-	if (cs)
+	if (cs) {
 		emit_conn(EVENT_CONN_OPEN, cs, &a, a.syscall, ret, sk, now, 0);
+		track_sock(sk, cs, &a, ret, false);
+	}
 	return 0;
 }
 
@@ -822,6 +970,203 @@ int exit_close(struct trace_event_raw_sys_exit *ctx)
 	/* close releases the fd even when it reports an error. */
 	emit_conn(EVENT_CONN_CLOSE, cs, &a, SYS_CLOSE, a.fd, a.sk, now, ctx->ret);
 	bpf_map_delete_elem(&conns, &key);
+	bpf_map_delete_elem(&socks, &a.sk);
+	return 0;
+}
+
+/* ---- socket state: the outcome of a non-blocking connect ------------------ */
+
+/*
+ * A non-blocking connect returns EINPROGRESS and the handshake ends later,
+ * in softirq (RST: ECONNREFUSED) or in the retransmit timer (ETIMEDOUT),
+ * long after the syscall was reported. tcp_done moves the socket from
+ * SYN_SENT to CLOSE with sk_err already set, so that transition is where the
+ * failure is known. It is reported as a second ConnOpen of the same
+ * connection with Success false, ending at the state change; the process
+ * identity is the one stored at connect, since this runs on no particular
+ * thread. A close by the application while connecting (sk_err 0) is not a
+ * failure of the connect and is left to the close event.
+ */
+/* Reports the failed handshake of sk, whose connection sc was reported in
+ * progress, with sk_err as the errno. */
+static __always_inline void emit_connect_failed(const struct sock *sk, struct sock_conn *sc, int err)
+{
+	struct conn_event *e;
+
+	sc->connecting = 0;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(DROP_RINGBUF_FULL);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = EVENT_CONN_OPEN;
+	e->role = sc->role;
+	e->syscall = SYS_CONNECT;
+	e->fd = sc->fd;
+	e->conn_id = sc->conn_id;
+	e->start_ns = sc->start_ns;
+	e->end_ns = bpf_ktime_get_ns();
+	e->err = err;
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET) {
+		bpf_core_read(e->laddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->raddr, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(e->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->raddr, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+	e->proc = sc->proc;
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	__u64 key = (__u64)sk;
+	struct sock_conn *sc;
+	int err;
+
+	if (oldstate != TCP_SYN_SENT)
+		return 0;
+	sc = bpf_map_lookup_elem(&socks, &key);
+	if (!sc || !sc->connecting)
+		return 0;
+	if (newstate != TCP_CLOSE) {
+		sc->connecting = 0; /* established: the in-progress report stands */
+		return 0;
+	}
+	err = BPF_CORE_READ(sk, sk_err);
+	if (err)
+		emit_connect_failed(sk, sc, err);
+	return 0;
+}
+
+/* ---- per-syscall kernel metrics (base tier) -------------------------------
+ *
+ * A send syscall on TCP pushes its segments down the stack on its own
+ * thread: tcp_sendmsg -> ip_queue_xmit -> dev_queue_xmit -> driver, all
+ * before the syscall returns (unless the congestion window holds them back).
+ * So a tracepoint that fires for an skb of socket S, on a thread that is
+ * inside a send syscall on S, is work of that syscall: the thread's
+ * inflight entry accumulates it and the syscall's last data event carries
+ * it. Skbs that leave later from softirq are not attributed to a syscall.
+ */
+
+/* The current thread's send syscall whose packet skb is in the device path.
+ * Matched by skb, not skb->sk: drivers such as loopback orphan the skb
+ * before net_dev_xmit fires. */
+static __always_inline struct syscall_args *send_of_skb(const void *skb)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct syscall_args *a = bpf_map_lookup_elem(&inflight, &id);
+
+	if (!a || a->cur_skb != (__u64)skb || !a->queue_ts)
+		return NULL;
+	return a;
+}
+
+/* A packet enters the device layer (__dev_queue_xmit). */
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(on_dev_queue, struct sk_buff *skb)
+{
+	struct syscall_args *a = send_of((__u64)BPF_CORE_READ(skb, sk));
+
+	if (!a)
+		return 0;
+	a->m.packets++;
+	a->m.packet_bytes += BPF_CORE_READ(skb, len);
+	a->m.ifindex = BPF_CORE_READ(skb, dev, ifindex);
+	a->cur_skb = (__u64)skb;
+	a->queue_ts = bpf_ktime_get_ns();
+	a->start_ts = 0;
+	return 0;
+}
+
+/* The packet is handed to the driver (after the qdisc, if any). */
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(on_dev_start_xmit, const struct sk_buff *skb, const struct net_device *dev)
+{
+	struct syscall_args *a = send_of_skb(skb);
+
+	if (a)
+		a->start_ts = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* The driver took the packet. */
+SEC("tp_btf/net_dev_xmit")
+int BPF_PROG(on_dev_xmit, struct sk_buff *skb, int rc, struct net_device *dev, unsigned int len)
+{
+	struct syscall_args *a = send_of_skb(skb);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!a || !a->start_ts)
+		return 0;
+	a->m.l2_ns += now - a->queue_ts;
+	a->m.ready_ns += a->start_ts - a->queue_ts;
+	a->m.device_ns += now - a->start_ts;
+	a->m.xmit_seen++;
+	a->queue_ts = a->start_ts = a->cur_skb = 0;
+	return 0;
+}
+
+/* TCP retransmits a segment: from the send path (counted to the syscall)
+ * or from a timer (the connection's total, read from tcp_sock at close,
+ * includes it either way). */
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
+{
+	struct syscall_args *a = send_of((__u64)sk);
+
+	if (a)
+		a->m.retrans++;
+	return 0;
+}
+
+/*
+ * An skb is freed as dropped. skb->sk is set for packets a local socket
+ * sent (netfilter OUTPUT, qdisc, device drops) and for received packets
+ * already matched to a socket; drops before the socket lookup (e.g. a
+ * netfilter INPUT rule) have no socket and are not attributed to a
+ * connection. Reasons are the kernel's enum skb_drop_reason values; 0 and
+ * SKB_CONSUMED are normal frees, not drops.
+ */
+static __always_inline void count_pod_drop(__u32 pod, __u32 reason)
+{
+	struct pod_drop_key k = { .pod_id = pod, .reason = reason };
+	__u64 one = 1, *v = bpf_map_lookup_elem(&pod_drops, &k);
+
+	if (v) {
+		*v += 1;
+		return;
+	}
+	if (bpf_map_update_elem(&pod_drops, &k, &one, BPF_NOEXIST))
+		count(DROP_POD_DROPS_MAP_FULL);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	__u64 sk = (__u64)BPF_CORE_READ(skb, sk);
+	struct syscall_args *a;
+	struct sock_conn *sc;
+
+	if (!sk || reason == SKB_NOT_DROPPED_YET)
+		return 0;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return 0;
+	sc = bpf_map_lookup_elem(&socks, &sk);
+	if (!sc)
+		return 0;
+	add_drop(sc->drops, CONN_DROP_SLOTS, reason, 1);
+	count_pod_drop(sc->proc.pod_id, reason);
+	a = send_of(sk);
+	if (a)
+		add_drop(a->m.drops, SYSCALL_DROP_SLOTS, reason, 1);
 	return 0;
 }
 
@@ -908,5 +1253,130 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0; /* other threads of the process live on */
 	emit_proc(EVENT_PROC_EXIT, p, pod, netns, BPF_CORE_READ(p, exit_code), NULL);
+	return 0;
+}
+
+/* ---- per-pod device counters (TC on the pod's host veth) ------------------
+ *
+ * Attached per pod by user space, through TCX where the kernel has it and
+ * a clsact qdisc with a direct-action cls_bpf filter otherwise. They count
+ * what passes the host veth and never change a verdict: TC_ACT_UNSPEC is
+ * "next program" for TCX and "continue" for cls_bpf. They see packets, not
+ * drops: a packet dropped later on the path (netfilter, a full queue) was
+ * counted here; drops come from kfree_skb (pod_drops).
+ */
+static __always_inline int count_dev(struct __sk_buff *skb, __u32 ingress)
+{
+	struct dev_key k = { .ifindex = skb->ifindex, .ingress = ingress };
+	struct dev_counters *c = bpf_map_lookup_elem(&pod_dev, &k);
+
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+	return -1; /* TC_ACT_UNSPEC / TCX_NEXT */
+}
+
+SEC("tc")
+int tc_pod_ingress(struct __sk_buff *skb)
+{
+	return count_dev(skb, 1);
+}
+
+SEC("tc")
+int tc_pod_egress(struct __sk_buff *skb)
+{
+	return count_dev(skb, 0);
+}
+
+/* ---- receive path: stamps on skbs, read by the copying syscall ------------
+ *
+ * A received skb is stamped when its device hands it to the stack (only in
+ * enrolled namespaces, so the map sees pod traffic, not the node's) and
+ * again when TCP takes it into an established socket. The reading thread's
+ * skb_copy_datagram_iovec then turns the stamps into the read's
+ * to-queue and from-queue times. Keyed by skb pointer in an LRU map: a
+ * reused skb is stamped afresh on its next receive.
+ */
+struct rx_stamp {
+	__u64 rx_ns;
+	__u64 queue_ns;
+	__u32 ifindex;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct rx_stamp);
+} rx_stamps SEC(".maps");
+
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(on_netif_receive, struct sk_buff *skb)
+{
+	__u64 ino = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	struct rx_stamp st = {};
+	__u64 key = (__u64)skb;
+
+	if (!bpf_map_lookup_elem(&enrolled_netns, &ino))
+		return 0;
+	st.rx_ns = bpf_ktime_get_ns();
+	st.ifindex = BPF_CORE_READ(skb, dev, ifindex);
+	if (bpf_map_update_elem(&rx_stamps, &key, &st, BPF_ANY))
+		count(DROP_RX_STAMP_MAP_FULL);
+	return 0;
+}
+
+/* tcp_rcv_established begins: the segment is about to be queued. */
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
+{
+	__u64 key = (__u64)skb;
+	struct rx_stamp *st = bpf_map_lookup_elem(&rx_stamps, &key);
+
+	if (st && !st->queue_ns)
+		st->queue_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* The reader copies from skb: attribute it to the thread's receive syscall. */
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(on_skb_copy, const struct sk_buff *skb, int len)
+{
+	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)skb;
+	struct syscall_args *a = bpf_map_lookup_elem(&inflight, &id);
+	struct rx_stamp *st;
+	__u64 now;
+
+	if (!a || a->sk != (__u64)BPF_CORE_READ(skb, sk))
+		return 0;
+	switch (a->syscall) {
+	case SYS_READ:
+	case SYS_READV:
+	case SYS_RECVFROM:
+	case SYS_RECVMSG:
+	case SYS_RECVMMSG:
+		break;
+	default:
+		return 0;
+	}
+	if (len > 0)
+		a->r.packet_bytes += len;
+	if (a->r.last_skb == key)
+		return 0;
+	a->r.last_skb = key;
+	a->r.packets++;
+	st = bpf_map_lookup_elem(&rx_stamps, &key);
+	if (!st || !st->queue_ns || st->queue_ns < st->rx_ns) {
+		a->r.unstamped++;
+		count(DROP_RX_UNSTAMPED);
+		return 0;
+	}
+	now = bpf_ktime_get_ns();
+	a->r.ifindex = st->ifindex;
+	a->r.to_queue_ns += st->queue_ns - st->rx_ns;
+	a->r.from_queue_ns += now - st->queue_ns;
 	return 0;
 }

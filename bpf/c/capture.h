@@ -78,7 +78,104 @@ enum drop_reason {
 	DROP_CONN_MAP_FULL,       /* connection state could not be stored */
 	DROP_ARGS_MAP_FULL,       /* syscall arguments could not be stored: syscall missed */
 	DROP_PROC_MAP_FULL,       /* process could not be stored */
+	DROP_SOCK_MAP_FULL,       /* socket -> connection entry could not be stored:
+				   * no connect-failure or drop attribution for it */
+	DROP_DROP_SLOTS_FULL,     /* more distinct drop reasons than slots: count lost */
+	DROP_POD_DROPS_MAP_FULL,  /* per-pod drop counter could not be created */
+	DROP_RX_STAMP_MAP_FULL,   /* received skb could not be stamped */
+	DROP_RX_UNSTAMPED,        /* a read copied from an skb without both base stamps */
 	DROP_MAX,
+};
+
+/* Distinct drop reasons kept per syscall and per connection. */
+#define SYSCALL_DROP_SLOTS 2
+#define CONN_DROP_SLOTS 4
+
+/* Mirrors event.Metric: bits of the measured masks. */
+enum metric_bit {
+	METRIC_L4_DURATION = 1 << 0,
+	METRIC_PACKETS = 1 << 1,
+	METRIC_RETRANSMITS = 1 << 2,
+	METRIC_DROPS = 1 << 3,
+	METRIC_L3_DURATION = 1 << 4,
+	METRIC_L3_SPLIT = 1 << 5,
+	METRIC_NETFILTER = 1 << 6,
+	METRIC_RESOLVE_MAC = 1 << 7,
+	METRIC_L2_DURATION = 1 << 8,
+	METRIC_L2_QUEUE = 1 << 9,
+	METRIC_RECV_QUEUE = 1 << 10,
+	METRIC_RTT = 1 << 11,
+};
+
+/* Packets of one socket freed with a drop reason (enum skb_drop_reason of
+ * the running kernel: user space names it from the kernel's BTF). */
+struct drop_slot {
+	__u32 reason;
+	__u32 count;
+};
+
+/* Kernel measurements of one send syscall, accumulated while it runs by
+ * the net/tcp/skb tracepoints that fire on the syscall's own thread for
+ * skbs of its socket. */
+struct send_metrics {
+	__u32 measured;    /* METRIC_* bits */
+	__u32 packets;     /* skbs queued to a device (net_dev_queue) */
+	__u64 packet_bytes;
+	__u32 retrans;     /* tcp_retransmit_skb on this socket, this thread */
+	__u32 ifindex;     /* device of the last packet */
+	__u64 l2_ns;       /* sum over packets of net_dev_queue -> net_dev_xmit */
+	__u64 ready_ns;    /* ... net_dev_queue -> net_dev_start_xmit */
+	__u64 device_ns;   /* ... net_dev_start_xmit -> net_dev_xmit */
+	__u32 xmit_seen;   /* packets whose whole device path ran on this thread */
+	__u32 nf_count;    /* fentry/kprobe tier: nf_hook_slow calls */
+	__u64 nf_ns;       /* ... and their time */
+	__u64 l4_ns;       /* ... time in tcp_sendmsg */
+	__u64 l3_ns;       /* ... time in __ip_queue_xmit */
+	__u64 arp_ns;      /* ... time in neigh_resolve_output */
+	__u32 arp_count;   /* ... its calls */
+	__u32 _pad;
+	struct drop_slot drops[SYSCALL_DROP_SLOTS];
+};
+
+/* Kernel measurements of one receive syscall: the skbs it copied from,
+ * stamped when the device received them (netif_receive_skb) and when TCP
+ * took them into the socket (tcp_probe, at tcp_rcv_established). */
+struct recv_metrics {
+	__u32 measured;
+	__u32 packets;      /* distinct skbs copied from */
+	__u64 packet_bytes; /* bytes copied */
+	__u32 ifindex;      /* receiving device of the last stamped skb */
+	__u32 unstamped;    /* skbs without both stamps (e.g. arrived in the handshake) */
+	__u64 to_queue_ns;  /* sum: device receive -> TCP receive */
+	__u64 from_queue_ns; /* sum: TCP receive -> copied to the reader */
+	__u64 last_skb;     /* last skb counted, so partial copies count once */
+};
+
+/* Socket state reported at close. */
+struct sock_stats {
+	__u32 measured; /* METRIC_RTT | METRIC_RETRANSMITS | METRIC_DROPS */
+	__u32 srtt_us;
+	__u32 mdev_us;
+	__u32 total_retrans;
+	struct drop_slot drops[CONN_DROP_SLOTS];
+};
+
+/* Key of the per-pod device counters: the pod's host-side veth and the
+ * direction seen from the host (ingress on the host veth = sent by the pod). */
+struct dev_key {
+	__u32 ifindex;
+	__u32 ingress;
+};
+
+struct dev_counters {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Key of the per-pod drop counters. */
+struct pod_drop_key {
+	__u32 pod_id;
+	__u32 reason; /* kernel enum skb_drop_reason */
 };
 
 /* Who made the syscall. */
@@ -115,6 +212,7 @@ struct conn_event {
 	__u8 laddr[16];
 	__u8 raddr[16];
 	struct proc_info proc;
+	struct sock_stats stats; /* close only */
 };
 
 /* EVENT_DATA: this header, then `captured` payload bytes. */
@@ -124,6 +222,8 @@ struct data_event {
 	__u8 syscall;
 	__u8 truncated;
 	__s32 fd;
+	__u8 last;   /* last event of its syscall: carries the metrics */
+	__u8 _pad0[7];
 	__u64 conn_id;
 	__u64 seq;    /* per connection and direction, from 0 */
 	__u64 offset; /* stream offset of the first byte covered */
@@ -132,6 +232,8 @@ struct data_event {
 	__u64 start_ns;
 	__u64 end_ns;
 	struct proc_info proc;
+	struct send_metrics send; /* egress, on the last event only */
+	struct recv_metrics recv; /* ingress, on the last event only */
 };
 
 /* EVENT_PROC_FORK, EVENT_PROC_EXEC and EVENT_PROC_EXIT. */

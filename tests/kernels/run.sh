@@ -25,9 +25,9 @@
 #   WEIR_KERNEL_TEST_ARGS     extra test binary flags, e.g. "-test.short" or
 #                             "-test.run=TestX" (default none)
 #   WEIR_KERNEL_MODULES       modules to load in the guest, dependencies added
-#                             (default "veth sch_ingress cls_bpf")
-#   WEIR_KERNEL_TEST_TIMEOUT  per test binary (default 100s)
-#   WEIR_KERNEL_TIMEOUT       whole VM run (default 170s)
+#                             (default "veth sch_ingress cls_bpf sch_netem")
+#   WEIR_KERNEL_TEST_TIMEOUT  per test binary (default 300s)
+#   WEIR_KERNEL_TIMEOUT       whole VM run (default 420s; the bpf tests load a collector per test, ~5 s each under TCG)
 #   WEIR_KERNEL_SMP, WEIR_KERNEL_MEMORY   guest CPUs (2) and memory (1G)
 #   WEIR_KERNEL_LOG_DIR       where the serial log is kept (default bin/kernels)
 set -euo pipefail
@@ -38,7 +38,7 @@ export GOFLAGS=${GOFLAGS:--buildvcs=false}
 meta=${WEIR_KERNEL_META:-linux-image-cloud-amd64}
 cache=${WEIR_KERNEL_CACHE:-/var/cache/weir/kernels}
 tests=${WEIR_KERNEL_TESTS:-./tests/kernels/selftest ./bpf}
-modules=${WEIR_KERNEL_MODULES:-veth sch_ingress cls_bpf}
+modules=${WEIR_KERNEL_MODULES:-veth sch_ingress cls_bpf sch_netem}
 log_dir=${WEIR_KERNEL_LOG_DIR:-bin/kernels}
 
 say() { echo "kernels: $*"; }
@@ -150,7 +150,7 @@ status=0
   -modules-dir "$kdir/modules/$release" -modules "$modules" \
   -init "$work/init" "${test_flags[@]}" \
   -test-args "${WEIR_KERNEL_TEST_ARGS:-}" \
-  -test-timeout "${WEIR_KERNEL_TEST_TIMEOUT:-100s}" -timeout "${WEIR_KERNEL_TIMEOUT:-170s}" \
+  -test-timeout "${WEIR_KERNEL_TEST_TIMEOUT:-300s}" -timeout "${WEIR_KERNEL_TIMEOUT:-420s}" \
   -smp "${WEIR_KERNEL_SMP:-2}" -memory "${WEIR_KERNEL_MEMORY:-1G}" \
   -work-dir "$work/vm" -log "$log" || status=$?
 
