@@ -30,6 +30,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/enroll"
@@ -47,7 +51,8 @@ const GRPCStopTimeout = 5 * time.Second
 // them to Run. A component may also implement:
 //   - registry.Observer, to be told about every enrolled pod (those loaded
 //     from disk included) and every removal;
-//   - HTTPRegistrar, to add its handlers and readiness checks to the API.
+//   - HTTPRegistrar, to add its handlers and readiness checks to the API;
+//   - PrometheusRegistrar, to add its collectors to the daemon's /metrics.
 type Component interface {
 	Name() string
 	// Run runs the component until ctx ends. A non-nil error (other than
@@ -58,6 +63,15 @@ type Component interface {
 // HTTPRegistrar is implemented by components that serve HTTP endpoints.
 type HTTPRegistrar interface {
 	RegisterHTTP(*api.Server)
+}
+
+// PrometheusRegistrar is implemented by components that export metrics.
+// The daemon owns one prometheus.Registry, served at GET /metrics, with the
+// Go runtime and process collectors and weir_enrolled_pods; components add
+// theirs before anything is served. An error (e.g. a duplicate metric)
+// fails start-up.
+type PrometheusRegistrar interface {
+	RegisterMetrics(prometheus.Registerer) error
 }
 
 // Run runs weir-daemon with cfg until ctx ends. It returns nil after a
@@ -115,6 +129,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 			r.RegisterHTTP(apiSrv)
 		}
 	}
+	metrics, err := newMetricsRegistry(reg, components)
+	if err != nil {
+		return err
+	}
+	apiSrv.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+	}))
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -151,6 +174,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 	}
 	log.Info("weir-daemon stopped")
 	return nil
+}
+
+// newMetricsRegistry builds the registry served at /metrics.
+func newMetricsRegistry(reg *registry.Registry, components []Component) (*prometheus.Registry, error) {
+	r := prometheus.NewRegistry()
+	r.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "weir_enrolled_pods",
+			Help: "Pod attachments in the enrollment registry.",
+		}, func() float64 { return float64(reg.Stats().Pods) }),
+	)
+	for _, c := range components {
+		if pr, ok := c.(PrometheusRegistrar); ok {
+			if err := pr.RegisterMetrics(r); err != nil {
+				return nil, fmt.Errorf("%s: metrics: %w", c.Name(), err)
+			}
+		}
+	}
+	return r, nil
 }
 
 func stopGRPC(s interface {

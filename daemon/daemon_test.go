@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -330,5 +332,50 @@ func TestCorruptRegistryFailsStart(t *testing.T) {
 	err := Run(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Fatalf("Run = %v, want a corrupt-registry error", err)
+	}
+}
+
+// metricsComponent exports one counter through PrometheusRegistrar.
+type metricsComponent struct{ fail bool }
+
+func (metricsComponent) Name() string { return "metrics-test" }
+
+func (metricsComponent) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+
+func (c metricsComponent) RegisterMetrics(r prometheus.Registerer) error {
+	if c.fail {
+		// A second registration of the daemon's own gauge must be refused.
+		return r.Register(prometheus.NewGauge(prometheus.GaugeOpts{Name: "weir_enrolled_pods", Help: "dup"}))
+	}
+	ctr := prometheus.NewCounter(prometheus.CounterOpts{Name: "weir_test_component_total", Help: "test"})
+	ctr.Add(3)
+	return r.Register(ctr)
+}
+
+func TestMetricsServesDaemonAndComponentCollectors(t *testing.T) {
+	cfg := testConfig(t)
+	d := start(t, cfg, metricsComponent{})
+	resp, err := http.Get("http://" + cfg.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %s", resp.StatusCode, body)
+	}
+	for _, want := range []string{"weir_enrolled_pods 0", "weir_test_component_total 3", "go_goroutines ", "process_open_fds "} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	d.stop()
+}
+
+func TestDuplicateComponentMetricFailsStart(t *testing.T) {
+	cfg := testConfig(t)
+	err := Run(context.Background(), cfg, slog.New(slog.DiscardHandler), metricsComponent{fail: true})
+	if err == nil || !strings.Contains(err.Error(), "metrics-test: metrics:") {
+		t.Fatalf("Run = %v, want the component's metrics error", err)
 	}
 }

@@ -82,7 +82,15 @@ func (c *Client) Pods(ctx context.Context) ([]Pod, error) {
 // GetJSON fetches path and decodes its JSON body into v. Connection
 // failures are *UnreachableError, error statuses *StatusError.
 func (c *Client) GetJSON(ctx context.Context, path string, v any) error {
+	return c.GetJSONQuery(ctx, path, nil, v)
+}
+
+// GetJSONQuery is GetJSON with query parameters.
+func (c *Client) GetJSONQuery(ctx context.Context, path string, query url.Values, v any) error {
 	u := c.base.JoinPath(path)
+	if len(query) > 0 {
+		u.RawQuery = query.Encode()
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return fmt.Errorf("build request for %s: %w", path, err)

@@ -58,6 +58,9 @@ type Config struct {
 	ContainerID func(cgroupID uint64) string
 	// Pods resolves pod ids for the API (optional).
 	Pods PodResolver
+	// Observer is told how each event changed the table (optional): the
+	// daemon's pipeline derives per-syscall kernel operations from it.
+	Observer Observer
 	// BootTime is the wall-clock time of boot, used to convert event
 	// timestamps (default: derived from CLOCK_MONOTONIC now).
 	BootTime time.Time

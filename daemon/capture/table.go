@@ -150,6 +150,9 @@ func (t *Table) ConnOpen(e event.ConnOpen) {
 		c.firstSeen = e.Start
 	}
 	t.touch(c, e.End)
+	if t.cfg.Observer != nil {
+		t.cfg.Observer.ConnOpened(c, e)
+	}
 }
 
 // ConnClose implements event.Sink.
@@ -165,6 +168,7 @@ func (t *Table) ConnClose(e event.ConnClose) {
 	c.closeTime = e.End
 	c.kernelSent, c.kernelRecv = e.BytesSent, e.BytesRecv
 	c.haveClose = true
+	c.closeEvent = &e
 	if e.End > c.lastSeen {
 		c.lastSeen = e.End
 	}
@@ -194,6 +198,9 @@ func (t *Table) Data(e event.Data) {
 		c.openSyscall = e.Syscall
 	}
 	t.touch(c, e.End)
+	if t.cfg.Observer != nil {
+		t.cfg.Observer.DataArrived(c, e)
+	}
 
 	payload := e.Payload
 	if uint64(len(payload)) > uint64(e.Size) {
@@ -219,16 +226,17 @@ func (t *Table) Sweep(now event.Timestamp) {
 		}
 		t.updatePending(c)
 	}
-	idle := event.Timestamp(t.cfg.IdleTimeout)
-	if now <= idle {
-		return
-	}
 	// The LRU list is in order of event arrival, which follows event time
 	// closely; stopping at the first connection still active keeps the
 	// sweep proportional to what expires.
-	for c := t.lruHead; c != nil && c.lastSeen < now-idle; c = t.lruHead {
-		t.stats.ConnsExpired++
-		t.finish(c, now, ReasonIdle)
+	if idle := event.Timestamp(t.cfg.IdleTimeout); now > idle {
+		for c := t.lruHead; c != nil && c.lastSeen < now-idle; c = t.lruHead {
+			t.stats.ConnsExpired++
+			t.finish(c, now, ReasonIdle)
+		}
+	}
+	if t.cfg.Observer != nil {
+		t.cfg.Observer.Swept(now)
 	}
 }
 
@@ -339,8 +347,13 @@ func (t *Table) finish(c *Conn, now event.Timestamp, reason string) {
 		delete(t.byFD, c.fdKey())
 	}
 	t.lruRemove(c)
-	t.closed.push(c.info(t.cfg.BootTime, false))
+	info := c.info(t.cfg.BootTime, false)
+	t.closed.push(info)
 	c.stream = nil
+	if t.cfg.Observer != nil {
+		t.cfg.Observer.ConnFinished(c, info, c.closeEvent)
+	}
+	c.closeEvent = nil
 }
 
 func (t *Table) touch(c *Conn, ts event.Timestamp) {
@@ -404,6 +417,7 @@ type Conn struct {
 	closeTime              event.Timestamp
 	kernelSent, kernelRecv uint64
 	closeReason            string
+	closeEvent             *event.ConnClose // the close being applied, for the Observer
 
 	dirs    [2]half
 	stream  Stream

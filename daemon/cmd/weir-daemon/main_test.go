@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -166,5 +167,78 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("no shutdown log line; stderr:\n%s", stderr.String())
+	}
+}
+
+// TestCaptureLoadFailureExits1NamingTheCause runs the daemon as an
+// unprivileged user: loading eBPF is refused, and the daemon must say so
+// and exit 1 rather than run without the capture it was configured for.
+func TestCaptureLoadFailureExits1NamingTheCause(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to start the daemon as another, unprivileged user")
+	}
+	// The test binary's directory may not be searchable by nobody: copy it.
+	dir := shortDir(t)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "weir-daemon.test")
+	data, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, baseArgs(t)...)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit = %v, want code 1; stderr:\n%s", err, stderr.String())
+	}
+	lines := logLines(t, stderr.String())
+	last := lines[len(lines)-1]
+	cause, _ := last["cause"].(string)
+	if last["msg"] != "eBPF capture cannot start" || !strings.Contains(cause, "not permitted to load eBPF programs: run weir-daemon as root") {
+		t.Fatalf("last log line = %v, want the permission cause", last)
+	}
+}
+
+// TestCaptureDisabledRunsWithoutEBPF: capture.enabled=false starts the
+// daemon (enrollment only) and the features view says capture is off.
+func TestCaptureDisabledRunsWithoutEBPF(t *testing.T) {
+	args := append(baseArgs(t), "--capture.enabled=false")
+	httpAddr := args[5]
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() { done <- run(ctx, args, &stderr) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/api/v1/features")
+		if err == nil {
+			var f struct {
+				Capture bool   `json:"capture"`
+				Reason  string `json:"reason"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&f)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Capture || !strings.Contains(f.Reason, "capture.enabled is false") {
+				t.Fatalf("features = %+v, want capture off with the reason", f)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not serving; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

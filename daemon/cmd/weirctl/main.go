@@ -52,9 +52,18 @@ type usageError struct{ msg string }
 
 func (u usageError) Error() string { return u.msg }
 
+// commands is the dispatch table: a new command is a function in its own
+// file plus one line here.
 func commands() []command {
 	return []command{
 		{name: "pods", summary: "list the pods enrolled with the daemon", run: podsCmd},
+		{name: "connections", summary: "list live and recently closed connections of monitored pods", run: connectionsCmd},
+		{name: "requests", summary: "list the latest HTTP exchanges", run: requestsCmd},
+		{name: "features", summary: "show which eBPF hooks and kernel metrics this node supports", run: featuresCmd},
+		{name: "services", summary: "list services with their HTTP and TCP metrics", run: servicesCmd},
+		{name: "topology", summary: "list client → server edges between services, with their metrics", run: topologyCmd},
+		{name: "endpoints", summary: "list the endpoints of SERVICE (SERVICE.NAMESPACE)", run: endpointsCmd},
+		{name: "top", summary: "live view of the busiest services and edges (Ctrl-C to quit)", run: topCmd},
 	}
 }
 
@@ -132,14 +141,29 @@ func parseCommandFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// checkOutput validates the value of -o.
+func checkOutput(output string) error {
+	if output != "table" && output != "json" {
+		return usageError{fmt.Sprintf("-o must be table or json, got %q", output)}
+	}
+	return nil
+}
+
+// writeJSON prints v indented, for -o json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 func podsCmd(ctx context.Context, e env, args []string) error {
 	fs := flag.NewFlagSet("pods", flag.ContinueOnError)
 	output := outputFlag(fs)
 	if err := parseCommandFlags(fs, args); err != nil {
 		return err
 	}
-	if *output != "table" && *output != "json" {
-		return usageError{fmt.Sprintf("-o must be table or json, got %q", *output)}
+	if err := checkOutput(*output); err != nil {
+		return err
 	}
 	pods, err := e.client.Pods(ctx)
 	if err != nil {
@@ -149,9 +173,7 @@ func podsCmd(ctx context.Context, e env, args []string) error {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
 	if *output == "json" {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(pods)
+		return writeJSON(e.stdout, pods)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "NAMESPACE\tNAME\tUID\tSANDBOX\tNETNS-INODE\tHOST-VETH\tIPS\tAGE")

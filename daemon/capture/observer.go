@@ -1,0 +1,32 @@
+package capture
+
+import "github.com/weirnet/weir/bpf/event"
+
+// Observer follows the table's connections event by event, next to the
+// byte streams the Streams receive. The Stream sees reassembled bytes; an
+// Observer sees the events themselves — one per syscall chunk, in arrival
+// order, with their kernel timings and measurements — which is what
+// per-syscall reporting (kernel operations, metrics) needs and what
+// reassembly deliberately hides.
+//
+// The Table calls an Observer with its lock held, from whichever goroutine
+// drives it (the Sink goroutine, or Run's sweeps), so calls are serialised
+// with each other and with the Stream callbacks of the same table. An
+// Observer must return quickly and must not call back into the Table.
+type Observer interface {
+	// ConnOpened is called after a ConnOpen event was applied to c (not
+	// for opens of connections already closed, which are dropped).
+	ConnOpened(c *Conn, e event.ConnOpen)
+	// DataArrived is called for every Data event accepted for c, on
+	// arrival and before its bytes are handed to c's Stream: in ring
+	// buffer order, not necessarily stream order.
+	DataArrived(c *Conn, e event.Data)
+	// ConnFinished is called when c leaves the table, after its Stream's
+	// Close, with the summary the API keeps. closeEv is the ConnClose
+	// event that ended it, nil when it left for another reason (idle,
+	// evicted, fd reused, shutdown: see info.CloseReason).
+	ConnFinished(c *Conn, info ConnInfo, closeEv *event.ConnClose)
+	// Swept is called at the end of every Sweep with the sweep's time, so
+	// the Observer can expire state of its own on the event clock.
+	Swept(now event.Timestamp)
+}

@@ -1,0 +1,51 @@
+package monitor
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/weirnet/weir/daemon/api"
+)
+
+// RegisterHTTP implements daemon.HTTPRegistrar: /api/v1/connections,
+// /api/v1/requests, /api/v1/features and the readiness of capture.
+func (m *Monitor) RegisterHTTP(s *api.Server) {
+	s.Handle("GET /api/v1/connections", m.table.Handler())
+	s.Handle("GET /api/v1/requests", http.HandlerFunc(m.serveRequests))
+	s.Handle("GET /api/v1/features", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		api.WriteJSON(w, http.StatusOK, m.Features())
+	}))
+	s.AddReadyCheck("capture", func() error {
+		// Capture switched off is a configured state, not unreadiness:
+		// /api/v1/features reports it.
+		if n, err := m.enroller.failing(); n > 0 {
+			return fmt.Errorf("%d enrolled network namespaces could not be handed to the eBPF collector, e.g.: %w", n, err)
+		}
+		return nil
+	})
+}
+
+// Features is the /api/v1/features view.
+func (m *Monitor) Features() api.Features {
+	if m.coll == nil {
+		return api.Features{
+			Reason: "capture.enabled is false: pods are enrolled but no traffic is captured",
+			Tiers:  []api.TierStatus{}, Hooks: []api.HookStatus{}, Metrics: []api.MetricStatus{},
+		}
+	}
+	f := m.coll.Features()
+	out := api.Features{
+		Capture: true, Tier: f.Tier.String(), TierError: f.TierError,
+		Tiers: []api.TierStatus{}, Hooks: []api.HookStatus{}, Metrics: []api.MetricStatus{},
+	}
+	for _, t := range f.Tiers {
+		out.Tiers = append(out.Tiers, api.TierStatus{Tier: t.Tier.String(), Available: t.Available, Reason: t.Reason})
+	}
+	for _, h := range f.Hooks {
+		out.Hooks = append(out.Hooks, api.HookStatus{Name: h.Name, Tier: h.Tier.String(), Available: h.Attached, Reason: h.Reason})
+	}
+	for _, ms := range f.Metrics {
+		out.Metrics = append(out.Metrics, api.MetricStatus{Name: ms.Name, Available: ms.Available, Reason: ms.Reason})
+	}
+	return out
+}

@@ -1,0 +1,144 @@
+package monitor
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weirnet/weir/bpf"
+	"github.com/weirnet/weir/daemon/capture"
+	"github.com/weirnet/weir/daemon/flow"
+)
+
+// metrics are the pipeline's own counters and the Prometheus view of the
+// collector, the parsers and the pipeline. Everything is read at scrape
+// time: the event path only increments atomics.
+type metrics struct {
+	m *Monitor
+
+	ops             [flow.OpRead + 1]atomic.Uint64 // by flow.OpKind
+	exchanges       atomic.Uint64
+	exchangesForced atomic.Uint64
+	lateChunks      atomic.Uint64
+
+	bpfLost, bpfRecords, bpfDecodeErrors, bpfScanDropped, hookTier, captureEnabled *prometheus.Desc
+	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs          *prometheus.Desc
+	opsDesc, exch, exchForced, reqKept, reqOverwritten, enrollErrors, dumpSkipped  *prometheus.Desc
+	dumpErrors, monitoredPods, lateChunksDesc                                      *prometheus.Desc
+}
+
+func newMetrics(m *Monitor) *metrics {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("weir_"+name, help, labels, nil)
+	}
+	return &metrics{
+		m:               m,
+		bpfLost:         d("bpf_events_lost_total", "Events the eBPF side dropped or could not report fully, by reason.", "reason"),
+		bpfRecords:      d("bpf_records_total", "Ring buffer records read."),
+		bpfDecodeErrors: d("bpf_decode_errors_total", "Ring buffer records that were malformed or of unknown type."),
+		bpfScanDropped:  d("bpf_scan_dropped_total", "Processes found by the enrollment scan that did not fit the queue."),
+		hookTier:        d("hook_tier", "The richest eBPF hook tier attached (1 for the active tier).", "tier"),
+		captureEnabled:  d("capture_enabled", "1 when eBPF capture runs, 0 when the daemon only enrolls pods."),
+		protoRecords:    d("protocol_records_total", "HTTP exchanges parsed."),
+		protoIncomplete: d("protocol_incomplete_records_total", "HTTP exchanges parsed with a part lost."),
+		protoLimits:     d("protocol_limit_hits_total", "Parser bounds hit, by limit.", "limit"),
+		protoErrors:     d("protocol_errors_total", "Parser errors and losses of sync, by kind.", "kind"),
+		protoResyncs:    d("protocol_resyncs_total", "Parser directions re-synchronised, by protocol.", "protocol"),
+		opsDesc:         d("pipeline_kernel_ops_total", "Kernel operations handed to consumers, by kind.", "kind"),
+		exch:            d("pipeline_exchanges_total", "HTTP exchanges handed to consumers."),
+		exchForced:      d("pipeline_exchanges_forced_total", "Exchanges delivered before their operations completed (per-connection bound)."),
+		reqKept:         d("requests_kept", "HTTP exchanges held for /api/v1/requests."),
+		reqOverwritten:  d("requests_overwritten_total", "HTTP exchanges pushed out of the requests ring by newer ones."),
+		enrollErrors:    d("monitor_enroll_errors_total", "Network namespaces that could not be (un)enrolled with the eBPF collector."),
+		dumpSkipped:     d("dump_skipped_connections_total", "Connections not dumped because the dump was at its bound."),
+		dumpErrors:      d("dump_errors_total", "Stream dump file failures."),
+		monitoredPods:   d("monitor_pods", "Pods whose identities the pipeline knows."),
+		lateChunksDesc:  d("pipeline_late_chunks_total", "Data chunks that arrived after their syscall's operation was delivered."),
+	}
+}
+
+// RegisterMetrics implements daemon.PrometheusRegistrar.
+func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
+	if err := r.Register(capture.NewCollector(m.table, m.cgroups)); err != nil {
+		return fmt.Errorf("monitor: register capture metrics: %w", err)
+	}
+	if err := r.Register(m.metrics); err != nil {
+		return fmt.Errorf("monitor: register pipeline metrics: %w", err)
+	}
+	return nil
+}
+
+// Describe implements prometheus.Collector.
+func (x *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfRecords, x.bpfDecodeErrors, x.bpfScanDropped, x.hookTier,
+		x.captureEnabled, x.protoRecords, x.protoIncomplete, x.protoLimits, x.protoErrors, x.protoResyncs, x.opsDesc,
+		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.lateChunksDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (x *metrics) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	m := x.m
+	if m.coll != nil {
+		gauge(x.captureEnabled, 1)
+		f := m.coll.Features()
+		for _, t := range []bpf.Tier{bpf.TierBase, bpf.TierFentry, bpf.TierKprobe} {
+			v := 0.0
+			if t == f.Tier {
+				v = 1
+			}
+			gauge(x.hookTier, v, t.String())
+		}
+		if cs, err := m.coll.Counters(); err != nil {
+			ch <- prometheus.NewInvalidMetric(x.bpfLost, err)
+		} else {
+			for reason, v := range cs {
+				counter(x.bpfLost, v, reason)
+			}
+		}
+		rs := m.coll.ReaderStats()
+		counter(x.bpfRecords, rs.Records)
+		counter(x.bpfDecodeErrors, rs.DecodeErrors)
+		counter(x.bpfScanDropped, rs.ScanDropped)
+	} else {
+		gauge(x.captureEnabled, 0)
+	}
+	s := m.pstats
+	counter(x.protoRecords, s.Records.Load())
+	counter(x.protoIncomplete, s.Incomplete.Load())
+	counter(x.protoLimits, s.HeaderLimit.Load(), "header_bytes")
+	counter(x.protoLimits, s.StreamLimit.Load(), "streams")
+	counter(x.protoLimits, s.PendingLimit.Load(), "pending")
+	counter(x.protoLimits, s.BufferLimit.Load(), "buffered")
+	counter(x.protoLimits, s.HPACKLimit.Load(), "hpack_table")
+	counter(x.protoErrors, s.DegradedToTCP.Load(), "degraded_to_tcp")
+	counter(x.protoErrors, s.HTTP2FrameLost.Load(), "http2_frame_sync_lost")
+	counter(x.protoErrors, s.HPACKStateLost.Load(), "hpack_state_lost")
+	counter(x.protoErrors, s.ProtocolErrors.Load(), "malformed")
+	counter(x.protoErrors, s.TraceMalformed.Load(), "trace_header_malformed")
+	counter(x.protoErrors, s.UnknownProtocol.Load(), "unknown_protocol")
+	counter(x.protoResyncs, s.HTTP1Resyncs.Load(), "http1")
+	counter(x.protoResyncs, s.HTTP2Resyncs.Load(), "http2")
+	for k := flow.OpConnect; k <= flow.OpRead; k++ {
+		counter(x.opsDesc, x.ops[k].Load(), k.String())
+	}
+	counter(x.exch, x.exchanges.Load())
+	counter(x.exchForced, x.exchangesForced.Load())
+	counter(x.lateChunksDesc, x.lateChunks.Load())
+	gauge(x.reqKept, float64(m.requests.len()))
+	counter(x.reqOverwritten, m.requests.overwritten.Load())
+	counter(x.enrollErrors, m.enroller.errorCount())
+	if d := m.pipe.dump; d != nil {
+		counter(x.dumpSkipped, d.skipped.Load())
+		counter(x.dumpErrors, d.errors.Load())
+	}
+	gauge(x.monitoredPods, float64(m.pods.len()))
+}

@@ -1,0 +1,345 @@
+package monitor
+
+import (
+	"cmp"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/capture"
+	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/protocol"
+)
+
+type pipelineConfig struct {
+	log       *slog.Logger
+	consumers []flow.Consumer
+	pods      *podIndex
+	requests  *requestRing
+	pstats    *protocol.Stats
+	limits    protocol.Limits
+	dump      *dumper
+	boot      time.Time
+	metrics   *metrics
+}
+
+// pipeline is the capture.Observer and StreamFactory of the table. All its
+// methods run with the table's lock held (Observer and Stream calls are
+// serialised by the table), so its state needs no lock of its own.
+type pipeline struct {
+	pipelineConfig
+	conns map[event.ConnID]*connState
+	// waiting holds connections with a syscall whose operation is not
+	// known to be complete yet, for Swept.
+	waiting map[*connState]struct{}
+}
+
+var _ capture.Observer = (*pipeline)(nil)
+
+func newPipeline(cfg pipelineConfig) *pipeline {
+	return &pipeline{
+		pipelineConfig: cfg,
+		conns:          make(map[event.ConnID]*connState),
+		waiting:        make(map[*connState]struct{}),
+	}
+}
+
+// opKey identifies one syscall's chunks on a connection and direction.
+type opKey struct {
+	sys        event.Syscall
+	start, end event.Timestamp
+}
+
+// connState is the pipeline's side of one tracked connection: its parser,
+// its syscalls as operations and the exchanges waiting for them. It is the
+// connection's capture.Stream.
+type connState struct {
+	p      *pipeline
+	c      *capture.Conn
+	parser *protocol.Conn // created on the first bytes, when the role is known
+	fc     *flow.Connection
+
+	// pending is the operation of the syscall being reported in each
+	// direction: the kernel reports a syscall as several chunks and says
+	// nothing about which is the last, so the operation is complete when
+	// the next syscall starts, kernel metrics arrive (they ride on the last
+	// chunk), the connection ends, or OpFlushDelay passes.
+	pending [2]*flow.KernelOp
+	done    [2]opKey         // the last completed syscall per direction
+	recent  []*flow.KernelOp // ring of the last OpsPerConn complete read/write ops
+	next    int
+	// exchanges wait until no operation overlapping them is pending.
+	exchanges []*flow.Exchange
+
+	dump *connDump
+}
+
+func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
+	cs := &connState{p: p, c: c}
+	if p.dump != nil {
+		cs.dump = p.dump.open(c.ID)
+	}
+	p.conns[c.ID] = cs
+	return cs
+}
+
+// Data implements capture.Stream.
+func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
+	cs.dump.data(dir, b)
+	if pc := cs.ensureParser(); pc != nil {
+		pc.Data(dir, b, start, end)
+	}
+}
+
+// Skip implements capture.Stream.
+func (cs *connState) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
+	cs.dump.skip(dir, n)
+	if pc := cs.ensureParser(); pc != nil {
+		pc.Skip(dir, n, start, end)
+	}
+}
+
+// Close implements capture.Stream. The rest of the connection's state goes
+// in ConnFinished, which follows.
+func (cs *connState) Close(t event.Timestamp) {
+	if cs.parser != nil {
+		cs.parser.Close(t)
+	}
+}
+
+// ensureParser creates the parser on the first bytes rather than in the
+// StreamFactory: the table creates the stream before it applies the open
+// event, and the parser is better off knowing the role.
+func (cs *connState) ensureParser() *protocol.Conn {
+	if cs.parser == nil {
+		pc, err := protocol.NewConn(cs.c.Role, cs.p.pstats, cs.record, protocol.WithLimits(cs.p.limits))
+		if err != nil {
+			// Limits were validated in New; this cannot happen.
+			cs.p.log.Error("protocol parser", "error", err)
+			return nil
+		}
+		cs.parser = pc
+	}
+	return cs.parser
+}
+
+// flow returns the connection's identity for consumers. It is rebuilt when
+// the table learned more about the connection (a late open event), since
+// values handed to consumers are immutable.
+func (cs *connState) flow() *flow.Connection {
+	c := cs.c
+	if fc := cs.fc; fc != nil && fc.Role == c.Role && fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote &&
+		fc.Process.PID == c.Proc.TGID && fc.Process.ContainerID == c.ContainerID {
+		return fc
+	}
+	fc := &flow.Connection{
+		ID:      c.ID,
+		Role:    c.Role,
+		Local:   flow.Peer{Addr: c.Local, Pod: cs.p.pods.byPodID(c.PodID)},
+		Remote:  flow.Peer{Addr: c.Remote},
+		Process: flow.Process{PID: c.Proc.TGID, Comm: c.Proc.Comm, ContainerID: c.ContainerID},
+	}
+	if c.Remote.IsValid() {
+		fc.Remote.Pod = cs.p.pods.byAddr(c.Remote.Addr())
+	}
+	cs.fc = fc
+	return fc
+}
+
+// ConnOpened implements capture.Observer: connect and accept become
+// operations. A socket first seen through data has no such syscall.
+func (p *pipeline) ConnOpened(c *capture.Conn, e event.ConnOpen) {
+	cs := p.conns[c.ID]
+	if cs == nil {
+		return
+	}
+	var kind flow.OpKind
+	switch e.Syscall {
+	case event.SysConnect:
+		kind = flow.OpConnect
+	case event.SysAccept, event.SysAccept4:
+		kind = flow.OpAccept
+	default:
+		return
+	}
+	p.emitOp(&flow.KernelOp{
+		Conn: cs.flow(), Kind: kind, Syscall: e.Syscall, Start: e.Start, End: e.End,
+		Success: e.Success, Errno: e.Errno,
+	})
+}
+
+// DataArrived implements capture.Observer: every read and write syscall
+// becomes one operation carrying the syscall's total bytes.
+func (p *pipeline) DataArrived(c *capture.Conn, e event.Data) {
+	cs := p.conns[c.ID]
+	if cs == nil {
+		return
+	}
+	d := e.Direction
+	key := opKey{e.Syscall, e.Start, e.End}
+	if key == cs.done[d] {
+		// A chunk of a syscall already taken as complete (it lost a race
+		// with the other direction's next syscall): its bytes are in the
+		// stream, but the operation was delivered and stays as it is.
+		p.metrics.lateChunks.Add(1)
+		return
+	}
+	if op := cs.pending[d]; op != nil && (op.Syscall != e.Syscall || op.Start != e.Start || op.End != e.End) {
+		cs.complete(d)
+	}
+	// A syscall in the other direction that started after the pending one
+	// returned means the pending one is over: the kernel emits all of a
+	// syscall's chunks before the syscall returns. (Only another thread
+	// starting within microseconds of that return can beat its last
+	// chunk; that chunk is then counted as late.)
+	if op := cs.pending[1-d]; op != nil && e.Start > op.End {
+		cs.complete(1 - d)
+	}
+	op := cs.pending[d]
+	if op == nil {
+		kind := flow.OpWrite
+		if d == event.Ingress {
+			kind = flow.OpRead
+		}
+		op = &flow.KernelOp{Conn: cs.flow(), Kind: kind, Syscall: e.Syscall, Start: e.Start, End: e.End, Success: true}
+		cs.pending[d] = op
+		p.waiting[cs] = struct{}{}
+	}
+	op.Bytes += uint64(e.Size)
+	if e.Send != nil || e.Recv != nil {
+		op.Send, op.Recv = e.Send, e.Recv
+		cs.complete(d)
+	}
+}
+
+// ConnFinished implements capture.Observer.
+func (p *pipeline) ConnFinished(c *capture.Conn, info capture.ConnInfo, ev *event.ConnClose) {
+	cs := p.conns[c.ID]
+	if cs == nil {
+		return
+	}
+	delete(p.conns, c.ID)
+	cs.complete(event.Egress)
+	cs.complete(event.Ingress)
+	delete(p.waiting, cs)
+	cs.deliver(true)
+	if ev != nil {
+		p.emitOp(&flow.KernelOp{
+			Conn: cs.flow(), Kind: flow.OpClose, Syscall: event.SysClose, Start: ev.Start, End: ev.End,
+			Success: ev.Success, Socket: ev.Socket,
+		})
+	}
+	cs.dump.close(info)
+}
+
+// Swept implements capture.Observer: operations whose syscall has been
+// quiet for OpFlushDelay are complete.
+func (p *pipeline) Swept(now event.Timestamp) {
+	for cs := range p.waiting {
+		for d := range cs.pending {
+			if op := cs.pending[d]; op != nil && now > op.End && time.Duration(now-op.End) >= OpFlushDelay {
+				cs.complete(event.Direction(d))
+			}
+		}
+	}
+}
+
+// complete delivers the pending operation of direction d.
+func (cs *connState) complete(d event.Direction) {
+	op := cs.pending[d]
+	if op == nil {
+		return
+	}
+	cs.pending[d] = nil
+	cs.done[d] = opKey{op.Syscall, op.Start, op.End}
+	if cs.pending[1-d] == nil {
+		delete(cs.p.waiting, cs)
+	}
+	cs.p.emitOp(op)
+	// Ops are kept only where an exchange may still claim them: not on a
+	// connection the parser gave up on as plain TCP.
+	if cs.parser == nil || cs.parser.Kind() != protocol.KindTCP {
+		cs.remember(op)
+	}
+	cs.deliver(false)
+}
+
+// remember adds op to the ring of recent operations.
+func (cs *connState) remember(op *flow.KernelOp) {
+	if len(cs.recent) < OpsPerConn {
+		cs.recent = append(cs.recent, op)
+	} else {
+		cs.recent[cs.next] = op
+		cs.next = (cs.next + 1) % OpsPerConn
+	}
+}
+
+func (p *pipeline) emitOp(op *flow.KernelOp) {
+	p.metrics.ops[op.Kind].Add(1)
+	for _, c := range p.consumers {
+		c.KernelOp(op)
+	}
+}
+
+// record is the parsers' sink: the exchange goes to the requests ring at
+// once and to consumers when its operations are complete.
+func (cs *connState) record(r *protocol.Record) {
+	fc := cs.flow()
+	cs.p.requests.add(requestOf(fc, r, cs.p.boot))
+	cs.exchanges = append(cs.exchanges, &flow.Exchange{Conn: fc, Record: r})
+	if len(cs.exchanges) > PendingExchangesPerConn {
+		cs.p.metrics.exchangesForced.Add(1)
+		cs.deliverFirst()
+	}
+	cs.deliver(false)
+}
+
+// window is the time span of an exchange's bytes.
+func window(r *protocol.Record) (event.Timestamp, event.Timestamp) {
+	return r.ReqStart, max(r.ReqEnd, r.RespEnd, r.ReqStart)
+}
+
+// deliver hands waiting exchanges to consumers in order, as long as no
+// pending operation may still belong to them (all when force).
+func (cs *connState) deliver(force bool) {
+	for len(cs.exchanges) > 0 {
+		if !force {
+			_, end := window(cs.exchanges[0].Record)
+			if op := cs.pending[0]; op != nil && op.Start <= end {
+				return
+			}
+			if op := cs.pending[1]; op != nil && op.Start <= end {
+				return
+			}
+		}
+		cs.deliverFirst()
+	}
+}
+
+func (cs *connState) deliverFirst() {
+	ex := cs.exchanges[0]
+	cs.exchanges[0] = nil
+	cs.exchanges = cs.exchanges[1:]
+	start, end := window(ex.Record)
+	// recent is a ring in order of completion; consumers get the ops in
+	// order of their start.
+	n := len(cs.recent)
+	for i := range n {
+		op := cs.recent[(cs.next+i)%n]
+		if op.Start <= end && op.End >= start && len(ex.Ops) < OpsPerExchange {
+			ex.Ops = append(ex.Ops, op)
+		}
+	}
+	slices.SortStableFunc(ex.Ops, func(a, b *flow.KernelOp) int { return cmp.Compare(a.Start, b.Start) })
+	cs.p.metrics.exchanges.Add(1)
+	for _, c := range cs.p.consumers {
+		c.Exchange(ex)
+	}
+}
+
+func (p *pipeline) closeDump() {
+	if p.dump != nil {
+		p.dump.closeAll()
+	}
+}

@@ -1,0 +1,323 @@
+package monitor
+
+import (
+	"log/slog"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/daemon/flow"
+)
+
+// ServiceResolver names the service a pod is reported under (flow.Pod's
+// Service). It is called when a pod is enrolled, with the registry's lock
+// held: it must answer from memory and never block. Resolvers that learn
+// from the CRI or the Kubernetes API keep a cache and answer from it.
+type ServiceResolver interface {
+	Service(pod *enrollpb.Pod) string
+}
+
+// OwnerServices is the default ServiceResolver: it derives the name of the
+// pod's owning workload from the pod name, the way the controllers build
+// pod names, so all replicas of one workload share a service:
+//   - Deployment (ReplicaSet) pods "<name>-<template hash>-<5 chars>";
+//   - StatefulSet pods "<name>-<ordinal>";
+//   - DaemonSet and Job pods "<name>-<5 chars>";
+//
+// otherwise the pod name itself. A pod without Kubernetes identity (no
+// name: a netns wired up by hand or by a runtime that passes no K8S_*
+// arguments) is named after its sandbox id, shortened.
+type OwnerServices struct{}
+
+// Service implements ServiceResolver.
+func (OwnerServices) Service(p *enrollpb.Pod) string {
+	if p.GetName() == "" {
+		return shortID(p.GetContainerId())
+	}
+	return OwnerName(p.GetName())
+}
+
+// The alphabet Kubernetes uses for generated name suffixes
+// (k8s.io/apimachinery/pkg/util/rand): no vowels, no 0/1/3, so generated
+// suffixes are told from words.
+const k8sAlphabet = "bcdfghjklmnpqrstvwxz2456789"
+
+var (
+	replicaSetSuffix = regexp.MustCompile(`^(.+)-[` + k8sAlphabet + `]{1,10}-[` + k8sAlphabet + `]{5}$`)
+	ordinalSuffix    = regexp.MustCompile(`^(.+)-[0-9]+$`)
+	randomSuffix     = regexp.MustCompile(`^(.+)-[` + k8sAlphabet + `]{5}$`)
+)
+
+// OwnerName strips the controller-generated suffix of a pod name.
+func OwnerName(pod string) string {
+	for _, re := range []*regexp.Regexp{replicaSetSuffix, ordinalSuffix, randomSuffix} {
+		if m := re.FindStringSubmatch(pod); m != nil {
+			return m[1]
+		}
+	}
+	return pod
+}
+
+// shortID abbreviates a sandbox id like docker and crictl do.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// podIndex is the pipeline's copy of the registry's identities: pod by id
+// (the value the kernel side tags events with) and by IP (to recognise a
+// remote end that is a local pod). It is kept by the registry.Observer
+// calls and read by the pipeline.
+type podIndex struct {
+	services ServiceResolver
+
+	mu   sync.RWMutex
+	byID map[uint32]*flow.Pod
+	byIP map[netip.Addr]uint32
+	ips  map[uint32][]netip.Addr
+}
+
+func newPodIndex(s ServiceResolver) *podIndex {
+	return &podIndex{
+		services: s,
+		byID:     make(map[uint32]*flow.Pod),
+		byIP:     make(map[netip.Addr]uint32),
+		ips:      make(map[uint32][]netip.Addr),
+	}
+}
+
+func (x *podIndex) add(p *enrollpb.Pod, log *slog.Logger) {
+	fp := &flow.Pod{ID: p.GetId(), Namespace: p.GetNamespace(), Name: p.GetName(), UID: p.GetUid(), Service: x.services.Service(p)}
+	var ips []netip.Addr
+	for _, ip := range p.GetIps() {
+		pfx, err := netip.ParsePrefix(ip.GetAddress())
+		if err != nil {
+			log.Warn("pod IP not usable for peer lookup", "pod", p.GetId(), "address", ip.GetAddress(), "error", err)
+			continue
+		}
+		ips = append(ips, pfx.Addr())
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.removeLocked(p.GetId())
+	x.byID[fp.ID] = fp
+	x.ips[fp.ID] = ips
+	for _, a := range ips {
+		x.byIP[a] = fp.ID
+	}
+}
+
+func (x *podIndex) remove(id uint32) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.removeLocked(id)
+}
+
+func (x *podIndex) removeLocked(id uint32) {
+	for _, a := range x.ips[id] {
+		if x.byIP[a] == id {
+			delete(x.byIP, a)
+		}
+	}
+	delete(x.ips, id)
+	delete(x.byID, id)
+}
+
+// byPodID returns the pod enrolled under id, or nil.
+func (x *podIndex) byPodID(id uint32) *flow.Pod {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.byID[id]
+}
+
+// byAddr returns the local pod that owns address a, or nil.
+func (x *podIndex) byAddr(a netip.Addr) *flow.Pod {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	id, ok := x.byIP[a.Unmap()]
+	if !ok {
+		return nil
+	}
+	return x.byID[id]
+}
+
+// names is the capture.PodResolver of the connections API.
+func (x *podIndex) names(id uint32) (string, string, bool) {
+	p := x.byPodID(id)
+	if p == nil {
+		return "", "", false
+	}
+	return p.Namespace, p.Name, true
+}
+
+func (x *podIndex) len() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.byID)
+}
+
+// PodEnrolled implements registry.Observer: the pod's identity is indexed
+// and its network namespace handed to the collector before the call
+// returns. That is deliberate although it runs under the registry's lock:
+// the plugin's Enroll RPC returns only after the registry changed, and the
+// runtime starts the pod's processes after that, so capture is on before
+// the pod's first instruction. collector.Enroll costs one map write and
+// one scan of /proc (milliseconds).
+func (m *Monitor) PodEnrolled(p *enrollpb.Pod) {
+	m.pods.add(p, m.log)
+	m.enroller.want(p.GetNetnsInode(), p.GetId(), int(p.GetHostVethIndex()))
+}
+
+// PodRemoved implements registry.Observer.
+func (m *Monitor) PodRemoved(p *enrollpb.Pod) {
+	m.pods.remove(p.GetId())
+	m.enroller.unwant(p.GetNetnsInode(), p.GetId())
+}
+
+// podEnroller is implemented by collectors that also count a pod's packets
+// on its host-side veth (bpf.Collector.EnrollPod).
+type podEnroller interface {
+	EnrollPod(netnsInode uint64, podID uint32, hostVethIndex int) error
+}
+
+// enroller keeps the collector's enrolled namespaces equal to the wanted
+// ones. Several attachments of one pod share a network namespace: the
+// namespace stays enrolled until the last goes, under the first one's id.
+type enroller struct {
+	coll Collector
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	wanted  map[uint64][]attachment // netns inode -> attachments (several may share a netns)
+	applied map[uint64]uint32       // netns inode -> pod id the collector has
+	failed  map[uint64]error        // netns inodes whose last change failed and is still wanted
+	errors  uint64
+}
+
+type attachment struct {
+	id      uint32
+	vethIdx int
+}
+
+func newEnroller(c Collector, log *slog.Logger) *enroller {
+	return &enroller{
+		coll:    c,
+		log:     log,
+		wanted:  make(map[uint64][]attachment),
+		applied: make(map[uint64]uint32),
+		failed:  make(map[uint64]error),
+	}
+}
+
+func (e *enroller) want(netns uint64, id uint32, hostVethIndex int) {
+	if netns == 0 {
+		e.log.Warn("pod has no network namespace inode: its traffic cannot be captured", "pod", id)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := attachment{id: id, vethIdx: hostVethIndex}
+	// A re-enrolled attachment keeps its place: the namespace's pod id
+	// does not flip between attachments.
+	if i := slices.IndexFunc(e.wanted[netns], func(v attachment) bool { return v.id == id }); i >= 0 {
+		e.wanted[netns][i] = a
+	} else {
+		e.wanted[netns] = append(e.wanted[netns], a)
+	}
+	e.applyLocked(netns)
+}
+
+func (e *enroller) unwant(netns uint64, id uint32) {
+	if netns == 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := slices.DeleteFunc(e.wanted[netns], func(v attachment) bool { return v.id == id })
+	if len(ids) == 0 {
+		delete(e.wanted, netns)
+	} else {
+		e.wanted[netns] = ids
+	}
+	e.applyLocked(netns)
+}
+
+// applyLocked makes the collector's state of one namespace match the
+// wanted one. A failure is logged and counted, and not retried until the
+// namespace changes again: the usual cause (the kernel map is full) would
+// fail again.
+func (e *enroller) applyLocked(netns uint64) {
+	if e.coll == nil {
+		return
+	}
+	ids, want := e.wanted[netns]
+	cur, have := e.applied[netns]
+	if !want {
+		// A failure about a namespace nobody wants any more (a pod
+		// deleted while the daemon was down, replayed from disk before
+		// the spool's removal) no longer matters.
+		delete(e.failed, netns)
+	}
+	switch {
+	case want && (!have || cur != ids[0].id):
+		e.applied[netns] = ids[0].id
+		var err error
+		if pe, ok := e.coll.(podEnroller); ok {
+			err = pe.EnrollPod(netns, ids[0].id, ids[0].vethIdx)
+		} else {
+			err = e.coll.Enroll(netns, ids[0].id)
+		}
+		if err != nil {
+			e.failedLocked("enroll", netns, err)
+		} else {
+			delete(e.failed, netns)
+		}
+	case !want && have:
+		delete(e.applied, netns)
+		if err := e.coll.Unenroll(netns); err != nil {
+			e.failedLocked("unenroll", netns, err)
+		}
+	}
+}
+
+func (e *enroller) failedLocked(what string, netns uint64, err error) {
+	e.errors++
+	if what == "enroll" {
+		e.failed[netns] = err
+	}
+	e.log.Error("eBPF "+what+" failed: the pod's traffic is not captured as wanted", "netns", netns, "error", err)
+}
+
+// failing returns the wanted namespaces whose enrollment failed, and one of
+// the errors.
+func (e *enroller) failing() (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, err := range e.failed {
+		return len(e.failed), err
+	}
+	return 0, nil
+}
+
+func (e *enroller) errorCount() uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.errors
+}
+
+// podName formats a pod as "namespace/name" ("" for nil), the way the API
+// and the CLI show pods.
+func podName(p *flow.Pod) string {
+	if p == nil {
+		return ""
+	}
+	if p.Name == "" {
+		return p.Service
+	}
+	return strings.Join([]string{p.Namespace, p.Name}, "/")
+}
