@@ -62,7 +62,7 @@ generate: tools
 
 # Fails when committed generated code differs from what `make generate` produces.
 check-generated: generate
-	@git diff --exit-code --stat -- '*.pb.go' 'bpf/*_bpfe*.go' 'bpf/*_bpfe*.o' || \
+	@git diff --exit-code --stat -- '*.pb.go' 'bpf/*_bpfel.go' 'bpf/*_bpfel.o' 'tests/demo/app/catalogpb/*.pb.go' || \
 	  (echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
 
 lint:

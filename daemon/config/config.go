@@ -25,6 +25,8 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
+	"math/bits"
 	"net"
 	"os"
 	"path/filepath"
@@ -45,6 +47,28 @@ const (
 	DefaultHTTP              = "127.0.0.1:9847"
 	DefaultReconcileInterval = 30 * time.Second
 	DefaultMaxPods           = 4096
+
+	DefaultMaxConnections   = 65536
+	DefaultMaxBufferedBytes = 64 << 20
+	DefaultIdleTimeout      = 5 * time.Minute
+	DefaultRingBufferSize   = 8 << 20
+	DefaultChunkSize        = 4096
+	DefaultCaptureLimit     = 1 << 20
+	DefaultMaxHeaderBytes   = 64 << 10
+	DefaultMaxStreams       = 256
+	DefaultMaxPending       = 64
+	DefaultRequestsKeep     = 10000
+
+	// Bounds of the pipeline settings. MaxChunkSize is the eBPF side's
+	// compile-time ceiling (bpf.MaxChunkSize).
+	MaxChunkSize        = 16384
+	MinRingBufferSize   = 4096
+	MaxRingBufferSize   = 1 << 30
+	MaxRequestsKeep     = 1 << 20
+	MinMaxHeaderBytes   = 256
+	MaxMaxHeaderBytes   = 16 << 20
+	MaxMaxConnections   = 1 << 22
+	MaxMaxStreamsOrPend = 1 << 16
 	// MaxMaxPods caps maxPods: the eBPF netns map is sized from it.
 	MaxMaxPods = 1 << 20
 )
@@ -71,6 +95,67 @@ type Config struct {
 	MaxPods int `json:"maxPods"`
 	// AllowedUIDs are the uids admitted on the enrollment socket.
 	AllowedUIDs []uint32 `json:"allowedUIDs"`
+
+	// Capture, BPF, Protocol and Requests configure the capture pipeline
+	// (package daemon/monitor).
+	Capture  Capture  `json:"capture"`
+	BPF      BPF      `json:"bpf"`
+	Protocol Protocol `json:"protocol"`
+	Requests Requests `json:"requests"`
+
+	// Metrics, OAP and Identity configure aggregation, the SkyWalking
+	// exporter and pod naming (see components.go).
+	Metrics  Metrics  `json:"metrics"`
+	OAP      OAP      `json:"oap"`
+	Identity Identity `json:"identity"`
+	// Cluster names the cluster in exported data.
+	Cluster string `json:"cluster"`
+	// ExcludeNamespaces are not exported to the OAP.
+	ExcludeNamespaces []string `json:"excludeNamespaces"`
+	// ServiceNameTemplate names a pod's service in exported data.
+	ServiceNameTemplate string `json:"serviceNameTemplate"`
+}
+
+// Capture configures the connection table and whether eBPF capture runs.
+type Capture struct {
+	// Enabled turns eBPF capture on. Off, the daemon only enrolls pods:
+	// useful on nodes that cannot load eBPF; /api/v1/features says so.
+	Enabled bool `json:"enabled"`
+	// MaxConnections bounds the connections tracked at once.
+	MaxConnections int `json:"maxConnections"`
+	// MaxBufferedBytes bounds the payload held in reorder buffers.
+	MaxBufferedBytes int `json:"maxBufferedBytes"`
+	// IdleTimeout expires connections without events for that long.
+	IdleTimeout Duration `json:"idleTimeout"`
+	// DumpDir, when set, receives every connection's reassembled bytes:
+	// a debugging aid, not for production (it writes up to the capture
+	// limit per connection and direction).
+	DumpDir string `json:"dumpDir"`
+}
+
+// BPF sizes the kernel side.
+type BPF struct {
+	// RingBufferSize is the ring buffer's size in bytes (power of two).
+	RingBufferSize int `json:"ringBufferSize"`
+	// ChunkSize is the most payload one data event carries.
+	ChunkSize int `json:"chunkSize"`
+	// CaptureLimit is how many payload bytes are captured per connection
+	// and direction; later bytes are counted, not captured.
+	CaptureLimit uint64 `json:"captureLimit"`
+}
+
+// Protocol bounds the HTTP parsers per connection.
+type Protocol struct {
+	MaxHeaderBytes int `json:"maxHeaderBytes"`
+	MaxStreams     int `json:"maxStreams"`
+	MaxPending     int `json:"maxPending"`
+}
+
+// Requests configures the ring of recent HTTP exchanges served by
+// /api/v1/requests.
+type Requests struct {
+	// Keep is how many of the latest exchanges are kept.
+	Keep int `json:"keep"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s") in
@@ -97,7 +182,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // Default returns the configuration used when nothing is set.
 func Default() Config {
 	host, _ := os.Hostname()
-	return Config{
+	c := Config{
 		Socket:            DefaultSocket,
 		StateDir:          DefaultStateDir,
 		HTTP:              DefaultHTTP,
@@ -106,7 +191,26 @@ func Default() Config {
 		ReconcileInterval: Duration{DefaultReconcileInterval},
 		MaxPods:           DefaultMaxPods,
 		AllowedUIDs:       []uint32{0},
+		Capture: Capture{
+			Enabled:          true,
+			MaxConnections:   DefaultMaxConnections,
+			MaxBufferedBytes: DefaultMaxBufferedBytes,
+			IdleTimeout:      Duration{DefaultIdleTimeout},
+		},
+		BPF: BPF{
+			RingBufferSize: DefaultRingBufferSize,
+			ChunkSize:      DefaultChunkSize,
+			CaptureLimit:   DefaultCaptureLimit,
+		},
+		Protocol: Protocol{
+			MaxHeaderBytes: DefaultMaxHeaderBytes,
+			MaxStreams:     DefaultMaxStreams,
+			MaxPending:     DefaultMaxPending,
+		},
+		Requests: Requests{Keep: DefaultRequestsKeep},
 	}
+	defaultComponents(&c)
+	return c
 }
 
 // Error is a configuration error; Key names the offending setting.
@@ -229,14 +333,34 @@ var flags = map[string]string{
 	"maxPods":           "max-pods",
 	"allowedUIDs":       "allowed-uids",
 	"config":            "config",
+
+	"capture.enabled":          "capture.enabled",
+	"capture.maxConnections":   "capture.max-connections",
+	"capture.maxBufferedBytes": "capture.max-buffered-bytes",
+	"capture.idleTimeout":      "capture.idle-timeout",
+	"capture.dumpDir":          "capture.dump-dir",
+	"bpf.ringBufferSize":       "bpf.ring-buffer-size",
+	"bpf.chunkSize":            "bpf.chunk-size",
+	"bpf.captureLimit":         "bpf.capture-limit",
+	"protocol.maxHeaderBytes":  "protocol.max-header-bytes",
+	"protocol.maxStreams":      "protocol.max-streams",
+	"protocol.maxPending":      "protocol.max-pending",
+	"requests.keep":            "requests.keep",
 }
 
-func flagName(key string) string { return flags[key] }
+func flagName(key string) string {
+	if f, ok := flags[key]; ok {
+		return f
+	}
+	return componentFlags[key]
+}
 
 func keyOfFlag(name string) string {
-	for k, f := range flags {
-		if f == name {
-			return k
+	for _, m := range []map[string]string{flags, componentFlags} {
+		for k, f := range m {
+			if f == name {
+				return k
+			}
 		}
 	}
 	return ""
@@ -258,6 +382,31 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 		"how often pods whose netns is gone are dropped")
 	fs.IntVar(&cfg.MaxPods, "max-pods", cfg.MaxPods, "maximum enrolled pod attachments")
 	fs.Var((*uidList)(&cfg.AllowedUIDs), "allowed-uids", "comma-separated `uids` allowed on the enrollment socket")
+
+	fs.BoolVar(&cfg.Capture.Enabled, "capture.enabled", cfg.Capture.Enabled,
+		"capture traffic with eBPF (false: enrollment only, for nodes that cannot load eBPF)")
+	fs.IntVar(&cfg.Capture.MaxConnections, "capture.max-connections", cfg.Capture.MaxConnections,
+		"maximum connections tracked at once (least recently active evicted)")
+	fs.IntVar(&cfg.Capture.MaxBufferedBytes, "capture.max-buffered-bytes", cfg.Capture.MaxBufferedBytes,
+		"maximum payload `bytes` held in reorder buffers")
+	fs.DurationVar(&cfg.Capture.IdleTimeout.Duration, "capture.idle-timeout", cfg.Capture.IdleTimeout.Duration,
+		"expire connections without events for this long")
+	fs.StringVar(&cfg.Capture.DumpDir, "capture.dump-dir", cfg.Capture.DumpDir,
+		"debugging aid: write every connection's reassembled bytes under this `dir`ectory (empty: off)")
+	fs.IntVar(&cfg.BPF.RingBufferSize, "bpf.ring-buffer-size", cfg.BPF.RingBufferSize,
+		"eBPF ring buffer size in `bytes` (a power of two)")
+	fs.IntVar(&cfg.BPF.ChunkSize, "bpf.chunk-size", cfg.BPF.ChunkSize, "most payload `bytes` per data event")
+	fs.Uint64Var(&cfg.BPF.CaptureLimit, "bpf.capture-limit", cfg.BPF.CaptureLimit,
+		"payload `bytes` captured per connection and direction")
+	fs.IntVar(&cfg.Protocol.MaxHeaderBytes, "protocol.max-header-bytes", cfg.Protocol.MaxHeaderBytes,
+		"largest HTTP header section or HTTP/2 header block parsed")
+	fs.IntVar(&cfg.Protocol.MaxStreams, "protocol.max-streams", cfg.Protocol.MaxStreams,
+		"most concurrent HTTP/2 streams tracked per connection")
+	fs.IntVar(&cfg.Protocol.MaxPending, "protocol.max-pending", cfg.Protocol.MaxPending,
+		"most pipelined HTTP/1 requests awaiting a response per connection")
+	fs.IntVar(&cfg.Requests.Keep, "requests.keep", cfg.Requests.Keep,
+		"how many recent HTTP exchanges /api/v1/requests keeps")
+	componentFlagSet(fs, cfg)
 	return fs
 }
 
@@ -268,7 +417,12 @@ func flagError(err error) error {
 	// The flag package names the flag: `invalid value "x" for flag -max-pods: ...`
 	// or `flag provided but not defined: -x`.
 	msg := err.Error()
-	if _, rest, ok := strings.Cut(msg, "for flag -"); ok {
+	// Boolean flags say `invalid boolean value "x" for -capture.enabled: ...`.
+	_, rest, ok := strings.Cut(msg, "for flag -")
+	if !ok {
+		_, rest, ok = strings.Cut(msg, " for -")
+	}
+	if ok {
 		name, _, _ := strings.Cut(rest, ":")
 		if key := keyOfFlag(name); key != "" {
 			return &Error{Key: key, Err: err}
@@ -357,6 +511,47 @@ func (c *Config) Validate() error {
 	}
 	if len(c.AllowedUIDs) == 0 {
 		return &Error{Key: "allowedUIDs", Err: errors.New("must list at least one uid (the runtime's, usually 0)")}
+	}
+	if err := c.validatePipeline(); err != nil {
+		return err
+	}
+	return c.validateComponents()
+}
+
+// validatePipeline checks the capture, bpf, protocol and requests sections.
+func (c *Config) validatePipeline() error {
+	between := func(key string, v, lo, hi int) error {
+		if v < lo || v > hi {
+			return &Error{Key: key, Err: fmt.Errorf("must be between %d and %d, got %d", lo, hi, v)}
+		}
+		return nil
+	}
+	checks := []error{
+		between("capture.maxConnections", c.Capture.MaxConnections, 1, MaxMaxConnections),
+		between("capture.maxBufferedBytes", c.Capture.MaxBufferedBytes, 1, math.MaxInt32),
+		between("bpf.ringBufferSize", c.BPF.RingBufferSize, MinRingBufferSize, MaxRingBufferSize),
+		between("bpf.chunkSize", c.BPF.ChunkSize, 1, MaxChunkSize),
+		between("protocol.maxHeaderBytes", c.Protocol.MaxHeaderBytes, MinMaxHeaderBytes, MaxMaxHeaderBytes),
+		between("protocol.maxStreams", c.Protocol.MaxStreams, 1, MaxMaxStreamsOrPend),
+		between("protocol.maxPending", c.Protocol.MaxPending, 1, MaxMaxStreamsOrPend),
+		between("requests.keep", c.Requests.Keep, 1, MaxRequestsKeep),
+	}
+	for _, err := range checks {
+		if err != nil {
+			return err
+		}
+	}
+	if c.Capture.IdleTimeout.Duration <= 0 {
+		return &Error{Key: "capture.idleTimeout", Err: fmt.Errorf("must be positive, got %s", c.Capture.IdleTimeout)}
+	}
+	if c.Capture.DumpDir != "" && !filepath.IsAbs(c.Capture.DumpDir) {
+		return &Error{Key: "capture.dumpDir", Err: fmt.Errorf("must be an absolute path or empty, got %q", c.Capture.DumpDir)}
+	}
+	if bits.OnesCount(uint(c.BPF.RingBufferSize)) != 1 {
+		return &Error{Key: "bpf.ringBufferSize", Err: fmt.Errorf("must be a power of two, got %d", c.BPF.RingBufferSize)}
+	}
+	if c.BPF.CaptureLimit == 0 {
+		return &Error{Key: "bpf.captureLimit", Err: errors.New("must be at least 1 byte")}
 	}
 	return nil
 }

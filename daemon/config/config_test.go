@@ -31,6 +31,16 @@ func TestDefaultsMatchThePluginSpool(t *testing.T) {
 		Socket: "/run/weir/weir.sock", StateDir: "/var/lib/weir", SpoolDir: "/var/lib/weir/spool",
 		HTTP: "127.0.0.1:9847", NodeName: host, LogLevel: slog.LevelInfo,
 		ReconcileInterval: Duration{30 * time.Second}, MaxPods: 4096, AllowedUIDs: []uint32{0},
+		Capture:  Capture{Enabled: true, MaxConnections: 65536, MaxBufferedBytes: 64 << 20, IdleTimeout: Duration{5 * time.Minute}},
+		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20},
+		Protocol: Protocol{MaxHeaderBytes: 64 << 10, MaxStreams: 256, MaxPending: 64},
+		Requests: Requests{Keep: 10000},
+		Metrics:  Metrics{MaxEndpointsPerService: 100, Retention: Duration{30 * time.Minute}},
+		OAP:      OAP{FlushPeriod: Duration{time.Second}, BatchSize: 500, QueueSize: 50000},
+		Identity: Identity{CRISocket: "/run/containerd/containerd.sock"},
+
+		ExcludeNamespaces:   []string{"kube-system"},
+		ServiceNameTemplate: "{{.ServiceName}}.{{.Namespace}}",
 	}
 	if !equal(cfg, want) {
 		t.Fatalf("defaults =\n%+v\nwant\n%+v", cfg, want)
@@ -173,9 +183,131 @@ func TestHelpIsErrHelp(t *testing.T) {
 
 func TestEveryKeyHasAFlag(t *testing.T) {
 	cfg := Default()
-	for key := range fieldsByKey(&cfg) {
+	for key, field := range fieldsByKey(&cfg) {
+		v := reflect.ValueOf(field).Elem()
+		if v.Kind() == reflect.Struct && v.Type() != reflect.TypeFor[Duration]() {
+			// A section: each of its keys has a flag "section.key".
+			for i := range v.NumField() {
+				sub, _, _ := strings.Cut(v.Type().Field(i).Tag.Get("json"), ",")
+				if flagName(key+"."+sub) == "" {
+					t.Errorf("key %s.%s has no flag", key, sub)
+				}
+			}
+			continue
+		}
 		if flagName(key) == "" {
 			t.Errorf("key %s has no flag", key)
 		}
+	}
+}
+
+func TestPipelineSectionsFromFileAndFlags(t *testing.T) {
+	path := writeFile(t, `
+capture:
+  enabled: false
+  maxConnections: 100
+  idleTimeout: 30s
+  dumpDir: /tmp/dump
+bpf:
+  ringBufferSize: 65536
+  captureLimit: 4096
+protocol:
+  maxStreams: 8
+requests:
+  keep: 5
+`)
+	cfg, err := Load([]string{"--config", path, "--bpf.chunk-size=1024", "--requests.keep", "7"})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := Default()
+	want.SpoolDir = "/var/lib/weir/spool"
+	want.Capture = Capture{Enabled: false, MaxConnections: 100, MaxBufferedBytes: DefaultMaxBufferedBytes,
+		IdleTimeout: Duration{30 * time.Second}, DumpDir: "/tmp/dump"}
+	want.BPF = BPF{RingBufferSize: 65536, ChunkSize: 1024, CaptureLimit: 4096}
+	want.Protocol = Protocol{MaxHeaderBytes: DefaultMaxHeaderBytes, MaxStreams: 8, MaxPending: DefaultMaxPending}
+	want.Requests = Requests{Keep: 7}
+	if !equal(cfg, want) {
+		t.Fatalf("config =\n%+v\nwant\n%+v", cfg, want)
+	}
+}
+
+func TestPipelineErrorsNameKeyAndFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		yaml string
+		want string
+	}{
+		{args: []string{"--bpf.ring-buffer-size=5000"}, want: "bpf.ringBufferSize (--bpf.ring-buffer-size): must be a power of two"},
+		{args: []string{"--bpf.chunk-size=20000"}, want: "bpf.chunkSize (--bpf.chunk-size): must be between 1 and 16384"},
+		{args: []string{"--bpf.capture-limit=0"}, want: "bpf.captureLimit (--bpf.capture-limit): must be at least 1 byte"},
+		{args: []string{"--capture.max-connections=0"}, want: "capture.maxConnections (--capture.max-connections)"},
+		{args: []string{"--capture.idle-timeout=0s"}, want: "capture.idleTimeout (--capture.idle-timeout): must be positive"},
+		{args: []string{"--capture.dump-dir=rel"}, want: "capture.dumpDir (--capture.dump-dir): must be an absolute path"},
+		{args: []string{"--protocol.max-header-bytes=10"}, want: "protocol.maxHeaderBytes (--protocol.max-header-bytes)"},
+		{args: []string{"--protocol.max-streams=0"}, want: "protocol.maxStreams"},
+		{args: []string{"--protocol.max-pending=0"}, want: "protocol.maxPending"},
+		{args: []string{"--requests.keep=0"}, want: "requests.keep (--requests.keep)"},
+		{args: []string{"--capture.enabled=maybe"}, want: "capture.enabled (--capture.enabled)"},
+		{yaml: "capture:\n  dumpDirectory: /x\n", want: `config: capture: in `},
+		{yaml: "bpf:\n  chunkSize: big\n", want: `config: bpf: in `},
+	} {
+		args := tc.args
+		if tc.yaml != "" {
+			args = []string{"--config", writeFile(t, tc.yaml)}
+		}
+		_, err := Load(args)
+		var cerr *Error
+		if !errors.As(err, &cerr) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Load(%v %q) = %v, want *Error containing %q", tc.args, tc.yaml, err, tc.want)
+		}
+	}
+}
+
+func TestComponentFlagsAndKeysNameTheSetting(t *testing.T) {
+	cfg, err := Load([]string{"--oap", "oap.example:11800", "--oap-insecure", "--metrics.route-patterns", "/a/{id}, /b/{id}",
+		"--exclude-namespaces", "", "--cri-socket", ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.OAP.Address != "oap.example:11800" || !cfg.OAP.Insecure {
+		t.Fatalf("oap = %+v", cfg.OAP)
+	}
+	if !reflect.DeepEqual(cfg.Metrics.RoutePatterns, []string{"/a/{id}", "/b/{id}"}) {
+		t.Fatalf("route patterns = %q", cfg.Metrics.RoutePatterns)
+	}
+	if len(cfg.ExcludeNamespaces) != 0 || cfg.Identity.CRISocket != "" {
+		t.Fatalf("empty flags did not clear: %q %q", cfg.ExcludeNamespaces, cfg.Identity.CRISocket)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		key  string
+	}{
+		{[]string{"--oap", "no-port"}, "oap.address"},
+		{[]string{"--oap-batch-size", "0"}, "oap.batchSize"},
+		{[]string{"--oap-queue-size", "10"}, "oap.queueSize"},
+		{[]string{"--metrics.retention", "10s"}, "metrics.retention"},
+		{[]string{"--cri-socket", "relative.sock"}, "identity.criSocket"},
+		{[]string{"--oap-batch-size", "x"}, "oap.batchSize"},
+	} {
+		_, err := Load(tc.args)
+		var cerr *Error
+		if !errors.As(err, &cerr) || cerr.Key != tc.key {
+			t.Errorf("Load(%q) = %v, want an error naming %s", tc.args, err, tc.key)
+		}
+	}
+
+	p := writeFile(t, "oap:\n  address: oap:11800\n  insecure: true\nmetrics:\n  routePatterns: [\"/p/{id}\"]\n")
+	cfg, err = Load([]string{"--config", p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.OAP.Address != "oap:11800" || !cfg.OAP.Insecure || cfg.Metrics.RoutePatterns[0] != "/p/{id}" {
+		t.Fatalf("file values not applied: %+v %+v", cfg.OAP, cfg.Metrics)
+	}
+	p = writeFile(t, "oap:\n  adress: oap:11800\n")
+	if _, err := Load([]string{"--config", p}); err == nil || !strings.Contains(err.Error(), "oap") {
+		t.Fatalf("misspelt nested key: %v", err)
 	}
 }

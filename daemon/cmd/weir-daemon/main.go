@@ -1,9 +1,10 @@
 // Command weir-daemon is Weir's node agent: it keeps the registry of pods the
-// weir CNI plugin enrolls, serves the enrollment socket and the HTTP API, and
-// (as components are attached) captures and exports their traffic.
+// weir CNI plugin enrolls, serves the enrollment socket and the HTTP API,
+// and captures their traffic with eBPF (package daemon/monitor).
 //
 // It logs JSON to stderr and exits 2 on a configuration error, 1 on a
-// runtime error, 0 after SIGINT or SIGTERM.
+// runtime error (including a kernel that cannot run the eBPF capture: the
+// log names what is missing), 0 after SIGINT or SIGTERM.
 package main
 
 import (
@@ -19,7 +20,13 @@ import (
 
 	"github.com/weirnet/weir/daemon"
 	"github.com/weirnet/weir/daemon/config"
+	"github.com/weirnet/weir/daemon/dashboard"
 	"github.com/weirnet/weir/daemon/enroll"
+	"github.com/weirnet/weir/daemon/export/skywalking"
+	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/identity"
+	"github.com/weirnet/weir/daemon/metrics"
+	"github.com/weirnet/weir/daemon/monitor"
 )
 
 // Exit codes.
@@ -54,9 +61,84 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	grpclog.SetLoggerV2(enroll.GRPCLogger(log))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := daemon.Run(ctx, cfg, log); err != nil {
+
+	comps, cerr := components(cfg, log)
+	if cerr != nil {
+		log.Error("invalid configuration", "error", cerr, "key", cerr.Key)
+		return exitConfig
+	}
+	mon, err := monitor.New(monitor.Options{Config: cfg, Logger: log, Consumers: comps.consumers, Services: comps.names})
+	if err != nil {
+		log.Error("eBPF capture cannot start", "error", err, "cause", monitor.Explain(err))
+		return exitRuntime
+	}
+	defer mon.Close() // Run closes it too; this covers a failure before Run
+	// The resolver comes before the monitor so that it sees each enrollment
+	// first; the dashboard last, since it only serves files.
+	all := append([]daemon.Component{comps.names}, mon)
+	all = append(all, comps.others...)
+	if err := daemon.Run(ctx, cfg, log, all...); err != nil {
 		log.Error("weir-daemon failed", "error", err)
 		return exitRuntime
 	}
 	return exitOK
+}
+
+// parts are the daemon's components besides the capture monitor.
+type parts struct {
+	names     *identity.Resolver
+	consumers []flow.Consumer    // fed by the monitor
+	others    []daemon.Component // aggregation, export, dashboard
+}
+
+// components builds aggregation, the SkyWalking exporter (when --oap is
+// set), pod naming and the dashboard. A setting they reject is a
+// configuration error naming its key.
+func components(cfg config.Config, log *slog.Logger) (parts, *config.Error) {
+	var p parts
+	agg, err := metrics.New(metrics.Options{
+		RoutePatterns:          cfg.Metrics.RoutePatterns,
+		MaxEndpointsPerService: cfg.Metrics.MaxEndpointsPerService,
+		Retention:              cfg.Metrics.Retention.Duration,
+		Logger:                 log.With("component", "metrics"),
+	})
+	if err != nil {
+		return p, &config.Error{Key: "metrics.routePatterns", Err: err}
+	}
+	p.consumers = append(p.consumers, agg)
+	p.others = append(p.others, agg)
+
+	if cfg.OAP.Address != "" {
+		exp, err := skywalking.New(skywalking.Config{
+			OAP: cfg.OAP.Address, Token: cfg.OAP.Token, CAFile: cfg.OAP.CAFile, Insecure: cfg.OAP.Insecure,
+			ServerName: cfg.OAP.ServerName, Cluster: cfg.Cluster, NodeName: cfg.NodeName,
+			FlushPeriod: cfg.OAP.FlushPeriod.Duration, BatchSize: cfg.OAP.BatchSize, QueueSize: cfg.OAP.QueueSize,
+			ExcludeNamespaces: cfg.ExcludeNamespaces, ServiceNameTemplate: cfg.ServiceNameTemplate,
+		}, log.With("component", "skywalking"))
+		if err != nil {
+			return p, &config.Error{Key: "oap", Err: err}
+		}
+		p.consumers = append(p.consumers, exp)
+		p.others = append(p.others, exp)
+	}
+
+	kube, inCluster, err := identity.KubernetesClient(cfg.Identity.Kubeconfig)
+	if err != nil {
+		return p, &config.Error{Key: "identity.kubeconfig", Err: err}
+	}
+	if !inCluster {
+		kube = nil
+	}
+	names, err := identity.New(identity.Options{
+		NodeName:   cfg.NodeName,
+		Kubernetes: kube,
+		CRI:        identity.CRIOptions{Socket: cfg.Identity.CRISocket},
+		Logger:     log.With("component", "identity"),
+	})
+	if err != nil {
+		return p, &config.Error{Key: "identity", Err: err}
+	}
+	p.names = names
+	p.others = append(p.others, dashboard.New())
+	return p, nil
 }

@@ -21,9 +21,13 @@
 // boot, with the node's boot time); a peer that is an enrolled pod is a
 // KubernetesProcessAddress, anything else an IPAddress the OAP resolves.
 //
-// Each kernel operation is sent once, as given: the pipeline must hand a
-// read or write either to KernelOp or in an Exchange's Ops, not both, since
-// the OAP counts every kernel log of every message.
+// Each kernel operation must reach the OAP once, since it counts every
+// kernel log of every message. Weir's pipeline hands every read and write to
+// KernelOp and again, for HTTP connections, in the Ops of the Exchange they
+// carried; so by default (Config.StandaloneIO false) reads and writes given
+// to KernelOp are not sent — they travel with their protocol log, as the
+// OAP relates them — and connect, accept and close are sent on their own.
+// A pipeline that hands each read and write only once sets StandaloneIO.
 package skywalking
 
 import (
@@ -135,6 +139,10 @@ type Config struct {
 	// ServiceNameTemplate is a text/template over ServiceNameData giving
 	// the service name of a pod.
 	ServiceNameTemplate string
+	// StandaloneIO sends reads and writes given to KernelOp. Leave it off
+	// when the same operations also arrive in Exchange.Ops (see the
+	// package doc): they would be counted twice.
+	StandaloneIO bool
 }
 
 func (c *Config) setDefaults() error {
@@ -355,6 +363,10 @@ func (e *Exporter) KernelOp(op *flow.KernelOp) {
 	e.stats.received.Add(1)
 	if op == nil || op.Conn == nil {
 		e.stats.filtered(filterInvalid)
+		return
+	}
+	if !e.cfg.StandaloneIO && (op.Kind == flow.OpRead || op.Kind == flow.OpWrite) {
+		e.stats.filtered(filterStandaloneIO)
 		return
 	}
 	if !e.admit(op.Conn) {

@@ -779,3 +779,23 @@ func BenchmarkConsumerExchange(b *testing.B) {
 		e.Exchange(ex)
 	}
 }
+
+// By default reads and writes travel only with their exchange: the pipeline
+// hands them to KernelOp too, and the OAP would count them twice.
+func TestReadsAndWritesGoOnlyWithTheirExchangeByDefault(t *testing.T) {
+	cfg := testConfig("127.0.0.1:1")
+	cfg.StandaloneIO = false
+	e, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &flow.Connection{ID: 7, Role: event.RoleClient,
+		Local: flow.Peer{Pod: &flow.Pod{ID: 1, Namespace: "shop", Name: "web-1", Service: "web"}}}
+	e.KernelOp(&flow.KernelOp{Conn: c, Kind: flow.OpWrite, Bytes: 10})
+	e.KernelOp(&flow.KernelOp{Conn: c, Kind: flow.OpRead, Bytes: 10})
+	e.KernelOp(&flow.KernelOp{Conn: c, Kind: flow.OpConnect, Success: true})
+	st := e.Stats()
+	if st.Enqueued != 1 || st.Filtered["io_sent_with_exchange"] != 2 {
+		t.Fatalf("enqueued %d, filtered %v: want the connect queued and both reads/writes filtered", st.Enqueued, st.Filtered)
+	}
+}

@@ -13,10 +13,11 @@ const (
 	filterUnknownRole          // connection role unknown (first seen through data)
 	filterInvalid              // nil op, exchange, connection or record
 	filterNothingToSend        // exchange that is no protocol log and has no kernel operations
+	filterStandaloneIO         // read/write sent with its exchange instead (Config.StandaloneIO off)
 	numFilters
 )
 
-var filterNames = [numFilters]string{"excluded_namespace", "unknown_role", "invalid", "nothing_to_send"}
+var filterNames = [numFilters]string{"excluded_namespace", "unknown_role", "invalid", "nothing_to_send", "io_sent_with_exchange"}
 
 const (
 	dropQueueFull = iota // evicted as oldest, or arrived when only in-flight entries were left
