@@ -313,6 +313,8 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	captureMapCloseScratch    = "close_scratch"
+	captureMapClosing         = "closing"
 	captureMapConns           = "conns"
 	captureMapCounters        = "counters"
 	captureMapEnrolledNetns   = "enrolled_netns"
@@ -466,6 +468,8 @@ type captureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureMapSpecs struct {
+	CloseScratch  *ebpf.MapSpec `ebpf:"close_scratch"`
+	Closing       *ebpf.MapSpec `ebpf:"closing"`
 	Conns         *ebpf.MapSpec `ebpf:"conns"`
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	EnrolledNetns *ebpf.MapSpec `ebpf:"enrolled_netns"`
@@ -509,6 +513,8 @@ func (o *captureObjects) Close() error {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureMaps struct {
+	CloseScratch  *ebpf.Map `ebpf:"close_scratch"`
+	Closing       *ebpf.Map `ebpf:"closing"`
 	Conns         *ebpf.Map `ebpf:"conns"`
 	Counters      *ebpf.Map `ebpf:"counters"`
 	EnrolledNetns *ebpf.Map `ebpf:"enrolled_netns"`
@@ -524,6 +530,8 @@ type captureMaps struct {
 
 func (m *captureMaps) Close() error {
 	return _CaptureClose(
+		m.CloseScratch,
+		m.Closing,
 		m.Conns,
 		m.Counters,
 		m.EnrolledNetns,

@@ -362,18 +362,12 @@ static __always_inline void fill_sock_stats(struct sock_stats *st, struct sock *
  * remote side comes from the sockaddr the caller passed, because a failed
  * connect has already cleared it from the socket by the time it returns.
  */
-static __always_inline void emit_conn(__u8 type, const struct conn_state *cs,
+static __always_inline void fill_conn(struct conn_event *e, __u8 type, const struct conn_state *cs,
 				      const struct syscall_args *a, __u8 syscall, __s32 fd,
 				      __u64 sk_ptr, __u64 end_ns, long ret)
 {
 	struct sock *sk = (struct sock *)sk_ptr;
-	struct conn_event *e;
 
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(DROP_RINGBUF_FULL);
-		return;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->type = type;
 	e->role = cs->role;
@@ -413,6 +407,19 @@ static __always_inline void emit_conn(__u8 type, const struct conn_state *cs,
 	fill_proc(&e->proc, a->pod_id, a->netns);
 	if (type == EVENT_CONN_CLOSE)
 		fill_sock_stats(&e->stats, sk);
+}
+
+static __always_inline void emit_conn(__u8 type, const struct conn_state *cs,
+				      const struct syscall_args *a, __u8 syscall, __s32 fd,
+				      __u64 sk_ptr, __u64 end_ns, long ret)
+{
+	struct conn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count(DROP_RINGBUF_FULL);
+		return;
+	}
+	fill_conn(e, type, cs, a, syscall, fd, sk_ptr, end_ns, ret);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -926,19 +933,48 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return accept_exit(ctx);
 }
 
-/* close(fd): ends a tracked connection and drops its state. Only fds with
- * state for the very socket they hold are considered. */
+/*
+ * close(fd): ends a tracked connection.
+ *
+ * The connection is taken out of conns and socks at sys_enter_close, while
+ * the fd and the socket are still alive, and reported at sys_exit_close
+ * from a per-thread copy. Between the two the kernel releases the fd and
+ * possibly the socket, and another thread of the process may already have
+ * the same fd number from socket() -- even a new struct sock at the same
+ * address -- and connect on it (Go's runtime does exactly this). Had the
+ * entry stayed until the exit, that connect would look like a retry of the
+ * old one and the late exit would end the new connection. So the exit
+ * touches no shared state, and the close event's addresses and socket
+ * statistics are read at enter from the live socket.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid of the closing thread */
+	__type(value, struct conn_event);
+} closing SEC(".maps");
+
+/* Builds close events without using the 512-byte stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct conn_event);
+} close_scratch SEC(".maps");
+
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
 {
 	struct syscall_args a = {};
+	struct conn_event *e;
 	struct conn_state *cs;
-	__u64 key;
+	__u64 key, tid = bpf_get_current_pid_tgid();
+	__u32 zero = 0;
 
 	if (!current_pod(&a.pod_id, &a.netns))
 		return 0;
 	a.fd = ctx->args[0];
-	key = conn_key(bpf_get_current_pid_tgid(), a.fd);
+	key = conn_key(tid, a.fd);
 	cs = bpf_map_lookup_elem(&conns, &key);
 	if (!cs)
 		return 0;
@@ -947,30 +983,35 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 		bpf_map_delete_elem(&conns, &key); /* stale: the fd moved on */
 		return 0;
 	}
+	e = bpf_map_lookup_elem(&close_scratch, &zero);
+	if (!e)
+		return 0;
 	a.start_ns = bpf_ktime_get_ns();
-	a.syscall = SYS_CLOSE;
-	save_args(&a);
+	fill_conn(e, EVENT_CONN_CLOSE, cs, &a, SYS_CLOSE, a.fd, a.sk, a.start_ns, 0);
+	/* The stash is per-thread in-flight state, like the syscall args. */
+	if (bpf_map_update_elem(&closing, &tid, e, BPF_ANY))
+		count(DROP_ARGS_MAP_FULL);
+	bpf_map_delete_elem(&conns, &key);
+	bpf_map_delete_elem(&socks, &a.sk);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_exit_close")
 int exit_close(struct trace_event_raw_sys_exit *ctx)
 {
-	__u64 now = bpf_ktime_get_ns();
-	struct conn_state *cs;
-	struct syscall_args a;
-	__u64 key;
+	__u64 tid = bpf_get_current_pid_tgid();
+	struct conn_event *e = bpf_map_lookup_elem(&closing, &tid);
+	long ret = ctx->ret;
 
-	if (!take_args(&a))
-		return 0;
-	key = conn_key(bpf_get_current_pid_tgid(), a.fd);
-	cs = bpf_map_lookup_elem(&conns, &key);
-	if (!cs || cs->sk != a.sk)
+	if (!e)
 		return 0;
 	/* close releases the fd even when it reports an error. */
-	emit_conn(EVENT_CONN_CLOSE, cs, &a, SYS_CLOSE, a.fd, a.sk, now, ctx->ret);
-	bpf_map_delete_elem(&conns, &key);
-	bpf_map_delete_elem(&socks, &a.sk);
+	e->end_ns = bpf_ktime_get_ns();
+	e->success = ret >= 0;
+	e->err = ret < 0 ? -ret : 0;
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		count(DROP_RINGBUF_FULL);
+	bpf_map_delete_elem(&closing, &tid);
 	return 0;
 }
 
