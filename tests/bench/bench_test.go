@@ -1,0 +1,650 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/weirnet/weir/tests/harness"
+)
+
+// Helper modes of the test binary (see conns.go).
+const (
+	helperEnv   = "WEIR_BENCH_HELPER"
+	helperAddr  = "WEIR_BENCH_ADDR"
+	helperCount = "WEIR_BENCH_N"
+	helperLife  = "WEIR_BENCH_LIFE"
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(helperEnv) {
+	case "":
+		harness.Main(m)
+	case "conns-server":
+		n, _ := strconv.Atoi(os.Getenv(helperCount))
+		life, _ := time.ParseDuration(os.Getenv(helperLife))
+		if err := ServeConns(os.Getenv(helperAddr), n, life); err != nil {
+			fmt.Fprintln(os.Stderr, "conns-server:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case "conns-client":
+		n, _ := strconv.Atoi(os.Getenv(helperCount))
+		life, _ := time.ParseDuration(os.Getenv(helperLife))
+		if err := HoldConns(os.Getenv(helperAddr), n, 64, life); err != nil {
+			fmt.Fprintln(os.Stderr, "conns-client:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	default:
+		fmt.Fprintf(os.Stderr, "unknown %s=%q\n", helperEnv, os.Getenv(helperEnv))
+		os.Exit(2)
+	}
+}
+
+// benchConfig is read from the environment so that run.sh (and a developer
+// in a hurry) can shorten or extend the run without editing code.
+type benchConfig struct {
+	Rounds     int           // WEIR_BENCH_ROUNDS, default 3
+	Duration   time.Duration // WEIR_BENCH_DURATION, default 10s
+	Conns      int           // WEIR_BENCH_CONNS, default 10000 (0 skips)
+	DaemonArgs []string      // WEIR_BENCH_DAEMON_ARGS, extra weir-daemon flags
+	Report     string        // WEIR_BENCH_REPORT, default tests/bench/REPORT.md
+	ParserOut  string        // WEIR_BENCH_PARSER_OUT: saved `go test -bench` output
+	Paced      bool          // WEIR_BENCH_PACED, default 1
+	// OAPFlag is the weir-daemon flag taking a SkyWalking OAP address
+	// (WEIR_BENCH_OAP_FLAG, default "oap"; empty disables export).
+	OAPFlag string
+}
+
+func loadConfig(t *testing.T, repo string) benchConfig {
+	t.Helper()
+	c := benchConfig{Rounds: 3, Duration: 10 * time.Second, Conns: 10_000, Paced: true,
+		Report: filepath.Join(repo, "tests", "bench", "REPORT.md")}
+	if v := os.Getenv("WEIR_BENCH_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 20 {
+			t.Fatalf("WEIR_BENCH_ROUNDS=%q: want an integer in 1..20", v)
+		}
+		c.Rounds = n
+	}
+	if v := os.Getenv("WEIR_BENCH_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > 60*time.Second {
+			t.Fatalf("WEIR_BENCH_DURATION=%q: want a duration in 1s..60s", v)
+		}
+		c.Duration = d
+	}
+	if v := os.Getenv("WEIR_BENCH_CONNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 20_000 {
+			t.Fatalf("WEIR_BENCH_CONNS=%q: want an integer in 0..20000", v)
+		}
+		c.Conns = n
+	}
+	if v := os.Getenv("WEIR_BENCH_PACED"); v == "0" {
+		c.Paced = false
+	}
+	c.DaemonArgs = strings.Fields(os.Getenv("WEIR_BENCH_DAEMON_ARGS"))
+	c.OAPFlag = "oap"
+	if v, ok := os.LookupEnv("WEIR_BENCH_OAP_FLAG"); ok {
+		c.OAPFlag = strings.TrimLeft(v, "-")
+	}
+	if v := os.Getenv("WEIR_BENCH_REPORT"); v != "" {
+		c.Report = v
+	}
+	c.ParserOut = os.Getenv("WEIR_BENCH_PARSER_OUT")
+	return c
+}
+
+const (
+	httpPort  = 8080 // nginx HTTP/1.1
+	h2cPort   = 8081 // nginx h2c (prior knowledge)
+	connsPort = 9090 // the many-connections helper server
+	// slack added to a load run's duration for its hard timeout.
+	runSlack = 30 * time.Second
+	// connsLife bounds the whole many-connections scenario.
+	connsLife = 60 * time.Second
+)
+
+// TestBench is `make bench`: it measures Weir's overhead and writes the
+// report. It asserts that the measurements were taken (every run produced
+// parseable, error-free results); it deliberately does not assert the
+// targets, which are judged in the report as ratios against the baseline.
+func TestBench(t *testing.T) {
+	if os.Getenv("WEIR_BENCH") != "1" {
+		t.Skip("benchmark, not a test: set WEIR_BENCH=1 (make bench runs it)")
+	}
+	harness.RequireRoot(t)
+	bins := harness.FindBinaries(t, []string{"weir-daemon"}, []string{"bridge", "host-local", "weir"})
+	cfg := loadConfig(t, bins.Repo)
+	for _, tool := range []string{"wrk", "h2load", "nginx"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found on PATH: install it (Debian: wrk, nghttp2-client, nginx-light)", tool)
+		}
+	}
+
+	rep := &Report{Started: time.Now(), Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
+		Rounds: cfg.Rounds, Duration: cfg.Duration, LoadBefore: loadAvg()}
+
+	var oap *Receiver
+	if flag := oapFlag(t, bins.Path("weir-daemon"), cfg.OAPFlag); flag != "" {
+		var err error
+		if oap, err = StartReceiver(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(oap.Stop)
+		cfg.DaemonArgs = append(cfg.DaemonArgs, flag, oap.Addr())
+		rep.OAP = true
+	} else {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("weir-daemon has no --%s flag: export to SkyWalking is not part of this run.", cfg.OAPFlag))
+	}
+	d := harness.NewDaemon(t, bins, harness.DaemonOptions{ExtraArgs: cfg.DaemonArgs})
+	rep.DaemonArgs = cfg.DaemonArgs
+	startDaemon(t, d)
+	netw := harness.NewNetwork(t, bins, harness.NetworkOptions{
+		Weir: &harness.WeirConf{DaemonSocket: d.Socket, SpoolDir: d.SpoolDir, Timeout: "5s"},
+	})
+	srv := netw.AddPod(t, harness.PodSpec{Namespace: "bench", Name: "server"})
+	cli := netw.AddPod(t, harness.PodSpec{Namespace: "bench", Name: "client"})
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := d.WaitPods(ctx, func(p []harness.PodRecord) bool {
+			_, a := harness.FindPod(p, srv.ContainerID)
+			_, b := harness.FindPod(p, cli.ContainerID)
+			return a && b
+		})
+		cancel()
+		if err != nil {
+			t.Fatalf("pods not enrolled: %v", err)
+		}
+	}
+	ip := srv.IPv4().String()
+	startNginx(t, srv, cli, ip)
+
+	scenarios := []*Scenario{
+		{Name: fmt.Sprintf("HTTP/1.1 (wrk -t1 -c32 -d%s)", secs(cfg.Duration)), Short: "HTTP/1.1"},
+		{Name: fmt.Sprintf("HTTP/2 h2c (h2load -c16 -m10 -D %s)", secs(cfg.Duration)), Short: "HTTP/2"},
+	}
+	rep.Scenarios = scenarios
+	runners := []func(t *testing.T) (LoadResult, error){
+		func(t *testing.T) (LoadResult, error) { return runWrk(t, cli, ip, cfg.Duration) },
+		func(t *testing.T) (LoadResult, error) { return runH2load(t, cli, ip, cfg.Duration, 0) },
+	}
+
+	// Warm up nginx, the bridge and the neighbour tables once, unmeasured.
+	if _, err := runWrkArgs(t, cli, ip, 2*time.Second); err != nil {
+		t.Fatalf("warm-up: %v", err)
+	}
+	stopDaemon(t, d)
+
+	for round := range cfg.Rounds {
+		order := []bool{false, true} // false: baseline, true: with Weir
+		if round%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, withWeir := range order {
+			if withWeir {
+				startDaemon(t, d)
+			}
+			for i, s := range scenarios {
+				if !withWeir {
+					rep.ForeignBPF = max(rep.ForeignBPF, tracingPrograms(t))
+					res, err := runners[i](t)
+					if err != nil {
+						t.Fatalf("round %d baseline %s: %v", round, s.Short, err)
+					}
+					s.Base = append(s.Base, res)
+					t.Logf("round %d baseline %s: %.0f req/s p50 %v p99 %v", round, s.Short, res.Throughput, res.P50, res.P99)
+					continue
+				}
+				w, err := measureWeir(t, d, oap, func() (LoadResult, error) { return runners[i](t) })
+				if err != nil {
+					t.Fatalf("round %d with Weir %s: %v", round, s.Short, err)
+				}
+				s.Weir = append(s.Weir, w)
+				t.Logf("round %d with Weir %s: %.0f req/s p50 %v p99 %v daemon cpu %v hwm %s lost %.0f records %.0f",
+					round, s.Short, w.Load.Throughput, w.Load.P50, w.Load.P99, w.CPU, mb(w.HWM), SumLost(w.Lost), w.Records)
+			}
+			if withWeir {
+				stopDaemon(t, d)
+			}
+		}
+	}
+
+	if cfg.Paced {
+		startDaemon(t, d)
+		for _, rate := range []int{10_000, TargetLossRate} {
+			pr := PacedRun{Name: fmt.Sprintf("h2load paced at %dk req/s", rate/1000), Target: float64(rate)}
+			perClient := rate / 16
+			w, err := measureWeir(t, d, oap, func() (LoadResult, error) { return runH2load(t, cli, ip, cfg.Duration, perClient) })
+			if err != nil {
+				pr.Err = err.Error()
+				t.Errorf("%s: %v", pr.Name, err)
+			}
+			pr.Run = w
+			rep.Paced = append(rep.Paced, pr)
+			t.Logf("%s: achieved %.0f req/s, daemon cpu %v, lost %.0f", pr.Name, w.Load.Throughput, w.CPU, SumLost(w.Lost))
+		}
+		stopDaemon(t, d)
+	}
+
+	if cfg.Conns > 0 {
+		startDaemon(t, d) // fresh process: its VmHWM belongs to this scenario alone
+		rep.Conns = holdConns(t, d, srv, cli, ip, cfg.Conns)
+		stopDaemon(t, d)
+	}
+
+	rep.Parser, rep.ParserNote = parserResults(cfg.ParserOut)
+	if !rep.capturing() {
+		rep.Notes = append(rep.Notes, notCapturingExplanation+".")
+	}
+	rep.Notes = append(rep.Notes,
+		"Load generators, nginx and the daemon share the same cores; on a 2-core machine the daemon's CPU competes directly with the traffic it watches, which is the honest worst case.",
+		"Loss counters are every weir_* metric whose name contains \"lost\" or \"drop\", discovered from /metrics; records seen are the increase of weir_protocol_records_total (HTTP exchanges the parsers emitted).")
+
+	rep.LoadAfter = loadAvg()
+	md := rep.Markdown()
+	if err := os.WriteFile(cfg.Report, []byte(md), 0o644); err != nil {
+		t.Fatalf("write report: %v", err)
+	}
+	t.Logf("report written to %s", cfg.Report)
+}
+
+func secs(d time.Duration) string { return strconv.Itoa(int(d.Seconds())) + "s" }
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return "unknown"
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// tracingPrograms counts the tracepoint and tracing eBPF programs loaded on
+// the machine (by anyone). With no weir-daemon of ours running, any of them
+// belong to other runs on a shared machine, and they tax the baseline's
+// syscalls as well: the report states the number so a reader can tell a
+// clean baseline from a contaminated one. -1 when bpftool cannot tell.
+func tracingPrograms(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "bpftool", "prog", "list", "--json").Output()
+	if err != nil {
+		t.Logf("bpftool prog list: %v", err)
+		return -1
+	}
+	var progs []struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(out, &progs); err != nil {
+		t.Logf("bpftool prog list: decode: %v", err)
+		return -1
+	}
+	n := 0
+	for _, p := range progs {
+		switch p.Type {
+		case "tracepoint", "tracing", "raw_tracepoint", "raw_tracepoint_writable":
+			n++
+		}
+	}
+	return n
+}
+
+// loadAvg is the 1-minute load average: other work on a shared machine is
+// the largest source of noise, so the report states it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "unknown"
+}
+
+func startDaemon(t *testing.T, d *harness.Daemon) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), harness.DefaultReadyTimeout)
+	defer cancel()
+	if err := d.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func stopDaemon(t *testing.T, d *harness.Daemon) {
+	t.Helper()
+	if err := d.Stop(); err != nil {
+		t.Fatalf("stop weir-daemon: %v", err)
+	}
+}
+
+// measureWeir runs load with the daemon up and records what it cost the
+// daemon: CPU time, peak RSS, and how its loss and record counters moved.
+func measureWeir(t *testing.T, d *harness.Daemon, oap *Receiver, load func() (LoadResult, error)) (WeirRun, error) {
+	t.Helper()
+	var w WeirRun
+	pid := d.Pid()
+	if pid == 0 {
+		return w, fmt.Errorf("weir-daemon is not running")
+	}
+	before, err := scrape(d)
+	if err != nil {
+		return w, err
+	}
+	p0, err := ReadProcStats(pid)
+	if err != nil {
+		return w, err
+	}
+	var o0 ReceiverCounts
+	if oap != nil {
+		o0 = oap.Counts()
+	}
+	w.Load, err = load()
+	if err != nil {
+		return w, err
+	}
+	// Let the daemon drain what the last requests produced before counting:
+	// poll until its record counters stop moving, bounded by drainLimit.
+	after, err := settle(d, drainLimit)
+	if err != nil {
+		return w, err
+	}
+	p1, err := ReadProcStats(pid)
+	if err != nil {
+		return w, fmt.Errorf("weir-daemon died during the run? %w", err)
+	}
+	w.CPU = p1.CPU - p0.CPU
+	w.HWM = p1.HWM
+	w.Lost = Delta(before, after, after.LossNames())
+	if rc := after.RecordCounter(); rc != "" {
+		w.Records = after[rc] - before[rc]
+	}
+	w.Capturer = after.HasCapture()
+	if oap != nil {
+		w.Exported = waitExported(oap, o0, w.Records, drainLimit)
+	}
+	return w, nil
+}
+
+// waitExported waits (bounded by limit) until the receiver has seen as many
+// HTTP logs since from as the daemon produced records, and returns how many
+// it saw: export is asynchronous and batched.
+func waitExported(oap *Receiver, from ReceiverCounts, records float64, limit time.Duration) float64 {
+	deadline := time.Now().Add(limit)
+	for {
+		got := float64(oap.Counts().HTTP - from.HTTP)
+		if got >= records || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// oapFlag returns "--<name>" when weir-daemon's usage lists that flag, so
+// the benchmark includes export as soon as the daemon supports it.
+func oapFlag(t *testing.T, daemon, name string) string {
+	t.Helper()
+	if name == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, daemon, "--help").CombinedOutput()
+	if strings.Contains(string(out), "-"+name+" ") || strings.Contains(string(out), "-"+name+"\n") {
+		return "--" + name
+	}
+	return ""
+}
+
+// drainLimit bounds how long settle waits for the daemon to go quiet.
+const drainLimit = 5 * time.Second
+
+// settle scrapes /metrics every 250 ms until two scrapes in a row show the
+// same record count (the pipeline has drained) or limit passes.
+func settle(d *harness.Daemon, limit time.Duration) (Metrics, error) {
+	deadline := time.Now().Add(limit)
+	prev, err := scrape(d)
+	if err != nil {
+		return nil, err
+	}
+	for time.Now().Before(deadline) {
+		time.Sleep(250 * time.Millisecond)
+		cur, err := scrape(d)
+		if err != nil {
+			return nil, err
+		}
+		if rc := cur.RecordCounter(); rc == "" || cur[rc] == prev[rc] {
+			return cur, nil
+		}
+		prev = cur
+	}
+	return prev, nil
+}
+
+func scrape(d *harness.Daemon) (Metrics, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "curl", "-sf", "--max-time", "5", d.URL("/metrics")).Output()
+	if err != nil {
+		// A daemon without a /metrics endpoint exposes no counters: an
+		// empty set, not an error — the report then says capture is off.
+		return Metrics{}, nil
+	}
+	m, err := ParseMetrics(strings.NewReader(string(out)))
+	if err != nil {
+		return nil, fmt.Errorf("parse weir-daemon /metrics: %w", err)
+	}
+	return m, nil
+}
+
+const nginxConf = `worker_processes 1;
+daemon off;
+master_process on;
+pid {{DIR}}/nginx.pid;
+error_log {{DIR}}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path {{DIR}}/body;
+  proxy_temp_path {{DIR}}/proxy;
+  fastcgi_temp_path {{DIR}}/fastcgi;
+  uwsgi_temp_path {{DIR}}/uwsgi;
+  scgi_temp_path {{DIR}}/scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  default_type text/plain;
+  server {
+    listen {{HTTP}};
+    location / { return 200 "hello from the weir benchmark\n"; }
+  }
+  server {
+    listen {{H2C}} http2;
+    location / { return 200 "hello from the weir benchmark\n"; }
+  }
+}
+`
+
+// startNginx runs nginx in pod srv and waits until both ports answer from
+// pod cli.
+func startNginx(t *testing.T, srv, cli *harness.Pod, ip string) {
+	t.Helper()
+	dir := t.TempDir()
+	conf := strings.NewReplacer("{{DIR}}", dir, "{{HTTP}}", strconv.Itoa(httpPort), "{{H2C}}", strconv.Itoa(h2cPort)).Replace(nginxConf)
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		t.Fatalf("write nginx.conf: %v", err)
+	}
+	proc := srv.Start(t, "nginx", "nginx", "-e", "stderr", "-p", dir, "-c", path)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, probe := range [][]string{
+		{"curl", "-sf", "--max-time", "2", fmt.Sprintf("http://%s:%d/", ip, httpPort)},
+		{"curl", "-sf", "--max-time", "2", "--http2-prior-knowledge", fmt.Sprintf("http://%s:%d/", ip, h2cPort)},
+	} {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			out, err := cli.Exec(ctx, probe...)
+			cancel()
+			if err == nil && strings.Contains(string(out), "weir benchmark") {
+				break
+			}
+			if exited, werr := proc.Exited(); exited {
+				t.Fatalf("nginx exited (%v): %s", werr, proc.Output())
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("nginx not answering %v: %v: %s", probe, err, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+func runWrkArgs(t *testing.T, cli *harness.Pod, ip string, d time.Duration) (LoadResult, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d+runSlack)
+	defer cancel()
+	out, err := cli.Exec(ctx, "wrk", "-t1", "-c32", "-d"+secs(d), "--latency", fmt.Sprintf("http://%s:%d/", ip, httpPort))
+	if err != nil {
+		return LoadResult{}, fmt.Errorf("wrk: %w", err)
+	}
+	return ParseWrk(string(out))
+}
+
+func runWrk(t *testing.T, cli *harness.Pod, ip string, d time.Duration) (LoadResult, error) {
+	t.Helper()
+	r, err := runWrkArgs(t, cli, ip, d)
+	if err != nil {
+		return r, err
+	}
+	if r.Errors > 0 {
+		return r, fmt.Errorf("wrk saw %d errors or non-2xx responses", r.Errors)
+	}
+	return r, nil
+}
+
+// runH2load runs h2load for d; rpsPerClient > 0 paces each of the 16
+// clients. Percentiles come from h2load's per-request log.
+func runH2load(t *testing.T, cli *harness.Pod, ip string, d time.Duration, rpsPerClient int) (LoadResult, error) {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "h2load.log")
+	args := []string{"h2load", "-c16", "-m10", "-D", strconv.Itoa(int(d.Seconds())), "--log-file=" + logPath}
+	if rpsPerClient > 0 {
+		args = append(args, "--rps="+strconv.Itoa(rpsPerClient))
+	}
+	args = append(args, fmt.Sprintf("http://%s:%d/", ip, h2cPort))
+	ctx, cancel := context.WithTimeout(context.Background(), d+runSlack)
+	defer cancel()
+	out, err := cli.Exec(ctx, args...)
+	if err != nil {
+		return LoadResult{}, fmt.Errorf("h2load: %w", err)
+	}
+	r, err := ParseH2load(string(out))
+	if err != nil {
+		return r, err
+	}
+	if r.Errors > 0 {
+		return r, fmt.Errorf("h2load saw %d failed requests:\n%s", r.Errors, out)
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		return r, fmt.Errorf("open h2load log: %w", err)
+	}
+	defer f.Close()
+	r.P50, r.P99, err = ParseH2loadLog(f)
+	return r, err
+}
+
+// holdConns opens n idle keep-alive connections from cli to a Go server in
+// srv with the daemon up, and reports the daemon's memory.
+func holdConns(t *testing.T, d *harness.Daemon, srv, cli *harness.Pod, ip string, n int) *ConnsResult {
+	t.Helper()
+	res := &ConnsResult{N: n}
+	pid := d.Pid()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatalf("locate test binary: %v", err)
+	}
+	helper := func(p *harness.Pod, mode, addr string) *harness.Process {
+		cmd := p.Command(context.Background(), self)
+		cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperAddr+"="+addr,
+			helperCount+"="+strconv.Itoa(n), helperLife+"="+connsLife.String())
+		return harness.StartProcess(t, mode, cmd)
+	}
+	before, err := scrape(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadProcStats(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.RSSBefore = st.RSS
+
+	sp := helper(srv, "conns-server", fmt.Sprintf(":%d", connsPort))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = sp.WaitOutput(ctx, ServerReadyLine)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cp := helper(cli, "conns-client", fmt.Sprintf("%s:%d", ip, connsPort))
+	ctx, cancel = context.WithTimeout(context.Background(), connsLife)
+	err = cp.WaitOutput(ctx, HeldLine)
+	cancel()
+	if err != nil {
+		res.Err = err.Error()
+		t.Errorf("%d connections: %v", n, err)
+		return res
+	}
+	res.OpenedIn = time.Since(start)
+	// Let the daemon process the opens (and any periodic work) while they
+	// are all held.
+	time.Sleep(2 * time.Second)
+	st, err = ReadProcStats(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.RSSHeld, res.HWM = st.RSS, st.HWM
+	after, err := scrape(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.LostDeltas = Delta(before, after, after.LossNames())
+	if err := cp.Stop(); err != nil {
+		t.Logf("stop conns client: %v", err)
+	}
+	if err := sp.Stop(); err != nil {
+		t.Logf("stop conns server: %v", err)
+	}
+	t.Logf("%d connections: daemon RSS %s before, %s held, peak %s (opened in %v)",
+		n, mb(res.RSSBefore), mb(res.RSSHeld), mb(res.HWM), res.OpenedIn)
+	return res
+}
+
+func parserResults(path string) ([]GoBench, string) {
+	if path == "" {
+		return nil, "WEIR_BENCH_PARSER_OUT not set (run.sh runs the parser benchmarks and sets it)."
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Sprintf("read %s: %v", path, err)
+	}
+	res := ParseGoBench(string(b))
+	if len(res) == 0 {
+		return nil, "no benchmark lines in the parser benchmark output:\n" + string(b)
+	}
+	return res, ""
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# make bench: Weir's performance report.
+#
+# Runs the protocol parser benchmarks, then TestBench (tests/bench), which
+# measures two pods on the real CNI chain without and with weir-daemon and
+# writes tests/bench/REPORT.md; finally prints the report.
+#
+# Needs root, wrk, h2load (nghttp2-client), nginx and curl. Reads
+# WEIR_BIN_DIR, WEIR_CNI_BIN_DIR, WEIR_TOOL_BIN_DIR (the Makefile sets them)
+# and, optionally:
+#   WEIR_BENCH_ROUNDS       alternating baseline/Weir rounds (default 3)
+#   WEIR_BENCH_DURATION     length of each load run (default 10s)
+#   WEIR_BENCH_CONNS        idle connections for the RSS scenario (default 10000; 0 skips)
+#   WEIR_BENCH_PACED        0 skips the paced 10k and 20k req/s runs
+#   WEIR_BENCH_DAEMON_ARGS  extra weir-daemon flags for the "with Weir" side (e.g. --oap ...)
+#   WEIR_BENCH_REPORT       where to write the report (default tests/bench/REPORT.md)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+GO=${GO:-go}
+cd "$REPO"
+
+[ "$(id -u)" -eq 0 ] || { echo "bench: needs root (network namespaces, bridges, eBPF)" >&2; exit 1; }
+for tool in wrk h2load nginx curl; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool not found on PATH" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/weir-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+echo "==> parser benchmarks (./daemon/protocol)"
+"$GO" test -run '^$' -bench . -benchmem ./daemon/protocol/ | tee "$work/parser.txt"
+
+echo "==> pod-to-pod benchmark (./tests/bench)"
+# The whole run is bounded: about 3 rounds x 4 runs x 10 s, 2 paced runs,
+# one connection scenario; the timeout only catches a hang.
+WEIR_BENCH=1 WEIR_BENCH_PARSER_OUT="$work/parser.txt" \
+  "$GO" test -count=1 -timeout 15m -run '^TestBench$' -v ./tests/bench/
+
+report=${WEIR_BENCH_REPORT:-$REPO/tests/bench/REPORT.md}
+echo
+cat "$report"
