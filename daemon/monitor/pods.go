@@ -20,6 +20,15 @@ type ServiceResolver interface {
 	Service(pod *enrollpb.Pod) string
 }
 
+// A ServiceResolver whose answers change after enrollment (labels read from
+// the runtime once it has recorded the sandbox, Services created later)
+// also implements Generationer; the pipeline names pods again whenever the
+// generation moves, so a name chosen before the resolver knew better does
+// not stick.
+type Generationer interface {
+	Generation() uint64
+}
+
 // OwnerServices is the default ServiceResolver: it derives the name of the
 // pod's owning workload from the pod name, the way the controllers build
 // pod names, so all replicas of one workload share a service:
@@ -75,16 +84,22 @@ func shortID(id string) string {
 // calls and read by the pipeline.
 type podIndex struct {
 	services ServiceResolver
+	gens     Generationer // nil: names never change
 
 	mu   sync.RWMutex
+	gen  uint64                   // resolver generation the names were taken at
+	src  map[uint32]*enrollpb.Pod // registry records, to name pods again
 	byID map[uint32]*flow.Pod
 	byIP map[netip.Addr]uint32
 	ips  map[uint32][]netip.Addr
 }
 
 func newPodIndex(s ServiceResolver) *podIndex {
+	g, _ := s.(Generationer)
 	return &podIndex{
 		services: s,
+		gens:     g,
+		src:      make(map[uint32]*enrollpb.Pod),
 		byID:     make(map[uint32]*flow.Pod),
 		byIP:     make(map[netip.Addr]uint32),
 		ips:      make(map[uint32][]netip.Addr),
@@ -106,6 +121,7 @@ func (x *podIndex) add(p *enrollpb.Pod, log *slog.Logger) {
 	defer x.mu.Unlock()
 	x.removeLocked(p.GetId())
 	x.byID[fp.ID] = fp
+	x.src[fp.ID] = p
 	x.ips[fp.ID] = ips
 	for _, a := range ips {
 		x.byIP[a] = fp.ID
@@ -126,10 +142,41 @@ func (x *podIndex) removeLocked(id uint32) {
 	}
 	delete(x.ips, id)
 	delete(x.byID, id)
+	delete(x.src, id)
+}
+
+// refresh names every pod again if the resolver's generation moved. Pods
+// whose name changed get a new flow.Pod: values already handed to
+// consumers are immutable.
+func (x *podIndex) refresh() {
+	if x.gens == nil {
+		return
+	}
+	g := x.gens.Generation()
+	x.mu.RLock()
+	same := g == x.gen
+	x.mu.RUnlock()
+	if same {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if g == x.gen {
+		return
+	}
+	x.gen = g
+	for id, fp := range x.byID {
+		if svc := x.services.Service(x.src[id]); svc != fp.Service {
+			np := *fp
+			np.Service = svc
+			x.byID[id] = &np
+		}
+	}
 }
 
 // byPodID returns the pod enrolled under id, or nil.
 func (x *podIndex) byPodID(id uint32) *flow.Pod {
+	x.refresh()
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return x.byID[id]
@@ -137,6 +184,7 @@ func (x *podIndex) byPodID(id uint32) *flow.Pod {
 
 // byAddr returns the local pod that owns address a, or nil.
 func (x *podIndex) byAddr(a netip.Addr) *flow.Pod {
+	x.refresh()
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	id, ok := x.byIP[a.Unmap()]

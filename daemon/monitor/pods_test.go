@@ -1,0 +1,54 @@
+package monitor
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+
+	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+)
+
+// labelResolver answers from a map that changes after enrollment, as the
+// CRI and Kubernetes resolvers do once the runtime has recorded the sandbox.
+type labelResolver struct {
+	names map[string]string
+	gen   uint64
+}
+
+func (r *labelResolver) Service(p *enrollpb.Pod) string {
+	if n, ok := r.names[p.GetName()]; ok {
+		return n
+	}
+	return OwnerServices{}.Service(p)
+}
+
+func (r *labelResolver) Generation() uint64 { return r.gen }
+
+func TestPodsAreNamedAgainWhenTheResolverLearnsMore(t *testing.T) {
+	r := &labelResolver{names: map[string]string{}}
+	x := newPodIndex(r)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	x.add(&enrollpb.Pod{Id: 3, Namespace: "shop", Name: "web-7d9f8b6c4d-x2x9z",
+		Ips: []*enrollpb.IPConfig{{Address: "10.1.0.3/24"}}}, log)
+
+	before := x.byPodID(3)
+	if before.Service != "web" {
+		t.Fatalf("owner name = %q, want web", before.Service)
+	}
+	r.names["web-7d9f8b6c4d-x2x9z"] = "storefront"
+	if got := x.byPodID(3).Service; got != "web" {
+		t.Fatalf("name changed to %q without a new generation", got)
+	}
+	r.gen++
+	after := x.byPodID(3)
+	if after.Service != "storefront" {
+		t.Fatalf("after the resolver learned the label: %q, want storefront", after.Service)
+	}
+	if before.Service != "web" || before == after {
+		t.Fatal("a flow.Pod already handed out was modified in place")
+	}
+	if p := x.byAddr(netip.MustParseAddr("10.1.0.3")); p != after {
+		t.Fatalf("by address: %+v, want the renamed pod", p)
+	}
+}
