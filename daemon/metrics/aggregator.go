@@ -39,6 +39,9 @@ type Aggregator struct {
 	opts   Options
 	routes []route
 	slots  int
+	// started bounds the span rates are computed over: a window longer
+	// than the aggregator's life would dilute them.
+	started time.Time
 
 	mu         sync.Mutex
 	pods       map[podKey]*podState
@@ -77,6 +80,7 @@ func New(opts Options) (*Aggregator, error) {
 		opts:     opts,
 		routes:   routes,
 		slots:    int(opts.Retention / opts.Step),
+		started:  opts.Now(),
 		pods:     make(map[podKey]*podState),
 		services: make(map[serviceKey]*serviceState),
 		edges:    make(map[edgeKey]*edgeState),

@@ -468,3 +468,28 @@ func TestConnectionCacheIsBoundedAndNeverStale(t *testing.T) {
 		t.Fatalf("after eviction edge bytesSent %d, want 11", e.TCP.BytesSent)
 	}
 }
+
+// A daemon that started 40 s ago has seen 40 s of traffic: its rate in a
+// five-minute window is requests per 40 s, not per five minutes.
+func TestRatesOfAYoungDaemonCoverOnlyItsLife(t *testing.T) {
+	c := &clock{now: t0}
+	a, err := New(Options{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, s := pairConns(1, frontend, catalog0)
+	c.Add(40 * time.Second)
+	for range 40 {
+		a.Exchange(exchange(s, "GET", "/", 200, time.Millisecond))
+	}
+	svcs, _ := a.Services(5 * time.Minute)
+	if rpm := findService(t, svcs, "catalog.shop").HTTP.RPM; rpm != 60 {
+		t.Fatalf("rpm = %v, want 60 (40 requests in the daemon's 40 s)", rpm)
+	}
+	c.Add(10 * time.Minute)
+	a.Exchange(exchange(s, "GET", "/", 200, time.Millisecond))
+	svcs, _ = a.Services(5 * time.Minute)
+	if rpm := findService(t, svcs, "catalog.shop").HTTP.RPM; rpm != 0.2 {
+		t.Fatalf("rpm = %v, want 0.2 (1 request in a full 5m window)", rpm)
+	}
+}

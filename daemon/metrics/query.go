@@ -75,6 +75,17 @@ func successRate(requests, errors uint64) float64 {
 	return float64(requests-errors) / float64(requests)
 }
 
+// rateSpan is the time a window's rates are computed over: the window, or
+// less when the aggregator has existed for less (at least one step), so a
+// daemon started 40 s ago does not report a fifth of its real rate in a
+// five-minute window.
+func (a *Aggregator) rateSpan(w time.Duration) time.Duration {
+	if life := a.opts.Now().Sub(a.started); life < w {
+		return max(life, a.opts.Step)
+	}
+	return w
+}
+
 func (h *httpAgg) view(w time.Duration) view.HTTP {
 	return view.HTTP{
 		Requests: h.requests, Errors: h.errors, RPM: float64(h.requests) / w.Minutes(),
@@ -142,7 +153,7 @@ func (a *Aggregator) Services(w time.Duration) ([]view.Service, error) {
 		}
 		out = append(out, view.Service{
 			Name: s.name, Service: s.key.service, Namespace: s.key.namespace, Pods: pods,
-			HTTP: h.view(w), TCP: t.view(),
+			HTTP: h.view(a.rateSpan(w)), TCP: t.view(),
 		})
 	}
 	slices.SortFunc(out, func(x, y view.Service) int { return cmp.Compare(x.Name, y.Name) })
@@ -193,7 +204,7 @@ func (a *Aggregator) Topology(w time.Duration) (view.Topology, error) {
 		if ed.proto != "" {
 			proto = string(ed.proto)
 		}
-		hv, tv := h.view(w), t.view()
+		hv, tv := h.view(a.rateSpan(w)), t.view()
 		topo.Edges = append(topo.Edges, view.Edge{
 			Source: addNode(ed.key.client), Target: addNode(ed.key.server), Protocol: proto,
 			HTTP: hv, TCP: tv,
@@ -244,7 +255,7 @@ func (a *Aggregator) Endpoints(name string, w time.Duration) ([]view.Endpoint, e
 			return
 		}
 		v := view.Endpoint{
-			Endpoint: ep.name, Requests: h.requests, Errors: h.errors, RPM: float64(h.requests) / w.Minutes(),
+			Endpoint: ep.name, Requests: h.requests, Errors: h.errors, RPM: float64(h.requests) / a.rateSpan(w).Minutes(),
 			SuccessRate: successRate(h.requests, h.errors), LatencyMs: h.latency(),
 		}
 		if ep != s.other {
