@@ -258,8 +258,9 @@ func TestReportsRefusedConnect(t *testing.T) {
 
 // TestCapturesLargeTransfersWithExactSizes sends 3 MiB in three write
 // syscalls with a 256 KiB capture limit: every syscall reports at most
-// MaxChunksPerSyscall chunks with payload, the rest size-only; sizes and
-// offsets cover every byte, and what payload there is matches the stream.
+// MaxChunksPerSyscall chunks with payload, the rest size-only, and past the
+// limit only its first chunk; sizes and offsets cover every byte, and what
+// payload there is matches the stream.
 func TestCapturesLargeTransfersWithExactSizes(t *testing.T) {
 	const limit = 256 << 10
 	r := startCollector(t, Config{CaptureLimit: limit})
@@ -321,7 +322,8 @@ func TestCapturesLargeTransfersWithExactSizes(t *testing.T) {
 		}
 		// Model the kernel side: per syscall (events sharing Start and
 		// End), payload in at most MaxChunksPerSyscall chunks while the
-		// connection's budget lasts.
+		// connection's budget lasts, and past it the syscall's first
+		// chunk.
 		budget := uint64(limit)
 		var truncated int
 		for i := 0; i < len(st.events); {
@@ -339,7 +341,7 @@ func TestCapturesLargeTransfersWithExactSizes(t *testing.T) {
 					truncated++
 				}
 			}
-			want := min(size, uint64(MaxChunksPerSyscall*DefaultChunkSize), budget)
+			want := min(size, uint64(MaxChunksPerSyscall*DefaultChunkSize), max(budget, DefaultChunkSize))
 			var got uint64
 			for _, d := range st.events[i:j] {
 				got += uint64(len(d.Payload))
@@ -347,7 +349,7 @@ func TestCapturesLargeTransfersWithExactSizes(t *testing.T) {
 			if got != want || withPayload > MaxChunksPerSyscall {
 				t.Fatalf("%v: syscall of %d bytes captured %d in %d chunks, want %d", o.Role, size, got, withPayload, want)
 			}
-			budget -= got
+			budget -= min(budget, got)
 			i = j
 		}
 		if truncated == 0 {

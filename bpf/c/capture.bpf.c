@@ -38,7 +38,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Load-time knobs, set from Go through CollectionSpec.Variables. */
 volatile const __u32 chunk_size = 4096;           /* 1..MAX_CHUNK_SIZE */
-volatile const __u64 capture_limit = 1ULL << 20;  /* per conn and direction; 0 = unlimited */
+volatile const __u64 capture_limit = 1ULL << 20;  /* per conn and direction, beyond each syscall's first chunk; 0 = unlimited */
 
 /* Source of connection ids; 0 is never handed out. */
 __u64 next_conn_id = 0;
@@ -632,8 +632,17 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	l->offset = cs->bytes[dir];
 	l->captured = cs->captured[dir];
 	l->budget = ~0ULL;
-	if (capture_limit)
+	if (capture_limit) {
 		l->budget = capture_limit > l->captured ? capture_limit - l->captured : 0;
+		/* Past the connection's limit, the first chunk of every syscall
+		 * is still captured. Message headers start syscalls (a server
+		 * writes a response's head first, a client its request), so a
+		 * long-lived keep-alive connection keeps yielding HTTP records
+		 * instead of going dark after its first capture_limit bytes,
+		 * while the bytes copied stay bounded per syscall. */
+		if (l->budget < chunk_size)
+			l->budget = chunk_size;
+	}
 	l->left = ret;
 
 	switch (syscall) {

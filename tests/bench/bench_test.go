@@ -144,7 +144,9 @@ func TestBench(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(oap.Stop)
-		cfg.DaemonArgs = append(cfg.DaemonArgs, flag, oap.Addr())
+		// The in-process receiver speaks plaintext gRPC, like an OAP on
+		// its default port; the exporter uses TLS unless told otherwise.
+		cfg.DaemonArgs = append(cfg.DaemonArgs, flag, oap.Addr(), "--oap-insecure")
 		rep.OAP = true
 	} else {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("weir-daemon has no --%s flag: export to SkyWalking is not part of this run.", cfg.OAPFlag))

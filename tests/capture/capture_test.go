@@ -311,8 +311,15 @@ func TestLargeTransfersAreFlaggedTruncatedWithExactCounts(t *testing.T) {
 				if side.dir == "egress" {
 					b = d.Egress
 				}
-				if len(b) > limit {
-					t.Errorf("%s dump of connection %d holds %d bytes, above the capture limit %d", side.dir, side.conn.ID, len(b), limit)
+				// Past the limit, each syscall still gives its first
+				// chunk (where message headers start).
+				syscalls := side.conn.SyscallsRecv
+				if side.dir == "egress" {
+					syscalls = side.conn.SyscallsSent
+				}
+				if bound := uint64(limit) + syscalls*chunk; uint64(len(b)) > bound {
+					t.Errorf("%s dump of connection %d holds %d bytes, above the capture limit %d plus one %d-byte chunk for each of %d syscalls",
+						side.dir, side.conn.ID, len(b), limit, chunk, syscalls)
 				}
 				// The response header travels in the first chunk, which
 				// is captured whole.
@@ -322,6 +329,48 @@ func TestLargeTransfersAreFlaggedTruncatedWithExactCounts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A keep-alive connection that has moved far more than the capture limit
+// keeps yielding HTTP records: past the limit the kernel side still
+// captures the first chunk of every syscall, where each request and
+// response head starts, and bodies are skipped by their exact sizes.
+func TestKeepAliveConnectionPastTheCaptureLimitKeepsYieldingRecords(t *testing.T) {
+	const (
+		limit = 16 << 10
+		n     = 60
+	)
+	f := newFixture(t, fixtureOptions{daemonArgs: []string{"--bpf.capture-limit", strconv.Itoa(limit)}})
+	srv := f.startServer(t)
+	var rep peers.HTTPClientReport
+	if err := peers.RunJSON(runCtx(t), f.client, &rep, "http-client", "-url", "http://"+srv.String(),
+		"-n", strconv.Itoa(n), "-paths", "/past/bytes/2000"); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Conns) != 1 || rep.Conns[0].Recv < 4*limit {
+		t.Fatalf("client: %d connections, %d bytes received; want 1 connection well past the %d-byte limit", len(rep.Conns), rep.Conns[0].Recv, limit)
+	}
+	for _, pod := range []*harness.Pod{f.client, f.server} {
+		var got []harness.Request
+		err := harness.Poll(runCtx(t), 100*time.Millisecond, func() (bool, error) {
+			reqs, err := f.daemon.Requests(runCtx(t), podKey(pod), 1000)
+			got = nil
+			for _, r := range reqs {
+				if r.Path == "/past/bytes/2000" {
+					got = append(got, r)
+				}
+			}
+			return len(got) >= n, err
+		})
+		if err != nil || len(got) != n {
+			t.Fatalf("%s: %d records of %d requests (%v)", podKey(pod), len(got), n, err)
+		}
+		for _, r := range got {
+			if r.Status != 200 || r.Method != "GET" {
+				t.Fatalf("%s: record %+v, want GET 200", podKey(pod), r)
+			}
+		}
 	}
 }
 
