@@ -101,6 +101,9 @@ func TestOverloadIsCountedAndRunKeepsGoing(t *testing.T) {
 	if st.DecodeErrors != 0 {
 		t.Fatalf("%d records failed to decode", st.DecodeErrors)
 	}
+	if st.RingBufferSize != 64<<10 || st.RingBufferUsed < 0 || st.RingBufferUsed > st.RingBufferSize {
+		t.Fatalf("ring buffer use %d of %d, want a size of 64 KiB", st.RingBufferUsed, st.RingBufferSize)
+	}
 }
 
 func TestFeatureProbeReportsEachTierWithReason(t *testing.T) {

@@ -35,6 +35,10 @@ type ReaderStats struct {
 	Records      uint64 // ring buffer records read
 	DecodeErrors uint64 // records that were malformed or of unknown type
 	ScanDropped  uint64 // processes found by Enroll's scan that did not fit the queue
+	// RingBufferUsed is how many bytes wait in the ring buffer to be read
+	// now, out of RingBufferSize: a reader falling behind shows here
+	// before the kernel side starts dropping.
+	RingBufferUsed, RingBufferSize int
 }
 
 // ReaderStats returns the user-space counters.
@@ -43,6 +47,9 @@ func (c *Collector) ReaderStats() ReaderStats {
 		Records:      c.stats.records.Load(),
 		DecodeErrors: c.stats.decodeErrors.Load(),
 		ScanDropped:  c.stats.scanDropped.Load(),
+
+		RingBufferUsed: c.reader.AvailableBytes(),
+		RingBufferSize: c.reader.BufferSize(),
 	}
 }
 

@@ -23,6 +23,7 @@ type metrics struct {
 	lateChunks      atomic.Uint64
 
 	bpfLost, bpfRecords, bpfDecodeErrors, bpfScanDropped, hookTier, captureEnabled *prometheus.Desc
+	ringUsed, ringSize                                                             *prometheus.Desc
 	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs          *prometheus.Desc
 	opsDesc, exch, exchForced, reqKept, reqOverwritten, enrollErrors, dumpSkipped  *prometheus.Desc
 	dumpErrors, monitoredPods, lateChunksDesc                                      *prometheus.Desc
@@ -36,6 +37,8 @@ func newMetrics(m *Monitor) *metrics {
 		m:               m,
 		bpfLost:         d("bpf_events_lost_total", "Events the eBPF side dropped or could not report fully, by reason.", "reason"),
 		bpfRecords:      d("bpf_records_total", "Ring buffer records read."),
+		ringUsed:        d("bpf_ring_buffer_used_bytes", "Bytes waiting in the eBPF ring buffer to be read."),
+		ringSize:        d("bpf_ring_buffer_size_bytes", "Size of the eBPF ring buffer."),
 		bpfDecodeErrors: d("bpf_decode_errors_total", "Ring buffer records that were malformed or of unknown type."),
 		bpfScanDropped:  d("bpf_scan_dropped_total", "Processes found by the enrollment scan that did not fit the queue."),
 		hookTier:        d("hook_tier", "The richest eBPF hook tier attached (1 for the active tier).", "tier"),
@@ -71,7 +74,7 @@ func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
 
 // Describe implements prometheus.Collector.
 func (x *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfRecords, x.bpfDecodeErrors, x.bpfScanDropped, x.hookTier,
+	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfRecords, x.bpfDecodeErrors, x.bpfScanDropped, x.hookTier, x.ringUsed, x.ringSize,
 		x.captureEnabled, x.protoRecords, x.protoIncomplete, x.protoLimits, x.protoErrors, x.protoResyncs, x.opsDesc,
 		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.lateChunksDesc} {
 		ch <- d
@@ -108,6 +111,8 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(x.bpfRecords, rs.Records)
 		counter(x.bpfDecodeErrors, rs.DecodeErrors)
 		counter(x.bpfScanDropped, rs.ScanDropped)
+		gauge(x.ringUsed, float64(rs.RingBufferUsed))
+		gauge(x.ringSize, float64(rs.RingBufferSize))
 	} else {
 		gauge(x.captureEnabled, 0)
 	}

@@ -77,7 +77,9 @@ func (f *fakeCollector) Counters() (bpf.Counters, error) {
 	return bpf.Counters{"ringbuf_full": 7, "chunk_truncated": 0}, nil
 }
 
-func (f *fakeCollector) ReaderStats() bpf.ReaderStats { return bpf.ReaderStats{Records: 11} }
+func (f *fakeCollector) ReaderStats() bpf.ReaderStats {
+	return bpf.ReaderStats{Records: 11, RingBufferUsed: 4096, RingBufferSize: 1 << 20}
+}
 
 func (f *fakeCollector) Close() error { f.closed.Store(true); return nil }
 
@@ -585,9 +587,16 @@ weir_pipeline_kernel_ops_total{kind="write"} 0
 # HELP weir_bpf_records_total Ring buffer records read.
 # TYPE weir_bpf_records_total counter
 weir_bpf_records_total 11
+# HELP weir_bpf_ring_buffer_used_bytes Bytes waiting in the eBPF ring buffer to be read.
+# TYPE weir_bpf_ring_buffer_used_bytes gauge
+weir_bpf_ring_buffer_used_bytes 4096
+# HELP weir_bpf_ring_buffer_size_bytes Size of the eBPF ring buffer.
+# TYPE weir_bpf_ring_buffer_size_bytes gauge
+weir_bpf_ring_buffer_size_bytes 1.048576e+06
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected),
-		"weir_bpf_events_lost_total", "weir_hook_tier", "weir_pipeline_kernel_ops_total", "weir_bpf_records_total"); err != nil {
+		"weir_bpf_events_lost_total", "weir_hook_tier", "weir_pipeline_kernel_ops_total", "weir_bpf_records_total",
+		"weir_bpf_ring_buffer_used_bytes", "weir_bpf_ring_buffer_size_bytes"); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := testutil.GatherAndCount(reg, "weir_capture_events_total"); err != nil || n != 3 {
