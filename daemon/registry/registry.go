@@ -41,6 +41,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/daemon/internal/atomicfile"
 )
 
 const (
@@ -412,46 +413,5 @@ func (r *Registry) persistLocked(nextID uint32, pods func(yield func(*enrollpb.P
 	if err != nil {
 		return fmt.Errorf("encode registry: %w", err)
 	}
-	return r.writeAtomic(append(data, '\n'))
-}
-
-func (r *Registry) writeAtomic(data []byte) (err error) {
-	tmp := r.path + tempSuffix
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, err)
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if r.beforeRename != nil {
-		if err := r.beforeRename(); err != nil {
-			return err
-		}
-	}
-	if err := os.Rename(tmp, r.path); err != nil {
-		return fmt.Errorf("rename %s into place: %w", tmp, err)
-	}
-	dir, err := os.Open(filepath.Dir(r.path))
-	if err != nil {
-		return fmt.Errorf("open state dir for fsync: %w", err)
-	}
-	defer dir.Close()
-	if err := dir.Sync(); err != nil {
-		return fmt.Errorf("fsync state dir: %w", err)
-	}
-	return nil
+	return atomicfile.Write(r.path, append(data, '\n'), atomicfile.Options{Temp: r.path + tempSuffix, BeforeRename: r.beforeRename})
 }

@@ -40,6 +40,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/daemon/internal/atomicfile"
 )
 
 const (
@@ -138,7 +139,7 @@ func (s *Spool) Write(rec *enrollpb.SpoolRecord) (string, error) {
 		return "", fmt.Errorf("spool write: %w", err)
 	}
 	final := filepath.Join(s.dir, name)
-	if err := writeFileAtomic(final, filepath.Join(s.dir, tempPrefix+name), data); err != nil {
+	if err := atomicfile.Write(final, data, atomicfile.Options{Temp: filepath.Join(s.dir, tempPrefix+name), Exclusive: true}); err != nil {
 		return "", fmt.Errorf("spool write: %w", err)
 	}
 	return final, nil
@@ -285,47 +286,6 @@ func recordWithTime(rec *enrollpb.SpoolRecord, now time.Time) *enrollpb.SpoolRec
 		out.Op = &enrollpb.SpoolRecord_Unenroll{Unenroll: op.Unenroll}
 	}
 	return out
-}
-
-// writeFileAtomic makes data visible at final only once it is complete and
-// durable: write to tmp, fsync, rename over final, fsync the directory.
-func writeFileAtomic(final, tmp string, data []byte) (err error) {
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("create temp file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("fsync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("rename into place: %w", err)
-	}
-	return syncDir(filepath.Dir(final))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir for fsync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
-	}
-	return nil
 }
 
 func readRecord(path string) (*enrollpb.SpoolRecord, error) {
