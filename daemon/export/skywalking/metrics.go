@@ -121,6 +121,10 @@ func newMetricDescs() metricDescs {
 
 var _ prometheus.Collector = (*Exporter)(nil)
 
+// RegisterMetrics implements daemon.PrometheusRegistrar, the only way a
+// component's collector reaches the daemon's /metrics.
+func (e *Exporter) RegisterMetrics(r prometheus.Registerer) error { return r.Register(e) }
+
 // Describe implements prometheus.Collector.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	m := &e.metrics
