@@ -93,6 +93,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.connsClosed, s.ConnsExpired, ReasonIdle)
 	counter(c.connsClosed, s.FDReused, ReasonFDReused)
 	counter(c.connsClosed, s.ConnsClosed, ReasonClosed)
+	counter(c.connsClosed, s.ConnsExited, ReasonExited)
 	gauge(c.buffered, s.BufferedBytes)
 	if c.cgroup != nil {
 		cs := c.cgroup.Stats()

@@ -12,11 +12,12 @@ import (
 
 // Close reasons recorded on a connection that left the table.
 const (
-	ReasonClosed   = "closed"    // the process closed the fd (ConnClose)
-	ReasonFDReused = "fd-reused" // a new connection appeared on the same (tgid, fd): the close was lost
-	ReasonIdle     = "idle"      // no event for Config.IdleTimeout
-	ReasonEvicted  = "evicted"   // the table was full (Config.MaxConns)
-	ReasonShutdown = "shutdown"  // CloseAll
+	ReasonClosed   = "closed"       // the process closed the fd (ConnClose)
+	ReasonFDReused = "fd-reused"    // a new connection appeared on the same (tgid, fd): the close was lost
+	ReasonIdle     = "idle"         // no event for Config.IdleTimeout
+	ReasonEvicted  = "evicted"      // the table was full (Config.MaxConns)
+	ReasonShutdown = "shutdown"     // CloseAll
+	ReasonExited   = "process-exit" // the owning process exited holding the fd; the kernel closed it
 )
 
 // Reasons for flushing a reorder buffer early, i.e. declaring the events it
@@ -57,6 +58,7 @@ type Stats struct {
 	ConnsExpired uint64 // expired after IdleTimeout
 	FDReused     uint64 // closed because a new connection took their (tgid, fd)
 	ConnsClosed  uint64 // closed by a ConnClose event
+	ConnsExited  uint64 // closed because their process exited holding them
 
 	UnknownConnData  uint64 // data events that created a connection never opened
 	UnknownConnClose uint64 // closes of a connection never seen (ignored)
@@ -96,6 +98,7 @@ type Table struct {
 	mu       sync.Mutex
 	conns    map[event.ConnID]*Conn
 	byFD     map[fdKey]*Conn
+	perTGID  map[uint32]int     // connections indexed in byFD per process
 	pending  map[*Conn]struct{} // connections holding reordered events
 	lruHead  *Conn              // least recently active
 	lruTail  *Conn              // most recently active
@@ -118,6 +121,7 @@ func NewTable(cfg Config) (*Table, error) {
 		log:     cfg.Logger.With("component", "capture"),
 		conns:   make(map[event.ConnID]*Conn),
 		byFD:    make(map[fdKey]*Conn),
+		perTGID: make(map[uint32]int),
 		pending: make(map[*Conn]struct{}),
 		closed:  newClosedRing(cfg.ClosedRing),
 	}, nil
@@ -316,15 +320,51 @@ func (t *Table) setProc(c *Conn, p event.Process, fd int32) {
 	}
 	k := fdKey{p.TGID, fd}
 	if oldKey := c.fdKey(); c.indexed && oldKey != k && t.byFD[oldKey] == c {
-		delete(t.byFD, oldKey)
+		t.unindex(oldKey)
 	}
 	c.Proc, c.PodID, c.FD = p, p.PodID, fd
 	if old := t.byFD[k]; old != nil && old != c {
 		t.stats.FDReused++
 		t.finish(old, c.firstSeen, ReasonFDReused)
 	}
-	t.byFD[k] = c
+	if t.byFD[k] != c {
+		t.byFD[k] = c
+		t.perTGID[k.tgid]++
+	}
 	c.indexed = true
+}
+
+func (t *Table) unindex(k fdKey) {
+	delete(t.byFD, k)
+	if t.perTGID[k.tgid]--; t.perTGID[k.tgid] <= 0 {
+		delete(t.perTGID, k.tgid)
+	}
+}
+
+// Process implements event.ProcessSink. A process that exits holding
+// sockets makes no close syscall: the kernel closes them. When the
+// thread-group leader exits, the process's connections end here, with a
+// close at the exit time (kernel byte totals unknown).
+func (t *Table) Process(e event.ProcessEvent) {
+	if e.Kind != event.ProcessExit || e.Proc.TID != e.Proc.TGID {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.perTGID[e.Proc.TGID] == 0 {
+		return
+	}
+	for k, c := range t.byFD {
+		if k.tgid != e.Proc.TGID {
+			continue
+		}
+		c.closeEvent = &event.ConnClose{Conn: c.ID, Proc: c.Proc, FD: c.FD, Start: e.Time, End: e.Time, Success: true}
+		if e.Time > c.lastSeen {
+			c.lastSeen = e.Time
+		}
+		t.stats.ConnsExited++
+		t.finish(c, e.Time, ReasonExited)
+	}
 }
 
 // finish removes c from the table: its reorder buffers are flushed, its
@@ -344,7 +384,7 @@ func (t *Table) finish(c *Conn, now event.Timestamp, reason string) {
 	}
 	delete(t.conns, c.ID)
 	if t.byFD[c.fdKey()] == c {
-		delete(t.byFD, c.fdKey())
+		t.unindex(c.fdKey())
 	}
 	t.lruRemove(c)
 	info := c.info(t.cfg.BootTime, false)

@@ -479,3 +479,53 @@ func ids(cs []ConnInfo) []uint64 {
 	}
 	return out
 }
+
+// A process that exits holding sockets makes no close syscall: its
+// connections end at the leader's exit, with a close the observer sees;
+// another process's connections and a thread's exit leave them alone.
+func TestExitOfTheProcessClosesItsConnections(t *testing.T) {
+	obs := &closeObserver{}
+	tab, rec := newTestTable(t, Config{Observer: obs})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
+	tab.ConnOpen(openEv(2, 100, 6, event.RoleServer, 1000))
+	tab.ConnOpen(openEv(3, 200, 5, event.RoleClient, 1000))
+
+	tab.Process(event.ProcessEvent{Kind: event.ProcessExit, Proc: event.Process{TGID: 100, TID: 101}, Time: 5000})
+	if st := tab.Stats(); st.ConnsExited != 0 || st.ConnsTracked != 3 {
+		t.Fatalf("a thread's exit ended connections: %+v", st)
+	}
+	tab.Process(event.ProcessEvent{Kind: event.ProcessExit, Proc: event.Process{TGID: 100, TID: 100}, Time: 9000})
+	if st := tab.Stats(); st.ConnsExited != 2 || st.ConnsTracked != 1 {
+		t.Fatalf("exited=%d tracked=%d, want 2 1", st.ConnsExited, st.ConnsTracked)
+	}
+	for _, id := range []event.ConnID{1, 2} {
+		if ci := connInfo(t, tab, id); ci.State != "closed" || ci.CloseReason != ReasonExited {
+			t.Errorf("conn %d state %q reason %q", id, ci.State, ci.CloseReason)
+		}
+		if !rec.Stream(id).Closed() {
+			t.Errorf("conn %d stream not closed", id)
+		}
+	}
+	if rec.Stream(3).Closed() {
+		t.Error("another process's connection was closed")
+	}
+	if len(obs.closes) != 2 || obs.closes[0].End != 9000 || !obs.closes[0].Success {
+		t.Fatalf("observer closes %+v, want two at the exit time", obs.closes)
+	}
+	// A later exit of the same tgid finds nothing left.
+	tab.Process(event.ProcessEvent{Kind: event.ProcessExit, Proc: event.Process{TGID: 100, TID: 100}, Time: 9500})
+	if st := tab.Stats(); st.ConnsExited != 2 {
+		t.Fatalf("exited=%d after a second exit, want 2", st.ConnsExited)
+	}
+}
+
+type closeObserver struct{ closes []event.ConnClose }
+
+func (o *closeObserver) ConnOpened(*Conn, event.ConnOpen) {}
+func (o *closeObserver) DataArrived(*Conn, event.Data)    {}
+func (o *closeObserver) Swept(event.Timestamp)            {}
+func (o *closeObserver) ConnFinished(_ *Conn, _ ConnInfo, ev *event.ConnClose) {
+	if ev != nil {
+		o.closes = append(o.closes, *ev)
+	}
+}

@@ -160,9 +160,9 @@ func (f *fixture) testPrometheus(t *testing.T) {
 	}
 	// Connections: the client pod's only TCP connections are the
 	// http-client's, one successful connect each, so the counts are
-	// exact. Closes are at most that many: a socket the client's process
-	// released by exiting was never closed by a close call (see the
-	// SkyWalking case).
+	// exact. Closes are at most that many: sockets the client's process
+	// released by exiting are closed at its exit, but one can still be
+	// missed (see the SkyWalking case).
 	conns, apiConns := float64(truth.conns), float64(truth.apiConns)
 	check("weir_pod_tcp_connects_total{web}", s.sum("weir_pod_tcp_connects_total", web), conns, conns)
 	check("weir_pod_tcp_closes_total{web}", s.sum("weir_pod_tcp_closes_total", web), 1, conns)
