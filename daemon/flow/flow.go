@@ -32,6 +32,9 @@ type Process struct {
 	PID         uint32
 	Comm        string
 	ContainerID string // 64-hex id from the cgroup path; empty if unknown
+	// ContainerName is the container's name in the pod spec, from the
+	// runtime (CRI); empty until the runtime has answered.
+	ContainerName string
 }
 
 // Peer is one end of a connection. Pod is set when the address belongs to a

@@ -129,16 +129,20 @@ func (cs *connState) ensureParser() *protocol.Conn {
 // values handed to consumers are immutable.
 func (cs *connState) flow() *flow.Connection {
 	c := cs.c
+	local := cs.p.pods.byPodID(c.PodID) // renamed pods are new values
+	container := cs.p.pods.containerName(c.PodID, c.ContainerID)
 	if fc := cs.fc; fc != nil && fc.Role == c.Role && fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote &&
-		fc.Process.PID == c.Proc.TGID && fc.Process.ContainerID == c.ContainerID {
+		fc.Process.PID == c.Proc.TGID && fc.Process.ContainerID == c.ContainerID &&
+		fc.Local.Pod == local && fc.Process.ContainerName == container {
 		return fc
 	}
 	fc := &flow.Connection{
-		ID:      c.ID,
-		Role:    c.Role,
-		Local:   flow.Peer{Addr: c.Local, Pod: cs.p.pods.byPodID(c.PodID)},
-		Remote:  flow.Peer{Addr: c.Remote},
-		Process: flow.Process{PID: c.Proc.TGID, Comm: c.Proc.Comm, ContainerID: c.ContainerID},
+		ID:     c.ID,
+		Role:   c.Role,
+		Local:  flow.Peer{Addr: c.Local, Pod: local},
+		Remote: flow.Peer{Addr: c.Remote},
+		Process: flow.Process{PID: c.Proc.TGID, Comm: c.Proc.Comm, ContainerID: c.ContainerID,
+			ContainerName: container},
 	}
 	if c.Remote.IsValid() {
 		fc.Remote.Pod = cs.p.pods.byAddr(c.Remote.Addr())

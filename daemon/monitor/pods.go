@@ -29,6 +29,12 @@ type Generationer interface {
 	Generation() uint64
 }
 
+// A ServiceResolver that can also name a pod's containers (from the
+// runtime's CRI) implements ContainerNamer; it must answer from memory.
+type ContainerNamer interface {
+	ContainerName(sandboxID, containerID string) string
+}
+
 // OwnerServices is the default ServiceResolver: it derives the name of the
 // pod's owning workload from the pod name, the way the controllers build
 // pod names, so all replicas of one workload share a service:
@@ -172,6 +178,22 @@ func (x *podIndex) refresh() {
 			x.byID[id] = &np
 		}
 	}
+}
+
+// containerName names container containerID of pod id, or "" when the
+// resolver cannot (yet).
+func (x *podIndex) containerName(id uint32, containerID string) string {
+	cn, ok := x.services.(ContainerNamer)
+	if !ok || containerID == "" {
+		return ""
+	}
+	x.mu.RLock()
+	src := x.src[id]
+	x.mu.RUnlock()
+	if src == nil {
+		return ""
+	}
+	return cn.ContainerName(src.GetContainerId(), containerID)
 }
 
 // byPodID returns the pod enrolled under id, or nil.

@@ -52,3 +52,32 @@ func TestPodsAreNamedAgainWhenTheResolverLearnsMore(t *testing.T) {
 		t.Fatalf("by address: %+v, want the renamed pod", p)
 	}
 }
+
+// namingResolver also names containers, as the CRI resolver does.
+type namingResolver struct {
+	OwnerServices
+	asked []string
+}
+
+func (r *namingResolver) ContainerName(sandboxID, containerID string) string {
+	r.asked = append(r.asked, sandboxID+"/"+containerID)
+	return "web"
+}
+
+func TestContainersAreNamedThroughThePodsSandbox(t *testing.T) {
+	r := &namingResolver{}
+	x := newPodIndex(r)
+	x.add(&enrollpb.Pod{Id: 4, ContainerId: "sandbox-1", Namespace: "shop", Name: "web-0"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if got := x.containerName(4, "c0ffee"); got != "web" {
+		t.Fatalf("container name %q, want web", got)
+	}
+	if len(r.asked) != 1 || r.asked[0] != "sandbox-1/c0ffee" {
+		t.Fatalf("resolver asked %q, want the pod's sandbox and the container", r.asked)
+	}
+	if got := x.containerName(99, "c0ffee"); got != "" {
+		t.Fatalf("unknown pod: %q, want empty", got)
+	}
+	if got := newPodIndex(OwnerServices{}).containerName(4, "c0ffee"); got != "" {
+		t.Fatalf("a resolver that cannot name containers gave %q", got)
+	}
+}

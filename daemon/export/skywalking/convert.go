@@ -200,7 +200,7 @@ func (b *builder) localAddress(c *flow.Connection) *alv3.ConnectionAddress {
 	return &alv3.ConnectionAddress{Address: &alv3.ConnectionAddress_Kubernetes{Kubernetes: &alv3.KubernetesProcessAddress{
 		ServiceName:   b.serviceName(c.Local.Pod),
 		PodName:       c.Local.Pod.Name,
-		ContainerName: shortContainerID(c.Process.ContainerID),
+		ContainerName: containerName(c.Process),
 		ProcessName:   c.Process.Comm,
 		Port:          int32(c.Local.Addr.Port()),
 	}}}
@@ -513,4 +513,13 @@ func traceInfo(t tracectx.Context) *alv3.AccessLogTraceInfo {
 			TraceId: t.TraceID, SpanId: t.SpanID}
 	}
 	return nil
+}
+
+// containerName is the container's name from the runtime, or its short id
+// until the runtime has answered.
+func containerName(p flow.Process) string {
+	if p.ContainerName != "" {
+		return p.ContainerName
+	}
+	return shortContainerID(p.ContainerID)
 }

@@ -799,3 +799,15 @@ func TestReadsAndWritesGoOnlyWithTheirExchangeByDefault(t *testing.T) {
 		t.Fatalf("enqueued %d, filtered %v: want the connect queued and both reads/writes filtered", st.Enqueued, st.Filtered)
 	}
 }
+
+// The runtime's container name wins over the short container id, which
+// stands in until the runtime has answered.
+func TestContainerNameFromTheRuntimeOrTheShortID(t *testing.T) {
+	id := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	if got := containerName(flow.Process{ContainerID: id, ContainerName: "nginx"}); got != "nginx" {
+		t.Errorf("with a runtime name: %q, want nginx", got)
+	}
+	if got := containerName(flow.Process{ContainerID: id}); got != "0123456789ab" {
+		t.Errorf("without: %q, want the short id", got)
+	}
+}
