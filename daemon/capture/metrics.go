@@ -12,7 +12,7 @@ type Collector struct {
 	cgroup *CgroupResolver
 
 	events, drops, flushes, gaps, gapBytes, lost, reordered, truncated *prometheus.Desc
-	conns, connsCreated, connsClosed, buffered                         *prometheus.Desc
+	conns, connsCreated, connsClosed, buffered, fdReused               *prometheus.Desc
 	cgLookups, cgWalks, cgDrops, cgCached                              *prometheus.Desc
 }
 
@@ -36,6 +36,7 @@ func NewCollector(t *Table, cg *CgroupResolver) *Collector {
 		truncated:    d("truncated_events_total", "Data events whose payload was shorter than their size."),
 		conns:        d("connections", "Connections currently in the table, or closed ones retained for the API.", "state"),
 		connsCreated: d("connections_created_total", "Connections that entered the table."),
+		fdReused:     d("fd_reused_total", "Open connections whose fd a new connection took before their close arrived."),
 		connsClosed:  d("connections_closed_total", "Connections that left the table, by reason.", "reason"),
 		buffered:     d("buffered_bytes", "Payload bytes held in reorder buffers."),
 		cgLookups:    d("cgroup_lookups_total", "Cgroup id lookups, by result of the cache.", "result"),
@@ -48,7 +49,7 @@ func NewCollector(t *Table, cg *CgroupResolver) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.events, c.drops, c.flushes, c.gaps, c.gapBytes, c.lost, c.reordered,
-		c.truncated, c.conns, c.connsCreated, c.connsClosed, c.buffered} {
+		c.truncated, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused} {
 		ch <- d
 	}
 	if c.cgroup != nil {
@@ -91,7 +92,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.connsCreated, s.ConnsCreated)
 	counter(c.connsClosed, s.ConnsDropped, ReasonEvicted)
 	counter(c.connsClosed, s.ConnsExpired, ReasonIdle)
-	counter(c.connsClosed, s.FDReused, ReasonFDReused)
+	counter(c.fdReused, s.FDReused)
 	counter(c.connsClosed, s.ConnsClosed, ReasonClosed)
 	counter(c.connsClosed, s.ConnsExited, ReasonExited)
 	gauge(c.buffered, s.BufferedBytes)

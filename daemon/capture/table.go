@@ -13,7 +13,7 @@ import (
 // Close reasons recorded on a connection that left the table.
 const (
 	ReasonClosed   = "closed"       // the process closed the fd (ConnClose)
-	ReasonFDReused = "fd-reused"    // a new connection appeared on the same (tgid, fd): the close was lost
+	ReasonFDReused = "fd-reused"    // kept for API compatibility; fd reuse no longer ends a connection (see setProc)
 	ReasonIdle     = "idle"         // no event for Config.IdleTimeout
 	ReasonEvicted  = "evicted"      // the table was full (Config.MaxConns)
 	ReasonShutdown = "shutdown"     // CloseAll
@@ -56,7 +56,7 @@ type Stats struct {
 	ConnsCreated uint64 // connections that entered the table
 	ConnsDropped uint64 // evicted because the table was full
 	ConnsExpired uint64 // expired after IdleTimeout
-	FDReused     uint64 // closed because a new connection took their (tgid, fd)
+	FDReused     uint64 // open connections whose (tgid, fd) a new connection took before their close arrived
 	ConnsClosed  uint64 // closed by a ConnClose event
 	ConnsExited  uint64 // closed because their process exited holding them
 
@@ -98,7 +98,7 @@ type Table struct {
 	mu       sync.Mutex
 	conns    map[event.ConnID]*Conn
 	byFD     map[fdKey]*Conn
-	perTGID  map[uint32]int     // connections indexed in byFD per process
+	perTGID  map[uint32]int     // connections in the table per process
 	pending  map[*Conn]struct{} // connections holding reordered events
 	lruHead  *Conn              // least recently active
 	lruTail  *Conn              // most recently active
@@ -309,8 +309,15 @@ func (t *Table) newConn(id event.ConnID, p event.Process, fd int32, ts event.Tim
 }
 
 // setProc records the owning process and indexes the connection by
-// (tgid, fd): a socket's fd cannot refer to two connections at once, so an
-// open connection still holding that key lost its close event.
+// (tgid, fd).
+//
+// A new connection on a (tgid, fd) that an open connection still holds
+// takes the index over, but does not end the old one: the kernel side
+// reports a close at the closing thread's sys_exit_close, and another
+// thread can have reused the fd (socket, connect) in between, so the old
+// connection's close is usually still on its way. It is found by its
+// ConnID when it arrives; a close that was truly lost ends it by idle
+// expiry or at the process's exit.
 func (t *Table) setProc(c *Conn, p event.Process, fd int32) {
 	if t.cfg.ContainerID != nil && (!c.indexed || p.CgroupID != c.Proc.CgroupID) {
 		c.ContainerID = ""
@@ -320,33 +327,39 @@ func (t *Table) setProc(c *Conn, p event.Process, fd int32) {
 	}
 	k := fdKey{p.TGID, fd}
 	if oldKey := c.fdKey(); c.indexed && oldKey != k && t.byFD[oldKey] == c {
-		t.unindex(oldKey)
+		delete(t.byFD, oldKey)
+	}
+	if c.counted && c.Proc.TGID != p.TGID {
+		t.uncount(c)
 	}
 	c.Proc, c.PodID, c.FD = p, p.PodID, fd
+	if !c.counted {
+		t.perTGID[p.TGID]++
+		c.counted = true
+	}
 	if old := t.byFD[k]; old != nil && old != c {
 		t.stats.FDReused++
-		t.finish(old, c.firstSeen, ReasonFDReused)
+		old.indexed = false
 	}
-	if t.byFD[k] != c {
-		t.byFD[k] = c
-		t.perTGID[k.tgid]++
-	}
+	t.byFD[k] = c
 	c.indexed = true
 }
 
-func (t *Table) unindex(k fdKey) {
-	delete(t.byFD, k)
-	if t.perTGID[k.tgid]--; t.perTGID[k.tgid] <= 0 {
-		delete(t.perTGID, k.tgid)
+// uncount removes c from the per-process connection count.
+func (t *Table) uncount(c *Conn) {
+	c.counted = false
+	if t.perTGID[c.Proc.TGID]--; t.perTGID[c.Proc.TGID] <= 0 {
+		delete(t.perTGID, c.Proc.TGID)
 	}
 }
 
 // Process implements event.ProcessSink. A process that exits holding
-// sockets makes no close syscall: the kernel closes them. When the
-// thread-group leader exits, the process's connections end here, with a
-// close at the exit time (kernel byte totals unknown).
+// sockets makes no close syscall: the kernel closes them. The kernel side
+// reports a process's exit once, when its last thread exits (whichever
+// thread that is), and the process's connections end here, with a close
+// at the exit time (kernel byte totals unknown).
 func (t *Table) Process(e event.ProcessEvent) {
-	if e.Kind != event.ProcessExit || e.Proc.TID != e.Proc.TGID {
+	if e.Kind != event.ProcessExit {
 		return
 	}
 	t.mu.Lock()
@@ -354,8 +367,8 @@ func (t *Table) Process(e event.ProcessEvent) {
 	if t.perTGID[e.Proc.TGID] == 0 {
 		return
 	}
-	for k, c := range t.byFD {
-		if k.tgid != e.Proc.TGID {
+	for _, c := range t.conns {
+		if c.Proc.TGID != e.Proc.TGID {
 			continue
 		}
 		c.closeEvent = &event.ConnClose{Conn: c.ID, Proc: c.Proc, FD: c.FD, Start: e.Time, End: e.Time, Success: true}
@@ -384,7 +397,10 @@ func (t *Table) finish(c *Conn, now event.Timestamp, reason string) {
 	}
 	delete(t.conns, c.ID)
 	if t.byFD[c.fdKey()] == c {
-		t.unindex(c.fdKey())
+		delete(t.byFD, c.fdKey())
+	}
+	if c.counted {
+		t.uncount(c)
 	}
 	t.lruRemove(c)
 	info := c.info(t.cfg.BootTime, false)
@@ -462,6 +478,7 @@ type Conn struct {
 	dirs    [2]half
 	stream  Stream
 	indexed bool
+	counted bool // in Table.perTGID under Proc.TGID
 
 	prev, next *Conn
 }

@@ -286,35 +286,46 @@ func TestDataBeforeOpenCreatesUnknownConnThatOpenCompletes(t *testing.T) {
 	}
 }
 
-func TestNewConnOnSameFDClosesTheOldOne(t *testing.T) {
+// A new connection on an fd that an open connection still holds takes the
+// fd over but does not end the old one: its close is usually still on its
+// way (the kernel reports it at the closing thread's syscall exit, after
+// another thread may have reused the fd) and finishes it by ConnID.
+func TestNewConnOnSameFDLeavesTheOldOneToItsLateClose(t *testing.T) {
 	tab, rec := newTestTable(t, Config{})
 	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
 	g1 := newGen(1, 100, 5, 1000)
 	feed(tab, g1.syscall(event.Egress, []byte("first"))...)
-	// The close of conn 1 was lost; fd 5 now belongs to conn 2.
+	// fd 5 now belongs to conn 2; conn 1's close has not arrived yet.
 	tab.ConnOpen(openEv(2, 100, 5, event.RoleClient, 2_000_000))
 	g2 := newGen(2, 100, 5, 1000)
 	feed(tab, g2.syscall(event.Egress, []byte("second"))...)
-
-	if got := string(rec.Stream(1).Bytes(event.Egress, '?')); got != "first" {
-		t.Errorf("conn 1 stream %q", got)
+	if st := tab.Stats(); st.FDReused != 1 || st.ConnsTracked != 2 {
+		t.Fatalf("FDReused=%d tracked=%d, want 1 2", st.FDReused, st.ConnsTracked)
 	}
-	if got := string(rec.Stream(2).Bytes(event.Egress, '?')); got != "second" {
-		t.Errorf("conn 2 stream %q", got)
+	if rec.Stream(1).Closed() || rec.Stream(2).Closed() {
+		t.Fatal("fd reuse ended a connection")
 	}
-	if !rec.Stream(1).Closed() || rec.Stream(2).Closed() {
-		t.Error("want conn 1 closed and conn 2 open")
+	// The late close of conn 1 finishes conn 1, not the fd's new owner.
+	tab.ConnClose(event.ConnClose{Conn: 1, Proc: event.Process{TGID: 100, TID: 100}, FD: 5, Start: 2_000_100, End: 2_000_200, Success: true})
+	if ci := connInfo(t, tab, 1); ci.State != "closed" || ci.CloseReason != ReasonClosed {
+		t.Errorf("conn 1 state %q reason %q, want closed by its close", ci.State, ci.CloseReason)
 	}
-	if ci := connInfo(t, tab, 1); ci.State != "closed" || ci.CloseReason != ReasonFDReused {
-		t.Errorf("conn 1 state %q reason %q", ci.State, ci.CloseReason)
+	if got := string(rec.Stream(1).Bytes(event.Egress, '?')); got != "first" || !rec.Stream(1).Closed() {
+		t.Errorf("conn 1 stream %q closed=%v", got, rec.Stream(1).Closed())
 	}
-	if st := tab.Stats(); st.FDReused != 1 || st.ConnsTracked != 1 {
-		t.Errorf("FDReused=%d tracked=%d, want 1 1", st.FDReused, st.ConnsTracked)
+	if got := string(rec.Stream(2).Bytes(event.Egress, '?')); got != "second" || rec.Stream(2).Closed() {
+		t.Errorf("conn 2 stream %q closed=%v, want open", got, rec.Stream(2).Closed())
+	}
+	// The fd's new owner keeps the index: its own close finds it.
+	tab.ConnClose(event.ConnClose{Conn: 2, Proc: event.Process{TGID: 100, TID: 100}, FD: 5, Start: 3_000_000, End: 3_000_100, Success: true})
+	if st := tab.Stats(); st.ConnsTracked != 0 || st.ConnsClosed != 2 {
+		t.Errorf("after both closes: tracked=%d closed=%d, want 0 2", st.ConnsTracked, st.ConnsClosed)
 	}
 	// The same fd in another process is a different socket.
 	tab.ConnOpen(openEv(3, 200, 5, event.RoleClient, 3_000_000))
+	tab.ConnOpen(openEv(4, 300, 5, event.RoleClient, 3_000_000))
 	if st := tab.Stats(); st.FDReused != 1 || st.ConnsTracked != 2 {
-		t.Errorf("other tgid: FDReused=%d tracked=%d, want 1 2", st.FDReused, st.ConnsTracked)
+		t.Errorf("other tgids: FDReused=%d tracked=%d, want 1 2", st.FDReused, st.ConnsTracked)
 	}
 }
 
@@ -481,8 +492,9 @@ func ids(cs []ConnInfo) []uint64 {
 }
 
 // A process that exits holding sockets makes no close syscall: its
-// connections end at the leader's exit, with a close the observer sees;
-// another process's connections and a thread's exit leave them alone.
+// connections end at its exit — reported once, by whichever thread exits
+// last — with a close the observer sees; another process's exit leaves
+// them alone.
 func TestExitOfTheProcessClosesItsConnections(t *testing.T) {
 	obs := &closeObserver{}
 	tab, rec := newTestTable(t, Config{Observer: obs})
@@ -490,11 +502,13 @@ func TestExitOfTheProcessClosesItsConnections(t *testing.T) {
 	tab.ConnOpen(openEv(2, 100, 6, event.RoleServer, 1000))
 	tab.ConnOpen(openEv(3, 200, 5, event.RoleClient, 1000))
 
-	tab.Process(event.ProcessEvent{Kind: event.ProcessExit, Proc: event.Process{TGID: 100, TID: 101}, Time: 5000})
+	tab.Process(event.ProcessEvent{Kind: event.ProcessExit, Proc: event.Process{TGID: 300, TID: 300}, Time: 5000})
+	tab.Process(event.ProcessEvent{Kind: event.ProcessFork, Proc: event.Process{TGID: 100, TID: 100}, Time: 5000})
 	if st := tab.Stats(); st.ConnsExited != 0 || st.ConnsTracked != 3 {
-		t.Fatalf("a thread's exit ended connections: %+v", st)
+		t.Fatalf("another process's exit or a fork ended connections: %+v", st)
 	}
-	tab.Process(event.ProcessEvent{Kind: event.ProcessExit, Proc: event.Process{TGID: 100, TID: 100}, Time: 9000})
+	// The last thread to exit need not be the leader.
+	tab.Process(event.ProcessEvent{Kind: event.ProcessExit, Proc: event.Process{TGID: 100, TID: 107}, Time: 9000})
 	if st := tab.Stats(); st.ConnsExited != 2 || st.ConnsTracked != 1 {
 		t.Fatalf("exited=%d tracked=%d, want 2 1", st.ConnsExited, st.ConnsTracked)
 	}

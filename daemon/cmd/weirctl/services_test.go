@@ -27,10 +27,15 @@ import (
 // returns the URL and a log of the query strings the daemon received.
 func metricsAPI(t *testing.T) (string, *queryLog) {
 	t.Helper()
-	agg, err := metrics.New(metrics.Options{Now: func() time.Time { return now }})
+	// The daemon started an hour before the flows, so windows are full
+	// and rates are per window (a younger daemon reports rates over its
+	// life instead).
+	clock := now.Add(-time.Hour)
+	agg, err := metrics.New(metrics.Options{Now: func() time.Time { return clock }})
 	if err != nil {
 		t.Fatal(err)
 	}
+	clock = now
 	fe := &flow.Pod{ID: 1, Namespace: "shop", Name: "frontend-0", Service: "frontend"}
 	cat := &flow.Pod{ID: 2, Namespace: "shop", Name: "catalog-0", Service: "catalog"}
 	cli := &flow.Connection{ID: 1, Role: event.RoleClient,
