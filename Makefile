@@ -25,7 +25,7 @@ REF_PLUGINS := bridge host-local portmap loopback
 # Test environment shared by every privileged suite.
 TEST_ENV := WEIR_BIN_DIR=$(BIN) WEIR_CNI_BIN_DIR=$(CNIBIN) WEIR_TOOL_BIN_DIR=$(TOOLBIN)
 
-.PHONY: all build tools cni-plugins generate check-generated lint test test-unit test-e2e \
+.PHONY: all deps build tools cni-plugins generate check-generated lint test test-unit test-e2e \
         test-fuzz test-kernels bench demo demo-clean clean
 
 all: build
@@ -87,7 +87,11 @@ test: lint build cni-plugins test-unit test-e2e test-fuzz test-kernels
 bench: cni-plugins
 	$(TEST_ENV) ./tests/bench/run.sh
 
-demo: cni-plugins
+# The Debian/Ubuntu packages the tests and the demo use (root; no-op when present).
+deps:
+	./tests/install-deps.sh
+
+demo: deps cni-plugins
 	$(TEST_ENV) ./tests/demo/demo.sh
 
 demo-clean:
