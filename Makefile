@@ -1,7 +1,7 @@
 # Weir build, test and demo entry points. Every target is safe to re-run.
 #
 #   make build      bin/weir, bin/weir-daemon, bin/weirctl, bin/weir-install
-#   make test       every test (unit, privileged end-to-end, fuzz smoke, second kernel); needs root
+#   make test       every test (lint, generated code up to date, unit, privileged end-to-end, fuzz smoke, second kernel); needs root
 #   make demo       the one-command demo (needs root)
 #   make generate   regenerate protobuf and bpf2go output (committed)
 #   make bench      benchmarks, reported as ratios against a baseline from the same run
@@ -82,7 +82,7 @@ test-fuzz:
 test-kernels:
 	./tests/kernels/run.sh
 
-test: lint build cni-plugins test-unit test-e2e test-fuzz test-kernels
+test: lint check-generated build cni-plugins test-unit test-e2e test-fuzz test-kernels
 
 bench: cni-plugins
 	$(TEST_ENV) ./tests/bench/run.sh
