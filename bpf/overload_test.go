@@ -106,9 +106,27 @@ func TestOverloadIsCountedAndRunKeepsGoing(t *testing.T) {
 	}
 }
 
-func TestFeatureProbeReportsEachTierWithReason(t *testing.T) {
+// Without RichTier the base tier runs even where a richer one attaches,
+// and Features says why the richer one is not in use.
+func TestRichTierIsOptIn(t *testing.T) {
 	requireRoot(t)
 	c, err := Load(Config{}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f := c.Features()
+	if f.Tier != TierBase {
+		t.Fatalf("active tier %v without RichTier, want base", f.Tier)
+	}
+	if _, richer := chooseTier(f.Tiers, false); richer && !strings.Contains(f.TierError, "RichTier") {
+		t.Fatalf("a richer tier attaches here but the tier error %q does not say it is off", f.TierError)
+	}
+}
+
+func TestFeatureProbeReportsEachTierWithReason(t *testing.T) {
+	requireRoot(t)
+	c, err := Load(Config{RichTier: true}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,6 +102,10 @@ func (c *Collector) attachRichTier(kernel *btf.Spec) {
 	if !ok {
 		return
 	}
+	if !c.cfg.RichTier {
+		c.features.TierError = fmt.Sprintf("the %s tier attaches here but is off (Config.RichTier; daemon: bpf.richTier)", t)
+		return
+	}
 	status, links, coll, err := c.loadRichTier(t, kernel)
 	c.features.Hooks = append(c.features.Hooks, status...)
 	if err != nil {

@@ -142,6 +142,9 @@ type BPF struct {
 	// CaptureLimit is how many payload bytes are captured per connection
 	// and direction; later bytes are counted, not captured.
 	CaptureLimit uint64 `json:"captureLimit"`
+	// RichTier loads the fentry/kprobe programs where they attach (off by
+	// default; see bpf.Config.RichTier for why).
+	RichTier bool `json:"richTier"`
 }
 
 // Protocol bounds the HTTP parsers per connection.
@@ -342,6 +345,7 @@ var flags = map[string]string{
 	"bpf.ringBufferSize":       "bpf.ring-buffer-size",
 	"bpf.chunkSize":            "bpf.chunk-size",
 	"bpf.captureLimit":         "bpf.capture-limit",
+	"bpf.richTier":             "bpf.rich-tier",
 	"protocol.maxHeaderBytes":  "protocol.max-header-bytes",
 	"protocol.maxStreams":      "protocol.max-streams",
 	"protocol.maxPending":      "protocol.max-pending",
@@ -398,6 +402,8 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 	fs.IntVar(&cfg.BPF.ChunkSize, "bpf.chunk-size", cfg.BPF.ChunkSize, "most payload `bytes` per data event")
 	fs.Uint64Var(&cfg.BPF.CaptureLimit, "bpf.capture-limit", cfg.BPF.CaptureLimit,
 		"payload `bytes` captured per connection and direction")
+	fs.BoolVar(&cfg.BPF.RichTier, "bpf.rich-tier", cfg.BPF.RichTier,
+		"load the fentry/kprobe programs where they attach, for finer L4/L3, netfilter and ARP metrics (experimental)")
 	fs.IntVar(&cfg.Protocol.MaxHeaderBytes, "protocol.max-header-bytes", cfg.Protocol.MaxHeaderBytes,
 		"largest HTTP header section or HTTP/2 header block parsed")
 	fs.IntVar(&cfg.Protocol.MaxStreams, "protocol.max-streams", cfg.Protocol.MaxStreams,

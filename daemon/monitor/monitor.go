@@ -211,6 +211,7 @@ func New(opts Options) (*Monitor, error) {
 			RingBufferSize: cfg.BPF.RingBufferSize,
 			ChunkSize:      cfg.BPF.ChunkSize,
 			CaptureLimit:   cfg.BPF.CaptureLimit,
+			RichTier:       cfg.BPF.RichTier,
 		}, log.With("component", "bpf"))
 		if err != nil {
 			return nil, fmt.Errorf("load eBPF capture: %w", err)
