@@ -130,7 +130,15 @@ func (cs *connState) ensureParser() *protocol.Conn {
 func (cs *connState) flow() *flow.Connection {
 	c := cs.c
 	local := cs.p.pods.byPodID(c.PodID) // renamed pods are new values
-	container := cs.p.pods.containerName(c.PodID, c.ContainerID)
+	// A container's name never changes: once the runtime has named this
+	// container id, the resolver is not asked again (this runs per
+	// operation).
+	var container string
+	if fc := cs.fc; fc != nil && fc.Process.ContainerID == c.ContainerID && fc.Process.ContainerName != "" {
+		container = fc.Process.ContainerName
+	} else {
+		container = cs.p.pods.containerName(c.PodID, c.ContainerID)
+	}
 	if fc := cs.fc; fc != nil && fc.Role == c.Role && fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote &&
 		fc.Process.PID == c.Proc.TGID && fc.Process.ContainerID == c.ContainerID &&
 		fc.Local.Pod == local && fc.Process.ContainerName == container {
