@@ -520,11 +520,20 @@ func TestRetransmitsFollowInjectedLoss(t *testing.T) {
 	if lc.Socket.Retransmits == 0 {
 		t.Fatalf("lossy connection (%s, 20%%) closed with 0 retransmits; ss: %s; sends %+v", how, ssText, sendTotalsOf(s, lo.Conn))
 	}
-	if cc.Socket.Retransmits != 0 {
-		t.Fatalf("lossless connection closed with %d retransmits", cc.Socket.Retransmits)
+	// Over real loopback a lossless connection retransmits nothing. In the
+	// emulated guest a slow vCPU can fire the retransmit timer spuriously
+	// (seen once in CI: 1), which the kernel counts like any retransmit;
+	// there the lossless connection must still retransmit far less than
+	// the lossy one.
+	cleanMax := uint32(0)
+	if inGuest() {
+		cleanMax = lc.Socket.Retransmits / 2
+	}
+	if cc.Socket.Retransmits > cleanMax {
+		t.Fatalf("lossless connection closed with %d retransmits (lossy: %d; at most %d allowed)", cc.Socket.Retransmits, lc.Socket.Retransmits, cleanMax)
 	}
 	ls, cs := sendTotalsOf(s, lo.Conn), sendTotalsOf(s, co.Conn)
-	if ls.retransmits > uint64(lc.Socket.Retransmits) || cs.retransmits != 0 {
+	if ls.retransmits > uint64(lc.Socket.Retransmits) || cs.retransmits > uint64(cc.Socket.Retransmits) {
 		t.Fatalf("per-syscall retransmits: lossy %d (connection total %d), clean %d", ls.retransmits, lc.Socket.Retransmits, cs.retransmits)
 	}
 	if ls.packets == 0 || ls.ifindexes[uint32(idx)] == 0 || len(ls.ifindexes) != 1 {
