@@ -374,6 +374,7 @@ const (
 	captureVarChunkSize       = "chunk_size"
 	captureVarNextConnId      = "next_conn_id"
 	captureVarUnusedBtfAnchor = "unused_btf_anchor"
+	captureVarWakeupBytes     = "wakeup_bytes"
 )
 
 // loadCapture returns the embedded CollectionSpec for capture.
@@ -491,6 +492,7 @@ type captureVariableSpecs struct {
 	ChunkSize       *ebpf.VariableSpec `ebpf:"chunk_size"`
 	NextConnId      *ebpf.VariableSpec `ebpf:"next_conn_id"`
 	UnusedBtfAnchor *ebpf.VariableSpec `ebpf:"unused_btf_anchor"`
+	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // captureObjects contains all objects after they have been loaded into the kernel.
@@ -554,6 +556,7 @@ type captureVariables struct {
 	ChunkSize       *ebpf.Variable `ebpf:"chunk_size"`
 	NextConnId      *ebpf.Variable `ebpf:"next_conn_id"`
 	UnusedBtfAnchor *ebpf.Variable `ebpf:"unused_btf_anchor"`
+	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // capturePrograms contains all programs after they have been loaded into the kernel.

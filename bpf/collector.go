@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -47,6 +48,11 @@ const (
 	DefaultChunkSize        = 4096
 	DefaultCaptureLimit     = 1 << 20
 	DefaultProcessQueueSize = 4096
+	DefaultPollInterval     = 10 * time.Millisecond
+
+	// maxPollInterval bounds PollInterval: the reader's timer is what
+	// delivers records below the wakeup watermark.
+	maxPollInterval = time.Second
 
 	// MaxChunkSize is the compile-time ceiling of ChunkSize (MAX_CHUNK_SIZE
 	// in c/capture.h): the per-CPU scratch the kernel side builds events in
@@ -71,6 +77,17 @@ type Config struct {
 	// and direction; later bytes are reported size-only. 0 means the
 	// default; set NoCaptureLimit for unlimited.
 	CaptureLimit uint64
+	// PollInterval is how often the reader looks at the ring buffer when
+	// the kernel side has not woken it. The kernel side writes records
+	// without a wakeup (each wakeup is an inter-processor interrupt, and
+	// at tens of thousands of syscalls a second they cost more than the
+	// capture itself), so this is the delay before a quiet connection's
+	// records are read. Default DefaultPollInterval, at most one second.
+	PollInterval time.Duration
+	// WakeupBytes wakes the reader early when this many bytes wait in
+	// the ring buffer, so bursts are read before the ring fills. Default:
+	// a quarter of RingBufferSize; it must be below RingBufferSize.
+	WakeupBytes int
 	// ProcessQueueSize bounds the processes found by Enroll's scan that
 	// wait for Run; beyond it they are counted and dropped.
 	ProcessQueueSize int
@@ -102,11 +119,23 @@ func (c Config) withDefaults() (Config, error) {
 	if c.ProcessQueueSize == 0 {
 		c.ProcessQueueSize = DefaultProcessQueueSize
 	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.WakeupBytes == 0 {
+		c.WakeupBytes = c.RingBufferSize / 4
+	}
 	if c.RingBufferSize < minRingBufferSize || bits.OnesCount(uint(c.RingBufferSize)) != 1 {
 		return c, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", c.RingBufferSize, minRingBufferSize)
 	}
 	if c.ChunkSize < 1 || c.ChunkSize > MaxChunkSize {
 		return c, fmt.Errorf("chunk size %d: must be between 1 and %d bytes", c.ChunkSize, MaxChunkSize)
+	}
+	if c.PollInterval < 0 || c.PollInterval > maxPollInterval {
+		return c, fmt.Errorf("poll interval %s: must be between 0 and %s", c.PollInterval, maxPollInterval)
+	}
+	if c.WakeupBytes < 1 || c.WakeupBytes >= c.RingBufferSize {
+		return c, fmt.Errorf("wakeup bytes %d: must be between 1 and the ring buffer size %d, exclusive", c.WakeupBytes, c.RingBufferSize)
 	}
 	if c.ProcessQueueSize < 1 {
 		return c, fmt.Errorf("process queue size %d: must be positive", c.ProcessQueueSize)
@@ -188,6 +217,9 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	}
 	if err := spec.Variables[captureVarCaptureLimit].Set(limit); err != nil {
 		return nil, fmt.Errorf("set capture limit: %w", err)
+	}
+	if err := spec.Variables[captureVarWakeupBytes].Set(uint64(cfg.WakeupBytes)); err != nil {
+		return nil, fmt.Errorf("set wakeup bytes: %w", err)
 	}
 	names, err := counterNames(spec)
 	if err != nil {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -74,11 +76,17 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 	stop := context.AfterFunc(ctx, func() { _ = c.reader.Flush() })
 	defer stop()
 
+	// The kernel side rarely wakes the reader (see Config.PollInterval):
+	// the deadline makes ReadInto return what waits every PollInterval.
+	// It is absolute, so it is re-armed each time it expires.
+	c.reader.SetDeadline(time.Now().Add(c.cfg.PollInterval))
 	var rec ringbuf.Record
 	for {
 		c.deliverProcesses(ps)
 		err := c.reader.ReadInto(&rec)
 		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			c.reader.SetDeadline(time.Now().Add(c.cfg.PollInterval))
 		case err == nil:
 			c.stats.records.Add(1)
 			if err := decode(rec.RawSample, sink, ps, c.dropReasons); err != nil {

@@ -39,6 +39,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Load-time knobs, set from Go through CollectionSpec.Variables. */
 volatile const __u32 chunk_size = 4096;           /* 1..MAX_CHUNK_SIZE */
 volatile const __u64 capture_limit = 1ULL << 20;  /* per conn and direction, beyond each syscall's first chunk; 0 = unlimited */
+volatile const __u64 wakeup_bytes = 0;            /* see rb_flags; 0 = wake the reader for every record */
 
 /* Source of connection ids; 0 is never handed out. */
 __u64 next_conn_id = 0;
@@ -295,27 +296,30 @@ static __always_inline void fill_proc(struct proc_info *p, __u32 pod, __u64 netn
 	bpf_get_current_comm(p->comm, sizeof(p->comm));
 }
 
-static __always_inline bool save_args(struct syscall_args *a)
+/* Puts *a in flight on the current thread (a->syscall is set). */
+static __always_inline bool save_args(const struct syscall_args *a)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	struct syscall_args *p = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
+						      BPF_LOCAL_STORAGE_GET_F_CREATE);
 
-	if (bpf_map_update_elem(&inflight, &id, a, BPF_ANY)) {
+	if (!p) {
 		count(DROP_ARGS_MAP_FULL);
 		return false;
 	}
+	*p = *a;
 	return true;
 }
 
-/* Moves the current thread's saved arguments into *a. */
+/* Moves the current thread's in-flight syscall into *a and ends it. */
 static __always_inline bool take_args(struct syscall_args *a)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct syscall_args *p = bpf_map_lookup_elem(&inflight, &id);
+	struct syscall_args *p = current_args();
 
 	if (!p)
 		return false;
 	*a = *p;
-	bpf_map_delete_elem(&inflight, &id);
+	p->syscall = SYS_UNKNOWN;
+	p->cur_skb = 0;
 	return true;
 }
 
@@ -409,6 +413,35 @@ static __always_inline void fill_conn(struct conn_event *e, __u8 type, const str
 		fill_sock_stats(&e->stats, sk);
 }
 
+/*
+ * Wakeup policy of every ring buffer write. By default the kernel wakes the
+ * reader for each record it finds waiting, and that wakeup is an irq_work
+ * raised on the writing CPU: a self-IPI, which under a hypervisor is a trapped
+ * APIC write. At tens of thousands of syscalls a second that trap alone took
+ * a sixth of both CPUs. So records go in without a wakeup, and the reader
+ * polls on a short timer (Config.PollInterval); only the record that lifts
+ * the waiting data across wakeup_bytes wakes it early, so a burst cannot
+ * fill the ring before the timer fires.
+ */
+static __always_inline __u64 rb_flags(__u64 len, bool reserved)
+{
+	__u64 before;
+
+	if (!wakeup_bytes)
+		return 0;
+	/* The producer position counts a reserved record already. */
+	before = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (reserved)
+		before = before > len ? before - len : 0;
+	return before < wakeup_bytes && before + len >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+								   : BPF_RB_NO_WAKEUP;
+}
+
+/* Flags for bpf_ringbuf_output of len bytes, and for submitting a record
+ * of len bytes taken with bpf_ringbuf_reserve. */
+#define rb_output_flags(len) rb_flags(len, false)
+#define rb_submit_flags(len) rb_flags(len, true)
+
 static __always_inline void emit_conn(__u8 type, const struct conn_state *cs,
 				      const struct syscall_args *a, __u8 syscall, __s32 fd,
 				      __u64 sk_ptr, __u64 end_ns, long ret)
@@ -420,7 +453,7 @@ static __always_inline void emit_conn(__u8 type, const struct conn_state *cs,
 		return;
 	}
 	fill_conn(e, type, cs, a, syscall, fd, sk_ptr, end_ns, ret);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_submit_flags(sizeof(*e)));
 }
 
 /* Stores fresh state for a connection on key and returns it. */
@@ -513,7 +546,7 @@ static __always_inline void emit_chunk(struct data_scratch *s, __u64 src, __u32 
 	s->hdr.last = last;
 	l->offset += size;
 	l->captured += n;
-	if (bpf_ringbuf_output(&events, &s->hdr, sizeof(s->hdr) + n, 0))
+	if (bpf_ringbuf_output(&events, &s->hdr, sizeof(s->hdr) + n, rb_output_flags(sizeof(s->hdr) + n)))
 		count(DROP_RINGBUF_FULL);
 }
 
@@ -1018,7 +1051,7 @@ int exit_close(struct trace_event_raw_sys_exit *ctx)
 	e->end_ns = bpf_ktime_get_ns();
 	e->success = ret >= 0;
 	e->err = ret < 0 ? -ret : 0;
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), rb_output_flags(sizeof(*e))))
 		count(DROP_RINGBUF_FULL);
 	bpf_map_delete_elem(&closing, &tid);
 	return 0;
@@ -1069,7 +1102,7 @@ static __always_inline void emit_connect_failed(const struct sock *sk, struct so
 		bpf_core_read(e->raddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 	e->proc = sc->proc;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_submit_flags(sizeof(*e)));
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -1110,8 +1143,7 @@ int BPF_PROG(on_sock_state, const struct sock *sk, const int oldstate, const int
  * before net_dev_xmit fires. */
 static __always_inline struct syscall_args *send_of_skb(const void *skb)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct syscall_args *a = bpf_map_lookup_elem(&inflight, &id);
+	struct syscall_args *a = current_args();
 
 	if (!a || a->cur_skb != (__u64)skb || !a->queue_ts)
 		return NULL;
@@ -1245,7 +1277,7 @@ static __always_inline void emit_proc(__u8 type, struct task_struct *t, __u32 po
 	bpf_probe_read_kernel_str(e->proc.comm, sizeof(e->proc.comm), t->comm);
 	if (bprm)
 		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, rb_submit_flags(sizeof(*e)));
 }
 
 /* Fires for new processes and new threads alike. Records every monitored
@@ -1395,8 +1427,8 @@ int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(on_skb_copy, const struct sk_buff *skb, int len)
 {
-	__u64 id = bpf_get_current_pid_tgid(), key = (__u64)skb;
-	struct syscall_args *a = bpf_map_lookup_elem(&inflight, &id);
+	__u64 key = (__u64)skb;
+	struct syscall_args *a = current_args();
 	struct rx_stamp *st;
 	__u64 now;
 

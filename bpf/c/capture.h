@@ -76,7 +76,8 @@ enum drop_reason {
 	DROP_MMSG_LIMIT,          /* more than MAX_MMSGS messages: bytes not counted */
 	DROP_READ_USER_FAILED,    /* user memory not readable: size-only */
 	DROP_CONN_MAP_FULL,       /* connection state could not be stored */
-	DROP_ARGS_MAP_FULL,       /* syscall arguments could not be stored: syscall missed */
+	DROP_ARGS_MAP_FULL,       /* syscall arguments could not be stored (task storage
+				   * not allocated, or busy in a nested program): syscall missed */
 	DROP_PROC_MAP_FULL,       /* process could not be stored */
 	DROP_SOCK_MAP_FULL,       /* socket -> connection entry could not be stored:
 				   * no connect-failure or drop attribution for it */

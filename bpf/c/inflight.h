@@ -10,8 +10,14 @@
 
 #include "capture.h"
 
-/* Arguments of an in-flight syscall, keyed by pid_tgid (one syscall per
- * thread at a time). LRU so a thread killed inside a syscall leaks nothing. */
+/*
+ * Arguments of the current thread's in-flight syscall, in task-local
+ * storage: a thread runs one syscall at a time, and the storage goes away
+ * with the thread, so nothing can leak. It was an LRU hash keyed by
+ * pid_tgid; an update and a delete of that map on every monitored syscall
+ * cost more than the rest of the filter, while task storage is a pointer
+ * away from current. A slot is in flight while syscall is not SYS_UNKNOWN.
+ */
 struct syscall_args {
 	__u64 start_ns;
 	__u64 sk;       /* struct sock * of fd, resolved at enter */
@@ -36,21 +42,31 @@ struct syscall_args {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct syscall_args);
 } inflight SEC(".maps");
+
+/* The current thread's in-flight syscall, or NULL. Never creates storage:
+ * the hooks that use this run for every thread on the node. */
+static __always_inline __attribute__((unused)) struct syscall_args *current_args(void)
+{
+	struct syscall_args *a = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+
+	if (!a || a->syscall == SYS_UNKNOWN)
+		return NULL;
+	return a;
+}
 
 /* The in-flight send syscall of the current thread, if it is on sk. */
 static __always_inline __attribute__((unused)) struct syscall_args *send_of(__u64 sk)
 {
-	__u64 id = bpf_get_current_pid_tgid();
 	struct syscall_args *a;
 
 	if (!sk)
 		return NULL;
-	a = bpf_map_lookup_elem(&inflight, &id);
+	a = current_args();
 	if (!a || a->sk != sk)
 		return NULL;
 	switch (a->syscall) {

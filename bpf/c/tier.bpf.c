@@ -58,13 +58,8 @@ static __always_inline void skb_enter(struct sk_buff *skb, bool arp)
 		a->nf_ts = bpf_ktime_get_ns();
 }
 
-/* Exits only know the thread: its inflight entry holds the stamp. */
-static __always_inline struct syscall_args *current_args(void)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-
-	return bpf_map_lookup_elem(&inflight, &id);
-}
+/* Exits only know the thread: its inflight entry (current_args) holds the
+ * stamp. */
 
 static __always_inline void l4_exit(void)
 {

@@ -58,12 +58,14 @@ const (
 	DefaultMaxStreams       = 256
 	DefaultMaxPending       = 64
 	DefaultRequestsKeep     = 10000
+	DefaultPollInterval     = 10 * time.Millisecond
 
 	// Bounds of the pipeline settings. MaxChunkSize is the eBPF side's
 	// compile-time ceiling (bpf.MaxChunkSize).
 	MaxChunkSize        = 16384
 	MinRingBufferSize   = 4096
 	MaxRingBufferSize   = 1 << 30
+	MaxPollInterval     = time.Second
 	MaxRequestsKeep     = 1 << 20
 	MinMaxHeaderBytes   = 256
 	MaxMaxHeaderBytes   = 16 << 20
@@ -142,6 +144,12 @@ type BPF struct {
 	// CaptureLimit is how many payload bytes are captured per connection
 	// and direction; later bytes are counted, not captured.
 	CaptureLimit uint64 `json:"captureLimit"`
+	// PollInterval is how often the ring buffer is read when the kernel
+	// side has not woken the reader (see bpf.Config.PollInterval).
+	PollInterval Duration `json:"pollInterval"`
+	// WakeupBytes wakes the reader early once this many bytes wait; 0
+	// means a quarter of RingBufferSize.
+	WakeupBytes int `json:"wakeupBytes"`
 	// RichTier loads the fentry/kprobe programs where they attach (off by
 	// default; see bpf.Config.RichTier for why).
 	RichTier bool `json:"richTier"`
@@ -204,6 +212,7 @@ func Default() Config {
 			RingBufferSize: DefaultRingBufferSize,
 			ChunkSize:      DefaultChunkSize,
 			CaptureLimit:   DefaultCaptureLimit,
+			PollInterval:   Duration{DefaultPollInterval},
 		},
 		Protocol: Protocol{
 			MaxHeaderBytes: DefaultMaxHeaderBytes,
@@ -346,6 +355,8 @@ var flags = map[string]string{
 	"bpf.chunkSize":            "bpf.chunk-size",
 	"bpf.captureLimit":         "bpf.capture-limit",
 	"bpf.richTier":             "bpf.rich-tier",
+	"bpf.pollInterval":         "bpf.poll-interval",
+	"bpf.wakeupBytes":          "bpf.wakeup-bytes",
 	"protocol.maxHeaderBytes":  "protocol.max-header-bytes",
 	"protocol.maxStreams":      "protocol.max-streams",
 	"protocol.maxPending":      "protocol.max-pending",
@@ -402,6 +413,10 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 	fs.IntVar(&cfg.BPF.ChunkSize, "bpf.chunk-size", cfg.BPF.ChunkSize, "most payload `bytes` per data event")
 	fs.Uint64Var(&cfg.BPF.CaptureLimit, "bpf.capture-limit", cfg.BPF.CaptureLimit,
 		"payload `bytes` captured per connection and direction")
+	fs.DurationVar(&cfg.BPF.PollInterval.Duration, "bpf.poll-interval", cfg.BPF.PollInterval.Duration,
+		"how often the ring buffer is read when the kernel side has not woken the reader (the delay before a quiet connection's events are seen)")
+	fs.IntVar(&cfg.BPF.WakeupBytes, "bpf.wakeup-bytes", cfg.BPF.WakeupBytes,
+		"wake the reader early once this many `bytes` wait in the ring buffer (0: a quarter of the ring)")
 	fs.BoolVar(&cfg.BPF.RichTier, "bpf.rich-tier", cfg.BPF.RichTier,
 		"load the fentry/kprobe programs where they attach, for finer L4/L3, netfilter and ARP metrics (experimental)")
 	fs.IntVar(&cfg.Protocol.MaxHeaderBytes, "protocol.max-header-bytes", cfg.Protocol.MaxHeaderBytes,
@@ -558,6 +573,12 @@ func (c *Config) validatePipeline() error {
 	}
 	if c.BPF.CaptureLimit == 0 {
 		return &Error{Key: "bpf.captureLimit", Err: errors.New("must be at least 1 byte")}
+	}
+	if d := c.BPF.PollInterval.Duration; d <= 0 || d > MaxPollInterval {
+		return &Error{Key: "bpf.pollInterval", Err: fmt.Errorf("must be positive and at most %s, got %s", MaxPollInterval, d)}
+	}
+	if w := c.BPF.WakeupBytes; w < 0 || w >= c.BPF.RingBufferSize {
+		return &Error{Key: "bpf.wakeupBytes", Err: fmt.Errorf("must be 0 (a quarter of the ring) or below bpf.ringBufferSize %d, got %d", c.BPF.RingBufferSize, w)}
 	}
 	return nil
 }

@@ -211,6 +211,8 @@ func New(opts Options) (*Monitor, error) {
 			RingBufferSize: cfg.BPF.RingBufferSize,
 			ChunkSize:      cfg.BPF.ChunkSize,
 			CaptureLimit:   cfg.BPF.CaptureLimit,
+			PollInterval:   cfg.BPF.PollInterval.Duration,
+			WakeupBytes:    cfg.BPF.WakeupBytes,
 			RichTier:       cfg.BPF.RichTier,
 		}, log.With("component", "bpf"))
 		if err != nil {
