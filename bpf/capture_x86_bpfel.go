@@ -94,9 +94,13 @@ type captureDataScratch struct {
 		IovCnt      uint32
 		Stop        uint32
 		RestPending uint32
+		Want        uint32
+		Cover       uint32
+		Fill        uint32
+		Pad         uint32
 	}
 	Hdr     captureDataEvent
-	Payload [16384]uint8
+	Payload [32768]uint8
 }
 
 type captureDevCounters struct {

@@ -208,6 +208,11 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	}
 
 	spec.Maps[captureMapEvents].MaxEntries = uint32(cfg.RingBufferSize)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible CPUs for the data scratch: %w", err)
+	}
+	spec.Maps[captureMapScratch].MaxEntries = uint32(cpus)
 	if err := spec.Variables[captureVarChunkSize].Set(uint32(cfg.ChunkSize)); err != nil {
 		return nil, fmt.Errorf("set chunk size: %w", err)
 	}

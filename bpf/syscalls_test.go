@@ -198,6 +198,18 @@ func TestCapturesVectoredMsgAndSendfileSyscalls(t *testing.T) {
 	if got := syscallsOf(cl.Conn, event.Egress); got[event.SysWritev] != uint64(len(vectored)) || got[event.SysSendmsg] != uint64(len(msg)) {
 		t.Fatalf("client egress bytes by syscall %v, want writev %d sendmsg %d", got, len(vectored), len(msg))
 	}
+	// The three iovecs of the writev are gathered into one event, which
+	// carries the syscall's metrics.
+	var writevEvents []event.Data
+	for _, d := range streamOf(t, s, cl.Conn, event.Egress).events {
+		if d.Syscall == event.SysWritev {
+			writevEvents = append(writevEvents, d)
+		}
+	}
+	if len(writevEvents) != 1 || !bytes.Equal(writevEvents[0].Payload, vectored) || writevEvents[0].Send == nil {
+		t.Fatalf("writev of %d iovecs gave %d events (%+v), want one event with all %d bytes and the send metrics",
+			len(iov), len(writevEvents), writevEvents, len(vectored))
+	}
 	if got := syscallsOf(sv.Conn, event.Ingress); got[event.SysReadv] != uint64(len(vectored)) || got[event.SysRecvmsg] != uint64(len(msg)) {
 		t.Fatalf("server ingress bytes by syscall %v, want readv %d recvmsg %d", got, len(vectored), len(msg))
 	}

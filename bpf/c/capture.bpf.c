@@ -154,23 +154,43 @@ struct chunk_loop {
 	__u32 iov_cnt;
 	__u32 stop; /* drop_reason + 1 that ended the walk early, or 0 */
 	__u32 rest_pending; /* a size-only event follows the walk */
+	/* The event being gathered: it covers `cover` of `want` stream bytes,
+	 * the first `fill` of them copied to the payload. */
+	__u32 want;
+	__u32 cover;
+	__u32 fill;
+	__u32 _pad;
 };
 
-/* Scratch for building data events: too large for the 512-byte stack. Per
- * CPU is safe because programs on one CPU do not nest here (the kernel's
- * bpf_prog_active guard skips a tracing program re-entered on that CPU). */
+/* Scratch for building data events: too large for the 512-byte stack, and
+ * with the doubled payload too large for a per-CPU map value (32 KiB), so
+ * it is an array with one slot per possible CPU (sized from user space),
+ * indexed by the current CPU. Safe because programs on one CPU do not nest
+ * here (the kernel's bpf_prog_active guard skips a tracing program
+ * re-entered on that CPU). */
 struct data_scratch {
 	struct chunk_loop loop;
 	struct data_event hdr;
-	__u8 payload[MAX_CHUNK_SIZE];
+	/* Twice the largest chunk, so that the verifier can bound a copy at
+	 * offset < MAX_CHUNK_SIZE of at most MAX_CHUNK_SIZE bytes by those
+	 * two checks alone; events use at most MAX_CHUNK_SIZE of it. */
+	__u8 payload[2 * MAX_CHUNK_SIZE];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1); /* possible CPUs, set at load */
 	__type(key, __u32);
 	__type(value, struct data_scratch);
 } scratch SEC(".maps");
+
+/* This CPU's data scratch. */
+static __always_inline struct data_scratch *cpu_scratch(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&scratch, &cpu);
+}
 
 /* All records. Size set from user space (power of two, default 8 MiB). */
 struct {
@@ -224,7 +244,10 @@ static __always_inline __u64 new_conn_id(void)
 /* The pod of task t, if its network namespace is enrolled: the filter. */
 static __always_inline bool task_pod(struct task_struct *t, __u32 *pod, __u64 *netns)
 {
-	__u64 ino = BPF_CORE_READ(t, nsproxy, net_ns, ns.inum);
+	/* t is a BTF pointer: plain loads, which the JIT turns into guarded
+	 * loads, cost far less than three bpf_probe_read_kernel calls on a
+	 * path every syscall of every thread takes. */
+	__u64 ino = t->nsproxy->net_ns->ns.inum;
 	__u32 *p;
 
 	if (!ino)
@@ -262,10 +285,13 @@ static __always_inline __u64 tcp_sock_of_fd(__s32 fd)
 
 	if (fd < 0)
 		return 0;
-	fdt = BPF_CORE_READ(t, files, fdt);
-	if (!fdt || (__u32)fd >= BPF_CORE_READ(fdt, max_fds))
+	/* Plain loads through the task's BTF pointer (see task_pod); the
+	 * file is found by index, which only a probe read may do, and from
+	 * there on pointers are untyped to the verifier. */
+	fdt = t->files->fdt;
+	if (!fdt || (__u32)fd >= fdt->max_fds)
 		return 0;
-	fds = BPF_CORE_READ(fdt, fd);
+	fds = fdt->fd;
 	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return 0;
 	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
@@ -517,32 +543,26 @@ static __always_inline void finish_send_metrics(struct send_metrics *out, const 
 
 /* ---- data chunking -------------------------------------------------------- */
 
-/* Emits one data event covering size stream bytes, the first want of them
- * copied from user address src. The header's fixed fields are already set
+/* Emits one data event covering size stream bytes, the first captured of
+ * them already in s->payload. The header's fixed fields are already set
  * by report_data. */
-static __always_inline void emit_chunk(struct data_scratch *s, __u64 src, __u32 size, __u32 want,
+static __always_inline void emit_chunk(struct data_scratch *s, __u32 size, __u32 captured, bool truncated,
 				       bool last)
 {
 	struct chunk_loop *l = &s->loop;
-	__u8 truncated = want < size;
 	__u32 n;
 
 	/* Read the length back from the map value so the verifier bounds it
 	 * by the clamp below alone, not by where it came from. */
-	*(volatile __u32 *)&s->hdr.captured = want;
+	*(volatile __u32 *)&s->hdr.captured = captured;
 	n = *(volatile __u32 *)&s->hdr.captured;
 	if (n > MAX_CHUNK_SIZE)
 		n = MAX_CHUNK_SIZE;
-	if (n && bpf_probe_read_user(s->payload, n, (const void *)src)) {
-		count(DROP_READ_USER_FAILED);
-		n = 0;
-		truncated = 1;
-	}
 	s->hdr.seq = l->seq++;
 	s->hdr.offset = l->offset;
 	s->hdr.size = size;
 	s->hdr.captured = n;
-	s->hdr.truncated = truncated;
+	s->hdr.truncated = truncated || n < size;
 	s->hdr.last = last;
 	l->offset += size;
 	l->captured += n;
@@ -550,18 +570,23 @@ static __always_inline void emit_chunk(struct data_scratch *s, __u64 src, __u32 
 		count(DROP_RINGBUF_FULL);
 }
 
-/* One bpf_loop iteration: emit at most one chunk with payload. */
-static long chunk_step(__u32 i, void *ctx)
+/*
+ * One step of gathering an event: copies from the current segment into the
+ * payload, moving to the next iovec when the segment is used up. A writev
+ * of a response head and its body thus becomes one event, not one per
+ * iovec: fewer records for the kernel to write and the daemon to read.
+ */
+static long gather_step(__u32 i, void *ctx)
 {
-	__u32 zero = 0;
-	struct data_scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct data_scratch *s = cpu_scratch();
 	struct chunk_loop *l;
+	__u32 pos;
 	__u64 n;
 
 	if (!s)
 		return 1;
 	l = &s->loop;
-	if (!l->left)
+	if (l->cover >= l->want)
 		return 1;
 	if (!l->seg_left) {
 		struct iovec v;
@@ -576,21 +601,53 @@ static long chunk_step(__u32 i, void *ctx)
 		}
 		l->iov_idx++;
 		l->base = (__u64)v.iov_base;
-		l->seg_left = min64(v.iov_len, l->left);
+		l->seg_left = min64(v.iov_len, l->left - l->cover);
 		if (!l->seg_left)
 			return 0;
 	}
+	n = min64(l->seg_left, l->want - l->cover);
+	pos = *(volatile __u32 *)&l->fill;
+	if (pos >= MAX_CHUNK_SIZE || n > MAX_CHUNK_SIZE)
+		return 1;
+	l->base += n;
+	l->seg_left -= n;
+	l->cover += n;
+	if (bpf_probe_read_user(s->payload + pos, n, (const void *)(l->base - n))) {
+		/* The event ends here: covered, not captured. */
+		count(DROP_READ_USER_FAILED);
+		return 1;
+	}
+	l->fill += n;
+	return 0;
+}
+
+/* One bpf_loop iteration: emit at most one event with payload, gathered
+ * from as many segments as fit in chunk_size. */
+static long chunk_step(__u32 i, void *ctx)
+{
+	struct data_scratch *s = cpu_scratch();
+	struct chunk_loop *l;
+
+	if (!s)
+		return 1;
+	l = &s->loop;
+	if (!l->left)
+		return 1;
 	if (!l->budget) {
 		l->stop = DROP_CAPTURE_LIMIT + 1;
 		return 1;
 	}
-	n = min64(min64(l->seg_left, chunk_size), l->budget);
+	l->want = min64(min64(l->left, chunk_size), l->budget);
+	l->cover = 0;
+	l->fill = 0;
+	/* At most one segment is finished per step, plus the first one. */
+	bpf_loop(MAX_IOVECS + 1, gather_step, NULL, 0);
+	if (!l->cover)
+		return 1; /* no segment left: l->stop says why */
 	/* Last when it covers what is left and no size-only rest follows. */
-	emit_chunk(s, l->base, n, n, l->left == n && !l->rest_pending);
-	l->base += n;
-	l->seg_left -= n;
-	l->left -= n;
-	l->budget -= n;
+	emit_chunk(s, l->cover, l->fill, l->fill < l->cover, l->left == l->cover && !l->rest_pending);
+	l->left -= l->cover;
+	l->budget -= l->cover;
 	return 0;
 }
 
@@ -628,7 +685,6 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	struct chunk_loop *l;
 	__u32 rest_reason = 0;
 	__u64 rest = 0;
-	__u32 zero = 0;
 
 	dir &= 1;
 	if (!cs || cs->sk != a->sk) {
@@ -641,7 +697,7 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 		track_sock(a->sk, cs, a, a->fd, false);
 	}
 
-	s = bpf_map_lookup_elem(&scratch, &zero);
+	s = cpu_scratch();
 	if (!s)
 		return;
 	s->hdr.type = EVENT_DATA;
@@ -747,7 +803,7 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	if (rest) {
 		if (rest_reason)
 			count(rest_reason - 1);
-		emit_chunk(s, 0, rest, 0, true);
+		emit_chunk(s, rest, 0, true, true);
 	}
 
 	cs->seq[dir] = l->seq;
@@ -1154,13 +1210,15 @@ static __always_inline struct syscall_args *send_of_skb(const void *skb)
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(on_dev_queue, struct sk_buff *skb)
 {
-	struct syscall_args *a = send_of((__u64)BPF_CORE_READ(skb, sk));
+	/* tp_btf arguments are BTF pointers: plain loads, no probe reads,
+	 * in the hooks that run for every packet on the node. */
+	struct syscall_args *a = send_of((__u64)skb->sk);
 
 	if (!a)
 		return 0;
 	a->m.packets++;
-	a->m.packet_bytes += BPF_CORE_READ(skb, len);
-	a->m.ifindex = BPF_CORE_READ(skb, dev, ifindex);
+	a->m.packet_bytes += skb->len;
+	a->m.ifindex = skb->dev->ifindex;
 	a->cur_skb = (__u64)skb;
 	a->queue_ts = bpf_ktime_get_ns();
 	a->start_ts = 0;
@@ -1232,7 +1290,7 @@ static __always_inline void count_pod_drop(__u32 pod, __u32 reason)
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	__u64 sk = (__u64)BPF_CORE_READ(skb, sk);
+	__u64 sk = (__u64)skb->sk;
 	struct syscall_args *a;
 	struct sock_conn *sc;
 
@@ -1398,14 +1456,14 @@ struct {
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(on_netif_receive, struct sk_buff *skb)
 {
-	__u64 ino = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	__u64 ino = skb->dev->nd_net.net->ns.inum;
 	struct rx_stamp st = {};
 	__u64 key = (__u64)skb;
 
 	if (!bpf_map_lookup_elem(&enrolled_netns, &ino))
 		return 0;
 	st.rx_ns = bpf_ktime_get_ns();
-	st.ifindex = BPF_CORE_READ(skb, dev, ifindex);
+	st.ifindex = skb->dev->ifindex;
 	if (bpf_map_update_elem(&rx_stamps, &key, &st, BPF_ANY))
 		count(DROP_RX_STAMP_MAP_FULL);
 	return 0;
@@ -1432,7 +1490,7 @@ int BPF_PROG(on_skb_copy, const struct sk_buff *skb, int len)
 	struct rx_stamp *st;
 	__u64 now;
 
-	if (!a || a->sk != (__u64)BPF_CORE_READ(skb, sk))
+	if (!a || a->sk != (__u64)skb->sk)
 		return 0;
 	switch (a->syscall) {
 	case SYS_READ:
