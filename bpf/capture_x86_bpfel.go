@@ -375,6 +375,7 @@ const (
 	captureProgTcPodEgress    = "tc_pod_egress"
 	captureProgTcPodIngress   = "tc_pod_ingress"
 	captureVarCaptureLimit    = "capture_limit"
+	captureVarCapturePayload  = "capture_payload"
 	captureVarChunkSize       = "chunk_size"
 	captureVarNextConnId      = "next_conn_id"
 	captureVarUnusedBtfAnchor = "unused_btf_anchor"
@@ -493,6 +494,7 @@ type captureMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureVariableSpecs struct {
 	CaptureLimit    *ebpf.VariableSpec `ebpf:"capture_limit"`
+	CapturePayload  *ebpf.VariableSpec `ebpf:"capture_payload"`
 	ChunkSize       *ebpf.VariableSpec `ebpf:"chunk_size"`
 	NextConnId      *ebpf.VariableSpec `ebpf:"next_conn_id"`
 	UnusedBtfAnchor *ebpf.VariableSpec `ebpf:"unused_btf_anchor"`
@@ -557,6 +559,7 @@ func (m *captureMaps) Close() error {
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureVariables struct {
 	CaptureLimit    *ebpf.Variable `ebpf:"capture_limit"`
+	CapturePayload  *ebpf.Variable `ebpf:"capture_payload"`
 	ChunkSize       *ebpf.Variable `ebpf:"chunk_size"`
 	NextConnId      *ebpf.Variable `ebpf:"next_conn_id"`
 	UnusedBtfAnchor *ebpf.Variable `ebpf:"unused_btf_anchor"`

@@ -88,6 +88,11 @@ type Config struct {
 	// the ring buffer, so bursts are read before the ring fills. Default:
 	// a quarter of RingBufferSize; it must be below RingBufferSize.
 	WakeupBytes int
+	// NoPayload makes data events carry sizes and kernel metrics only:
+	// no user memory is copied, so no protocol can be parsed. For nodes
+	// where payload must not leave the kernel, and to measure what the
+	// kernel metrics cost on their own.
+	NoPayload bool
 	// ProcessQueueSize bounds the processes found by Enroll's scan that
 	// wait for Run; beyond it they are counted and dropped.
 	ProcessQueueSize int
@@ -222,6 +227,11 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	}
 	if err := spec.Variables[captureVarCaptureLimit].Set(limit); err != nil {
 		return nil, fmt.Errorf("set capture limit: %w", err)
+	}
+	if cfg.NoPayload {
+		if err := spec.Variables[captureVarCapturePayload].Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("turn payload capture off: %w", err)
+		}
 	}
 	if err := spec.Variables[captureVarWakeupBytes].Set(uint64(cfg.WakeupBytes)); err != nil {
 		return nil, fmt.Errorf("set wakeup bytes: %w", err)

@@ -378,3 +378,79 @@ func TestCapturesLargeTransfersWithExactSizes(t *testing.T) {
 		t.Fatalf("capture limit reached but not counted: %v", counters)
 	}
 }
+
+func TestNoPayloadReportsSizesAndMetricsButNoBytes(t *testing.T) {
+	r := startCollector(t, Config{NoPayload: true})
+	ns := newNetns(t)
+	if err := r.Enroll(ns.ino, 4); err != nil {
+		t.Fatal(err)
+	}
+	iov := [][]byte{[]byte("GET /private"), []byte(" HTTP/1.1\r\n\r\n")}
+	request := bytes.Join(iov, nil)
+	response := bytes.Repeat([]byte("secret."), 3000) // 21000 bytes: several chunks' worth
+
+	var lfd, port int
+	wait(t, in(ns, func() error { lfd, port = rawListen4(t); return nil }), time.Second)
+	srv := in(ns, func() error {
+		defer unix.Close(lfd)
+		fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("accept4: %w", err)
+		}
+		defer unix.Close(fd)
+		if got, err := readFull(fd, len(request)); err != nil || !bytes.Equal(got, request) {
+			return fmt.Errorf("read request: %q %v", got, err)
+		}
+		return writeAll(fd, response)
+	})
+	cli := in(ns, func() error {
+		fd, err := rawConnect4(port)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if n, err := unix.Writev(fd, iov); err != nil || n != len(request) {
+			return fmt.Errorf("writev: %d %v", n, err)
+		}
+		if got, err := readFull(fd, len(response)); err != nil || !bytes.Equal(got, response) {
+			return fmt.Errorf("read response: %d bytes, %v", len(got), err)
+		}
+		return nil
+	})
+	wait(t, cli, 10*time.Second)
+	wait(t, srv, 10*time.Second)
+	eventually(t, 5*time.Second, "both closes", func() bool { return len(r.rec.snapshot(ns.ino).closes) >= 2 })
+
+	s := r.rec.snapshot(ns.ino)
+	cl := s.connsBy(event.RoleClient)
+	if len(cl) != 1 {
+		t.Fatalf("client connections %+v, want one", cl)
+	}
+	egress := streamOf(t, s, cl[0].Conn, event.Egress)
+	ingress := streamOf(t, s, cl[0].Conn, event.Ingress)
+	if egress.gaps != 0 || egress.size != uint64(len(request)) || ingress.gaps != 0 || ingress.size != uint64(len(response)) {
+		t.Fatalf("client streams cover %d and %d bytes (gaps %d, %d), want %d and %d",
+			egress.size, ingress.size, egress.gaps, ingress.gaps, len(request), len(response))
+	}
+	if len(egress.captured) != 0 || len(ingress.captured) != 0 {
+		t.Fatalf("payload copied with NoPayload: %q / %.40q", egress.captured, ingress.captured)
+	}
+	// One size-only event per syscall, each carrying its metrics.
+	for _, d := range append(egress.events, ingress.events...) {
+		if !d.Truncated || (d.Direction == event.Egress && d.Send == nil) || (d.Direction == event.Ingress && d.Recv == nil) {
+			t.Fatalf("event %+v: want size-only with the syscall's metrics", d)
+		}
+	}
+	if len(egress.events) != 1 || egress.events[0].Send.Packets == 0 {
+		t.Fatalf("writev gave %d events (%+v), want one with packets counted", len(egress.events), egress.events)
+	}
+	counters, err := r.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"chunk_truncated", "capture_limit", "read_user_failed"} {
+		if counters[name] != 0 {
+			t.Errorf("counter %s = %d: leaving payload out is not a loss", name, counters[name])
+		}
+	}
+}

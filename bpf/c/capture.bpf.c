@@ -39,6 +39,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Load-time knobs, set from Go through CollectionSpec.Variables. */
 volatile const __u32 chunk_size = 4096;           /* 1..MAX_CHUNK_SIZE */
 volatile const __u64 capture_limit = 1ULL << 20;  /* per conn and direction, beyond each syscall's first chunk; 0 = unlimited */
+volatile const __u32 capture_payload = 1;         /* 0: events carry sizes and metrics, never payload */
 volatile const __u64 wakeup_bytes = 0;            /* see rb_flags; 0 = wake the reader for every record */
 
 /* Source of connection ids; 0 is never handed out. */
@@ -794,14 +795,17 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 
 	/* Each iteration emits at most one chunk (zero-length iovecs use one
 	 * up without emitting); bytes left when the loop ends go size-only. */
-	if (!l->stop && l->left)
+	if (capture_payload && !l->stop && l->left)
 		bpf_loop(MAX_CHUNKS, chunk_step, NULL, 0);
 	if (l->left) {
-		count(l->stop ? l->stop - 1 : DROP_CHUNK_TRUNCATED);
+		/* Without payload capture (kernel metrics only) every syscall
+		 * is one size-only event carrying its metrics, by design. */
+		if (capture_payload)
+			count(l->stop ? l->stop - 1 : DROP_CHUNK_TRUNCATED);
 		rest += l->left;
 	}
 	if (rest) {
-		if (rest_reason)
+		if (rest_reason && capture_payload)
 			count(rest_reason - 1);
 		emit_chunk(s, rest, 0, true, true);
 	}

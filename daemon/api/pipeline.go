@@ -44,6 +44,9 @@ type Features struct {
 	// Capture says whether eBPF capture runs; Reason says why not.
 	Capture bool   `json:"capture"`
 	Reason  string `json:"reason,omitempty"`
+	// Payload says whether payload is copied for protocol parsing; false
+	// (bpf.payload=false) leaves connections and kernel metrics only.
+	Payload bool `json:"payload"`
 	// Tier is the richest hook tier attached ("base", "fentry", "kprobe").
 	Tier string `json:"tier,omitempty"`
 	// TierError says why a richer tier the kernel offers is not in use.

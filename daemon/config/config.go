@@ -150,6 +150,10 @@ type BPF struct {
 	// WakeupBytes wakes the reader early once this many bytes wait; 0
 	// means a quarter of RingBufferSize.
 	WakeupBytes int `json:"wakeupBytes"`
+	// Payload copies payload bytes to user space for protocol parsing;
+	// false keeps connections and kernel metrics only (see
+	// bpf.Config.NoPayload).
+	Payload bool `json:"payload"`
 	// RichTier loads the fentry/kprobe programs where they attach (off by
 	// default; see bpf.Config.RichTier for why).
 	RichTier bool `json:"richTier"`
@@ -213,6 +217,7 @@ func Default() Config {
 			ChunkSize:      DefaultChunkSize,
 			CaptureLimit:   DefaultCaptureLimit,
 			PollInterval:   Duration{DefaultPollInterval},
+			Payload:        true,
 		},
 		Protocol: Protocol{
 			MaxHeaderBytes: DefaultMaxHeaderBytes,
@@ -356,6 +361,7 @@ var flags = map[string]string{
 	"bpf.captureLimit":         "bpf.capture-limit",
 	"bpf.richTier":             "bpf.rich-tier",
 	"bpf.pollInterval":         "bpf.poll-interval",
+	"bpf.payload":              "bpf.payload",
 	"bpf.wakeupBytes":          "bpf.wakeup-bytes",
 	"protocol.maxHeaderBytes":  "protocol.max-header-bytes",
 	"protocol.maxStreams":      "protocol.max-streams",
@@ -417,6 +423,8 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 		"how often the ring buffer is read when the kernel side has not woken the reader (the delay before a quiet connection's events are seen)")
 	fs.IntVar(&cfg.BPF.WakeupBytes, "bpf.wakeup-bytes", cfg.BPF.WakeupBytes,
 		"wake the reader early once this many `bytes` wait in the ring buffer (0: a quarter of the ring)")
+	fs.BoolVar(&cfg.BPF.Payload, "bpf.payload", cfg.BPF.Payload,
+		"copy payload to user space for HTTP parsing (false: connections and kernel metrics only, no payload leaves the kernel)")
 	fs.BoolVar(&cfg.BPF.RichTier, "bpf.rich-tier", cfg.BPF.RichTier,
 		"load the fentry/kprobe programs where they attach, for finer L4/L3, netfilter and ARP metrics (experimental)")
 	fs.IntVar(&cfg.Protocol.MaxHeaderBytes, "protocol.max-header-bytes", cfg.Protocol.MaxHeaderBytes,

@@ -35,7 +35,7 @@ func (m *Monitor) Features() api.Features {
 	}
 	f := m.coll.Features()
 	out := api.Features{
-		Capture: true, Tier: f.Tier.String(), TierError: f.TierError,
+		Capture: true, Payload: m.cfg.BPF.Payload, Tier: f.Tier.String(), TierError: f.TierError,
 		Tiers: []api.TierStatus{}, Hooks: []api.HookStatus{}, Metrics: []api.MetricStatus{},
 	}
 	for _, t := range f.Tiers {

@@ -213,6 +213,7 @@ func New(opts Options) (*Monitor, error) {
 			CaptureLimit:   cfg.BPF.CaptureLimit,
 			PollInterval:   cfg.BPF.PollInterval.Duration,
 			WakeupBytes:    cfg.BPF.WakeupBytes,
+			NoPayload:      !cfg.BPF.Payload,
 			RichTier:       cfg.BPF.RichTier,
 		}, log.With("component", "bpf"))
 		if err != nil {

@@ -144,7 +144,11 @@ func featuresCmd(ctx context.Context, e env, args []string) error {
 		fmt.Fprintf(e.stdout, "Capture: off (%s)\n", f.Reason)
 		return nil
 	}
-	fmt.Fprintf(e.stdout, "Capture: on\nTier:    %s\n", f.Tier)
+	payload := "on"
+	if !f.Payload {
+		payload = "off (bpf.payload=false: connections and kernel metrics only)"
+	}
+	fmt.Fprintf(e.stdout, "Capture: on\nPayload: %s\nTier:    %s\n", payload, f.Tier)
 	if f.TierError != "" {
 		fmt.Fprintf(e.stdout, "Tier error: %s\n", f.TierError)
 	}

@@ -104,7 +104,7 @@ func TestRequestsTablePassesFiltersAndShowsPeerPod(t *testing.T) {
 
 func TestFeaturesTableAndJSON(t *testing.T) {
 	f := api.Features{
-		Capture: true, Tier: "base",
+		Capture: true, Payload: true, Tier: "base",
 		Tiers:   []api.TierStatus{{Tier: "base", Available: true}, {Tier: "fentry", Reason: "attach: lockdown"}},
 		Hooks:   []api.HookStatus{{Name: "tp_btf/sched_process_fork", Tier: "base", Available: true}},
 		Metrics: []api.MetricStatus{{Name: "rtt", Reason: "no program measures it"}},
@@ -115,7 +115,7 @@ func TestFeaturesTableAndJSON(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	want := strings.Join([]string{
-		"Capture: on", "Tier: base", "",
+		"Capture: on", "Payload: on", "Tier: base", "",
 		"TIER STATUS REASON", "base available -", "fentry unavailable attach: lockdown", "",
 		"HOOK TIER STATUS REASON", "tp_btf/sched_process_fork base available -", "",
 		"METRIC STATUS REASON", "rtt unavailable no program measures it", "",
