@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -190,17 +191,42 @@ func TestBench(t *testing.T) {
 	}
 	stopDaemon(t, d)
 
+	// The kernel-metrics-only variant: the same daemon with payload
+	// capture off (no HTTP parsing), for issue #4's overhead target.
+	kernelArgs := append(slices.Clone(cfg.DaemonArgs), "--bpf.payload=false")
+	variants := []variant{baseline, withWeir}
+	if daemonHasFlag(t, bins.Path("weir-daemon"), "bpf.payload") {
+		variants = append(variants, kernelOnly)
+		rep.KernelOnly = true
+		rep.KernelArgs = kernelArgs
+	} else {
+		rep.Notes = append(rep.Notes, "weir-daemon has no --bpf.payload flag: the kernel-metrics-only variant is not part of this run.")
+	}
 	for round := range cfg.Rounds {
-		order := []bool{false, true} // false: baseline, true: with Weir
-		if round%2 == 1 {
-			order = []bool{true, false}
-		}
-		for _, withWeir := range order {
-			if withWeir {
+		// Each round rotates the order, so no variant always runs first
+		// (warmest caches) or last (most accumulated load).
+		order := slices.Concat(variants[round%len(variants):], variants[:round%len(variants)])
+		for _, v := range order {
+			switch v {
+			case withWeir:
+				d.SetExtraArgs(cfg.DaemonArgs)
+				startDaemon(t, d)
+			case kernelOnly:
+				d.SetExtraArgs(kernelArgs)
 				startDaemon(t, d)
 			}
 			for i, s := range scenarios {
-				if !withWeir {
+				if v == kernelOnly {
+					w, err := measureWeir(t, d, nil, func() (LoadResult, error) { return runners[i](t) })
+					if err != nil {
+						t.Fatalf("round %d kernel metrics only %s: %v", round, s.Short, err)
+					}
+					s.KernelOnly = append(s.KernelOnly, w)
+					t.Logf("round %d kernel metrics only %s: %.0f req/s p50 %v p99 %v daemon cpu %v",
+						round, s.Short, w.Load.Throughput, w.Load.P50, w.Load.P99, w.CPU)
+					continue
+				}
+				if v == baseline {
 					rep.ForeignBPF = max(rep.ForeignBPF, tracingPrograms(t))
 					res, err := runners[i](t)
 					if err != nil {
@@ -218,11 +244,12 @@ func TestBench(t *testing.T) {
 				t.Logf("round %d with Weir %s: %.0f req/s p50 %v p99 %v daemon cpu %v hwm %s lost %.0f records %.0f",
 					round, s.Short, w.Load.Throughput, w.Load.P50, w.Load.P99, w.CPU, mb(w.HWM), SumLost(w.Lost), w.Records)
 			}
-			if withWeir {
+			if v != baseline {
 				stopDaemon(t, d)
 			}
 		}
 	}
+	d.SetExtraArgs(cfg.DaemonArgs)
 
 	if cfg.Paced {
 		startDaemon(t, d)
@@ -397,6 +424,22 @@ func waitExported(oap *Receiver, from ReceiverCounts, records float64, limit tim
 
 // oapFlag returns "--<name>" when weir-daemon's usage lists that flag, so
 // the benchmark includes export as soon as the daemon supports it.
+// variant is what runs next to the load: nothing, the daemon as
+// configured, or the daemon with payload capture off.
+type variant int
+
+const (
+	baseline variant = iota
+	withWeir
+	kernelOnly
+)
+
+// daemonHasFlag says whether the weir-daemon binary has --name.
+func daemonHasFlag(t *testing.T, daemon, name string) bool {
+	t.Helper()
+	return oapFlag(t, daemon, name) != ""
+}
+
 func oapFlag(t *testing.T, daemon, name string) string {
 	t.Helper()
 	if name == "" {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -105,6 +106,11 @@ func StartDaemon(t testing.TB, bins Binaries, opts DaemonOptions) *Daemon {
 	}
 	return d
 }
+
+// SetExtraArgs replaces the flags added to the daemon's command line from
+// the next Start on: one daemon (same socket, state and pods) can then be
+// measured in several configurations.
+func (d *Daemon) SetExtraArgs(args []string) { d.extra = slices.Clone(args) }
 
 // Args is the daemon's command line (without the program name).
 func (d *Daemon) Args() []string {
