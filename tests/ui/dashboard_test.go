@@ -62,7 +62,7 @@ const (
 // from the daemon's own type so the test follows the wire format.
 func featuresJSON(t *testing.T) string {
 	t.Helper()
-	f := api.Features{Capture: true, Tier: "base",
+	f := api.Features{Capture: true, Payload: true, Tier: "base",
 		Tiers: []api.TierStatus{{Tier: "base", Available: true}, {Tier: "fentry", Reason: "fentry refused: lockdown"}},
 		Hooks: []api.HookStatus{{Name: "tracepoint/syscalls/sys_enter_connect", Tier: "base", Available: true},
 			{Name: "fentry/tcp_sendmsg", Tier: "fentry", Reason: "fentry refused: lockdown"}},
@@ -225,7 +225,7 @@ func TestDashboardRendersEveryViewFromTheAggregationAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 		assertContains(t, "pods", text, "frontend", "catalog", "reviews", "loadgen", "10.213.7.4/24", "veth7a8b9c",
-			"hook tier: base", "netfilter-time", "needs the fentry tier", "2 hooks, 1 attached")
+			"payload captured", "hook tier: base", "netfilter-time", "needs the fentry tier", "2 hooks, 1 attached")
 		assertCount(t, b, "#pods tbody tr", 4)
 		assertCount(t, b, "#metrics .badge.off", 1)
 		assertCount(t, b, "#hooks tbody tr", 2)

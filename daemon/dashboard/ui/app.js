@@ -179,6 +179,8 @@ function featuresPanel(feat) {
   const attached = hooks.filter((k) => k.available).length;
   return h("div", {class: "panel", id: "features"},
     h("p", {}, "capture ", badge(feat.capture, "running", "off"), feat.reason ? ` ${feat.reason}` : "",
+      feat.capture ? ["  payload ", h("span", {id: "payload", title: feat.payload ? "" : "bpf.payload=false: connections and kernel metrics only, no HTTP records"},
+        badge(feat.payload, "captured", "off"))] : null,
       "  hook tier: ", h("b", {id: "tier"}, feat.tier || "none")),
     tiers.length === 0 ? null : h("p", {class: "tiers"}, "tiers: ", tiers.map((ti) =>
       h("span", {title: ti.reason || ""}, badge(ti.available, ti.tier, ti.tier + " unavailable"), " "))),
