@@ -54,10 +54,12 @@ type Scenario struct {
 
 // PacedRun is a fixed-rate run with the daemon up.
 type PacedRun struct {
-	Name   string
-	Target float64 // offered req/s
-	Run    WeirRun
-	Err    string
+	Name    string
+	Target  float64    // offered req/s
+	Base    LoadResult // the same rate without the daemon
+	BaseErr string
+	Run     WeirRun
+	Err     string
 }
 
 // ConnsResult is the many-idle-connections scenario.
@@ -251,6 +253,13 @@ func (r *Report) Markdown() string {
 		maxRate = max(maxRate, w.Load.Throughput)
 		p("| %s: achieved rate | %.0f req/s offered | %.0f req/s | %.3f | ≥ 0.97 of offered | %s |\n",
 			pr.Name, pr.Target, w.Load.Throughput, ratio(w.Load.Throughput, pr.Target), met(w.Load.Throughput >= 0.97*pr.Target))
+		if pr.BaseErr == "" && pr.Base.P99 > 0 {
+			r99 := ratio(float64(w.Load.P99), float64(pr.Base.P99))
+			p("| %s: p50 latency | %s | %s | %.3f | — | |\n", pr.Name, ms(float64(pr.Base.P50)), ms(float64(w.Load.P50)),
+				ratio(float64(w.Load.P50), float64(pr.Base.P50)))
+			p("| %s: p99 latency | %s | %s | %.3f | ≤ %.2f | %s |\n", pr.Name, ms(float64(pr.Base.P99)), ms(float64(w.Load.P99)),
+				r99, TargetP99, r.judged(r99 <= TargetP99))
+		}
 		if pr.Target <= 10_000 {
 			p("| %s: daemon cores | — | %.3f cores | — | ≤ %.2f | %s |\n", pr.Name, cores, TargetCoresAt10k, r.judged(cores <= TargetCoresAt10k))
 		} else {
