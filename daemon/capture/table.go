@@ -189,12 +189,15 @@ func (t *Table) Data(e event.Data) {
 		t.stats.BadEvents++
 		return
 	}
-	if t.closed.has(e.Conn) {
+	// A tracked connection is never in the closed ring (it enters the
+	// ring when it leaves the table, and a closed id does not come back),
+	// so the ring is looked at only for ids not tracked.
+	c := t.conns[e.Conn]
+	if c == nil && t.closed.has(e.Conn) {
 		t.stats.LateData++
 		t.stats.BytesDropped += uint64(e.Size)
 		return
 	}
-	c := t.conns[e.Conn]
 	if c == nil {
 		t.stats.UnknownConnData++
 		c = t.newConn(e.Conn, e.Proc, e.FD, e.Start)
@@ -484,3 +487,8 @@ type Conn struct {
 }
 
 func (c *Conn) fdKey() fdKey { return fdKey{c.Proc.TGID, c.FD} }
+
+// Stream returns the Stream of the connection: the one its StreamFactory
+// made (NopStream when that returned nil), or nil once the connection has
+// left the table.
+func (c *Conn) Stream() Stream { return c.stream }

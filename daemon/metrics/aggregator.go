@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/weirnet/weir/bpf/event"
@@ -42,6 +43,11 @@ type Aggregator struct {
 	// started bounds the span rates are computed over: a window longer
 	// than the aggregator's life would dilute them.
 	started time.Time
+	// keepsEpoch says Run may keep the current step in keptEpoch (the
+	// clock is the real one, whose steps a timer can follow); keptEpoch
+	// is 0 while Run does not.
+	keepsEpoch bool
+	keptEpoch  atomic.Int64
 
 	mu         sync.Mutex
 	pods       map[podKey]*podState
@@ -68,6 +74,7 @@ var _ flow.Consumer = (*Aggregator)(nil)
 // New returns an Aggregator. It fails on unusable options or a malformed
 // route pattern.
 func New(opts Options) (*Aggregator, error) {
+	realClock := opts.Now == nil
 	opts = opts.withDefaults()
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("metrics options: %w", err)
@@ -77,36 +84,70 @@ func New(opts Options) (*Aggregator, error) {
 		return nil, fmt.Errorf("metrics options: %w", err)
 	}
 	return &Aggregator{
-		opts:     opts,
-		routes:   routes,
-		slots:    int(opts.Retention / opts.Step),
-		started:  opts.Now(),
-		pods:     make(map[podKey]*podState),
-		services: make(map[serviceKey]*serviceState),
-		edges:    make(map[edgeKey]*edgeState),
-		conns:    make(map[event.ConnID]*connEntry),
-		descs:    newDescs(),
+		opts:    opts,
+		routes:  routes,
+		slots:   int(opts.Retention / opts.Step),
+		started: opts.Now(),
+		// A fake clock moves when its test says, not with timers.
+		keepsEpoch: realClock,
+		pods:       make(map[podKey]*podState),
+		services:   make(map[serviceKey]*serviceState),
+		edges:      make(map[edgeKey]*edgeState),
+		conns:      make(map[event.ConnID]*connEntry),
+		descs:      newDescs(),
 	}, nil
 }
 
 // Name implements the daemon's Component.
 func (a *Aggregator) Name() string { return "metrics" }
 
-// Run evicts series idle for a whole retention until ctx ends.
+// Run evicts series idle for a whole retention until ctx ends. With the
+// real clock it also keeps the current step for epoch, advancing it at
+// each step boundary.
 func (a *Aggregator) Run(ctx context.Context) error {
 	t := time.NewTicker(max(a.opts.Step*6, time.Second))
 	defer t.Stop()
+	var boundary <-chan time.Time // nil: epoch reads the clock
+	var next *time.Timer
+	if a.keepsEpoch {
+		next = time.NewTimer(a.keepEpoch())
+		defer next.Stop()
+		defer a.keptEpoch.Store(0)
+		boundary = next.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			a.EvictIdle()
+		case <-boundary:
+			next.Reset(a.keepEpoch())
 		}
 	}
 }
 
-func (a *Aggregator) epoch() int64 { return a.opts.Now().UnixNano() / int64(a.opts.Step) }
+// keepEpoch stores the current step for epoch and returns the time to the
+// next step boundary. The clock is read again at every boundary, so a
+// stepped wall clock is followed from the next boundary on.
+func (a *Aggregator) keepEpoch() time.Duration {
+	now, step := a.opts.Now().UnixNano(), int64(a.opts.Step)
+	a.keptEpoch.Store(now / step)
+	return time.Duration(step - now%step)
+}
+
+// epoch returns the current step number. While Run keeps it, that is one
+// atomic load: epoch runs for every kernel operation and exchange, and
+// reading the clock each time (two vDSO calls) was the daemon's largest
+// cost per captured request. The kept step advances when Run's timer
+// fires, which is at most a scheduling delay after the boundary; flows are
+// processed a ring buffer poll interval after they happened anyway.
+func (a *Aggregator) epoch() int64 {
+	if e := a.keptEpoch.Load(); e != 0 {
+		return e
+	}
+	return a.opts.Now().UnixNano() / int64(a.opts.Step)
+}
 
 // KernelOp implements flow.Consumer. It runs once per syscall: it takes the
 // lock once and allocates only when a new series is created.

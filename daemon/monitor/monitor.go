@@ -135,12 +135,11 @@ func New(opts Options) (*Monitor, error) {
 		services = OwnerServices{}
 	}
 	m := &Monitor{
-		log:      log.With("component", "monitor"),
-		cfg:      cfg,
-		pstats:   &protocol.Stats{},
-		requests: newRequestRing(cfg.Requests.Keep),
-		boot:     opts.BootTime,
-		clock:    opts.Clock,
+		log:    log.With("component", "monitor"),
+		cfg:    cfg,
+		pstats: &protocol.Stats{},
+		boot:   opts.BootTime,
+		clock:  opts.Clock,
 	}
 	if m.clock == nil {
 		m.clock = capture.MonotonicNow
@@ -148,6 +147,7 @@ func New(opts Options) (*Monitor, error) {
 	if m.boot.IsZero() {
 		m.boot = time.Now().Add(-time.Duration(m.clock()))
 	}
+	m.requests = newRequestRing(cfg.Requests.Keep, m.boot)
 	m.pods = newPodIndex(services)
 	m.metrics = newMetrics(m)
 
@@ -175,7 +175,6 @@ func New(opts Options) (*Monitor, error) {
 		pstats:    m.pstats,
 		limits:    limits,
 		dump:      dump,
-		boot:      m.boot,
 		metrics:   m.metrics,
 	})
 

@@ -20,7 +20,6 @@ type pipelineConfig struct {
 	pstats    *protocol.Stats
 	limits    protocol.Limits
 	dump      *dumper
-	boot      time.Time
 	metrics   *metrics
 }
 
@@ -30,8 +29,10 @@ type pipelineConfig struct {
 type pipeline struct {
 	pipelineConfig
 	conns map[event.ConnID]*connState
-	// waiting holds connections with a syscall whose operation is not
-	// known to be complete yet, for Swept.
+	// waiting holds the connections with a syscall whose operation is
+	// not known to be complete yet, for Swept, and connections whose
+	// operations completed since the last sweep (connState.waiting says
+	// which are in it).
 	waiting map[*connState]struct{}
 }
 
@@ -59,6 +60,15 @@ type connState struct {
 	c      *capture.Conn
 	parser *protocol.Conn // created on the first bytes, when the role is known
 	fc     *flow.Connection
+	// fcPods and fcPodID are the pod index version and the pod id fc was
+	// checked against: while neither moved, fc needs no lookups.
+	fcPods  uint64
+	fcPodID uint32
+	// shown is fc's identity as the requests API shows it, formatted once
+	// per fc rather than per exchange.
+	shown *shownConn
+	// waiting says the connection is in the pipeline's waiting set.
+	waiting bool
 
 	// pending is the operation of the syscall being reported in each
 	// direction: the kernel reports a syscall as several chunks and says
@@ -69,8 +79,11 @@ type connState struct {
 	done    [2]opKey         // the last completed syscall per direction
 	recent  []*flow.KernelOp // ring of the last OpsPerConn complete read/write ops
 	next    int
+	// opBlock holds the read/write operations not handed out yet of the
+	// block allocated last (see newOp).
+	opBlock []flow.KernelOp
 	// exchanges wait until no operation overlapping them is pending.
-	exchanges []*flow.Exchange
+	exchanges []*pendingExchange
 
 	dump *connDump
 }
@@ -129,7 +142,17 @@ func (cs *connState) ensureParser() *protocol.Conn {
 // values handed to consumers are immutable.
 func (cs *connState) flow() *flow.Connection {
 	c := cs.c
-	local := cs.p.pods.byPodID(c.PodID) // renamed pods are new values
+	pods := cs.p.pods
+	version := pods.current()
+	if fc := cs.fc; fc != nil && version == cs.fcPods && c.PodID == cs.fcPodID && fc.Role == c.Role &&
+		fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote && fc.Process.PID == c.Proc.TGID &&
+		fc.Process.ContainerID == c.ContainerID && (fc.Process.ContainerName != "" || !pods.namesContainers(c.ContainerID)) {
+		// Nothing the identity is made of changed, so the lookups below
+		// would find what fc holds.
+		return fc
+	}
+	cs.fcPods, cs.fcPodID = version, c.PodID
+	local := pods.byPodID(c.PodID) // renamed pods are new values
 	// A container's name never changes: once the runtime has named this
 	// container id, the resolver is not asked again (this runs per
 	// operation).
@@ -137,7 +160,7 @@ func (cs *connState) flow() *flow.Connection {
 	if fc := cs.fc; fc != nil && fc.Process.ContainerID == c.ContainerID && fc.Process.ContainerName != "" {
 		container = fc.Process.ContainerName
 	} else {
-		container = cs.p.pods.containerName(c.PodID, c.ContainerID)
+		container = pods.containerName(c.PodID, c.ContainerID)
 	}
 	if fc := cs.fc; fc != nil && fc.Role == c.Role && fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote &&
 		fc.Process.PID == c.Proc.TGID && fc.Process.ContainerID == c.ContainerID &&
@@ -153,7 +176,7 @@ func (cs *connState) flow() *flow.Connection {
 			ContainerName: container},
 	}
 	if c.Remote.IsValid() {
-		fc.Remote.Pod = cs.p.pods.byAddr(c.Remote.Addr())
+		fc.Remote.Pod = pods.byAddr(c.Remote.Addr())
 	}
 	cs.fc = fc
 	return fc
@@ -184,8 +207,8 @@ func (p *pipeline) ConnOpened(c *capture.Conn, e event.ConnOpen) {
 // DataArrived implements capture.Observer: every read and write syscall
 // becomes one operation carrying the syscall's total bytes.
 func (p *pipeline) DataArrived(c *capture.Conn, e event.Data) {
-	cs := p.conns[c.ID]
-	if cs == nil {
+	cs, ok := c.Stream().(*connState) // what p.conns holds, without a lookup per chunk
+	if !ok {
 		return
 	}
 	d := e.Direction
@@ -214,9 +237,13 @@ func (p *pipeline) DataArrived(c *capture.Conn, e event.Data) {
 		if d == event.Ingress {
 			kind = flow.OpRead
 		}
-		op = &flow.KernelOp{Conn: cs.flow(), Kind: kind, Syscall: e.Syscall, Start: e.Start, End: e.End, Success: true}
+		op = cs.newOp()
+		*op = flow.KernelOp{Conn: cs.flow(), Kind: kind, Syscall: e.Syscall, Start: e.Start, End: e.End, Success: true}
 		cs.pending[d] = op
-		p.waiting[cs] = struct{}{}
+		if !cs.waiting {
+			cs.waiting = true
+			p.waiting[cs] = struct{}{}
+		}
 	}
 	op.Bytes += uint64(e.Size)
 	if e.Send != nil || e.Recv != nil {
@@ -235,6 +262,7 @@ func (p *pipeline) ConnFinished(c *capture.Conn, info capture.ConnInfo, ev *even
 	cs.complete(event.Egress)
 	cs.complete(event.Ingress)
 	delete(p.waiting, cs)
+	cs.waiting = false
 	cs.deliver(true)
 	if ev != nil {
 		p.emitOp(&flow.KernelOp{
@@ -246,13 +274,19 @@ func (p *pipeline) ConnFinished(c *capture.Conn, info capture.ConnInfo, ev *even
 }
 
 // Swept implements capture.Observer: operations whose syscall has been
-// quiet for OpFlushDelay are complete.
+// quiet for OpFlushDelay are complete. Connections that have nothing
+// pending any more leave the waiting set here rather than at every
+// completed operation, which would cost two map updates per syscall.
 func (p *pipeline) Swept(now event.Timestamp) {
 	for cs := range p.waiting {
 		for d := range cs.pending {
 			if op := cs.pending[d]; op != nil && now > op.End && time.Duration(now-op.End) >= OpFlushDelay {
 				cs.complete(event.Direction(d))
 			}
+		}
+		if cs.pending[0] == nil && cs.pending[1] == nil {
+			delete(p.waiting, cs)
+			cs.waiting = false
 		}
 	}
 }
@@ -265,9 +299,6 @@ func (cs *connState) complete(d event.Direction) {
 	}
 	cs.pending[d] = nil
 	cs.done[d] = opKey{op.Syscall, op.Start, op.End}
-	if cs.pending[1-d] == nil {
-		delete(cs.p.waiting, cs)
-	}
 	cs.p.emitOp(op)
 	// Ops are kept only where an exchange may still claim them: not on a
 	// connection the parser gave up on as plain TCP.
@@ -275,6 +306,24 @@ func (cs *connState) complete(d event.Direction) {
 		cs.remember(op)
 	}
 	cs.deliver(false)
+}
+
+// opsPerBlock is how many read/write operations a connection allocates at
+// once: a request's and its response's syscall, twice. A consumer that
+// keeps an operation keeps its block alive, at most three operations more
+// than it asked for; the connection itself keeps the last OpsPerConn.
+const opsPerBlock = 4
+
+// newOp returns a zero operation for the connection. Operations are made
+// once per syscall, and taking them from blocks spares most of their
+// allocations.
+func (cs *connState) newOp() *flow.KernelOp {
+	if len(cs.opBlock) == 0 {
+		cs.opBlock = make([]flow.KernelOp, opsPerBlock)
+	}
+	op := &cs.opBlock[0]
+	cs.opBlock = cs.opBlock[1:]
+	return op
 }
 
 // remember adds op to the ring of recent operations.
@@ -298,8 +347,11 @@ func (p *pipeline) emitOp(op *flow.KernelOp) {
 // once and to consumers when its operations are complete.
 func (cs *connState) record(r *protocol.Record) {
 	fc := cs.flow()
-	cs.p.requests.add(requestOf(fc, r, cs.p.boot))
-	cs.exchanges = append(cs.exchanges, &flow.Exchange{Conn: fc, Record: r})
+	if cs.shown == nil || cs.shown.conn != fc {
+		cs.shown = showConn(fc)
+	}
+	cs.p.requests.add(cs.shown, r)
+	cs.exchanges = append(cs.exchanges, &pendingExchange{Exchange: flow.Exchange{Conn: fc, Record: r}})
 	if len(cs.exchanges) > PendingExchangesPerConn {
 		cs.p.metrics.exchangesForced.Add(1)
 		cs.deliverFirst()
@@ -329,20 +381,43 @@ func (cs *connState) deliver(force bool) {
 	}
 }
 
+// pendingExchange is an exchange with room for the operations an exchange
+// usually has (its request's and its response's syscall, or a few when
+// they took several), so that it and its Ops take one allocation.
+type pendingExchange struct {
+	flow.Exchange
+	ops [4]*flow.KernelOp
+}
+
 func (cs *connState) deliverFirst() {
-	ex := cs.exchanges[0]
-	cs.exchanges[0] = nil
-	cs.exchanges = cs.exchanges[1:]
+	pe := cs.exchanges[0]
+	ex := &pe.Exchange
+	// Shifting down keeps the slice's array for the next exchanges, where
+	// reslicing would give it up.
+	rest := copy(cs.exchanges, cs.exchanges[1:])
+	cs.exchanges[rest] = nil
+	cs.exchanges = cs.exchanges[:rest]
 	start, end := window(ex.Record)
-	// recent is a ring in order of completion; consumers get the ops in
-	// order of their start.
-	n := len(cs.recent)
-	for i := range n {
-		op := cs.recent[(cs.next+i)%n]
-		if op.Start <= end && op.End >= start && len(ex.Ops) < OpsPerExchange {
-			ex.Ops = append(ex.Ops, op)
+	// recent is a ring in order of completion, oldest at next; consumers
+	// get the ops in order of their start. They are gathered first so
+	// that Ops is allocated once, at its size.
+	var found [OpsPerExchange]*flow.KernelOp
+	k := 0
+	for _, part := range [2][]*flow.KernelOp{cs.recent[cs.next:], cs.recent[:cs.next]} {
+		for _, op := range part {
+			if op.Start <= end && op.End >= start && k < len(found) {
+				found[k] = op
+				k++
+			}
 		}
 	}
+	switch {
+	case k > len(pe.ops):
+		ex.Ops = make([]*flow.KernelOp, k)
+	case k > 0:
+		ex.Ops = pe.ops[:k:k]
+	}
+	copy(ex.Ops, found[:k])
 	slices.SortStableFunc(ex.Ops, func(a, b *flow.KernelOp) int { return cmp.Compare(a.Start, b.Start) })
 	cs.p.metrics.exchanges.Add(1)
 	for _, c := range cs.p.consumers {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/flow"
@@ -90,10 +91,18 @@ func shortID(id string) string {
 // calls and read by the pipeline.
 type podIndex struct {
 	services ServiceResolver
-	gens     Generationer // nil: names never change
+	gens     Generationer   // nil: names never change
+	namer    ContainerNamer // nil: containers are not named
+
+	// gen is the resolver generation the names were taken at, and version
+	// moves whenever an identity may have changed (a pod added, removed
+	// or renamed). Both are written with mu held and read without it:
+	// the pipeline asks for identities on every operation, and checking
+	// that nothing changed must not cost a lock.
+	gen     atomic.Uint64
+	version atomic.Uint64
 
 	mu   sync.RWMutex
-	gen  uint64                   // resolver generation the names were taken at
 	src  map[uint32]*enrollpb.Pod // registry records, to name pods again
 	byID map[uint32]*flow.Pod
 	byIP map[netip.Addr]uint32
@@ -102,9 +111,11 @@ type podIndex struct {
 
 func newPodIndex(s ServiceResolver) *podIndex {
 	g, _ := s.(Generationer)
+	n, _ := s.(ContainerNamer)
 	return &podIndex{
 		services: s,
 		gens:     g,
+		namer:    n,
 		src:      make(map[uint32]*enrollpb.Pod),
 		byID:     make(map[uint32]*flow.Pod),
 		byIP:     make(map[netip.Addr]uint32),
@@ -125,6 +136,7 @@ func (x *podIndex) add(p *enrollpb.Pod, log *slog.Logger) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.version.Add(1)
 	x.removeLocked(p.GetId())
 	x.byID[fp.ID] = fp
 	x.src[fp.ID] = p
@@ -137,6 +149,7 @@ func (x *podIndex) add(p *enrollpb.Pod, log *slog.Logger) {
 func (x *podIndex) remove(id uint32) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.version.Add(1)
 	x.removeLocked(id)
 }
 
@@ -159,32 +172,43 @@ func (x *podIndex) refresh() {
 		return
 	}
 	g := x.gens.Generation()
-	x.mu.RLock()
-	same := g == x.gen
-	x.mu.RUnlock()
-	if same {
+	if g == x.gen.Load() {
 		return
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if g == x.gen {
+	if g == x.gen.Load() {
 		return
 	}
-	x.gen = g
+	x.gen.Store(g)
 	for id, fp := range x.byID {
 		if svc := x.services.Service(x.src[id]); svc != fp.Service {
 			np := *fp
 			np.Service = svc
 			x.byID[id] = &np
+			x.version.Add(1)
 		}
 	}
+}
+
+// current returns the version of the identities, after naming pods again
+// if the resolver learned more: while it stays the same, byPodID and
+// byAddr keep their answers.
+func (x *podIndex) current() uint64 {
+	x.refresh()
+	return x.version.Load()
+}
+
+// namesContainers reports whether containerName may ask the resolver for
+// container containerID: only then can its answer change.
+func (x *podIndex) namesContainers(containerID string) bool {
+	return x.namer != nil && containerID != ""
 }
 
 // containerName names container containerID of pod id, or "" when the
 // resolver cannot (yet).
 func (x *podIndex) containerName(id uint32, containerID string) string {
-	cn, ok := x.services.(ContainerNamer)
-	if !ok || containerID == "" {
+	if x.namer == nil || containerID == "" {
 		return ""
 	}
 	x.mu.RLock()
@@ -193,7 +217,7 @@ func (x *podIndex) containerName(id uint32, containerID string) string {
 	if src == nil {
 		return ""
 	}
-	return cn.ContainerName(src.GetContainerId(), containerID)
+	return x.namer.ContainerName(src.GetContainerId(), containerID)
 }
 
 // byPodID returns the pod enrolled under id, or nil.

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/protocol"
@@ -17,28 +18,62 @@ import (
 // DefaultRequestsLimit is how many requests the API returns without limit=.
 const DefaultRequestsLimit = 100
 
-// requestRing keeps the latest exchanges for the API, as the API shows
-// them: resolving identities once, at insertion, keeps reads cheap and the
-// entry correct even after the pod is gone.
+// requestRing keeps the latest exchanges for the API. Identities are
+// resolved once, at insertion, which keeps the entry correct even after
+// the pod is gone; an entry is otherwise kept compact (the connection's
+// identity shared by its exchanges, times in the event clock) and turned
+// into the API's form when read: the ring is written for every exchange
+// and scanned by every garbage collection, and is read rarely.
 type requestRing struct {
+	boot time.Time // wall-clock time of the event clock's zero
+
 	mu      sync.Mutex
-	entries []api.Request
+	entries []requestEntry
 	next    int
 	full    bool
 	// overwritten counts entries pushed out by newer ones.
 	overwritten atomic.Uint64
 }
 
-func newRequestRing(n int) *requestRing {
-	return &requestRing{entries: make([]api.Request, max(n, 1))}
+// requestEntry is one exchange in the ring: what api.Request shows of it.
+type requestEntry struct {
+	conn                *shownConn
+	protocol            protocol.Protocol
+	method, path, host  string
+	traceID             string
+	reqStart, respEnd   event.Timestamp
+	status              int
+	grpcStatus          int // -1 when absent
+	reqBytes, respBytes uint64
+	incomplete          bool
 }
 
-func (r *requestRing) add(req api.Request) {
+func newRequestRing(n int, boot time.Time) *requestRing {
+	return &requestRing{boot: boot, entries: make([]requestEntry, max(n, 1))}
+}
+
+// add keeps exchange rec of the connection shown as sc, which must not
+// change afterwards.
+func (r *requestRing) add(sc *shownConn, rec *protocol.Record) {
 	r.mu.Lock()
 	if r.full {
 		r.overwritten.Add(1)
 	}
-	r.entries[r.next] = req
+	r.entries[r.next] = requestEntry{
+		conn:       sc,
+		protocol:   rec.Protocol,
+		method:     rec.Method,
+		path:       rec.Path,
+		host:       rec.Host,
+		traceID:    rec.Trace.TraceID,
+		reqStart:   rec.ReqStart,
+		respEnd:    rec.RespEnd,
+		status:     rec.Status,
+		grpcStatus: rec.GRPCStatus,
+		reqBytes:   rec.ReqHeaderBytes + rec.ReqBodyBytes,
+		respBytes:  rec.RespHeaderBytes + rec.RespBodyBytes,
+		incomplete: rec.Incomplete,
+	}
 	r.next++
 	if r.next == len(r.entries) {
 		r.next, r.full = 0, true
@@ -56,40 +91,64 @@ func (r *requestRing) latest(pod string, limit int) []api.Request {
 	}
 	out := make([]api.Request, 0, min(limit, n))
 	for i := 1; i <= n && len(out) < limit; i++ {
-		e := r.entries[(r.next-i+len(r.entries))%len(r.entries)]
-		if pod == "" || e.Pod == pod {
-			out = append(out, e)
+		e := &r.entries[(r.next-i+len(r.entries))%len(r.entries)]
+		if pod == "" || e.conn.pod == pod {
+			out = append(out, e.request(r.boot))
 		}
 	}
 	return out
 }
 
-func requestOf(fc *flow.Connection, r *protocol.Record, boot time.Time) api.Request {
-	req := api.Request{
-		Time:         r.ReqStart.Time(boot),
-		Pod:          podName(fc.Local.Pod),
-		Role:         fc.Role.String(),
-		Protocol:     string(r.Protocol),
-		Method:       r.Method,
-		Path:         r.Path,
-		Host:         r.Host,
-		Status:       r.Status,
-		ReqBytes:     r.ReqHeaderBytes + r.ReqBodyBytes,
-		RespBytes:    r.RespHeaderBytes + r.RespBodyBytes,
-		TraceID:      r.Trace.TraceID,
-		Incomplete:   r.Incomplete,
-		ConnectionID: uint64(fc.ID),
+// shownConn is a connection's identity as the API shows it. It is
+// formatted once per flow.Connection value (they are immutable) rather than
+// for every exchange, and shared by the entries of its exchanges.
+type shownConn struct {
+	conn         *flow.Connection
+	pod, peerPod string
+	peer         string // remote address, "" when unknown
+	role         string
+	id           uint64
+}
+
+func showConn(fc *flow.Connection) *shownConn {
+	sc := &shownConn{
+		conn:    fc,
+		pod:     podName(fc.Local.Pod),
+		peerPod: podName(fc.Remote.Pod),
+		role:    fc.Role.String(),
+		id:      uint64(fc.ID),
 	}
 	if fc.Remote.Addr.IsValid() {
-		req.Peer = fc.Remote.Addr.String()
+		sc.peer = fc.Remote.Addr.String()
 	}
-	req.PeerPod = podName(fc.Remote.Pod)
-	if r.GRPCStatus >= 0 {
-		s := r.GRPCStatus
+	return sc
+}
+
+// request returns the entry as the API shows it.
+func (e *requestEntry) request(boot time.Time) api.Request {
+	req := api.Request{
+		Time:         e.reqStart.Time(boot),
+		Pod:          e.conn.pod,
+		Peer:         e.conn.peer,
+		PeerPod:      e.conn.peerPod,
+		Role:         e.conn.role,
+		Protocol:     string(e.protocol),
+		Method:       e.method,
+		Path:         e.path,
+		Host:         e.host,
+		Status:       e.status,
+		ReqBytes:     e.reqBytes,
+		RespBytes:    e.respBytes,
+		TraceID:      e.traceID,
+		Incomplete:   e.incomplete,
+		ConnectionID: e.conn.id,
+	}
+	if e.grpcStatus >= 0 {
+		s := e.grpcStatus
 		req.GRPCStatus = &s
 	}
-	if r.RespEnd > r.ReqStart {
-		req.LatencyMs = float64(r.RespEnd-r.ReqStart) / float64(time.Millisecond)
+	if e.respEnd > e.reqStart {
+		req.LatencyMs = float64(e.respEnd-e.reqStart) / float64(time.Millisecond)
 	}
 	return req
 }

@@ -50,6 +50,10 @@ type Parser struct {
 	// stream 1 of the HTTP/2 connection.
 	h2c  *exchange
 	dead bool
+	// path and host are the last request's target and Host: a client
+	// mostly repeats them on a keep-alive connection, and reusing the
+	// strings saves two allocations per request.
+	path, host string
 }
 
 type exchange struct {
@@ -351,28 +355,25 @@ func (p *Parser) header(d *dir, b []byte, start, end event.Timestamp) (int, Swit
 }
 
 // sectionEnd returns the length of the header section at the start of b
-// (through its blank line), searching from offset from, or -1.
+// (through its blank line: CRLF CRLF, or a bare LF LF), searching from
+// offset from, or -1. It visits each line feed once: the section ends at
+// the first one that ends a blank line.
 func sectionEnd(b []byte, from int) int {
-	i := bytes.Index(b[from:], crlfcrlf)
-	lim := len(b)
-	if i >= 0 {
-		i += from
-		lim = i + 4
+	for i := from; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		k := i + j
+		switch {
+		case k+1 < len(b) && b[k+1] == '\n':
+			return k + 2
+		case k > from && b[k-1] == '\r' && k+2 < len(b) && b[k+1] == '\r' && b[k+2] == '\n':
+			return k + 3
+		}
+		i = k + 1
 	}
-	// Tolerate bare LF line endings.
-	if j := bytes.Index(b[from:lim], lflf); j >= 0 && (i < 0 || from+j+2 < i+4) {
-		return from + j + 2
-	}
-	if i >= 0 {
-		return i + 4
-	}
-	return -1
 }
-
-var (
-	crlfcrlf = []byte("\r\n\r\n")
-	lflf     = []byte("\n\n")
-)
 
 // begin starts the exchange of a request message (nil for a response that
 // has no request to pair with is handled by the caller).
@@ -479,7 +480,7 @@ func (p *Parser) startLine(d *dir, x *exchange, line []byte) bool {
 			return false
 		}
 		r.Method = internMethod(line[:sp1])
-		r.Path = string(rest[:sp2])
+		r.Path = reuse(&p.path, rest[:sp2])
 		switch string(rest[sp2+1:]) {
 		case "HTTP/1.1":
 			r.Protocol = record.HTTP11
@@ -510,6 +511,15 @@ func (p *Parser) startLine(d *dir, x *exchange, line []byte) bool {
 	return true
 }
 
+// reuse returns b as a string: the one in *last when they are equal, else
+// a new one that replaces it.
+func reuse(last *string, b []byte) string {
+	if string(b) != *last {
+		*last = string(b)
+	}
+	return *last
+}
+
 func internMethod(m []byte) string {
 	for _, s := range methods {
 		if string(m) == s {
@@ -524,7 +534,7 @@ func (p *Parser) request(d *dir, x *exchange, h *fields, n int, end event.Timest
 	r.ReqHeaderBytes += uint64(n)
 	r.ReqEnd = end
 	if len(h.host) > 0 {
-		r.Host = string(h.host)
+		r.Host = reuse(&p.host, h.host)
 	}
 	p.trace(d, r)
 	if h.upgrade != nil && h.connUpgrade {
@@ -551,7 +561,9 @@ func (p *Parser) trace(d *dir, r *record.Record) {
 	if bad > 0 {
 		p.stats.TraceMalformed.Add(uint64(bad))
 	}
-	r.Trace = ctx
+	if r.Trace != ctx { // mostly both empty: spare the write
+		r.Trace = ctx
+	}
 }
 
 func (p *Parser) response(d *dir, x *exchange, h *fields, n int, end event.Timestamp) Switch {
@@ -643,11 +655,11 @@ func (p *Parser) done(d *dir, end event.Timestamp) {
 		x.rec.RespEnd = end
 		x.respDone = true
 		if len(p.pending) > 0 && p.pending[0] == x {
-			p.pending[0] = nil
-			p.pending = p.pending[1:]
-			if len(p.pending) == 0 {
-				p.pending = p.pending[:0:0]
-			}
+			// Shifting down (at most MaxPending pointers, usually
+			// none) keeps the array for the next requests.
+			n := copy(p.pending, p.pending[1:])
+			p.pending[n] = nil
+			p.pending = p.pending[:n]
 		}
 	}
 	if x.reqDone && x.respDone {

@@ -98,6 +98,11 @@ type Parser struct {
 	fSide   Side
 	fKind   blockKind
 	trace   tracectx.Collector
+
+	// path and host are the last request's :path and :authority (or
+	// Host): the streams of a connection mostly repeat them, and reusing
+	// the strings saves allocations per stream.
+	path, host string
 }
 
 type blockKind uint8
@@ -692,12 +697,12 @@ func (p *Parser) field(name, value []byte, unknown bool) {
 		case ":method":
 			r.Method = internMethod(value)
 		case ":path":
-			r.Path = string(value)
+			r.Path = reuse(&p.path, value)
 		case ":authority":
-			r.Host = string(value)
+			r.Host = reuse(&p.host, value)
 		case "host":
 			if r.Host == "" {
-				r.Host = string(value)
+				r.Host = reuse(&p.host, value)
 			}
 		case ":scheme":
 			switch string(value) {
@@ -737,6 +742,15 @@ func (p *Parser) field(name, value []byte, unknown bool) {
 			p.grpcField(r, name, value)
 		}
 	}
+}
+
+// reuse returns b as a string: the one in *last when they are equal, else
+// a new one that replaces it.
+func reuse(last *string, b []byte) string {
+	if string(b) != *last {
+		*last = string(b)
+	}
+	return *last
 }
 
 func (p *Parser) grpcField(r *record.Record, name, value []byte) {

@@ -62,8 +62,15 @@ const (
 	seenB3Multi
 )
 
-// Reset clears the collector for the next message.
-func (c *Collector) Reset() { *c = Collector{} }
+// Reset clears the collector for the next message. Every header kept sets
+// seen, so a collector that saw none is clear already: most messages carry
+// no trace header, and clearing the strings again would cost write
+// barriers per message while the garbage collector runs.
+func (c *Collector) Reset() {
+	if c.seen != 0 {
+		*c = Collector{}
+	}
+}
 
 // Observe offers one header field. name may be in any case. It reports
 // whether the field was a trace header (and was kept).
