@@ -62,7 +62,10 @@ type benchConfig struct {
 	DaemonArgs []string      // WEIR_BENCH_DAEMON_ARGS, extra weir-daemon flags
 	Report     string        // WEIR_BENCH_REPORT, default tests/bench/REPORT.md
 	ParserOut  string        // WEIR_BENCH_PARSER_OUT: saved `go test -bench` output
-	Paced      bool          // WEIR_BENCH_PACED, default 1
+	// PipelineOut is WEIR_BENCH_PIPELINE_OUT: saved output of the daemon
+	// pipeline benchmarks (./daemon/monitor).
+	PipelineOut string
+	Paced       bool // WEIR_BENCH_PACED, default 1
 	// OAPFlag is the weir-daemon flag taking a SkyWalking OAP address
 	// (WEIR_BENCH_OAP_FLAG, default "oap"; empty disables export).
 	OAPFlag string
@@ -105,6 +108,7 @@ func loadConfig(t *testing.T, repo string) benchConfig {
 		c.Report = v
 	}
 	c.ParserOut = os.Getenv("WEIR_BENCH_PARSER_OUT")
+	c.PipelineOut = os.Getenv("WEIR_BENCH_PIPELINE_OUT")
 	return c
 }
 
@@ -285,6 +289,9 @@ func TestBench(t *testing.T) {
 	}
 
 	rep.Parser, rep.ParserNote = parserResults(cfg.ParserOut)
+	if cfg.PipelineOut != "" {
+		rep.Pipeline, rep.PipelineNote = parserResults(cfg.PipelineOut)
+	}
 	if !rep.capturing() {
 		rep.Notes = append(rep.Notes, notCapturingExplanation+".")
 	}

@@ -92,7 +92,11 @@ type Report struct {
 	Conns      *ConnsResult
 	Parser     []GoBench
 	ParserNote string
-	Notes      []string
+	// Pipeline are the daemon pipeline benchmarks: CPU per request
+	// without the kernel side, from the same `make bench`.
+	Pipeline     []GoBench
+	PipelineNote string
+	Notes        []string
 }
 
 func (r *Report) capturing() bool {
@@ -310,6 +314,22 @@ func (r *Report) Markdown() string {
 			p("| HTTP/2 vs x/net Framer+hpack: allocs/op | %.0f vs %.0f | fewer | %s |\n", h2.AllocsPerOp, xn.AllocsPerOp, met(h2.AllocsPerOp < xn.AllocsPerOp))
 		}
 		p("\nThe benchmarks run on one goroutine, so MB/s is per core. The x/net baseline only decodes frames and header fields; Weir's parser also builds records.\n")
+	}
+	if len(r.Pipeline) > 0 || r.PipelineNote != "" {
+		p("\n## Daemon pipeline (`go test -run '^$' -bench Pipeline -benchmem -count 3 ./daemon/monitor/`)\n\n")
+		if len(r.Pipeline) == 0 {
+			p("Not measured: %s\n", r.PipelineNote)
+		} else {
+			p("| benchmark | ns/op | CPU ns/op | B/op | allocs/op | daemon cores at 10k req/s |\n|---|---|---|---|---|---|\n")
+			for _, g := range r.Pipeline {
+				cpu := g.Extra["cpu-ns/op"]
+				if cpu == 0 {
+					cpu = g.NsPerOp
+				}
+				p("| %s | %.0f | %.0f | %.0f | %.0f | %.3f |\n", g.Name, g.NsPerOp, cpu, g.BytesPerOp, g.AllocsPerOp, cpu*10_000/1e9)
+			}
+			p("\nOne op is one request on a keep-alive connection as both of its ends report it (four data syscalls, two exchanges), fed through the real table, parsers, aggregator and requests ring without the kernel side; CPU ns/op is process CPU time including GC.\n")
+		}
 	}
 	if len(r.Notes) > 0 {
 		p("\n## Notes\n\n")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: Weir's performance report.
 #
-# Runs the protocol parser benchmarks, then TestBench (tests/bench), which
+# Runs the protocol parser and daemon pipeline benchmarks, then TestBench (tests/bench), which
 # measures two pods on the real CNI chain without and with weir-daemon and
 # writes tests/bench/REPORT.md; finally prints the report.
 #
@@ -31,10 +31,13 @@ trap 'rm -rf "$work"' EXIT
 echo "==> parser benchmarks (./daemon/protocol)"
 "$GO" test -run '^$' -bench . -benchmem ./daemon/protocol/ | tee "$work/parser.txt"
 
+echo "==> daemon pipeline benchmarks (./daemon/monitor)"
+"$GO" test -run '^$' -bench 'Pipeline' -benchmem -count 3 ./daemon/monitor/ | tee "$work/pipeline.txt"
+
 echo "==> pod-to-pod benchmark (./tests/bench)"
 # The whole run is bounded: about 3 rounds x 4 runs x 10 s, 2 paced runs,
 # one connection scenario; the timeout only catches a hang.
-WEIR_BENCH=1 WEIR_BENCH_PARSER_OUT="$work/parser.txt" \
+WEIR_BENCH=1 WEIR_BENCH_PARSER_OUT="$work/parser.txt" WEIR_BENCH_PIPELINE_OUT="$work/pipeline.txt" \
   "$GO" test -count=1 -timeout 15m -run '^TestBench$' -v ./tests/bench/
 
 report=${WEIR_BENCH_REPORT:-$REPO/tests/bench/REPORT.md}
