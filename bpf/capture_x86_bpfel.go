@@ -98,6 +98,8 @@ type captureDataScratch struct {
 		Cover       uint32
 		Fill        uint32
 		Pad         uint32
+		MmsgVec     uint64
+		MmsgTotal   uint64
 	}
 	Hdr     captureDataEvent
 	Payload [32768]uint8
@@ -379,7 +381,6 @@ const (
 	captureVarChunkSize       = "chunk_size"
 	captureVarNextConnId      = "next_conn_id"
 	captureVarUnusedBtfAnchor = "unused_btf_anchor"
-	captureVarWakeupBytes     = "wakeup_bytes"
 )
 
 // loadCapture returns the embedded CollectionSpec for capture.
@@ -498,7 +499,6 @@ type captureVariableSpecs struct {
 	ChunkSize       *ebpf.VariableSpec `ebpf:"chunk_size"`
 	NextConnId      *ebpf.VariableSpec `ebpf:"next_conn_id"`
 	UnusedBtfAnchor *ebpf.VariableSpec `ebpf:"unused_btf_anchor"`
-	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // captureObjects contains all objects after they have been loaded into the kernel.
@@ -563,7 +563,6 @@ type captureVariables struct {
 	ChunkSize       *ebpf.Variable `ebpf:"chunk_size"`
 	NextConnId      *ebpf.Variable `ebpf:"next_conn_id"`
 	UnusedBtfAnchor *ebpf.Variable `ebpf:"unused_btf_anchor"`
-	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // capturePrograms contains all programs after they have been loaded into the kernel.

@@ -77,17 +77,15 @@ type Config struct {
 	// and direction; later bytes are reported size-only. 0 means the
 	// default; set NoCaptureLimit for unlimited.
 	CaptureLimit uint64
-	// PollInterval is how often the reader looks at the ring buffer when
-	// the kernel side has not woken it. The kernel side writes records
-	// without a wakeup (each wakeup is an inter-processor interrupt, and
-	// at tens of thousands of syscalls a second they cost more than the
-	// capture itself), so this is the delay before a quiet connection's
-	// records are read. Default DefaultPollInterval, at most one second.
+	// PollInterval is how long the reader sleeps when it finds the ring
+	// buffer empty. The kernel side writes records without waking the
+	// reader (each wakeup is an inter-processor interrupt, and at tens of
+	// thousands of syscalls a second they cost more than the capture
+	// itself), so this is the delay before a quiet connection's records
+	// are read; a busy ring is read without pause. Default
+	// DefaultPollInterval, at most one second. RingBufferSize must hold
+	// what the node writes during one interval.
 	PollInterval time.Duration
-	// WakeupBytes wakes the reader early when this many bytes wait in
-	// the ring buffer, so bursts are read before the ring fills. Default:
-	// a quarter of RingBufferSize; it must be below RingBufferSize.
-	WakeupBytes int
 	// NoPayload makes data events carry sizes and kernel metrics only:
 	// no user memory is copied, so no protocol can be parsed. For nodes
 	// where payload must not leave the kernel, and to measure what the
@@ -127,9 +125,6 @@ func (c Config) withDefaults() (Config, error) {
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
 	}
-	if c.WakeupBytes == 0 {
-		c.WakeupBytes = c.RingBufferSize / 4
-	}
 	if c.RingBufferSize < minRingBufferSize || bits.OnesCount(uint(c.RingBufferSize)) != 1 {
 		return c, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", c.RingBufferSize, minRingBufferSize)
 	}
@@ -138,9 +133,6 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.PollInterval < 0 || c.PollInterval > maxPollInterval {
 		return c, fmt.Errorf("poll interval %s: must be between 0 and %s", c.PollInterval, maxPollInterval)
-	}
-	if c.WakeupBytes < 1 || c.WakeupBytes >= c.RingBufferSize {
-		return c, fmt.Errorf("wakeup bytes %d: must be between 1 and the ring buffer size %d, exclusive", c.WakeupBytes, c.RingBufferSize)
 	}
 	if c.ProcessQueueSize < 1 {
 		return c, fmt.Errorf("process queue size %d: must be positive", c.ProcessQueueSize)
@@ -172,6 +164,7 @@ type Collector struct {
 	pods                podAttachments
 
 	processes chan ProcessEvent // found by Enroll's scan, delivered by Run
+	wake      chan struct{}     // cuts Run's sleep short: processes wait
 	running   atomic.Bool
 	closeOnce sync.Once
 	stats     readerStats
@@ -233,9 +226,6 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 			return nil, fmt.Errorf("turn payload capture off: %w", err)
 		}
 	}
-	if err := spec.Variables[captureVarWakeupBytes].Set(uint64(cfg.WakeupBytes)); err != nil {
-		return nil, fmt.Errorf("set wakeup bytes: %w", err)
-	}
 	names, err := counterNames(spec)
 	if err != nil {
 		return nil, err
@@ -246,6 +236,7 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		cfg:          cfg,
 		counterNames: names,
 		processes:    make(chan ProcessEvent, cfg.ProcessQueueSize),
+		wake:         make(chan struct{}, 1),
 		pods:         podAttachments{byNS: map[uint64]*tcAttach{}},
 	}
 	c.coll, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{

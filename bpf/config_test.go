@@ -6,13 +6,10 @@ import (
 	"time"
 )
 
-func TestConfigDefaultsWakeTheReaderAtAQuarterOfTheRing(t *testing.T) {
-	c, err := Config{RingBufferSize: 1 << 16}.withDefaults()
+func TestConfigDefaultsPollTheRingEvery10ms(t *testing.T) {
+	c, err := Config{}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
-	}
-	if c.WakeupBytes != 1<<14 {
-		t.Errorf("WakeupBytes = %d, want a quarter of the ring (%d)", c.WakeupBytes, 1<<14)
 	}
 	if c.PollInterval != DefaultPollInterval {
 		t.Errorf("PollInterval = %s, want %s", c.PollInterval, DefaultPollInterval)
@@ -26,8 +23,6 @@ func TestConfigRejectsBoundsItCannotHonour(t *testing.T) {
 	}{
 		{Config{RingBufferSize: 5000}, "power of two"},
 		{Config{ChunkSize: MaxChunkSize + 1}, "chunk size"},
-		{Config{WakeupBytes: DefaultRingBufferSize}, "wakeup bytes"},
-		{Config{WakeupBytes: -1}, "wakeup bytes"},
 		{Config{PollInterval: 2 * time.Second}, "poll interval"},
 		{Config{PollInterval: -time.Millisecond}, "poll interval"},
 	} {

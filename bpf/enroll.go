@@ -47,8 +47,11 @@ func (c *Collector) Enroll(netnsInode uint64, podID uint32) error {
 			c.stats.scanDropped.Add(1)
 		}
 	}
-	if len(found) > 0 && c.reader != nil {
-		_ = c.reader.Flush() // wake Run to deliver them
+	if len(found) > 0 {
+		select { // wake Run to deliver them
+		case c.wake <- struct{}{}:
+		default: // a wake is already pending
+		}
 	}
 	c.log.Info("netns enrolled", "netns", netnsInode, "pod", podID, "existing_processes", len(found))
 	return nil

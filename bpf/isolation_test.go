@@ -207,9 +207,26 @@ func TestEnrollScansExistingProcessesAndSockets(t *testing.T) {
 	wait(t, cli, 5*time.Second)
 	wait(t, srv, 5*time.Second)
 
-	eventually(t, 5*time.Second, "existing process and both connections", func() bool {
+	// The open of each connection and its data are separate records: wait
+	// for the data too, not only for the opens.
+	eventually(t, 5*time.Second, "existing process and both connections with their bytes", func() bool {
 		s := r.rec.snapshot(ns.ino)
-		return len(s.connsBy(event.RoleUnknown)) >= 2 && len(s.procs) >= 1
+		conns := s.connsBy(event.RoleUnknown)
+		if len(conns) < 2 || len(s.procs) < 1 {
+			return false
+		}
+		for _, o := range conns {
+			var n int
+			for _, d := range s.data {
+				if d.Conn == o.Conn {
+					n += int(d.Size)
+				}
+			}
+			if n < len(msg) {
+				return false
+			}
+		}
+		return true
 	})
 	s := r.rec.snapshot(ns.ino)
 	var found bool

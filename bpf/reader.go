@@ -71,22 +71,30 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 	defer c.running.Store(false)
 	ps, _ := sink.(ProcessSink)
 
-	// Flush is the one way to wake a blocked ReadInto without closing the
-	// reader; Enroll uses it too, to get scanned processes delivered.
-	stop := context.AfterFunc(ctx, func() { _ = c.reader.Flush() })
-	defer stop()
-
-	// The kernel side rarely wakes the reader (see Config.PollInterval):
-	// the deadline makes ReadInto return what waits every PollInterval.
-	// It is absolute, so it is re-armed each time it expires.
-	c.reader.SetDeadline(time.Now().Add(c.cfg.PollInterval))
+	// The kernel side never wakes the reader (see Config.PollInterval).
+	// With a deadline in the past ReadInto never blocks in epoll: it
+	// returns the records that wait and then os.ErrDeadlineExceeded, and
+	// Run sleeps on a Go timer only when the ring is empty. Blocking in
+	// epoll_wait instead held a thread in a syscall and kept the runtime's
+	// sysmon waking every few microseconds to look at it.
+	c.reader.SetDeadline(time.Unix(0, 1))
+	tick := time.NewTicker(c.cfg.PollInterval)
+	defer tick.Stop()
 	var rec ringbuf.Record
 	for {
 		c.deliverProcesses(ps)
 		err := c.reader.ReadInto(&rec)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			c.reader.SetDeadline(time.Now().Add(c.cfg.PollInterval))
+			if c.reader.AvailableBytes() > 0 {
+				continue // written while we drained
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-c.wake:
+			case <-tick.C:
+			}
 		case err == nil:
 			c.stats.records.Add(1)
 			if err := decode(rec.RawSample, sink, ps, c.dropReasons); err != nil {
@@ -94,9 +102,8 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 				c.log.Debug("skipping ring buffer record", "error", err)
 			}
 		case errors.Is(err, ringbuf.ErrFlushed):
-			if ctx.Err() != nil {
-				return nil
-			}
+			// Nothing flushes the reader; kept so that a flush is not
+			// mistaken for a failure.
 		case errors.Is(err, ringbuf.ErrClosed):
 			return ErrClosed
 		default:

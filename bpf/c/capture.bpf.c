@@ -40,7 +40,6 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 volatile const __u32 chunk_size = 4096;           /* 1..MAX_CHUNK_SIZE */
 volatile const __u64 capture_limit = 1ULL << 20;  /* per conn and direction, beyond each syscall's first chunk; 0 = unlimited */
 volatile const __u32 capture_payload = 1;         /* 0: events carry sizes and metrics, never payload */
-volatile const __u64 wakeup_bytes = 0;            /* see rb_flags; 0 = wake the reader for every record */
 
 /* Source of connection ids; 0 is never handed out. */
 __u64 next_conn_id = 0;
@@ -161,6 +160,10 @@ struct chunk_loop {
 	__u32 cover;
 	__u32 fill;
 	__u32 _pad;
+	/* sendmmsg/recvmmsg: the mmsghdr vector and the summed length of its
+	 * messages after the first. */
+	__u64 mmsg_vec;
+	__u64 mmsg_total;
 };
 
 /* Scratch for building data events: too large for the 512-byte stack, and
@@ -441,33 +444,14 @@ static __always_inline void fill_conn(struct conn_event *e, __u8 type, const str
 }
 
 /*
- * Wakeup policy of every ring buffer write. By default the kernel wakes the
- * reader for each record it finds waiting, and that wakeup is an irq_work
- * raised on the writing CPU: a self-IPI, which under a hypervisor is a trapped
- * APIC write. At tens of thousands of syscalls a second that trap alone took
- * a sixth of both CPUs. So records go in without a wakeup, and the reader
- * polls on a short timer (Config.PollInterval); only the record that lifts
- * the waiting data across wakeup_bytes wakes it early, so a burst cannot
- * fill the ring before the timer fires.
+ * Every ring buffer write is made without waking the reader. By default the
+ * kernel wakes a waiting reader for each record, through an irq_work raised
+ * on the writing CPU: a self-IPI, which under a hypervisor is a trapped APIC
+ * write. At tens of thousands of syscalls a second that trap alone took a
+ * sixth of both CPUs. The reader polls instead (Config.PollInterval): it
+ * drains the ring, and sleeps only when the ring is empty.
  */
-static __always_inline __u64 rb_flags(__u64 len, bool reserved)
-{
-	__u64 before;
-
-	if (!wakeup_bytes)
-		return 0;
-	/* The producer position counts a reserved record already. */
-	before = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	if (reserved)
-		before = before > len ? before - len : 0;
-	return before < wakeup_bytes && before + len >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-								   : BPF_RB_NO_WAKEUP;
-}
-
-/* Flags for bpf_ringbuf_output of len bytes, and for submitting a record
- * of len bytes taken with bpf_ringbuf_reserve. */
-#define rb_output_flags(len) rb_flags(len, false)
-#define rb_submit_flags(len) rb_flags(len, true)
+#define RB_FLAGS BPF_RB_NO_WAKEUP
 
 static __always_inline void emit_conn(__u8 type, const struct conn_state *cs,
 				      const struct syscall_args *a, __u8 syscall, __s32 fd,
@@ -480,7 +464,7 @@ static __always_inline void emit_conn(__u8 type, const struct conn_state *cs,
 		return;
 	}
 	fill_conn(e, type, cs, a, syscall, fd, sk_ptr, end_ns, ret);
-	bpf_ringbuf_submit(e, rb_submit_flags(sizeof(*e)));
+	bpf_ringbuf_submit(e, RB_FLAGS);
 }
 
 /* Stores fresh state for a connection on key and returns it. */
@@ -567,7 +551,7 @@ static __always_inline void emit_chunk(struct data_scratch *s, __u32 size, __u32
 	s->hdr.last = last;
 	l->offset += size;
 	l->captured += n;
-	if (bpf_ringbuf_output(&events, &s->hdr, sizeof(s->hdr) + n, rb_output_flags(sizeof(s->hdr) + n)))
+	if (bpf_ringbuf_output(&events, &s->hdr, sizeof(s->hdr) + n, RB_FLAGS))
 		count(DROP_RINGBUF_FULL);
 }
 
@@ -652,22 +636,23 @@ static long chunk_step(__u32 i, void *ctx)
 	return 0;
 }
 
-struct mmsg_sum {
-	__u64 vec;
-	__u64 total;
-};
-
-/* Adds msg_len of message i+1 of a mmsghdr vector (UAPI layout). */
+/* Adds msg_len of message i+1 of a mmsghdr vector (UAPI layout) to the
+ * walk's mmsg_total. Like the chunk walk, the sum lives in the scratch map
+ * value: on the stack the verifier tracks it through every iteration and
+ * exit_recvmmsg grew past the million-instruction limit. */
 static long mmsg_step(__u32 i, void *ctx)
 {
-	struct mmsg_sum *m = ctx;
+	struct data_scratch *s = cpu_scratch();
 	__u32 len = 0;
-	__u64 at = m->vec + (__u64)(i + 1) * sizeof(struct mmsghdr) +
-		   __builtin_offsetof(struct mmsghdr, msg_len);
+	__u64 at;
 
+	if (!s)
+		return 1;
+	at = s->loop.mmsg_vec + (__u64)(i + 1) * sizeof(struct mmsghdr) +
+	     __builtin_offsetof(struct mmsghdr, msg_len);
 	if (bpf_probe_read_user(&len, sizeof(len), (const void *)at))
 		return 1;
-	m->total += len;
+	s->loop.mmsg_total += len;
 	return 0;
 }
 
@@ -759,7 +744,6 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 		 * others are summed (bounded by MAX_MMSGS) and reported
 		 * size-only, so offsets stay exact. */
 		struct mmsghdr m0;
-		struct mmsg_sum sum = { .vec = a->buf };
 		__u64 n = ret;
 
 		if (bpf_probe_read_user(&m0, sizeof(m0), (const void *)a->buf)) {
@@ -770,12 +754,13 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 			count(DROP_MMSG_LIMIT);
 			n = MAX_MMSGS;
 		}
+		l->mmsg_vec = a->buf;
 		if (n > 1)
-			bpf_loop(n - 1, mmsg_step, &sum, 0);
+			bpf_loop(n - 1, mmsg_step, NULL, 0);
 		l->iov = (__u64)m0.msg_hdr.msg_iov;
 		l->iov_cnt = m0.msg_hdr.msg_iovlen;
 		l->left = m0.msg_len;
-		rest = sum.total;
+		rest = l->mmsg_total;
 		rest_reason = DROP_MMSG_PAYLOAD + 1;
 		break;
 	}
@@ -1111,7 +1096,7 @@ int exit_close(struct trace_event_raw_sys_exit *ctx)
 	e->end_ns = bpf_ktime_get_ns();
 	e->success = ret >= 0;
 	e->err = ret < 0 ? -ret : 0;
-	if (bpf_ringbuf_output(&events, e, sizeof(*e), rb_output_flags(sizeof(*e))))
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), RB_FLAGS))
 		count(DROP_RINGBUF_FULL);
 	bpf_map_delete_elem(&closing, &tid);
 	return 0;
@@ -1162,7 +1147,7 @@ static __always_inline void emit_connect_failed(const struct sock *sk, struct so
 		bpf_core_read(e->raddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 	e->proc = sc->proc;
-	bpf_ringbuf_submit(e, rb_submit_flags(sizeof(*e)));
+	bpf_ringbuf_submit(e, RB_FLAGS);
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -1339,7 +1324,7 @@ static __always_inline void emit_proc(__u8 type, struct task_struct *t, __u32 po
 	bpf_probe_read_kernel_str(e->proc.comm, sizeof(e->proc.comm), t->comm);
 	if (bprm)
 		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
-	bpf_ringbuf_submit(e, rb_submit_flags(sizeof(*e)));
+	bpf_ringbuf_submit(e, RB_FLAGS);
 }
 
 /* Fires for new processes and new threads alike. Records every monitored

@@ -147,9 +147,6 @@ type BPF struct {
 	// PollInterval is how often the ring buffer is read when the kernel
 	// side has not woken the reader (see bpf.Config.PollInterval).
 	PollInterval Duration `json:"pollInterval"`
-	// WakeupBytes wakes the reader early once this many bytes wait; 0
-	// means a quarter of RingBufferSize.
-	WakeupBytes int `json:"wakeupBytes"`
 	// Payload copies payload bytes to user space for protocol parsing;
 	// false keeps connections and kernel metrics only (see
 	// bpf.Config.NoPayload).
@@ -362,7 +359,6 @@ var flags = map[string]string{
 	"bpf.richTier":             "bpf.rich-tier",
 	"bpf.pollInterval":         "bpf.poll-interval",
 	"bpf.payload":              "bpf.payload",
-	"bpf.wakeupBytes":          "bpf.wakeup-bytes",
 	"protocol.maxHeaderBytes":  "protocol.max-header-bytes",
 	"protocol.maxStreams":      "protocol.max-streams",
 	"protocol.maxPending":      "protocol.max-pending",
@@ -420,9 +416,7 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 	fs.Uint64Var(&cfg.BPF.CaptureLimit, "bpf.capture-limit", cfg.BPF.CaptureLimit,
 		"payload `bytes` captured per connection and direction")
 	fs.DurationVar(&cfg.BPF.PollInterval.Duration, "bpf.poll-interval", cfg.BPF.PollInterval.Duration,
-		"how often the ring buffer is read when the kernel side has not woken the reader (the delay before a quiet connection's events are seen)")
-	fs.IntVar(&cfg.BPF.WakeupBytes, "bpf.wakeup-bytes", cfg.BPF.WakeupBytes,
-		"wake the reader early once this many `bytes` wait in the ring buffer (0: a quarter of the ring)")
+		"how long the ring buffer reader sleeps when it finds the ring empty (the delay before a quiet connection's events are seen)")
 	fs.BoolVar(&cfg.BPF.Payload, "bpf.payload", cfg.BPF.Payload,
 		"copy payload to user space for HTTP parsing (false: connections and kernel metrics only, no payload leaves the kernel)")
 	fs.BoolVar(&cfg.BPF.RichTier, "bpf.rich-tier", cfg.BPF.RichTier,
@@ -584,9 +578,6 @@ func (c *Config) validatePipeline() error {
 	}
 	if d := c.BPF.PollInterval.Duration; d <= 0 || d > MaxPollInterval {
 		return &Error{Key: "bpf.pollInterval", Err: fmt.Errorf("must be positive and at most %s, got %s", MaxPollInterval, d)}
-	}
-	if w := c.BPF.WakeupBytes; w < 0 || w >= c.BPF.RingBufferSize {
-		return &Error{Key: "bpf.wakeupBytes", Err: fmt.Errorf("must be 0 (a quarter of the ring) or below bpf.ringBufferSize %d, got %d", c.BPF.RingBufferSize, w)}
 	}
 	return nil
 }

@@ -212,7 +212,6 @@ bpf:
   ringBufferSize: 65536
   captureLimit: 4096
   pollInterval: 50ms
-  wakeupBytes: 16384
   payload: false
 protocol:
   maxStreams: 8
@@ -228,7 +227,7 @@ requests:
 	want.Capture = Capture{Enabled: false, MaxConnections: 100, MaxBufferedBytes: DefaultMaxBufferedBytes,
 		IdleTimeout: Duration{30 * time.Second}, DumpDir: "/tmp/dump"}
 	want.BPF = BPF{RingBufferSize: 65536, ChunkSize: 1024, CaptureLimit: 4096,
-		PollInterval: Duration{50 * time.Millisecond}, WakeupBytes: 16384, Payload: false}
+		PollInterval: Duration{50 * time.Millisecond}, Payload: false}
 	want.Protocol = Protocol{MaxHeaderBytes: DefaultMaxHeaderBytes, MaxStreams: 8, MaxPending: DefaultMaxPending}
 	want.Requests = Requests{Keep: 7}
 	if !equal(cfg, want) {
@@ -247,8 +246,6 @@ func TestPipelineErrorsNameKeyAndFlag(t *testing.T) {
 		{args: []string{"--bpf.capture-limit=0"}, want: "bpf.captureLimit (--bpf.capture-limit): must be at least 1 byte"},
 		{args: []string{"--bpf.poll-interval=0s"}, want: "bpf.pollInterval (--bpf.poll-interval): must be positive and at most 1s"},
 		{args: []string{"--bpf.poll-interval=2s"}, want: "bpf.pollInterval (--bpf.poll-interval): must be positive and at most 1s"},
-		{args: []string{"--bpf.wakeup-bytes=8388608"}, want: "bpf.wakeupBytes (--bpf.wakeup-bytes): must be 0 (a quarter of the ring) or below bpf.ringBufferSize 8388608"},
-		{args: []string{"--bpf.wakeup-bytes=-1"}, want: "bpf.wakeupBytes (--bpf.wakeup-bytes)"},
 		{args: []string{"--capture.max-connections=0"}, want: "capture.maxConnections (--capture.max-connections)"},
 		{args: []string{"--capture.idle-timeout=0s"}, want: "capture.idleTimeout (--capture.idle-timeout): must be positive"},
 		{args: []string{"--capture.dump-dir=rel"}, want: "capture.dumpDir (--capture.dump-dir): must be an absolute path"},

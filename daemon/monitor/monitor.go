@@ -211,7 +211,6 @@ func New(opts Options) (*Monitor, error) {
 			ChunkSize:      cfg.BPF.ChunkSize,
 			CaptureLimit:   cfg.BPF.CaptureLimit,
 			PollInterval:   cfg.BPF.PollInterval.Duration,
-			WakeupBytes:    cfg.BPF.WakeupBytes,
 			NoPayload:      !cfg.BPF.Payload,
 			RichTier:       cfg.BPF.RichTier,
 		}, log.With("component", "bpf"))
