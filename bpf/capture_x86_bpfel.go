@@ -290,6 +290,8 @@ type captureSyscallArgs struct {
 	L3Ts    uint64
 	NfTs    uint64
 	ArpTs   uint64
+	NfSkb   uint64
+	ArpSkb  uint64
 	M       captureSendMetrics
 	R       captureRecvMetrics
 }

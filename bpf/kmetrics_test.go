@@ -804,14 +804,6 @@ func TestPodCountersMatchVethCounters(t *testing.T) {
 // rather than zero.
 func TestRicherTierFillsFineFields(t *testing.T) {
 	requireRoot(t)
-	if os.Getenv("WEIR_KERNEL_GUEST") == "1" {
-		// Not a pass: with traffic through the fentry programs, Debian's
-		// 6.1 kernel under QEMU (TCG) soft-locks both CPUs in most recent
-		// runs (not root-caused; issue #4 stays open on it). That is why
-		// Config.RichTier is off by default; the probe test still loads
-		// the tier here.
-		t.Skip("fentry/kprobe tier traffic soft-locks the 6.1 guest under TCG: not root-caused, tier is opt-in")
-	}
 	tiers := probeTiers()
 	for _, tc := range []struct {
 		tier       Tier

@@ -33,6 +33,8 @@ type tierSyscallArgs struct {
 	L3Ts    uint64
 	NfTs    uint64
 	ArpTs   uint64
+	NfSkb   uint64
+	ArpSkb  uint64
 	M       struct {
 		_           structs.HostLayout
 		Measured    uint32

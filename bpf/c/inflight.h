@@ -35,8 +35,11 @@ struct syscall_args {
 	__u64 cur_skb;   /* the packet now in the device path */
 	__u64 queue_ts;  /* its net_dev_queue */
 	__u64 start_ts;  /* its net_dev_start_xmit */
-	/* Richer tiers: entry times of the functions being timed. */
+	/* Richer tiers: entry times of the functions being timed, and the
+	 * packets netfilter and neighbour resolution are timed for (an exit
+	 * matches its entry by the skb pointer: the skb itself may be gone). */
 	__u64 l4_ts, l3_ts, nf_ts, arp_ts;
+	__u64 nf_skb, arp_skb;
 	struct send_metrics m;
 	struct recv_metrics r; /* receive syscalls */
 };

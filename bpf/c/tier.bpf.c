@@ -10,9 +10,16 @@
  *
  * Attribution is the base tier's: the work is the current thread's, while
  * it is inside a send syscall on the same socket. Entry programs stamp the
- * thread's inflight entry; exit programs add the elapsed time. None of
- * these functions nests into itself on one thread, so one stamp each is
- * enough.
+ * thread's inflight entry; exit programs add the elapsed time. These
+ * functions do nest on one thread, though not for the same socket: on veth
+ * and loopback the receiver's softirq runs inside the sender's
+ * __dev_queue_xmit, and the peer's ACK goes through __ip_queue_xmit,
+ * nf_hook_slow and neigh_resolve_output there. So an exit only ends the
+ * timing when its socket (or, for the skb functions, its skb) is the one
+ * the entry stamped (fexit sees the arguments).
+ * kretprobes do not, so the kprobe tier can end an outer timing at a
+ * nested exit: its L3, netfilter and ARP times are lower bounds on such
+ * devices.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -52,18 +59,29 @@ static __always_inline void skb_enter(struct sk_buff *skb, bool arp)
 
 	if (!a)
 		return;
-	if (arp)
+	if (arp) {
 		a->arp_ts = bpf_ktime_get_ns();
-	else
+		a->arp_skb = (__u64)skb;
+	} else {
 		a->nf_ts = bpf_ktime_get_ns();
+		a->nf_skb = (__u64)skb;
+	}
 }
 
-/* Exits only know the thread: its inflight entry (current_args) holds the
- * stamp. */
-
-static __always_inline void l4_exit(void)
+/* The current thread's in-flight send syscall, for an exit program: on sk
+ * when the exit knows the socket, else any (kretprobes). */
+static __always_inline struct syscall_args *exit_args(__u64 sk, bool know_sk)
 {
 	struct syscall_args *a = current_args();
+
+	if (!a || (know_sk && a->sk != sk))
+		return NULL;
+	return a;
+}
+
+static __always_inline void l4_exit(__u64 sk, bool know_sk)
+{
+	struct syscall_args *a = exit_args(sk, know_sk);
 
 	if (a && a->l4_ts) {
 		a->m.l4_ns += bpf_ktime_get_ns() - a->l4_ts;
@@ -71,9 +89,9 @@ static __always_inline void l4_exit(void)
 	}
 }
 
-static __always_inline void l3_exit(void)
+static __always_inline void l3_exit(__u64 sk, bool know_sk)
 {
-	struct syscall_args *a = current_args();
+	struct syscall_args *a = exit_args(sk, know_sk);
 
 	if (a && a->l3_ts) {
 		a->m.l3_ns += bpf_ktime_get_ns() - a->l3_ts;
@@ -81,22 +99,24 @@ static __always_inline void l3_exit(void)
 	}
 }
 
-static __always_inline void nf_exit(void)
+/* skb functions: the exit knows the skb pointer (not its socket: by then
+ * the device may have orphaned or freed it). */
+static __always_inline void nf_exit(__u64 skb, bool know_skb)
 {
 	struct syscall_args *a = current_args();
 
-	if (a && a->nf_ts) {
+	if (a && a->nf_ts && (!know_skb || a->nf_skb == skb)) {
 		a->m.nf_ns += bpf_ktime_get_ns() - a->nf_ts;
 		a->m.nf_count++;
 		a->nf_ts = 0;
 	}
 }
 
-static __always_inline void arp_exit(void)
+static __always_inline void arp_exit(__u64 skb, bool know_skb)
 {
 	struct syscall_args *a = current_args();
 
-	if (a && a->arp_ts) {
+	if (a && a->arp_ts && (!know_skb || a->arp_skb == skb)) {
 		a->m.arp_ns += bpf_ktime_get_ns() - a->arp_ts;
 		a->m.arp_count++;
 		a->arp_ts = 0;
@@ -113,9 +133,9 @@ int BPF_PROG(fentry_tcp_sendmsg, struct sock *sk)
 }
 
 SEC("fexit/tcp_sendmsg")
-int BPF_PROG(fexit_tcp_sendmsg)
+int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk)
 {
-	l4_exit();
+	l4_exit((__u64)sk, true);
 	return 0;
 }
 
@@ -127,9 +147,9 @@ int BPF_PROG(fentry_ip_queue_xmit, struct sock *sk)
 }
 
 SEC("fexit/__ip_queue_xmit")
-int BPF_PROG(fexit_ip_queue_xmit)
+int BPF_PROG(fexit_ip_queue_xmit, struct sock *sk)
 {
-	l3_exit();
+	l3_exit((__u64)sk, true);
 	return 0;
 }
 
@@ -141,9 +161,9 @@ int BPF_PROG(fentry_nf_hook_slow, struct sk_buff *skb)
 }
 
 SEC("fexit/nf_hook_slow")
-int BPF_PROG(fexit_nf_hook_slow)
+int BPF_PROG(fexit_nf_hook_slow, struct sk_buff *skb)
 {
-	nf_exit();
+	nf_exit((__u64)skb, true);
 	return 0;
 }
 
@@ -155,9 +175,9 @@ int BPF_PROG(fentry_neigh_resolve_output, struct neighbour *n, struct sk_buff *s
 }
 
 SEC("fexit/neigh_resolve_output")
-int BPF_PROG(fexit_neigh_resolve_output)
+int BPF_PROG(fexit_neigh_resolve_output, struct neighbour *n, struct sk_buff *skb)
 {
-	arp_exit();
+	arp_exit((__u64)skb, true);
 	return 0;
 }
 
@@ -173,7 +193,7 @@ int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
 SEC("kretprobe/tcp_sendmsg")
 int BPF_KRETPROBE(kretprobe_tcp_sendmsg)
 {
-	l4_exit();
+	l4_exit(0, false);
 	return 0;
 }
 
@@ -187,7 +207,7 @@ int BPF_KPROBE(kprobe_ip_queue_xmit, struct sock *sk)
 SEC("kretprobe/__ip_queue_xmit")
 int BPF_KRETPROBE(kretprobe_ip_queue_xmit)
 {
-	l3_exit();
+	l3_exit(0, false);
 	return 0;
 }
 
@@ -201,7 +221,7 @@ int BPF_KPROBE(kprobe_nf_hook_slow, struct sk_buff *skb)
 SEC("kretprobe/nf_hook_slow")
 int BPF_KRETPROBE(kretprobe_nf_hook_slow)
 {
-	nf_exit();
+	nf_exit(0, false);
 	return 0;
 }
 
@@ -215,6 +235,6 @@ int BPF_KPROBE(kprobe_neigh_resolve_output, struct neighbour *n, struct sk_buff 
 SEC("kretprobe/neigh_resolve_output")
 int BPF_KRETPROBE(kretprobe_neigh_resolve_output)
 {
-	arp_exit();
+	arp_exit(0, false);
 	return 0;
 }

@@ -30,6 +30,15 @@
 #   WEIR_KERNEL_TIMEOUT       whole VM run (default 420s; the bpf tests load a collector per test, ~5 s each under TCG)
 #   WEIR_KERNEL_SMP, WEIR_KERNEL_MEMORY   guest CPUs (2) and memory (1G)
 #   WEIR_KERNEL_LOG_DIR       where the serial log is kept (default bin/kernels)
+#   WEIR_KERNEL_CMDLINE       extra kernel command-line options, appended to
+#                             the harness's own (see kernelCmdline in
+#                             tests/kernels/vmrun/boot.go), e.g. "ignore_loglevel"
+#   WEIR_KERNEL_ENV           extra KEY=VALUE pairs, space-separated, for the
+#                             test binaries' environment in the guest
+#   WEIR_KERNEL_ACCEL         QEMU -accel value (default tcg,thread=single:
+#                             multi-threaded TCG in QEMU 7.2 livelocks the
+#                             guest on stale patched kernel text, issue #4;
+#                             see defaultAccel in tests/kernels/vmrun/boot.go)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH=/usr/local/go/bin:$PATH
@@ -144,14 +153,17 @@ mkdir -p "$log_dir"
 release=$(cat "$kdir/release")
 log="$log_dir/serial-$release.log"
 
+env_flags=()
+for kv in ${WEIR_KERNEL_ENV:-}; do env_flags+=(-env "$kv"); done
+
 status=0
 "$work/vmrun" \
   -kernel "$kdir/vmlinuz" -kernel-config "$kdir/config" \
   -modules-dir "$kdir/modules/$release" -modules "$modules" \
   -init "$work/init" "${test_flags[@]}" \
-  -test-args "${WEIR_KERNEL_TEST_ARGS:-}" \
+  -test-args "${WEIR_KERNEL_TEST_ARGS:-}" -append "${WEIR_KERNEL_CMDLINE:-}" ${env_flags[@]+"${env_flags[@]}"} \
   -test-timeout "${WEIR_KERNEL_TEST_TIMEOUT:-300s}" -timeout "${WEIR_KERNEL_TIMEOUT:-420s}" \
-  -smp "${WEIR_KERNEL_SMP:-2}" -memory "${WEIR_KERNEL_MEMORY:-1G}" \
+  ${WEIR_KERNEL_ACCEL:+-accel "$WEIR_KERNEL_ACCEL"} -smp "${WEIR_KERNEL_SMP:-2}" -memory "${WEIR_KERNEL_MEMORY:-1G}" \
   -work-dir "$work/vm" -log "$log" || status=$?
 
 say "serial log: $log; wall time $(($(date +%s) - start)) s"

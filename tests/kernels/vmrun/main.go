@@ -46,6 +46,8 @@ type config struct {
 	logPath      string
 	workDir      string
 	env          map[string]string
+	cmdline      []string // extra kernel command-line options (-append)
+	accel        string   // QEMU -accel value
 }
 
 // testSpec is one -test flag: NAME=BINARY[:PKGDIR].
@@ -84,7 +86,7 @@ func (f *testFlags) Set(v string) error {
 func parseFlags(args []string) (*config, error) {
 	c := config{env: map[string]string{}}
 	var tests testFlags
-	var modules, testArgs string
+	var modules, testArgs, cmdline string
 	fs := flag.NewFlagSet("vmrun", flag.ContinueOnError)
 	fs.StringVar(&c.kernel, "kernel", "", "kernel image (bzImage/vmlinuz) to boot")
 	fs.StringVar(&c.kernelConfig, "kernel-config", "", "the kernel's config file; decides which hook tiers the guest tests must find (WEIR_KERNEL_EXPECT)")
@@ -93,9 +95,11 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.initBin, "init", "", "static guest init binary (go build ./tests/kernels/guestinit with CGO_ENABLED=0)")
 	fs.Var(&tests, "test", "test binary to run in the guest, NAME=BINARY[:PKGDIR] (PKGDIR's testdata/ is copied); repeatable, run in order")
 	fs.Var(envFlags(c.env), "env", "KEY=VALUE added to the test binaries' environment; repeatable")
+	fs.StringVar(&cmdline, "append", "", "extra kernel command-line options, space-separated, after the harness's own (e.g. ignore_loglevel)")
 	fs.StringVar(&testArgs, "test-args", "", "extra arguments for every test binary, space-separated (e.g. -test.short)")
 	fs.DurationVar(&c.testTimeout, "test-timeout", 2*time.Minute, "per test binary: passed as -test.timeout; the guest kills the binary a little later")
 	fs.DurationVar(&c.timeout, "timeout", 4*time.Minute, "whole VM run, enforced with timeout(1) around QEMU")
+	fs.StringVar(&c.accel, "accel", defaultAccel, "QEMU -accel value; multi-threaded TCG (\"tcg\") is not the default: see defaultAccel")
 	fs.StringVar(&c.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
 	fs.IntVar(&c.smp, "smp", 2, "guest CPUs")
 	fs.StringVar(&c.memory, "memory", "1G", "guest memory (QEMU -m)")
@@ -110,6 +114,7 @@ func parseFlags(args []string) (*config, error) {
 	c.tests = tests
 	c.modules = strings.FieldsFunc(modules, func(r rune) bool { return r == ',' || r == ' ' })
 	c.testArgs = strings.Fields(testArgs)
+	c.cmdline = strings.Fields(cmdline)
 	return &c, c.validate()
 }
 

@@ -228,6 +228,50 @@ func TestParseFlagsRejectsIncompleteRuns(t *testing.T) {
 	}
 }
 
+// The guest runs on single-threaded TCG unless told otherwise (multi-threaded
+// TCG livelocks on stale patched kernel text, see defaultAccel), and -append
+// adds to the harness's kernel command line instead of replacing it.
+func TestQEMUArgsDefaultToSingleThreadTCGAndAppendCmdline(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "f")
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	arg := func(args []string, flag string) string {
+		for i := range args[:len(args)-1] {
+			if args[i] == flag {
+				return args[i+1]
+			}
+		}
+		t.Fatalf("no %s in %q", flag, args)
+		return ""
+	}
+	c, err := parseFlags([]string{"-kernel", f, "-init", f, "-test", "a=" + f, "-append", "ignore_loglevel  nokaslr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := qemuArgs(c, "initrd")
+	if got := arg(args, "-accel"); got != "tcg,thread=single" {
+		t.Errorf("-accel %q by default; want tcg,thread=single", got)
+	}
+	if got, want := arg(args, "-append"), kernelCmdline+" ignore_loglevel nokaslr"; got != want {
+		t.Errorf("-append %q; want %q", got, want)
+	}
+	for _, opt := range []string{"softlockup_all_cpu_backtrace=1", "softlockup_panic=1", "rdinit=/init"} {
+		if !strings.Contains(arg(args, "-append"), opt) {
+			t.Errorf("kernel command line %q lacks %s", arg(args, "-append"), opt)
+		}
+	}
+
+	c, err = parseFlags([]string{"-kernel", f, "-init", f, "-test", "a=" + f, "-accel", "tcg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := arg(qemuArgs(c, "initrd"), "-accel"); got != "tcg" {
+		t.Errorf("-accel %q with -accel tcg; want tcg", got)
+	}
+}
+
 func TestCheckStaticRejectsDynamicBinaries(t *testing.T) {
 	if err := checkStatic("/bin/sh"); err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
 		t.Errorf("checkStatic(/bin/sh) = %v; want a dynamically-linked error", err)
