@@ -99,10 +99,11 @@ type Config struct {
 	SkipFentry bool
 	// RichTier loads the fentry (else kprobe) programs where the runtime
 	// probe says they attach, for the finer L4/L3, netfilter and ARP
-	// fields. Off by default: on Debian's 6.1 kernel under QEMU (TCG) runs
-	// with them attached intermittently soft-locked both CPUs, and the
-	// cause is not found yet. A monitor must not risk hanging a node, so
-	// the base tier is what runs unless an operator opts in.
+	// fields. The daemon turns it on unless told otherwise (bpf.richTier);
+	// the zero Config is the base tier alone, which is what most tests of
+	// this package exercise. (Soft lockups once blamed on this tier were
+	// QEMU's multi-threaded TCG running stale code after the kernel
+	// patched a static branch: see tests/kernels/vmrun.)
 	RichTier bool
 }
 

@@ -151,8 +151,8 @@ type BPF struct {
 	// false keeps connections and kernel metrics only (see
 	// bpf.Config.NoPayload).
 	Payload bool `json:"payload"`
-	// RichTier loads the fentry/kprobe programs where they attach (off by
-	// default; see bpf.Config.RichTier for why).
+	// RichTier loads the fentry/kprobe programs where the runtime probe
+	// says they attach (on by default); false keeps the base tier.
 	RichTier bool `json:"richTier"`
 }
 
@@ -215,6 +215,7 @@ func Default() Config {
 			CaptureLimit:   DefaultCaptureLimit,
 			PollInterval:   Duration{DefaultPollInterval},
 			Payload:        true,
+			RichTier:       true,
 		},
 		Protocol: Protocol{
 			MaxHeaderBytes: DefaultMaxHeaderBytes,
@@ -420,7 +421,7 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.BPF.Payload, "bpf.payload", cfg.BPF.Payload,
 		"copy payload to user space for HTTP parsing (false: connections and kernel metrics only, no payload leaves the kernel)")
 	fs.BoolVar(&cfg.BPF.RichTier, "bpf.rich-tier", cfg.BPF.RichTier,
-		"load the fentry/kprobe programs where they attach, for finer L4/L3, netfilter and ARP metrics (experimental)")
+		"load the fentry (else kprobe) programs where the runtime probe says they attach, for finer L4/L3, netfilter and ARP metrics (false: base tier only)")
 	fs.IntVar(&cfg.Protocol.MaxHeaderBytes, "protocol.max-header-bytes", cfg.Protocol.MaxHeaderBytes,
 		"largest HTTP header section or HTTP/2 header block parsed")
 	fs.IntVar(&cfg.Protocol.MaxStreams, "protocol.max-streams", cfg.Protocol.MaxStreams,

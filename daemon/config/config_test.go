@@ -32,7 +32,7 @@ func TestDefaultsMatchThePluginSpool(t *testing.T) {
 		HTTP: "127.0.0.1:9847", NodeName: host, LogLevel: slog.LevelInfo,
 		ReconcileInterval: Duration{30 * time.Second}, MaxPods: 4096, AllowedUIDs: []uint32{0},
 		Capture:  Capture{Enabled: true, MaxConnections: 65536, MaxBufferedBytes: 64 << 20, IdleTimeout: Duration{5 * time.Minute}},
-		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20, PollInterval: Duration{10 * time.Millisecond}, Payload: true},
+		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20, PollInterval: Duration{10 * time.Millisecond}, Payload: true, RichTier: true},
 		Protocol: Protocol{MaxHeaderBytes: 64 << 10, MaxStreams: 256, MaxPending: 64},
 		Requests: Requests{Keep: 10000},
 		Metrics:  Metrics{MaxEndpointsPerService: 100, Retention: Duration{30 * time.Minute}},
@@ -227,7 +227,7 @@ requests:
 	want.Capture = Capture{Enabled: false, MaxConnections: 100, MaxBufferedBytes: DefaultMaxBufferedBytes,
 		IdleTimeout: Duration{30 * time.Second}, DumpDir: "/tmp/dump"}
 	want.BPF = BPF{RingBufferSize: 65536, ChunkSize: 1024, CaptureLimit: 4096,
-		PollInterval: Duration{50 * time.Millisecond}, Payload: false}
+		PollInterval: Duration{50 * time.Millisecond}, Payload: false, RichTier: true}
 	want.Protocol = Protocol{MaxHeaderBytes: DefaultMaxHeaderBytes, MaxStreams: 8, MaxPending: DefaultMaxPending}
 	want.Requests = Requests{Keep: 7}
 	if !equal(cfg, want) {
