@@ -395,8 +395,14 @@ func measureWeir(t *testing.T, d *harness.Daemon, oap *Receiver, load func() (Lo
 		return w, err
 	}
 	var o0 ReceiverCounts
+	var self0 ProcStats
 	if oap != nil {
 		o0 = oap.Counts()
+		// The receiver runs in this process: its CPU, taken from the
+		// same cores as the traffic, is what an off-node OAP would spend.
+		if self0, err = ReadProcStats(os.Getpid()); err != nil {
+			return w, err
+		}
 	}
 	w.Load, err = load()
 	if err != nil {
@@ -421,6 +427,11 @@ func measureWeir(t *testing.T, d *harness.Daemon, oap *Receiver, load func() (Lo
 	w.Capturer = after.HasCapture()
 	if oap != nil {
 		w.Exported = waitExported(oap, o0, w.Records, drainLimit)
+		self1, err := ReadProcStats(os.Getpid())
+		if err != nil {
+			return w, err
+		}
+		w.ReceiverCPU = self1.CPU - self0.CPU
 	}
 	return w, nil
 }

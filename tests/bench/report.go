@@ -37,6 +37,10 @@ type WeirRun struct {
 	Records  float64            // increase of the record counters
 	Capturer bool               // the daemon exposed capture metrics
 	Exported float64            // HTTP logs the in-process OAP received
+	// ReceiverCPU is the bench process's CPU during the run: almost all
+	// of it the in-process OAP receiving, which shares the node's cores
+	// here but would run elsewhere in a cluster.
+	ReceiverCPU time.Duration
 }
 
 // Scenario is one load generator, measured alternately without and with
@@ -229,10 +233,13 @@ func (r *Report) Markdown() string {
 			p("| %s records seen / (2 × requests made) | — | %.0f / %.0f | %.3f | 1.000 | %s |\n",
 				s.Short, recs, 2*reqs, recs/(2*reqs), r.judged(exact(recs, 2*reqs)))
 			if r.OAP {
-				var exp float64
+				var exp, rcpu float64
 				for _, w := range s.Weir {
 					exp += w.Exported
+					rcpu += w.ReceiverCPU.Seconds()
 				}
+				p("| %s in-process OAP receiver CPU per 10k requests (shares these 2 cores; off-node in a cluster) | — | %.3f CPU-s | — | — | |\n",
+					s.Short, rcpu/reqs*cpuPer10kRequestsDenom)
 				p("| %s HTTP logs exported to the in-process OAP / records seen | — | %.0f / %.0f | %.3f | 1.000 | %s |\n",
 					s.Short, exp, recs, ratio(exp, recs), r.judged(exp >= recs*0.999))
 			}
