@@ -1,6 +1,8 @@
 package skywalking
 
 import (
+	"google.golang.org/protobuf/proto"
+
 	"context"
 	"log/slog"
 	"net"
@@ -809,5 +811,34 @@ func TestContainerNameFromTheRuntimeOrTheShortID(t *testing.T) {
 	}
 	if got := containerName(flow.Process{ContainerID: id}); got != "0123456789ab" {
 		t.Errorf("without: %q, want the short id", got)
+	}
+}
+
+// BenchmarkBuildAndMarshalExchange is the exporter's CPU per HTTP exchange
+// once the OAP is reachable: building the protocol messages of a batch of
+// 500 exchanges on 32 connections (each with its request read and response
+// write) and marshalling them as gRPC will. It is the largest cost of the
+// daemon with export on.
+func BenchmarkBuildAndMarshalExchange(b *testing.B) {
+	cfg := testConfig("127.0.0.1:1")
+	e, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]entry, 0, 500)
+	for i := range 500 {
+		c := conn(event.ConnID(i%32+1), event.RoleServer, podCatalog, 8080, remoteFrontend, podFrontend)
+		r, w := seqOp(c, flow.OpRead, 1), seqOp(c, flow.OpWrite, 2)
+		r.Recv, w.Send = allRecv(), allSend()
+		batch = append(batch, entry{ex: exchange(c, record.HTTP11, "GET", "/items", 200, r, w)})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N / len(batch) {
+		for _, m := range e.b.build(batch, nil) {
+			if _, err := proto.Marshal(m); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }
