@@ -206,6 +206,12 @@ func TestBench(t *testing.T) {
 	} else {
 		rep.Notes = append(rep.Notes, "weir-daemon has no --bpf.payload flag: the kernel-metrics-only variant is not part of this run.")
 	}
+	// The floor: a second daemon with the same hooks attached but its own
+	// (empty) registry, so no pod is enrolled and every program returns at
+	// the netns filter. What remains is the cost of having syscall
+	// tracepoints attached at all, which any design hooking syscalls pays.
+	idle := harness.NewDaemon(t, bins, harness.DaemonOptions{})
+	variants = append(variants, hooksOnly)
 	for round := range cfg.Rounds {
 		// Each round rotates the order, so no variant always runs first
 		// (warmest caches) or last (most accumulated load).
@@ -218,8 +224,19 @@ func TestBench(t *testing.T) {
 			case kernelOnly:
 				d.SetExtraArgs(kernelArgs)
 				startDaemon(t, d)
+			case hooksOnly:
+				startDaemon(t, idle)
 			}
 			for i, s := range scenarios {
+				if v == hooksOnly {
+					res, err := runners[i](t)
+					if err != nil {
+						t.Fatalf("round %d hooks only %s: %v", round, s.Short, err)
+					}
+					s.HooksOnly = append(s.HooksOnly, res)
+					t.Logf("round %d hooks attached, nothing enrolled %s: %.0f req/s p50 %v p99 %v", round, s.Short, res.Throughput, res.P50, res.P99)
+					continue
+				}
 				if v == kernelOnly {
 					w, err := measureWeir(t, d, nil, func() (LoadResult, error) { return runners[i](t) })
 					if err != nil {
@@ -248,7 +265,10 @@ func TestBench(t *testing.T) {
 				t.Logf("round %d with Weir %s: %.0f req/s p50 %v p99 %v daemon cpu %v hwm %s lost %.0f records %.0f",
 					round, s.Short, w.Load.Throughput, w.Load.P50, w.Load.P99, w.CPU, mb(w.HWM), SumLost(w.Lost), w.Records)
 			}
-			if v != baseline {
+			switch v {
+			case hooksOnly:
+				stopDaemon(t, idle)
+			case withWeir, kernelOnly:
 				stopDaemon(t, d)
 			}
 		}
@@ -460,6 +480,7 @@ const (
 	baseline variant = iota
 	withWeir
 	kernelOnly
+	hooksOnly // a daemon with every hook attached and no pod enrolled
 )
 
 // daemonHasFlag says whether the weir-daemon binary has --name.

@@ -53,7 +53,10 @@ type Scenario struct {
 	// KernelOnly are runs with payload capture off: connections and
 	// kernel metrics, no HTTP parsing (Report.KernelArgs).
 	KernelOnly []WeirRun
-	BaseErr    []string
+	// HooksOnly are runs with a daemon whose hooks are attached but which
+	// has no pod enrolled: the floor cost of syscall tracepoints.
+	HooksOnly []LoadResult
+	BaseErr   []string
 }
 
 // PacedRun is a fixed-rate run with the daemon up.
@@ -153,6 +156,7 @@ func (r *Report) Markdown() string {
 	if r.KernelOnly {
 		p("Kernel metrics only = the same daemon with `%s` (connections and L2–L4 metrics per syscall, no payload copied, no HTTP parsing). ", strings.Join(r.KernelArgs, " "))
 	}
+	p("Hooks only = a second weir-daemon with every hook attached and an empty registry, so every program returns at the netns filter: the cost of having syscall tracepoints attached at all. ")
 	p("%d rounds of %s per variant, the order rotating each round; every figure is the median over rounds, ", r.Rounds, r.Duration)
 	p("and every ratio compares medians from this same run; brackets give the range over rounds. ")
 	p("Machine load average (1 min) %s at the start, %s at the end.\n\n", r.LoadBefore, r.LoadAfter)
@@ -186,6 +190,14 @@ func (r *Report) Markdown() string {
 			s.Name, spread(bt, baseT, rps), spread(wt, weirT, rps), tr, TargetThroughput, r.judged(tr >= TargetThroughput))
 		p("| %s p50 latency | %s | %s | %.3f | — | |\n", s.Short, spread(b50, base50, ms), spread(w50, weir50, ms), r50)
 		p("| %s p99 latency | %s | %s | %.3f | ≤ %.2f | %s |\n", s.Short, spread(b99, base99, ms), spread(w99, weir99, ms), r99, TargetP99, r.judged(r99 <= TargetP99))
+		if len(s.HooksOnly) > 0 {
+			ht := collect(s.HooksOnly, func(l LoadResult) float64 { return l.Throughput })
+			h99 := collect(s.HooksOnly, func(l LoadResult) float64 { return float64(l.P99) })
+			p("| %s throughput, hooks attached but no pod enrolled (the floor of hooking syscalls) | %s | %s | %.3f | — | |\n",
+				s.Short, spread(bt, baseT, rps), spread(Median(ht), ht, rps), ratio(Median(ht), bt))
+			p("| %s p99 latency, hooks attached but no pod enrolled | %s | %s | %.3f | — | |\n",
+				s.Short, spread(b99, base99, ms), spread(Median(h99), h99, ms), ratio(Median(h99), b99))
+		}
 		if len(s.KernelOnly) > 0 {
 			kt := collect(s.KernelOnly, func(w WeirRun) float64 { return w.Load.Throughput })
 			k99 := collect(s.KernelOnly, func(w WeirRun) float64 { return float64(w.Load.P99) })
