@@ -39,7 +39,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"text/template"
@@ -51,8 +50,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	commonv3 "skywalking.apache.org/repo/goapi/collect/common/v3"
-	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/flow"
@@ -226,10 +223,10 @@ type Exporter struct {
 	q        *queue
 	wake     chan struct{}
 	excluded map[string]bool
-	node     *alv3.EBPFAccessLogNodeInfo
+	node     []byte // node field of the first message of a stream, encoded
 	b        *builder
 	conn     *grpc.ClientConn
-	client   alv3.EBPFAccessLogServiceClient
+	codec    rawCodec
 	stats    stats
 	metrics  metricDescs
 	running  atomic.Bool
@@ -252,6 +249,10 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 	}
 	if err := tmpl.Execute(discard{}, ServiceNameData{ServiceName: "s", Namespace: "n", PodName: "p"}); err != nil {
 		return nil, fmt.Errorf("skywalking: service name template: %w", err)
+	}
+	codec, err := newRawCodec()
+	if err != nil {
+		return nil, err
 	}
 	creds, err := transportCredentials(cfg)
 	if err != nil {
@@ -276,9 +277,9 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		q:        newQueue(cfg.QueueSize, cfg.QueueBytes),
 		wake:     make(chan struct{}, 1),
 		excluded: make(map[string]bool, len(cfg.ExcludeNamespaces)),
-		node:     nodeInfo(cfg),
+		node:     encodeNode(cfg),
 		conn:     conn,
-		client:   alv3.NewEBPFAccessLogServiceClient(conn),
+		codec:    codec,
 		metrics:  newMetricDescs(),
 	}
 	for _, ns := range cfg.ExcludeNamespaces {
@@ -309,23 +310,6 @@ func transportCredentials(cfg Config) (credentials.TransportCredentials, error) 
 		tc.RootCAs = pool
 	}
 	return credentials.NewTLS(tc), nil
-}
-
-func nodeInfo(cfg Config) *alv3.EBPFAccessLogNodeInfo {
-	n := &alv3.EBPFAccessLogNodeInfo{
-		Name:        cfg.NodeName,
-		ClusterName: cfg.Cluster,
-		BootTime:    &commonv3.Instant{Seconds: cfg.BootTime.Unix(), Nanos: int32(cfg.BootTime.Nanosecond())},
-	}
-	for _, i := range cfg.NetInterfaces {
-		n.NetInterfaces = append(n.NetInterfaces, &alv3.EBPFAccessLogNodeNetInterface{
-			Index: int32(i.Index), Mtu: int32(i.MTU), Name: i.Name,
-		})
-	}
-	if len(cfg.ExcludeNamespaces) > 0 {
-		n.Policy = &alv3.EBPFAccessLogPolicy{ExcludeNamespaces: slices.Clone(cfg.ExcludeNamespaces)}
-	}
-	return n
 }
 
 // MonotonicBootTime returns the wall-clock time at which CLOCK_MONOTONIC
@@ -475,6 +459,7 @@ func (e *Exporter) shutdown(s *sender) {
 	if s.pending() {
 		e.q.release(s.batch)
 		s.batch, s.msgs = s.batch[:0], nil
+		e.b.release()
 	}
 	if left > 0 {
 		e.stats.dropped(dropShutdown, uint64(left))
@@ -487,7 +472,7 @@ func (e *Exporter) shutdown(s *sender) {
 type sender struct {
 	e      *Exporter
 	batch  []entry
-	msgs   []*alv3.EBPFAccessLogMessage // built once per batch, resent as is
+	msgs   []rawMessage // encoded once per batch, resent as is
 	wait   time.Duration
 	failed bool
 }
@@ -523,7 +508,7 @@ func (s *sender) try(ctx context.Context) bool {
 		if !s.pending() {
 			return true
 		}
-		s.msgs = e.b.build(s.batch, e.node)
+		s.msgs = e.b.encode(s.batch, e.node)
 	}
 	if s.failed {
 		e.stats.reconnects.Add(1)
@@ -549,6 +534,7 @@ func (s *sender) try(ctx context.Context) bool {
 	e.q.release(s.batch)
 	clear(s.batch)
 	s.batch, s.msgs = s.batch[:0], nil
+	e.b.release()
 	return true
 }
 
@@ -559,19 +545,19 @@ func (s *sender) stream(ctx context.Context) error {
 	if e.cfg.Token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, AuthMetadataKey, e.cfg.Token)
 	}
-	st, err := e.client.Collect(ctx)
+	st, err := collectStream(ctx, e.conn, e.codec)
 	if err != nil {
 		return fmt.Errorf("opening collect stream: %w", err)
 	}
-	for i, m := range s.msgs {
-		if err := st.Send(m); err != nil {
+	for i := range s.msgs {
+		if err := st.SendMsg(&s.msgs[i]); err != nil {
 			// The real error is the stream's status, which
 			// CloseAndRecv returns; Send only reports io.EOF.
-			_, rerr := st.CloseAndRecv()
+			_, rerr := closeAndRecv(st)
 			return fmt.Errorf("sending message %d of %d: %w", i+1, len(s.msgs), errors.Join(err, rerr))
 		}
 	}
-	if _, err := st.CloseAndRecv(); err != nil {
+	if _, err := closeAndRecv(st); err != nil {
 		return fmt.Errorf("waiting for the acknowledgement of %d messages: %w", len(s.msgs), err)
 	}
 	return nil
