@@ -142,7 +142,9 @@ const (
 	captureDropReasonDROP_POD_DROPS_MAP_FULL captureDropReason = 12
 	captureDropReasonDROP_RX_STAMP_MAP_FULL  captureDropReason = 13
 	captureDropReasonDROP_RX_UNSTAMPED       captureDropReason = 14
-	captureDropReasonDROP_MAX                captureDropReason = 15
+	captureDropReasonDROP_RX_TIMES_MAP_FULL  captureDropReason = 15
+	captureDropReasonDROP_RX_UNTIMED         captureDropReason = 16
+	captureDropReasonDROP_MAX                captureDropReason = 17
 )
 
 type captureDropSlot struct {
@@ -218,6 +220,13 @@ type captureRecvMetrics struct {
 	ToQueueNs   uint64
 	FromQueueNs uint64
 	LastSkb     uint64
+	L3Ns        uint64
+	L3RecvNs    uint64
+	L3LocalNs   uint64
+	L4Ns        uint64
+	NfNs        uint64
+	NfCount     uint32
+	Pad         uint32
 }
 
 type captureRxStamp struct {
@@ -271,29 +280,31 @@ type captureSockStats struct {
 }
 
 type captureSyscallArgs struct {
-	_       structs.HostLayout
-	StartNs uint64
-	Sk      uint64
-	Buf     uint64
-	Netns   uint64
-	Count   uint32
-	Fd      int32
-	PodId   uint32
-	Syscall uint8
-	Pad     [3]uint8
-	Addr    [28]uint8
-	Pad2    uint32
-	CurSkb  uint64
-	QueueTs uint64
-	StartTs uint64
-	L4Ts    uint64
-	L3Ts    uint64
-	NfTs    uint64
-	ArpTs   uint64
-	NfSkb   uint64
-	ArpSkb  uint64
-	M       captureSendMetrics
-	R       captureRecvMetrics
+	_         structs.HostLayout
+	StartNs   uint64
+	Sk        uint64
+	Buf       uint64
+	Netns     uint64
+	Count     uint32
+	Fd        int32
+	PodId     uint32
+	Syscall   uint8
+	Pad       [3]uint8
+	Addr      [28]uint8
+	Pad2      uint32
+	CurSkb    uint64
+	QueueTs   uint64
+	StartTs   uint64
+	L4Ts      uint64
+	L3Ts      uint64
+	NfTs      uint64
+	ArpTs     uint64
+	NfSkb     uint64
+	ArpSkb    uint64
+	RxSkb     uint64
+	RxMissing uint32
+	Pad3      uint32
+	M         captureSendMetrics
 }
 
 type captureSyscallId uint32

@@ -19,7 +19,8 @@
 // (tracepoints, tp_btf) measures packets, device-layer times, receive queue
 // times, retransmits, drops by kernel reason and RTT; where the kernel
 // allows fentry or kprobes, a richer tier (c/tier.bpf.c) adds L4, L3,
-// netfilter and neighbour-resolution times. Features says, per metric, which
+// netfilter and neighbour-resolution times to sends and L3 (receive/local
+// split), L4 and netfilter times to reads. Features says, per metric, which
 // are measured on this kernel: an unmeasured field is never a silent zero.
 // EnrollPod adds per-pod packet counters on the pod's host veth (TCX, or
 // clsact + cls_bpf on kernels without TCX), read with PodCounters.

@@ -214,6 +214,30 @@ func TestDecodeAttachesMetricsOnlyWhereMeasured(t *testing.T) {
 		t.Fatalf("send metrics decoded as %+v", m)
 	}
 
+	// Receive: the richer tier's fields appear only under their bits.
+	for i, c := range []struct {
+		measured event.Metric
+		want     event.RecvMetrics
+	}{
+		{event.MetricPackets, event.RecvMetrics{Packets: 2, PacketBytes: 3000}},
+		{event.MetricPackets | event.MetricL4Duration | event.MetricL3Duration | event.MetricL3Split | event.MetricNetfilter,
+			event.RecvMetrics{Packets: 2, PacketBytes: 3000, L3Duration: 50, L3RecvDuration: 30, L3LocalDuration: 20,
+				NetfilterCount: 4, NetfilterDuration: 9, L4Duration: 70}},
+	} {
+		hdr := captureDataEvent{Type: uint8(captureEventTypeEVENT_DATA), Direction: uint8(event.Ingress), Last: 1, ConnId: 1, Size: 1,
+			Recv: captureRecvMetrics{Measured: uint32(c.measured), Packets: 2, PacketBytes: 3000,
+				L3Ns: 50, L3RecvNs: 30, L3LocalNs: 20, L4Ns: 70, NfNs: 9, NfCount: 4}}
+		var b bytes.Buffer
+		binary.Write(&b, binary.LittleEndian, hdr)
+		if err := decode(b.Bytes(), &rec, nil, reasons); err != nil {
+			t.Fatal(err)
+		}
+		c.want.Measured = c.measured
+		if got := rec.data[len(rec.data)-1].Recv; got == nil || *got != c.want {
+			t.Fatalf("case %d: recv metrics decoded as %+v, want %+v", i, got, c.want)
+		}
+	}
+
 	cl := captureConnEvent{Type: uint8(captureEventTypeEVENT_CONN_CLOSE), ConnId: 1, Stats: captureSockStats{
 		Measured: uint32(event.MetricRTT | event.MetricRetransmits | event.MetricDrops),
 		SrttUs:   50123, MdevUs: 800, TotalRetrans: 7,

@@ -103,6 +103,20 @@ func recvMetrics(r *captureRecvMetrics) *event.RecvMetrics {
 		out.ToQueueDuration = r.ToQueueNs
 		out.FromQueueDuration = r.FromQueueNs
 	}
+	if out.Measured&event.MetricL3Duration != 0 {
+		out.L3Duration = r.L3Ns
+	}
+	if out.Measured&event.MetricL3Split != 0 {
+		out.L3RecvDuration = r.L3RecvNs
+		out.L3LocalDuration = r.L3LocalNs
+	}
+	if out.Measured&event.MetricNetfilter != 0 {
+		out.NetfilterCount = r.NfCount
+		out.NetfilterDuration = r.NfNs
+	}
+	if out.Measured&event.MetricL4Duration != 0 {
+		out.L4Duration = r.L4Ns
+	}
 	return out
 }
 
@@ -219,9 +233,18 @@ func metricStatus(attached map[string]bool, active Tier, tiers []TierStatus, hav
 				event.MetricNetfilter: "nf_hook_slow", event.MetricResolveMAC: "neigh_resolve_output"}[mn.m]
 			if need(append(tierHook("tcp_sendmsg"), tierHook(fn)...)...) {
 				st.Reason = "send syscalls on TCP sockets, " + active.String() + " tier (" + fn + ")"
-				if mn.m == event.MetricL3Duration || mn.m == event.MetricL4Duration {
-					st.Reason += "; not for reads"
+				if mn.m != event.MetricResolveMAC {
+					st.Reason += "; " + recvTierReason(attached, tierHook)
 				}
+			}
+		case event.MetricL3Split:
+			if active == TierBase {
+				st.Reason = richer
+				break
+			}
+			if need(recvTierHooks(tierHook)...) {
+				st.Reason = "reads only (ip_rcv to ip_local_deliver, ip_local_deliver to tcp_v4_rcv), " +
+					active.String() + " tier; the send-side local/output split is not measured"
 			}
 		default:
 			st.Reason = richer
@@ -229,6 +252,32 @@ func metricStatus(attached map[string]bool, active Tier, tiers []TierStatus, hav
 		out = append(out, st)
 	}
 	return out
+}
+
+// recvTierHooks are the hooks the receive-side L3/L4/netfilter times need
+// (IPv4; the IPv6 ones add IPv6 coverage).
+func recvTierHooks(tierHook func(string) []string) []string {
+	hooks := []string{"tp_btf/skb_copy_datagram_iovec"}
+	for _, fn := range []string{"ip_rcv", "tcp_v4_rcv", "nf_hook_slow"} {
+		hooks = append(hooks, tierHook(fn)...)
+	}
+	return append(hooks, tierHook("ip_local_deliver")[0])
+}
+
+// recvTierReason says what reads get of a send-and-receive metric.
+func recvTierReason(attached map[string]bool, tierHook func(string) []string) string {
+	for _, h := range recvTierHooks(tierHook) {
+		if !attached[h] {
+			return "not for reads: hook " + h + " not attached"
+		}
+	}
+	r := "reads: per skb copied, from ip_rcv, ip_local_deliver and tcp_v4_rcv"
+	if !attached[tierHook("ipv6_rcv")[0]] || !attached[tierHook("ip6_input")[0]] || !attached[tierHook("tcp_v6_rcv")[0]] {
+		r += " (IPv4 only: IPv6 hooks not attached)"
+	} else {
+		r += " (IPv6: ipv6_rcv, ip6_input, tcp_v6_rcv)"
+	}
+	return r + "; reads of skbs that bypassed ip_rcv (ip_list_rcv: GRO batches of NAPI drivers) claim L4 only"
 }
 
 func tierReasons(tiers []TierStatus) string {

@@ -10,20 +10,28 @@ import (
 	"github.com/cilium/ebpf/link"
 )
 
-// The richer tiers (c/tier.bpf.c) time functions of the send path that no
-// tracepoint brackets: tcp_sendmsg (L4), __ip_queue_xmit (L3),
-// nf_hook_slow (netfilter) and neigh_resolve_output (ARP/ND). Receive-side
-// L3/L4 (ip_rcv, tcp_v4_rcv) is not measured yet: see the package notes. The object
-// holds each as fentry/fexit and as kprobe/kretprobe; Load keeps the set of
-// the best tier the probes found usable and loads it with the base
-// collection's inflight map. The tier is optional: when it cannot load or
-// attach, the collector runs the base tier and says why in Features.
+// The richer tiers (c/tier.bpf.c) time functions that no tracepoint
+// brackets. Send path: tcp_sendmsg (L4), __ip_queue_xmit (L3),
+// nf_hook_slow (netfilter) and neigh_resolve_output (ARP/ND), per syscall.
+// Receive path: ip_rcv/ipv6_rcv, ip_local_deliver/ip6_input,
+// tcp_v4_rcv/tcp_v6_rcv and nf_hook_slow, per skb, added to the read that
+// copies the skb by a tp_btf/skb_copy_datagram_iovec program. The object
+// holds each function hook as fentry/fexit and as kprobe/kretprobe; Load
+// keeps the set of the best tier the probes found usable (plus the tp_btf
+// program, which both need) and loads it with the base collection's
+// inflight, enrolled_netns and counters maps. The tier is optional: when it
+// cannot load or attach, the collector runs the base tier and says why in
+// Features.
 
 // tierSections are the section prefixes of each tier's programs.
 var tierSections = map[Tier][2]string{
 	TierFentry: {"fentry/", "fexit/"},
 	TierKprobe: {"kprobe/", "kretprobe/"},
 }
+
+// tierCommonSection prefixes the tier programs both tiers load: tracepoints
+// the base tier already needs (tp_btf), so nothing beyond it to probe.
+const tierCommonSection = "tp_btf/"
 
 // chooseTier picks the richest available tier beyond the base one.
 func chooseTier(tiers []TierStatus, skipFentry bool) (Tier, bool) {
@@ -51,6 +59,9 @@ func (c *Collector) loadRichTier(t Tier, kernel *btf.Spec) ([]HookStatus, []link
 	prefixes := tierSections[t]
 	var status []HookStatus
 	for name, p := range spec.Programs {
+		if strings.HasPrefix(p.SectionName, tierCommonSection) {
+			continue
+		}
 		if !strings.HasPrefix(p.SectionName, prefixes[0]) && !strings.HasPrefix(p.SectionName, prefixes[1]) {
 			delete(spec.Programs, name)
 			continue
@@ -64,8 +75,12 @@ func (c *Collector) loadRichTier(t Tier, kernel *btf.Spec) ([]HookStatus, []link
 		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{tierMapInflight: c.coll.Maps[captureMapInflight]},
-		Programs:        ebpf.ProgramOptions{KernelTypes: kernel},
+		MapReplacements: map[string]*ebpf.Map{
+			tierMapInflight:      c.coll.Maps[captureMapInflight],
+			tierMapEnrolledNetns: c.coll.Maps[captureMapEnrolledNetns],
+			tierMapCounters:      c.coll.Maps[captureMapCounters],
+		},
+		Programs: ebpf.ProgramOptions{KernelTypes: kernel},
 	})
 	if err != nil {
 		return status, nil, nil, fmt.Errorf("load %s tier programs: %w", t, err)
@@ -76,7 +91,8 @@ func (c *Collector) loadRichTier(t Tier, kernel *btf.Spec) ([]HookStatus, []link
 		prog := coll.Programs[name]
 		var l link.Link
 		switch {
-		case strings.HasPrefix(p.SectionName, "fentry/"), strings.HasPrefix(p.SectionName, "fexit/"):
+		case strings.HasPrefix(p.SectionName, "fentry/"), strings.HasPrefix(p.SectionName, "fexit/"),
+			strings.HasPrefix(p.SectionName, tierCommonSection):
 			l, err = link.AttachTracing(link.TracingOptions{Program: prog})
 		case strings.HasPrefix(p.SectionName, "kprobe/"):
 			l, err = link.Kprobe(fn, prog, nil)

@@ -13,29 +13,61 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tierRxCpu struct {
+	_          structs.HostLayout
+	RcvSkb     uint64
+	RcvTs      uint64
+	RcvNfNs    uint64
+	RcvNfCount uint32
+	RcvTracked uint8
+	RcvLocal   uint8
+	NfPre      uint8
+	Pad        uint8
+	L4Skb      uint64
+	NfSkb      uint64
+	NfTs       uint64
+}
+
+type tierRxTimes struct {
+	_        structs.HostLayout
+	LocalTs  uint64
+	L4Ts     uint64
+	RecvNs   uint64
+	LocalNs  uint64
+	L4Ns     uint64
+	NfNs     uint64
+	NfCount  uint32
+	HaveRecv uint8
+	Stage    uint8
+	Pad      [2]uint8
+}
+
 type tierSyscallArgs struct {
-	_       structs.HostLayout
-	StartNs uint64
-	Sk      uint64
-	Buf     uint64
-	Netns   uint64
-	Count   uint32
-	Fd      int32
-	PodId   uint32
-	Syscall uint8
-	Pad     [3]uint8
-	Addr    [28]uint8
-	Pad2    uint32
-	CurSkb  uint64
-	QueueTs uint64
-	StartTs uint64
-	L4Ts    uint64
-	L3Ts    uint64
-	NfTs    uint64
-	ArpTs   uint64
-	NfSkb   uint64
-	ArpSkb  uint64
-	M       struct {
+	_         structs.HostLayout
+	StartNs   uint64
+	Sk        uint64
+	Buf       uint64
+	Netns     uint64
+	Count     uint32
+	Fd        int32
+	PodId     uint32
+	Syscall   uint8
+	Pad       [3]uint8
+	Addr      [28]uint8
+	Pad2      uint32
+	CurSkb    uint64
+	QueueTs   uint64
+	StartTs   uint64
+	L4Ts      uint64
+	L3Ts      uint64
+	NfTs      uint64
+	ArpTs     uint64
+	NfSkb     uint64
+	ArpSkb    uint64
+	RxSkb     uint64
+	RxMissing uint32
+	Pad3      uint32
+	M         struct {
 		_           structs.HostLayout
 		Measured    uint32
 		Packets     uint32
@@ -59,40 +91,54 @@ type tierSyscallArgs struct {
 			Count  uint32
 		}
 	}
-	R struct {
-		_           structs.HostLayout
-		Measured    uint32
-		Packets     uint32
-		PacketBytes uint64
-		Ifindex     uint32
-		Unstamped   uint32
-		ToQueueNs   uint64
-		FromQueueNs uint64
-		LastSkb     uint64
-	}
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	tierMapCounters                     = "counters"
+	tierMapEnrolledNetns                = "enrolled_netns"
 	tierMapInflight                     = "inflight"
+	tierMapRxCpus                       = "rx_cpus"
+	tierMapRxTimes                      = "rx_times"
+	tierProgFentryIp6Input              = "fentry_ip6_input"
+	tierProgFentryIpLocalDeliver        = "fentry_ip_local_deliver"
 	tierProgFentryIpQueueXmit           = "fentry_ip_queue_xmit"
+	tierProgFentryIpRcv                 = "fentry_ip_rcv"
+	tierProgFentryIpv6Rcv               = "fentry_ipv6_rcv"
 	tierProgFentryNeighResolveOutput    = "fentry_neigh_resolve_output"
 	tierProgFentryNfHookSlow            = "fentry_nf_hook_slow"
 	tierProgFentryTcpSendmsg            = "fentry_tcp_sendmsg"
+	tierProgFentryTcpV4Rcv              = "fentry_tcp_v4_rcv"
+	tierProgFentryTcpV6Rcv              = "fentry_tcp_v6_rcv"
 	tierProgFexitIpQueueXmit            = "fexit_ip_queue_xmit"
+	tierProgFexitIpRcv                  = "fexit_ip_rcv"
+	tierProgFexitIpv6Rcv                = "fexit_ipv6_rcv"
 	tierProgFexitNeighResolveOutput     = "fexit_neigh_resolve_output"
 	tierProgFexitNfHookSlow             = "fexit_nf_hook_slow"
 	tierProgFexitTcpSendmsg             = "fexit_tcp_sendmsg"
+	tierProgFexitTcpV4Rcv               = "fexit_tcp_v4_rcv"
+	tierProgFexitTcpV6Rcv               = "fexit_tcp_v6_rcv"
+	tierProgKprobeIp6Input              = "kprobe_ip6_input"
+	tierProgKprobeIpLocalDeliver        = "kprobe_ip_local_deliver"
 	tierProgKprobeIpQueueXmit           = "kprobe_ip_queue_xmit"
+	tierProgKprobeIpRcv                 = "kprobe_ip_rcv"
+	tierProgKprobeIpv6Rcv               = "kprobe_ipv6_rcv"
 	tierProgKprobeNeighResolveOutput    = "kprobe_neigh_resolve_output"
 	tierProgKprobeNfHookSlow            = "kprobe_nf_hook_slow"
 	tierProgKprobeTcpSendmsg            = "kprobe_tcp_sendmsg"
+	tierProgKprobeTcpV4Rcv              = "kprobe_tcp_v4_rcv"
+	tierProgKprobeTcpV6Rcv              = "kprobe_tcp_v6_rcv"
 	tierProgKretprobeIpQueueXmit        = "kretprobe_ip_queue_xmit"
+	tierProgKretprobeIpRcv              = "kretprobe_ip_rcv"
+	tierProgKretprobeIpv6Rcv            = "kretprobe_ipv6_rcv"
 	tierProgKretprobeNeighResolveOutput = "kretprobe_neigh_resolve_output"
 	tierProgKretprobeNfHookSlow         = "kretprobe_nf_hook_slow"
 	tierProgKretprobeTcpSendmsg         = "kretprobe_tcp_sendmsg"
+	tierProgKretprobeTcpV4Rcv           = "kretprobe_tcp_v4_rcv"
+	tierProgKretprobeTcpV6Rcv           = "kretprobe_tcp_v6_rcv"
+	tierProgTierSkbCopy                 = "tier_skb_copy"
 )
 
 // loadTier returns the embedded CollectionSpec for tier.
@@ -137,29 +183,54 @@ type tierSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tierProgramSpecs struct {
+	FentryIp6Input              *ebpf.ProgramSpec `ebpf:"fentry_ip6_input"`
+	FentryIpLocalDeliver        *ebpf.ProgramSpec `ebpf:"fentry_ip_local_deliver"`
 	FentryIpQueueXmit           *ebpf.ProgramSpec `ebpf:"fentry_ip_queue_xmit"`
+	FentryIpRcv                 *ebpf.ProgramSpec `ebpf:"fentry_ip_rcv"`
+	FentryIpv6Rcv               *ebpf.ProgramSpec `ebpf:"fentry_ipv6_rcv"`
 	FentryNeighResolveOutput    *ebpf.ProgramSpec `ebpf:"fentry_neigh_resolve_output"`
 	FentryNfHookSlow            *ebpf.ProgramSpec `ebpf:"fentry_nf_hook_slow"`
 	FentryTcpSendmsg            *ebpf.ProgramSpec `ebpf:"fentry_tcp_sendmsg"`
+	FentryTcpV4Rcv              *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_rcv"`
+	FentryTcpV6Rcv              *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_rcv"`
 	FexitIpQueueXmit            *ebpf.ProgramSpec `ebpf:"fexit_ip_queue_xmit"`
+	FexitIpRcv                  *ebpf.ProgramSpec `ebpf:"fexit_ip_rcv"`
+	FexitIpv6Rcv                *ebpf.ProgramSpec `ebpf:"fexit_ipv6_rcv"`
 	FexitNeighResolveOutput     *ebpf.ProgramSpec `ebpf:"fexit_neigh_resolve_output"`
 	FexitNfHookSlow             *ebpf.ProgramSpec `ebpf:"fexit_nf_hook_slow"`
 	FexitTcpSendmsg             *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpV4Rcv               *ebpf.ProgramSpec `ebpf:"fexit_tcp_v4_rcv"`
+	FexitTcpV6Rcv               *ebpf.ProgramSpec `ebpf:"fexit_tcp_v6_rcv"`
+	KprobeIp6Input              *ebpf.ProgramSpec `ebpf:"kprobe_ip6_input"`
+	KprobeIpLocalDeliver        *ebpf.ProgramSpec `ebpf:"kprobe_ip_local_deliver"`
 	KprobeIpQueueXmit           *ebpf.ProgramSpec `ebpf:"kprobe_ip_queue_xmit"`
+	KprobeIpRcv                 *ebpf.ProgramSpec `ebpf:"kprobe_ip_rcv"`
+	KprobeIpv6Rcv               *ebpf.ProgramSpec `ebpf:"kprobe_ipv6_rcv"`
 	KprobeNeighResolveOutput    *ebpf.ProgramSpec `ebpf:"kprobe_neigh_resolve_output"`
 	KprobeNfHookSlow            *ebpf.ProgramSpec `ebpf:"kprobe_nf_hook_slow"`
 	KprobeTcpSendmsg            *ebpf.ProgramSpec `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpV4Rcv              *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_rcv"`
+	KprobeTcpV6Rcv              *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_rcv"`
 	KretprobeIpQueueXmit        *ebpf.ProgramSpec `ebpf:"kretprobe_ip_queue_xmit"`
+	KretprobeIpRcv              *ebpf.ProgramSpec `ebpf:"kretprobe_ip_rcv"`
+	KretprobeIpv6Rcv            *ebpf.ProgramSpec `ebpf:"kretprobe_ipv6_rcv"`
 	KretprobeNeighResolveOutput *ebpf.ProgramSpec `ebpf:"kretprobe_neigh_resolve_output"`
 	KretprobeNfHookSlow         *ebpf.ProgramSpec `ebpf:"kretprobe_nf_hook_slow"`
 	KretprobeTcpSendmsg         *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpV4Rcv           *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v4_rcv"`
+	KretprobeTcpV6Rcv           *ebpf.ProgramSpec `ebpf:"kretprobe_tcp_v6_rcv"`
+	TierSkbCopy                 *ebpf.ProgramSpec `ebpf:"tier_skb_copy"`
 }
 
 // tierMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tierMapSpecs struct {
-	Inflight *ebpf.MapSpec `ebpf:"inflight"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	EnrolledNetns *ebpf.MapSpec `ebpf:"enrolled_netns"`
+	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
+	RxCpus        *ebpf.MapSpec `ebpf:"rx_cpus"`
+	RxTimes       *ebpf.MapSpec `ebpf:"rx_times"`
 }
 
 // tierVariableSpecs contains global variables before they are loaded into the kernel.
@@ -188,12 +259,20 @@ func (o *tierObjects) Close() error {
 //
 // It can be passed to loadTierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tierMaps struct {
-	Inflight *ebpf.Map `ebpf:"inflight"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	EnrolledNetns *ebpf.Map `ebpf:"enrolled_netns"`
+	Inflight      *ebpf.Map `ebpf:"inflight"`
+	RxCpus        *ebpf.Map `ebpf:"rx_cpus"`
+	RxTimes       *ebpf.Map `ebpf:"rx_times"`
 }
 
 func (m *tierMaps) Close() error {
 	return _TierClose(
+		m.Counters,
+		m.EnrolledNetns,
 		m.Inflight,
+		m.RxCpus,
+		m.RxTimes,
 	)
 }
 
@@ -207,42 +286,84 @@ type tierVariables struct {
 //
 // It can be passed to loadTierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tierPrograms struct {
+	FentryIp6Input              *ebpf.Program `ebpf:"fentry_ip6_input"`
+	FentryIpLocalDeliver        *ebpf.Program `ebpf:"fentry_ip_local_deliver"`
 	FentryIpQueueXmit           *ebpf.Program `ebpf:"fentry_ip_queue_xmit"`
+	FentryIpRcv                 *ebpf.Program `ebpf:"fentry_ip_rcv"`
+	FentryIpv6Rcv               *ebpf.Program `ebpf:"fentry_ipv6_rcv"`
 	FentryNeighResolveOutput    *ebpf.Program `ebpf:"fentry_neigh_resolve_output"`
 	FentryNfHookSlow            *ebpf.Program `ebpf:"fentry_nf_hook_slow"`
 	FentryTcpSendmsg            *ebpf.Program `ebpf:"fentry_tcp_sendmsg"`
+	FentryTcpV4Rcv              *ebpf.Program `ebpf:"fentry_tcp_v4_rcv"`
+	FentryTcpV6Rcv              *ebpf.Program `ebpf:"fentry_tcp_v6_rcv"`
 	FexitIpQueueXmit            *ebpf.Program `ebpf:"fexit_ip_queue_xmit"`
+	FexitIpRcv                  *ebpf.Program `ebpf:"fexit_ip_rcv"`
+	FexitIpv6Rcv                *ebpf.Program `ebpf:"fexit_ipv6_rcv"`
 	FexitNeighResolveOutput     *ebpf.Program `ebpf:"fexit_neigh_resolve_output"`
 	FexitNfHookSlow             *ebpf.Program `ebpf:"fexit_nf_hook_slow"`
 	FexitTcpSendmsg             *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
+	FexitTcpV4Rcv               *ebpf.Program `ebpf:"fexit_tcp_v4_rcv"`
+	FexitTcpV6Rcv               *ebpf.Program `ebpf:"fexit_tcp_v6_rcv"`
+	KprobeIp6Input              *ebpf.Program `ebpf:"kprobe_ip6_input"`
+	KprobeIpLocalDeliver        *ebpf.Program `ebpf:"kprobe_ip_local_deliver"`
 	KprobeIpQueueXmit           *ebpf.Program `ebpf:"kprobe_ip_queue_xmit"`
+	KprobeIpRcv                 *ebpf.Program `ebpf:"kprobe_ip_rcv"`
+	KprobeIpv6Rcv               *ebpf.Program `ebpf:"kprobe_ipv6_rcv"`
 	KprobeNeighResolveOutput    *ebpf.Program `ebpf:"kprobe_neigh_resolve_output"`
 	KprobeNfHookSlow            *ebpf.Program `ebpf:"kprobe_nf_hook_slow"`
 	KprobeTcpSendmsg            *ebpf.Program `ebpf:"kprobe_tcp_sendmsg"`
+	KprobeTcpV4Rcv              *ebpf.Program `ebpf:"kprobe_tcp_v4_rcv"`
+	KprobeTcpV6Rcv              *ebpf.Program `ebpf:"kprobe_tcp_v6_rcv"`
 	KretprobeIpQueueXmit        *ebpf.Program `ebpf:"kretprobe_ip_queue_xmit"`
+	KretprobeIpRcv              *ebpf.Program `ebpf:"kretprobe_ip_rcv"`
+	KretprobeIpv6Rcv            *ebpf.Program `ebpf:"kretprobe_ipv6_rcv"`
 	KretprobeNeighResolveOutput *ebpf.Program `ebpf:"kretprobe_neigh_resolve_output"`
 	KretprobeNfHookSlow         *ebpf.Program `ebpf:"kretprobe_nf_hook_slow"`
 	KretprobeTcpSendmsg         *ebpf.Program `ebpf:"kretprobe_tcp_sendmsg"`
+	KretprobeTcpV4Rcv           *ebpf.Program `ebpf:"kretprobe_tcp_v4_rcv"`
+	KretprobeTcpV6Rcv           *ebpf.Program `ebpf:"kretprobe_tcp_v6_rcv"`
+	TierSkbCopy                 *ebpf.Program `ebpf:"tier_skb_copy"`
 }
 
 func (p *tierPrograms) Close() error {
 	return _TierClose(
+		p.FentryIp6Input,
+		p.FentryIpLocalDeliver,
 		p.FentryIpQueueXmit,
+		p.FentryIpRcv,
+		p.FentryIpv6Rcv,
 		p.FentryNeighResolveOutput,
 		p.FentryNfHookSlow,
 		p.FentryTcpSendmsg,
+		p.FentryTcpV4Rcv,
+		p.FentryTcpV6Rcv,
 		p.FexitIpQueueXmit,
+		p.FexitIpRcv,
+		p.FexitIpv6Rcv,
 		p.FexitNeighResolveOutput,
 		p.FexitNfHookSlow,
 		p.FexitTcpSendmsg,
+		p.FexitTcpV4Rcv,
+		p.FexitTcpV6Rcv,
+		p.KprobeIp6Input,
+		p.KprobeIpLocalDeliver,
 		p.KprobeIpQueueXmit,
+		p.KprobeIpRcv,
+		p.KprobeIpv6Rcv,
 		p.KprobeNeighResolveOutput,
 		p.KprobeNfHookSlow,
 		p.KprobeTcpSendmsg,
+		p.KprobeTcpV4Rcv,
+		p.KprobeTcpV6Rcv,
 		p.KretprobeIpQueueXmit,
+		p.KretprobeIpRcv,
+		p.KretprobeIpv6Rcv,
 		p.KretprobeNeighResolveOutput,
 		p.KretprobeNfHookSlow,
 		p.KretprobeTcpSendmsg,
+		p.KretprobeTcpV4Rcv,
+		p.KretprobeTcpV6Rcv,
+		p.TierSkbCopy,
 	)
 }
 

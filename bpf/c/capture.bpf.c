@@ -44,13 +44,9 @@ volatile const __u32 capture_payload = 1;         /* 0: events carry sizes and m
 /* Source of connection ids; 0 is never handed out. */
 __u64 next_conn_id = 0;
 
-/* netns inode -> pod id, written by user space at enrollment. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64);
-	__type(value, __u32);
-} enrolled_netns SEC(".maps");
+/* enrolled_netns (netns inode -> pod id) and the drop counters are in
+ * shared.h: the richer tier reuses them. */
+#include "shared.h"
 
 /* Per-connection state, keyed by tgid << 32 | fd. LRU because a process can
  * exit without closing (no close syscall then): stale entries age out, and a
@@ -124,14 +120,6 @@ struct {
 	__type(key, struct pod_drop_key);
 	__type(value, __u64);
 } pod_drops SEC(".maps");
-
-/* Drop counters, indexed by enum drop_reason. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, DROP_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} counters SEC(".maps");
 
 /*
  * State of one syscall's walk over its bytes, for the bpf_loop callback.
@@ -221,14 +209,6 @@ struct btf_anchor {
 const struct btf_anchor *unused_btf_anchor __attribute__((unused));
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static __always_inline void count(__u32 reason)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &reason);
-
-	if (v)
-		*v += 1; /* per-CPU slot: no atomics needed */
-}
 
 static __always_inline __u64 min64(__u64 a, __u64 b)
 {
@@ -501,12 +481,14 @@ static __always_inline void track_sock(__u64 sk, const struct conn_state *cs,
 }
 
 /* Packets and bytes are always measured for a read; the queue split only
- * when every skb it copied from carried both stamps. */
+ * when every skb it copied from carried both stamps; L3/L4/netfilter when a
+ * richer tier timed every skb it copied from (tier.bpf.c). */
 static __always_inline void finish_recv_metrics(struct recv_metrics *out, const struct recv_metrics *r)
 {
 	*out = *r;
 	out->last_skb = 0;
-	out->measured = METRIC_PACKETS;
+	/* r->measured holds what a richer tier's programs claimed. */
+	out->measured = r->measured | METRIC_PACKETS;
 	if (r->packets && !r->unstamped)
 		out->measured |= METRIC_RECV_QUEUE;
 }

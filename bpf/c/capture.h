@@ -85,6 +85,9 @@ enum drop_reason {
 	DROP_POD_DROPS_MAP_FULL,  /* per-pod drop counter could not be created */
 	DROP_RX_STAMP_MAP_FULL,   /* received skb could not be stamped */
 	DROP_RX_UNSTAMPED,        /* a read copied from an skb without both base stamps */
+	DROP_RX_TIMES_MAP_FULL,   /* richer tier: received skb's L3/L4 times could not be stored */
+	DROP_RX_UNTIMED,          /* richer tier: a read copied from an skb without complete
+				   * L3/L4 times (see tier.bpf.c): its read claims no L3/L4 */
 	DROP_MAX,
 };
 
@@ -140,7 +143,9 @@ struct send_metrics {
 
 /* Kernel measurements of one receive syscall: the skbs it copied from,
  * stamped when the device received them (netif_receive_skb) and when TCP
- * took them into the socket (tcp_probe, at tcp_rcv_established). */
+ * took them into the socket (tcp_probe, at tcp_rcv_established). The
+ * richer tier adds each skb's L3/L4 receive times (tier.bpf.c), summed over
+ * the skbs the read copied from, once per skb. */
 struct recv_metrics {
 	__u32 measured;
 	__u32 packets;      /* distinct skbs copied from */
@@ -150,6 +155,14 @@ struct recv_metrics {
 	__u64 to_queue_ns;  /* sum: device receive -> TCP receive */
 	__u64 from_queue_ns; /* sum: TCP receive -> copied to the reader */
 	__u64 last_skb;     /* last skb counted, so partial copies count once */
+	/* fentry/kprobe tier, IPv6 through ipv6_rcv, ip6_input, tcp_v6_rcv: */
+	__u64 l3_ns;        /* l3_recv_ns + l3_local_ns */
+	__u64 l3_recv_ns;   /* ip_rcv -> ip_local_deliver (routing, PRE_ROUTING hooks) */
+	__u64 l3_local_ns;  /* ip_local_deliver -> tcp_v4_rcv (LOCAL_IN hooks) */
+	__u64 l4_ns;        /* time in tcp_v4_rcv */
+	__u64 nf_ns;        /* time in nf_hook_slow for the skbs on their way up */
+	__u32 nf_count;     /* its calls */
+	__u32 _pad;
 };
 
 /* Socket state reported at close. */

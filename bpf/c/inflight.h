@@ -40,8 +40,20 @@ struct syscall_args {
 	 * matches its entry by the skb pointer: the skb itself may be gone). */
 	__u64 l4_ts, l3_ts, nf_ts, arp_ts;
 	__u64 nf_skb, arp_skb;
-	struct send_metrics m;
-	struct recv_metrics r; /* receive syscalls */
+	/* Richer tiers, receive syscalls: the last skb whose receive times
+	 * were added (partial copies count once), and the METRIC_* bits some
+	 * copied skb lacked, which the read then does not claim. */
+	__u64 rx_skb;
+	__u32 rx_missing;
+	__u32 _pad3;
+	/* A syscall sends or receives, never both: every writer of m checks
+	 * for a send syscall (send_of, or a cur_skb/timestamp only a send set),
+	 * every writer of r for a receive syscall. Sharing the space keeps the
+	 * struct small enough for the exit programs that copy it to the stack. */
+	union {
+		struct send_metrics m;
+		struct recv_metrics r; /* receive syscalls */
+	};
 };
 
 struct {

@@ -254,13 +254,15 @@ type RecvMetrics struct {
 	ToQueueDuration   uint64 // device receive to the socket's receive queue
 	FromQueueDuration uint64 // receive queue to the reading syscall
 
-	L3Duration        uint64
-	L3RecvDuration    uint64
-	L3LocalDuration   uint64
-	NetfilterCount    uint32
+	// Richer tier, summed over the skbs the read was first to copy from
+	// (a read continuing an skb an earlier read took adds nothing).
+	L3Duration        uint64 // L3RecvDuration + L3LocalDuration
+	L3RecvDuration    uint64 // ip_rcv to ip_local_deliver: PRE_ROUTING, routing
+	L3LocalDuration   uint64 // ip_local_deliver to tcp_v4_rcv: LOCAL_IN
+	NetfilterCount    uint32 // nf_hook_slow passes on the way up
 	NetfilterDuration uint64
 
-	L4Duration uint64
+	L4Duration uint64 // in tcp_v4_rcv (tcp_v6_rcv)
 }
 
 // SocketStats are read from the socket (tcp_sock) when a connection closes

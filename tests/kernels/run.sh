@@ -25,7 +25,8 @@
 #   WEIR_KERNEL_TEST_ARGS     extra test binary flags, e.g. "-test.short" or
 #                             "-test.run=TestX" (default none)
 #   WEIR_KERNEL_MODULES       modules to load in the guest, dependencies added
-#                             (default "veth sch_ingress cls_bpf sch_netem")
+#                             (default "veth sch_ingress cls_bpf sch_netem nf_tables";
+#                             nf_tables lets the tests install netfilter chains)
 #   WEIR_KERNEL_TEST_TIMEOUT  per test binary (default 300s)
 #   WEIR_KERNEL_TIMEOUT       whole VM run (default 420s; the bpf tests load a collector per test, ~5 s each under TCG)
 #   WEIR_KERNEL_SMP, WEIR_KERNEL_MEMORY   guest CPUs (2) and memory (1G)
@@ -47,7 +48,7 @@ export GOFLAGS=${GOFLAGS:--buildvcs=false}
 meta=${WEIR_KERNEL_META:-linux-image-cloud-amd64}
 cache=${WEIR_KERNEL_CACHE:-/var/cache/weir/kernels}
 tests=${WEIR_KERNEL_TESTS:-./tests/kernels/selftest ./bpf}
-modules=${WEIR_KERNEL_MODULES:-veth sch_ingress cls_bpf sch_netem}
+modules=${WEIR_KERNEL_MODULES:-veth sch_ingress cls_bpf sch_netem nf_tables}
 log_dir=${WEIR_KERNEL_LOG_DIR:-bin/kernels}
 
 say() { echo "kernels: $*"; }
