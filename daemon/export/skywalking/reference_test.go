@@ -37,36 +37,8 @@ import (
 // operations are still sent, with the group's other kernel logs (the skip
 // was counted when the exchange was queued).
 func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3.EBPFAccessLogMessage {
-	clear(b.index)
-	for i := range b.groups {
-		g := &b.groups[i]
-		clear(g.ops) // do not keep acknowledged values alive
-		clear(g.exs)
-		*g = group{ops: g.ops[:0], exs: g.exs[:0]}
-	}
-	b.groups = b.groups[:0]
-	for _, e := range batch {
-		c := e.conn()
-		gi, ok := b.index[c.ID]
-		if !ok {
-			gi = len(b.groups)
-			b.index[c.ID] = gi
-			if gi < cap(b.groups) {
-				b.groups = b.groups[:gi+1]
-			} else {
-				b.groups = append(b.groups, group{})
-			}
-			b.groups[gi].conn = c
-		}
-		g := &b.groups[gi]
-		if e.op != nil {
-			g.ops = append(g.ops, e.op)
-		} else if unexportable(e.ex.Record) != "" {
-			g.ops = append(g.ops, e.ex.Ops...) // counted when it was queued
-		} else {
-			g.exs = append(g.exs, e.ex)
-		}
-	}
+	// The same grouping as the encoder: only the encoding differs.
+	b.group(batch)
 
 	msgs := make([]*alv3.EBPFAccessLogMessage, 0, len(b.groups)*2)
 	for gi := range b.groups {
