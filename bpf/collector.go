@@ -51,8 +51,8 @@ const (
 	DefaultProcessQueueSize = 4096
 	DefaultPollInterval     = 10 * time.Millisecond
 
-	// maxPollInterval bounds PollInterval: the reader's timer is what
-	// delivers records below the wakeup watermark.
+	// maxPollInterval bounds PollInterval: the reader's timer is all that
+	// delivers a quiet connection's records.
 	maxPollInterval = time.Second
 
 	// MaxChunkSize is the compile-time ceiling of ChunkSize (MAX_CHUNK_SIZE

@@ -144,8 +144,8 @@ type BPF struct {
 	// CaptureLimit is how many payload bytes are captured per connection
 	// and direction; later bytes are counted, not captured.
 	CaptureLimit uint64 `json:"captureLimit"`
-	// PollInterval is how often the ring buffer is read when the kernel
-	// side has not woken the reader (see bpf.Config.PollInterval).
+	// PollInterval is how long the ring buffer reader sleeps when it
+	// finds the ring empty (see bpf.Config.PollInterval).
 	PollInterval Duration `json:"pollInterval"`
 	// Payload copies payload bytes to user space for protocol parsing;
 	// false keeps connections and kernel metrics only (see
