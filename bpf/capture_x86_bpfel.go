@@ -162,6 +162,7 @@ const (
 	captureEventTypeEVENT_PROC_FORK  captureEventType = 4
 	captureEventTypeEVENT_PROC_EXEC  captureEventType = 5
 	captureEventTypeEVENT_PROC_EXIT  captureEventType = 6
+	captureEventTypeEVENT_RETRANSMIT captureEventType = 7
 )
 
 type captureMetricBit uint32
@@ -227,6 +228,16 @@ type captureRecvMetrics struct {
 	NfNs        uint64
 	NfCount     uint32
 	Pad         uint32
+}
+
+type captureRetransmitEvent struct {
+	_      structs.HostLayout
+	Type   uint8
+	State  uint8
+	Segs   uint16
+	Pad    [4]uint8
+	ConnId uint64
+	Ts     uint64
 }
 
 type captureRxStamp struct {

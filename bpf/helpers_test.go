@@ -145,11 +145,12 @@ func wait(t *testing.T, ch <-chan error, d time.Duration) {
 
 // recorder is an event.Sink and ProcessSink that keeps everything.
 type recorder struct {
-	mu     sync.Mutex
-	opens  []event.ConnOpen
-	closes []event.ConnClose
-	data   []event.Data
-	procs  []ProcessEvent
+	mu      sync.Mutex
+	opens   []event.ConnOpen
+	closes  []event.ConnClose
+	data    []event.Data
+	procs   []ProcessEvent
+	retrans []event.Retransmit
 }
 
 func (r *recorder) ConnOpen(e event.ConnOpen) {
@@ -171,6 +172,12 @@ func (r *recorder) Data(e event.Data) {
 	r.data = append(r.data, e)
 }
 
+func (r *recorder) Retransmit(e event.Retransmit) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.retrans = append(r.retrans, e)
+}
+
 func (r *recorder) Process(e ProcessEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -180,10 +187,21 @@ func (r *recorder) Process(e ProcessEvent) {
 // snapshot is a consistent copy of what was recorded, restricted to one
 // network namespace.
 type snapshot struct {
-	opens  []event.ConnOpen
-	closes []event.ConnClose
-	data   []event.Data
-	procs  []ProcessEvent
+	opens   []event.ConnOpen
+	closes  []event.ConnClose
+	data    []event.Data
+	procs   []ProcessEvent
+	retrans []event.Retransmit
+}
+
+// retransOf sums the segments of conn's Retransmit events.
+func (s snapshot) retransOf(conn event.ConnID) (segs uint64) {
+	for _, e := range s.retrans {
+		if e.Conn == conn {
+			segs += uint64(e.Segments)
+		}
+	}
+	return segs
 }
 
 func (r *recorder) snapshot(netns uint64) snapshot {
@@ -210,6 +228,13 @@ func (r *recorder) snapshot(netns uint64) snapshot {
 			s.procs = append(s.procs, e)
 		}
 	}
+	// Retransmits carry only their connection: keep those of the
+	// connections this namespace opened.
+	for _, e := range r.retrans {
+		if slices.ContainsFunc(s.opens, func(o event.ConnOpen) bool { return o.Conn == e.Conn }) {
+			s.retrans = append(s.retrans, e)
+		}
+	}
 	return s
 }
 
@@ -218,10 +243,11 @@ func (r *recorder) all() snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return snapshot{
-		opens:  slices.Clone(r.opens),
-		closes: slices.Clone(r.closes),
-		data:   slices.Clone(r.data),
-		procs:  slices.Clone(r.procs),
+		opens:   slices.Clone(r.opens),
+		closes:  slices.Clone(r.closes),
+		data:    slices.Clone(r.data),
+		procs:   slices.Clone(r.procs),
+		retrans: slices.Clone(r.retrans),
 	}
 }
 

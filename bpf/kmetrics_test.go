@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -413,11 +414,13 @@ func netemSupported(t *testing.T) bool {
 // left and never arrived, as on a lossy wire. (A drop on the sender's own
 // egress hook is reported back to TCP as a local drop and retried without
 // counting a retransmit.)
-func injectLoss(t *testing.T, ns *testNetns, idx int, peer *testNetns, peerIdx int, percent uint32) string {
+func injectLoss(t *testing.T, ns *testNetns, idx int, peer *testNetns, peerIdx int, percent uint32) (how string, stop func()) {
 	t.Helper()
+	var once sync.Once
 	if netemSupported(t) {
 		setNetem(t, ns, idx, netlink.NetemQdiscAttrs{Loss: float32(percent)})
-		return "netem"
+		stop = func() { once.Do(func() { delNetem(t, ns, idx) }) }
+		return "netem", stop
 	}
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "weir_test_loss",
@@ -443,8 +446,9 @@ func injectLoss(t *testing.T, ns *testNetns, idx int, peer *testNetns, peerIdx i
 		l, err = link.AttachTCX(link.TCXOptions{Interface: peerIdx, Program: prog, Attach: ebpf.AttachTCXIngress})
 		return err
 	}), time.Second)
-	t.Cleanup(func() { l.Close() })
-	return "tcx ingress drop"
+	stop = func() { once.Do(func() { l.Close() }) }
+	t.Cleanup(stop)
+	return "tcx ingress drop", stop
 }
 
 // ssRetrans reads the total retransmits of the connection to remote from
@@ -485,7 +489,7 @@ func TestRetransmitsFollowInjectedLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	idx, peerIdx := vethPair(t, a, b)
-	how := injectLoss(t, a, idx, b, peerIdx, 20)
+	how, _ := injectLoss(t, a, idx, b, peerIdx, 20)
 
 	lossyAddr, lossyDone := sinkServer(t, b, "10.254.0.2:0", 1)
 	cleanAddr, cleanDone := sinkServer(t, a, "127.0.0.1:0", 1)
@@ -533,8 +537,14 @@ func TestRetransmitsFollowInjectedLoss(t *testing.T) {
 		t.Fatalf("lossless connection closed with %d retransmits (lossy: %d; at most %d allowed)", cc.Socket.Retransmits, lc.Socket.Retransmits, cleanMax)
 	}
 	ls, cs := sendTotalsOf(s, lo.Conn), sendTotalsOf(s, co.Conn)
-	if ls.retransmits > uint64(lc.Socket.Retransmits) || cs.retransmits > uint64(cc.Socket.Retransmits) {
-		t.Fatalf("per-syscall retransmits: lossy %d (connection total %d), clean %d", ls.retransmits, lc.Socket.Retransmits, cs.retransmits)
+	// Each retransmitted segment is reported once: to the send syscall it
+	// happened in, or in an event of its own. Together they are the
+	// socket's total at close.
+	lossyEvents, cleanEvents := s.retransOf(lo.Conn), s.retransOf(co.Conn)
+	if ls.retransmits+lossyEvents != uint64(lc.Socket.Retransmits) ||
+		cs.retransmits+cleanEvents != uint64(cc.Socket.Retransmits) {
+		t.Fatalf("retransmits reported: lossy %d in syscalls + %d events (connection total %d), clean %d + %d (total %d)",
+			ls.retransmits, lossyEvents, lc.Socket.Retransmits, cs.retransmits, cleanEvents, cc.Socket.Retransmits)
 	}
 	if ls.packets == 0 || ls.ifindexes[uint32(idx)] == 0 || len(ls.ifindexes) != 1 {
 		t.Fatalf("lossy connection's sends: %d packets on devices %v, want packets on veth %d only", ls.packets, ls.ifindexes, idx)
@@ -562,8 +572,8 @@ func TestRetransmitsFollowInjectedLoss(t *testing.T) {
 		t.Logf("%s reads: %d syscalls, %d packets, queue split on %d: device->TCP %v, TCP->reader %v in total",
 			c.name, rt.syscalls, rt.packets, rt.queueMeasured, time.Duration(rt.toQueue), time.Duration(rt.fromQueue))
 	}
-	t.Logf("loss by %s: lossy conn retransmits %d at close, %d within send syscalls; %d packets/%d bytes queued by %d syscalls (%d bytes written); clean conn retransmits 0, %d packets",
-		how, lc.Socket.Retransmits, ls.retransmits, ls.packets, ls.packetBytes, ls.measured, ls.bytes, cs.packets)
+	t.Logf("loss by %s: lossy conn retransmits %d at close, %d within send syscalls, %d outside; %d packets/%d bytes queued by %d syscalls (%d bytes written); clean conn retransmits 0, %d packets",
+		how, lc.Socket.Retransmits, ls.retransmits, lossyEvents, ls.packets, ls.packetBytes, ls.measured, ls.bytes, cs.packets)
 	if !inGuest() {
 		if ssErr != nil {
 			t.Fatal(ssErr)
@@ -573,6 +583,85 @@ func TestRetransmitsFollowInjectedLoss(t *testing.T) {
 			t.Fatalf("retransmits at close %d vs ss -ti %d just before: want within [ss, ss*1.2+1]\n%s", got, ssTotal, ssText)
 		}
 		t.Logf("ss -ti before close: retrans total %d; Weir at close: %d", ssTotal, got)
+	}
+}
+
+// TestRetransmitsOutsideSyscallsAreReported pins down retransmits that no
+// syscall sees, the common kind on a keep-alive connection: a request is
+// written while the link drops everything, the write returns at once, and
+// the retransmit timer resends it until the link heals. Each of those
+// retransmits arrives as its own event, in state ESTABLISHED, none is
+// charged to the write, and together with the syscalls' counts they are
+// exactly the socket's total at close.
+func TestRetransmitsOutsideSyscallsAreReported(t *testing.T) {
+	r := startCollector(t, Config{})
+	a, b := newNetns(t), newNetns(t)
+	if err := r.Enroll(a.ino, 45); err != nil {
+		t.Fatal(err)
+	}
+	idx, peerIdx := vethPair(t, a, b)
+	addr, served := sinkServer(t, b, "10.254.0.2:0", 1)
+	var how string
+	client := in(a, func() error {
+		c, err := net.DialTimeout("tcp4", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		ping := make([]byte, 1024)
+		ping[0] = 'p'
+		one := make([]byte, 1)
+		for i := range 4 {
+			if i == 3 {
+				// Three pings answered without loss; the fourth is
+				// written while the link drops everything for 1.3 s:
+				// the tail loss probe and the retransmit timer (200 ms,
+				// doubling) resend it until it gets through.
+				var stop func()
+				how, stop = injectLoss(t, a, idx, b, peerIdx, 100)
+				time.AfterFunc(1300*time.Millisecond, stop)
+			}
+			if _, err := c.Write(ping); err != nil {
+				return fmt.Errorf("ping %d: %w", i, err)
+			}
+			if _, err := io.ReadFull(c, one); err != nil {
+				return fmt.Errorf("pong %d: %w", i, err)
+			}
+		}
+		return nil
+	})
+	wait(t, client, 30*time.Second)
+	wait(t, served, 30*time.Second)
+	eventually(t, 5*time.Second, "the client's close", func() bool {
+		return len(r.rec.snapshot(a.ino).closes) >= 1
+	})
+	s := r.rec.snapshot(a.ino)
+	open, cl := clientConn(t, s, addr)
+	var events, segs uint64
+	for _, e := range s.retrans {
+		if e.Conn != open.Conn {
+			continue
+		}
+		events++
+		segs += uint64(e.Segments)
+		if e.State != 1 { // TCP_ESTABLISHED
+			t.Errorf("retransmit event in TCP state %d, want 1 (established)", e.State)
+		}
+		if e.Time < open.End || e.Time > cl.Start {
+			t.Errorf("retransmit at %d, outside the connection's life [%d, %d]", e.Time, open.End, cl.Start)
+		}
+	}
+	st := sendTotalsOf(s, open.Conn)
+	if cl.Socket == nil || cl.Socket.Measured&event.MetricRetransmits == 0 {
+		t.Fatalf("socket stats at close not measured: %+v", cl.Socket)
+	}
+	t.Logf("loss by %s for 1.3 s: %d retransmit events, %d in send syscalls, %d at close", how, events, st.retransmits, cl.Socket.Retransmits)
+	if events < 2 {
+		t.Fatalf("%d retransmit events for a request resent by the timer for 1.3 s, want at least 2", events)
+	}
+	if segs+st.retransmits != uint64(cl.Socket.Retransmits) {
+		t.Fatalf("retransmitted segments: %d in events + %d in send syscalls, socket total at close %d: want equal", segs, st.retransmits, cl.Socket.Retransmits)
 	}
 }
 

@@ -20,6 +20,7 @@ const (
 	connEventSize    = int(unsafe.Sizeof(captureConnEvent{}))
 	dataEventSize    = int(unsafe.Sizeof(captureDataEvent{}))
 	processEventSize = int(unsafe.Sizeof(captureProcessEvent{}))
+	retransEventSize = int(unsafe.Sizeof(captureRetransmitEvent{}))
 )
 
 const afInet = 2
@@ -208,6 +209,12 @@ func decode(b []byte, sink event.Sink, ps ProcessSink, reasons dropReasons) erro
 			BytesRecv: e.BytesRecv,
 			Socket:    reasons.socketStats(&e.Stats),
 		})
+	case captureEventTypeEVENT_RETRANSMIT:
+		if len(b) < retransEventSize {
+			return fmt.Errorf("retransmit record of %d bytes, want %d", len(b), retransEventSize)
+		}
+		e := record[captureRetransmitEvent](b)
+		sink.Retransmit(event.Retransmit{Conn: event.ConnID(e.ConnId), Segments: e.Segs, State: e.State, Time: event.Timestamp(e.Ts)})
 	case captureEventTypeEVENT_PROC_FORK, captureEventTypeEVENT_PROC_EXEC, captureEventTypeEVENT_PROC_EXIT:
 		if len(b) < processEventSize {
 			return fmt.Errorf("process record of %d bytes, want %d", len(b), processEventSize)

@@ -196,6 +196,7 @@ struct btf_anchor {
 	struct conn_event conn;
 	struct data_event data;
 	struct process_event process;
+	struct retransmit_event retransmit;
 	enum event_type a;
 	enum conn_role b;
 	enum direction c;
@@ -1224,16 +1225,47 @@ int BPF_PROG(on_dev_xmit, struct sk_buff *skb, int rc, struct net_device *dev, u
 	return 0;
 }
 
-/* TCP retransmits a segment: from the send path (counted to the syscall)
- * or from a timer (the connection's total, read from tcp_sock at close,
- * includes it either way). */
+/* TCP retransmits a segment. From the send path it is counted to the send
+ * syscall in flight. Most retransmits come from elsewhere: the retransmit
+ * timer, a tail loss probe, or fast retransmit on an incoming ACK, none of
+ * them in a syscall of the connection. Those become one small record each,
+ * so a lossy keep-alive connection shows its retransmits while it lives
+ * (the tcp_sock total read at close is not added again). A retransmit is
+ * rare next to the data records, so the ring has room for them. */
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
 {
-	struct syscall_args *a = send_of((__u64)sk);
+	__u64 key = (__u64)sk;
+	struct syscall_args *a = send_of(key);
+	struct retransmit_event *e;
+	struct sock_conn *sc;
 
-	if (a)
-		a->m.retrans++;
+	/* Segments, as the socket's total_retrans counts them: a retransmitted
+	 * skb still holding several MSS of a GSO send counts for each. The
+	 * count lives in the skb's TCP control block; one read per retransmit. */
+	__u16 segs = BPF_CORE_READ((struct tcp_skb_cb *)&skb->cb[0], tcp_gso_segs);
+
+	if (!segs)
+		segs = 1;
+	if (a) {
+		a->m.retrans += segs;
+		return 0;
+	}
+	sc = bpf_map_lookup_elem(&socks, &key);
+	if (!sc)
+		return 0; /* not an enrolled pod's connection */
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(DROP_RINGBUF_FULL);
+		return 0;
+	}
+	e->type = EVENT_RETRANSMIT;
+	e->state = sk->__sk_common.skc_state;
+	e->segs = segs;
+	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	e->conn_id = sc->conn_id;
+	e->ts = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(e, RB_FLAGS);
 	return 0;
 }
 

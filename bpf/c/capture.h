@@ -27,6 +27,7 @@ enum event_type {
 	EVENT_PROC_FORK = 4,
 	EVENT_PROC_EXEC = 5,
 	EVENT_PROC_EXIT = 6,
+	EVENT_RETRANSMIT = 7,
 };
 
 /* Mirrors event.Role. */
@@ -260,6 +261,19 @@ struct process_event {
 	__u64 ts;
 	struct proc_info proc;
 	char filename[FILENAME_LEN]; /* exec only */
+};
+
+/* EVENT_RETRANSMIT: TCP retransmitted a segment of an enrolled connection
+ * while none of its send syscalls was in flight (retransmit timer, tail
+ * loss probe, or an incoming ACK). Retransmits during a send syscall are
+ * counted in that syscall's send_metrics instead, so each is reported once. */
+struct retransmit_event {
+	__u8 type;
+	__u8 state;  /* TCP state of the socket (TCP_ESTABLISHED, ...) */
+	__u16 segs;  /* segments the retransmitted skb carried */
+	__u8 _pad[4];
+	__u64 conn_id;
+	__u64 ts;
 };
 
 #endif /* WEIR_CAPTURE_H */

@@ -181,12 +181,30 @@ type Data struct {
 	Recv *RecvMetrics
 }
 
+// Retransmit is one segment TCP retransmitted on a connection while none of
+// the connection's send syscalls was in flight: from the retransmit timer, a
+// tail loss probe, or fast retransmit on an incoming ACK. Retransmits during
+// a send syscall are in that syscall's SendMetrics instead, so the two add
+// up to the connection's retransmits without double counting.
+type Retransmit struct {
+	Conn ConnID
+	// Segments is how many segments the retransmitted skb carried (more
+	// than one when a GSO send is resent whole), as the socket's total
+	// retransmits count them.
+	Segments uint16
+	// State is the socket's TCP state (the kernel's TCP_ESTABLISHED = 1,
+	// ...); a retransmitted SYN has TCP_SYN_SENT = 2.
+	State uint8
+	Time  Timestamp
+}
+
 // Sink receives decoded events in the order the ring buffer delivers them.
 // Implementations must not block for long: the reader calls them inline.
 type Sink interface {
 	ConnOpen(ConnOpen)
 	ConnClose(ConnClose)
 	Data(Data)
+	Retransmit(Retransmit)
 }
 
 // Metric names one kernel measurement. Which ones a kernel can provide
@@ -224,7 +242,7 @@ type SendMetrics struct {
 	L4Duration  uint64
 	Packets     uint32 // skbs transmitted
 	PacketBytes uint64 // their total size
-	Retransmits uint32
+	Retransmits uint32 // segments retransmitted while the syscall ran (tcp_retransmit_skb)
 	Drops       []Drop
 
 	L3Duration         uint64

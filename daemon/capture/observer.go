@@ -26,6 +26,9 @@ type Observer interface {
 	// event that ended it, nil when it left for another reason (idle,
 	// evicted, fd reused, shutdown: see info.CloseReason).
 	ConnFinished(c *Conn, info ConnInfo, closeEv *event.ConnClose)
+	// Retransmitted is called for a Retransmit event of a connection in
+	// the table: a segment TCP resent outside the connection's syscalls.
+	Retransmitted(c *Conn, e event.Retransmit)
 	// Swept is called at the end of every Sweep with the sweep's time, so
 	// the Observer can expire state of its own on the event clock.
 	Swept(now event.Timestamp)

@@ -36,6 +36,10 @@ func (o *logObserver) ConnFinished(c *Conn, info ConnInfo, ev *event.ConnClose) 
 	o.lines = append(o.lines, fmt.Sprintf("finish %d reason=%s event=%t streamClosed=%t sent=%d", info.ID, info.CloseReason, ev != nil, closed, info.BytesSent))
 }
 
+func (o *logObserver) Retransmitted(c *Conn, e event.Retransmit) {
+	o.lines = append(o.lines, fmt.Sprintf("retransmit %d state=%d", e.Conn, e.State))
+}
+
 func (o *logObserver) Swept(now event.Timestamp) {
 	o.lines = append(o.lines, fmt.Sprintf("swept %d", now))
 }

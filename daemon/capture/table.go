@@ -47,7 +47,7 @@ var flushReasons = [numFlushReasons]string{FlushReorderEvents, FlushReorderBytes
 // Stats counts what the Table did, in particular every time a bound was hit
 // or input was dropped. Counters only grow; gauges say "current".
 type Stats struct {
-	EventsOpen, EventsClose, EventsData uint64
+	EventsOpen, EventsClose, EventsData, EventsRetransmit uint64
 
 	ConnsTracked  int // gauge: connections in the table
 	ConnsRetained int // gauge: closed connections kept for the API
@@ -60,11 +60,12 @@ type Stats struct {
 	ConnsClosed  uint64 // closed by a ConnClose event
 	ConnsExited  uint64 // closed because their process exited holding them
 
-	UnknownConnData  uint64 // data events that created a connection never opened
-	UnknownConnClose uint64 // closes of a connection never seen (ignored)
-	LateOpen         uint64 // opens for a connection already closed (ignored)
-	LateData         uint64 // data events for a connection already closed (dropped)
-	BadEvents        uint64 // events with an invalid direction (dropped)
+	UnknownConnData   uint64 // data events that created a connection never opened
+	UnknownConnClose  uint64 // closes of a connection never seen (ignored)
+	UnknownRetransmit uint64 // retransmits of a connection not in the table (ignored)
+	LateOpen          uint64 // opens for a connection already closed (ignored)
+	LateData          uint64 // data events for a connection already closed (dropped)
+	BadEvents         uint64 // events with an invalid direction (dropped)
 
 	Reordered   uint64 // events that arrived ahead of a missing one and were held
 	OutOfWindow uint64 // events whose place in the stream was already delivered or declared a gap (dropped)
@@ -88,7 +89,7 @@ type fdKey struct {
 }
 
 // Table tracks connections and reassembles their streams. It implements
-// event.Sink: ConnOpen, ConnClose and Data must be called from one goroutine.
+// event.Sink: its methods must be called from one goroutine.
 // Connections, Stats and Sweep may be called from any goroutine.
 type Table struct {
 	cfg  Config
@@ -178,6 +179,23 @@ func (t *Table) ConnClose(e event.ConnClose) {
 	}
 	t.stats.ConnsClosed++
 	t.finish(c, e.End, ReasonClosed)
+}
+
+// Retransmit implements event.Sink: the retransmit goes to the Observer.
+// It is not activity of the connection's process, so it does not keep the
+// connection from expiring.
+func (t *Table) Retransmit(e event.Retransmit) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.stats.EventsRetransmit++
+	c := t.conns[e.Conn]
+	if c == nil {
+		t.stats.UnknownRetransmit++
+		return
+	}
+	if t.cfg.Observer != nil {
+		t.cfg.Observer.Retransmitted(c, e)
+	}
 }
 
 // Data implements event.Sink.

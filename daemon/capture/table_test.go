@@ -533,11 +533,31 @@ func TestExitOfTheProcessClosesItsConnections(t *testing.T) {
 	}
 }
 
-type closeObserver struct{ closes []event.ConnClose }
+func TestRetransmitsReachTheObserverOnlyForConnectionsInTheTable(t *testing.T) {
+	obs := &closeObserver{}
+	tab, _ := newTestTable(t, Config{Observer: obs})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
+	tab.Retransmit(event.Retransmit{Conn: 1, Segments: 3, State: 1, Time: 2000})
+	tab.Retransmit(event.Retransmit{Conn: 2, Segments: 1, State: 1, Time: 2000})
+	if len(obs.retrans) != 1 || obs.retrans[0].Conn != 1 || obs.retrans[0].Segments != 3 {
+		t.Fatalf("observer saw %+v, want the retransmit of connection 1 only", obs.retrans)
+	}
+	if st := tab.Stats(); st.EventsRetransmit != 2 || st.UnknownRetransmit != 1 {
+		t.Fatalf("retransmit events %d unknown %d, want 2 1", st.EventsRetransmit, st.UnknownRetransmit)
+	}
+}
+
+type closeObserver struct {
+	closes  []event.ConnClose
+	retrans []event.Retransmit
+}
 
 func (o *closeObserver) ConnOpened(*Conn, event.ConnOpen) {}
 func (o *closeObserver) DataArrived(*Conn, event.Data)    {}
 func (o *closeObserver) Swept(event.Timestamp)            {}
+func (o *closeObserver) Retransmitted(_ *Conn, e event.Retransmit) {
+	o.retrans = append(o.retrans, e)
+}
 func (o *closeObserver) ConnFinished(_ *Conn, _ ConnInfo, ev *event.ConnClose) {
 	if ev != nil {
 		o.closes = append(o.closes, *ev)

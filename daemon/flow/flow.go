@@ -113,3 +113,22 @@ type Consumer interface {
 	KernelOp(*KernelOp)
 	Exchange(*Exchange)
 }
+
+// Retransmit is a segment TCP resent on a connection outside the
+// connection's syscalls: by the retransmit timer, a tail loss probe, or fast
+// retransmit on an incoming ACK (see event.Retransmit). Retransmits made
+// during a send syscall are in that write's KernelOp.Send instead.
+type Retransmit struct {
+	Conn     *Connection
+	Segments uint16 // segments resent (see event.Retransmit)
+	State    uint8  // the socket's TCP state, the kernel's numbering
+	Time     event.Timestamp
+}
+
+// RetransmitConsumer is a Consumer that also takes retransmits made outside
+// syscalls. It is optional: SkyWalking's access log has no operation to
+// carry one, so its exporter does not implement it.
+type RetransmitConsumer interface {
+	Consumer
+	Retransmit(*Retransmit)
+}

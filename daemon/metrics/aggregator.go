@@ -69,7 +69,7 @@ type Aggregator struct {
 	descs descs
 }
 
-var _ flow.Consumer = (*Aggregator)(nil)
+var _ flow.RetransmitConsumer = (*Aggregator)(nil)
 
 // New returns an Aggregator. It fails on unusable options or a malformed
 // route pattern.
@@ -293,6 +293,32 @@ func (a *Aggregator) KernelOp(op *flow.KernelOp) {
 			}
 		}
 	}
+}
+
+// Retransmit implements flow.RetransmitConsumer: segments resent outside
+// the connection's syscalls count like those a send syscall saw.
+func (a *Aggregator) Retransmit(r *flow.Retransmit) {
+	c := r.Conn
+	e := a.epoch()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c == nil || c.Local.Pod == nil {
+		a.unattributed[unattrNoPod]++
+		return
+	}
+	ce := a.connLocked(c, e)
+	var podT, edgeT *tcpTotals
+	var svcS, edgeS *tcpSlot
+	if ce.pod != nil {
+		podT = &ce.pod.tcp
+	}
+	if ce.svc != nil {
+		svcS = ce.svc.tcp.at(e)
+	}
+	if ce.edge != nil {
+		edgeT, edgeS = &ce.edge.tcp, ce.edge.tring.at(e)
+	}
+	a.lossLocked(uint64(r.Segments), nil, podT, edgeT, svcS, edgeS)
 }
 
 // lossLocked adds one syscall's retransmits and drops.

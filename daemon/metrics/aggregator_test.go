@@ -101,6 +101,43 @@ func TestKernelOpsCountPerServiceAndOncePerEdge(t *testing.T) {
 	}
 }
 
+func TestRetransmitsOutsideSyscallsCountForServiceEdgeAndSeries(t *testing.T) {
+	a, _ := newAgg(t, Options{})
+	c, _ := pairConns(1, frontend, catalog0)
+	a.KernelOp(op(c, flow.OpConnect, 0))
+	// The connection stays open: the timer's retransmits must show
+	// while it lives, not only at its close.
+	a.Retransmit(&flow.Retransmit{Conn: c, Segments: 1, State: 1, Time: 2_000_000})
+	a.Retransmit(&flow.Retransmit{Conn: c, Segments: 2, State: 1, Time: 3_000_000})
+	a.Retransmit(&flow.Retransmit{Conn: &flow.Connection{ID: 9, Role: event.RoleClient}, Segments: 1}) // no pod
+
+	svcs, err := a.Services(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fe := findService(t, svcs, "frontend.shop"); fe.TCP.Retransmits != 3 {
+		t.Errorf("frontend retransmits = %d, want 3", fe.TCP.Retransmits)
+	}
+	topo, err := a.Topology(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := findEdge(t, topo, "frontend.shop", "catalog.shop"); e.TCP.Retransmits != 3 || !e.Error {
+		t.Errorf("edge tcp = %+v error %v, want 3 retransmits on an error edge", e.TCP, e.Error)
+	}
+	series, err := a.Series("frontend.shop", 3*time.Minute, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total uint64
+	for _, p := range series.Points {
+		total += p.Retransmits
+	}
+	if total != 3 {
+		t.Errorf("series retransmits sum to %d, want 3", total)
+	}
+}
+
 func TestExternalClientIsANodeNamedByIP(t *testing.T) {
 	a, _ := newAgg(t, Options{})
 	s := &flow.Connection{ID: 9, Role: event.RoleServer,

@@ -35,7 +35,9 @@
 // and when idle), so a kernel operation costs one integer map lookup and no
 // allocation.
 //
-// Retransmits and drops are taken from the per-syscall send metrics; the
+// Retransmits are taken from the per-syscall send metrics and from the
+// retransmits the kernel makes outside syscalls (timer, loss probe, fast
+// retransmit; flow.Retransmit), drops from the per-syscall send metrics; the
 // socket's totals at close are not added again. RTT is the socket's
 // smoothed RTT at close.
 package metrics

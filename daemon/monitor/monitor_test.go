@@ -111,6 +111,13 @@ func (r *recorder) Exchange(ex *flow.Exchange) {
 	r.log = append(r.log, fmt.Sprintf("exchange %s %s %d ops=%d", ex.Record.Method, ex.Record.Path, ex.Record.Status, len(ex.Ops)))
 }
 
+// Retransmit makes the recorder a flow.RetransmitConsumer.
+func (r *recorder) Retransmit(rt *flow.Retransmit) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log = append(r.log, fmt.Sprintf("retransmit conn=%d segs=%d state=%d", rt.Conn.ID, rt.Segments, rt.State))
+}
+
 func (r *recorder) snapshot() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -287,6 +294,19 @@ func TestServerExchangeCarriesItsSyscallsAndIdentities(t *testing.T) {
 	}
 	if acc := h.rec.ops[0]; acc.Syscall != event.SysAccept4 || acc.Start != 1000 || acc.End != 1100 || !acc.Success {
 		t.Errorf("accept op = %+v", acc)
+	}
+}
+
+func TestRetransmitOutsideSyscallsReachesTheConsumersWithItsConnection(t *testing.T) {
+	h := start(t, testConfig(), serverPod, clientPod)
+	g := &connGen{id: 21, proc: proc(2)}
+	h.sink.ConnOpen(g.open(event.RoleClient, "10.0.0.3:40000", "10.0.0.2:80", 1000))
+	h.sink.Retransmit(event.Retransmit{Conn: 21, Segments: 2, State: 1, Time: 1500})
+	h.sink.Retransmit(event.Retransmit{Conn: 99, Segments: 1, State: 1, Time: 1600}) // never opened
+	h.sink.ConnClose(event.ConnClose{Conn: 21, Proc: g.proc, FD: 5, Start: 2000, End: 2100, Success: true})
+	want := []string{"op connect bytes=0", "retransmit conn=21 segs=2 state=1", "op close bytes=0"}
+	if got := h.rec.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("consumer saw %v, want %v", got, want)
 	}
 }
 
@@ -599,7 +619,7 @@ weir_bpf_ring_buffer_size_bytes 1.048576e+06
 		"weir_bpf_ring_buffer_used_bytes", "weir_bpf_ring_buffer_size_bytes"); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := testutil.GatherAndCount(reg, "weir_capture_events_total"); err != nil || n != 3 {
+	if n, err := testutil.GatherAndCount(reg, "weir_capture_events_total"); err != nil || n != 4 {
 		t.Fatalf("capture collector: %d series, %v", n, err)
 	}
 }

@@ -273,6 +273,24 @@ func (p *pipeline) ConnFinished(c *capture.Conn, info capture.ConnInfo, ev *even
 	cs.dump.close(info)
 }
 
+// Retransmitted implements capture.Observer: the retransmit goes to the
+// consumers that take retransmits.
+func (p *pipeline) Retransmitted(c *capture.Conn, e event.Retransmit) {
+	cs := p.conns[c.ID]
+	if cs == nil {
+		return
+	}
+	var r *flow.Retransmit
+	for _, c := range p.consumers {
+		if rc, ok := c.(flow.RetransmitConsumer); ok {
+			if r == nil {
+				r = &flow.Retransmit{Conn: cs.flow(), Segments: e.Segments, State: e.State, Time: e.Time}
+			}
+			rc.Retransmit(r)
+		}
+	}
+}
+
 // Swept implements capture.Observer: operations whose syscall has been
 // quiet for OpFlushDelay are complete. Connections that have nothing
 // pending any more leave the waiting set here rather than at every

@@ -145,8 +145,16 @@ func shopProblems(ctx context.Context, base string) []string {
 	}
 	if e := find("frontend.shop", "reviews.data", "HTTP/1.1"); e == nil {
 		problems = append(problems, "no HTTP/1.1 edge frontend.shop → reviews.data")
-	} else if !e.Error || e.HTTP.Errors == 0 {
-		problems = append(problems, fmt.Sprintf("edge frontend.shop → reviews.data is not an error edge: %+v", *e))
+	} else {
+		if !e.Error || e.HTTP.Errors == 0 {
+			problems = append(problems, fmt.Sprintf("edge frontend.shop → reviews.data is not an error edge: %+v", *e))
+		}
+		// The link into reviews loses packets; frontend's keep-alive
+		// connections resend them from the retransmit timer, outside any
+		// syscall, and the edge must show that while they are open.
+		if e.TCP.Retransmits == 0 {
+			problems = append(problems, fmt.Sprintf("edge frontend.shop → reviews.data shows no retransmits through the lossy link: %+v", *e))
+		}
 	}
 	if e := find("loadgen.shop", "frontend.shop", "HTTP/1.1"); e == nil {
 		problems = append(problems, "no HTTP/1.1 edge loadgen.shop → frontend.shop")
