@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/weirnet/weir/tests/harness"
@@ -274,6 +275,13 @@ func TestBench(t *testing.T) {
 		}
 	}
 	d.SetExtraArgs(cfg.DaemonArgs)
+
+	// Where the CPU goes at saturation, from runs of their own (bpf_stats
+	// costs every program run two clock reads, so no other figure may
+	// come from a run with it on).
+	for i, s := range scenarios {
+		rep.Costs = append(rep.Costs, measureCost(t, d, s.Short, func() (LoadResult, error) { return runners[i](t) }))
+	}
 
 	if cfg.Paced {
 		// Below saturation the latency target is about the time Weir adds
@@ -741,4 +749,88 @@ func parserResults(path string) ([]GoBench, string) {
 		return nil, "no benchmark lines in the parser benchmark output:\n" + string(b)
 	}
 	return res, ""
+}
+
+// measureCost runs load once without and once with the daemon (d, stopped
+// on entry and on return) to account for where the CPU goes: see Cost.
+// bpf_stats is on only during the second run, which no other figure uses,
+// since the accounting itself costs every program run two clock reads.
+func measureCost(t *testing.T, d *harness.Daemon, scenario string, load func() (LoadResult, error)) Cost {
+	t.Helper()
+	c := Cost{Scenario: scenario}
+	fail := func(err error) Cost { c.Err = err.Error(); t.Errorf("cost of %s: %v", scenario, err); return c }
+	perReq := func(d time.Duration, l LoadResult) time.Duration {
+		return time.Duration(float64(d) / float64(max(l.Requests+l.Errors, 1)))
+	}
+
+	busy0, err := ReadBusyCPU()
+	if err != nil {
+		return fail(err)
+	}
+	base, err := load()
+	if err != nil {
+		return fail(fmt.Errorf("baseline: %w", err))
+	}
+	busy1, err := ReadBusyCPU()
+	if err != nil {
+		return fail(err)
+	}
+	c.BaseCPU = perReq(busy1-busy0, base)
+
+	foreign, err := ProgramIDs()
+	if err != nil {
+		return fail(err)
+	}
+	startDaemon(t, d)
+	defer stopDaemon(t, d)
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return fail(fmt.Errorf("enable bpf_stats: %w", err))
+	}
+	defer stats.Close()
+	runs0, err := programRuns(foreign)
+	if err != nil {
+		return fail(err)
+	}
+	d0, err := ReadProcStats(d.Pid())
+	if err != nil {
+		return fail(err)
+	}
+	self0, err := ReadProcStats(os.Getpid())
+	if err != nil {
+		return fail(err)
+	}
+	if busy0, err = ReadBusyCPU(); err != nil {
+		return fail(err)
+	}
+	w, err := load()
+	if err != nil {
+		return fail(fmt.Errorf("with Weir: %w", err))
+	}
+	// The daemon's work for the last requests belongs to them too.
+	if _, err := settle(d, drainLimit); err != nil {
+		return fail(err)
+	}
+	if busy1, err = ReadBusyCPU(); err != nil {
+		return fail(err)
+	}
+	runs1, err := programRuns(foreign)
+	if err != nil {
+		return fail(err)
+	}
+	d1, err := ReadProcStats(d.Pid())
+	if err != nil {
+		return fail(err)
+	}
+	self1, err := ReadProcStats(os.Getpid())
+	if err != nil {
+		return fail(err)
+	}
+	c.WeirCPU = perReq(busy1-busy0, w)
+	c.Daemon = perReq(d1.CPU-d0.CPU, w)
+	c.Receiver = perReq(self1.CPU-self0.CPU, w)
+	c.BPF, c.Top = bpfDelta(runs0, runs1, float64(max(w.Requests+w.Errors, 1)), 5)
+	t.Logf("cost of %s: %v CPU per request without Weir, %v with (eBPF %v, daemon %v, receiver %v); bound %.3f",
+		scenario, c.BaseCPU, c.WeirCPU, c.BPF, c.Daemon, c.Receiver, c.Bound())
+	return c
 }

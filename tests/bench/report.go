@@ -97,6 +97,7 @@ type Report struct {
 	Scenarios  []*Scenario
 	Paced      []PacedRun
 	Conns      *ConnsResult
+	Costs      []Cost // where the CPU goes, one per scenario
 	Parser     []GoBench
 	ParserNote string
 	// Pipeline are the daemon pipeline benchmarks: CPU per request
@@ -310,6 +311,8 @@ func (r *Report) Markdown() string {
 	p("| events lost at the highest load tried (%.0f req/s) | — | %.0f | — | 0 (target load %d req/s) | %s |\n",
 		maxRate, allLost, TargetLossRate, r.judged(allLost == 0))
 
+	r.costMarkdown(p)
+
 	p("\n## Parser throughput (`go test -run '^$' -bench . -benchmem ./daemon/protocol/`)\n\n")
 	if len(r.Parser) == 0 {
 		p("Not measured: %s\n", r.ParserNote)
@@ -427,4 +430,33 @@ func SumLost(m map[string]float64) float64 {
 		t += m[k]
 	}
 	return t
+}
+
+// costMarkdown renders the CPU accounting runs (see Cost).
+func (r *Report) costMarkdown(p func(format string, a ...any)) {
+	if len(r.Costs) == 0 {
+		return
+	}
+	us := func(d time.Duration) string { return fmt.Sprintf("%.2f µs", float64(d)/1e3) }
+	p("\n## Where the CPU goes at saturation\n\n")
+	p("One more run per scenario without and with Weir, each %s, with `kernel.bpf_stats` on during the second only. ", r.Duration)
+	p("Every figure is CPU time per request: the machine's busy time (`/proc/stat`, all %d CPUs), the eBPF programs' run time as the kernel accounts it, ", r.CPUs)
+	p("weir-daemon's own CPU, and the bench process's (the in-process OAP receiver). ")
+	p("The bound is the throughput ratio at saturation if nothing but the eBPF programs cost CPU (baseline ÷ (baseline + eBPF)): ")
+	p("what the kernel side alone leaves, before syscall-tracepoint dispatch, the daemon and the exporter take their share.\n\n")
+	p("| scenario | CPU per request without Weir | with Weir | of which eBPF programs | weir-daemon | OAP receiver | bound from eBPF alone | target | met? |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range r.Costs {
+		if c.Err != "" {
+			p("| %s | — | failed: %s | — | — | — | — | ≥ %.2f | **no** |\n", c.Scenario, oneLine(c.Err), TargetThroughput)
+			continue
+		}
+		p("| %s | %s | %s | %s | %s | %s | %.3f | ≥ %.2f | %s |\n", c.Scenario, us(c.BaseCPU), us(c.WeirCPU), us(c.BPF),
+			us(c.Daemon), us(c.Receiver), c.Bound(), TargetThroughput, r.judged(c.Bound() >= TargetThroughput))
+	}
+	p("\n| scenario | eBPF program | run time per request | ns per run |\n|---|---|---|---|\n")
+	for _, c := range r.Costs {
+		for _, pc := range c.Top {
+			p("| %s | %s | %s | %.0f |\n", c.Scenario, pc.Name, us(pc.PerReq), pc.NsPerRun)
+		}
+	}
 }
