@@ -26,6 +26,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,6 +140,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 		ErrorHandling:       promhttp.ContinueOnError,
 		MaxRequestsInFlight: 4,
 	}))
+
+	if cfg.Pprof {
+		registerPprof(apiSrv)
+		log.Warn("serving Go runtime profiles", "addr", httpLn.Addr().String(), "path", "/debug/pprof/")
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -285,4 +292,16 @@ func (g *group) Go(name string, f func() error) {
 func (g *group) Wait() error {
 	g.wg.Wait()
 	return g.err
+}
+
+// registerPprof serves net/http/pprof's handlers on the API server, so an
+// operator can profile a daemon in place (`go tool pprof
+// http://127.0.0.1:9847/debug/pprof/heap`). A CPU profile or trace must be
+// shorter than the API's write timeout.
+func registerPprof(s *api.Server) {
+	s.Handle("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
+	s.Handle("GET /debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
+	s.Handle("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	s.Handle("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
+	s.Handle("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 }

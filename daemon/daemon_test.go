@@ -379,3 +379,31 @@ func TestDuplicateComponentMetricFailsStart(t *testing.T) {
 		t.Fatalf("Run = %v, want the component's metrics error", err)
 	}
 }
+
+func TestPprofIsServedOnlyWhenAskedFor(t *testing.T) {
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	off := testConfig(t)
+	start(t, off)
+	if code, _ := get("http://" + off.HTTP + "/debug/pprof/heap?debug=1"); code != http.StatusNotFound {
+		t.Errorf("pprof off: GET /debug/pprof/heap = %d, want 404", code)
+	}
+
+	on := testConfig(t)
+	on.Pprof = true
+	start(t, on)
+	if code, body := get("http://" + on.HTTP + "/debug/pprof/heap?debug=1"); code != http.StatusOK || !strings.Contains(body, "heap profile") {
+		t.Errorf("pprof on: GET /debug/pprof/heap = %d %.80q, want 200 and a heap profile", code, body)
+	}
+	if code, body := get("http://" + on.HTTP + "/debug/pprof/profile?seconds=1"); code != http.StatusOK || len(body) == 0 {
+		t.Errorf("pprof on: GET /debug/pprof/profile?seconds=1 = %d with %d bytes, want 200 and a profile", code, len(body))
+	}
+}

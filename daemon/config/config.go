@@ -86,6 +86,10 @@ type Config struct {
 	SpoolDir string `json:"spoolDir"`
 	// HTTP is the address of the HTTP API (health, pods, metrics).
 	HTTP string `json:"http"`
+	// Pprof serves the Go runtime's profiles under /debug/pprof/ on the
+	// HTTP API address. Off by default: a profile exposes the daemon's
+	// internals to whoever reaches the API, and taking one costs CPU.
+	Pprof bool `json:"pprof"`
 	// NodeName names this node in exported data; default the hostname.
 	NodeName string `json:"nodeName"`
 	// LogLevel is debug, info, warn or error.
@@ -342,6 +346,7 @@ var flags = map[string]string{
 	"stateDir":          "state-dir",
 	"spoolDir":          "spool-dir",
 	"http":              "http",
+	"pprof":             "pprof",
 	"nodeName":          "node-name",
 	"logLevel":          "log-level",
 	"reconcileInterval": "reconcile-interval",
@@ -394,6 +399,8 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "state `dir`ectory (pod registry)")
 	fs.StringVar(&cfg.SpoolDir, "spool-dir", cfg.SpoolDir, "plugin spool `dir`ectory (default <state-dir>/spool)")
 	fs.StringVar(&cfg.HTTP, "http", cfg.HTTP, "HTTP API listen `address`")
+	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof,
+		"serve Go runtime profiles at /debug/pprof/ on the HTTP API address (a CPU profile must be shorter than the API's 30 s write timeout: ?seconds=N)")
 	fs.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "node `name` (default the hostname)")
 	fs.TextVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log `level`: debug, info, warn, error")
 	fs.DurationVar(&cfg.ReconcileInterval.Duration, "reconcile-interval", cfg.ReconcileInterval.Duration,
