@@ -161,21 +161,10 @@ func (a *Aggregator) KernelOp(op *flow.KernelOp) {
 		return
 	}
 	ce := a.connLocked(c, e)
-	pod, svc, edge, clientSide := ce.pod, ce.svc, ce.edge, ce.clientSide
+	edge, clientSide := ce.edge, ce.clientSide
+	podT, edgeT, svcS, edgeS := ce.tcpAt(e)
 	if op.Kind == flow.OpClose {
 		a.forgetConnLocked(c)
-	}
-
-	var podT, edgeT *tcpTotals
-	var svcS, edgeS *tcpSlot
-	if pod != nil {
-		podT = &pod.tcp
-	}
-	if svc != nil {
-		svcS = svc.tcp.at(e)
-	}
-	if edge != nil {
-		edgeT, edgeS = &edge.tcp, edge.tring.at(e)
 	}
 
 	switch op.Kind {
@@ -306,18 +295,7 @@ func (a *Aggregator) Retransmit(r *flow.Retransmit) {
 		a.unattributed[unattrNoPod]++
 		return
 	}
-	ce := a.connLocked(c, e)
-	var podT, edgeT *tcpTotals
-	var svcS, edgeS *tcpSlot
-	if ce.pod != nil {
-		podT = &ce.pod.tcp
-	}
-	if ce.svc != nil {
-		svcS = ce.svc.tcp.at(e)
-	}
-	if ce.edge != nil {
-		edgeT, edgeS = &ce.edge.tcp, ce.edge.tring.at(e)
-	}
+	podT, edgeT, svcS, edgeS := a.connLocked(c, e).tcpAt(e)
 	a.lossLocked(uint64(r.Segments), nil, podT, edgeT, svcS, edgeS)
 }
 
@@ -418,6 +396,22 @@ type connEntry struct {
 	edge       *edgeState
 	clientSide bool
 	last       int64
+}
+
+// tcpAt returns where a TCP event of the connection counts at epoch e: the
+// pod's and the edge's totals and the service's and the edge's time slots,
+// each nil when the connection has none.
+func (ce *connEntry) tcpAt(e int64) (podT, edgeT *tcpTotals, svcS, edgeS *tcpSlot) {
+	if ce.pod != nil {
+		podT = &ce.pod.tcp
+	}
+	if ce.svc != nil {
+		svcS = ce.svc.tcp.at(e)
+	}
+	if ce.edge != nil {
+		edgeT, edgeS = &ce.edge.tcp, ce.edge.tring.at(e)
+	}
+	return podT, edgeT, svcS, edgeS
 }
 
 // connLocked resolves c's pod, service and edge, through the cache when c
