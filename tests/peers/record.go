@@ -32,6 +32,12 @@ type recorder struct {
 	dir   string
 	limit int
 
+	// writes counts Write calls in progress. A write is counted once its
+	// syscall returns, and by then the server may have answered and the
+	// client moved on: reports waits for them, or a connection's last
+	// request could be missing from its report.
+	writes sync.WaitGroup
+
 	mu    sync.Mutex
 	conns []*recordedConn
 }
@@ -47,6 +53,7 @@ func (r *recorder) wrap(c net.Conn) net.Conn {
 // reports writes the recorded bytes (when recording) and returns one report
 // per connection in dial order.
 func (r *recorder) reports() ([]ConnReport, error) {
+	r.writes.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]ConnReport, 0, len(r.conns))
@@ -96,6 +103,8 @@ func (c *recordedConn) Read(p []byte) (int, error) {
 }
 
 func (c *recordedConn) Write(p []byte) (int, error) {
+	c.rec.writes.Add(1)
+	defer c.rec.writes.Done()
 	n, err := c.Conn.Write(p)
 	if n > 0 {
 		if rerr := c.keep(&c.sent, &c.sentN, p[:n]); rerr != nil {
