@@ -1236,9 +1236,19 @@ SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
 {
 	__u64 key = (__u64)sk;
-	struct syscall_args *a = send_of(key);
+	struct syscall_args *a;
 	struct retransmit_event *e;
 	struct sock_conn *sc;
+
+	/* Since Linux 6.17 the tracepoint also fires for attempts that failed
+	 * (its third argument is the error), e.g. -EBUSY while the original
+	 * is still queued in the host (a qdisc, a device backlog). The kernel counts only sent
+	 * retransmits in total_retrans, and so do we. Before 6.17 it fired for
+	 * sent ones only and has two arguments; the CO-RE check makes the read
+	 * of the third dead code the verifier skips there. */
+	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err) && (int)ctx[2] != 0)
+		return 0;
+	a = send_of(key);
 
 	/* Segments, as the socket's total_retrans counts them: a retransmitted
 	 * skb still holding several MSS of a GSO send counts for each. The
