@@ -71,9 +71,9 @@ type objects struct {
 // fails the test until it is checked against monitoring.coreos.com/v1.
 type (
 	monitorMeta struct {
-		APIVersion string            `json:"apiVersion"`
-		Kind       string            `json:"kind"`
-		Metadata   metav1ObjectMeta  `json:"metadata"`
+		APIVersion string           `json:"apiVersion"`
+		Kind       string           `json:"kind"`
+		Metadata   metav1ObjectMeta `json:"metadata"`
 	}
 	metav1ObjectMeta struct {
 		Name      string            `json:"name"`
