@@ -88,6 +88,7 @@ type (
 		Port        string    `json:"port"`
 		Path        string    `json:"path"`
 		Interval    string    `json:"interval"`
+		HonorLabels bool      `json:"honorLabels"`
 		Relabelings []relabel `json:"relabelings"`
 	}
 	monitorSpec struct {
@@ -407,7 +408,7 @@ func TestTLSTokenAndMonitoringOverrides(t *testing.T) {
 		}
 	}
 	if len(o.serviceMonitor.Spec.Endpoints) != 1 || o.serviceMonitor.Spec.Endpoints[0].Port != o.service.Spec.Ports[0].Name ||
-		o.serviceMonitor.Spec.Endpoints[0].Path != "/metrics" {
+		o.serviceMonitor.Spec.Endpoints[0].Path != "/metrics" || !o.serviceMonitor.Spec.Endpoints[0].HonorLabels {
 		t.Errorf("ServiceMonitor endpoints %+v, Service ports %+v", o.serviceMonitor.Spec.Endpoints, o.service.Spec.Ports)
 	}
 	// The dashboard ConfigMap carries the dashboard, for the sidecar.
@@ -465,7 +466,8 @@ func TestNodeAndCNIOverrides(t *testing.T) {
 			t.Errorf("install-cni args %v lack %s", install.Args, want)
 		}
 	}
-	if o.podMonitor == nil || len(o.podMonitor.Spec.PodMetricsEndpoints) != 1 || o.podMonitor.Spec.PodMetricsEndpoints[0].Port != "http" {
+	if o.podMonitor == nil || len(o.podMonitor.Spec.PodMetricsEndpoints) != 1 || o.podMonitor.Spec.PodMetricsEndpoints[0].Port != "http" ||
+		!o.podMonitor.Spec.PodMetricsEndpoints[0].HonorLabels {
 		t.Errorf("podMonitor %+v", o.podMonitor)
 	}
 	if !strings.Contains(r.Notes, "export is off") {
