@@ -2,6 +2,7 @@ package grafana
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"regexp"
@@ -10,6 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	dashboardsdk "github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
@@ -326,4 +330,33 @@ func TestUnknownMetricIsCaught(t *testing.T) {
 	if _, ok := exportedName(exp, "weir_pod_http_request_duration_seconds_bucket"); !ok {
 		t.Error("a histogram's _bucket series is refused")
 	}
+}
+
+// The dashboard decodes strictly with Grafana's own dashboard schema (the
+// foundation SDK, generated from Grafana's schemas, with the panel plugins'
+// option types registered): a misspelt or misplaced field fails, as it
+// would be silently ignored by Grafana on import.
+func TestDashboardMatchesGrafanaSchema(t *testing.T) {
+	plugins.RegisterDefaultPlugins()
+	data, err := os.ReadFile("weir.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d dashboardsdk.Dashboard
+	if err := d.UnmarshalJSONStrict(data); !noErrors(err) {
+		t.Fatalf("weir.json does not match Grafana's dashboard schema: %v", err)
+	}
+	if err := d.Validate(); !noErrors(err) {
+		t.Errorf("weir.json: %v", err)
+	}
+}
+
+// noErrors reports whether err is nil, or the SDK's empty error list: its
+// generated code returns a nil cog.BuildErrors as a non-nil error.
+func noErrors(err error) bool {
+	var be cog.BuildErrors
+	if errors.As(err, &be) {
+		return len(be) == 0
+	}
+	return err == nil
 }
