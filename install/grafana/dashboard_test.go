@@ -116,10 +116,6 @@ func exported(t *testing.T) describer {
 	if err := daemon.RegisterMetrics(d, nil, []daemon.Component{names, mon, agg, exp}); err != nil {
 		t.Fatal(err)
 	}
-	// identity's collector, if the resolver is not (yet) a registrar.
-	if err := d.Register(identity.NewCollector(names)); err != nil {
-		t.Fatal(err)
-	}
 	return d
 }
 

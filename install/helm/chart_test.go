@@ -527,6 +527,14 @@ func TestChartRejectsValuesItCannotHonour(t *testing.T) {
 	}
 }
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if installBin != "" {
+		os.RemoveAll(filepath.Dir(installBin))
+	}
+	os.Exit(code)
+}
+
 var (
 	installOnce sync.Once
 	installBin  string
