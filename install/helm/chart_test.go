@@ -483,7 +483,11 @@ func TestChartRejectsValuesItCannotHonour(t *testing.T) {
 		want string
 	}{
 		{[]string{"hostNetwork=false"}, "hostNetwork=false needs daemon.capture.enabled=false"},
-		{[]string{"cni.failurePolicy=sometimes"}, "cni.failurePolicy must be ignore or fail"},
+		// values.schema.json: a misspelt key, a wrong type or value.
+		{[]string{"cni.failurePolicy=sometimes"}, "'/cni/failurePolicy': value must be one of 'ignore', 'fail'"},
+		{[]string{"oap.adress=oap:11800"}, "additional properties 'adress' not allowed"},
+		{[]string{"oap.tls.enabled=yes"}, "'/oap/tls/enabled': got string, want boolean"},
+		{[]string{"oap.address=oap.observability"}, "'/oap/address'"},
 		{[]string{"daemon.extraConfig.captur.enabled=false"}, ""}, // rendered; the daemon's loader rejects it below
 	} {
 		values := map[string]any{}
