@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -290,6 +291,15 @@ func TestDashboardQueriesReturnDataForRealTraffic(t *testing.T) {
 	}
 	before := scrape()
 	after := scrape()
+	// The scrape of a daemon that has seen traffic passes Prometheus'
+	// own lint (units, _total on counters, help text, snake_case...).
+	problems, err := promlint.New(bytes.NewReader(after)).Lint()
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
 	n0 := store(t, st, before, t0)
 	n1 := store(t, st, after, t0.Add(scrapeGap))
 	t.Logf("stored %d and %d samples", n0, n1)

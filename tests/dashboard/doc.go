@@ -6,7 +6,8 @@
 // dashboard is evaluated by Prometheus' own PromQL engine. A query that
 // parses but selects nothing (a wrong label value, a status class that does
 // not exist, a metric only described but never served) fails, unless it is
-// listed as one this traffic cannot fill, with the reason.
+// listed as one this traffic cannot fill, with the reason. The same scrape
+// must pass promlint, Prometheus' metric lint.
 //
 // Run it through `make test-e2e` (root), or directly:
 //
