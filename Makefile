@@ -3,7 +3,7 @@
 #   make build      bin/weir, bin/weir-daemon, bin/weirctl, bin/weir-install
 #   make test       every test (lint, generated code up to date, unit, privileged end-to-end, fuzz smoke, second kernel); needs root
 #   make demo       the one-command demo (needs root)
-#   make generate   regenerate protobuf and bpf2go output (committed)
+#   make generate   regenerate protobuf and bpf2go output, weir.yaml from the Helm chart (committed)
 #   make bench      benchmarks, reported as ratios against a baseline from the same run
 
 GO        ?= go
@@ -62,7 +62,8 @@ generate: tools
 
 # Fails when committed generated code differs from what `make generate` produces.
 check-generated: generate
-	@git diff --exit-code --stat -- '*.pb.go' 'bpf/*_bpfel.go' 'bpf/*_bpfel.o' 'tests/demo/app/catalogpb/*.pb.go' || \
+	@git diff --exit-code --stat -- '*.pb.go' 'bpf/*_bpfel.go' 'bpf/*_bpfel.o' 'tests/demo/app/catalogpb/*.pb.go' \
+	  install/kubernetes/weir.yaml install/helm/weir/files/weir.json || \
 	  (echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
 
 lint:

@@ -186,22 +186,38 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 // newMetricsRegistry builds the registry served at /metrics.
 func newMetricsRegistry(reg *registry.Registry, components []Component) (*prometheus.Registry, error) {
 	r := prometheus.NewRegistry()
-	r.MustRegister(
+	if err := RegisterMetrics(r, reg, components); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// RegisterMetrics registers on r everything the daemon serves at /metrics:
+// the Go runtime and process collectors, weir_enrolled_pods (read from reg
+// at scrape time) and every component's collectors. It is exported so that
+// what reads the daemon's metrics (the Grafana dashboard's test) can take
+// their names from the collectors' descriptors instead of a hand-kept list.
+func RegisterMetrics(r prometheus.Registerer, reg *registry.Registry, components []Component) error {
+	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "weir_enrolled_pods",
 			Help: "Pod attachments in the enrollment registry.",
 		}, func() float64 { return float64(reg.Stats().Pods) }),
-	)
+	} {
+		if err := r.Register(c); err != nil {
+			return fmt.Errorf("daemon metrics: %w", err)
+		}
+	}
 	for _, c := range components {
 		if pr, ok := c.(PrometheusRegistrar); ok {
 			if err := pr.RegisterMetrics(r); err != nil {
-				return nil, fmt.Errorf("%s: metrics: %w", c.Name(), err)
+				return fmt.Errorf("%s: metrics: %w", c.Name(), err)
 			}
 		}
 	}
-	return r, nil
+	return nil
 }
 
 func stopGRPC(s interface {

@@ -515,6 +515,7 @@ func (s *sender) try(ctx context.Context) bool {
 	}
 	start := time.Now()
 	if err := s.stream(ctx); err != nil {
+		err = explainTLSMismatch(err, e.cfg.Insecure)
 		e.stats.streamErrors.Add(1)
 		if !s.failed {
 			e.log.Warn("SkyWalking OAP stream failed; keeping the batch and retrying with backoff",
@@ -536,6 +537,21 @@ func (s *sender) try(ctx context.Context) bool {
 	s.batch, s.msgs = s.batch[:0], nil
 	e.b.release()
 	return true
+}
+
+// plaintextReply is what Go's TLS client reports when the server answers a
+// ClientHello in plaintext.
+const plaintextReply = "first record does not look like a TLS handshake"
+
+// explainTLSMismatch names the setting that fixes err when it is a TLS
+// client talking to a plaintext OAP: SkyWalking's OAP serves gRPC without
+// TLS on 11800 by default, so this is the first error most users meet.
+func explainTLSMismatch(err error, insecure bool) error {
+	if insecure || !strings.Contains(err.Error(), plaintextReply) {
+		return err
+	}
+	return fmt.Errorf("%w (the OAP answers in plaintext, as SkyWalking's OAP does by default: "+
+		"set oap.insecure: true, --oap-insecure, or the Helm value oap.tls.enabled=false; or enable TLS on the OAP)", err)
 }
 
 func (s *sender) stream(ctx context.Context) error {

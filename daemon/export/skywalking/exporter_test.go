@@ -1,7 +1,9 @@
 package skywalking
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -844,4 +846,57 @@ func BenchmarkBuildAndMarshalExchange(b *testing.B) {
 		}
 		e.b.release()
 	}
+}
+
+// A TLS exporter pointed at a plaintext OAP (SkyWalking's default) logs an
+// error that names the setting to change.
+func TestTLSToPlaintextOAPNamesTheSetting(t *testing.T) {
+	r := newReceiver(t, nil)
+	cfg := testConfig(r.addr)
+	cfg.Insecure = false
+	var logs syncBuffer
+	e, err := New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.KernelOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpConnect, 1))
+	runExporter(t, e)
+	waitFor(t, 5*time.Second, "a stream error", func() bool { return e.Stats().StreamErrors >= 1 })
+	got := logs.String()
+	if !strings.Contains(got, plaintextReply) || !strings.Contains(got, "oap.insecure") || !strings.Contains(got, "oap.tls.enabled=false") {
+		t.Errorf("log does not name the setting that fixes a plaintext OAP:\n%s", got)
+	}
+}
+
+func TestExplainTLSMismatchLeavesOtherErrorsAlone(t *testing.T) {
+	other := errors.New("rpc error: code = Unavailable desc = connection refused")
+	if got := explainTLSMismatch(other, false); got != other {
+		t.Errorf("other error rewritten: %v", got)
+	}
+	mismatch := errors.New("tls: " + plaintextReply)
+	if got := explainTLSMismatch(mismatch, true); got != mismatch {
+		t.Errorf("explained although plaintext is configured: %v", got)
+	}
+	if got := explainTLSMismatch(mismatch, false); !errors.Is(got, mismatch) || !strings.Contains(got.Error(), "--oap-insecure") {
+		t.Errorf("mismatch: %v", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the exporter's goroutine and the
+// test's reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
