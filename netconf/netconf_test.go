@@ -176,3 +176,29 @@ func TestDefaultExcludeNamespacesIsNotShared(t *testing.T) {
 		t.Errorf("mutating one NetConf's default list changed another's: %q", b.ExcludeNamespaces)
 	}
 }
+
+func TestParseLenientKeepsDefaultsForBadFieldsAndReportsThem(t *testing.T) {
+	c, err := ParseLenient(conf(`"failurePolicy":"Ignore","timeout":5,"spoolDir":"/s","daemonSocket":"rel.sock","excludeNamespaces":["a",""]`))
+	if err == nil {
+		t.Fatal("ParseLenient returned no error for an invalid entry")
+	}
+	for _, field := range []string{"failurePolicy", "timeout", "daemonSocket", "excludeNamespaces[1]"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error %q does not name %s", err, field)
+		}
+	}
+	if c.Name != "weirnet" || c.FailurePolicy != DefaultFailurePolicy || c.Timeout != DefaultTimeout ||
+		c.DaemonSocket != DefaultDaemonSocket || c.SpoolDir != "/s" || !slices.Equal(c.ExcludeNamespaces, []string{"a"}) {
+		t.Errorf("lenient conf = %+v, want name weirnet, defaults for the bad fields, spoolDir /s, excludeNamespaces [a]", c)
+	}
+	if _, err := Parse(conf(`"failurePolicy":"Ignore"`)); err == nil {
+		t.Error("Parse accepted what ParseLenient reported")
+	}
+}
+
+func TestParseLenientOnGarbageReturnsDefaults(t *testing.T) {
+	c, err := ParseLenient([]byte("not json"))
+	if err == nil || c == nil || c.DaemonSocket != DefaultDaemonSocket || c.Name != "" {
+		t.Errorf("ParseLenient(garbage) = %+v, %v; want defaults and an error", c, err)
+	}
+}
