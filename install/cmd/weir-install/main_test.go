@@ -127,6 +127,11 @@ func TestFailuresExitOne(t *testing.T) {
 			content: `{"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel"}]}`,
 			wantErr: `cniVersion \"0.3.1\" is not supported by the weir plugin`,
 		},
+		{
+			name: "empty plugin list", file: "10-empty.conflist",
+			content: `{"cniVersion":"1.0.0","name":"empty","plugins":[]}`,
+			wantErr: `holds no main plugin`,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
