@@ -111,7 +111,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 	}
 	defer httpLn.Close()
 
-	enrollSrv := enroll.NewServer(reg, log.With("component", "enroll"))
+	enrollSrv := enroll.NewServer(reg, log.With("component", "enroll"), enroll.ServerOptions{})
 	sp := spool.New(cfg.SpoolDir, 0)
 	m := &maintenance{reg: reg, srv: enrollSrv, spool: sp, log: log}
 	m.drainSpool(ctx)
@@ -133,6 +133,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 	}
 	metrics, err := newMetricsRegistry(reg, components)
 	if err != nil {
+		return err
+	}
+	if err := registerAll(metrics, enrollSrv.Metrics().Collectors()); err != nil {
 		return err
 	}
 	apiSrv.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{
@@ -204,6 +207,15 @@ func newMetricsRegistry(reg *registry.Registry, components []Component) (*promet
 	return r, nil
 }
 
+func registerAll(r prometheus.Registerer, cs []prometheus.Collector) error {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
+}
+
 func stopGRPC(s interface {
 	GracefulStop()
 	Stop()
@@ -243,7 +255,11 @@ func (m *maintenance) loop(ctx context.Context, every time.Duration) {
 // drainSpool replays the plugin's spooled calls. Failures are logged, not
 // fatal: the records stay and the next round retries them.
 func (m *maintenance) drainSpool(ctx context.Context) {
+	start := time.Now()
 	st, err := m.spool.Drain(ctx, func(rec *enrollpb.SpoolRecord) error { return m.srv.Apply(ctx, rec) })
+	if err == nil {
+		m.srv.PruneOrder(start)
+	}
 	if st != (spool.DrainStats{}) || err != nil {
 		attrs := []any{"dir", m.spool.Dir(), "applied", st.Applied, "corrupt", st.Corrupt,
 			"rejected", st.Rejected, "staleTempsRemoved", st.TempsRemoved}

@@ -341,7 +341,7 @@ func (p *plugin) cmdGC(ctx context.Context, args *skel.CmdArgs) error {
 	err := callDaemon(ctx, conf, func(ctx context.Context, c enrollpb.EnrollmentClient) error {
 		resp, err := c.GC(ctx, req)
 		if err == nil {
-			log.Info("garbage collected", "valid", len(req.ValidAttachments), "removed", len(resp.GetRemoved()))
+			log.Info("garbage collected", "valid", len(req.ValidAttachments), "removed", resp.GetRemovedCount())
 		}
 		return err
 	})
