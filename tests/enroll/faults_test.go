@@ -2,9 +2,14 @@ package enroll
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,4 +125,98 @@ func TestFailedAddWithInvalidWeirEntryIsCleanedUpByDel(t *testing.T) {
 		t.Errorf("leases %v remain after the cleanup DEL", l)
 	}
 	f.waitExactly(t)
+}
+
+// Item 2: ADD spools while the daemon is stopped (SIGSTOP), the daemon
+// resumes, a live DEL finds nothing to remove; the spooled ADD must not
+// resurrect the pods on the next drain. The drain must come after the DELs
+// (as with the default 30s interval): the interval is longer than the
+// stopped time, and the test checks the records were still spooled.
+func TestSpooledAddDoesNotResurrectPodsALiveDelRemoved(t *testing.T) {
+	const interval = 15 * time.Second
+	f := newFixture(t, fixtureOptions{})
+	f.daemon.SetExtraArgs([]string{"--reconcile-interval", interval.String()})
+	f.startDaemon(t)
+	keep := f.net.AddPod(t, harness.PodSpec{Namespace: "team", Name: "keep"})
+	f.waitExactly(t, keep)
+
+	pid := f.daemon.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			syscall.Kill(pid, syscall.SIGCONT)
+		}
+	})
+	var px []*harness.Pod
+	for i := range 3 {
+		// Each ADD waits out the plugin's 2s timeout, then spools.
+		px = append(px, f.net.AddPod(t, harness.PodSpec{Namespace: "team", Name: fmt.Sprint("px-", i)}))
+	}
+	if n := spoolRecords(t, f.daemon.SpoolDir); n != len(px) {
+		t.Fatalf("%d spool records after %d ADDs to a stopped daemon", n, len(px))
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	for _, p := range px {
+		if err := p.Del(ctxFor(t, 30*time.Second)); err != nil {
+			t.Fatalf("live DEL of %s: %v", p.Name, err)
+		}
+	}
+	if n := spoolRecords(t, f.daemon.SpoolDir); n != len(px) {
+		t.Fatalf("a drain ran before the live DELs (%d records left): this run cannot tell", n)
+	}
+	// After the next drain, only keep is listed and the spool is empty.
+	deadline := time.Now().Add(interval + time.Second)
+	for time.Now().Before(deadline) || spoolRecords(t, f.daemon.SpoolDir) != 0 {
+		recs, err := f.daemon.Pods(ctxFor(t, 5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := recordIDs(recs); !slices.Equal(got, sandboxIDs([]*harness.Pod{keep})) {
+			t.Fatalf("daemon lists %v after the live DELs, want only %s: a spooled ADD resurrected a pod", got, keep.ContainerID)
+		}
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("spool never drained")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Skipped because the live DEL was newer, not merely refused later.
+	if got := metricValue(t, f.daemon, "weir_enroll_spool_superseded_total"); got != float64(len(px)) {
+		t.Errorf("weir_enroll_spool_superseded_total = %v, want %d", got, len(px))
+	}
+}
+
+// metricValue reads one unlabelled sample (or the first matching line) from
+// the daemon's /metrics.
+func metricValue(t *testing.T, d *harness.Daemon, series string) float64 {
+	t.Helper()
+	b, err := d.Get(ctxFor(t, 5*time.Second), "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			return v
+		}
+	}
+	t.Fatalf("/metrics has no series %s", series)
+	return 0
+}
+
+func spoolRecords(t *testing.T, dir string) int {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "*.rec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(m)
 }
