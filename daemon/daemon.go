@@ -12,9 +12,11 @@
 //     of spooling a record this drain would miss.
 //  4. Pods whose network namespace disappeared while the daemon was down are
 //     dropped (reconcile).
-//  5. gRPC, HTTP and the attached components run. Every ReconcileInterval
+//  5. Pods the node runs that never reached the registry are enrolled
+//     (repair: CRI sandboxes and libcni's cache; see enroll.Repair).
+//  6. gRPC, HTTP and the attached components run. Every ReconcileInterval
 //     the spool is drained again (a plugin that timed out during start-up
-//     may have spooled) and the registry reconciled.
+//     may have spooled), the registry reconciled and repaired.
 //
 // On ctx's end every part is stopped and waited for; the first failure of
 // any part stops the others and is returned.
@@ -114,12 +116,30 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 	enrollSrv := enroll.NewServer(reg, log.With("component", "enroll"), enroll.ServerOptions{})
 	sp := spool.New(cfg.SpoolDir, 0)
 	m := &maintenance{reg: reg, srv: enrollSrv, spool: sp, log: log}
+	if cfg.Repair {
+		m.repairOpts = &enroll.RepairOptions{CacheDir: cfg.CNICacheDir, Socket: cfg.Socket}
+		if cfg.Identity.CRISocket != "" {
+			cri, err := enroll.NewCRISandboxes(cfg.Identity.CRISocket)
+			if err != nil {
+				return err
+			}
+			defer cri.Close()
+			m.repairOpts.Sandboxes = cri
+		}
+	}
 	m.drainSpool(ctx)
 	m.reconcile()
+	m.repair(ctx)
+	conf := &confWarnings{dir: cfg.CNIConfDir, socket: cfg.Socket, spoolDir: cfg.SpoolDir}
+	m.conf = conf
+	for _, w := range conf.refresh() {
+		log.Warn("installed weir CNI entry does not match this daemon: its pods are found only by repair", "problem", w)
+	}
 
 	var grpcServing atomic.Bool
 	apiSrv := api.New(reg, log.With("component", "api"))
 	apiSrv.AddReadyCheck("registry", func() error { return nil }) // loaded: Run got past Open
+	apiSrv.AddReadyWarning("cni-config", conf.get)
 	apiSrv.AddReadyCheck("grpc", func() error {
 		if !grpcServing.Load() {
 			return errors.New("enrollment service is not serving")
@@ -230,12 +250,39 @@ func stopGRPC(s interface {
 	}
 }
 
-// maintenance re-drains the spool and reconciles the registry.
+// maintenance re-drains the spool, reconciles the registry and repairs it.
 type maintenance struct {
-	reg   *registry.Registry
-	srv   *enroll.Server
-	spool *spool.Spool
-	log   *slog.Logger
+	reg        *registry.Registry
+	srv        *enroll.Server
+	spool      *spool.Spool
+	log        *slog.Logger
+	repairOpts *enroll.RepairOptions // nil: repair is off
+	conf       *confWarnings
+}
+
+// confWarnings holds the latest enroll.CheckInstalled result for /readyz.
+type confWarnings struct {
+	dir, socket, spoolDir string
+
+	mu   sync.Mutex
+	last []string
+}
+
+func (c *confWarnings) refresh() []string {
+	var w []string
+	if c.dir != "" {
+		w = enroll.CheckInstalled(c.dir, c.socket, c.spoolDir)
+	}
+	c.mu.Lock()
+	c.last = w
+	c.mu.Unlock()
+	return w
+}
+
+func (c *confWarnings) get() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
 }
 
 func (m *maintenance) loop(ctx context.Context, every time.Duration) {
@@ -248,6 +295,10 @@ func (m *maintenance) loop(ctx context.Context, every time.Duration) {
 		case <-t.C:
 			m.drainSpool(ctx)
 			m.reconcile()
+			m.repair(ctx)
+			if m.conf != nil {
+				m.conf.refresh()
+			}
 		}
 	}
 }
@@ -279,6 +330,21 @@ func (m *maintenance) reconcile() {
 	}
 	if len(removed) > 0 {
 		m.log.Info("reconcile removed pods whose netns is gone", "removed", len(removed))
+	}
+}
+
+// repair enrolls pods the node runs that never reached the registry.
+func (m *maintenance) repair(ctx context.Context) {
+	if m.repairOpts == nil {
+		return
+	}
+	st, err := m.srv.Repair(ctx, *m.repairOpts)
+	if err != nil && ctx.Err() == nil {
+		m.log.Error("repair failed", "error", err)
+		return
+	}
+	if st.Repaired > 0 || st.Failed > 0 {
+		m.log.Info("repair round", "candidates", st.Candidates, "repaired", st.Repaired, "stillMissing", st.Failed)
 	}
 }
 

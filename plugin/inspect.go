@@ -29,31 +29,9 @@ func inspectPodLink(netnsPath, ifName string) (podLink, error) {
 }
 
 // podIPs returns the addresses from the main plugin's result that belong to
-// the pod-side interface ifName. Results that do not link IPs to interfaces
-// (or link none to ifName) fall back to every address in the result.
+// the pod-side interface ifName (see podlink.PodIPs).
 func podIPs(res *current.Result, ifName string) []*enrollpb.IPConfig {
-	var own, all []*enrollpb.IPConfig
-	for _, ip := range res.IPs {
-		if ip == nil {
-			continue
-		}
-		c := &enrollpb.IPConfig{Address: ip.Address.String()}
-		if ip.Gateway != nil {
-			c.Gateway = ip.Gateway.String()
-		}
-		all = append(all, c)
-		if ip.Interface == nil {
-			continue
-		}
-		i := *ip.Interface
-		if i >= 0 && i < len(res.Interfaces) && res.Interfaces[i].Name == ifName && res.Interfaces[i].Sandbox != "" {
-			own = append(own, c)
-		}
-	}
-	if len(own) > 0 {
-		return own
-	}
-	return all
+	return podlink.PodIPs(res, ifName)
 }
 
 // sameAddresses reports whether a and b hold the same set of CIDR addresses,

@@ -220,3 +220,84 @@ func spoolRecords(t *testing.T, dir string) int {
 	}
 	return len(m)
 }
+
+// repairArgs makes the daemon repair from f's network's private libcni
+// cache every interval, without a CRI runtime (the suite has none).
+func repairArgs(f *fixture, interval time.Duration, extra ...string) []string {
+	return append([]string{"--reconcile-interval", interval.String(), "--cni-cache-dir", f.net.CacheDir, "--cri-socket", ""}, extra...)
+}
+
+// Item 3: an ADD the daemon refuses (registry full) succeeds, is counted,
+// and the pod is enrolled once a slot frees.
+func TestPodRefusedByAFullRegistryIsRepairedWhenASlotFrees(t *testing.T) {
+	const interval = time.Second
+	f := newFixture(t, fixtureOptions{})
+	f.daemon.SetExtraArgs(repairArgs(f, interval, "--max-pods", "2"))
+	f.startDaemon(t)
+	pods := f.addPods(t, 3)
+	f.waitExactly(t, pods[0], pods[1])
+	if got := metricValue(t, f.daemon, `weir_enroll_refused_total{reason="registry_full"}`); got < 1 {
+		t.Errorf(`weir_enroll_refused_total{reason="registry_full"} = %v, want at least 1`, got)
+	}
+	if err := pods[0].Del(ctxFor(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	f.waitExactly(t, pods[1], pods[2])
+	if took := time.Since(start); took > 3*interval {
+		t.Errorf("repair took %v, more than a few reconcile intervals (%v)", took, interval)
+	}
+	if got := metricValue(t, f.daemon, "weir_enroll_repaired_total"); got != 1 {
+		t.Errorf("weir_enroll_repaired_total = %v, want 1", got)
+	}
+	r := mustRecord(t, f.waitExactly(t, pods[1], pods[2]), pods[2])
+	assertIPs(t, r, pods[2])
+	if r.HostVeth == "" || r.Name != pods[2].Name || r.Namespace != pods[2].Namespace {
+		t.Errorf("repaired record %+v lacks the host veth or the pod's names", r)
+	}
+}
+
+// Item 3: pods whose spool record the full spool dropped are enrolled when
+// the daemon starts.
+func TestPodsTheFullSpoolDroppedAreRepairedAtStart(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	f.net = f.newNetworkWith(t, map[string]any{"spoolMaxRecords": 1})
+	f.daemon.SetExtraArgs(repairArgs(f, time.Hour))
+	pods := f.addPods(t, 3)
+	if n := spoolRecords(t, f.daemon.SpoolDir); n != 1 {
+		t.Fatalf("%d spool records, want 1 (spoolMaxRecords 1)", n)
+	}
+	f.startDaemon(t)
+	f.waitExactly(t, pods...)
+	if got := metricValue(t, f.daemon, "weir_enroll_repaired_total"); got != 2 {
+		t.Errorf("weir_enroll_repaired_total = %v, want 2", got)
+	}
+}
+
+// Items 3 and 4: the plugin spools into a directory the daemon does not
+// read. The pods are repaired anyway, and the daemon reports the mismatch.
+func TestPodsStrandedInAnotherSpoolAreRepairedAndTheMismatchReported(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	elsewhere := filepath.Join(t.TempDir(), "other-spool")
+	f.net = f.newNetworkWith(t, map[string]any{"spoolDir": elsewhere})
+	f.daemon.SetExtraArgs(repairArgs(f, time.Hour, "--cni-conf-dir", f.net.ConfDir))
+	pods := f.addPods(t, 2)
+	if n := spoolRecords(t, elsewhere); n != 2 {
+		t.Fatalf("%d records in the plugin's spool, want 2", n)
+	}
+	f.startDaemon(t)
+	f.waitExactly(t, pods...)
+	var ready struct {
+		Status   string   `json:"status"`
+		Warnings []string `json:"warnings"`
+	}
+	if err := f.daemon.GetJSON(ctxFor(t, 5*time.Second), "/readyz", &ready); err != nil {
+		t.Fatal(err)
+	}
+	if ready.Status != "ready" || len(ready.Warnings) != 1 || !strings.Contains(ready.Warnings[0], elsewhere) {
+		t.Errorf("/readyz = %+v, want ready with one warning naming the plugin's spoolDir %s", ready, elsewhere)
+	}
+	if log, _ := os.ReadFile(f.daemon.LogFile); !strings.Contains(string(log), elsewhere) {
+		t.Errorf("daemon log does not warn about spoolDir %s", elsewhere)
+	}
+}

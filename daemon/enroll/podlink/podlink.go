@@ -9,8 +9,11 @@ import (
 	"os"
 	"syscall"
 
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 )
 
 // Link is what weir learns about the pod's interface from the kernel.
@@ -105,4 +108,32 @@ func Inspect(netnsPath, ifName string) (Link, error) {
 		})
 	})
 	return pl, err
+}
+
+// PodIPs returns the addresses from the main plugin's result that belong to
+// the pod-side interface ifName. Results that do not link IPs to interfaces
+// (or link none to ifName) fall back to every address in the result.
+func PodIPs(res *current.Result, ifName string) []*enrollpb.IPConfig {
+	var own, all []*enrollpb.IPConfig
+	for _, ip := range res.IPs {
+		if ip == nil {
+			continue
+		}
+		c := &enrollpb.IPConfig{Address: ip.Address.String()}
+		if ip.Gateway != nil {
+			c.Gateway = ip.Gateway.String()
+		}
+		all = append(all, c)
+		if ip.Interface == nil {
+			continue
+		}
+		i := *ip.Interface
+		if i >= 0 && i < len(res.Interfaces) && res.Interfaces[i].Name == ifName && res.Interfaces[i].Sandbox != "" {
+			own = append(own, c)
+		}
+	}
+	if len(own) > 0 {
+		return own
+	}
+	return all
 }
