@@ -180,7 +180,7 @@ func (p *plugin) spool(log *slog.Logger, conf *netconf.NetConf, rec *enrollpb.Sp
 	path, err := spool.New(conf.SpoolDir, conf.SpoolMaxRecords).Write(rec)
 	switch {
 	case errors.Is(err, spool.ErrFull):
-		log.Error("spool full: call dropped; the daemon's reconcile must catch up",
+		log.Error("spool full: call dropped; the daemon's repair (enroll) or reconcile (unenroll) catches up",
 			"spoolDir", conf.SpoolDir, "spoolMaxRecords", conf.SpoolMaxRecords)
 	case err != nil:
 		log.Error("spool write failed: call dropped", "spoolDir", conf.SpoolDir, "err", err)

@@ -126,6 +126,25 @@ func TestAddSpoolsEnrollmentWhenDaemonIsDown(t *testing.T) {
 	}
 }
 
+// CNI_ARGS are bytes; protobuf strings must be UTF-8. A pod name that is
+// not must still be enrolled or spooled, with the bad bytes replaced.
+func TestAddWithNonUTF8PodNameIsSpooledWithTheNameRepaired(t *testing.T) {
+	pn := newPodNet(t)
+	e := newEnv(t)
+	conf := netConf("1.1.0", deadSocket(t), e.spoolDir)
+	conf["prevResult"] = prevResult110(pn.ns.Path())
+	if err := e.p.cmdAdd(ctx, cmdArgs(t, pn.ns.Path(), conf, "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=caf\xe9-1")); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	recs := e.spooled(t)
+	if len(recs) != 1 {
+		t.Fatalf("spool holds %d records, want 1: a non-UTF-8 name made the record unspoolable", len(recs))
+	}
+	if got := recs[0].GetEnroll().GetPod().GetName(); got != "caf\uFFFD-1" {
+		t.Errorf("spooled name = %q, want %q", got, "caf\uFFFD-1")
+	}
+}
+
 func TestAddSpoolsWhenDaemonDoesNotAnswerInTime(t *testing.T) {
 	pn := newPodNet(t)
 	d := &fakeDaemon{hang: true}
