@@ -78,9 +78,14 @@ func (s *Server) Repair(ctx context.Context, opts RepairOptions) (RepairStats, e
 	}
 	var ready map[string]bool
 	if opts.Sandboxes != nil {
-		if ready, err = opts.Sandboxes.Ready(ctx); err != nil {
+		ready, err = opts.Sandboxes.Ready(ctx)
+		// Warn when the CRI goes away or comes back, not every round.
+		if was := s.criDown.Swap(err != nil); err != nil && !was {
 			s.log.Warn("repair: CRI sandbox list unavailable; using the CNI cache's netns paths", "error", err)
-			ready = nil
+		} else if err != nil {
+			s.log.Debug("repair: CRI sandbox list still unavailable", "error", err)
+		} else if was {
+			s.log.Info("repair: CRI sandbox list available again")
 		}
 	}
 	full := false
@@ -228,21 +233,9 @@ func (e *cacheEntry) weirConf() (*netconf.NetConf, bool) {
 // pod builds the record the plugin's ADD would have sent, reading the
 // link from the kernel as the plugin does.
 func (e *cacheEntry) pod(netns string, conf *netconf.NetConf) (*enrollpb.Pod, error) {
-	var ips []*enrollpb.IPConfig
-	if len(e.Result) > 0 {
-		var v struct {
-			CNIVersion string `json:"cniVersion"`
-		}
-		_ = json.Unmarshal(e.Result, &v)
-		r, err := version.NewResult(v.CNIVersion, e.Result)
-		if err != nil {
-			return nil, fmt.Errorf("cached result: %w", err)
-		}
-		res, err := current.NewResultFromResult(r)
-		if err != nil {
-			return nil, fmt.Errorf("cached result: %w", err)
-		}
-		ips = podlink.PodIPs(res, e.IfName)
+	ips, err := e.ips()
+	if err != nil {
+		return nil, err
 	}
 	link, err := podlink.Inspect(netns, e.IfName)
 	if err != nil {
@@ -256,6 +249,29 @@ func (e *cacheEntry) pod(netns string, conf *netconf.NetConf) (*enrollpb.Pod, er
 		Uid: validUTF8(e.arg("K8S_POD_UID")), InfraContainerId: validUTF8(e.arg("K8S_POD_INFRA_CONTAINER_ID")),
 		CniVersion: conf.CNIVersion,
 	}, nil
+}
+
+// ips returns the pod interface's addresses from the cached result, as the
+// plugin took them from prevResult.
+func (e *cacheEntry) ips() ([]*enrollpb.IPConfig, error) {
+	if len(e.Result) == 0 {
+		return nil, nil
+	}
+	var v struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if err := json.Unmarshal(e.Result, &v); err != nil {
+		return nil, fmt.Errorf("cached result: %w", err)
+	}
+	r, err := version.NewResult(v.CNIVersion, e.Result)
+	if err != nil {
+		return nil, fmt.Errorf("cached result: %w", err)
+	}
+	res, err := current.NewResultFromResult(r)
+	if err != nil {
+		return nil, fmt.Errorf("cached result: %w", err)
+	}
+	return podlink.PodIPs(res, e.IfName), nil
 }
 
 func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -45,6 +46,9 @@ type Server struct {
 	now     func() time.Time
 	metrics *Metrics
 	order   *order
+	// criDown remembers that repair's last CRI call failed, so the
+	// warning is logged once per outage.
+	criDown atomic.Bool
 }
 
 // ServerOptions configures NewServer. The zero value is the production
