@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -65,12 +65,14 @@ func (NodeHost) CheckNetns(path string, inode uint64) error {
 
 // CheckHostLink implements Host.
 func (NodeHost) CheckHostLink(index int32, name string) error {
-	ifc, err := net.InterfaceByIndex(int(index))
+	// One RTM_GETLINK for this index (net.InterfaceByIndex dumps every
+	// link, and a node has a veth per pod).
+	l, err := netlink.LinkByIndex(int(index))
 	if err != nil {
 		return fmt.Errorf("pod.host_veth_index %d: no such interface on the node: %v", index, err)
 	}
-	if name != "" && ifc.Name != name {
-		return fmt.Errorf("pod.host_veth_index %d is interface %q, not pod.host_veth %q", index, ifc.Name, name)
+	if got := l.Attrs().Name; name != "" && got != name {
+		return fmt.Errorf("pod.host_veth_index %d is interface %q, not pod.host_veth %q", index, got, name)
 	}
 	return nil
 }
