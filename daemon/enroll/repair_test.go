@@ -62,7 +62,7 @@ func (f *fakeSandboxes) Netns(_ context.Context, id string) (string, error) { re
 
 // podNetns makes a netns holding eth0, a veth whose peer is on the host
 // (privileged), as a bridge plugin's ADD leaves a pod.
-func podNetns(t *testing.T, id string) string {
+func podNetns(t testing.TB, id string) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("creating network namespaces needs root")

@@ -361,7 +361,7 @@ func TestSpoolDrainIntoServer(t *testing.T) {
 	}
 }
 
-func inodeOf(t *testing.T, path string) uint64 {
+func inodeOf(t testing.TB, path string) uint64 {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {
