@@ -55,6 +55,25 @@ func TestEnrollRefusesAnAddressAnotherPodHolds(t *testing.T) {
 	}
 }
 
+func TestReenrollWithANewAddressFreesTheOldOne(t *testing.T) {
+	r := open(t, t.TempDir())
+	a := pod("a")
+	mustEnroll(t, r, a)
+	moved := pod("a")
+	moved.Ips = pod("moved").Ips
+	mustEnroll(t, r, moved)
+	b := pod("b")
+	b.Ips = a.Ips
+	if _, err := r.Enroll(b); err != nil {
+		t.Fatalf("enroll of a's old address after a moved: %v", err)
+	}
+	c := pod("c")
+	c.Ips = moved.Ips
+	if _, err := r.Enroll(c); !errors.Is(err, ErrIPInUse) {
+		t.Fatalf("enroll of a's new address = %v, want ErrIPInUse", err)
+	}
+}
+
 func TestEnrollBeyondTheFileBoundIsRefusedAndNothingChanges(t *testing.T) {
 	r, err := Open(Options{Dir: t.TempDir(), MaxFileBytes: 2000})
 	if err != nil {
