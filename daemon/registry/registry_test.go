@@ -74,6 +74,17 @@ func TestReenrollWithANewAddressFreesTheOldOne(t *testing.T) {
 	}
 }
 
+func TestAddressOwnershipSurvivesARestart(t *testing.T) {
+	dir := t.TempDir()
+	mustEnroll(t, open(t, dir), pod("a"))
+	r := open(t, dir)
+	b := pod("b")
+	b.Ips = pod("a").Ips
+	if _, err := r.Enroll(b); !errors.Is(err, ErrIPInUse) {
+		t.Fatalf("after reopening, enroll of a's address = %v, want ErrIPInUse", err)
+	}
+}
+
 func TestEnrollBeyondTheFileBoundIsRefusedAndNothingChanges(t *testing.T) {
 	r, err := Open(Options{Dir: t.TempDir(), MaxFileBytes: 2000})
 	if err != nil {
