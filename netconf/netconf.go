@@ -9,6 +9,8 @@
 // become the default) but tolerates unknown keys: runtimes inject
 // runtimeConfig, capabilities and other keys the plugin does not use, and a
 // newer weir-install may write keys an older plugin does not know yet.
+// ParseLenient applies the same rules but always returns a usable
+// configuration, for the commands (DEL, GC) that must not fail on a bad one.
 package netconf
 
 import (
