@@ -130,16 +130,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 	m.drainSpool(ctx)
 	m.reconcile()
 	m.repair(ctx)
-	conf := &confWarnings{dir: cfg.CNIConfDir, socket: cfg.Socket, spoolDir: cfg.SpoolDir}
-	m.conf = conf
-	for _, w := range conf.refresh() {
+	m.conf = &enroll.InstalledCheck{Dir: cfg.CNIConfDir, Socket: cfg.Socket, SpoolDir: cfg.SpoolDir}
+	for _, w := range m.conf.Refresh() {
 		log.Warn("installed weir CNI entry does not match this daemon: its pods are found only by repair", "problem", w)
 	}
 
 	var grpcServing atomic.Bool
 	apiSrv := api.New(reg, log.With("component", "api"))
 	apiSrv.AddReadyCheck("registry", func() error { return nil }) // loaded: Run got past Open
-	apiSrv.AddReadyWarning("cni-config", conf.get)
+	apiSrv.AddReadyWarning("cni-config", m.conf.Warnings)
 	apiSrv.AddReadyCheck("grpc", func() error {
 		if !grpcServing.Load() {
 			return errors.New("enrollment service is not serving")
@@ -257,32 +256,7 @@ type maintenance struct {
 	spool      *spool.Spool
 	log        *slog.Logger
 	repairOpts *enroll.RepairOptions // nil: repair is off
-	conf       *confWarnings
-}
-
-// confWarnings holds the latest enroll.CheckInstalled result for /readyz.
-type confWarnings struct {
-	dir, socket, spoolDir string
-
-	mu   sync.Mutex
-	last []string
-}
-
-func (c *confWarnings) refresh() []string {
-	var w []string
-	if c.dir != "" {
-		w = enroll.CheckInstalled(c.dir, c.socket, c.spoolDir)
-	}
-	c.mu.Lock()
-	c.last = w
-	c.mu.Unlock()
-	return w
-}
-
-func (c *confWarnings) get() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.last
+	conf       *enroll.InstalledCheck
 }
 
 func (m *maintenance) loop(ctx context.Context, every time.Duration) {
@@ -296,9 +270,7 @@ func (m *maintenance) loop(ctx context.Context, every time.Duration) {
 			m.drainSpool(ctx)
 			m.reconcile()
 			m.repair(ctx)
-			if m.conf != nil {
-				m.conf.refresh()
-			}
+			m.conf.Refresh()
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"github.com/weirnet/weir/netconf"
 )
@@ -16,6 +17,33 @@ const (
 	maxConfFiles     = 64
 	maxConfFileBytes = 1 << 20
 )
+
+// InstalledCheck keeps the latest CheckInstalled result, for /readyz.
+type InstalledCheck struct {
+	Dir, Socket, SpoolDir string // Dir "": no check
+
+	mu   sync.Mutex
+	last []string
+}
+
+// Refresh checks again and returns the problems found.
+func (c *InstalledCheck) Refresh() []string {
+	var w []string
+	if c.Dir != "" {
+		w = CheckInstalled(c.Dir, c.Socket, c.SpoolDir)
+	}
+	c.mu.Lock()
+	c.last = w
+	c.mu.Unlock()
+	return w
+}
+
+// Warnings returns what the last Refresh found.
+func (c *InstalledCheck) Warnings() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
 
 // CheckInstalled reads the network configs in confDir (the .conf,
 // .conflist and .json files runtimes load) and returns one message for each
