@@ -54,7 +54,10 @@ func BenchmarkNodeChecks(b *testing.B) {
 	p.Netns, p.NetnsInode, p.HostVethIndex, p.HostVeth = netns, inodeOf(b, netns), 1, "lo"
 	b.Run("node", func(b *testing.B) {
 		for b.Loop() {
-			if err := checkOnHost(NodeHost{}, p); err != nil {
+			if err := (NodeHost{}).CheckNetns(p.GetNetns(), p.GetNetnsInode()); err != nil {
+				b.Fatal(err)
+			}
+			if err := (NodeHost{}).CheckHostLink(p.GetHostVethIndex(), p.GetHostVeth()); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -103,15 +103,3 @@ func ValidatePod(p *enrollpb.Pod) error {
 	}
 	return nil
 }
-
-// checkOnHost checks p against the node: its netns is a pod's network
-// namespace with the claimed inode, and its host veth index (if any) exists.
-func checkOnHost(h Host, p *enrollpb.Pod) error {
-	if err := h.CheckNetns(p.GetNetns(), p.GetNetnsInode()); err != nil {
-		return err
-	}
-	if p.GetHostVethIndex() != 0 {
-		return h.CheckHostLink(p.GetHostVethIndex(), p.GetHostVeth())
-	}
-	return nil
-}
