@@ -6,10 +6,13 @@
 // namespace, or none), maps it onto the registry, and acknowledges only once
 // the registry has persisted the change.
 //
-// The package also owns the two other ways the registry learns about pods
-// outside a live RPC: replaying the plugin's spool (Apply) and dropping pods
-// whose network namespace is gone (Reconcile), and the socket listener that
-// admits only trusted peers (Listen).
+// The package also owns the other ways the registry learns about pods
+// outside a live RPC: replaying the plugin's spool in the order the calls
+// were made, unless a newer live call superseded them (Apply), dropping pods
+// whose network namespace is gone (Reconcile), and enrolling pods the node
+// runs that never reached the registry (Repair); the check that the
+// installed weir entries name this daemon (CheckInstalled); and the socket
+// listener that admits only trusted peers (Listen).
 package enroll
 
 import (
