@@ -202,3 +202,32 @@ func TestParseLenientOnGarbageReturnsDefaults(t *testing.T) {
 		t.Errorf("ParseLenient(garbage) = %+v, %v; want defaults and an error", c, err)
 	}
 }
+
+// Parse and ParseLenient read whatever the runtime hands the plugin: they
+// must never panic, ParseLenient must always return a usable configuration,
+// and the two must agree on what is valid.
+func FuzzParse(f *testing.F) {
+	f.Add(conf(""))
+	f.Add(conf(`"failurePolicy":"Ignore","timeout":5,"excludeNamespaces":["",""],"logLevel":"loud"`))
+	f.Add(conf(`"daemonSocket":"/` + strings.Repeat("s", 200) + `","spoolMaxRecords":-1`))
+	f.Add([]byte(`{"name":42}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		strict, serr := Parse(b)
+		lenient, lerr := ParseLenient(b)
+		if lenient == nil {
+			t.Fatal("ParseLenient returned no configuration")
+		}
+		if (serr == nil) != (lerr == nil) {
+			t.Fatalf("Parse error %v, ParseLenient error %v: they disagree", serr, lerr)
+		}
+		if serr == nil && (strict.DaemonSocket != lenient.DaemonSocket || strict.Timeout != lenient.Timeout ||
+			strict.SpoolDir != lenient.SpoolDir || strict.FailurePolicy != lenient.FailurePolicy) {
+			t.Fatalf("valid input parsed differently: %+v vs %+v", strict, lenient)
+		}
+		if lenient.Timeout <= 0 || lenient.Timeout > MaxTimeout || lenient.DaemonSocket == "" || lenient.SpoolDir == "" ||
+			lenient.SpoolMaxRecords < 1 {
+			t.Fatalf("lenient configuration is not usable: %+v", lenient)
+		}
+	})
+}
