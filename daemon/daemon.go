@@ -12,9 +12,11 @@
 //     of spooling a record this drain would miss.
 //  4. Pods whose network namespace disappeared while the daemon was down are
 //     dropped (reconcile).
-//  5. gRPC, HTTP and the attached components run. Every ReconcileInterval
+//  5. Pods the node runs that never reached the registry are enrolled
+//     (repair: CRI sandboxes and libcni's cache; see enroll.Repair).
+//  6. gRPC, HTTP and the attached components run. Every ReconcileInterval
 //     the spool is drained again (a plugin that timed out during start-up
-//     may have spooled) and the registry reconciled.
+//     may have spooled), the registry reconciled and repaired.
 //
 // On ctx's end every part is stopped and waited for; the first failure of
 // any part stops the others and is returned.
@@ -111,15 +113,32 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 	}
 	defer httpLn.Close()
 
-	enrollSrv := enroll.NewServer(reg, log.With("component", "enroll"))
+	enrollSrv := enroll.NewServer(reg, log.With("component", "enroll"), enroll.ServerOptions{})
 	sp := spool.New(cfg.SpoolDir, 0)
 	m := &maintenance{reg: reg, srv: enrollSrv, spool: sp, log: log}
+	if cfg.Repair {
+		m.repairOpts = &enroll.RepairOptions{CacheDir: cfg.CNICacheDir, Socket: cfg.Socket}
+		if cfg.Identity.CRISocket != "" {
+			cri, err := enroll.NewCRISandboxes(cfg.Identity.CRISocket)
+			if err != nil {
+				return err
+			}
+			defer cri.Close()
+			m.repairOpts.Sandboxes = cri
+		}
+	}
 	m.drainSpool(ctx)
 	m.reconcile()
+	m.repair(ctx)
+	m.conf = &enroll.InstalledCheck{Dir: cfg.CNIConfDir, Socket: cfg.Socket, SpoolDir: cfg.SpoolDir}
+	for _, w := range m.conf.Refresh() {
+		log.Warn("installed weir CNI entry does not match this daemon: its pods are found only by repair", "problem", w)
+	}
 
 	var grpcServing atomic.Bool
 	apiSrv := api.New(reg, log.With("component", "api"))
 	apiSrv.AddReadyCheck("registry", func() error { return nil }) // loaded: Run got past Open
+	apiSrv.AddReadyWarning("cni-config", m.conf.Warnings)
 	apiSrv.AddReadyCheck("grpc", func() error {
 		if !grpcServing.Load() {
 			return errors.New("enrollment service is not serving")
@@ -133,6 +152,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, components ..
 	}
 	metrics, err := newMetricsRegistry(reg, components)
 	if err != nil {
+		return err
+	}
+	if err := registerAll(metrics, enrollSrv.Metrics().Collectors()); err != nil {
 		return err
 	}
 	apiSrv.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{
@@ -220,6 +242,15 @@ func RegisterMetrics(r prometheus.Registerer, reg *registry.Registry, components
 	return nil
 }
 
+func registerAll(r prometheus.Registerer, cs []prometheus.Collector) error {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
+}
+
 func stopGRPC(s interface {
 	GracefulStop()
 	Stop()
@@ -234,12 +265,14 @@ func stopGRPC(s interface {
 	}
 }
 
-// maintenance re-drains the spool and reconciles the registry.
+// maintenance re-drains the spool, reconciles the registry and repairs it.
 type maintenance struct {
-	reg   *registry.Registry
-	srv   *enroll.Server
-	spool *spool.Spool
-	log   *slog.Logger
+	reg        *registry.Registry
+	srv        *enroll.Server
+	spool      *spool.Spool
+	log        *slog.Logger
+	repairOpts *enroll.RepairOptions // nil: repair is off
+	conf       *enroll.InstalledCheck
 }
 
 func (m *maintenance) loop(ctx context.Context, every time.Duration) {
@@ -252,6 +285,8 @@ func (m *maintenance) loop(ctx context.Context, every time.Duration) {
 		case <-t.C:
 			m.drainSpool(ctx)
 			m.reconcile()
+			m.repair(ctx)
+			m.conf.Refresh()
 		}
 	}
 }
@@ -259,7 +294,11 @@ func (m *maintenance) loop(ctx context.Context, every time.Duration) {
 // drainSpool replays the plugin's spooled calls. Failures are logged, not
 // fatal: the records stay and the next round retries them.
 func (m *maintenance) drainSpool(ctx context.Context) {
+	start := time.Now()
 	st, err := m.spool.Drain(ctx, func(rec *enrollpb.SpoolRecord) error { return m.srv.Apply(ctx, rec) })
+	if err == nil {
+		m.srv.PruneOrder(start)
+	}
 	if st != (spool.DrainStats{}) || err != nil {
 		attrs := []any{"dir", m.spool.Dir(), "applied", st.Applied, "corrupt", st.Corrupt,
 			"rejected", st.Rejected, "staleTempsRemoved", st.TempsRemoved}
@@ -279,6 +318,21 @@ func (m *maintenance) reconcile() {
 	}
 	if len(removed) > 0 {
 		m.log.Info("reconcile removed pods whose netns is gone", "removed", len(removed))
+	}
+}
+
+// repair enrolls pods the node runs that never reached the registry.
+func (m *maintenance) repair(ctx context.Context) {
+	if m.repairOpts == nil {
+		return
+	}
+	st, err := m.srv.Repair(ctx, *m.repairOpts)
+	if err != nil && ctx.Err() == nil {
+		m.log.Error("repair failed", "error", err)
+		return
+	}
+	if st.Repaired > 0 || st.Failed > 0 {
+		m.log.Info("repair round", "candidates", st.Candidates, "repaired", st.Repaired, "stillMissing", st.Failed)
 	}
 }
 

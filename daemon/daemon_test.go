@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -117,14 +119,20 @@ func enrollClient(t *testing.T, socket string) enrollpb.EnrollmentClient {
 	return enrollpb.NewEnrollmentClient(conn)
 }
 
-// netnsFile creates a file standing in for a netns path; reconcile only
-// compares its existence and inode.
-func netnsFile(t *testing.T, dir, name string) (string, uint64) {
+// podNetns creates a real network namespace for a test pod (privileged:
+// the enrollment service refuses a netns path that is not one) and deletes
+// it at cleanup.
+func podNetns(t *testing.T, id string) (string, uint64) {
 	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, nil, 0o600); err != nil {
-		t.Fatal(err)
+	if os.Geteuid() != 0 {
+		t.Skip("the daemon tests create network namespaces: run as root")
 	}
+	name := fmt.Sprintf("weir-dt-%d-%s", os.Getpid(), id)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
+	p := "/var/run/netns/" + name
 	fi, err := os.Stat(p)
 	if err != nil {
 		t.Fatal(err)
@@ -132,11 +140,28 @@ func netnsFile(t *testing.T, dir, name string) (string, uint64) {
 	return p, fi.Sys().(*syscall.Stat_t).Ino
 }
 
-func podIn(t *testing.T, dir, id string) *enrollpb.Pod {
-	path, ino := netnsFile(t, dir, "netns-"+id)
+// deleteNetns deletes a namespace made by podNetns, as a runtime does when
+// the pod goes.
+func deleteNetns(t *testing.T, path string) {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "delete", filepath.Base(path)).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns delete: %v: %s", err, out)
+	}
+}
+
+// podAddr gives every test pod id its own address, as IPAM would.
+func podAddr(id string) string {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	v := h.Sum32()
+	return fmt.Sprintf("10.%d.%d.%d/8", byte(v>>16), byte(v>>8), byte(v)|1)
+}
+
+func podIn(t *testing.T, id string) *enrollpb.Pod {
+	path, ino := podNetns(t, id)
 	return &enrollpb.Pod{
 		Network: "kindnet", ContainerId: id, Ifname: "eth0", Netns: path, NetnsInode: ino,
-		Namespace: "default", Name: "pod-" + id, Ips: []*enrollpb.IPConfig{{Address: "10.0.0.1/24"}},
+		Namespace: "default", Name: "pod-" + id, Ips: []*enrollpb.IPConfig{{Address: podAddr(id)}},
 	}
 }
 
@@ -177,26 +202,25 @@ func (r *recorder) RegisterHTTP(s *api.Server) {
 
 func TestStartDrainsSpoolAndReconcilesBeforeServing(t *testing.T) {
 	cfg := testConfig(t)
-	nsDir := t.TempDir()
 
 	// A pod enrolled by an earlier daemon whose netns vanished while down.
 	reg, err := registry.Open(registry.Options{Dir: cfg.StateDir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	vanished := podIn(t, nsDir, "vanished")
+	vanished := podIn(t, "vanished")
 	if _, err := reg.Enroll(vanished); err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(vanished.GetNetns())
+	deleteNetns(t, vanished.GetNetns())
 
 	// Calls the plugin spooled while the daemon was down.
 	sp := spool.New(cfg.SpoolDir, 0)
-	invalid := podIn(t, nsDir, "invalid")
+	invalid := podIn(t, "invalid")
 	invalid.NetnsInode = 0
 	for _, rec := range []*enrollpb.SpoolRecord{
-		{Op: &enrollpb.SpoolRecord_Enroll{Enroll: &enrollpb.EnrollRequest{Pod: podIn(t, nsDir, "a")}}},
-		{Op: &enrollpb.SpoolRecord_Enroll{Enroll: &enrollpb.EnrollRequest{Pod: podIn(t, nsDir, "b")}}},
+		{Op: &enrollpb.SpoolRecord_Enroll{Enroll: &enrollpb.EnrollRequest{Pod: podIn(t, "a")}}},
+		{Op: &enrollpb.SpoolRecord_Enroll{Enroll: &enrollpb.EnrollRequest{Pod: podIn(t, "b")}}},
 		{Op: &enrollpb.SpoolRecord_Unenroll{Unenroll: &enrollpb.UnenrollRequest{
 			Network: "kindnet", Attachment: &enrollpb.Attachment{ContainerId: "b", Ifname: "eth0"}}}},
 		{Op: &enrollpb.SpoolRecord_Enroll{Enroll: &enrollpb.EnrollRequest{Pod: invalid}}},
@@ -228,7 +252,7 @@ func TestStartDrainsSpoolAndReconcilesBeforeServing(t *testing.T) {
 	}
 
 	// And the live socket works.
-	if _, err := enrollClient(t, cfg.Socket).Enroll(context.Background(), &enrollpb.EnrollRequest{Pod: podIn(t, nsDir, "c")}); err != nil {
+	if _, err := enrollClient(t, cfg.Socket).Enroll(context.Background(), &enrollpb.EnrollRequest{Pod: podIn(t, "c")}); err != nil {
 		t.Fatalf("Enroll over the daemon's socket: %v", err)
 	}
 	if got := names(t, d.api); got != "2:a,4:c" {
@@ -244,20 +268,19 @@ func TestStartDrainsSpoolAndReconcilesBeforeServing(t *testing.T) {
 func TestPeriodicRoundDropsGonePodsAndDrainsLateSpool(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.ReconcileInterval = config.Duration{Duration: 50 * time.Millisecond}
-	nsDir := t.TempDir()
 	d := start(t, cfg)
 
-	p := podIn(t, nsDir, "a")
+	p := podIn(t, "a")
 	if _, err := enrollClient(t, cfg.Socket).Enroll(context.Background(), &enrollpb.EnrollRequest{Pod: p}); err != nil {
 		t.Fatal(err)
 	}
 	// A plugin that timed out while the daemon was busy spools instead.
 	if _, err := spool.New(cfg.SpoolDir, 0).Write(&enrollpb.SpoolRecord{
-		Op: &enrollpb.SpoolRecord_Enroll{Enroll: &enrollpb.EnrollRequest{Pod: podIn(t, nsDir, "late")}},
+		Op: &enrollpb.SpoolRecord_Enroll{Enroll: &enrollpb.EnrollRequest{Pod: podIn(t, "late")}},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(p.GetNetns())
+	deleteNetns(t, p.GetNetns())
 
 	deadline := time.Now().Add(10 * time.Second)
 	for names(t, d.api) != "2:late" {
@@ -270,11 +293,10 @@ func TestPeriodicRoundDropsGonePodsAndDrainsLateSpool(t *testing.T) {
 
 func TestRestartKeepsPodsAndIDs(t *testing.T) {
 	cfg := testConfig(t)
-	nsDir := t.TempDir()
 	d := start(t, cfg)
 	c := enrollClient(t, cfg.Socket)
 	for _, id := range []string{"a", "b"} {
-		if _, err := c.Enroll(context.Background(), &enrollpb.EnrollRequest{Pod: podIn(t, nsDir, id)}); err != nil {
+		if _, err := c.Enroll(context.Background(), &enrollpb.EnrollRequest{Pod: podIn(t, id)}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -9,6 +9,8 @@
 // become the default) but tolerates unknown keys: runtimes inject
 // runtimeConfig, capabilities and other keys the plugin does not use, and a
 // newer weir-install may write keys an older plugin does not know yet.
+// ParseLenient applies the same rules but always returns a usable
+// configuration, for the commands (DEL, GC) that must not fail on a bad one.
 package netconf
 
 import (
@@ -97,8 +99,6 @@ type NetConf struct {
 // fileConf is the JSON shape of the weir fields. Pointers and nil slices
 // tell an absent key (take the default) from an explicit value.
 type fileConf struct {
-	types.PluginConf
-
 	DaemonSocket      *string   `json:"daemonSocket"`
 	Timeout           *string   `json:"timeout"`
 	FailurePolicy     *string   `json:"failurePolicy"`
@@ -121,13 +121,22 @@ var logLevels = map[string]slog.Level{
 // prevResult is left raw (PluginConf.RawPrevResult): only ADD and CHECK need
 // it, and they parse it with version.ParsePrevResult.
 func Parse(stdin []byte) (*NetConf, error) {
-	var fc fileConf
-	if err := json.Unmarshal(stdin, &fc); err != nil {
-		return nil, decodeError(err)
+	c, err := ParseLenient(stdin)
+	if err != nil {
+		return nil, err
 	}
+	return c, nil
+}
 
+// ParseLenient is Parse for commands that must succeed whatever the weir
+// entry says (DEL and GC: a failing DEL stops libcni before the main plugin
+// runs, leaking the pod's address and veth). It always returns a usable
+// configuration: every field that is malformed or invalid keeps its default
+// (logFile: no log), and the returned error, if any, lists what was wrong so
+// the caller can log it. Only stdin that is not a JSON object at all leaves
+// the CNI fields (name, cniVersion) empty.
+func ParseLenient(stdin []byte) (*NetConf, error) {
 	c := &NetConf{
-		PluginConf:        fc.PluginConf,
 		DaemonSocket:      DefaultDaemonSocket,
 		Timeout:           DefaultTimeout,
 		FailurePolicy:     DefaultFailurePolicy,
@@ -136,18 +145,48 @@ func Parse(stdin []byte) (*NetConf, error) {
 		ExcludeNamespaces: DefaultExcludeNamespaces(),
 		LogLevel:          DefaultLogLevel,
 	}
-
+	// The CNI fields and the weir fields are decoded apart, and each weir
+	// field on its own, so one field of the wrong JSON type costs only
+	// that field.
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(stdin, &raw); err != nil {
+		return c, decodeError(err)
+	}
 	var errs []error
+	if err := json.Unmarshal(stdin, &c.PluginConf); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			err = fieldDecodeError(typeErr.Field, err)
+		}
+		errs = append(errs, err)
+	}
+	var fc fileConf
+	for _, f := range []struct {
+		key string
+		dst any
+	}{
+		{"daemonSocket", &fc.DaemonSocket}, {"timeout", &fc.Timeout}, {"failurePolicy", &fc.FailurePolicy},
+		{"spoolDir", &fc.SpoolDir}, {"spoolMaxRecords", &fc.SpoolMaxRecords},
+		{"excludeNamespaces", &fc.ExcludeNamespaces}, {"logFile", &fc.LogFile}, {"logLevel", &fc.LogLevel},
+	} {
+		if v, ok := raw[f.key]; ok {
+			if err := json.Unmarshal(v, f.dst); err != nil {
+				errs = append(errs, fieldDecodeError(f.key, err))
+			}
+		}
+	}
+
 	if c.Name == "" {
 		errs = append(errs, errors.New(`name: must not be empty (weir keys enrollments by network name)`))
 	}
 	if fc.DaemonSocket != nil {
-		c.DaemonSocket = *fc.DaemonSocket
-		if err := checkAbsPath("daemonSocket", c.DaemonSocket); err != nil {
+		if err := checkAbsPath("daemonSocket", *fc.DaemonSocket); err != nil {
 			errs = append(errs, err)
-		} else if len(c.DaemonSocket) > maxUnixSocketPath {
+		} else if len(*fc.DaemonSocket) > maxUnixSocketPath {
 			errs = append(errs, fmt.Errorf("daemonSocket %q: %d bytes, longer than the %d a unix socket path can hold",
-				c.DaemonSocket, len(c.DaemonSocket), maxUnixSocketPath))
+				*fc.DaemonSocket, len(*fc.DaemonSocket), maxUnixSocketPath))
+		} else {
+			c.DaemonSocket = *fc.DaemonSocket
 		}
 	}
 	if fc.Timeout != nil {
@@ -162,51 +201,59 @@ func Parse(stdin []byte) (*NetConf, error) {
 		}
 	}
 	if fc.FailurePolicy != nil {
-		c.FailurePolicy = FailurePolicy(*fc.FailurePolicy)
-		if c.FailurePolicy != FailurePolicyIgnore && c.FailurePolicy != FailurePolicyFail {
+		if fp := FailurePolicy(*fc.FailurePolicy); fp == FailurePolicyIgnore || fp == FailurePolicyFail {
+			c.FailurePolicy = fp
+		} else {
 			errs = append(errs, fmt.Errorf("failurePolicy %q: must be %q or %q",
 				*fc.FailurePolicy, FailurePolicyIgnore, FailurePolicyFail))
 		}
 	}
 	if fc.SpoolDir != nil {
-		c.SpoolDir = *fc.SpoolDir
-		if err := checkAbsPath("spoolDir", c.SpoolDir); err != nil {
+		if err := checkAbsPath("spoolDir", *fc.SpoolDir); err != nil {
 			errs = append(errs, err)
+		} else {
+			c.SpoolDir = *fc.SpoolDir
 		}
 	}
 	if fc.SpoolMaxRecords != nil {
-		c.SpoolMaxRecords = *fc.SpoolMaxRecords
-		if c.SpoolMaxRecords < 1 || c.SpoolMaxRecords > MaxSpoolMaxRecords {
-			errs = append(errs, fmt.Errorf("spoolMaxRecords %d: must be between 1 and %d",
-				c.SpoolMaxRecords, MaxSpoolMaxRecords))
+		if n := *fc.SpoolMaxRecords; n < 1 || n > MaxSpoolMaxRecords {
+			errs = append(errs, fmt.Errorf("spoolMaxRecords %d: must be between 1 and %d", n, MaxSpoolMaxRecords))
+		} else {
+			c.SpoolMaxRecords = n
 		}
 	}
 	if fc.ExcludeNamespaces != nil {
 		// An explicit list, even an empty one, replaces the default; JSON
 		// null counts as absent.
-		c.ExcludeNamespaces = *fc.ExcludeNamespaces
-		for i, ns := range c.ExcludeNamespaces {
+		c.ExcludeNamespaces = nil
+		for i, ns := range *fc.ExcludeNamespaces {
 			if ns == "" {
 				errs = append(errs, fmt.Errorf("excludeNamespaces[%d] %q: must not be empty", i, ns))
+				continue
 			}
+			c.ExcludeNamespaces = append(c.ExcludeNamespaces, ns)
+		}
+		if c.ExcludeNamespaces == nil {
+			c.ExcludeNamespaces = []string{}
 		}
 	}
 	if fc.LogFile != nil && *fc.LogFile != "" {
-		c.LogFile = *fc.LogFile
-		if err := checkAbsPath("logFile", c.LogFile); err != nil {
+		if err := checkAbsPath("logFile", *fc.LogFile); err != nil {
 			errs = append(errs, err)
+		} else {
+			c.LogFile = *fc.LogFile
 		}
 	}
 	if fc.LogLevel != nil {
-		lvl, ok := logLevels[*fc.LogLevel]
-		if !ok {
+		if lvl, ok := logLevels[*fc.LogLevel]; ok {
+			c.LogLevel = lvl
+		} else {
 			errs = append(errs, fmt.Errorf(`logLevel %q: must be one of "debug", "info", "warn", "error"`, *fc.LogLevel))
 		}
-		c.LogLevel = lvl
 	}
 
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("invalid weir network configuration: %w", err)
+		return c, fmt.Errorf("invalid weir network configuration: %w", err)
 	}
 	return c, nil
 }
@@ -241,6 +288,15 @@ func decodeError(err error) error {
 		return fmt.Errorf("invalid weir network configuration: malformed JSON at byte %d: %w", syntaxErr.Offset, err)
 	}
 	return fmt.Errorf("invalid weir network configuration: %w", err)
+}
+
+// fieldDecodeError names the weir field whose JSON value has the wrong type.
+func fieldDecodeError(key string, err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Errorf("%s: got a JSON %s, want %s", key, typeErr.Value, jsonKind(typeErr.Type.String()))
+	}
+	return fmt.Errorf("%s: %w", key, err)
 }
 
 // jsonKind names the JSON kind a Go type of fileConf decodes from.

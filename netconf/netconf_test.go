@@ -176,3 +176,58 @@ func TestDefaultExcludeNamespacesIsNotShared(t *testing.T) {
 		t.Errorf("mutating one NetConf's default list changed another's: %q", b.ExcludeNamespaces)
 	}
 }
+
+func TestParseLenientKeepsDefaultsForBadFieldsAndReportsThem(t *testing.T) {
+	c, err := ParseLenient(conf(`"failurePolicy":"Ignore","timeout":5,"spoolDir":"/s","daemonSocket":"rel.sock","excludeNamespaces":["a",""]`))
+	if err == nil {
+		t.Fatal("ParseLenient returned no error for an invalid entry")
+	}
+	for _, field := range []string{"failurePolicy", "timeout", "daemonSocket", "excludeNamespaces[1]"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error %q does not name %s", err, field)
+		}
+	}
+	if c.Name != "weirnet" || c.FailurePolicy != DefaultFailurePolicy || c.Timeout != DefaultTimeout ||
+		c.DaemonSocket != DefaultDaemonSocket || c.SpoolDir != "/s" || !slices.Equal(c.ExcludeNamespaces, []string{"a"}) {
+		t.Errorf("lenient conf = %+v, want name weirnet, defaults for the bad fields, spoolDir /s, excludeNamespaces [a]", c)
+	}
+	if _, err := Parse(conf(`"failurePolicy":"Ignore"`)); err == nil {
+		t.Error("Parse accepted what ParseLenient reported")
+	}
+}
+
+func TestParseLenientOnGarbageReturnsDefaults(t *testing.T) {
+	c, err := ParseLenient([]byte("not json"))
+	if err == nil || c == nil || c.DaemonSocket != DefaultDaemonSocket || c.Name != "" {
+		t.Errorf("ParseLenient(garbage) = %+v, %v; want defaults and an error", c, err)
+	}
+}
+
+// Parse and ParseLenient read whatever the runtime hands the plugin: they
+// must never panic, ParseLenient must always return a usable configuration,
+// and the two must agree on what is valid.
+func FuzzParse(f *testing.F) {
+	f.Add(conf(""))
+	f.Add(conf(`"failurePolicy":"Ignore","timeout":5,"excludeNamespaces":["",""],"logLevel":"loud"`))
+	f.Add(conf(`"daemonSocket":"/` + strings.Repeat("s", 200) + `","spoolMaxRecords":-1`))
+	f.Add([]byte(`{"name":42}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		strict, serr := Parse(b)
+		lenient, lerr := ParseLenient(b)
+		if lenient == nil {
+			t.Fatal("ParseLenient returned no configuration")
+		}
+		if (serr == nil) != (lerr == nil) {
+			t.Fatalf("Parse error %v, ParseLenient error %v: they disagree", serr, lerr)
+		}
+		if serr == nil && (strict.DaemonSocket != lenient.DaemonSocket || strict.Timeout != lenient.Timeout ||
+			strict.SpoolDir != lenient.SpoolDir || strict.FailurePolicy != lenient.FailurePolicy) {
+			t.Fatalf("valid input parsed differently: %+v vs %+v", strict, lenient)
+		}
+		if lenient.Timeout <= 0 || lenient.Timeout > MaxTimeout || lenient.DaemonSocket == "" || lenient.SpoolDir == "" ||
+			lenient.SpoolMaxRecords < 1 {
+			t.Fatalf("lenient configuration is not usable: %+v", lenient)
+		}
+	})
+}

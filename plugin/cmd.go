@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -122,10 +123,10 @@ func (p *plugin) enroll(ctx context.Context, log *slog.Logger, conf *netconf.Net
 		HostVeth:         link.hostVeth,
 		HostVethIndex:    int32(link.hostVethIndex),
 		Ips:              podIPs(res, args.IfName),
-		Namespace:        string(k8s.K8S_POD_NAMESPACE),
-		Name:             string(k8s.K8S_POD_NAME),
-		Uid:              string(k8s.K8S_POD_UID),
-		InfraContainerId: string(k8s.K8S_POD_INFRA_CONTAINER_ID),
+		Namespace:        validUTF8(string(k8s.K8S_POD_NAMESPACE)),
+		Name:             validUTF8(string(k8s.K8S_POD_NAME)),
+		Uid:              validUTF8(string(k8s.K8S_POD_UID)),
+		InfraContainerId: validUTF8(string(k8s.K8S_POD_INFRA_CONTAINER_ID)),
 		CniVersion:       conf.CNIVersion,
 	}}
 	err = callDaemon(ctx, conf, func(ctx context.Context, c enrollpb.EnrollmentClient) error {
@@ -154,6 +155,11 @@ func (p *plugin) enroll(ctx context.Context, log *slog.Logger, conf *netconf.Net
 	}
 }
 
+// validUTF8 replaces invalid UTF-8 in a CNI_ARGS value: protobuf strings
+// must be UTF-8, and a runtime passing raw bytes in K8S_POD_NAME must not
+// leave the pod unmonitored or unspoolable.
+func validUTF8(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
+
 // addFailure applies the failure policy to an ADD that cannot enroll the
 // pod: with "fail" the pod's creation fails; with "ignore" it goes on
 // unmonitored and the cause is only logged.
@@ -174,7 +180,7 @@ func (p *plugin) spool(log *slog.Logger, conf *netconf.NetConf, rec *enrollpb.Sp
 	path, err := spool.New(conf.SpoolDir, conf.SpoolMaxRecords).Write(rec)
 	switch {
 	case errors.Is(err, spool.ErrFull):
-		log.Error("spool full: call dropped; the daemon's reconcile must catch up",
+		log.Error("spool full: call dropped; the daemon's repair (enroll) or reconcile (unenroll) catches up",
 			"spoolDir", conf.SpoolDir, "spoolMaxRecords", conf.SpoolMaxRecords)
 	case err != nil:
 		log.Error("spool write failed: call dropped", "spoolDir", conf.SpoolDir, "err", err)
@@ -183,20 +189,25 @@ func (p *plugin) spool(log *slog.Logger, conf *netconf.NetConf, rec *enrollpb.Sp
 	}
 }
 
-// cmdDel forgets the attachment. It succeeds whenever the configuration is
-// valid, under either failure policy: DEL must not block pod teardown, and
-// the runtime retries a failed DEL forever. An unreachable daemon gets a
+// cmdDel forgets the attachment. It always succeeds, under either failure
+// policy and whatever the weir entry says: DEL must not block pod teardown,
+// the runtime retries a failed DEL forever, and a failing chained plugin
+// stops libcni before the main plugin frees the pod's address and veth. A
+// weir entry that does not validate is parsed leniently (bad fields keep
+// their defaults), the problem is logged, and the attachment is still
+// unenrolled by container id and ifname. An unreachable daemon gets a
 // spooled Unenroll under both policies; with "fail" the daemon may still
 // hold an enrollment from before it went down, and an Unenroll replay is
 // harmless because Unenroll is idempotent. The netns and pod may already be
 // gone; DEL does not look at them.
 func (p *plugin) cmdDel(ctx context.Context, args *skel.CmdArgs) error {
-	conf, err := loadConf(args.StdinData)
-	if err != nil {
-		return err
-	}
+	conf, confErr := netconf.ParseLenient(args.StdinData)
 	log, closeLog := p.openLog(conf, "DEL", args)
 	defer closeLog()
+	if confErr != nil {
+		log.Warn("weir entry does not validate: unenrolling anyway with defaults for the bad fields", "err", confErr)
+		fmt.Fprintf(p.stderr, "weir: DEL with an invalid configuration, unenrolling anyway: %v\n", confErr)
+	}
 
 	k8s, err := parseK8sArgs(args.Args)
 	if err != nil {
@@ -210,6 +221,8 @@ func (p *plugin) cmdDel(ctx context.Context, args *skel.CmdArgs) error {
 		return nil
 	}
 
+	// An empty network (stdin without a readable name) asks the daemon to
+	// drop the attachment from every network.
 	req := &enrollpb.UnenrollRequest{
 		Network:    conf.Name,
 		Attachment: &enrollpb.Attachment{ContainerId: args.ContainerID, Ifname: args.IfName},
@@ -302,25 +315,33 @@ func (p *plugin) cmdStatus(_ context.Context, args *skel.CmdArgs) error {
 }
 
 // cmdGC forwards the runtime's list of valid attachments to the daemon,
-// which drops every other attachment of this network. A daemon that is down
-// will reconcile on its own when it starts, so that is not an error.
+// which drops every other attachment of this network. Like DEL it always
+// succeeds: a daemon that is down reconciles on its own when it starts, an
+// invalid weir entry is parsed leniently and logged, and a daemon that
+// refuses the call is logged. Without a network name there is nothing to
+// collect.
 func (p *plugin) cmdGC(ctx context.Context, args *skel.CmdArgs) error {
-	conf, err := loadConf(args.StdinData)
-	if err != nil {
-		return err
-	}
+	conf, confErr := netconf.ParseLenient(args.StdinData)
 	log, closeLog := p.openLog(conf, "GC", args)
 	defer closeLog()
+	if confErr != nil {
+		log.Warn("weir entry does not validate: collecting anyway with defaults for the bad fields", "err", confErr)
+		fmt.Fprintf(p.stderr, "weir: GC with an invalid configuration: %v\n", confErr)
+	}
+	if conf.Name == "" {
+		log.Warn("no network name: GC skipped")
+		return nil
+	}
 
 	req := &enrollpb.GCRequest{Network: conf.Name}
 	for _, a := range conf.ValidAttachments {
 		req.ValidAttachments = append(req.ValidAttachments,
 			&enrollpb.Attachment{ContainerId: a.ContainerID, Ifname: a.IfName})
 	}
-	err = callDaemon(ctx, conf, func(ctx context.Context, c enrollpb.EnrollmentClient) error {
+	err := callDaemon(ctx, conf, func(ctx context.Context, c enrollpb.EnrollmentClient) error {
 		resp, err := c.GC(ctx, req)
 		if err == nil {
-			log.Info("garbage collected", "valid", len(req.ValidAttachments), "removed", len(resp.GetRemoved()))
+			log.Info("garbage collected", "valid", len(req.ValidAttachments), "removed", resp.GetRemovedCount())
 		}
 		return err
 	})
@@ -331,6 +352,7 @@ func (p *plugin) cmdGC(ctx context.Context, args *skel.CmdArgs) error {
 		log.Warn("daemon unreachable: GC skipped", "err", err)
 		return nil
 	default:
-		return fmt.Errorf("gc: %w", err)
+		log.Error("daemon rejected the GC: GC succeeds anyway", "err", err)
+		return nil
 	}
 }

@@ -126,6 +126,25 @@ func TestAddSpoolsEnrollmentWhenDaemonIsDown(t *testing.T) {
 	}
 }
 
+// CNI_ARGS are bytes; protobuf strings must be UTF-8. A pod name that is
+// not must still be enrolled or spooled, with the bad bytes replaced.
+func TestAddWithNonUTF8PodNameIsSpooledWithTheNameRepaired(t *testing.T) {
+	pn := newPodNet(t)
+	e := newEnv(t)
+	conf := netConf("1.1.0", deadSocket(t), e.spoolDir)
+	conf["prevResult"] = prevResult110(pn.ns.Path())
+	if err := e.p.cmdAdd(ctx, cmdArgs(t, pn.ns.Path(), conf, "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=caf\xe9-1")); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	recs := e.spooled(t)
+	if len(recs) != 1 {
+		t.Fatalf("spool holds %d records, want 1: a non-UTF-8 name made the record unspoolable", len(recs))
+	}
+	if got := recs[0].GetEnroll().GetPod().GetName(); got != "caf\uFFFD-1" {
+		t.Errorf("spooled name = %q, want %q", got, "caf\uFFFD-1")
+	}
+}
+
 func TestAddSpoolsWhenDaemonDoesNotAnswerInTime(t *testing.T) {
 	pn := newPodNet(t)
 	d := &fakeDaemon{hang: true}
@@ -327,13 +346,13 @@ func TestAddMissingInterfaceFollowsFailurePolicy(t *testing.T) {
 	}
 }
 
-func TestInvalidConfIsRejectedByEveryCommand(t *testing.T) {
+func TestInvalidConfIsRejectedByAddCheckAndStatus(t *testing.T) {
 	e := newEnv(t)
 	conf := netConf("1.1.0", deadSocket(t), e.spoolDir)
 	conf["failurePolicy"] = "sometimes"
 	conf["prevResult"] = prevResult110("/var/run/netns/x")
 	cmds := map[string]func(context.Context, *skel.CmdArgs) error{
-		"ADD": e.p.cmdAdd, "DEL": e.p.cmdDel, "CHECK": e.p.cmdCheck, "STATUS": e.p.cmdStatus, "GC": e.p.cmdGC,
+		"ADD": e.p.cmdAdd, "CHECK": e.p.cmdCheck, "STATUS": e.p.cmdStatus,
 	}
 	for name, cmd := range cmds {
 		err := cmd(ctx, cmdArgs(t, "/var/run/netns/x", conf, ""))
@@ -346,6 +365,76 @@ func TestInvalidConfIsRejectedByEveryCommand(t *testing.T) {
 	}
 	if e.stdout.Len() != 0 {
 		t.Errorf("stdout = %q, want nothing", e.stdout)
+	}
+}
+
+// DEL and GC must succeed whatever the weir entry says: a failing DEL stops
+// libcni before the main plugin frees the pod's address and veth.
+func TestDelAndGCWithInvalidConfStillReachTheDaemonAndSucceed(t *testing.T) {
+	bad := map[string]any{
+		"failurePolicy typo":  "Ignore",
+		"negative timeout":    "-1s",
+		"timeout wrong type":  5,
+		"relative logFile":    "weir.log",
+		"spoolMaxRecords big": 1 << 30,
+	}
+	keys := map[string]string{
+		"failurePolicy typo": "failurePolicy", "negative timeout": "timeout", "timeout wrong type": "timeout",
+		"relative logFile": "logFile", "spoolMaxRecords big": "spoolMaxRecords",
+	}
+	for name, v := range bad {
+		t.Run(name, func(t *testing.T) {
+			d := &fakeDaemon{}
+			e := newEnv(t)
+			conf := netConf("1.1.0", startDaemon(t, d), e.spoolDir)
+			conf[keys[name]] = v
+			conf["cni.dev/valid-attachments"] = []map[string]string{{"containerID": "c1", "ifname": "eth0"}}
+			if err := e.p.cmdDel(ctx, cmdArgs(t, "", conf, k8sCNIArgs)); err != nil {
+				t.Fatalf("DEL with %s = %v: %v, want success", keys[name], v, err)
+			}
+			if err := e.p.cmdGC(ctx, cmdArgs(t, "", conf, "")); err != nil {
+				t.Fatalf("GC with %s = %v: %v, want success", keys[name], v, err)
+			}
+			want := &enrollpb.UnenrollRequest{Network: "weirnet", Attachment: &enrollpb.Attachment{ContainerId: "c0ffee", Ifname: "eth0"}}
+			if u := d.Unenrolls(); len(u) != 1 || !proto.Equal(u[0], want) {
+				t.Errorf("Unenroll calls = %v, want exactly %v", u, want)
+			}
+			if g := d.GCs(); len(g) != 1 || g[0].GetNetwork() != "weirnet" || len(g[0].GetValidAttachments()) != 1 {
+				t.Errorf("GC calls = %v, want one for weirnet with one valid attachment", g)
+			}
+			if !strings.Contains(e.stderr.String(), keys[name]) {
+				t.Errorf("stderr %q does not name the bad field %s", e.stderr, keys[name])
+			}
+		})
+	}
+}
+
+func TestDelWithUnreadableConfUnenrollsFromEveryNetwork(t *testing.T) {
+	d := &fakeDaemon{}
+	e := newEnv(t)
+	sock := startDaemon(t, d)
+	// Not even the network name is readable: name has the wrong type. The
+	// default socket is not the test's, so point DEL at it via a valid
+	// daemonSocket and break only the name.
+	conf := netConf("1.1.0", sock, e.spoolDir)
+	conf["name"] = 42
+	if err := e.p.cmdDel(ctx, cmdArgs(t, "", conf, k8sCNIArgs)); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	want := &enrollpb.UnenrollRequest{Attachment: &enrollpb.Attachment{ContainerId: "c0ffee", Ifname: "eth0"}}
+	if u := d.Unenrolls(); len(u) != 1 || !proto.Equal(u[0], want) {
+		t.Errorf("Unenroll calls = %v, want exactly %v (empty network: every network)", u, want)
+	}
+}
+
+func TestDelSucceedsOnStdinThatIsNotJSON(t *testing.T) {
+	e := newEnv(t)
+	args := &skel.CmdArgs{ContainerID: "c0ffee", IfName: "eth0", StdinData: []byte("{not json")}
+	if err := e.p.cmdDel(ctx, args); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if err := e.p.cmdGC(ctx, args); err != nil {
+		t.Fatalf("GC: %v", err)
 	}
 }
 

@@ -85,8 +85,9 @@ type Server struct {
 	log  *slog.Logger
 	pods PodLister
 
-	mu     sync.Mutex
-	checks []readyCheck
+	mu       sync.Mutex
+	checks   []readyCheck
+	warnings []readyWarning
 }
 
 type readyCheck struct {
@@ -114,6 +115,21 @@ func (s *Server) AddReadyCheck(name string, check func() error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checks = append(s.checks, readyCheck{name, check})
+}
+
+// AddReadyWarning adds a condition /readyz reports without failing: when
+// warn returns a non-empty message the 200 answer lists it under
+// "warnings" (prefixed with name), for problems an operator must see that
+// do not stop the daemon from serving.
+func (s *Server) AddReadyWarning(name string, warn func() []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.warnings = append(s.warnings, readyWarning{name, warn})
+}
+
+type readyWarning struct {
+	name string
+	warn func() []string
 }
 
 // ServeHTTP makes the Server an http.Handler (used by tests and Serve).
@@ -159,6 +175,7 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	checks := append([]readyCheck(nil), s.checks...)
+	warnings := append([]readyWarning(nil), s.warnings...)
 	s.mu.Unlock()
 	var reasons []string
 	for _, c := range checks {
@@ -168,6 +185,16 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	}
 	if len(reasons) > 0 {
 		WriteError(w, http.StatusServiceUnavailable, "not ready: "+strings.Join(reasons, "; "))
+		return
+	}
+	var warns []string
+	for _, wr := range warnings {
+		for _, m := range wr.warn() {
+			warns = append(warns, wr.name+": "+m)
+		}
+	}
+	if len(warns) > 0 {
+		WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "warnings": warns})
 		return
 	}
 	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -125,6 +125,25 @@ func TestHealthzAndReadyz(t *testing.T) {
 	}
 }
 
+func TestReadyzListsWarningsWithoutFailing(t *testing.T) {
+	s := New(podList{}, slog.New(slog.DiscardHandler))
+	var warns []string
+	s.AddReadyWarning("cni-config", func() []string { return warns })
+	if _, body := get(t, s, "/readyz"); strings.Contains(string(body), "warnings") {
+		t.Fatalf("readyz without warnings = %s", body)
+	}
+	warns = []string{"spoolDir differs"}
+	resp, body := get(t, s, "/readyz")
+	var got struct {
+		Status   string   `json:"status"`
+		Warnings []string `json:"warnings"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &got) != nil || got.Status != "ready" ||
+		len(got.Warnings) != 1 || got.Warnings[0] != "cni-config: spoolDir differs" {
+		t.Fatalf("readyz = %d %s, want 200 ready listing the warning", resp.StatusCode, body)
+	}
+}
+
 func TestHandleAddsRoutesAndMethodsAreEnforced(t *testing.T) {
 	s := New(podList{}, slog.New(slog.DiscardHandler))
 	s.Handle("GET /api/v1/features", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

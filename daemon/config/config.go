@@ -47,6 +47,8 @@ const (
 	DefaultHTTP              = "127.0.0.1:9847"
 	DefaultReconcileInterval = 30 * time.Second
 	DefaultMaxPods           = 4096
+	DefaultCNICacheDir       = "/var/lib/cni"
+	DefaultCNIConfDir        = "/etc/cni/net.d"
 
 	DefaultMaxConnections   = 65536
 	DefaultMaxBufferedBytes = 64 << 20
@@ -101,6 +103,18 @@ type Config struct {
 	MaxPods int `json:"maxPods"`
 	// AllowedUIDs are the uids admitted on the enrollment socket.
 	AllowedUIDs []uint32 `json:"allowedUIDs"`
+	// Repair enrolls, every ReconcileInterval, pods that live on the node
+	// but never reached the registry (registry was full, spool overflowed
+	// or stranded). Its sources are the CRI sandbox list (identity.criSocket)
+	// and libcni's cache in CNICacheDir.
+	Repair bool `json:"repair"`
+	// CNICacheDir is libcni's cache directory (results/ per attachment),
+	// the runtime's record of every attachment it added.
+	CNICacheDir string `json:"cniCacheDir"`
+	// CNIConfDir is the node's CNI config directory. The daemon checks that
+	// the weir entries installed there name its socket and spool directory
+	// (a warning at start and in /readyz otherwise). Empty: no check.
+	CNIConfDir string `json:"cniConfDir"`
 
 	// Capture, BPF, Protocol and Requests configure the capture pipeline
 	// (package daemon/monitor).
@@ -207,6 +221,9 @@ func Default() Config {
 		ReconcileInterval: Duration{DefaultReconcileInterval},
 		MaxPods:           DefaultMaxPods,
 		AllowedUIDs:       []uint32{0},
+		Repair:            true,
+		CNICacheDir:       DefaultCNICacheDir,
+		CNIConfDir:        DefaultCNIConfDir,
 		Capture: Capture{
 			Enabled:          true,
 			MaxConnections:   DefaultMaxConnections,
@@ -352,6 +369,9 @@ var flags = map[string]string{
 	"reconcileInterval": "reconcile-interval",
 	"maxPods":           "max-pods",
 	"allowedUIDs":       "allowed-uids",
+	"repair":            "repair",
+	"cniCacheDir":       "cni-cache-dir",
+	"cniConfDir":        "cni-conf-dir",
 	"config":            "config",
 
 	"capture.enabled":          "capture.enabled",
@@ -407,6 +427,11 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 		"how often pods whose netns is gone are dropped")
 	fs.IntVar(&cfg.MaxPods, "max-pods", cfg.MaxPods, "maximum enrolled pod attachments")
 	fs.Var((*uidList)(&cfg.AllowedUIDs), "allowed-uids", "comma-separated `uids` allowed on the enrollment socket")
+	fs.BoolVar(&cfg.Repair, "repair", cfg.Repair,
+		"enroll pods found on the node (CRI sandboxes, CNI cache) that never reached the registry")
+	fs.StringVar(&cfg.CNICacheDir, "cni-cache-dir", cfg.CNICacheDir, "libcni's cache `dir`ectory, read by repair")
+	fs.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir,
+		"CNI config `dir`ectory whose weir entries must name this daemon's socket and spool (empty: no check)")
 
 	fs.BoolVar(&cfg.Capture.Enabled, "capture.enabled", cfg.Capture.Enabled,
 		"capture traffic with eBPF (false: enrollment only, for nodes that cannot load eBPF)")
@@ -539,6 +564,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPods < 1 || c.MaxPods > MaxMaxPods {
 		return &Error{Key: "maxPods", Err: fmt.Errorf("must be between 1 and %d, got %d", MaxMaxPods, c.MaxPods)}
+	}
+	if err := abs("cniCacheDir", c.CNICacheDir); err != nil {
+		return err
+	}
+	if c.CNIConfDir != "" && !filepath.IsAbs(c.CNIConfDir) {
+		return &Error{Key: "cniConfDir", Err: fmt.Errorf("must be an absolute path or empty, got %q", c.CNIConfDir)}
 	}
 	if len(c.AllowedUIDs) == 0 {
 		return &Error{Key: "allowedUIDs", Err: errors.New("must list at least one uid (the runtime's, usually 0)")}

@@ -31,6 +31,7 @@ func TestDefaultsMatchThePluginSpool(t *testing.T) {
 		Socket: "/run/weir/weir.sock", StateDir: "/var/lib/weir", SpoolDir: "/var/lib/weir/spool",
 		HTTP: "127.0.0.1:9847", NodeName: host, LogLevel: slog.LevelInfo,
 		ReconcileInterval: Duration{30 * time.Second}, MaxPods: 4096, AllowedUIDs: []uint32{0},
+		Repair: true, CNICacheDir: "/var/lib/cni", CNIConfDir: "/etc/cni/net.d",
 		Capture:  Capture{Enabled: true, MaxConnections: 65536, MaxBufferedBytes: 64 << 20, IdleTimeout: Duration{5 * time.Minute}},
 		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20, PollInterval: Duration{10 * time.Millisecond}, Payload: true, RichTier: true},
 		Protocol: Protocol{MaxHeaderBytes: 64 << 10, MaxStreams: 256, MaxPending: 64},

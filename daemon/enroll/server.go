@@ -6,10 +6,13 @@
 // namespace, or none), maps it onto the registry, and acknowledges only once
 // the registry has persisted the change.
 //
-// The package also owns the two other ways the registry learns about pods
-// outside a live RPC: replaying the plugin's spool (Apply) and dropping pods
-// whose network namespace is gone (Reconcile), and the socket listener that
-// admits only trusted peers (Listen).
+// The package also owns the other ways the registry learns about pods
+// outside a live RPC: replaying the plugin's spool in the order the calls
+// were made, unless a newer live call superseded them (Apply), dropping pods
+// whose network namespace is gone (Reconcile), and enrolling pods the node
+// runs that never reached the registry (Repair); the check that the
+// installed weir entries name this daemon (CheckInstalled); and the socket
+// listener that admits only trusted peers (Listen).
 package enroll
 
 import (
@@ -17,7 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -39,14 +43,46 @@ const (
 type Server struct {
 	enrollpb.UnimplementedEnrollmentServer
 
-	reg *registry.Registry
-	log *slog.Logger
+	reg     *registry.Registry
+	log     *slog.Logger
+	host    Host
+	now     func() time.Time
+	metrics *Metrics
+	order   *order
+	// criDown remembers that repair's last CRI call failed, so the
+	// warning is logged once per outage.
+	criDown atomic.Bool
+}
+
+// ServerOptions configures NewServer. The zero value is the production
+// setup.
+type ServerOptions struct {
+	// Host checks pod records against the node; nil means NodeHost.
+	Host Host
+	// Metrics receives the service's counters; nil means NewMetrics().
+	Metrics *Metrics
+	// Now is the clock live calls are ordered by; nil means time.Now. It
+	// must be the clock the plugin stamps spool records with.
+	Now func() time.Time
 }
 
 // NewServer returns the enrollment service for reg.
-func NewServer(reg *registry.Registry, log *slog.Logger) *Server {
-	return &Server{reg: reg, log: log}
+func NewServer(reg *registry.Registry, log *slog.Logger, opts ServerOptions) *Server {
+	s := &Server{reg: reg, log: log, host: opts.Host, now: opts.Now, metrics: opts.Metrics, order: newOrder(maxOrderEntries)}
+	if s.host == nil {
+		s.host = NodeHost{}
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics()
+	}
+	return s
 }
+
+// Metrics returns the service's counters.
+func (s *Server) Metrics() *Metrics { return s.metrics }
 
 // NewGRPCServer returns a gRPC server with the enrollment service registered
 // and the package's bounds applied. Serve it on a listener from Listen.
@@ -61,39 +97,134 @@ func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
 }
 
 // Enroll validates and stores the pod, replacing an earlier record of the
-// same attachment (its id is kept).
-func (s *Server) Enroll(_ context.Context, req *enrollpb.EnrollRequest) (*enrollpb.EnrollResponse, error) {
-	if err := ValidatePod(req.GetPod()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+// same attachment (its id is kept). A call whose caller already gave up
+// (its deadline passed while it waited, say, behind a stopped daemon) is
+// not applied: the plugin has spooled it, and ordering decides its fate.
+func (s *Server) Enroll(ctx context.Context, req *enrollpb.EnrollRequest) (*enrollpb.EnrollResponse, error) {
+	if err := ctx.Err(); err != nil {
+		s.metrics.Refused.WithLabelValues(ReasonAbandoned).Inc()
+		return nil, status.FromContextError(err).Err()
 	}
-	p, err := s.reg.Enroll(req.GetPod())
+	p, err := s.enroll(req.GetPod(), true)
 	if err != nil {
-		if errors.Is(err, registry.ErrFull) {
-			st := s.reg.Stats()
-			s.log.Warn("pod registry is full; enrollment refused", append(podAttrs(req.GetPod()),
-				"maxPods", st.MaxPods, "refusedSoFar", st.FullRejections)...)
-		}
-		return nil, registryError(err)
+		return nil, err
 	}
+	s.order.note(attachmentOf(p.GetContainerId(), p.GetIfname()), s.now(), true)
 	s.log.Info("pod enrolled", podAttrs(p)...)
 	return &enrollpb.EnrollResponse{Pod: p}, nil
 }
 
-// Unenroll forgets an attachment; an unknown one answers found=false.
-func (s *Server) Unenroll(_ context.Context, req *enrollpb.UnenrollRequest) (*enrollpb.UnenrollResponse, error) {
-	k, err := attachmentKey(req.GetNetwork(), req.GetAttachment())
+// enroll validates p, checks it against the node and stores it. Refusals
+// are logged and, when count is set, counted by reason. The error is a gRPC
+// status; one wrapping ErrNetnsGone keeps that sentinel reachable.
+func (s *Server) enroll(p *enrollpb.Pod, count bool) (*enrollpb.Pod, error) {
+	refuse := func(reason string, code codes.Code, err error) error {
+		if count {
+			s.metrics.Refused.WithLabelValues(reason).Inc()
+			s.log.Warn("enrollment refused", append(podAttrs(p), "reason", reason, "error", err)...)
+		}
+		return &refusal{st: status.New(code, err.Error()), err: err}
+	}
+	if err := ValidatePod(p); err != nil {
+		return nil, refuse(ReasonInvalid, codes.InvalidArgument, err)
+	}
+	if err := s.host.CheckNetns(p.GetNetns(), p.GetNetnsInode()); err != nil {
+		return nil, refuse(ReasonNetns, codes.InvalidArgument, err)
+	}
+	if p.GetHostVethIndex() != 0 {
+		if err := s.host.CheckHostLink(p.GetHostVethIndex(), p.GetHostVeth()); err != nil {
+			return nil, refuse(ReasonLink, codes.InvalidArgument, err)
+		}
+	}
+	stored, err := s.reg.Enroll(p)
+	var inUse *registry.IPInUseError
+	if errors.As(err, &inUse) && s.dropIfGone(inUse.Owner) {
+		stored, err = s.reg.Enroll(p)
+	}
+	switch {
+	case err == nil:
+		return stored, nil
+	case errors.Is(err, registry.ErrFull):
+		st := s.reg.Stats()
+		return nil, refuse(ReasonRegistryFull, codes.ResourceExhausted,
+			fmt.Errorf("%w (maxPods %d); repair enrolls the pod once a slot frees", err, st.MaxPods))
+	case errors.As(err, &inUse):
+		return nil, refuse(ReasonIPInUse, codes.AlreadyExists, err)
+	case errors.Is(err, registry.ErrTooLarge):
+		return nil, refuse(ReasonTooLarge, codes.ResourceExhausted, err)
+	default:
+		return nil, refuse(ReasonInternal, codes.Internal, err)
+	}
+}
+
+// dropIfGone removes owner if its network namespace is gone: its address
+// was handed out again after a DEL the daemon never saw. It reports
+// whether owner was removed.
+func (s *Server) dropIfGone(owner *enrollpb.Pod) bool {
+	gone, why, err := netnsGone(owner.GetNetns(), owner.GetNetnsInode())
+	if err != nil || !gone {
+		return false
+	}
+	removed, err := s.reg.RemoveIf(func(p *enrollpb.Pod) bool {
+		return registry.KeyOf(p) == registry.KeyOf(owner) && p.GetNetnsInode() == owner.GetNetnsInode()
+	})
+	if err != nil || len(removed) == 0 {
+		return false
+	}
+	s.log.Info("removed a pod whose netns is gone: its address was enrolled again", append(podAttrs(owner), "reason", why)...)
+	return true
+}
+
+// refusal is a gRPC status that still unwraps to the cause.
+type refusal struct {
+	st  *status.Status
+	err error
+}
+
+func (r *refusal) Error() string              { return r.st.Err().Error() }
+func (r *refusal) GRPCStatus() *status.Status { return r.st }
+func (r *refusal) Unwrap() error              { return r.err }
+
+// Unenroll forgets an attachment; an unknown one answers found=false. An
+// empty network drops the attachment (container id, ifname) from every
+// network: the plugin sends that from a DEL whose configuration has no
+// readable network name, which must still unenroll the pod.
+func (s *Server) Unenroll(ctx context.Context, req *enrollpb.UnenrollRequest) (*enrollpb.UnenrollResponse, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	resp, err := s.unenroll(req)
+	if err == nil {
+		a := req.GetAttachment()
+		s.order.note(attachmentOf(a.GetContainerId(), a.GetIfname()), s.now(), false)
+	}
+	return resp, err
+}
+
+func (s *Server) unenroll(req *enrollpb.UnenrollRequest) (*enrollpb.UnenrollResponse, error) {
+	network := req.GetNetwork()
+	anyNetwork := network == ""
+	if anyNetwork {
+		network = "*"
+	}
+	k, err := attachmentKey(network, req.GetAttachment())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	p, err := s.reg.Remove(k)
+	removed, err := s.reg.RemoveIf(func(p *enrollpb.Pod) bool {
+		pk := registry.KeyOf(p)
+		return pk.ContainerID == k.ContainerID && pk.Ifname == k.Ifname && (anyNetwork || pk.Network == k.Network)
+	})
 	if err != nil {
 		return nil, registryError(err)
 	}
-	if p == nil {
+	if len(removed) == 0 {
 		s.log.Debug("unenroll of unknown attachment", "attachment", k.String())
 		return &enrollpb.UnenrollResponse{Found: false}, nil
 	}
-	s.log.Info("pod unenrolled", podAttrs(p)...)
+	for _, p := range removed {
+		s.log.Info("pod unenrolled", podAttrs(p)...)
+	}
 	return &enrollpb.UnenrollResponse{Found: true}, nil
 }
 
@@ -115,7 +246,10 @@ func (s *Server) List(context.Context, *enrollpb.ListRequest) (*enrollpb.ListRes
 	return &enrollpb.ListResponse{Pods: s.reg.List()}, nil
 }
 
-// GC drops the network's attachments that are not in the valid set.
+// GC drops the network's attachments that are not in the valid set. The
+// reply lists at most MaxGCRemovedListed of them (a GC after a mass
+// eviction must not outgrow the client's message limit); removed_count
+// always has the total.
 func (s *Server) GC(_ context.Context, req *enrollpb.GCRequest) (*enrollpb.GCResponse, error) {
 	if req.GetNetwork() == "" {
 		return nil, status.Error(codes.InvalidArgument, "network is required")
@@ -132,63 +266,70 @@ func (s *Server) GC(_ context.Context, req *enrollpb.GCRequest) (*enrollpb.GCRes
 	if err != nil {
 		return nil, registryError(err)
 	}
+	now := s.now()
 	for _, p := range removed {
+		s.order.note(attachmentOf(p.GetContainerId(), p.GetIfname()), now, false)
 		s.log.Info("pod removed by CNI GC", podAttrs(p)...)
 	}
-	return &enrollpb.GCResponse{Removed: removed}, nil
+	resp := &enrollpb.GCResponse{RemovedCount: uint32(len(removed))}
+	resp.Removed = removed[:min(len(removed), MaxGCRemovedListed)]
+	return resp, nil
 }
 
 // Apply replays one spooled plugin call through the same validation as the
-// RPCs. A record that fails validation is wrapped in spool.ErrRejected so
-// that Drain moves it aside instead of retrying it forever.
-func (s *Server) Apply(ctx context.Context, rec *enrollpb.SpoolRecord) error {
-	var err error
+// RPCs, unless a live call for the same attachment was applied after the
+// record was made: that newer call wins (a spooled ADD must not resurrect a
+// pod a live DEL removed, nor a spooled DEL remove a pod a live ADD
+// enrolled again). A record that fails validation is wrapped in
+// spool.ErrRejected so that Drain moves it aside instead of retrying it
+// forever. An enrollment that cannot apply any more (netns gone, registry
+// full) is dropped and counted; repair enrolls a pod that still lives.
+func (s *Server) Apply(_ context.Context, rec *enrollpb.SpoolRecord) error {
+	var a attachment
 	switch op := rec.GetOp().(type) {
 	case *enrollpb.SpoolRecord_Enroll:
-		_, err = s.Enroll(ctx, op.Enroll)
+		a = attachmentOf(op.Enroll.GetPod().GetContainerId(), op.Enroll.GetPod().GetIfname())
 	case *enrollpb.SpoolRecord_Unenroll:
-		_, err = s.Unenroll(ctx, op.Unenroll)
+		a = attachmentOf(op.Unenroll.GetAttachment().GetContainerId(), op.Unenroll.GetAttachment().GetIfname())
 	default:
 		return fmt.Errorf("spool record has no operation: %w", spool.ErrRejected)
 	}
-	if status.Code(err) == codes.InvalidArgument {
+	if live, ok := s.order.newer(a, rec.GetTime().AsTime()); ok {
+		s.metrics.Superseded.Inc()
+		s.log.Info("spooled call skipped: a newer live call for the attachment was applied",
+			"containerID", a.containerID, "ifname", a.ifname, "recordTime", rec.GetTime().AsTime(),
+			"liveCallTime", live.at, "liveEnrolled", live.enrolled)
+		return nil
+	}
+	var err error
+	switch op := rec.GetOp().(type) {
+	case *enrollpb.SpoolRecord_Enroll:
+		var p *enrollpb.Pod
+		p, err = s.enroll(op.Enroll.GetPod(), true)
+		switch {
+		case err == nil:
+			s.log.Info("pod enrolled from the spool", podAttrs(p)...)
+		case errors.Is(err, ErrNetnsGone), status.Code(err) == codes.ResourceExhausted:
+			s.metrics.SpoolDropped.Inc()
+			s.log.Info("spooled enrollment dropped", append(podAttrs(op.Enroll.GetPod()), "error", err)...)
+			return nil
+		}
+	case *enrollpb.SpoolRecord_Unenroll:
+		_, err = s.unenroll(op.Unenroll)
+	}
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.AlreadyExists:
 		return fmt.Errorf("%w: %v", spool.ErrRejected, status.Convert(err).Message())
 	}
 	return err
 }
 
-// ValidatePod returns an error naming the first missing or malformed field
-// of p, using the proto field names the plugin author sees.
-func ValidatePod(p *enrollpb.Pod) error {
-	switch {
-	case p == nil:
-		return errors.New("pod is required")
-	case p.GetNetwork() == "":
-		return errors.New("pod.network is required")
-	case p.GetContainerId() == "":
-		return errors.New("pod.container_id is required")
-	case p.GetIfname() == "":
-		return errors.New("pod.ifname is required")
-	case p.GetNetns() == "":
-		return errors.New("pod.netns is required")
-	case p.GetNetnsInode() == 0:
-		return errors.New("pod.netns_inode must be non-zero (the inode of the netns file)")
-	case p.GetIfIndex() < 0:
-		return fmt.Errorf("pod.if_index must not be negative, got %d", p.GetIfIndex())
-	case p.GetHostVethIndex() < 0:
-		return fmt.Errorf("pod.host_veth_index must not be negative, got %d", p.GetHostVethIndex())
-	}
-	for i, ip := range p.GetIps() {
-		if _, err := netip.ParsePrefix(ip.GetAddress()); err != nil {
-			return fmt.Errorf("pod.ips[%d].address %q is not a CIDR address: %v", i, ip.GetAddress(), err)
-		}
-		if gw := ip.GetGateway(); gw != "" {
-			if _, err := netip.ParseAddr(gw); err != nil {
-				return fmt.Errorf("pod.ips[%d].gateway %q is not an IP address: %v", i, gw, err)
-			}
-		}
-	}
-	return nil
+// PruneOrder forgets live calls no spooled record can predate any more;
+// call it after a Drain that started at drainStart applied everything.
+func (s *Server) PruneOrder(drainStart time.Time) { s.order.prune(drainStart) }
+
+func attachmentOf(containerID, ifname string) attachment {
+	return attachment{containerID: containerID, ifname: ifname}
 }
 
 func attachmentKey(network string, a *enrollpb.Attachment) (registry.Key, error) {

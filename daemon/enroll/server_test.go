@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"os"
@@ -37,6 +38,7 @@ func shortDir(t *testing.T) string {
 }
 
 type fixture struct {
+	srv    *Server
 	reg    *registry.Registry
 	ln     *Listener
 	client enrollpb.EnrollmentClient
@@ -57,7 +59,8 @@ func serve(t *testing.T, allowed []uint32, maxPods int) *fixture {
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
 	}
-	g := NewGRPCServer(NewServer(reg, slog.New(slog.DiscardHandler)))
+	srv := NewServer(reg, slog.New(slog.DiscardHandler), ServerOptions{Host: openHost{}})
+	g := NewGRPCServer(srv)
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(ln) }()
 	t.Cleanup(func() {
@@ -71,7 +74,7 @@ func serve(t *testing.T, allowed []uint32, maxPods int) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &fixture{reg: reg, ln: ln, client: enrollpb.NewEnrollmentClient(conn), socket: socket}
+	return &fixture{reg: reg, ln: ln, client: enrollpb.NewEnrollmentClient(conn), socket: socket, srv: srv}
 }
 
 func ctx(t *testing.T) context.Context {
@@ -85,10 +88,25 @@ func testPod(id string) *enrollpb.Pod {
 		Network: "kindnet", ContainerId: id, Ifname: "eth0",
 		Netns: "/var/run/netns/cni-" + id, NetnsInode: 4026532001,
 		IfIndex: 2, HostVeth: "veth" + id, HostVethIndex: 17,
-		Ips:       []*enrollpb.IPConfig{{Address: "10.22.0.5/16", Gateway: "10.22.0.1"}},
+		Ips:       []*enrollpb.IPConfig{{Address: podAddr(id) + "/8", Gateway: "10.0.0.1"}},
 		Namespace: "default", Name: "web-" + id, Uid: "uid-" + id,
 	}
 }
+
+// podAddr gives every test pod id its own address, as IPAM would.
+func podAddr(id string) string {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	v := h.Sum32()
+	return fmt.Sprintf("10.%d.%d.%d", byte(v>>16), byte(v>>8), byte(v)|1)
+}
+
+// openHost accepts every record: for tests whose netns paths are made up.
+// The privileged tests use NodeHost.
+type openHost struct{}
+
+func (openHost) CheckNetns(string, uint64) error   { return nil }
+func (openHost) CheckHostLink(int32, string) error { return nil }
 
 func att(id string) *enrollpb.Attachment {
 	return &enrollpb.Attachment{ContainerId: id, Ifname: "eth0"}
@@ -183,7 +201,6 @@ func TestEnrollValidationNamesTheField(t *testing.T) {
 		t.Fatalf("Enroll without pod: %v, want InvalidArgument", err)
 	}
 	for name, req := range map[string]*enrollpb.UnenrollRequest{
-		"network":                 {Attachment: att("a")},
 		"attachment is":           {Network: "n"},
 		"attachment.container_id": {Network: "n", Attachment: &enrollpb.Attachment{Ifname: "eth0"}},
 		"attachment.ifname":       {Network: "n", Attachment: &enrollpb.Attachment{ContainerId: "a"}},
@@ -327,7 +344,7 @@ func TestSpoolDrainIntoServer(t *testing.T) {
 		}
 		time.Sleep(time.Microsecond) // distinct timestamps keep write order
 	}
-	srv := NewServer(f.reg, slog.New(slog.DiscardHandler))
+	srv := f.srv
 	st, err := sp.Drain(ctx(t), func(r *enrollpb.SpoolRecord) error { return srv.Apply(context.Background(), r) })
 	if err != nil {
 		t.Fatalf("Drain: %v", err)
@@ -344,7 +361,7 @@ func TestSpoolDrainIntoServer(t *testing.T) {
 	}
 }
 
-func inodeOf(t *testing.T, path string) uint64 {
+func inodeOf(t testing.TB, path string) uint64 {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {

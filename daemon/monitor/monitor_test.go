@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -504,6 +505,24 @@ func TestEnrollFailureIsCountedAndUnready(t *testing.T) {
 	}
 	if n := h.m.enroller.errorCount(); n != 1 {
 		t.Errorf("enroll errors = %d, want 1 (counted even when resolved)", n)
+	}
+}
+
+// A pod deleted while the daemon was down is replayed from disk before
+// reconcile drops it; its host veth is gone. That is no failure.
+func TestEnrollOfAPodWhoseHostInterfaceIsGoneIsNoFailure(t *testing.T) {
+	h := start(t, testConfig())
+	h.coll.enrollE = fmt.Errorf("attach TCX: %w", syscall.ENODEV)
+	h.m.PodEnrolled(serverPod)
+	srv := api.New(nil, slog.New(slog.DiscardHandler))
+	h.m.RegisterHTTP(srv)
+	rr := httptest.NewRecorder()
+	srv.ServeHTTP(rr, httptest.NewRequest("GET", "/readyz", nil))
+	if rr.Code != http.StatusOK {
+		t.Fatalf("readyz = %d %s, want ready", rr.Code, rr.Body)
+	}
+	if n := h.m.enroller.errorCount(); n != 0 {
+		t.Errorf("enroll errors = %d, want 0", n)
 	}
 }
 

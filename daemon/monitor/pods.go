@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"errors"
 	"log/slog"
 	"net/netip"
 	"regexp"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/flow"
@@ -380,6 +382,14 @@ func (e *enroller) applyLocked(netns uint64) {
 }
 
 func (e *enroller) failedLocked(what string, netns uint64, err error) {
+	if what == "enroll" && errors.Is(err, syscall.ENODEV) {
+		// The pod's host veth is gone: the pod was deleted while the
+		// daemon was down and the registry replays it at start, before
+		// reconcile drops it. Nothing is lost and nothing is broken.
+		e.log.Info("pod's host interface is gone (pod deleted while the daemon was down?); reconcile drops it",
+			"netns", netns, "error", err)
+		return
+	}
 	e.errors++
 	if what == "enroll" {
 		e.failed[netns] = err

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -49,6 +50,12 @@ const (
 	// runs at most a few hundred pods; this leaves room for churn.
 	DefaultMaxPods = 4096
 
+	// DefaultMaxFileBytes bounds the registry file when
+	// Options.MaxFileBytes is 0. The enrollment service bounds every field
+	// of a pod (a record is at most a few kilobytes), so DefaultMaxPods
+	// pods fit well inside it; the bound is a last line of defence.
+	DefaultMaxFileBytes = 32 << 20
+
 	// FileName is the registry file inside the state directory.
 	FileName = "pods.json"
 
@@ -61,6 +68,38 @@ const (
 // ErrFull is returned by Enroll when the registry holds MaxPods attachments
 // and the call would add another.
 var ErrFull = errors.New("registry is full")
+
+// ErrTooLarge is returned when a change would make the registry file larger
+// than its bound; the change is refused and nothing is written.
+var ErrTooLarge = errors.New("registry file would exceed its size bound")
+
+// ErrIPInUse is wrapped by the *IPInUseError Enroll returns when an address
+// of the pod is already held by another enrolled attachment.
+var ErrIPInUse = errors.New("address is enrolled for another pod")
+
+// IPInUseError names the address and the attachment that holds it.
+type IPInUseError struct {
+	Addr  netip.Addr
+	Owner *enrollpb.Pod // a copy
+}
+
+func (e *IPInUseError) Error() string {
+	return fmt.Sprintf("address %s is enrolled for attachment %s (pod %s/%s)", e.Addr, KeyOf(e.Owner),
+		e.Owner.GetNamespace(), e.Owner.GetName())
+}
+
+func (e *IPInUseError) Unwrap() error { return ErrIPInUse }
+
+// podAddrs returns the addresses of p's IPs that parse.
+func podAddrs(p *enrollpb.Pod) []netip.Addr {
+	out := make([]netip.Addr, 0, len(p.GetIps()))
+	for _, ip := range p.GetIps() {
+		if pr, err := netip.ParsePrefix(ip.GetAddress()); err == nil {
+			out = append(out, pr.Addr().Unmap())
+		}
+	}
+	return out
+}
 
 // Key identifies one pod attachment: the CNI key (container ID, interface
 // name) qualified by the CNI network name.
@@ -96,6 +135,8 @@ type Options struct {
 	Dir string
 	// MaxPods bounds the number of attachments; 0 means DefaultMaxPods.
 	MaxPods int
+	// MaxFileBytes bounds the registry file; 0 means DefaultMaxFileBytes.
+	MaxFileBytes int
 	// Observers are told about every pod, starting with those on disk.
 	Observers []Observer
 	// Logger receives recovery and persistence messages; nil discards.
@@ -115,11 +156,12 @@ type Stats struct {
 // Registry is the set of enrolled pod attachments. It is safe for concurrent
 // use.
 type Registry struct {
-	path      string
-	maxPods   int
-	observers []Observer
-	log       *slog.Logger
-	now       func() time.Time
+	path         string
+	maxPods      int
+	maxFileBytes int
+	observers    []Observer
+	log          *slog.Logger
+	now          func() time.Time
 
 	// beforeRename, if set, runs between writing the temporary file and
 	// renaming it into place. Tests use it to simulate a crash there.
@@ -128,6 +170,9 @@ type Registry struct {
 	mu     sync.Mutex
 	pods   map[Key]*enrollpb.Pod
 	nextID uint32
+	// owner maps each enrolled address to the attachment holding it, so
+	// one address always names one pod.
+	owner map[netip.Addr]Key
 
 	fullRejections atomic.Uint64
 }
@@ -152,13 +197,15 @@ func Open(opts Options) (*Registry, error) {
 		return nil, fmt.Errorf("registry: max pods must not be negative, got %d", opts.MaxPods)
 	}
 	r := &Registry{
-		path:      filepath.Join(opts.Dir, FileName),
-		maxPods:   cmp.Or(opts.MaxPods, DefaultMaxPods),
-		observers: slices.Clone(opts.Observers),
-		log:       opts.Logger,
-		now:       opts.Now,
-		pods:      make(map[Key]*enrollpb.Pod),
-		nextID:    1,
+		path:         filepath.Join(opts.Dir, FileName),
+		maxPods:      cmp.Or(opts.MaxPods, DefaultMaxPods),
+		maxFileBytes: cmp.Or(opts.MaxFileBytes, DefaultMaxFileBytes),
+		observers:    slices.Clone(opts.Observers),
+		log:          opts.Logger,
+		now:          opts.Now,
+		pods:         make(map[Key]*enrollpb.Pod),
+		owner:        make(map[netip.Addr]Key),
+		nextID:       1,
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -221,6 +268,18 @@ func (r *Registry) load() error {
 		}
 		r.pods[k] = p
 	}
+	for _, p := range r.sortedLocked() {
+		for _, a := range podAddrs(p) {
+			if o, taken := r.owner[a]; taken {
+				// Written by a daemon that did not check ownership: keep
+				// both pods, the older one owns the address.
+				r.log.Warn("registry file holds an address twice; the older pod keeps it",
+					"addr", a, "owner", o.String(), "also", KeyOf(p).String())
+				continue
+			}
+			r.owner[a] = KeyOf(p)
+		}
+	}
 	if len(r.pods) > r.maxPods {
 		// Loading more than the bound is allowed (the bound may have been
 		// lowered); only new enrollments are refused.
@@ -241,6 +300,11 @@ func (r *Registry) Enroll(p *enrollpb.Pod) (*enrollpb.Pod, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
+	for _, a := range podAddrs(p) {
+		if o, taken := r.owner[a]; taken && o != k {
+			return nil, fmt.Errorf("registry: enroll %s: %w", k, &IPInUseError{Addr: a, Owner: proto.CloneOf(r.pods[o])})
+		}
+	}
 	stored := proto.CloneOf(p)
 	old, replace := r.pods[k]
 	nextID := r.nextID
@@ -274,8 +338,14 @@ func (r *Registry) Enroll(p *enrollpb.Pod) (*enrollpb.Pod, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("registry: enroll %s: %w", k, err)
 	}
+	if replace {
+		r.dropOwnerLocked(old)
+	}
 	r.pods[k] = stored
 	r.nextID = nextID
+	for _, a := range podAddrs(stored) {
+		r.owner[a] = k
+	}
 
 	for _, o := range r.observers {
 		if replace && old.GetNetnsInode() != stored.GetNetnsInode() {
@@ -328,6 +398,7 @@ func (r *Registry) RemoveIf(drop func(*enrollpb.Pod) bool) ([]*enrollpb.Pod, err
 	out := make([]*enrollpb.Pod, 0, len(removed))
 	for _, p := range removed {
 		delete(r.pods, KeyOf(p))
+		r.dropOwnerLocked(p)
 		for _, o := range r.observers {
 			o.PodRemoved(proto.CloneOf(p))
 		}
@@ -383,6 +454,16 @@ func (r *Registry) Stats() Stats {
 // Path returns the registry file's path.
 func (r *Registry) Path() string { return r.path }
 
+// dropOwnerLocked forgets the addresses p owns.
+func (r *Registry) dropOwnerLocked(p *enrollpb.Pod) {
+	k := KeyOf(p)
+	for _, a := range podAddrs(p) {
+		if r.owner[a] == k {
+			delete(r.owner, a)
+		}
+	}
+}
+
 func (r *Registry) sortedLocked() []*enrollpb.Pod {
 	out := make([]*enrollpb.Pod, 0, len(r.pods))
 	for _, p := range r.pods {
@@ -412,6 +493,9 @@ func (r *Registry) persistLocked(nextID uint32, pods func(yield func(*enrollpb.P
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode registry: %w", err)
+	}
+	if len(data)+1 > r.maxFileBytes {
+		return fmt.Errorf("%d bytes, bound %d: %w", len(data)+1, r.maxFileBytes, ErrTooLarge)
 	}
 	return atomicfile.Write(r.path, append(data, '\n'), atomicfile.Options{Temp: r.path + tempSuffix, BeforeRename: r.beforeRename})
 }

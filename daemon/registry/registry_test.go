@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +19,87 @@ func pod(id string) *enrollpb.Pod {
 		Network: "kindnet", ContainerId: id, Ifname: "eth0",
 		Netns: "/var/run/netns/" + id, NetnsInode: 4026532000,
 		Namespace: "default", Name: "pod-" + id, Uid: "uid-" + id,
-		Ips: []*enrollpb.IPConfig{{Address: "10.0.0.5/24", Gateway: "10.0.0.1"}},
+		Ips: []*enrollpb.IPConfig{{Address: podAddr(id) + "/8", Gateway: "10.0.0.1"}},
+	}
+}
+
+// podAddr gives every test pod id its own address, as IPAM would.
+func podAddr(id string) string {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	v := h.Sum32()
+	return fmt.Sprintf("10.%d.%d.%d", byte(v>>16), byte(v>>8), byte(v)|1)
+}
+
+func TestEnrollRefusesAnAddressAnotherPodHolds(t *testing.T) {
+	r := open(t, t.TempDir())
+	if _, err := r.Enroll(pod("a")); err != nil {
+		t.Fatal(err)
+	}
+	thief := pod("b")
+	thief.Ips = pod("a").Ips
+	_, err := r.Enroll(thief)
+	var inUse *IPInUseError
+	if !errors.As(err, &inUse) || !errors.Is(err, ErrIPInUse) || inUse.Owner.GetContainerId() != "a" {
+		t.Fatalf("Enroll of a pod claiming a's address = %v, want an IPInUseError naming a", err)
+	}
+	// Re-enrolling the owner with the same address is a replacement, not a conflict.
+	if _, err := r.Enroll(pod("a")); err != nil {
+		t.Fatalf("re-enroll of the owner: %v", err)
+	}
+	if _, err := r.Remove(KeyOf(pod("a"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Enroll(thief); err != nil {
+		t.Fatalf("enroll after the owner left: %v", err)
+	}
+}
+
+func TestReenrollWithANewAddressFreesTheOldOne(t *testing.T) {
+	r := open(t, t.TempDir())
+	a := pod("a")
+	mustEnroll(t, r, a)
+	moved := pod("a")
+	moved.Ips = pod("moved").Ips
+	mustEnroll(t, r, moved)
+	b := pod("b")
+	b.Ips = a.Ips
+	if _, err := r.Enroll(b); err != nil {
+		t.Fatalf("enroll of a's old address after a moved: %v", err)
+	}
+	c := pod("c")
+	c.Ips = moved.Ips
+	if _, err := r.Enroll(c); !errors.Is(err, ErrIPInUse) {
+		t.Fatalf("enroll of a's new address = %v, want ErrIPInUse", err)
+	}
+}
+
+func TestAddressOwnershipSurvivesARestart(t *testing.T) {
+	dir := t.TempDir()
+	mustEnroll(t, open(t, dir), pod("a"))
+	r := open(t, dir)
+	b := pod("b")
+	b.Ips = pod("a").Ips
+	if _, err := r.Enroll(b); !errors.Is(err, ErrIPInUse) {
+		t.Fatalf("after reopening, enroll of a's address = %v, want ErrIPInUse", err)
+	}
+}
+
+func TestEnrollBeyondTheFileBoundIsRefusedAndNothingChanges(t *testing.T) {
+	r, err := Open(Options{Dir: t.TempDir(), MaxFileBytes: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Enroll(pod("a")); err != nil {
+		t.Fatal(err)
+	}
+	big := pod("b")
+	big.Name = strings.Repeat("x", 3000)
+	if _, err := r.Enroll(big); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Enroll past the file bound = %v, want ErrTooLarge", err)
+	}
+	if st := r.Stats(); st.Pods != 1 {
+		t.Errorf("%d pods after a refused enroll, want 1", st.Pods)
 	}
 }
 

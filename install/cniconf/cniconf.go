@@ -47,6 +47,11 @@ var extensions = [...]string{".conf", ".conflist", ".json"}
 // directory holds no network config at all.
 var ErrNoConfig = errors.New("no CNI network config found")
 
+// ErrNoMainPlugin is returned (wrapped, with the file) by Install when the
+// primary config's plugin list holds no plugin other than weir: weir only
+// chains after a main plugin, and the file is left untouched.
+var ErrNoMainPlugin = errors.New(`"plugins" holds no main plugin for weir to chain after (it is empty or holds only weir entries)`)
+
 // Action says what an operation did to the primary config.
 type Action string
 
@@ -158,6 +163,11 @@ func Install(dir string, entry Entry) (Result, error) {
 	}
 	if !doc.isList {
 		return convert(dir, path, doc, raw, want)
+	}
+	if !doc.hasMainPlugin() {
+		// Chained after nothing, weir has no prevResult and every ADD on
+		// the network would fail with CNI error 7.
+		return Result{}, fmt.Errorf("CNI config %s: %w", path, ErrNoMainPlugin)
 	}
 	action := doc.putEntry(want)
 	if action == Unchanged {

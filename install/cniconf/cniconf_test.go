@@ -63,6 +63,8 @@ var goldenCases = []struct {
 	{name: "conversion-target-taken", op: installWith(defaultEntry()), wantErr: "10-bridge.conflist already exists and is not a conversion of it"},
 	{name: "conversion-would-lose-primary", op: installWith(defaultEntry()), wantErr: "10-bridge.conf.json would then sort first"},
 	{name: "lone-weir", op: installWith(defaultEntry()), wantErr: `10-weir.conf: the config is a lone "weir" plugin`},
+	{name: "empty-plugins", op: installWith(defaultEntry()), wantErr: `10-empty.conflist: "plugins" holds no main plugin`},
+	{name: "only-weir", op: installWith(defaultEntry()), wantErr: `10-w.conflist: "plugins" holds no main plugin`},
 	{name: "not-a-list", op: installWith(defaultEntry()), wantErr: `10-odd.conflist: a .conflist must hold a "plugins" array`},
 }
 

@@ -181,6 +181,12 @@ func (d *document) removeEntries() bool {
 	return true
 }
 
+// hasMainPlugin reports whether the plugin list holds a plugin that is not
+// weir's entry.
+func (d *document) hasMainPlugin() bool {
+	return slices.ContainsFunc(d.plugins(), func(p any) bool { return !isWeir(p) })
+}
+
 // toList wraps a single-plugin config into a plugin list the way libcni's
 // ConfListFromConf does: the list takes the plugin's name and cniVersion, and
 // the plugin keeps all of its fields.

@@ -192,20 +192,27 @@ func env(c corev1.Container, name string) *corev1.EnvVar {
 // daemonConfig feeds the rendered ConfigMap and the daemon container's
 // arguments to weir-daemon's own strict config loader, with the environment
 // kubelet would substitute, and returns what the daemon would run with.
+// daemonSetConfigMap returns the name of the ConfigMap the DaemonSet's
+// config volume mounts, failing when the chart does not render it.
+func (o objects) daemonSetConfigMap(t *testing.T) string {
+	t.Helper()
+	var name string
+	for _, v := range o.daemonSet.Spec.Template.Spec.Volumes {
+		if v.Name == "config" && v.ConfigMap != nil {
+			name = v.ConfigMap.Name
+		}
+	}
+	if o.configMaps[name] == nil {
+		t.Fatalf("the config volume names ConfigMap %q, which the chart does not render", name)
+	}
+	return name
+}
+
 func daemonConfig(t *testing.T, o objects) config.Config {
 	t.Helper()
 	spec := o.daemonSet.Spec.Template.Spec
 	daemon := container(t, spec.Containers, "weir-daemon")
-	var cmName string
-	for _, v := range spec.Volumes {
-		if v.Name == "config" && v.ConfigMap != nil {
-			cmName = v.ConfigMap.Name
-		}
-	}
-	cm := o.configMaps[cmName]
-	if cm == nil {
-		t.Fatalf("the config volume names ConfigMap %q, which the chart does not render", cmName)
-	}
+	cm := o.configMaps[o.daemonSetConfigMap(t)]
 	dir := t.TempDir()
 	for name, content := range cm.Data {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
@@ -595,7 +602,19 @@ func TestWeirInstallAcceptsTheChartsArguments(t *testing.T) {
 		if err := os.WriteFile(plugin, []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		rewrite := strings.NewReplacer("=/host/opt/cni/bin", "="+binDir, "=/host/etc/cni/net.d", "="+confDir)
+		// weir-install --daemon-config reads the daemon's ConfigMap, mounted
+		// at /etc/weir in both containers.
+		cfgDir := hostDir("/etc/weir")
+		if err := os.MkdirAll(cfgDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, content := range o.configMaps[o.daemonSetConfigMap(t)].Data {
+			if err := os.WriteFile(filepath.Join(cfgDir, name), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rewrite := strings.NewReplacer("=/host/opt/cni/bin", "="+binDir, "=/host/etc/cni/net.d", "="+confDir,
+			"=/etc/weir/", "="+cfgDir+"/")
 		run := func(args []string, extra ...string) (string, error) {
 			var all []string
 			for _, a := range args {

@@ -364,6 +364,9 @@ func TestDaemonSetMountsTheHostPathsItsBinariesUse(t *testing.T) {
 		// The socket's directory, not the socket: a runtime restart
 		// replaces the socket file, which a file bind mount would not see.
 		{"weir-daemon", filepath.Dir(criSocket), filepath.Dir(criSocket), "", true},
+		// Repair reads libcni's cache; the mismatch check the CNI config.
+		{"weir-daemon", "/var/lib/cni", "/var/lib/cni", "", true},
+		{"weir-daemon", "/etc/cni/net.d", "/etc/cni/net.d", "", true},
 	} {
 		m, ok := mounts[w.container][w.hostPath]
 		if !ok {
@@ -422,13 +425,30 @@ func TestDaemonConfigLoads(t *testing.T) {
 		t.Errorf("node name %q, http %q: flags not applied", cfg.NodeName, cfg.HTTP)
 	}
 
-	// The plugin entry must point where the daemon listens and reads its spool.
-	install := container(t, spec.InitContainers, "install-cni")
-	if !slices.Contains(install.Args, "--daemon-socket="+cfg.Socket) {
-		t.Errorf("install-cni args %v do not point the plugin at the daemon socket %s", install.Args, cfg.Socket)
-	}
-	if !slices.Contains(install.Args, "--spool-dir="+cfg.SpoolDir) {
-		t.Errorf("install-cni args %v do not point the plugin at the daemon's spool %s", install.Args, cfg.SpoolDir)
+	// The plugin entry must point where the daemon listens and reads its
+	// spool: weir-install reads the daemon's own config file for both.
+	for _, c := range []corev1.Container{container(t, spec.InitContainers, "install-cni"), container(t, spec.Containers, "cni-watch")} {
+		var daemonConfig string
+		for _, a := range daemon.Args {
+			if v, ok := strings.CutPrefix(a, "--config="); ok {
+				daemonConfig = v
+			}
+		}
+		if !slices.Contains(c.Args, "--daemon-config="+daemonConfig) {
+			t.Errorf("%s args %v do not read the daemon's config %s", c.Name, c.Args, daemonConfig)
+		}
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "--daemon-socket") || strings.HasPrefix(a, "--spool-dir") {
+				t.Errorf("%s sets %s: a second source for what the daemon's config says", c.Name, a)
+			}
+		}
+		mounted := false
+		for _, m := range c.VolumeMounts {
+			mounted = mounted || (m.Name == configVolume(spec) && m.MountPath == filepath.Dir(daemonConfig))
+		}
+		if !mounted {
+			t.Errorf("%s does not mount the daemon's config at %s", c.Name, filepath.Dir(daemonConfig))
+		}
 	}
 }
 

@@ -58,6 +58,17 @@ func newFixture(t *testing.T, o fixtureOptions) *fixture {
 // newNetwork adds another weir-chained network enrolling with f's daemon.
 func (f *fixture) newNetwork(t *testing.T, failurePolicy string) *harness.Network {
 	t.Helper()
+	return f.newNetworkOpts(t, failurePolicy, nil)
+}
+
+// newNetworkWith is newNetwork with extra (or overriding) weir entry keys.
+func (f *fixture) newNetworkWith(t *testing.T, extra map[string]any) *harness.Network {
+	t.Helper()
+	return f.newNetworkOpts(t, "", extra)
+}
+
+func (f *fixture) newNetworkOpts(t *testing.T, failurePolicy string, extra map[string]any) *harness.Network {
+	t.Helper()
 	logFile := filepath.Join(t.TempDir(), "weir-plugin.log")
 	t.Cleanup(func() {
 		if b, err := os.ReadFile(logFile); err == nil && t.Failed() {
@@ -73,6 +84,7 @@ func (f *fixture) newNetwork(t *testing.T, failurePolicy string) *harness.Networ
 			Timeout:       "2s",
 			FailurePolicy: failurePolicy,
 			LogFile:       logFile,
+			Extra:         extra,
 		},
 	})
 }

@@ -715,9 +715,13 @@ func (x *GCRequest) GetValidAttachments() []*Attachment {
 	return nil
 }
 
+// GCResponse lists at most 256 removed pods (the daemon's
+// MaxGCRemovedListed) so a reply always fits the client's message limit;
+// removed_count is the number removed.
 type GCResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Removed       []*Pod                 `protobuf:"bytes,1,rep,name=removed,proto3" json:"removed,omitempty"`
+	RemovedCount  uint32                 `protobuf:"varint,2,opt,name=removed_count,json=removedCount,proto3" json:"removed_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -757,6 +761,13 @@ func (x *GCResponse) GetRemoved() []*Pod {
 		return x.Removed
 	}
 	return nil
+}
+
+func (x *GCResponse) GetRemovedCount() uint32 {
+	if x != nil {
+		return x.RemovedCount
+	}
+	return 0
 }
 
 // SpoolRecord is one call the plugin could not deliver because the daemon
@@ -909,10 +920,11 @@ const file_enroll_proto_rawDesc = "" +
 	"\x04pods\x18\x01 \x03(\v2\x13.weir.enroll.v1.PodR\x04pods\"n\n" +
 	"\tGCRequest\x12\x18\n" +
 	"\anetwork\x18\x01 \x01(\tR\anetwork\x12G\n" +
-	"\x11valid_attachments\x18\x02 \x03(\v2\x1a.weir.enroll.v1.AttachmentR\x10validAttachments\";\n" +
+	"\x11valid_attachments\x18\x02 \x03(\v2\x1a.weir.enroll.v1.AttachmentR\x10validAttachments\"`\n" +
 	"\n" +
 	"GCResponse\x12-\n" +
-	"\aremoved\x18\x01 \x03(\v2\x13.weir.enroll.v1.PodR\aremoved\"\xbb\x01\n" +
+	"\aremoved\x18\x01 \x03(\v2\x13.weir.enroll.v1.PodR\aremoved\x12#\n" +
+	"\rremoved_count\x18\x02 \x01(\rR\fremovedCount\"\xbb\x01\n" +
 	"\vSpoolRecord\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\x06enroll\x18\x02 \x01(\v2\x1d.weir.enroll.v1.EnrollRequestH\x00R\x06enroll\x12=\n" +

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/install/cnibin"
 	"github.com/weirnet/weir/install/cniconf"
 	"github.com/weirnet/weir/netconf"
@@ -39,7 +40,10 @@ type options struct {
 	resync          time.Duration
 	uninstallOnExit bool
 	debug           bool
-	entry           cniconf.Entry
+	daemonConfig    string
+	// set names the flags given on the command line.
+	set   map[string]bool
+	entry cniconf.Entry
 }
 
 func main() {
@@ -50,6 +54,9 @@ func run(args []string, stderr io.Writer) int {
 	opts, err := parseFlags(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if err == nil {
+		err = applyDaemonConfig(&opts)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "weir-install: %v\n", err)
@@ -82,6 +89,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.resync, "resync", cniconf.DefaultResync, "with --watch, period of the unconditional re-check")
 	fs.BoolVar(&o.uninstallOnExit, "uninstall-on-exit", false, "with --watch, remove the entry on SIGINT/SIGTERM")
 	fs.BoolVar(&o.debug, "debug", false, "log at debug level")
+	fs.StringVar(&o.daemonConfig, "daemon-config", "",
+		"weir-daemon's --config `file`: the entry's daemonSocket and spoolDir are taken from it (the daemon's socket and spoolDir), so plugin and daemon cannot disagree")
 
 	e := &o.entry
 	fs.StringVar(&e.DaemonSocket, "daemon-socket", netconf.DefaultDaemonSocket, "netconf daemonSocket: weir-daemon's enrollment socket")
@@ -100,6 +109,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	e.ExcludeNamespaces = []string{}
 	if *excl != "" {
 		for ns := range strings.SplitSeq(*excl, ",") {
@@ -120,6 +131,36 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 	}
 	return o, nil
+}
+
+// applyDaemonConfig sets the entry's daemonSocket and spoolDir from the
+// daemon's own configuration file, read with the daemon's loader, so the
+// plugin dials the socket the daemon serves and spools where it drains. An
+// explicit --daemon-socket or --spool-dir that disagrees is an error.
+func applyDaemonConfig(o *options) error {
+	if o.daemonConfig == "" || o.uninstall {
+		return nil
+	}
+	cfg, err := config.Load([]string{"--config", o.daemonConfig})
+	if err != nil {
+		return fmt.Errorf("--daemon-config %s: %w", o.daemonConfig, err)
+	}
+	for _, f := range []struct {
+		flag  string
+		field *string
+		value string
+		key   string
+	}{
+		{"daemon-socket", &o.entry.DaemonSocket, cfg.Socket, "socket"},
+		{"spool-dir", &o.entry.SpoolDir, cfg.SpoolDir, "spoolDir"},
+	} {
+		if o.set[f.flag] && *f.field != f.value {
+			return fmt.Errorf("--%s %s conflicts with the daemon's %s %s in %s; drop the flag",
+				f.flag, *f.field, f.key, f.value, o.daemonConfig)
+		}
+		*f.field = f.value
+	}
+	return o.entry.Validate()
 }
 
 func execute(ctx context.Context, o options, log *slog.Logger) error {

@@ -127,6 +127,11 @@ func TestFailuresExitOne(t *testing.T) {
 			content: `{"cniVersion":"0.3.1","name":"cbr0","plugins":[{"type":"flannel"}]}`,
 			wantErr: `cniVersion \"0.3.1\" is not supported by the weir plugin`,
 		},
+		{
+			name: "empty plugin list", file: "10-empty.conflist",
+			content: `{"cniVersion":"1.0.0","name":"empty","plugins":[]}`,
+			wantErr: `holds no main plugin`,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -246,5 +251,36 @@ func TestWatchStopsOnSIGTERMAndUninstalls(t *testing.T) {
 	}
 	if got := plugins(t, path); len(got) != 1 || got[0]["type"] != "bridge" {
 		t.Errorf("plugins after exit with --uninstall-on-exit: %v", got)
+	}
+}
+
+// One source for the socket and spool: the entry gets the daemon's values
+// from the daemon's own config file.
+func TestDaemonConfigSetsTheEntrysSocketAndSpool(t *testing.T) {
+	e := newEnv(t)
+	conf := e.write(t, "10-bridge.conflist", `{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"bridge"}]}`)
+	daemonConf := filepath.Join(t.TempDir(), "daemon.yaml")
+	if err := os.WriteFile(daemonConf, []byte("socket: /run/w/d.sock\nstateDir: /var/lib/w\nnodeName: n1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := run(e.args("--daemon-config", daemonConf), &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, &stderr)
+	}
+	ps := plugins(t, conf)
+	w := ps[len(ps)-1]
+	if w["daemonSocket"] != "/run/w/d.sock" || w["spoolDir"] != "/var/lib/w/spool" {
+		t.Errorf("weir entry %v, want the daemon's socket /run/w/d.sock and spool /var/lib/w/spool", w)
+	}
+
+	// A flag that disagrees with the daemon's file is refused, file untouched.
+	before, _ := os.ReadFile(conf)
+	stderr.Reset()
+	if code := run(e.args("--daemon-config", daemonConf, "--spool-dir", "/elsewhere"), &stderr); code != 2 ||
+		!strings.Contains(stderr.String(), "conflicts with the daemon's spoolDir") {
+		t.Fatalf("exit %d, stderr %q; want 2 and a conflict message", code, &stderr)
+	}
+	if after, _ := os.ReadFile(conf); !bytes.Equal(before, after) {
+		t.Error("config changed by a refused run")
 	}
 }

@@ -33,8 +33,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
 {{- end -}}
 
-{{/* The daemon's enrollment socket and state directory: the plugin's
-daemonSocket and spoolDir (set by weir-install) must agree with them. */}}
+{{/* The daemon's enrollment socket and state directory. weir-install
+--daemon-config reads them from the daemon's own config file and writes them
+into the plugin's daemonSocket and spoolDir: one source, so they cannot
+disagree. */}}
 {{- define "weir.socket" -}}/run/weir/weir.sock{{- end -}}
 {{- define "weir.stateDir" -}}/var/lib/weir{{- end -}}
 
@@ -43,8 +45,7 @@ sidecar: both write the same CNI entry. */}}
 {{- define "weir.installArgs" -}}
 - --cni-bin-dir=/host/opt/cni/bin
 - --cni-conf-dir=/host/etc/cni/net.d
-- --daemon-socket={{ include "weir.socket" . }}
-- --spool-dir={{ include "weir.stateDir" . }}/spool
+- --daemon-config=/etc/weir/daemon.yaml
 - --failure-policy={{ .Values.cni.failurePolicy }}
 - --exclude-namespaces={{ join "," .Values.excludeNamespaces }}
 {{- end -}}
