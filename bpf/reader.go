@@ -152,6 +152,9 @@ func decode(b []byte, sink event.Sink, ps ProcessSink, reasons dropReasons) erro
 		if int(h.Captured) > len(payload) || h.Captured > h.Size {
 			return fmt.Errorf("data record claims %d captured of %d bytes, carries %d", h.Captured, h.Size, len(payload))
 		}
+		if int(h.Skip) >= event.NumSkipReasons || (h.Skip != 0) != (h.Captured < h.Size) {
+			return fmt.Errorf("data record with %d of %d bytes captured has skip reason %d", h.Captured, h.Size, h.Skip)
+		}
 		d := event.Data{
 			Conn:         event.ConnID(h.ConnId),
 			Proc:         process(&h.Proc),
@@ -163,6 +166,7 @@ func decode(b []byte, sink event.Sink, ps ProcessSink, reasons dropReasons) erro
 			Size:         h.Size,
 			Payload:      payload[:h.Captured:h.Captured],
 			Truncated:    h.Truncated != 0,
+			Skip:         event.SkipReason(h.Skip),
 			Start:        event.Timestamp(h.StartNs),
 			End:          event.Timestamp(h.EndNs),
 		}
