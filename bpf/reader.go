@@ -38,6 +38,7 @@ type ReaderStats struct {
 	Records      uint64 // ring buffer records read
 	DecodeErrors uint64 // records that were malformed or of unknown type
 	ScanDropped  uint64 // processes found by Enroll's scan that did not fit the queue
+	HintFailures uint64 // HintHTTP1/SkipBody/ForgetHint calls that failed
 	// RingBufferUsed is how many bytes wait in the ring buffer to be read
 	// now, out of RingBufferSize: a reader falling behind shows here
 	// before the kernel side starts dropping.
@@ -50,6 +51,7 @@ func (c *Collector) ReaderStats() ReaderStats {
 		Records:      c.stats.records.Load(),
 		DecodeErrors: c.stats.decodeErrors.Load(),
 		ScanDropped:  c.stats.scanDropped.Load(),
+		HintFailures: c.hints.failures.Load(),
 
 		RingBufferUsed: c.reader.AvailableBytes(),
 		RingBufferSize: c.reader.BufferSize(),

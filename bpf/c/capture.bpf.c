@@ -838,7 +838,7 @@ static const char h2_preface[24] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /*
  * Decides the walker mode of a direction at its first syscall (stream
  * offset 0), from the first bytes of its first segment: the HTTP/2 client
- * preface, or a SETTINGS frame header (what a server sends first). Either
+ * preface (or at least its first 4 bytes), or a SETTINGS frame header (what a server sends first). Either
  * side may be the client: a connection first seen through data has no
  * role. A preface also makes the other direction HTTP/2 from its offset 0
  * if nothing moved there yet.
@@ -858,19 +858,20 @@ static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop
 		at = (__u64)v.iov_base;
 		len = v.iov_len;
 	}
+	len = min64(len, sizeof(b));
 	len = min64(len, l->left);
-	if (len < 9 || bpf_probe_read_user(b, 9, (const void *)at))
+	if (len < 4 || bpf_probe_read_user(b, len, (const void *)at))
 		return;
 	/* SETTINGS, no flags, stream 0, a whole number of settings. */
-	if (b[3] == 0x4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] &&
+	if (len >= 9 && b[3] == 0x4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] &&
 	    ((__u32)b[0] << 16 | (__u32)b[1] << 8 | b[2]) % 6 == 0) {
 		w->mode = W_H2;
 		return;
 	}
-	if (len < sizeof(b) || bpf_probe_read_user(b, sizeof(b), (const void *)at))
-		return;
+	/* The preface, or a prefix of it of at least "PRI " (a reader may
+	 * take it in pieces): nothing else starts that way. */
 	for (int i = 0; i < sizeof(b); i++)
-		if (b[i] != h2_preface[i])
+		if (i < len && b[i] != h2_preface[i])
 			return;
 	/* The preface is walked as a payload without a header. */
 	w->mode = W_H2;
