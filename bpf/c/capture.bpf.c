@@ -848,6 +848,7 @@ static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop
 	struct walk_state *w = &l->w;
 	__u8 b[24];
 	__u64 at = l->base, len = l->seg_left;
+	__u32 n;
 
 	w->mode = W_OPAQUE;
 	if (l->iov) {
@@ -858,12 +859,15 @@ static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop
 		at = (__u64)v.iov_base;
 		len = v.iov_len;
 	}
-	len = min64(len, sizeof(b));
 	len = min64(len, l->left);
-	if (len < 4 || bpf_probe_read_user(b, len, (const void *)at))
+	n = len > sizeof(b) ? sizeof(b) : len;
+	/* Bounded where the helper's argument is: 6.1's verifier loses the
+	 * bound of a min() computed in 64 bits by the time of the call. */
+	asm volatile("" : "+r"(n));
+	if (n < 4 || n > sizeof(b) || bpf_probe_read_user(b, n, (const void *)at))
 		return;
 	/* SETTINGS, no flags, stream 0, a whole number of settings. */
-	if (len >= 9 && b[3] == 0x4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] &&
+	if (n >= 9 && b[3] == 0x4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] &&
 	    ((__u32)b[0] << 16 | (__u32)b[1] << 8 | b[2]) % 6 == 0) {
 		w->mode = W_H2;
 		return;
@@ -871,7 +875,7 @@ static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop
 	/* The preface, or a prefix of it of at least "PRI " (a reader may
 	 * take it in pieces): nothing else starts that way. */
 	for (int i = 0; i < sizeof(b); i++)
-		if (i < len && b[i] != h2_preface[i])
+		if (i < n && b[i] != h2_preface[i])
 			return;
 	/* The preface is walked as a payload without a header. */
 	w->mode = W_H2;
