@@ -75,6 +75,12 @@ type Stats struct {
 	Gaps        uint64 // runs of missing bytes declared to streams
 	GapBytes    uint64 // bytes in those runs
 	Truncated   uint64 // events whose payload was shorter than their size
+	// PayloadBytes counts the payload bytes of data events received: what
+	// was copied out of the kernel.
+	PayloadBytes uint64
+	// SkippedBytes counts the bytes of events the kernel did not copy,
+	// by why (event.SkipReason), whether or not they were delivered.
+	SkippedBytes [event.NumSkipReasons]uint64
 	// BytesDropped counts bytes of received events that were not
 	// delivered: late, out-of-window, duplicate or overlapping data.
 	BytesDropped uint64
@@ -233,7 +239,7 @@ func (t *Table) Data(e event.Data) {
 	}
 	h := &c.dirs[e.Direction]
 	h.account(&t.stats, e, len(payload))
-	t.reassemble(c, h, e.Seq, e.StreamOffset, e.Size, payload, e.Start, e.End)
+	t.reassemble(c, h, e.Seq, e.StreamOffset, e.Size, e.Skip, payload, e.Start, e.End)
 }
 
 // Sweep flushes reorder buffers that waited longer than ReorderDelay and
@@ -505,6 +511,22 @@ type Conn struct {
 }
 
 func (c *Conn) fdKey() fdKey { return fdKey{c.Proc.TGID, c.FD} }
+
+// OpenSeen reports whether the connection's connect or accept was seen, so
+// its streams are known from their first byte. It is false for a
+// connection first seen through data: one that existed before the daemon
+// started (the kernel reports it with the data syscall that revealed it),
+// was inherited, or whose open event was lost.
+func (c *Conn) OpenSeen() bool {
+	if !c.opened {
+		return false
+	}
+	switch c.openSyscall {
+	case event.SysConnect, event.SysAccept, event.SysAccept4:
+		return true
+	}
+	return false
+}
 
 // Stream returns the Stream of the connection: the one its StreamFactory
 // made (NopStream when that returned nil), or nil once the connection has
