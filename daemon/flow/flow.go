@@ -98,8 +98,12 @@ type KernelOp struct {
 
 // Exchange is one HTTP request and its response on a connection. Ops are
 // the read and write operations of the connection whose syscalls carried
-// the exchange's bytes (bounded; may be empty when the kernel side
-// reported no metrics).
+// the exchange's bytes: the request's direction within the request's
+// span, the response's within the response's. Each read and write is in
+// the Ops of at most one exchange (the first delivered that claims it), so
+// a consumer that counts them per exchange counts each once; those no
+// exchange claimed go to OpConsumer.ConnOp instead. Ops is bounded
+// (OpsPerExchange in the pipeline; the rest go to ConnOp too).
 type Exchange struct {
 	Conn   *Connection
 	Record *record.Record
@@ -112,6 +116,40 @@ type Exchange struct {
 type Consumer interface {
 	KernelOp(*KernelOp)
 	Exchange(*Exchange)
+}
+
+// Protocol is what the pipeline knew a connection to carry when it handed
+// an operation on.
+type Protocol uint8
+
+const (
+	ProtoUnknown Protocol = iota // too few bytes seen to tell
+	ProtoTCP                     // not HTTP (or no longer parsed as HTTP)
+	ProtoHTTP1
+	ProtoHTTP2
+	// ProtoTLS is a connection whose first bytes were a TLS handshake
+	// record: Weir sees its ciphertext only, so it carries no exchanges.
+	ProtoTLS
+)
+
+// OpConsumer is a Consumer that wants every kernel operation exactly once
+// in total, for a receiver that counts every operation it is given (the
+// SkyWalking OAP): ConnOp receives connect, accept and close, and the
+// reads and writes that no Exchange's Ops hold; the rest arrive in
+// Exchange.Ops. KernelOp still receives every operation as it completes
+// (for consumers that count all of them), so an OpConsumer ignores it for
+// what ConnOp and Exchange deliver.
+//
+// ConnOp is called once the operation's place is known: a read or write
+// when no exchange can claim it any more (the connection is not HTTP,
+// an HTTP/1 exchange after it was delivered, it waited IOHoldDelay, the
+// per-connection bound pushed it out, or the connection closed); a
+// connect or accept when the connection's first read or write completed
+// (so that proto says what the connection carries) or it closed. proto is
+// the connection's protocol at that moment.
+type OpConsumer interface {
+	Consumer
+	ConnOp(op *KernelOp, proto Protocol)
 }
 
 // Retransmit is a segment TCP resent on a connection outside the

@@ -53,7 +53,14 @@ type builder struct {
 type group struct {
 	conn *flow.Connection
 	ops  []*flow.KernelOp
-	exs  []*flow.Exchange
+	// starts says, per op, whether it is the first op of its queue entry
+	// (an unexportable exchange brings several): summed per message, it
+	// says how many entries a message carries.
+	starts []bool
+	exs    []*flow.Exchange
+	// proto is the connection's protocol as last known from the group's
+	// entries (ProtoUnknown when none said).
+	proto flow.Protocol
 }
 
 func newBuilder(tmpl *template.Template, cluster, node string, st *stats) *builder {
@@ -77,7 +84,7 @@ func (b *builder) group(batch []entry) {
 		g := &b.groups[i]
 		clear(g.ops) // do not keep acknowledged values alive
 		clear(g.exs)
-		*g = group{ops: g.ops[:0], exs: g.exs[:0]}
+		*g = group{ops: g.ops[:0], starts: g.starts[:0], exs: g.exs[:0]}
 	}
 	b.groups = b.groups[:0]
 	for _, e := range batch {
@@ -94,23 +101,47 @@ func (b *builder) group(batch []entry) {
 			b.groups[gi].conn = c
 		}
 		g := &b.groups[gi]
-		if e.op != nil {
+		switch {
+		case e.op != nil:
 			g.ops = append(g.ops, e.op)
-		} else if unexportable(e.ex.Record) != "" {
+			g.starts = append(g.starts, true)
+			if e.proto != flow.ProtoUnknown {
+				g.proto = e.proto
+			}
+		case unexportable(e.ex.Record) != "":
 			g.ops = append(g.ops, e.ex.Ops...) // counted when it was queued
-		} else {
+			for i := range e.ex.Ops {
+				g.starts = append(g.starts, i == 0)
+			}
+			g.proto = recordProto(e.ex.Record)
+		default:
 			g.exs = append(g.exs, e.ex)
+			g.proto = recordProto(e.ex.Record)
 		}
 	}
 }
 
-// groupProtocol is the protocol of a group's connection: that of its first
-// exchange, TCP when it has none.
+// groupProtocol is the protocol of a group's connection: what the
+// pipeline or its exchanges said the connection carries, not what kinds of
+// entries the batch happens to hold (a batch holding only the connect of
+// an HTTP connection is HTTP). TCP when nothing said otherwise, and for
+// TLS, whose content Weir cannot read.
 func groupProtocol(g *group) alv3.AccessLogProtocolType {
-	if len(g.exs) > 0 {
-		return protocolType(g.exs[0].Record.Protocol)
+	switch g.proto {
+	case flow.ProtoHTTP1:
+		return alv3.AccessLogProtocolType_HTTP_1
+	case flow.ProtoHTTP2:
+		return alv3.AccessLogProtocolType_HTTP_2
 	}
 	return alv3.AccessLogProtocolType_TCP
+}
+
+// recordProto is the connection protocol an exchange shows.
+func recordProto(r *record.Record) flow.Protocol {
+	if r != nil && r.Protocol == record.HTTP2 {
+		return flow.ProtoHTTP2
+	}
+	return flow.ProtoHTTP1
 }
 
 // unexportable says why an exchange cannot be sent as an HTTP protocol log,

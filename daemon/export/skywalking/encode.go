@@ -193,6 +193,9 @@ type rawMessage struct {
 type encoder struct {
 	buf  []byte       // every message of the batch, back to back
 	ends []int        // end offset in buf of each message
+	// entries is how many queue entries each message carries (the
+	// entries of a message that was never written are dropped as such).
+	entries []int
 	msgs []rawMessage // views of buf, handed to the sender
 }
 
@@ -202,6 +205,7 @@ func (e *encoder) reset() {
 	clear(e.msgs)
 	e.msgs = e.msgs[:0]
 	e.ends = e.ends[:0]
+	e.entries = e.entries[:0]
 	if cap(e.buf) > maxRetainedEncodeBytes {
 		e.buf = nil
 	}
@@ -231,22 +235,29 @@ func (b *builder) encode(batch []entry, node []byte) []rawMessage {
 	for gi := range b.groups {
 		g := &b.groups[gi]
 		proto := groupProtocol(g)
+		tls := g.proto == flow.ProtoTLS
 		withConn := true
 		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
 			end := min(start+maxKernelLogsPerMessage, len(g.ops))
-			buf = b.appendHead(buf, node, g.conn, proto, &withConn)
-			for _, op := range g.ops[start:end] {
+			buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
+			n := 0
+			for i, op := range g.ops[start:end] {
 				buf = appendKernelLog(buf, fMsgKernelLogs, op)
+				if g.starts[start+i] {
+					n++
+				}
 			}
 			e.ends = append(e.ends, len(buf))
+			e.entries = append(e.entries, n)
 		}
 		for _, ex := range g.exs {
-			buf = b.appendHead(buf, node, g.conn, proto, &withConn)
+			buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
 			for _, op := range ex.Ops {
 				buf = appendKernelLog(buf, fMsgKernelLogs, op)
 			}
 			buf = appendHTTPLog(buf, fMsgProtocolLog, ex.Record)
 			e.ends = append(e.ends, len(buf))
+			e.entries = append(e.entries, 1)
 		}
 	}
 	e.buf = buf
@@ -263,13 +274,13 @@ func (b *builder) release() { b.enc.reset() }
 
 // appendHead starts a message: node on the first message of the batch, the
 // connection on the first message of its group.
-func (b *builder) appendHead(buf, node []byte, c *flow.Connection, proto alv3.AccessLogProtocolType, withConn *bool) []byte {
+func (b *builder) appendHead(buf, node []byte, c *flow.Connection, proto alv3.AccessLogProtocolType, tls bool, withConn *bool) []byte {
 	if len(b.enc.ends) == 0 {
 		buf = append(buf, node...)
 	}
 	if *withConn {
 		*withConn = false
-		buf = b.appendConnection(buf, fMsgConnection, c, proto)
+		buf = b.appendConnection(buf, fMsgConnection, c, proto, tls)
 	}
 	return buf
 }
@@ -304,7 +315,7 @@ func encodeNode(cfg Config) []byte {
 	return closeField(b, m)
 }
 
-func (b *builder) appendConnection(buf []byte, num protowire.Number, c *flow.Connection, proto alv3.AccessLogProtocolType) []byte {
+func (b *builder) appendConnection(buf []byte, num protowire.Number, c *flow.Connection, proto alv3.AccessLogProtocolType, tls bool) []byte {
 	buf, m := openField(buf, num)
 	buf = b.appendLocalAddress(buf, fConnLocal, c)
 	buf = b.appendRemoteAddress(buf, fConnRemote, c.Remote)
@@ -313,9 +324,14 @@ func (b *builder) appendConnection(buf []byte, num protowire.Number, c *flow.Con
 		role = commonv3.DetectPoint_server
 	}
 	buf = appendVarint(buf, fConnRole, uint64(role))
-	// Weir sees plaintext syscalls only; TLS detection would need uprobes
-	// on the TLS libraries, which it does not attach.
-	buf = appendVarint(buf, fConnTLSMode, uint64(alv3.AccessLogConnectionTLSMode_Plain))
+	// Weir sees the syscalls' bytes: a connection that began with a TLS
+	// handshake is TLS (its content unread: protocol TCP); decrypting it
+	// would need uprobes on the TLS libraries, which Weir does not attach.
+	mode := alv3.AccessLogConnectionTLSMode_Plain
+	if tls {
+		mode = alv3.AccessLogConnectionTLSMode_TLS
+	}
+	buf = appendVarint(buf, fConnTLSMode, uint64(mode))
 	buf = appendVarint(buf, fConnProtocol, uint64(proto))
 	return closeField(buf, m)
 }

@@ -247,7 +247,7 @@ func (g gen) batch(n, k int) []entry {
 	for range 1 + g.n(n) {
 		c := conns[g.n(len(conns))]
 		if g.n(3) == 0 {
-			batch = append(batch, entry{op: g.op(c)})
+			batch = append(batch, entry{op: g.op(c), proto: flow.Protocol(g.n(int(flow.ProtoTLS) + 1))})
 			continue
 		}
 		ex := &flow.Exchange{Conn: c, Record: g.record()}
@@ -524,7 +524,7 @@ func TestRawCodecKeepsTheWireUnchanged(t *testing.T) {
 	s := &sender{e: e, batch: batch, msgs: e.b.encode(batch, e.node)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.stream(ctx); err != nil {
+	if _, err := s.stream(ctx); err != nil {
 		t.Fatal(err)
 	}
 	cts.mu.Lock()

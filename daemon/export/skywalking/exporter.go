@@ -22,12 +22,21 @@
 // KubernetesProcessAddress, anything else an IPAddress the OAP resolves.
 //
 // Each kernel operation must reach the OAP once, since it counts every
-// kernel log of every message. Weir's pipeline hands every read and write to
-// KernelOp and again, for HTTP connections, in the Ops of the Exchange they
-// carried; so by default (Config.StandaloneIO false) reads and writes given
-// to KernelOp are not sent — they travel with their protocol log, as the
-// OAP relates them — and connect, accept and close are sent on their own.
-// A pipeline that hands each read and write only once sets StandaloneIO.
+// kernel log of every message. The Exporter is a flow.OpConsumer: the
+// pipeline hands each read and write either in the Ops of the one exchange
+// that claimed it (sent as that protocol log's kernel logs, as the OAP
+// relates them) or on its own through ConnOp (sent with the connection's
+// other kernel logs), and connect, accept and close through ConnOp; the
+// KernelOp calls every consumer gets are ignored.
+//
+// Delivery is at most once. The OAP processes each message as it arrives
+// and never rolls a stream back, so a batch is retried only while none of
+// its messages was handed to the stream; after a partial send the rest of
+// the batch is dropped and counted (entries_dropped_total{reason=
+// "partial_send"} for the entries whose messages were never written,
+// {reason="unacknowledged"} for those written to a stream that then failed:
+// the OAP may or may not have them). A flapping OAP thus costs data rather
+// than double counts.
 package skywalking
 
 import (
@@ -136,10 +145,6 @@ type Config struct {
 	// ServiceNameTemplate is a text/template over ServiceNameData giving
 	// the service name of a pod.
 	ServiceNameTemplate string
-	// StandaloneIO sends reads and writes given to KernelOp. Leave it off
-	// when the same operations also arrive in Exchange.Ops (see the
-	// package doc): they would be counted twice.
-	StandaloneIO bool
 }
 
 func (c *Config) setDefaults() error {
@@ -232,7 +237,7 @@ type Exporter struct {
 	running  atomic.Bool
 }
 
-var _ flow.Consumer = (*Exporter)(nil)
+var _ flow.OpConsumer = (*Exporter)(nil)
 
 // New validates cfg and prepares an exporter. It does not connect: the
 // connection is made by Run, and retried there for as long as it runs.
@@ -342,21 +347,21 @@ func HostInterfaces() ([]NetInterface, error) {
 // Name implements the daemon's Component.
 func (e *Exporter) Name() string { return "skywalking" }
 
-// KernelOp implements flow.Consumer. It never blocks on the network.
-func (e *Exporter) KernelOp(op *flow.KernelOp) {
+// KernelOp implements flow.Consumer. The exporter takes operations once
+// each through ConnOp and Exchange instead (see the package doc).
+func (e *Exporter) KernelOp(*flow.KernelOp) {}
+
+// ConnOp implements flow.OpConsumer. It never blocks on the network.
+func (e *Exporter) ConnOp(op *flow.KernelOp, proto flow.Protocol) {
 	e.stats.received.Add(1)
 	if op == nil || op.Conn == nil {
 		e.stats.filtered(filterInvalid)
 		return
 	}
-	if !e.cfg.StandaloneIO && (op.Kind == flow.OpRead || op.Kind == flow.OpWrite) {
-		e.stats.filtered(filterStandaloneIO)
-		return
-	}
 	if !e.admit(op.Conn) {
 		return
 	}
-	e.push(entry{op: op, size: sizeEntry + opSize(op)})
+	e.push(entry{op: op, proto: proto, size: sizeEntry + opSize(op)})
 }
 
 // Exchange implements flow.Consumer. It never blocks on the network.
@@ -514,11 +519,31 @@ func (s *sender) try(ctx context.Context) bool {
 		e.stats.reconnects.Add(1)
 	}
 	start := time.Now()
-	if err := s.stream(ctx); err != nil {
+	if written, err := s.stream(ctx); err != nil {
 		e.stats.streamErrors.Add(1)
-		if !s.failed {
-			e.log.Warn("SkyWalking OAP stream failed; keeping the batch and retrying with backoff",
-				"oap", e.cfg.OAP, "entries", len(s.batch), "retry_in", s.wait, "error", err)
+		if written == 0 {
+			// Nothing reached the stream: resending counts nothing twice.
+			if !s.failed {
+				e.log.Warn("SkyWalking OAP stream failed; keeping the batch and retrying with backoff",
+					"oap", e.cfg.OAP, "entries", len(s.batch), "retry_in", s.wait, "error", err)
+			}
+		} else {
+			// The OAP may have processed the written messages already
+			// and never rolls back: resending would count them twice.
+			unacked, unsent := 0, 0
+			for i, n := range e.b.enc.entries {
+				if i < written {
+					unacked += n
+				} else {
+					unsent += n
+				}
+			}
+			e.stats.dropped(dropUnacknowledged, uint64(unacked))
+			e.stats.dropped(dropPartialSend, uint64(unsent))
+			e.log.Warn("SkyWalking OAP stream failed part-way; dropping the batch rather than counting it twice",
+				"oap", e.cfg.OAP, "messages_written", written, "messages", len(s.msgs),
+				"unacknowledged", unacked, "unsent", unsent, "retry_in", s.wait, "error", err)
+			s.drop()
 		}
 		s.failed = true
 		return false
@@ -531,14 +556,22 @@ func (s *sender) try(ctx context.Context) bool {
 	e.stats.messages.Add(uint64(len(s.msgs)))
 	e.stats.streams.Add(1)
 	e.log.Debug("SkyWalking batch acknowledged", "entries", len(s.batch), "messages", len(s.msgs), "took", time.Since(start))
-	e.q.release(s.batch)
-	clear(s.batch)
-	s.batch, s.msgs = s.batch[:0], nil
-	e.b.release()
+	s.drop()
 	return true
 }
 
-func (s *sender) stream(ctx context.Context) error {
+// drop ends the in-flight batch: acknowledged, or given up.
+func (s *sender) drop() {
+	s.e.q.release(s.batch)
+	clear(s.batch)
+	s.batch, s.msgs = s.batch[:0], nil
+	s.e.b.release()
+}
+
+// stream sends the batch's messages on one collect stream and waits for the
+// acknowledgement. On failure it also says how many messages SendMsg took
+// (they may have reached the OAP).
+func (s *sender) stream(ctx context.Context) (written int, err error) {
 	e := s.e
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.SendTimeout)
 	defer cancel()
@@ -547,18 +580,18 @@ func (s *sender) stream(ctx context.Context) error {
 	}
 	st, err := collectStream(ctx, e.conn, e.codec)
 	if err != nil {
-		return fmt.Errorf("opening collect stream: %w", err)
+		return 0, fmt.Errorf("opening collect stream: %w", err)
 	}
 	for i := range s.msgs {
 		if err := st.SendMsg(&s.msgs[i]); err != nil {
 			// The real error is the stream's status, which
 			// CloseAndRecv returns; Send only reports io.EOF.
 			_, rerr := closeAndRecv(st)
-			return fmt.Errorf("sending message %d of %d: %w", i+1, len(s.msgs), errors.Join(err, rerr))
+			return i, fmt.Errorf("sending message %d of %d: %w", i+1, len(s.msgs), errors.Join(err, rerr))
 		}
 	}
 	if _, err := closeAndRecv(st); err != nil {
-		return fmt.Errorf("waiting for the acknowledgement of %d messages: %w", len(s.msgs), err)
+		return len(s.msgs), fmt.Errorf("waiting for the acknowledgement of %d messages: %w", len(s.msgs), err)
 	}
-	return nil
+	return 0, nil
 }

@@ -13,20 +13,21 @@ const (
 	filterUnknownRole          // connection role unknown (first seen through data)
 	filterInvalid              // nil op, exchange, connection or record
 	filterNothingToSend        // exchange that is no protocol log and has no kernel operations
-	filterStandaloneIO         // read/write sent with its exchange instead (Config.StandaloneIO off)
 	numFilters
 )
 
-var filterNames = [numFilters]string{"excluded_namespace", "unknown_role", "invalid", "nothing_to_send", "io_sent_with_exchange"}
+var filterNames = [numFilters]string{"excluded_namespace", "unknown_role", "invalid", "nothing_to_send"}
 
 const (
 	dropQueueFull = iota // evicted as oldest, or arrived when only in-flight entries were left
 	dropTooLarge         // one entry larger than QueueBytes
 	dropShutdown         // still queued when Run stopped
+	dropPartialSend      // not written: its stream failed after earlier messages were (at most once)
+	dropUnacknowledged   // written to a stream that failed before the acknowledgement
 	numDrops
 )
 
-var dropNames = [numDrops]string{"queue_full", "too_large", "shutdown"}
+var dropNames = [numDrops]string{"queue_full", "too_large", "shutdown", "partial_send", "unacknowledged"}
 
 var skipNames = []string{"no_response", "unknown_method", "no_record"}
 
@@ -108,7 +109,7 @@ func newMetricDescs() metricDescs {
 		sent:            d("entries_sent_total", "Entries acknowledged by the OAP."),
 		messages:        d("messages_sent_total", "Access-log messages in streams acknowledged by the OAP."),
 		streams:         d("streams_sent_total", "Collect streams (batches) acknowledged by the OAP."),
-		streamErrors:    d("stream_errors_total", "Collect streams that failed; their batch is kept and resent."),
+		streamErrors:    d("stream_errors_total", "Collect streams that failed; their batch is resent only when none of it was written."),
 		reconnects:      d("reconnects_total", "Send attempts made after a failed one."),
 		skipped:         d("protocol_logs_skipped_total", "HTTP exchanges not sent as protocol logs (their kernel operations still are), by reason.", "reason"),
 		templateErrors:  d("service_name_template_errors_total", "Service name template executions that failed (the default name was used)."),
