@@ -191,12 +191,12 @@ type rawMessage struct {
 // encoder holds the buffers of the messages of one batch, reused from
 // batch to batch.
 type encoder struct {
-	buf  []byte       // every message of the batch, back to back
-	ends []int        // end offset in buf of each message
+	buf  []byte // every message of the batch, back to back
+	ends []int  // end offset in buf of each message
 	// entries is how many queue entries each message carries (the
 	// entries of a message that was never written are dropped as such).
 	entries []int
-	msgs []rawMessage // views of buf, handed to the sender
+	msgs    []rawMessage // views of buf, handed to the sender
 }
 
 // reset drops the views of the last batch and, when it needed an unusually

@@ -19,11 +19,11 @@ const (
 var filterNames = [numFilters]string{"excluded_namespace", "unknown_role", "invalid", "nothing_to_send"}
 
 const (
-	dropQueueFull = iota // evicted as oldest, or arrived when only in-flight entries were left
-	dropTooLarge         // one entry larger than QueueBytes
-	dropShutdown         // still queued when Run stopped
-	dropPartialSend      // not written: its stream failed after earlier messages were (at most once)
-	dropUnacknowledged   // written to a stream that failed before the acknowledgement
+	dropQueueFull      = iota // evicted as oldest, or arrived when only in-flight entries were left
+	dropTooLarge              // one entry larger than QueueBytes
+	dropShutdown              // still queued when Run stopped
+	dropPartialSend           // not written: its stream failed after earlier messages were (at most once)
+	dropUnacknowledged        // written to a stream that failed before the acknowledgement
 	numDrops
 )
 
