@@ -89,12 +89,25 @@ func (f *fakeCollector) callLog() []string {
 	return slices.Clone(f.calls)
 }
 
-// recorder is a flow.Consumer that logs what it receives.
+// recorder is a flow.OpConsumer that logs what it receives. ConnOp calls
+// go to connOps only, so that log shows what every consumer sees.
 type recorder struct {
 	mu        sync.Mutex
 	log       []string
 	ops       []*flow.KernelOp
 	exchanges []*flow.Exchange
+	connOps   []connOp
+}
+
+type connOp struct {
+	op    *flow.KernelOp
+	proto flow.Protocol
+}
+
+func (r *recorder) ConnOp(op *flow.KernelOp, proto flow.Protocol) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.connOps = append(r.connOps, connOp{op, proto})
 }
 
 func (r *recorder) KernelOp(op *flow.KernelOp) {
@@ -664,7 +677,7 @@ func TestExplainNamesTheCause(t *testing.T) {
 	}
 }
 
-func TestPlainTCPConnectionReportsOpsButKeepsNone(t *testing.T) {
+func TestPlainTCPConnectionReportsOpsAndNoRequests(t *testing.T) {
 	h := start(t, testConfig(), serverPod)
 	g := &connGen{id: 11, proc: proc(1)}
 	h.sink.ConnOpen(g.open(event.RoleClient, "10.0.0.2:40000", "192.0.2.9:5432", 1000))
