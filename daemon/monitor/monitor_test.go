@@ -156,10 +156,16 @@ func testConfig() config.Config {
 // start builds a Monitor over a fake collector and runs it.
 func start(t *testing.T, cfg config.Config, pods ...*enrollpb.Pod) *harness {
 	t.Helper()
+	return startWith(t, cfg, nil, pods...)
+}
+
+// startWith is start with more consumers after the recorder.
+func startWith(t *testing.T, cfg config.Config, more []flow.Consumer, pods ...*enrollpb.Pod) *harness {
+	t.Helper()
 	h := &harness{coll: newFakeCollector(), rec: &recorder{}}
 	h.now.Store(0) // event time stands still unless a test moves it
 	m, err := New(Options{
-		Config: cfg, Collector: h.coll, Consumers: []flow.Consumer{h.rec},
+		Config: cfg, Collector: h.coll, Consumers: append([]flow.Consumer{h.rec}, more...),
 		BootTime: testBoot, Clock: func() event.Timestamp { return event.Timestamp(h.now.Load()) },
 		Logger: slog.New(slog.DiscardHandler),
 	})

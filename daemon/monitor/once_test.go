@@ -67,17 +67,84 @@ func opsOf(ex *flow.Exchange) string {
 	return b.String()
 }
 
-func TestPlainTCPConnectionHandsEveryReadAndWriteOnItsOwnOnce(t *testing.T) {
-	h := start(t, testConfig(), serverPod)
+// plainTCPEcho is a client's request/reply echo with a cache: five writes
+// and five reads on a connection that is not HTTP.
+func plainTCPEcho(sink event.Sink) {
 	g := &connGen{id: 21, proc: proc(1)}
-	h.sink.ConnOpen(g.open(event.RoleClient, "10.0.0.2:40000", "192.0.2.9:6379", 1000))
+	sink.ConnOpen(g.open(event.RoleClient, "10.0.0.2:40000", "192.0.2.9:6379", 1000))
 	ts := event.Timestamp(2000)
-	for i := range 5 { // a cache's request/reply echo
-		feed(h.sink, g.completeSyscall(event.Egress, fmt.Appendf(nil, "*1\r\n$4\r\nPING%d\r\n", i), ts, ts+100))
-		feed(h.sink, g.completeSyscall(event.Ingress, []byte("+PONG\r\n"), ts+200, ts+300))
+	for i := range 5 {
+		feed(sink, g.completeSyscall(event.Egress, fmt.Appendf(nil, "*1\r\n$4\r\nPING%d\r\n", i), ts, ts+100))
+		feed(sink, g.completeSyscall(event.Ingress, []byte("+PONG\r\n"), ts+200, ts+300))
 		ts += 1000
 	}
-	h.sink.ConnClose(event.ConnClose{Conn: 21, Proc: g.proc, FD: 5, Start: ts, End: ts + 100, Success: true})
+	sink.ConnClose(event.ConnClose{Conn: 21, Proc: g.proc, FD: 5, Start: ts, End: ts + 100, Success: true})
+}
+
+// concurrentHTTP2Streams is a server's h2c connection: the preface and
+// SETTINGS, then streams 1 and 3 overlapping, 3 answered first.
+func concurrentHTTP2Streams(sink event.Sink) {
+	g := &connGen{id: 22, proc: proc(1)}
+	sink.ConnOpen(g.open(event.RoleServer, "10.0.0.2:80", "10.0.0.3:40000", 1000))
+	settings := h2Frame(0x4, 0, 0, nil)
+	reqBlock := append([]byte{0x82, 0x86, 0x84, 0x01, 11}, "10.0.0.2:80"...)
+	respBlock := append([]byte{0x88, 0x0f, 0x10, 9}, "text/html"...)
+	const endStream, endHeaders = 0x1, 0x4
+	req := func(id uint32) []byte { return h2Frame(0x1, endStream|endHeaders, id, reqBlock) }
+	resp := func(id uint32) []byte {
+		b := h2Frame(0x1, endHeaders, id, respBlock)
+		return h2AppendFrame(b, 0x0, endStream, id, []byte("hello"))
+	}
+	feed(sink, g.completeSyscall(event.Ingress, append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), settings...), 2000, 2100))
+	feed(sink, g.completeSyscall(event.Egress, settings, 3000, 3100))
+	// Stream 1 and 3 overlap: 3 is answered first.
+	feed(sink, g.completeSyscall(event.Ingress, req(1), 4000, 4100))
+	feed(sink, g.completeSyscall(event.Ingress, req(3), 5000, 5100))
+	feed(sink, g.completeSyscall(event.Egress, resp(3), 6000, 6100))
+	feed(sink, g.completeSyscall(event.Egress, resp(1), 7000, 7100))
+	sink.ConnClose(event.ConnClose{Conn: 22, Proc: g.proc, FD: 5, Start: 8000, End: 8100, Success: true})
+}
+
+// pipelinedHTTP1 is two pipelined requests seen from both ends: the client
+// writes both at once and reads both responses at once; the server reads
+// them at once and answers in two writes.
+func pipelinedHTTP1(sink event.Sink) {
+	client := &connGen{id: 23, proc: proc(2)}
+	server := &connGen{id: 24, proc: proc(1)}
+	sink.ConnOpen(client.open(event.RoleClient, "10.0.0.3:40000", "10.0.0.2:80", 1000))
+	sink.ConnOpen(server.open(event.RoleServer, "10.0.0.2:80", "10.0.0.3:40000", 1100))
+	reqs := []byte(httpReq + httpReq)
+	// The client writes both requests at once and reads both responses at
+	// once; the server reads them at once and answers in two writes.
+	feed(sink, client.completeSyscall(event.Egress, reqs, 2000, 2100))
+	feed(sink, server.completeSyscall(event.Ingress, reqs, 3000, 3100))
+	feed(sink, server.completeSyscall(event.Egress, []byte(httpResp), 4000, 4100))
+	feed(sink, server.completeSyscall(event.Egress, []byte(httpResp), 5000, 5100))
+	feed(sink, client.completeSyscall(event.Ingress, []byte(httpResp+httpResp), 6000, 6100))
+	sink.ConnClose(event.ConnClose{Conn: 23, Proc: client.proc, FD: 5, Start: 7000, End: 7100, Success: true})
+	sink.ConnClose(event.ConnClose{Conn: 24, Proc: server.proc, FD: 5, Start: 7000, End: 7100, Success: true})
+}
+
+// manyWriteResponse is a server answering one request in 41 writes.
+func manyWriteResponse(sink event.Sink) {
+	g := &connGen{id: 25, proc: proc(1)}
+	sink.ConnOpen(g.open(event.RoleServer, "10.0.0.2:80", "10.0.0.3:40000", 1000))
+	feed(sink, g.completeSyscall(event.Ingress, []byte(httpReq), 2000, 2100))
+	body := strings.Repeat("x", manyWrites-1)
+	feed(sink, g.completeSyscall(event.Egress, fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body)), 3000, 3010))
+	for i := range len(body) {
+		ts := event.Timestamp(3100 + 100*i)
+		feed(sink, g.completeSyscall(event.Egress, []byte(body[i:i+1]), ts, ts+10))
+	}
+	sink.ConnClose(event.ConnClose{Conn: 25, Proc: g.proc, FD: 5, Start: 9000, End: 9100, Success: true})
+}
+
+// manyWrites is how many writes manyWriteResponse's response takes.
+const manyWrites = 41
+
+func TestPlainTCPConnectionHandsEveryReadAndWriteOnItsOwnOnce(t *testing.T) {
+	h := start(t, testConfig(), serverPod)
+	plainTCPEcho(h.sink)
 	protos := onceAccounting(t, h.rec)
 	h.rec.mu.Lock()
 	defer h.rec.mu.Unlock()
@@ -102,25 +169,7 @@ func TestPlainTCPConnectionHandsEveryReadAndWriteOnItsOwnOnce(t *testing.T) {
 
 func TestConcurrentHTTP2StreamsEachClaimTheirOwnSyscalls(t *testing.T) {
 	h := start(t, testConfig(), serverPod, clientPod)
-	g := &connGen{id: 22, proc: proc(1)}
-	h.sink.ConnOpen(g.open(event.RoleServer, "10.0.0.2:80", "10.0.0.3:40000", 1000))
-	settings := h2Frame(0x4, 0, 0, nil)
-	reqBlock := append([]byte{0x82, 0x86, 0x84, 0x01, 11}, "10.0.0.2:80"...)
-	respBlock := append([]byte{0x88, 0x0f, 0x10, 9}, "text/html"...)
-	const endStream, endHeaders = 0x1, 0x4
-	req := func(id uint32) []byte { return h2Frame(0x1, endStream|endHeaders, id, reqBlock) }
-	resp := func(id uint32) []byte {
-		b := h2Frame(0x1, endHeaders, id, respBlock)
-		return h2AppendFrame(b, 0x0, endStream, id, []byte("hello"))
-	}
-	feed(h.sink, g.completeSyscall(event.Ingress, append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), settings...), 2000, 2100))
-	feed(h.sink, g.completeSyscall(event.Egress, settings, 3000, 3100))
-	// Stream 1 and 3 overlap: 3 is answered first.
-	feed(h.sink, g.completeSyscall(event.Ingress, req(1), 4000, 4100))
-	feed(h.sink, g.completeSyscall(event.Ingress, req(3), 5000, 5100))
-	feed(h.sink, g.completeSyscall(event.Egress, resp(3), 6000, 6100))
-	feed(h.sink, g.completeSyscall(event.Egress, resp(1), 7000, 7100))
-	h.sink.ConnClose(event.ConnClose{Conn: 22, Proc: g.proc, FD: 5, Start: 8000, End: 8100, Success: true})
+	concurrentHTTP2Streams(h.sink)
 
 	onceAccounting(t, h.rec)
 	h.rec.mu.Lock()
@@ -150,20 +199,7 @@ func TestConcurrentHTTP2StreamsEachClaimTheirOwnSyscalls(t *testing.T) {
 
 func TestPipelinedHTTP1RequestsShareNoSyscall(t *testing.T) {
 	h := start(t, testConfig(), serverPod, clientPod)
-	client := &connGen{id: 23, proc: proc(2)}
-	server := &connGen{id: 24, proc: proc(1)}
-	h.sink.ConnOpen(client.open(event.RoleClient, "10.0.0.3:40000", "10.0.0.2:80", 1000))
-	h.sink.ConnOpen(server.open(event.RoleServer, "10.0.0.2:80", "10.0.0.3:40000", 1100))
-	reqs := []byte(httpReq + httpReq)
-	// The client writes both requests at once and reads both responses at
-	// once; the server reads them at once and answers in two writes.
-	feed(h.sink, client.completeSyscall(event.Egress, reqs, 2000, 2100))
-	feed(h.sink, server.completeSyscall(event.Ingress, reqs, 3000, 3100))
-	feed(h.sink, server.completeSyscall(event.Egress, []byte(httpResp), 4000, 4100))
-	feed(h.sink, server.completeSyscall(event.Egress, []byte(httpResp), 5000, 5100))
-	feed(h.sink, client.completeSyscall(event.Ingress, []byte(httpResp+httpResp), 6000, 6100))
-	h.sink.ConnClose(event.ConnClose{Conn: 23, Proc: client.proc, FD: 5, Start: 7000, End: 7100, Success: true})
-	h.sink.ConnClose(event.ConnClose{Conn: 24, Proc: server.proc, FD: 5, Start: 7000, End: 7100, Success: true})
+	pipelinedHTTP1(h.sink)
 
 	onceAccounting(t, h.rec)
 	h.rec.mu.Lock()
@@ -180,17 +216,7 @@ func TestPipelinedHTTP1RequestsShareNoSyscall(t *testing.T) {
 
 func TestResponseWrittenInManySyscallsKeepsEveryWrite(t *testing.T) {
 	h := start(t, testConfig(), serverPod)
-	g := &connGen{id: 25, proc: proc(1)}
-	h.sink.ConnOpen(g.open(event.RoleServer, "10.0.0.2:80", "10.0.0.3:40000", 1000))
-	feed(h.sink, g.completeSyscall(event.Ingress, []byte(httpReq), 2000, 2100))
-	const writes = 41
-	body := strings.Repeat("x", writes-1)
-	feed(h.sink, g.completeSyscall(event.Egress, fmt.Appendf(nil, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body)), 3000, 3010))
-	for i := range len(body) {
-		ts := event.Timestamp(3100 + 100*i)
-		feed(h.sink, g.completeSyscall(event.Egress, []byte(body[i:i+1]), ts, ts+10))
-	}
-	h.sink.ConnClose(event.ConnClose{Conn: 25, Proc: g.proc, FD: 5, Start: 9000, End: 9100, Success: true})
+	manyWriteResponse(h.sink)
 
 	onceAccounting(t, h.rec)
 	h.rec.mu.Lock()
@@ -202,8 +228,8 @@ func TestResponseWrittenInManySyscallsKeepsEveryWrite(t *testing.T) {
 	for _, op := range h.rec.exchanges[0].Ops {
 		kinds[op.Kind]++
 	}
-	if kinds[flow.OpRead] != 1 || kinds[flow.OpWrite] != writes {
-		t.Errorf("exchange carries %d reads and %d writes, want 1 and %d", kinds[flow.OpRead], kinds[flow.OpWrite], writes)
+	if kinds[flow.OpRead] != 1 || kinds[flow.OpWrite] != manyWrites {
+		t.Errorf("exchange carries %d reads and %d writes, want 1 and %d", kinds[flow.OpRead], kinds[flow.OpWrite], manyWrites)
 	}
 }
 
