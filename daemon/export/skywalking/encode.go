@@ -563,7 +563,10 @@ func appendHTTPLog(buf []byte, num protowire.Number, r *record.Record) []byte {
 	var mr int
 	buf, mr = openField(buf, fHTTPRequest)
 	buf = appendVarint(buf, fReqMethod, uint64(method))
-	buf = appendString(buf, fReqPath, r.Path)
+	// The endpoint is named by the path alone, as the OAP and SkyWalking's
+	// agents name it: a query string would make one endpoint per value.
+	// (The full target stays in Weir's own /api/v1/requests.)
+	buf = appendString(buf, fReqPath, endpointPath(r.Path))
 	buf = appendVarint(buf, fReqHeaderBytes, r.ReqHeaderBytes)
 	buf = appendVarint(buf, fReqBodyBytes, r.ReqBodyBytes)
 	buf = appendTraceInfo(buf, fReqTrace, r.Trace)
@@ -577,6 +580,14 @@ func appendHTTPLog(buf []byte, num protowire.Number, r *record.Record) []byte {
 	buf = closeField(buf, mr)
 
 	return closeField(closeField(buf, mh), m)
+}
+
+// endpointPath is a request target without its query and fragment.
+func endpointPath(target string) string {
+	if i := strings.IndexAny(target, "?#"); i >= 0 {
+		return target[:i]
+	}
+	return target
 }
 
 // appendTraceInfo appends the trace context. The protocol knows SkyWalking

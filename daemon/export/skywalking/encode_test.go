@@ -154,6 +154,16 @@ func (g gen) u32() uint32         { return sampleU32[g.n(len(sampleU32))] }
 func (g gen) str() string         { return sampleStr[g.n(len(sampleStr))] }
 func (g gen) ts() event.Timestamp { return event.Timestamp(g.u64()) }
 
+// samplePaths are request targets, with and without query and fragment.
+var samplePaths = []string{"/", "/items?id=1", "/a/b#frag", "/q?x=1#f", "?only=query", "", "/\xff?\xfe"}
+
+func (g gen) path() string {
+	if g.n(2) == 0 {
+		return g.str()
+	}
+	return samplePaths[g.n(len(samplePaths))]
+}
+
 func (g gen) pod() *flow.Pod {
 	if g.n(3) == 0 {
 		return nil
@@ -211,7 +221,7 @@ func (g gen) op(c *flow.Connection) *flow.KernelOp {
 
 func (g gen) record() *record.Record {
 	r := &record.Record{
-		Protocol: sampleProtos[g.n(len(sampleProtos))], Path: g.str(), Host: g.str(),
+		Protocol: sampleProtos[g.n(len(sampleProtos))], Path: g.path(), Host: g.str(),
 		ReqHeaderBytes: g.u64(), ReqBodyBytes: g.u64(), RespHeaderBytes: g.u64(), RespBodyBytes: g.u64(),
 		ReqStart: g.ts(), ReqEnd: g.ts(), RespStart: g.ts(), RespEnd: g.ts(),
 	}
@@ -560,5 +570,25 @@ func BenchmarkEncodeExchange(b *testing.B) {
 	for range b.N / len(batch) {
 		bld.encode(batch, nil)
 		bld.release()
+	}
+}
+
+// Endpoints are named by the path alone: one endpoint per query value
+// would be unbounded, and it is not how the OAP and its agents name them.
+func TestProtocolLogPathHasNoQueryString(t *testing.T) {
+	c := conn(1, event.RoleServer, podFrontend, 80, netip.MustParseAddrPort("10.0.0.9:40000"), nil)
+	b := newBuilder(template.Must(template.New("s").Parse(DefaultServiceNameTemplate)), "", "node-a", &stats{})
+	for target, want := range map[string]string{
+		"/items?id=1": "/items", "/items?id=2#top": "/items", "/a#b?c": "/a", "/plain": "/plain",
+	} {
+		msgs := b.encode([]entry{{ex: exchange(c, record.HTTP11, "GET", target, 200)}}, nil)
+		var m alv3.EBPFAccessLogMessage
+		if err := proto.Unmarshal(msgs[0].b, &m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetProtocolLog().GetHttp().GetRequest().GetPath(); got != want {
+			t.Errorf("target %q sent as path %q, want %q", target, got, want)
+		}
+		b.release()
 	}
 }

@@ -3,6 +3,7 @@ package skywalking
 import (
 	"net/netip"
 	"slices"
+	"strings"
 
 	commonv3 "skywalking.apache.org/repo/goapi/collect/common/v3"
 	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
@@ -303,7 +304,7 @@ func httpLog(r *record.Record) *alv3.AccessLogProtocolLogs {
 		Version:   version,
 		Request: &alv3.AccessLogHTTPProtocolRequest{
 			Method:             method,
-			Path:               r.Path,
+			Path:               pathOnly(r.Path),
 			SizeOfHeadersBytes: r.ReqHeaderBytes,
 			SizeOfBodyBytes:    r.ReqBodyBytes,
 			Trace:              traceInfo(r.Trace),
@@ -348,4 +349,16 @@ func nodeInfo(cfg Config) *alv3.EBPFAccessLogNodeInfo {
 		n.Policy = &alv3.EBPFAccessLogPolicy{ExcludeNamespaces: slices.Clone(cfg.ExcludeNamespaces)}
 	}
 	return n
+}
+
+// pathOnly is the request target without its query and fragment, as the
+// OAP and SkyWalking's agents name endpoints.
+func pathOnly(target string) string {
+	if q, _, ok := strings.Cut(target, "?"); ok {
+		target = q
+	}
+	if f, _, ok := strings.Cut(target, "#"); ok {
+		target = f
+	}
+	return target
 }
