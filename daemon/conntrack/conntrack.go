@@ -52,6 +52,12 @@ func New(cacheSize int) *Resolver {
 	return newResolver(cacheSize, Lookup)
 }
 
+// NewFunc returns a Resolver that asks lookup instead of the kernel (for
+// tests of its users, and other namespaces).
+func NewFunc(cacheSize int, lookup func(Tuple) (netip.AddrPort, error)) *Resolver {
+	return newResolver(cacheSize, lookup)
+}
+
 func newResolver(cacheSize int, lookup func(Tuple) (netip.AddrPort, error)) *Resolver {
 	if cacheSize <= 0 {
 		cacheSize = DefaultCacheSize

@@ -20,6 +20,7 @@ import (
 
 	"github.com/weirnet/weir/daemon"
 	"github.com/weirnet/weir/daemon/config"
+	"github.com/weirnet/weir/daemon/conntrack"
 	"github.com/weirnet/weir/daemon/dashboard"
 	"github.com/weirnet/weir/daemon/enroll"
 	"github.com/weirnet/weir/daemon/export/skywalking"
@@ -114,6 +115,9 @@ func components(cfg config.Config, log *slog.Logger) (parts, *config.Error) {
 			ServerName: cfg.OAP.ServerName, Cluster: cfg.Cluster, NodeName: cfg.NodeName,
 			FlushPeriod: cfg.OAP.FlushPeriod.Duration, BatchSize: cfg.OAP.BatchSize, QueueSize: cfg.OAP.QueueSize,
 			ExcludeNamespaces: cfg.ExcludeNamespaces, ServiceNameTemplate: cfg.ServiceNameTemplate,
+			// The daemon runs in the host's network namespace, where
+			// kube-proxy's DNAT of ClusterIPs is tracked.
+			Conntrack: conntrack.New(0),
 		}, log.With("component", "skywalking"))
 		if err != nil {
 			return p, &config.Error{Key: "oap", Err: err}

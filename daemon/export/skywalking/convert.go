@@ -8,6 +8,7 @@ import (
 	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/conntrack"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/protocol/record"
 )
@@ -43,6 +44,8 @@ type builder struct {
 	names   map[flow.Pod]string
 	buf     bytes.Buffer
 	stats   *stats
+	// conntrack translates client connections' remotes (nil: off).
+	conntrack *conntrack.Resolver
 
 	// reused per batch
 	groups []group
@@ -283,4 +286,24 @@ func containerName(p flow.Process) string {
 		return p.ContainerName
 	}
 	return shortContainerID(p.ContainerID)
+}
+
+// remotePeer is the connection's remote as the OAP should resolve it: for
+// a client connection to an address that is no local pod, the peer that
+// answers according to conntrack (the backend pod behind a ClusterIP),
+// else the socket's remote.
+func (b *builder) remotePeer(c *flow.Connection) flow.Peer {
+	p := c.Remote
+	if b.conntrack == nil || c.Role != event.RoleClient || p.Pod != nil || !p.Addr.IsValid() || !c.Local.Addr.IsValid() {
+		return p
+	}
+	p.Addr = b.conntrack.Peer(conntrack.Tuple{Local: c.Local.Addr, Remote: c.Remote.Addr})
+	return p
+}
+
+// forget drops what the builder cached for a closed connection.
+func (b *builder) forget(c *flow.Connection) {
+	if b.conntrack != nil && c.Role == event.RoleClient && c.Remote.Pod == nil {
+		b.conntrack.Forget(conntrack.Tuple{Local: c.Local.Addr, Remote: c.Remote.Addr})
+	}
 }

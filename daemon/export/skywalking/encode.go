@@ -259,6 +259,9 @@ func (b *builder) encode(batch []entry, node []byte) []rawMessage {
 			e.ends = append(e.ends, len(buf))
 			e.entries = append(e.entries, 1)
 		}
+		if n := len(g.ops); n > 0 && g.ops[n-1].Kind == flow.OpClose {
+			b.forget(g.conn)
+		}
 	}
 	e.buf = buf
 	start := 0
@@ -318,7 +321,7 @@ func encodeNode(cfg Config) []byte {
 func (b *builder) appendConnection(buf []byte, num protowire.Number, c *flow.Connection, proto alv3.AccessLogProtocolType, tls bool) []byte {
 	buf, m := openField(buf, num)
 	buf = b.appendLocalAddress(buf, fConnLocal, c)
-	buf = b.appendRemoteAddress(buf, fConnRemote, c.Remote)
+	buf = b.appendRemoteAddress(buf, fConnRemote, b.remotePeer(c))
 	role := commonv3.DetectPoint_client
 	if c.Role == event.RoleServer {
 		role = commonv3.DetectPoint_server

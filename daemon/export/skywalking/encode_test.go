@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -23,6 +24,7 @@ import (
 	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/conntrack"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/protocol/record"
 	"github.com/weirnet/weir/daemon/protocol/tracectx"
@@ -590,5 +592,53 @@ func TestProtocolLogPathHasNoQueryString(t *testing.T) {
 			t.Errorf("target %q sent as path %q, want %q", target, got, want)
 		}
 		b.release()
+	}
+}
+
+// A client connection to a ClusterIP is sent with the backend conntrack
+// says answers, so the OAP relates the client to a pod; connections to
+// local pods, server connections and addresses conntrack does not know
+// keep the socket's remote.
+func TestClientRemoteIsTheBackendConntrackFound(t *testing.T) {
+	clusterIP := netip.MustParseAddrPort("10.96.0.10:80")
+	backend := netip.MustParseAddrPort("10.1.0.5:8080")
+	ct := conntrack.NewFunc(0, func(tu conntrack.Tuple) (netip.AddrPort, error) {
+		if tu.Remote == clusterIP {
+			return backend, nil
+		}
+		return netip.AddrPort{}, conntrack.ErrNotFound
+	})
+	b := newBuilder(template.Must(template.New("s").Parse(DefaultServiceNameTemplate)), "", "node-a", &stats{})
+	b.conntrack = ct
+	remote := func(c *flow.Connection) string {
+		t.Helper()
+		msgs := b.encode([]entry{{op: seqOp(c, flow.OpConnect, 1)}}, nil)
+		defer b.release()
+		var m alv3.EBPFAccessLogMessage
+		if err := proto.Unmarshal(msgs[0].b, &m); err != nil {
+			t.Fatal(err)
+		}
+		r := m.GetConnection().GetRemote()
+		if k := r.GetKubernetes(); k != nil {
+			return "pod " + k.GetPodName()
+		}
+		return fmt.Sprintf("%s:%d", r.GetIp().GetHost(), r.GetIp().GetPort())
+	}
+	for _, tc := range []struct {
+		name string
+		c    *flow.Connection
+		want string
+	}{
+		{"client to a ClusterIP", conn(1, event.RoleClient, podFrontend, 40000, clusterIP, nil), "10.1.0.5:8080"},
+		{"client to an unknown address", conn(2, event.RoleClient, podFrontend, 40001, netip.MustParseAddrPort("192.0.2.1:443"), nil), "192.0.2.1:443"},
+		{"client to a local pod", conn(3, event.RoleClient, podFrontend, 40002, clusterIP, podCatalog), "pod " + podCatalog.Name},
+		{"server", conn(4, event.RoleServer, podFrontend, 80, clusterIP, nil), "10.96.0.10:80"},
+	} {
+		if got := remote(tc.c); got != tc.want {
+			t.Errorf("%s: remote sent as %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	if st := ct.Stats(); st.Translated != 1 || st.Missing != 1 {
+		t.Errorf("conntrack stats %+v, want 1 translated and 1 missing", st)
 	}
 }

@@ -61,6 +61,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/conntrack"
 	"github.com/weirnet/weir/daemon/flow"
 )
 
@@ -145,6 +146,11 @@ type Config struct {
 	// ServiceNameTemplate is a text/template over ServiceNameData giving
 	// the service name of a pod.
 	ServiceNameTemplate string
+	// Conntrack, when set, translates the remote of a client connection
+	// to a peer that is not a local pod (a Service ClusterIP DNATed by
+	// kube-proxy) into the address that answers, from the connection's
+	// conntrack entry; nil sends the socket's remote as it is.
+	Conntrack *conntrack.Resolver
 }
 
 func (c *Config) setDefaults() error {
@@ -291,6 +297,7 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		e.excluded[ns] = true
 	}
 	e.b = newBuilder(tmpl, cfg.Cluster, cfg.NodeName, &e.stats)
+	e.b.conntrack = cfg.Conntrack
 	return e, nil
 }
 

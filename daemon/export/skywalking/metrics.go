@@ -96,6 +96,7 @@ func (e *Exporter) Stats() Stats {
 type metricDescs struct {
 	received, filtered, dropped, sent, messages, streams, streamErrors, reconnects *prometheus.Desc
 	skipped, templateErrors, queueEntries, queueBytes, queueMaxEntries, queueMax   *prometheus.Desc
+	conntrackLookups, conntrackEvicted                                             *prometheus.Desc
 }
 
 func newMetricDescs() metricDescs {
@@ -117,6 +118,9 @@ func newMetricDescs() metricDescs {
 		queueBytes:      d("queue_bytes", "Estimated bytes retained by queued and in-flight entries."),
 		queueMaxEntries: d("queue_capacity_entries", "Bound of the queue in entries."),
 		queueMax:        d("queue_capacity_bytes", "Bound of the queue in estimated bytes."),
+		conntrackLookups: d("conntrack_lookups_total", "Client connections' remotes looked up in conntrack, by result "+
+			"(missing and failed fall back to the socket's remote, a ClusterIP the OAP cannot map to a pod).", "result"),
+		conntrackEvicted: d("conntrack_evicted_total", "Cached conntrack answers dropped at the cache's bound."),
 	}
 }
 
@@ -131,7 +135,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	m := &e.metrics
 	for _, d := range []*prometheus.Desc{m.received, m.filtered, m.dropped, m.sent, m.messages, m.streams,
 		m.streamErrors, m.reconnects, m.skipped, m.templateErrors, m.queueEntries, m.queueBytes,
-		m.queueMaxEntries, m.queueMax} {
+		m.queueMaxEntries, m.queueMax, m.conntrackLookups, m.conntrackEvicted} {
 		ch <- d
 	}
 }
@@ -165,4 +169,13 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	gauge(m.queueBytes, float64(s.QueueBytes))
 	gauge(m.queueMaxEntries, float64(e.cfg.QueueSize))
 	gauge(m.queueMax, float64(e.cfg.QueueBytes))
+	if ct := e.cfg.Conntrack; ct != nil {
+		cs := ct.Stats()
+		counter(m.conntrackLookups, cs.Hits, "cached")
+		counter(m.conntrackLookups, cs.Translated, "translated")
+		counter(m.conntrackLookups, cs.Untranslated, "untranslated")
+		counter(m.conntrackLookups, cs.Missing, "missing")
+		counter(m.conntrackLookups, cs.Failed, "failed")
+		counter(m.conntrackEvicted, cs.Evicted)
+	}
 }
