@@ -255,6 +255,11 @@ func (x *podIndex) len() int {
 	return len(x.byID)
 }
 
+// Pod returns the current identity of the enrolled pod id (renamed when the
+// resolver learned more), or nil when no such pod is enrolled. It is safe
+// for concurrent use.
+func (m *Monitor) Pod(id uint32) *flow.Pod { return m.pods.byPodID(id) }
+
 // PodEnrolled implements registry.Observer: the pod's identity is indexed
 // and its network namespace handed to the collector before the call
 // returns. That is deliberate although it runs under the registry's lock:

@@ -74,6 +74,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitRuntime
 	}
 	defer mon.Close() // Run closes it too; this covers a failure before Run
+	if comps.exporter != nil {
+		// Hold exports until Services are known, and name pods as they
+		// are named when a batch is sent.
+		comps.exporter.SetIdentity(comps.names.HasSynced, mon.Pod)
+	}
 	// The resolver comes before the monitor so that it sees each enrollment
 	// first; the dashboard last, since it only serves files.
 	all := append([]daemon.Component{comps.names}, mon)
@@ -88,8 +93,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 // parts are the daemon's components besides the capture monitor.
 type parts struct {
 	names     *identity.Resolver
-	consumers []flow.Consumer    // fed by the monitor
-	others    []daemon.Component // aggregation, export, dashboard
+	exporter  *skywalking.Exporter // nil without --oap
+	consumers []flow.Consumer      // fed by the monitor
+	others    []daemon.Component   // aggregation, export, dashboard
 }
 
 // components builds aggregation, the SkyWalking exporter (when --oap is
@@ -124,6 +130,7 @@ func components(cfg config.Config, log *slog.Logger) (parts, *config.Error) {
 		}
 		p.consumers = append(p.consumers, exp)
 		p.others = append(p.others, exp)
+		p.exporter = exp
 	}
 
 	kube, inCluster, err := identity.KubernetesClient(cfg.Identity.Kubeconfig)

@@ -46,6 +46,9 @@ type builder struct {
 	stats   *stats
 	// conntrack translates client connections' remotes (nil: off).
 	conntrack *conntrack.Resolver
+	// pods returns the current identity of an enrolled pod (nil: names
+	// are those the entries were queued with).
+	pods func(id uint32) *flow.Pod
 
 	// reused per batch
 	groups []group
@@ -188,6 +191,13 @@ func shortContainerID(id string) string {
 // from an IP address "cluster::service.namespace", and the same service must
 // get the same name from both sides.
 func (b *builder) serviceName(p *flow.Pod) string {
+	if b.pods != nil {
+		// Renamed since the entry was queued (the Kubernetes caches
+		// synced, a Service was created): the name it has now.
+		if cur := b.pods(p.ID); cur != nil && cur.UID == p.UID && cur.Name == p.Name && cur.Namespace == p.Namespace {
+			p = cur
+		}
+	}
 	if s, ok := b.names[*p]; ok {
 		return s
 	}

@@ -75,6 +75,7 @@ const (
 	DefaultBackoffMax          = 30 * time.Second
 	DefaultSendTimeout         = 20 * time.Second
 	DefaultShutdownTimeout     = 5 * time.Second
+	DefaultIdentityWait        = time.Minute
 	DefaultServiceNameTemplate = "{{.ServiceName}}.{{.Namespace}}"
 )
 
@@ -139,6 +140,9 @@ type Config struct {
 	SendTimeout time.Duration
 	// ShutdownTimeout bounds the final flush when Run's context ends.
 	ShutdownTimeout time.Duration
+	// IdentityWait bounds how long sending is held back at start while
+	// pod identities are not synced (see SetIdentity).
+	IdentityWait time.Duration
 
 	// ExcludeNamespaces lists namespaces whose pods are not exported;
 	// they are also sent to the OAP as its access-log policy.
@@ -185,6 +189,7 @@ func (c *Config) setDefaults() error {
 	def(&c.Backoff.Max, DefaultBackoffMax)
 	def(&c.SendTimeout, DefaultSendTimeout)
 	def(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	def(&c.IdentityWait, DefaultIdentityWait)
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
 	}
@@ -217,8 +222,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("skywalking: QueueBytes %d is below the minimum 1 MiB", c.QueueBytes)
 	case c.Backoff.Min <= 0 || c.Backoff.Max < c.Backoff.Min:
 		return fmt.Errorf("skywalking: Backoff {Min %v, Max %v} needs 0 < Min <= Max", c.Backoff.Min, c.Backoff.Max)
-	case c.SendTimeout < 0 || c.ShutdownTimeout < 0:
-		return fmt.Errorf("skywalking: SendTimeout %v and ShutdownTimeout %v must not be negative", c.SendTimeout, c.ShutdownTimeout)
+	case c.SendTimeout < 0 || c.ShutdownTimeout < 0 || c.IdentityWait < 0:
+		return fmt.Errorf("skywalking: SendTimeout %v, ShutdownTimeout %v and IdentityWait %v must not be negative",
+			c.SendTimeout, c.ShutdownTimeout, c.IdentityWait)
 	case c.Token != "" && strings.ContainsAny(c.Token, "\r\n"):
 		return errors.New("skywalking: Token contains a line break")
 	}
@@ -241,6 +247,12 @@ type Exporter struct {
 	stats    stats
 	metrics  metricDescs
 	running  atomic.Bool
+
+	// identitySynced says whether pod names are final (SetIdentity; nil:
+	// always). Until it does, or IdentityWait passed, nothing is sent.
+	identitySynced func() bool
+	// held is 1 while sending is held back for identities (a gauge).
+	held atomic.Bool
 }
 
 var _ flow.OpConsumer = (*Exporter)(nil)
@@ -351,6 +363,44 @@ func HostInterfaces() ([]NetInterface, error) {
 	return out, nil
 }
 
+// SetIdentity makes the exporter name pods as they are named when a batch
+// is sent rather than when its entries were queued, and hold sending back
+// at start until synced reports true (at most IdentityWait): names taken
+// before the Kubernetes caches synced are the runtime's labels or the
+// owner's, which the OAP would not give the pod, and entries queued then
+// would carry them. pod returns the current identity of an enrolled pod
+// (nil when it is gone); either may be nil. Call it before Run.
+func (e *Exporter) SetIdentity(synced func() bool, pod func(id uint32) *flow.Pod) {
+	e.identitySynced = synced
+	e.b.pods = pod
+}
+
+// identityReady says whether sending may start; once it said so it stays
+// so. Only the sender goroutine calls it.
+func (e *Exporter) identityReady(start time.Time) bool {
+	if e.identitySynced == nil {
+		return true
+	}
+	switch {
+	case e.identitySynced():
+		if e.held.Load() {
+			e.log.Info("pod identities synced; sending to the OAP", "held", time.Since(start).Round(time.Millisecond))
+		}
+	case time.Since(start) >= e.cfg.IdentityWait:
+		e.stats.identityTimeouts.Add(1)
+		e.log.Warn("pod identities still not synced; sending with the names known so far",
+			"waited", e.cfg.IdentityWait)
+	default:
+		if !e.held.Swap(true) {
+			e.log.Info("holding exports until pod identities are synced", "at_most", e.cfg.IdentityWait)
+		}
+		return false
+	}
+	e.identitySynced = nil
+	e.held.Store(false)
+	return true
+}
+
 // Name implements the daemon's Component.
 func (e *Exporter) Name() string { return "skywalking" }
 
@@ -443,6 +493,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 	s := &sender{e: e, batch: make([]entry, 0, e.cfg.BatchSize), wait: e.cfg.Backoff.Min}
 	tick := time.NewTicker(e.cfg.FlushPeriod)
 	defer tick.Stop()
+	start := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -450,6 +501,9 @@ func (e *Exporter) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		case <-e.wake:
+		}
+		if !e.identityReady(start) {
+			continue
 		}
 		for s.pending() || e.q.len() > 0 {
 			if !s.sendNext(ctx) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,4 +115,54 @@ func TestFlappingReceiverCountsNothingTwice(t *testing.T) {
 		"dropped unacknowledged %d (processed anyway: %d), never written %d",
 		o.streams, st.StreamErrors, ops, processed, 100*float64(ops-processed)/ops,
 		st.Dropped["unacknowledged"], processed-st.Sent, st.Dropped["partial_send"])
+}
+
+// Until pod identities have synced nothing is sent, and what was queued
+// meanwhile goes out under the names pods have when it is sent.
+func TestSendingWaitsForIdentitiesAndSendsTheirNames(t *testing.T) {
+	r := newReceiver(t, nil)
+	e := newExporter(t, testConfig(r.addr))
+	var synced atomic.Bool
+	var current atomic.Pointer[flow.Pod]
+	current.Store(podFrontend)
+	e.SetIdentity(synced.Load, func(id uint32) *flow.Pod {
+		if p := current.Load(); p.ID == id {
+			return p
+		}
+		return nil
+	})
+	stop := runExporter(t, e)
+	defer stop()
+	e.ConnOp(seqOp(conn(1, event.RoleClient, podFrontend, 40000, netip.MustParseAddrPort("10.0.0.9:80"), nil), flow.OpConnect, 10), flow.ProtoTCP)
+	time.Sleep(10 * testConfig(r.addr).FlushPeriod)
+	if n := len(r.streams()); n != 0 || !e.held.Load() {
+		t.Fatalf("%d streams sent (held %t) before identities synced, want none", n, e.held.Load())
+	}
+	renamed := *podFrontend
+	renamed.Service = "storefront" // the Service the Kubernetes caches named it after
+	current.Store(&renamed)
+	synced.Store(true)
+	waitFor(t, 5*time.Second, "a stream after identities synced", func() bool { return len(r.streams()) > 0 })
+	got := r.streams()[0][0].GetConnection().GetLocal().GetKubernetes().GetServiceName()
+	if got != "storefront.shop" {
+		t.Errorf("local service sent as %q, want storefront.shop (the name at sending)", got)
+	}
+	if e.held.Load() || e.stats.identityTimeouts.Load() != 0 {
+		t.Errorf("held %t, timeouts %d after sync", e.held.Load(), e.stats.identityTimeouts.Load())
+	}
+}
+
+func TestSendingStartsAfterIdentityWaitWhenNeverSynced(t *testing.T) {
+	r := newReceiver(t, nil)
+	cfg := testConfig(r.addr)
+	cfg.IdentityWait = 100 * time.Millisecond
+	e := newExporter(t, cfg)
+	e.SetIdentity(func() bool { return false }, nil)
+	stop := runExporter(t, e)
+	defer stop()
+	e.ConnOp(seqOp(conn(1, event.RoleClient, podFrontend, 40000, netip.MustParseAddrPort("10.0.0.9:80"), nil), flow.OpConnect, 10), flow.ProtoTCP)
+	waitFor(t, 5*time.Second, "a stream after IdentityWait", func() bool { return len(r.streams()) > 0 })
+	if n := e.stats.identityTimeouts.Load(); n != 1 {
+		t.Errorf("identity wait expiries = %d, want 1", n)
+	}
 }

@@ -45,6 +45,8 @@ type stats struct {
 	reconnects     atomic.Uint64 // attempts after a failed one
 	skips          [3]atomic.Uint64
 	templateErrors atomic.Uint64
+	// identityTimeouts counts starts that sent before identities synced.
+	identityTimeouts atomic.Uint64
 }
 
 func (s *stats) filtered(r int)           { s.filters[r].Add(1) }
@@ -96,7 +98,7 @@ func (e *Exporter) Stats() Stats {
 type metricDescs struct {
 	received, filtered, dropped, sent, messages, streams, streamErrors, reconnects *prometheus.Desc
 	skipped, templateErrors, queueEntries, queueBytes, queueMaxEntries, queueMax   *prometheus.Desc
-	conntrackLookups, conntrackEvicted                                             *prometheus.Desc
+	conntrackLookups, conntrackEvicted, identityHeld, identityTimeouts             *prometheus.Desc
 }
 
 func newMetricDescs() metricDescs {
@@ -121,6 +123,8 @@ func newMetricDescs() metricDescs {
 		conntrackLookups: d("conntrack_lookups_total", "Client connections' remotes looked up in conntrack, by result "+
 			"(missing and failed fall back to the socket's remote, a ClusterIP the OAP cannot map to a pod).", "result"),
 		conntrackEvicted: d("conntrack_evicted_total", "Cached conntrack answers dropped at the cache's bound."),
+		identityHeld:     d("identity_held", "1 while sending is held back until pod identities (Kubernetes Services) are synced."),
+		identityTimeouts: d("identity_wait_expired_total", "Times sending started with pod identities still not synced (IdentityWait passed)."),
 	}
 }
 
@@ -135,7 +139,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	m := &e.metrics
 	for _, d := range []*prometheus.Desc{m.received, m.filtered, m.dropped, m.sent, m.messages, m.streams,
 		m.streamErrors, m.reconnects, m.skipped, m.templateErrors, m.queueEntries, m.queueBytes,
-		m.queueMaxEntries, m.queueMax, m.conntrackLookups, m.conntrackEvicted} {
+		m.queueMaxEntries, m.queueMax, m.conntrackLookups, m.conntrackEvicted, m.identityHeld, m.identityTimeouts} {
 		ch <- d
 	}
 }
@@ -169,6 +173,12 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	gauge(m.queueBytes, float64(s.QueueBytes))
 	gauge(m.queueMaxEntries, float64(e.cfg.QueueSize))
 	gauge(m.queueMax, float64(e.cfg.QueueBytes))
+	held := 0.0
+	if e.held.Load() {
+		held = 1
+	}
+	gauge(m.identityHeld, held)
+	counter(m.identityTimeouts, e.stats.identityTimeouts.Load())
 	if ct := e.cfg.Conntrack; ct != nil {
 		cs := ct.Stats()
 		counter(m.conntrackLookups, cs.Hits, "cached")
