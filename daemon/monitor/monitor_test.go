@@ -459,6 +459,11 @@ func TestConnectionsAndFeaturesAPI(t *testing.T) {
 		f.Metrics[1].Reason != "needs the fentry tier" {
 		t.Errorf("features = %+v", f)
 	}
+	// Which SkyWalking fields an unmeasured metric leaves out: with
+	// nothing else of their layers measured, not sent at all.
+	if sw := f.Metrics[1].SkyWalking; !strings.Contains(sw, "write L4 total duration") || !strings.Contains(sw, "left out") {
+		t.Errorf("l4_duration's SkyWalking impact = %q", sw)
+	}
 }
 
 func TestCaptureDisabledReportsWhy(t *testing.T) {
