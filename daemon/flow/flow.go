@@ -25,6 +25,11 @@ type Pod struct {
 	// Service is the name the pod is reported under (a Kubernetes Service,
 	// the app label, or the owner name; see the resolver), without namespace.
 	Service string
+	// Selected says Service is a Kubernetes Service that selects the pod:
+	// the name SkyWalking's OAP resolves for the pod's address from every
+	// node. Otherwise the name is Weir's own, which the OAP cannot give
+	// the pod from other nodes' data (Unknown there).
+	Selected bool
 }
 
 // Process is the process of a monitored pod that owns a connection.

@@ -146,6 +146,12 @@ func (r *Resolver) Run(ctx context.Context) error {
 // Service implements ServiceResolver.
 func (r *Resolver) Service(pod *enrollpb.Pod) string { return r.chain.Service(pod) }
 
+// Selected says whether a Kubernetes Service selects the pod, that is
+// whether Service's answer is one SkyWalking's OAP gives the pod too.
+func (r *Resolver) Selected(pod *enrollpb.Pod) bool {
+	return r.kube != nil && r.kube.service(pod) != ""
+}
+
 // ContainerName returns the pod-spec name of a container in a sandbox, or
 // "" when unknown (or without a runtime socket).
 func (r *Resolver) ContainerName(sandboxID, containerID string) string {

@@ -221,16 +221,21 @@ func (k *Kubernetes) HasSynced() bool { return k.synced.Load() }
 // address: the IP was reused.
 func (k *Kubernetes) Service(pod *enrollpb.Pod) string {
 	k.lookups.Add(1)
+	name := k.service(pod)
+	if name != "" {
+		k.answered.Add(1)
+	}
+	return name
+}
+
+// service is Service without the counters.
+func (k *Kubernetes) service(pod *enrollpb.Pod) string {
 	if !k.synced.Load() || pod.GetNamespace() == "" {
 		return ""
 	}
 	if k.labels != nil {
 		if labels := k.labels(pod.GetContainerId()); labels != nil {
-			name := k.bySelector(pod.GetNamespace(), labels)
-			if name != "" {
-				k.answered.Add(1)
-			}
-			return name
+			return k.bySelector(pod.GetNamespace(), labels)
 		}
 	}
 	idx := k.slices.GetIndexer()
@@ -275,7 +280,6 @@ func (k *Kubernetes) Service(pod *enrollpb.Pod) string {
 	if len(names) == 0 {
 		return ""
 	}
-	k.answered.Add(1)
 	return slices.Min(names)
 }
 
