@@ -149,9 +149,10 @@ const (
 // when no exchange can claim it any more (the connection is not HTTP,
 // an HTTP/1 exchange after it was delivered, it waited IOHoldDelay, the
 // per-connection bound pushed it out, or the connection closed); a
-// connect or accept when the connection's first read or write completed
-// (so that proto says what the connection carries) or it closed. proto is
-// the connection's protocol at that moment.
+// connect or accept once the connection's first bytes classified it (so
+// that proto says what the connection carries), or when it failed, closed,
+// or stayed without data for IOHoldDelay. proto is the connection's
+// protocol at that moment.
 type OpConsumer interface {
 	Consumer
 	ConnOp(op *KernelOp, proto Protocol)

@@ -274,3 +274,25 @@ func TestUnclaimedHTTPReadGoesOnItsOwnAfterTheHoldDelay(t *testing.T) {
 		t.Errorf("held_too_long = %d, want 1", n)
 	}
 }
+
+// A connect is held until the connection's protocol is known, but not
+// forever: a failed connect goes at once, an idle one after IOHoldDelay.
+func TestConnectWithoutDataIsNotHeldForever(t *testing.T) {
+	h := start(t, testConfig(), serverPod)
+	failed := &connGen{id: 28, proc: proc(1)}
+	open := failed.open(event.RoleClient, "10.0.0.2:40001", "192.0.2.9:5432", 1000)
+	open.Success, open.Errno = false, 111
+	h.sink.ConnOpen(open)
+	idle := &connGen{id: 29, proc: proc(1)}
+	h.sink.ConnOpen(idle.open(event.RoleClient, "10.0.0.2:40002", "192.0.2.9:5432", 1000))
+	connects := func() int {
+		h.rec.mu.Lock()
+		defer h.rec.mu.Unlock()
+		return len(h.rec.connOps)
+	}
+	if n := connects(); n != 1 {
+		t.Fatalf("%d connects handed on at once, want the failed one only", n)
+	}
+	h.now.Store(uint64(1100 + IOHoldDelay.Nanoseconds() + 1))
+	waitFor(t, "the idle connection's connect after IOHoldDelay", func() bool { return connects() == 2 })
+}

@@ -266,9 +266,16 @@ func (p *pipeline) ConnOpened(c *capture.Conn, e event.ConnOpen) {
 		return
 	}
 	cs.opened = op
-	if cs.parser != nil && cs.parser.Kind() != protocol.KindDetecting {
-		// A late open event: the connection's data came first.
+	switch {
+	case !e.Success || (cs.parser != nil && cs.parser.Kind() != protocol.KindDetecting):
+		// A failed connect carries no data to wait for; a late open
+		// event comes after the data that classified the connection.
 		cs.releaseOpened()
+	case !cs.waiting:
+		// Swept releases it if no data comes within IOHoldDelay (an
+		// idle pooled connection).
+		cs.waiting = true
+		p.waiting[cs] = struct{}{}
 	}
 }
 
@@ -384,7 +391,10 @@ func (p *pipeline) Swept(now event.Timestamp) {
 			old++
 		}
 		cs.releaseHeld(old, ioHeldTooLong)
-		if cs.pending[0] == nil && cs.pending[1] == nil && len(cs.held) == 0 {
+		if op := cs.opened; op != nil && now > op.End && time.Duration(now-op.End) >= IOHoldDelay {
+			cs.releaseOpened()
+		}
+		if cs.pending[0] == nil && cs.pending[1] == nil && len(cs.held) == 0 && cs.opened == nil {
 			delete(p.waiting, cs)
 			cs.waiting = false
 		}
