@@ -77,6 +77,10 @@ type MetricStatus struct {
 	Name      string `json:"name"`
 	Available bool   `json:"available"`
 	Reason    string `json:"reason,omitempty"`
+	// SkyWalking names the access-log fields the metric fills and, when
+	// it is not measured, whether the OAP gets them as 0 (averaged in) or
+	// not at all.
+	SkyWalking string `json:"skywalking,omitempty"`
 }
 
 // Connections returns live and recently closed connections, newest first.

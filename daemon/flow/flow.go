@@ -25,6 +25,11 @@ type Pod struct {
 	// Service is the name the pod is reported under (a Kubernetes Service,
 	// the app label, or the owner name; see the resolver), without namespace.
 	Service string
+	// Selected says Service is a Kubernetes Service that selects the pod:
+	// the name SkyWalking's OAP resolves for the pod's address from every
+	// node. Otherwise the name is Weir's own, which the OAP cannot give
+	// the pod from other nodes' data (Unknown there).
+	Selected bool
 }
 
 // Process is the process of a monitored pod that owns a connection.
@@ -98,8 +103,12 @@ type KernelOp struct {
 
 // Exchange is one HTTP request and its response on a connection. Ops are
 // the read and write operations of the connection whose syscalls carried
-// the exchange's bytes (bounded; may be empty when the kernel side
-// reported no metrics).
+// the exchange's bytes: the request's direction within the request's
+// span, the response's within the response's. Each read and write is in
+// the Ops of at most one exchange (the first delivered that claims it), so
+// a consumer that counts them per exchange counts each once; those no
+// exchange claimed go to OpConsumer.ConnOp instead. Ops is bounded
+// (OpsPerExchange in the pipeline; the rest go to ConnOp too).
 type Exchange struct {
 	Conn   *Connection
 	Record *record.Record
@@ -112,6 +121,41 @@ type Exchange struct {
 type Consumer interface {
 	KernelOp(*KernelOp)
 	Exchange(*Exchange)
+}
+
+// Protocol is what the pipeline knew a connection to carry when it handed
+// an operation on.
+type Protocol uint8
+
+const (
+	ProtoUnknown Protocol = iota // too few bytes seen to tell
+	ProtoTCP                     // not HTTP (or no longer parsed as HTTP)
+	ProtoHTTP1
+	ProtoHTTP2
+	// ProtoTLS is a connection whose first bytes were a TLS handshake
+	// record: Weir sees its ciphertext only, so it carries no exchanges.
+	ProtoTLS
+)
+
+// OpConsumer is a Consumer that wants every kernel operation exactly once
+// in total, for a receiver that counts every operation it is given (the
+// SkyWalking OAP): ConnOp receives connect, accept and close, and the
+// reads and writes that no Exchange's Ops hold; the rest arrive in
+// Exchange.Ops. KernelOp still receives every operation as it completes
+// (for consumers that count all of them), so an OpConsumer ignores it for
+// what ConnOp and Exchange deliver.
+//
+// ConnOp is called once the operation's place is known: a read or write
+// when no exchange can claim it any more (the connection is not HTTP,
+// an HTTP/1 exchange after it was delivered, it waited IOHoldDelay, the
+// per-connection bound pushed it out, or the connection closed); a
+// connect or accept once the connection's first bytes classified it (so
+// that proto says what the connection carries), or when it failed, closed,
+// or stayed without data for IOHoldDelay. proto is the connection's
+// protocol at that moment.
+type OpConsumer interface {
+	Consumer
+	ConnOp(op *KernelOp, proto Protocol)
 }
 
 // Retransmit is a segment TCP resent on a connection outside the

@@ -6,9 +6,11 @@
 // enrolled (sandbox id, namespace, pod name, IPs); this package turns that
 // into a service name through a chain, first answer wins:
 //
-//  1. Kubernetes: the Service whose EndpointSlices target the pod, read from
-//     client-go informers, when the daemon has API access (in-cluster or
-//     --kubeconfig). It is the name clients resolve.
+//  1. Kubernetes: the Service whose selector matches the pod's labels (or,
+//     while the labels are unknown, whose EndpointSlices target the pod),
+//     read from client-go informers, when the daemon has API access
+//     (in-cluster or --kubeconfig). It is the name clients resolve, and the
+//     one SkyWalking's OAP gives the pod from other nodes' data.
 //  2. CRI: the pod's app.kubernetes.io/name or app label, which the kubelet
 //     hands the runtime and the daemon reads over the runtime's socket. It
 //     needs no API access.
@@ -83,21 +85,6 @@ type Resolver struct {
 func New(opts Options) (*Resolver, error) {
 	log := logger(opts.Logger)
 	r := &Resolver{}
-	if opts.Kubernetes != nil {
-		ko := opts.KubernetesOptions
-		if ko.NodeName == "" {
-			ko.NodeName = opts.NodeName
-		}
-		if ko.Logger == nil {
-			ko.Logger = log.With("step", "kubernetes")
-		}
-		k, err := NewKubernetes(opts.Kubernetes, ko)
-		if err != nil {
-			return nil, err
-		}
-		r.kube = k
-		r.chain = append(r.chain, k)
-	}
 	if opts.CRI.Socket != "" {
 		co := opts.CRI
 		if co.Logger == nil {
@@ -108,7 +95,27 @@ func New(opts Options) (*Resolver, error) {
 			return nil, err
 		}
 		r.cri = c
-		r.chain = append(r.chain, c)
+	}
+	if opts.Kubernetes != nil {
+		ko := opts.KubernetesOptions
+		if ko.NodeName == "" {
+			ko.NodeName = opts.NodeName
+		}
+		if ko.Logger == nil {
+			ko.Logger = log.With("step", "kubernetes")
+		}
+		if ko.Labels == nil && r.cri != nil {
+			ko.Labels = r.cri.Labels // selector matching, as the OAP does
+		}
+		k, err := NewKubernetes(opts.Kubernetes, ko)
+		if err != nil {
+			return nil, err
+		}
+		r.kube = k
+		r.chain = append(r.chain, k)
+	}
+	if r.cri != nil {
+		r.chain = append(r.chain, r.cri)
 	}
 	r.chain = append(r.chain, Owner{NodeName: opts.NodeName})
 	return r, nil
@@ -138,6 +145,12 @@ func (r *Resolver) Run(ctx context.Context) error {
 
 // Service implements ServiceResolver.
 func (r *Resolver) Service(pod *enrollpb.Pod) string { return r.chain.Service(pod) }
+
+// Selected says whether a Kubernetes Service selects the pod, that is
+// whether Service's answer is one SkyWalking's OAP gives the pod too.
+func (r *Resolver) Selected(pod *enrollpb.Pod) bool {
+	return r.kube != nil && r.kube.service(pod) != ""
+}
 
 // ContainerName returns the pod-spec name of a container in a sandbox, or
 // "" when unknown (or without a runtime socket).

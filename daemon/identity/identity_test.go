@@ -40,7 +40,9 @@ func runResolver(t *testing.T, r *Resolver) {
 func TestResolverChainOrderKubernetesThenCRIThenOwner(t *testing.T) {
 	f := &fakeRuntime{}
 	sock := startFakeCRI(t, f)
-	f.set("sb-checkout", &fakeSandbox{labels: map[string]string{LabelApp: "checkout-label"}, containers: map[string]string{"c1": "server"}})
+	// The checkout Service selects app=checkout; the pod's own name label
+	// says otherwise, and the Service wins.
+	f.set("sb-checkout", &fakeSandbox{labels: map[string]string{LabelApp: "checkout", LabelName: "checkout-label"}, containers: map[string]string{"c1": "server"}})
 	f.set("sb-cart", &fakeSandbox{labels: map[string]string{LabelName: "cart-label"}})
 	f.set("sb-batch", &fakeSandbox{labels: map[string]string{}})
 

@@ -74,6 +74,10 @@ type KubernetesOptions struct {
 	NodeName string
 	// Resync is the informers' resync period; 0 means DefaultKubeResync.
 	Resync time.Duration
+	// Labels returns a pod's labels by sandbox id, or nil while unknown
+	// (the CRI step's Labels); nil leaves selector matching out, and pods
+	// are named by EndpointSlices only.
+	Labels func(sandboxID string) map[string]string
 	// Logger receives sync and failure messages; nil discards.
 	Logger *slog.Logger
 }
@@ -105,6 +109,7 @@ type Kubernetes struct {
 	slices   cache.SharedIndexInformer
 	services cache.SharedIndexInformer
 	nodeName string
+	labels   func(sandboxID string) map[string]string
 	log      *slog.Logger
 
 	synced      atomic.Bool
@@ -126,7 +131,7 @@ func NewKubernetes(client kubernetes.Interface, opts KubernetesOptions) (*Kubern
 	if opts.Resync == 0 {
 		opts.Resync = DefaultKubeResync
 	}
-	k := &Kubernetes{log: logger(opts.Logger), nodeName: opts.NodeName}
+	k := &Kubernetes{log: logger(opts.Logger), nodeName: opts.NodeName, labels: opts.Labels}
 	k.factory = informers.NewSharedInformerFactoryWithOptions(client, opts.Resync, informers.WithTransform(k.trim))
 	k.slices = k.factory.Discovery().V1().EndpointSlices().Informer()
 	k.services = k.factory.Core().V1().Services().Informer()
@@ -189,10 +194,25 @@ func (k *Kubernetes) Generation() uint64 {
 // HasSynced reports whether both informers have completed their first list.
 func (k *Kubernetes) HasSynced() bool { return k.synced.Load() }
 
-// Service implements ServiceResolver: the name of the Service whose
-// EndpointSlices list pod, or "" when none does (or the caches have not
-// synced). When several Services select the pod, the alphabetically first
-// wins, so the answer does not depend on the order events arrived in.
+// Service implements ServiceResolver: the name of the Service that selects
+// the pod, as SkyWalking's OAP resolves it, or "" when none does (or the
+// caches have not synced).
+//
+// The OAP names a pod after a Service of its namespace whose selector is
+// non-empty and contained in the pod's labels; pods no Service selects it
+// cannot name (they are Unknown in its topology). Weir applies the same
+// rule to the pod's labels from the runtime (Labels), so that a pod gets
+// the same name from this node as the OAP gives it from other nodes'
+// data. When several Services select the pod the OAP takes the first of
+// its informer's list, an order Weir cannot see; Weir takes the
+// alphabetically first, so the answer at least does not depend on the
+// order events arrived in.
+//
+// While the pod's labels are unknown (no runtime socket, or not fetched
+// yet), the Services whose EndpointSlices list the pod stand in: the
+// EndpointSlice controller derives them from the same selectors. Services
+// without a selector (slices managed by hand) are left out, since the OAP
+// cannot match them.
 //
 // An endpoint matches by its targetRef (kind Pod, same namespace and name),
 // which is what the EndpointSlice controller writes. An endpoint without a
@@ -201,8 +221,22 @@ func (k *Kubernetes) HasSynced() bool { return k.synced.Load() }
 // address: the IP was reused.
 func (k *Kubernetes) Service(pod *enrollpb.Pod) string {
 	k.lookups.Add(1)
+	name := k.service(pod)
+	if name != "" {
+		k.answered.Add(1)
+	}
+	return name
+}
+
+// service is Service without the counters.
+func (k *Kubernetes) service(pod *enrollpb.Pod) string {
 	if !k.synced.Load() || pod.GetNamespace() == "" {
 		return ""
+	}
+	if k.labels != nil {
+		if labels := k.labels(pod.GetContainerId()); labels != nil {
+			return k.bySelector(pod.GetNamespace(), labels)
+		}
 	}
 	idx := k.slices.GetIndexer()
 	objs, err := idx.ByIndex(indexByPod, pod.GetNamespace()+"/"+pod.GetName())
@@ -235,8 +269,10 @@ func (k *Kubernetes) Service(pod *enrollpb.Pod) string {
 			continue
 		}
 		// A slice outlives its Service until the garbage collector
-		// deletes it; a deleted Service no longer names anything.
-		if _, exists, _ := k.services.GetStore().GetByKey(es.Namespace + "/" + name); !exists {
+		// deletes it; a deleted Service no longer names anything, and
+		// one without a selector is none the OAP can match.
+		obj, exists, _ := k.services.GetStore().GetByKey(es.Namespace + "/" + name)
+		if svc, ok := obj.(*corev1.Service); !exists || !ok || len(svc.Spec.Selector) == 0 {
 			continue
 		}
 		names = append(names, name)
@@ -244,8 +280,39 @@ func (k *Kubernetes) Service(pod *enrollpb.Pod) string {
 	if len(names) == 0 {
 		return ""
 	}
-	k.answered.Add(1)
 	return slices.Min(names)
+}
+
+// bySelector returns the alphabetically first Service of namespace ns whose
+// selector is non-empty and contained in labels, or "".
+func (k *Kubernetes) bySelector(ns string, labels map[string]string) string {
+	objs, err := k.services.GetIndexer().ByIndex(cache.NamespaceIndex, ns)
+	if err != nil {
+		k.indexErrors.Add(1)
+		k.log.Warn("service index lookup failed", "index", cache.NamespaceIndex, "error", err)
+		return ""
+	}
+	best := ""
+	for _, o := range objs {
+		svc, ok := o.(*corev1.Service)
+		if !ok || len(svc.Spec.Selector) == 0 || (best != "" && svc.Name >= best) {
+			continue
+		}
+		if selects(svc.Spec.Selector, labels) {
+			best = svc.Name
+		}
+	}
+	return best
+}
+
+// selects says whether every key and value of selector is in labels.
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if l, ok := labels[k]; !ok || l != v {
+			return false
+		}
+	}
+	return true
 }
 
 // Stats returns the resolver's counters.
@@ -326,7 +393,8 @@ func (k *Kubernetes) trim(obj any) (any, error) {
 		}
 		return out, nil
 	case *corev1.Service:
-		return &corev1.Service{ObjectMeta: trimMeta(o.ObjectMeta)}, nil
+		// The selector is what the OAP names pods by.
+		return &corev1.Service{ObjectMeta: trimMeta(o.ObjectMeta), Spec: corev1.ServiceSpec{Selector: o.Spec.Selector}}, nil
 	default:
 		// cache.DeletedFinalStateUnknown and anything else: as is.
 		return obj, nil

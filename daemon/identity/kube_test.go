@@ -240,8 +240,8 @@ func TestKubernetesCachesOnlyWhatLookupsRead(t *testing.T) {
 		t.Errorf("cached slice not trimmed: %+v", es)
 	}
 	obj, ok, _ = k.services.GetStore().GetByKey("shop/checkout")
-	if !ok || obj.(*corev1.Service).Spec.Selector != nil {
-		t.Errorf("cached service not trimmed: %+v", obj)
+	if svc, _ := obj.(*corev1.Service); !ok || svc.Spec.Selector["app"] != "checkout" || svc.Spec.Ports != nil {
+		t.Errorf("cached service not trimmed to its selector: %+v", obj)
 	}
 }
 
@@ -296,5 +296,43 @@ func TestKubernetesKeepsOnlyThisNodesEndpoints(t *testing.T) {
 	obj, _, _ := k.slices.GetStore().GetByKey("shop/web-1")
 	if n := len(obj.(*discoveryv1.EndpointSlice).Endpoints); n != 2 {
 		t.Errorf("cached slice holds %d endpoints, want 2 (node-2's dropped)", n)
+	}
+}
+
+// The OAP names a pod after a Service of its namespace whose selector its
+// labels contain; with the pod's labels known, Weir does the same.
+func TestKubernetesNamesPodAfterTheServiceSelectingItsLabels(t *testing.T) {
+	labels := map[string]map[string]string{
+		"sandbox-web-0":   {"app": "web", "tier": "front", "pod-template-hash": "abc"},
+		"sandbox-batch-0": {"app": "batch"},
+		"sandbox-other-0": {"app": "web"},
+	}
+	withSelector := func(ns, name string, sel map[string]string) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: corev1.ServiceSpec{Selector: sel}}
+	}
+	k, _ := startKubeWith(t, KubernetesOptions{Resync: time.Minute, Labels: func(id string) map[string]string { return labels[id] }},
+		withSelector("shop", "web", map[string]string{"app": "web"}),
+		withSelector("shop", "storefront", map[string]string{"app": "web", "tier": "front"}),
+		withSelector("shop", "web-canary", map[string]string{"app": "web", "track": "canary"}),
+		withSelector("shop", "manual", nil), // selectorless: its slices are hand-managed
+		slice("shop", "manual-1", "manual", podEndpoint("shop", "batch-0", "10.1.0.9")),
+	)
+	// storefront and web both select web-0: the alphabetically first.
+	if got := k.Service(enrolled("shop", "web-0", "10.1.0.5")); got != "storefront" {
+		t.Errorf("web-0 named %q, want storefront", got)
+	}
+	// Listed by a selectorless Service's slice only: the OAP cannot match
+	// it, so neither does Weir.
+	if got := k.Service(enrolled("shop", "batch-0", "10.1.0.9")); got != "" {
+		t.Errorf("batch-0 named %q, want none", got)
+	}
+	// Same labels in another namespace: no Service there.
+	if got := k.Service(enrolled("other", "other-0", "10.2.0.5")); got != "" {
+		t.Errorf("other-0 named %q, want none", got)
+	}
+	// Labels not known yet: EndpointSlices stand in, selectorless ones
+	// left out.
+	if got := k.Service(enrolled("shop", "unknown-0", "10.1.0.9")); got != "" {
+		t.Errorf("pod with unknown labels named %q by a selectorless Service", got)
 	}
 }

@@ -510,6 +510,7 @@ func (a *Aggregator) serviceLocked(p *flow.Pod, e int64) *serviceState {
 		a.services[k] = s
 	}
 	s.last = e
+	s.selected = p.Selected
 	return s
 }
 

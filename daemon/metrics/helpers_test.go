@@ -47,8 +47,10 @@ func newAgg(t testing.TB, opts Options) (*Aggregator, *clock) {
 
 var (
 	frontend = &flow.Pod{ID: 1, Namespace: "shop", Name: "frontend-7d9", Service: "frontend"}
-	catalog0 = &flow.Pod{ID: 2, Namespace: "shop", Name: "catalog-0", Service: "catalog"}
-	catalog1 = &flow.Pod{ID: 3, Namespace: "shop", Name: "catalog-1", Service: "catalog"}
+	// catalog is a Kubernetes Service selecting its pods; frontend is a
+	// name Weir gave (see flow.Pod.Selected).
+	catalog0 = &flow.Pod{ID: 2, Namespace: "shop", Name: "catalog-0", Service: "catalog", Selected: true}
+	catalog1 = &flow.Pod{ID: 3, Namespace: "shop", Name: "catalog-1", Service: "catalog", Selected: true}
 )
 
 func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -86,9 +86,10 @@ func TestAPIJSONShapes(t *testing.T) {
 		t.Fatalf("services = %d %v", code, v)
 	}
 	svc := list[0].(map[string]any)
-	wantKeys(t, "service", svc, "name", "service", "namespace", "pods", "http", "tcp")
+	wantKeys(t, "service", svc, "name", "service", "namespace", "pods", "kubernetesService", "http", "tcp")
 	checkHTTPTCP(t, "service", svc)
-	if svc["name"] != "catalog.shop" || svc["service"] != "catalog" || svc["namespace"] != "shop" || svc["pods"] != 1.0 {
+	if svc["name"] != "catalog.shop" || svc["service"] != "catalog" || svc["namespace"] != "shop" || svc["pods"] != 1.0 ||
+		svc["kubernetesService"] != true || list[1].(map[string]any)["kubernetesService"] != false {
 		t.Errorf("service = %v", svc)
 	}
 	if svc["http"].(map[string]any)["successRate"] != 1.0 || svc["http"].(map[string]any)["requests"] != 1.0 {

@@ -152,7 +152,7 @@ func (a *Aggregator) Services(w time.Duration) ([]view.Service, error) {
 			}
 		}
 		out = append(out, view.Service{
-			Name: s.name, Service: s.key.service, Namespace: s.key.namespace, Pods: pods,
+			Name: s.name, Service: s.key.service, Namespace: s.key.namespace, Pods: pods, KubernetesService: s.selected,
 			HTTP: h.view(a.rateSpan(w)), TCP: t.view(),
 		})
 	}

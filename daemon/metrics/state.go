@@ -131,10 +131,13 @@ type serviceKey struct{ namespace, service string }
 type serviceState struct {
 	key  serviceKey
 	name string // "<service>.<namespace>"
-	last int64
-	pods map[*podState]struct{}
-	http httpRing // server side
-	tcp  tcpRing  // all of the service's pods
+	// selected: the name is a Kubernetes Service selecting the pods (see
+	// flow.Pod.Selected), as its latest pod said.
+	selected bool
+	last     int64
+	pods     map[*podState]struct{}
+	http     httpRing // server side
+	tcp      tcpRing  // all of the service's pods
 
 	endpoints    map[endpointKey]*endpointState
 	rawEndpoints int            // endpoints not named by a route pattern

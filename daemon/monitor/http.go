@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/export/skywalking"
 )
 
 // RegisterHTTP implements daemon.HTTPRegistrar: /api/v1/connections,
@@ -44,8 +46,15 @@ func (m *Monitor) Features() api.Features {
 	for _, h := range f.Hooks {
 		out.Hooks = append(out.Hooks, api.HookStatus{Name: h.Name, Tier: h.Tier.String(), Available: h.Attached, Reason: h.Reason})
 	}
+	var measured event.Metric
 	for _, ms := range f.Metrics {
-		out.Metrics = append(out.Metrics, api.MetricStatus{Name: ms.Name, Available: ms.Available, Reason: ms.Reason})
+		if ms.Available {
+			measured |= ms.Metric
+		}
+	}
+	for _, ms := range f.Metrics {
+		out.Metrics = append(out.Metrics, api.MetricStatus{Name: ms.Name, Available: ms.Available, Reason: ms.Reason,
+			SkyWalking: skywalking.OAPImpact(ms.Metric, measured)})
 	}
 	return out
 }

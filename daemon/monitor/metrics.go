@@ -21,13 +21,14 @@ type metrics struct {
 	exchanges       atomic.Uint64
 	exchangesForced atomic.Uint64
 	lateChunks      atomic.Uint64
+	ioUnclaimed     [numIOReasons]atomic.Uint64
 
 	bpfLost, bpfRecords, bpfDecodeErrors, bpfScanDropped, hookTier, captureEnabled *prometheus.Desc
 	bpfHintFailures                                                                *prometheus.Desc
 	ringUsed, ringSize                                                             *prometheus.Desc
 	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs          *prometheus.Desc
 	opsDesc, exch, exchForced, reqKept, reqOverwritten, enrollErrors, dumpSkipped  *prometheus.Desc
-	dumpErrors, monitoredPods, lateChunksDesc                                      *prometheus.Desc
+	dumpErrors, monitoredPods, lateChunksDesc, ioUnclaimedDesc                     *prometheus.Desc
 }
 
 func newMetrics(m *Monitor) *metrics {
@@ -60,6 +61,7 @@ func newMetrics(m *Monitor) *metrics {
 		dumpErrors:      d("dump_errors_total", "Stream dump file failures."),
 		monitoredPods:   d("monitor_pods", "Pods whose identities the pipeline knows."),
 		lateChunksDesc:  d("pipeline_late_chunks_total", "Data chunks that arrived after their syscall's operation was delivered."),
+		ioUnclaimedDesc: d("pipeline_io_unclaimed_total", "Reads and writes handed to once-only consumers (the SkyWalking exporter) on their own rather than in an exchange, by reason.", "reason"),
 	}
 }
 
@@ -78,7 +80,7 @@ func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
 func (x *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfRecords, x.bpfDecodeErrors, x.bpfScanDropped, x.bpfHintFailures, x.hookTier, x.ringUsed, x.ringSize,
 		x.captureEnabled, x.protoRecords, x.protoIncomplete, x.protoLimits, x.protoErrors, x.protoResyncs, x.opsDesc,
-		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.lateChunksDesc} {
+		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.lateChunksDesc, x.ioUnclaimedDesc} {
 		ch <- d
 	}
 }
@@ -141,6 +143,9 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(x.exch, x.exchanges.Load())
 	counter(x.exchForced, x.exchangesForced.Load())
 	counter(x.lateChunksDesc, x.lateChunks.Load())
+	for i, n := range ioReasonNames {
+		counter(x.ioUnclaimedDesc, x.ioUnclaimed[i].Load(), n)
+	}
 	gauge(x.reqKept, float64(m.requests.len()))
 	counter(x.reqOverwritten, m.requests.overwritten.Load())
 	counter(x.enrollErrors, m.enroller.errorCount())

@@ -41,13 +41,19 @@ import (
 // Bounds of the per-connection state the pipeline keeps next to the
 // capture table's.
 const (
-	// OpsPerConn is how many recent read/write operations a connection
-	// keeps for relating them to exchanges: enough for an exchange whose
-	// request and response each took several syscalls, small enough that
-	// a full connection table stays within tens of megabytes.
-	OpsPerConn = 16
-	// OpsPerExchange bounds the operations attached to one exchange.
-	OpsPerExchange = 32
+	// OpsPerConn is how many complete read/write operations a connection
+	// holds for the exchanges that may claim them: enough for an exchange
+	// whose request and response took dozens of syscalls, small enough
+	// that a full connection table stays bounded. Beyond it the oldest
+	// goes to OpConsumers on its own (counted, never lost).
+	OpsPerConn = 64
+	// OpsPerExchange bounds the operations attached to one exchange; the
+	// rest of its operations go to OpConsumers on their own (counted).
+	OpsPerExchange = 64
+	// IOHoldDelay is how long (event clock) a read or write waits for an
+	// exchange to claim it before it goes to OpConsumers on its own: HTTP/2
+	// control frames, and requests whose response takes longer than this.
+	IOHoldDelay = 30 * time.Second
 	// PendingExchangesPerConn bounds the exchanges of a connection that
 	// wait for their last operation to complete; beyond it the oldest is
 	// delivered with the operations known so far (counted).

@@ -90,12 +90,25 @@ func (f *fakeCollector) callLog() []string {
 	return slices.Clone(f.calls)
 }
 
-// recorder is a flow.Consumer that logs what it receives.
+// recorder is a flow.OpConsumer that logs what it receives. ConnOp calls
+// go to connOps only, so that log shows what every consumer sees.
 type recorder struct {
 	mu        sync.Mutex
 	log       []string
 	ops       []*flow.KernelOp
 	exchanges []*flow.Exchange
+	connOps   []connOp
+}
+
+type connOp struct {
+	op    *flow.KernelOp
+	proto flow.Protocol
+}
+
+func (r *recorder) ConnOp(op *flow.KernelOp, proto flow.Protocol) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.connOps = append(r.connOps, connOp{op, proto})
 }
 
 func (r *recorder) KernelOp(op *flow.KernelOp) {
@@ -144,10 +157,16 @@ func testConfig() config.Config {
 // start builds a Monitor over a fake collector and runs it.
 func start(t *testing.T, cfg config.Config, pods ...*enrollpb.Pod) *harness {
 	t.Helper()
+	return startWith(t, cfg, nil, pods...)
+}
+
+// startWith is start with more consumers after the recorder.
+func startWith(t *testing.T, cfg config.Config, more []flow.Consumer, pods ...*enrollpb.Pod) *harness {
+	t.Helper()
 	h := &harness{coll: newFakeCollector(), rec: &recorder{}}
 	h.now.Store(0) // event time stands still unless a test moves it
 	m, err := New(Options{
-		Config: cfg, Collector: h.coll, Consumers: []flow.Consumer{h.rec},
+		Config: cfg, Collector: h.coll, Consumers: append([]flow.Consumer{h.rec}, more...),
 		BootTime: testBoot, Clock: func() event.Timestamp { return event.Timestamp(h.now.Load()) },
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -441,6 +460,11 @@ func TestConnectionsAndFeaturesAPI(t *testing.T) {
 		f.Metrics[1].Reason != "needs the fentry tier" {
 		t.Errorf("features = %+v", f)
 	}
+	// Which SkyWalking fields an unmeasured metric leaves out: with
+	// nothing else of their layers measured, not sent at all.
+	if sw := f.Metrics[1].SkyWalking; !strings.Contains(sw, "write L4 total duration") || !strings.Contains(sw, "left out") {
+		t.Errorf("l4_duration's SkyWalking impact = %q", sw)
+	}
 }
 
 func TestCaptureDisabledReportsWhy(t *testing.T) {
@@ -683,7 +707,7 @@ func TestExplainNamesTheCause(t *testing.T) {
 	}
 }
 
-func TestPlainTCPConnectionReportsOpsButKeepsNone(t *testing.T) {
+func TestPlainTCPConnectionReportsOpsAndNoRequests(t *testing.T) {
 	h := start(t, testConfig(), serverPod)
 	g := &connGen{id: 11, proc: proc(1)}
 	h.sink.ConnOpen(g.open(event.RoleClient, "10.0.0.2:40000", "192.0.2.9:5432", 1000))

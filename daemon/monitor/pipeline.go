@@ -10,6 +10,7 @@ import (
 	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/protocol"
+	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
 type pipelineConfig struct {
@@ -23,12 +24,29 @@ type pipelineConfig struct {
 	metrics   *metrics
 }
 
+// Reasons a read or write reached OpConsumers on its own rather than in an
+// exchange's Ops (pipeline_io_unclaimed_total).
+const (
+	ioNotHTTP        = iota // the connection is not HTTP
+	ioBeforeExchange        // HTTP/1: before a later exchange, claimed by none
+	ioHeldTooLong           // waited IOHoldDelay without an exchange claiming it
+	ioConnBound             // pushed out by OpsPerConn newer operations (bound hit)
+	ioExchangeBound         // its exchange already held OpsPerExchange (bound hit)
+	ioClosed                // the connection closed with no exchange claiming it
+	numIOReasons
+)
+
+var ioReasonNames = [numIOReasons]string{"not_http", "before_exchange", "held_too_long", "conn_bound", "exchange_bound", "closed"}
+
 // pipeline is the capture.Observer and StreamFactory of the table. All its
 // methods run with the table's lock held (Observer and Stream calls are
 // serialised by the table), so its state needs no lock of its own.
 type pipeline struct {
 	pipelineConfig
 	conns map[event.ConnID]*connState
+	// opConsumers are the consumers that take each operation once (see
+	// flow.OpConsumer).
+	opConsumers []flow.OpConsumer
 	// waiting holds the connections with a syscall whose operation is
 	// not known to be complete yet, for Swept, and connections whose
 	// operations completed since the last sweep (connState.waiting says
@@ -39,11 +57,17 @@ type pipeline struct {
 var _ capture.Observer = (*pipeline)(nil)
 
 func newPipeline(cfg pipelineConfig) *pipeline {
-	return &pipeline{
+	p := &pipeline{
 		pipelineConfig: cfg,
 		conns:          make(map[event.ConnID]*connState),
 		waiting:        make(map[*connState]struct{}),
 	}
+	for _, c := range cfg.consumers {
+		if oc, ok := c.(flow.OpConsumer); ok {
+			p.opConsumers = append(p.opConsumers, oc)
+		}
+	}
+	return p
 }
 
 // opKey identifies one syscall's chunks on a connection and direction.
@@ -69,6 +93,9 @@ type connState struct {
 	shown *shownConn
 	// waiting says the connection is in the pipeline's waiting set.
 	waiting bool
+	// sniffed says the first data chunk was looked at; tls that it began
+	// a TLS handshake.
+	sniffed, tls bool
 
 	// pending is the operation of the syscall being reported in each
 	// direction: the kernel reports a syscall as several chunks and says
@@ -76,9 +103,14 @@ type connState struct {
 	// the next syscall starts, kernel metrics arrive (they ride on the last
 	// chunk), the connection ends, or OpFlushDelay passes.
 	pending [2]*flow.KernelOp
-	done    [2]opKey         // the last completed syscall per direction
-	recent  []*flow.KernelOp // ring of the last OpsPerConn complete read/write ops
-	next    int
+	done    [2]opKey // the last completed syscall per direction
+	// held are the complete reads and writes no exchange has claimed yet,
+	// in order of completion (at most OpsPerConn): each goes either into
+	// one exchange's Ops or, on its own, to OpConsumers (releaseIO).
+	held []*flow.KernelOp
+	// opened is the connect or accept held back from OpConsumers until the
+	// connection's protocol is known (see flow.OpConsumer).
+	opened *flow.KernelOp
 	// opBlock holds the read/write operations not handed out yet of the
 	// block allocated last (see newOp).
 	opBlock []flow.KernelOp
@@ -100,8 +132,13 @@ func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
 // Data implements capture.Stream.
 func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
 	cs.dump.data(dir, b)
+	if !cs.sniffed {
+		cs.sniffed = true
+		cs.tls = isTLSHandshake(b)
+	}
 	if pc := cs.ensureParser(); pc != nil {
 		pc.Data(dir, b, start, end)
+		cs.parsed()
 	}
 }
 
@@ -110,6 +147,28 @@ func (cs *connState) Skip(dir event.Direction, n uint64, start, end event.Timest
 	cs.dump.skip(dir, n)
 	if pc := cs.ensureParser(); pc != nil {
 		pc.Skip(dir, n, start, end)
+		cs.parsed()
+	}
+}
+
+// parsed releases what waited for the parser's classification: the held
+// connect or accept once the protocol is known, and held reads and writes
+// once the connection turned out not to be HTTP. (The table reports a
+// chunk to the Observer before the Stream, so the first operation can
+// complete before the parser has seen its bytes.)
+func (cs *connState) parsed() {
+	if cs.opened == nil && len(cs.held) == 0 {
+		return
+	}
+	switch cs.parser.Kind() {
+	case protocol.KindDetecting:
+	case protocol.KindTCP:
+		cs.releaseOpened()
+		if len(cs.exchanges) == 0 {
+			cs.releaseHeld(len(cs.held), ioNotHTTP)
+		}
+	default:
+		cs.releaseOpened()
 	}
 }
 
@@ -198,10 +257,26 @@ func (p *pipeline) ConnOpened(c *capture.Conn, e event.ConnOpen) {
 	default:
 		return
 	}
-	p.emitOp(&flow.KernelOp{
+	op := &flow.KernelOp{
 		Conn: cs.flow(), Kind: kind, Syscall: e.Syscall, Start: e.Start, End: e.End,
 		Success: e.Success, Errno: e.Errno,
-	})
+	}
+	p.emitOp(op)
+	if len(p.opConsumers) == 0 {
+		return
+	}
+	cs.opened = op
+	switch {
+	case !e.Success || (cs.parser != nil && cs.parser.Kind() != protocol.KindDetecting):
+		// A failed connect carries no data to wait for; a late open
+		// event comes after the data that classified the connection.
+		cs.releaseOpened()
+	case !cs.waiting:
+		// Swept releases it if no data comes within IOHoldDelay (an
+		// idle pooled connection).
+		cs.waiting = true
+		p.waiting[cs] = struct{}{}
+	}
 }
 
 // DataArrived implements capture.Observer: every read and write syscall
@@ -264,11 +339,15 @@ func (p *pipeline) ConnFinished(c *capture.Conn, info capture.ConnInfo, ev *even
 	delete(p.waiting, cs)
 	cs.waiting = false
 	cs.deliver(true)
+	cs.releaseOpened()
+	cs.releaseHeld(len(cs.held), ioClosed)
 	if ev != nil {
-		p.emitOp(&flow.KernelOp{
+		op := &flow.KernelOp{
 			Conn: cs.flow(), Kind: flow.OpClose, Syscall: event.SysClose, Start: ev.Start, End: ev.End,
 			Success: ev.Success, Socket: ev.Socket,
-		})
+		}
+		p.emitOp(op)
+		cs.connOp(op, -1)
 	}
 	cs.dump.close(info)
 }
@@ -292,9 +371,11 @@ func (p *pipeline) Retransmitted(c *capture.Conn, e event.Retransmit) {
 }
 
 // Swept implements capture.Observer: operations whose syscall has been
-// quiet for OpFlushDelay are complete. Connections that have nothing
-// pending any more leave the waiting set here rather than at every
-// completed operation, which would cost two map updates per syscall.
+// quiet for OpFlushDelay are complete, and held reads and writes no
+// exchange claimed within IOHoldDelay go on their own. Connections that
+// have nothing pending or held any more leave the waiting set here rather
+// than at every completed operation, which would cost two map updates per
+// syscall.
 func (p *pipeline) Swept(now event.Timestamp) {
 	for cs := range p.waiting {
 		for d := range cs.pending {
@@ -302,7 +383,18 @@ func (p *pipeline) Swept(now event.Timestamp) {
 				cs.complete(event.Direction(d))
 			}
 		}
-		if cs.pending[0] == nil && cs.pending[1] == nil {
+		old := 0
+		for _, op := range cs.held {
+			if now <= op.End || time.Duration(now-op.End) < IOHoldDelay {
+				break
+			}
+			old++
+		}
+		cs.releaseHeld(old, ioHeldTooLong)
+		if op := cs.opened; op != nil && now > op.End && time.Duration(now-op.End) >= IOHoldDelay {
+			cs.releaseOpened()
+		}
+		if cs.pending[0] == nil && cs.pending[1] == nil && len(cs.held) == 0 && cs.opened == nil {
 			delete(p.waiting, cs)
 			cs.waiting = false
 		}
@@ -318,18 +410,101 @@ func (cs *connState) complete(d event.Direction) {
 	cs.pending[d] = nil
 	cs.done[d] = opKey{op.Syscall, op.Start, op.End}
 	cs.p.emitOp(op)
-	// Ops are kept only where an exchange may still claim them: not on a
-	// connection the parser gave up on as plain TCP.
-	if cs.parser == nil || cs.parser.Kind() != protocol.KindTCP {
-		cs.remember(op)
+	if len(cs.exchanges) == 0 && cs.parser != nil && cs.parser.Kind() == protocol.KindTCP {
+		// No exchange can claim it: the connection is not HTTP (or the
+		// parser gave up on it).
+		cs.releaseOpened()
+		cs.releaseHeld(len(cs.held), ioNotHTTP)
+		cs.connOp(op, ioNotHTTP)
+		return
 	}
+	cs.hold(op)
 	cs.deliver(false)
+}
+
+// isTLSHandshake says b starts with a TLS handshake record header: content
+// type 22, a 3.x record version (TLS 1.0 to 1.3 all use 3.1 or 3.3 here;
+// 3.0 is SSL 3). A connection that starts so is TLS whatever the parser
+// makes of it.
+func isTLSHandshake(b []byte) bool {
+	return len(b) >= 3 && b[0] == 0x16 && b[1] == 0x03 && b[2] <= 0x04
+}
+
+// protocol is what the connection's parser classified it as so far.
+func (cs *connState) protocol() flow.Protocol {
+	if cs.tls {
+		return flow.ProtoTLS
+	}
+	if cs.parser == nil {
+		return flow.ProtoUnknown
+	}
+	switch cs.parser.Kind() {
+	case protocol.KindHTTP1:
+		return flow.ProtoHTTP1
+	case protocol.KindHTTP2:
+		return flow.ProtoHTTP2
+	case protocol.KindTCP:
+		return flow.ProtoTCP
+	}
+	return flow.ProtoUnknown
+}
+
+// connOp hands op to the OpConsumers; a read or write counts why it goes
+// on its own (reason; -1 for connect, accept and close).
+func (cs *connState) connOp(op *flow.KernelOp, reason int) {
+	if len(cs.p.opConsumers) == 0 {
+		return
+	}
+	if reason >= 0 {
+		cs.p.metrics.ioUnclaimed[reason].Add(1)
+	}
+	proto := cs.protocol()
+	for _, c := range cs.p.opConsumers {
+		c.ConnOp(op, proto)
+	}
+}
+
+// releaseOpened hands the held connect or accept to OpConsumers.
+func (cs *connState) releaseOpened() {
+	if op := cs.opened; op != nil {
+		cs.opened = nil
+		cs.connOp(op, -1)
+	}
+}
+
+// hold keeps op for the exchanges that may claim it. At the bound the
+// oldest held operation goes on its own, counted.
+func (cs *connState) hold(op *flow.KernelOp) {
+	if len(cs.held) >= OpsPerConn {
+		cs.releaseHeld(1, ioConnBound)
+	}
+	cs.held = append(cs.held, op)
+	if !cs.waiting {
+		// Swept releases what no exchange claims in time.
+		cs.waiting = true
+		cs.p.waiting[cs] = struct{}{}
+	}
+}
+
+// releaseHeld hands the n oldest held operations to OpConsumers on their
+// own.
+func (cs *connState) releaseHeld(n int, reason int) {
+	if n == 0 {
+		return
+	}
+	for _, op := range cs.held[:n] {
+		cs.connOp(op, reason)
+	}
+	// Shifting down keeps the slice's array for the next operations.
+	rest := copy(cs.held, cs.held[n:])
+	clear(cs.held[rest:])
+	cs.held = cs.held[:rest]
 }
 
 // opsPerBlock is how many read/write operations a connection allocates at
 // once: a request's and its response's syscall, twice. A consumer that
 // keeps an operation keeps its block alive, at most three operations more
-// than it asked for; the connection itself keeps the last OpsPerConn.
+// than it asked for; the connection itself holds at most OpsPerConn.
 const opsPerBlock = 4
 
 // newOp returns a zero operation for the connection. Operations are made
@@ -342,16 +517,6 @@ func (cs *connState) newOp() *flow.KernelOp {
 	op := &cs.opBlock[0]
 	cs.opBlock = cs.opBlock[1:]
 	return op
-}
-
-// remember adds op to the ring of recent operations.
-func (cs *connState) remember(op *flow.KernelOp) {
-	if len(cs.recent) < OpsPerConn {
-		cs.recent = append(cs.recent, op)
-	} else {
-		cs.recent[cs.next] = op
-		cs.next = (cs.next + 1) % OpsPerConn
-	}
 }
 
 func (p *pipeline) emitOp(op *flow.KernelOp) {
@@ -415,32 +580,88 @@ func (cs *connState) deliverFirst() {
 	rest := copy(cs.exchanges, cs.exchanges[1:])
 	cs.exchanges[rest] = nil
 	cs.exchanges = cs.exchanges[:rest]
-	start, end := window(ex.Record)
-	// recent is a ring in order of completion, oldest at next; consumers
-	// get the ops in order of their start. They are gathered first so
-	// that Ops is allocated once, at its size.
-	var found [OpsPerExchange]*flow.KernelOp
+	c := claim(ex.Conn.Role, ex.Record)
+	// Held operations are in order of completion; consumers get the
+	// claimed ones in order of their start. They are counted first so that
+	// Ops is allocated once, at its size.
 	k := 0
-	for _, part := range [2][]*flow.KernelOp{cs.recent[cs.next:], cs.recent[:cs.next]} {
-		for _, op := range part {
-			if op.Start <= end && op.End >= start && k < len(found) {
-				found[k] = op
-				k++
-			}
+	for _, op := range cs.held {
+		if c.claims(op) {
+			k++
 		}
 	}
+	over := max(k-OpsPerExchange, 0)
+	k -= over
 	switch {
 	case k > len(pe.ops):
-		ex.Ops = make([]*flow.KernelOp, k)
+		ex.Ops = make([]*flow.KernelOp, 0, k)
 	case k > 0:
-		ex.Ops = pe.ops[:k:k]
+		ex.Ops = pe.ops[:0:k]
 	}
-	copy(ex.Ops, found[:k])
+	// One pass moves the claimed operations into Ops and keeps the rest
+	// held, in order. HTTP/1 exchanges come in order of their messages, so
+	// an operation before this exchange's request that none claimed never
+	// will be: it goes on its own.
+	inOrder := ex.Record.Protocol != record.HTTP2
+	kept := cs.held[:0]
+	for _, op := range cs.held {
+		switch {
+		case c.claims(op) && len(ex.Ops) < k:
+			ex.Ops = append(ex.Ops, op)
+		case c.claims(op):
+			cs.connOp(op, ioExchangeBound)
+		case inOrder && op.End < c.reqStart:
+			cs.connOp(op, ioBeforeExchange)
+		default:
+			kept = append(kept, op)
+		}
+	}
+	clear(cs.held[len(kept):])
+	cs.held = kept
 	slices.SortStableFunc(ex.Ops, func(a, b *flow.KernelOp) int { return cmp.Compare(a.Start, b.Start) })
 	cs.p.metrics.exchanges.Add(1)
 	for _, c := range cs.p.consumers {
 		c.Exchange(ex)
 	}
+}
+
+// claimer says which operations carried an exchange's bytes: those of the
+// request's direction that overlap the request's syscalls, and those of the
+// response's direction that overlap the response's. Taking each direction
+// within its own span, rather than anything within the exchange's window,
+// keeps the other exchanges of a connection (concurrent HTTP/2 streams,
+// pipelined HTTP/1 requests) from claiming each other's syscalls.
+type claimer struct {
+	reqKind, respKind  flow.OpKind
+	reqStart, reqEnd   event.Timestamp
+	respStart, respEnd event.Timestamp
+	hasResp            bool
+}
+
+func claim(role event.Role, r *protocol.Record) claimer {
+	c := claimer{
+		reqKind: flow.OpRead, respKind: flow.OpWrite,
+		reqStart: r.ReqStart, reqEnd: max(r.ReqEnd, r.ReqStart),
+		respStart: r.RespStart, respEnd: max(r.RespEnd, r.RespStart),
+		hasResp: r.RespEnd != 0,
+	}
+	if c.respStart == 0 {
+		c.respStart = c.respEnd
+	}
+	if role == event.RoleClient {
+		c.reqKind, c.respKind = flow.OpWrite, flow.OpRead
+	}
+	return c
+}
+
+func (c *claimer) claims(op *flow.KernelOp) bool {
+	switch op.Kind {
+	case c.reqKind:
+		return op.Start <= c.reqEnd && op.End >= c.reqStart
+	case c.respKind:
+		return c.hasResp && op.Start <= c.respEnd && op.End >= c.respStart
+	}
+	return false
 }
 
 func (p *pipeline) closeDump() {

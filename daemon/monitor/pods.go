@@ -32,6 +32,12 @@ type Generationer interface {
 	Generation() uint64
 }
 
+// A ServiceResolver that knows whether its name for a pod is a Kubernetes
+// Service selecting it (flow.Pod's Selected) implements ServiceSelector.
+type ServiceSelector interface {
+	Selected(pod *enrollpb.Pod) bool
+}
+
 // A ServiceResolver that can also name a pod's containers (from the
 // runtime's CRI) implements ContainerNamer; it must answer from memory.
 type ContainerNamer interface {
@@ -93,8 +99,9 @@ func shortID(id string) string {
 // calls and read by the pipeline.
 type podIndex struct {
 	services ServiceResolver
-	gens     Generationer   // nil: names never change
-	namer    ContainerNamer // nil: containers are not named
+	selector ServiceSelector // nil: no name is known to be a selecting Service
+	gens     Generationer    // nil: names never change
+	namer    ContainerNamer  // nil: containers are not named
 
 	// gen is the resolver generation the names were taken at, and version
 	// moves whenever an identity may have changed (a pod added, removed
@@ -114,8 +121,10 @@ type podIndex struct {
 func newPodIndex(s ServiceResolver) *podIndex {
 	g, _ := s.(Generationer)
 	n, _ := s.(ContainerNamer)
+	sel, _ := s.(ServiceSelector)
 	return &podIndex{
 		services: s,
+		selector: sel,
 		gens:     g,
 		namer:    n,
 		src:      make(map[uint32]*enrollpb.Pod),
@@ -126,7 +135,8 @@ func newPodIndex(s ServiceResolver) *podIndex {
 }
 
 func (x *podIndex) add(p *enrollpb.Pod, log *slog.Logger) {
-	fp := &flow.Pod{ID: p.GetId(), Namespace: p.GetNamespace(), Name: p.GetName(), UID: p.GetUid(), Service: x.services.Service(p)}
+	fp := &flow.Pod{ID: p.GetId(), Namespace: p.GetNamespace(), Name: p.GetName(), UID: p.GetUid(),
+		Service: x.services.Service(p), Selected: x.selected(p)}
 	var ips []netip.Addr
 	for _, ip := range p.GetIps() {
 		pfx, err := netip.ParsePrefix(ip.GetAddress())
@@ -184,13 +194,17 @@ func (x *podIndex) refresh() {
 	}
 	x.gen.Store(g)
 	for id, fp := range x.byID {
-		if svc := x.services.Service(x.src[id]); svc != fp.Service {
+		if svc, sel := x.services.Service(x.src[id]), x.selected(x.src[id]); svc != fp.Service || sel != fp.Selected {
 			np := *fp
-			np.Service = svc
+			np.Service, np.Selected = svc, sel
 			x.byID[id] = &np
 			x.version.Add(1)
 		}
 	}
+}
+
+func (x *podIndex) selected(p *enrollpb.Pod) bool {
+	return x.selector != nil && x.selector.Selected(p)
 }
 
 // current returns the version of the identities, after naming pods again
@@ -256,6 +270,11 @@ func (x *podIndex) len() int {
 	defer x.mu.RUnlock()
 	return len(x.byID)
 }
+
+// Pod returns the current identity of the enrolled pod id (renamed when the
+// resolver learned more), or nil when no such pod is enrolled. It is safe
+// for concurrent use.
+func (m *Monitor) Pod(id uint32) *flow.Pod { return m.pods.byPodID(id) }
 
 // PodEnrolled implements registry.Observer: the pod's identity is indexed
 // and its network namespace handed to the collector before the call

@@ -12,9 +12,12 @@ import (
 // labelResolver answers from a map that changes after enrollment, as the
 // CRI and Kubernetes resolvers do once the runtime has recorded the sandbox.
 type labelResolver struct {
-	names map[string]string
-	gen   uint64
+	names    map[string]string
+	selected map[string]bool // names that are Kubernetes Services selecting the pod
+	gen      uint64
 }
+
+func (r *labelResolver) Selected(p *enrollpb.Pod) bool { return r.selected[r.Service(p)] }
 
 func (r *labelResolver) Service(p *enrollpb.Pod) string {
 	if n, ok := r.names[p.GetName()]; ok {
@@ -26,7 +29,7 @@ func (r *labelResolver) Service(p *enrollpb.Pod) string {
 func (r *labelResolver) Generation() uint64 { return r.gen }
 
 func TestPodsAreNamedAgainWhenTheResolverLearnsMore(t *testing.T) {
-	r := &labelResolver{names: map[string]string{}}
+	r := &labelResolver{names: map[string]string{}, selected: map[string]bool{"storefront": true}}
 	x := newPodIndex(r)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	x.add(&enrollpb.Pod{Id: 3, Namespace: "shop", Name: "web-7d9f8b6c4d-x2x9z",
@@ -42,8 +45,9 @@ func TestPodsAreNamedAgainWhenTheResolverLearnsMore(t *testing.T) {
 	}
 	r.gen++
 	after := x.byPodID(3)
-	if after.Service != "storefront" {
-		t.Fatalf("after the resolver learned the label: %q, want storefront", after.Service)
+	if after.Service != "storefront" || !after.Selected || before.Selected {
+		t.Fatalf("after the resolver learned the Service: %q (selected %t, before %t), want storefront, selected",
+			after.Service, after.Selected, before.Selected)
 	}
 	if before.Service != "web" || before == after {
 		t.Fatal("a flow.Pod already handed out was modified in place")

@@ -37,6 +37,7 @@ func TestExportOfRealTraffic(t *testing.T) {
 	t.Run("SkyWalking access logs of real traffic", func(t *testing.T) { f.testSkyWalking(t, feat) })
 	t.Run("Prometheus metrics of known traffic", f.testPrometheus)
 	t.Run("receiver outage of 10s", f.testOutage)
+	t.Run("ClusterIP peers, plain TCP and endpoint paths as the OAP resolves them", f.testWhatTheOAPResolves)
 }
 
 // swRequest is one request of the SkyWalking case with its known status.

@@ -51,6 +51,8 @@ func commands() map[string]command {
 		"short":       {"one connection: connect, send one request, read to EOF, exit", runShort},
 		"dial":        {"connect once and report the outcome (for refused connects)", runDial},
 		"vectored":    {"one request written with writev(2), the response read with readv(2)", runVectored},
+		"echo-server": {"echo every read back in one write (plain TCP)", runEchoServer},
+		"echo-client": {"write messages on one connection and read each echo; report the calls", runEchoClient},
 	}
 }
 

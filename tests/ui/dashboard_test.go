@@ -23,10 +23,10 @@ import (
 // reviews edge and a failing reviews route.
 const (
 	servicesJSON = `[
- {"name":"frontend.shop","service":"frontend","namespace":"shop","pods":1,
+ {"name":"frontend.shop","service":"frontend","namespace":"shop","pods":1,"kubernetesService":true,
   "http":{"requests":6000,"errors":0,"rpm":1200,"successRate":1,"latencyMs":{"p50":4.1,"p90":9.5,"p99":21.7,"avg":5.2}},
   "tcp":{"connects":12,"accepts":40,"closes":30,"bytesSent":5242880,"bytesRecv":1048576,"retransmits":0,"drops":0,"rttMs":0.2}},
- {"name":"catalog.data","service":"catalog","namespace":"data","pods":2,
+ {"name":"catalog.data","service":"catalog","namespace":"data","pods":2,"kubernetesService":true,
   "http":{"requests":6000,"errors":0,"rpm":1200,"successRate":1,"latencyMs":{"p50":0.8,"p90":1.4,"p99":3.3,"avg":0.9}},
   "tcp":{"connects":0,"accepts":2,"closes":0,"bytesSent":2097152,"bytesRecv":900000,"retransmits":0,"drops":0,"rttMs":0.1}},
  {"name":"reviews.data","service":"reviews","namespace":"data","pods":1,
@@ -184,6 +184,11 @@ func TestDashboardRendersEveryViewFromTheAggregationAPI(t *testing.T) {
 		assertContains(t, "services", text, "frontend.shop", "catalog.data", "reviews.data", "1200", "89.8%", "250 ms", "57", "6.0 MiB")
 		assertCount(t, b, "#services tbody tr", 3)
 		assertCount(t, b, `tr[data-service="reviews.data"] td.bad`, 3) // success rate, retransmits, drops
+		// reviews is named by Weir, not by a Service the OAP resolves:
+		// marked, and the page says what that means in SkyWalking.
+		assertCount(t, b, `tr[data-service="reviews.data"] .unresolved`, 1)
+		assertCount(t, b, "#services .unresolved", 1)
+		assertContains(t, "services", text, "as Unknown in other nodes' data")
 		shot(t, b, "services")
 	})
 	t.Run("topology", func(t *testing.T) {

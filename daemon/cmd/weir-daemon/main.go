@@ -20,6 +20,7 @@ import (
 
 	"github.com/weirnet/weir/daemon"
 	"github.com/weirnet/weir/daemon/config"
+	"github.com/weirnet/weir/daemon/conntrack"
 	"github.com/weirnet/weir/daemon/dashboard"
 	"github.com/weirnet/weir/daemon/enroll"
 	"github.com/weirnet/weir/daemon/export/skywalking"
@@ -73,6 +74,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		return exitRuntime
 	}
 	defer mon.Close() // Run closes it too; this covers a failure before Run
+	if comps.exporter != nil {
+		// Hold exports until Services are known, and name pods as they
+		// are named when a batch is sent.
+		comps.exporter.SetIdentity(comps.names.HasSynced, mon.Pod)
+	}
 	// The resolver comes before the monitor so that it sees each enrollment
 	// first; the dashboard last, since it only serves files.
 	all := append([]daemon.Component{comps.names}, mon)
@@ -87,8 +93,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 // parts are the daemon's components besides the capture monitor.
 type parts struct {
 	names     *identity.Resolver
-	consumers []flow.Consumer    // fed by the monitor
-	others    []daemon.Component // aggregation, export, dashboard
+	exporter  *skywalking.Exporter // nil without --oap
+	consumers []flow.Consumer      // fed by the monitor
+	others    []daemon.Component   // aggregation, export, dashboard
 }
 
 // components builds aggregation, the SkyWalking exporter (when --oap is
@@ -114,12 +121,16 @@ func components(cfg config.Config, log *slog.Logger) (parts, *config.Error) {
 			ServerName: cfg.OAP.ServerName, Cluster: cfg.Cluster, NodeName: cfg.NodeName,
 			FlushPeriod: cfg.OAP.FlushPeriod.Duration, BatchSize: cfg.OAP.BatchSize, QueueSize: cfg.OAP.QueueSize,
 			ExcludeNamespaces: cfg.ExcludeNamespaces, ServiceNameTemplate: cfg.ServiceNameTemplate,
+			// The daemon runs in the host's network namespace, where
+			// kube-proxy's DNAT of ClusterIPs is tracked.
+			Conntrack: conntrack.New(0),
 		}, log.With("component", "skywalking"))
 		if err != nil {
 			return p, &config.Error{Key: "oap", Err: err}
 		}
 		p.consumers = append(p.consumers, exp)
 		p.others = append(p.others, exp)
+		p.exporter = exp
 	}
 
 	kube, inCluster, err := identity.KubernetesClient(cfg.Identity.Kubeconfig)

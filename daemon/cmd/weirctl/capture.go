@@ -185,7 +185,7 @@ func featuresCmd(ctx context.Context, e env, args []string) error {
 		hooks = append(hooks, []string{h.Name, h.Tier, availability(h.Available), orDash(h.Reason)})
 	}
 	for _, m := range f.Metrics {
-		metrics = append(metrics, []string{m.Name, availability(m.Available), orDash(m.Reason)})
+		metrics = append(metrics, []string{m.Name, availability(m.Available), orDash(m.Reason), orDash(m.SkyWalking)})
 	}
 	if err := section("TIER\tSTATUS\tREASON", tiers); err != nil {
 		return err
@@ -195,7 +195,7 @@ func featuresCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stdout)
-	return section("METRIC\tSTATUS\tREASON", metrics)
+	return section("METRIC\tSTATUS\tREASON\tSKYWALKING (ACCESS-LOG FIELDS)", metrics)
 }
 
 func availability(ok bool) string {

@@ -106,9 +106,10 @@ func TestRequestsTablePassesFiltersAndShowsPeerPod(t *testing.T) {
 func TestFeaturesTableAndJSON(t *testing.T) {
 	f := api.Features{
 		Capture: true, Payload: true, Tier: "base",
-		Tiers:   []api.TierStatus{{Tier: "base", Available: true}, {Tier: "fentry", Reason: "attach: lockdown"}},
-		Hooks:   []api.HookStatus{{Name: "tp_btf/sched_process_fork", Tier: "base", Available: true}},
-		Metrics: []api.MetricStatus{{Name: "rtt", Reason: "no program measures it"}},
+		Tiers: []api.TierStatus{{Tier: "base", Available: true}, {Tier: "fentry", Reason: "attach: lockdown"}},
+		Hooks: []api.HookStatus{{Name: "tp_btf/sched_process_fork", Tier: "base", Available: true}},
+		Metrics: []api.MetricStatus{{Name: "rtt", Reason: "no program measures it"},
+			{Name: "l4_duration", Reason: "needs fentry", SkyWalking: "write L4 total duration: sent as 0 in write L4"}},
 	}
 	url, _ := fakeDaemon(t, map[string]any{"/api/v1/features": f})
 	code, out, errOut := runCtl(t, nil, "--http", url, "features")
@@ -119,7 +120,8 @@ func TestFeaturesTableAndJSON(t *testing.T) {
 		"Capture: on", "Payload: on", "Tier: base", "",
 		"TIER STATUS REASON", "base available -", "fentry unavailable attach: lockdown", "",
 		"HOOK TIER STATUS REASON", "tp_btf/sched_process_fork base available -", "",
-		"METRIC STATUS REASON", "rtt unavailable no program measures it", "",
+		"METRIC STATUS REASON SKYWALKING (ACCESS-LOG FIELDS)", "rtt unavailable no program measures it -",
+		"l4_duration unavailable needs fentry write L4 total duration: sent as 0 in write L4", "",
 	}, "\n")
 	if normalize(out) != want {
 		t.Fatalf("features:\n%s\nwant:\n%s", out, want)

@@ -32,6 +32,10 @@ const empty = (text) => h("p", {class: "empty"}, text);
 
 // ------------------------------------------------------------------ views
 
+// NOT_A_SERVICE explains a service name no Kubernetes Service selects.
+const NOT_A_SERVICE = "named by Weir (app label or owner), not by a Kubernetes Service selecting the pods: " +
+  "SkyWalking shows these pods under this name in this node's data and as Unknown in other nodes' data";
+
 async function servicesView(w) {
   const list = await api.services(w);
   if (list.length === 0) return [h("h1", {}, "Services"), empty("no traffic yet: no service has sent or received anything in this window")];
@@ -40,7 +44,10 @@ async function servicesView(w) {
     const hp = sv.http || {}, t = sv.tcp || {}, lat = hp.latencyMs || {};
     const open = () => { location.hash = `#/service/${encodeURIComponent(sv.name)}`; };
     return h("tr", {class: "link", onclick: open, "data-service": sv.name},
-      h("td", {}, h("a", {href: `#/service/${encodeURIComponent(sv.name)}`}, sv.name)),
+      h("td", {}, h("a", {href: `#/service/${encodeURIComponent(sv.name)}`}, sv.name),
+        // Not a Service the OAP resolves: it names these pods Unknown in
+        // other nodes' data.
+        sv.kubernetesService ? null : h("span", {class: "unresolved", title: NOT_A_SERVICE}, " *")),
       h("td", {class: "text"}, sv.namespace),
       h("td", {}, num(sv.pods)),
       h("td", {}, hp.requests ? num(hp.rpm) : "–"),
@@ -51,8 +58,10 @@ async function servicesView(w) {
       h("td", {class: t.retransmits ? "bad" : ""}, num(t.retransmits || 0)),
       h("td", {class: t.drops ? "bad" : ""}, num(t.drops || 0)));
   });
+  const own = list.filter((sv) => !sv.kubernetesService).length;
   return [
     h("h1", {}, "Services", h("small", {}, `${list.length} in the last ${w}`)),
+    own ? h("p", {class: "note", id: "unresolved-note"}, `* ${NOT_A_SERVICE}`) : null,
     h("table", {id: "services"},
       h("thead", {}, h("tr", {},
         ["Service", "Namespace", "Pods", "HTTP rpm", "Success", "p50", "p99", "TCP bytes", "Retransmits", "Drops"]

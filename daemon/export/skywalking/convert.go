@@ -8,6 +8,7 @@ import (
 	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/conntrack"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/protocol/record"
 )
@@ -43,6 +44,11 @@ type builder struct {
 	names   map[flow.Pod]string
 	buf     bytes.Buffer
 	stats   *stats
+	// conntrack translates client connections' remotes (nil: off).
+	conntrack *conntrack.Resolver
+	// pods returns the current identity of an enrolled pod (nil: names
+	// are those the entries were queued with).
+	pods func(id uint32) *flow.Pod
 
 	// reused per batch
 	groups []group
@@ -53,7 +59,14 @@ type builder struct {
 type group struct {
 	conn *flow.Connection
 	ops  []*flow.KernelOp
-	exs  []*flow.Exchange
+	// starts says, per op, whether it is the first op of its queue entry
+	// (an unexportable exchange brings several): summed per message, it
+	// says how many entries a message carries.
+	starts []bool
+	exs    []*flow.Exchange
+	// proto is the connection's protocol as last known from the group's
+	// entries (ProtoUnknown when none said).
+	proto flow.Protocol
 }
 
 func newBuilder(tmpl *template.Template, cluster, node string, st *stats) *builder {
@@ -77,7 +90,7 @@ func (b *builder) group(batch []entry) {
 		g := &b.groups[i]
 		clear(g.ops) // do not keep acknowledged values alive
 		clear(g.exs)
-		*g = group{ops: g.ops[:0], exs: g.exs[:0]}
+		*g = group{ops: g.ops[:0], starts: g.starts[:0], exs: g.exs[:0]}
 	}
 	b.groups = b.groups[:0]
 	for _, e := range batch {
@@ -94,23 +107,47 @@ func (b *builder) group(batch []entry) {
 			b.groups[gi].conn = c
 		}
 		g := &b.groups[gi]
-		if e.op != nil {
+		switch {
+		case e.op != nil:
 			g.ops = append(g.ops, e.op)
-		} else if unexportable(e.ex.Record) != "" {
+			g.starts = append(g.starts, true)
+			if e.proto != flow.ProtoUnknown {
+				g.proto = e.proto
+			}
+		case unexportable(e.ex.Record) != "":
 			g.ops = append(g.ops, e.ex.Ops...) // counted when it was queued
-		} else {
+			for i := range e.ex.Ops {
+				g.starts = append(g.starts, i == 0)
+			}
+			g.proto = recordProto(e.ex.Record)
+		default:
 			g.exs = append(g.exs, e.ex)
+			g.proto = recordProto(e.ex.Record)
 		}
 	}
 }
 
-// groupProtocol is the protocol of a group's connection: that of its first
-// exchange, TCP when it has none.
+// groupProtocol is the protocol of a group's connection: what the
+// pipeline or its exchanges said the connection carries, not what kinds of
+// entries the batch happens to hold (a batch holding only the connect of
+// an HTTP connection is HTTP). TCP when nothing said otherwise, and for
+// TLS, whose content Weir cannot read.
 func groupProtocol(g *group) alv3.AccessLogProtocolType {
-	if len(g.exs) > 0 {
-		return protocolType(g.exs[0].Record.Protocol)
+	switch g.proto {
+	case flow.ProtoHTTP1:
+		return alv3.AccessLogProtocolType_HTTP_1
+	case flow.ProtoHTTP2:
+		return alv3.AccessLogProtocolType_HTTP_2
 	}
 	return alv3.AccessLogProtocolType_TCP
+}
+
+// recordProto is the connection protocol an exchange shows.
+func recordProto(r *record.Record) flow.Protocol {
+	if r != nil && r.Protocol == record.HTTP2 {
+		return flow.ProtoHTTP2
+	}
+	return flow.ProtoHTTP1
 }
 
 // unexportable says why an exchange cannot be sent as an HTTP protocol log,
@@ -154,6 +191,13 @@ func shortContainerID(id string) string {
 // from an IP address "cluster::service.namespace", and the same service must
 // get the same name from both sides.
 func (b *builder) serviceName(p *flow.Pod) string {
+	if b.pods != nil {
+		// Renamed since the entry was queued (the Kubernetes caches
+		// synced, a Service was created): the name it has now.
+		if cur := b.pods(p.ID); cur != nil && cur.UID == p.UID && cur.Name == p.Name && cur.Namespace == p.Namespace {
+			p = cur
+		}
+	}
 	if s, ok := b.names[*p]; ok {
 		return s
 	}
@@ -252,4 +296,24 @@ func containerName(p flow.Process) string {
 		return p.ContainerName
 	}
 	return shortContainerID(p.ContainerID)
+}
+
+// remotePeer is the connection's remote as the OAP should resolve it: for
+// a client connection to an address that is no local pod, the peer that
+// answers according to conntrack (the backend pod behind a ClusterIP),
+// else the socket's remote.
+func (b *builder) remotePeer(c *flow.Connection) flow.Peer {
+	p := c.Remote
+	if b.conntrack == nil || c.Role != event.RoleClient || p.Pod != nil || !p.Addr.IsValid() || !c.Local.Addr.IsValid() {
+		return p
+	}
+	p.Addr = b.conntrack.Peer(conntrack.Tuple{Local: c.Local.Addr, Remote: c.Remote.Addr})
+	return p
+}
+
+// forget drops what the builder cached for a closed connection.
+func (b *builder) forget(c *flow.Connection) {
+	if b.conntrack != nil && c.Role == event.RoleClient && c.Remote.Pod == nil {
+		b.conntrack.Forget(conntrack.Tuple{Local: c.Local.Addr, Remote: c.Remote.Addr})
+	}
 }

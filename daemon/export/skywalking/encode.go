@@ -191,9 +191,12 @@ type rawMessage struct {
 // encoder holds the buffers of the messages of one batch, reused from
 // batch to batch.
 type encoder struct {
-	buf  []byte       // every message of the batch, back to back
-	ends []int        // end offset in buf of each message
-	msgs []rawMessage // views of buf, handed to the sender
+	buf  []byte // every message of the batch, back to back
+	ends []int  // end offset in buf of each message
+	// entries is how many queue entries each message carries (the
+	// entries of a message that was never written are dropped as such).
+	entries []int
+	msgs    []rawMessage // views of buf, handed to the sender
 }
 
 // reset drops the views of the last batch and, when it needed an unusually
@@ -202,6 +205,7 @@ func (e *encoder) reset() {
 	clear(e.msgs)
 	e.msgs = e.msgs[:0]
 	e.ends = e.ends[:0]
+	e.entries = e.entries[:0]
 	if cap(e.buf) > maxRetainedEncodeBytes {
 		e.buf = nil
 	}
@@ -231,22 +235,32 @@ func (b *builder) encode(batch []entry, node []byte) []rawMessage {
 	for gi := range b.groups {
 		g := &b.groups[gi]
 		proto := groupProtocol(g)
+		tls := g.proto == flow.ProtoTLS
 		withConn := true
 		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
 			end := min(start+maxKernelLogsPerMessage, len(g.ops))
-			buf = b.appendHead(buf, node, g.conn, proto, &withConn)
-			for _, op := range g.ops[start:end] {
+			buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
+			n := 0
+			for i, op := range g.ops[start:end] {
 				buf = appendKernelLog(buf, fMsgKernelLogs, op)
+				if g.starts[start+i] {
+					n++
+				}
 			}
 			e.ends = append(e.ends, len(buf))
+			e.entries = append(e.entries, n)
 		}
 		for _, ex := range g.exs {
-			buf = b.appendHead(buf, node, g.conn, proto, &withConn)
+			buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
 			for _, op := range ex.Ops {
 				buf = appendKernelLog(buf, fMsgKernelLogs, op)
 			}
 			buf = appendHTTPLog(buf, fMsgProtocolLog, ex.Record)
 			e.ends = append(e.ends, len(buf))
+			e.entries = append(e.entries, 1)
+		}
+		if n := len(g.ops); n > 0 && g.ops[n-1].Kind == flow.OpClose {
+			b.forget(g.conn)
 		}
 	}
 	e.buf = buf
@@ -263,13 +277,13 @@ func (b *builder) release() { b.enc.reset() }
 
 // appendHead starts a message: node on the first message of the batch, the
 // connection on the first message of its group.
-func (b *builder) appendHead(buf, node []byte, c *flow.Connection, proto alv3.AccessLogProtocolType, withConn *bool) []byte {
+func (b *builder) appendHead(buf, node []byte, c *flow.Connection, proto alv3.AccessLogProtocolType, tls bool, withConn *bool) []byte {
 	if len(b.enc.ends) == 0 {
 		buf = append(buf, node...)
 	}
 	if *withConn {
 		*withConn = false
-		buf = b.appendConnection(buf, fMsgConnection, c, proto)
+		buf = b.appendConnection(buf, fMsgConnection, c, proto, tls)
 	}
 	return buf
 }
@@ -304,18 +318,23 @@ func encodeNode(cfg Config) []byte {
 	return closeField(b, m)
 }
 
-func (b *builder) appendConnection(buf []byte, num protowire.Number, c *flow.Connection, proto alv3.AccessLogProtocolType) []byte {
+func (b *builder) appendConnection(buf []byte, num protowire.Number, c *flow.Connection, proto alv3.AccessLogProtocolType, tls bool) []byte {
 	buf, m := openField(buf, num)
 	buf = b.appendLocalAddress(buf, fConnLocal, c)
-	buf = b.appendRemoteAddress(buf, fConnRemote, c.Remote)
+	buf = b.appendRemoteAddress(buf, fConnRemote, b.remotePeer(c))
 	role := commonv3.DetectPoint_client
 	if c.Role == event.RoleServer {
 		role = commonv3.DetectPoint_server
 	}
 	buf = appendVarint(buf, fConnRole, uint64(role))
-	// Weir sees plaintext syscalls only; TLS detection would need uprobes
-	// on the TLS libraries, which it does not attach.
-	buf = appendVarint(buf, fConnTLSMode, uint64(alv3.AccessLogConnectionTLSMode_Plain))
+	// Weir sees the syscalls' bytes: a connection that began with a TLS
+	// handshake is TLS (its content unread: protocol TCP); decrypting it
+	// would need uprobes on the TLS libraries, which Weir does not attach.
+	mode := alv3.AccessLogConnectionTLSMode_Plain
+	if tls {
+		mode = alv3.AccessLogConnectionTLSMode_TLS
+	}
+	buf = appendVarint(buf, fConnTLSMode, uint64(mode))
 	buf = appendVarint(buf, fConnProtocol, uint64(proto))
 	return closeField(buf, m)
 }
@@ -547,7 +566,10 @@ func appendHTTPLog(buf []byte, num protowire.Number, r *record.Record) []byte {
 	var mr int
 	buf, mr = openField(buf, fHTTPRequest)
 	buf = appendVarint(buf, fReqMethod, uint64(method))
-	buf = appendString(buf, fReqPath, r.Path)
+	// The endpoint is named by the path alone, as the OAP and SkyWalking's
+	// agents name it: a query string would make one endpoint per value.
+	// (The full target stays in Weir's own /api/v1/requests.)
+	buf = appendString(buf, fReqPath, endpointPath(r.Path))
 	buf = appendVarint(buf, fReqHeaderBytes, r.ReqHeaderBytes)
 	buf = appendVarint(buf, fReqBodyBytes, r.ReqBodyBytes)
 	buf = appendTraceInfo(buf, fReqTrace, r.Trace)
@@ -561,6 +583,14 @@ func appendHTTPLog(buf []byte, num protowire.Number, r *record.Record) []byte {
 	buf = closeField(buf, mr)
 
 	return closeField(closeField(buf, mh), m)
+}
+
+// endpointPath is a request target without its query and fragment.
+func endpointPath(target string) string {
+	if i := strings.IndexAny(target, "?#"); i >= 0 {
+		return target[:i]
+	}
+	return target
 }
 
 // appendTraceInfo appends the trace context. The protocol knows SkyWalking

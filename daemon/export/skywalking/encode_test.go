@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -23,6 +24,7 @@ import (
 	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/conntrack"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/protocol/record"
 	"github.com/weirnet/weir/daemon/protocol/tracectx"
@@ -154,6 +156,16 @@ func (g gen) u32() uint32         { return sampleU32[g.n(len(sampleU32))] }
 func (g gen) str() string         { return sampleStr[g.n(len(sampleStr))] }
 func (g gen) ts() event.Timestamp { return event.Timestamp(g.u64()) }
 
+// samplePaths are request targets, with and without query and fragment.
+var samplePaths = []string{"/", "/items?id=1", "/a/b#frag", "/q?x=1#f", "?only=query", "", "/\xff?\xfe"}
+
+func (g gen) path() string {
+	if g.n(2) == 0 {
+		return g.str()
+	}
+	return samplePaths[g.n(len(samplePaths))]
+}
+
 func (g gen) pod() *flow.Pod {
 	if g.n(3) == 0 {
 		return nil
@@ -211,7 +223,7 @@ func (g gen) op(c *flow.Connection) *flow.KernelOp {
 
 func (g gen) record() *record.Record {
 	r := &record.Record{
-		Protocol: sampleProtos[g.n(len(sampleProtos))], Path: g.str(), Host: g.str(),
+		Protocol: sampleProtos[g.n(len(sampleProtos))], Path: g.path(), Host: g.str(),
 		ReqHeaderBytes: g.u64(), ReqBodyBytes: g.u64(), RespHeaderBytes: g.u64(), RespBodyBytes: g.u64(),
 		ReqStart: g.ts(), ReqEnd: g.ts(), RespStart: g.ts(), RespEnd: g.ts(),
 	}
@@ -247,7 +259,7 @@ func (g gen) batch(n, k int) []entry {
 	for range 1 + g.n(n) {
 		c := conns[g.n(len(conns))]
 		if g.n(3) == 0 {
-			batch = append(batch, entry{op: g.op(c)})
+			batch = append(batch, entry{op: g.op(c), proto: flow.Protocol(g.n(int(flow.ProtoTLS) + 1))})
 			continue
 		}
 		ex := &flow.Exchange{Conn: c, Record: g.record()}
@@ -524,7 +536,7 @@ func TestRawCodecKeepsTheWireUnchanged(t *testing.T) {
 	s := &sender{e: e, batch: batch, msgs: e.b.encode(batch, e.node)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.stream(ctx); err != nil {
+	if _, err := s.stream(ctx); err != nil {
 		t.Fatal(err)
 	}
 	cts.mu.Lock()
@@ -560,5 +572,73 @@ func BenchmarkEncodeExchange(b *testing.B) {
 	for range b.N / len(batch) {
 		bld.encode(batch, nil)
 		bld.release()
+	}
+}
+
+// Endpoints are named by the path alone: one endpoint per query value
+// would be unbounded, and it is not how the OAP and its agents name them.
+func TestProtocolLogPathHasNoQueryString(t *testing.T) {
+	c := conn(1, event.RoleServer, podFrontend, 80, netip.MustParseAddrPort("10.0.0.9:40000"), nil)
+	b := newBuilder(template.Must(template.New("s").Parse(DefaultServiceNameTemplate)), "", "node-a", &stats{})
+	for target, want := range map[string]string{
+		"/items?id=1": "/items", "/items?id=2#top": "/items", "/a#b?c": "/a", "/plain": "/plain",
+	} {
+		msgs := b.encode([]entry{{ex: exchange(c, record.HTTP11, "GET", target, 200)}}, nil)
+		var m alv3.EBPFAccessLogMessage
+		if err := proto.Unmarshal(msgs[0].b, &m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetProtocolLog().GetHttp().GetRequest().GetPath(); got != want {
+			t.Errorf("target %q sent as path %q, want %q", target, got, want)
+		}
+		b.release()
+	}
+}
+
+// A client connection to a ClusterIP is sent with the backend conntrack
+// says answers, so the OAP relates the client to a pod; connections to
+// local pods, server connections and addresses conntrack does not know
+// keep the socket's remote.
+func TestClientRemoteIsTheBackendConntrackFound(t *testing.T) {
+	clusterIP := netip.MustParseAddrPort("10.96.0.10:80")
+	backend := netip.MustParseAddrPort("10.1.0.5:8080")
+	ct := conntrack.NewFunc(0, func(tu conntrack.Tuple) (netip.AddrPort, error) {
+		if tu.Remote == clusterIP {
+			return backend, nil
+		}
+		return netip.AddrPort{}, conntrack.ErrNotFound
+	})
+	b := newBuilder(template.Must(template.New("s").Parse(DefaultServiceNameTemplate)), "", "node-a", &stats{})
+	b.conntrack = ct
+	remote := func(c *flow.Connection) string {
+		t.Helper()
+		msgs := b.encode([]entry{{op: seqOp(c, flow.OpConnect, 1)}}, nil)
+		defer b.release()
+		var m alv3.EBPFAccessLogMessage
+		if err := proto.Unmarshal(msgs[0].b, &m); err != nil {
+			t.Fatal(err)
+		}
+		r := m.GetConnection().GetRemote()
+		if k := r.GetKubernetes(); k != nil {
+			return "pod " + k.GetPodName()
+		}
+		return fmt.Sprintf("%s:%d", r.GetIp().GetHost(), r.GetIp().GetPort())
+	}
+	for _, tc := range []struct {
+		name string
+		c    *flow.Connection
+		want string
+	}{
+		{"client to a ClusterIP", conn(1, event.RoleClient, podFrontend, 40000, clusterIP, nil), "10.1.0.5:8080"},
+		{"client to an unknown address", conn(2, event.RoleClient, podFrontend, 40001, netip.MustParseAddrPort("192.0.2.1:443"), nil), "192.0.2.1:443"},
+		{"client to a local pod", conn(3, event.RoleClient, podFrontend, 40002, clusterIP, podCatalog), "pod " + podCatalog.Name},
+		{"server", conn(4, event.RoleServer, podFrontend, 80, clusterIP, nil), "10.96.0.10:80"},
+	} {
+		if got := remote(tc.c); got != tc.want {
+			t.Errorf("%s: remote sent as %s, want %s", tc.name, got, tc.want)
+		}
+	}
+	if st := ct.Stats(); st.Translated != 1 || st.Missing != 1 {
+		t.Errorf("conntrack stats %+v, want 1 translated and 1 missing", st)
 	}
 }

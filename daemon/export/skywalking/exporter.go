@@ -22,12 +22,21 @@
 // KubernetesProcessAddress, anything else an IPAddress the OAP resolves.
 //
 // Each kernel operation must reach the OAP once, since it counts every
-// kernel log of every message. Weir's pipeline hands every read and write to
-// KernelOp and again, for HTTP connections, in the Ops of the Exchange they
-// carried; so by default (Config.StandaloneIO false) reads and writes given
-// to KernelOp are not sent — they travel with their protocol log, as the
-// OAP relates them — and connect, accept and close are sent on their own.
-// A pipeline that hands each read and write only once sets StandaloneIO.
+// kernel log of every message. The Exporter is a flow.OpConsumer: the
+// pipeline hands each read and write either in the Ops of the one exchange
+// that claimed it (sent as that protocol log's kernel logs, as the OAP
+// relates them) or on its own through ConnOp (sent with the connection's
+// other kernel logs), and connect, accept and close through ConnOp; the
+// KernelOp calls every consumer gets are ignored.
+//
+// Delivery is at most once. The OAP processes each message as it arrives
+// and never rolls a stream back, so a batch is retried only while none of
+// its messages was handed to the stream; after a partial send the rest of
+// the batch is dropped and counted (entries_dropped_total{reason=
+// "partial_send"} for the entries whose messages were never written,
+// {reason="unacknowledged"} for those written to a stream that then failed:
+// the OAP may or may not have them). A flapping OAP thus costs data rather
+// than double counts.
 package skywalking
 
 import (
@@ -52,6 +61,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/conntrack"
 	"github.com/weirnet/weir/daemon/flow"
 )
 
@@ -65,6 +75,7 @@ const (
 	DefaultBackoffMax          = 30 * time.Second
 	DefaultSendTimeout         = 20 * time.Second
 	DefaultShutdownTimeout     = 5 * time.Second
+	DefaultIdentityWait        = time.Minute
 	DefaultServiceNameTemplate = "{{.ServiceName}}.{{.Namespace}}"
 )
 
@@ -129,6 +140,9 @@ type Config struct {
 	SendTimeout time.Duration
 	// ShutdownTimeout bounds the final flush when Run's context ends.
 	ShutdownTimeout time.Duration
+	// IdentityWait bounds how long sending is held back at start while
+	// pod identities are not synced (see SetIdentity).
+	IdentityWait time.Duration
 
 	// ExcludeNamespaces lists namespaces whose pods are not exported;
 	// they are also sent to the OAP as its access-log policy.
@@ -136,10 +150,11 @@ type Config struct {
 	// ServiceNameTemplate is a text/template over ServiceNameData giving
 	// the service name of a pod.
 	ServiceNameTemplate string
-	// StandaloneIO sends reads and writes given to KernelOp. Leave it off
-	// when the same operations also arrive in Exchange.Ops (see the
-	// package doc): they would be counted twice.
-	StandaloneIO bool
+	// Conntrack, when set, translates the remote of a client connection
+	// to a peer that is not a local pod (a Service ClusterIP DNATed by
+	// kube-proxy) into the address that answers, from the connection's
+	// conntrack entry; nil sends the socket's remote as it is.
+	Conntrack *conntrack.Resolver
 }
 
 func (c *Config) setDefaults() error {
@@ -174,6 +189,7 @@ func (c *Config) setDefaults() error {
 	def(&c.Backoff.Max, DefaultBackoffMax)
 	def(&c.SendTimeout, DefaultSendTimeout)
 	def(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	def(&c.IdentityWait, DefaultIdentityWait)
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
 	}
@@ -206,8 +222,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("skywalking: QueueBytes %d is below the minimum 1 MiB", c.QueueBytes)
 	case c.Backoff.Min <= 0 || c.Backoff.Max < c.Backoff.Min:
 		return fmt.Errorf("skywalking: Backoff {Min %v, Max %v} needs 0 < Min <= Max", c.Backoff.Min, c.Backoff.Max)
-	case c.SendTimeout < 0 || c.ShutdownTimeout < 0:
-		return fmt.Errorf("skywalking: SendTimeout %v and ShutdownTimeout %v must not be negative", c.SendTimeout, c.ShutdownTimeout)
+	case c.SendTimeout < 0 || c.ShutdownTimeout < 0 || c.IdentityWait < 0:
+		return fmt.Errorf("skywalking: SendTimeout %v, ShutdownTimeout %v and IdentityWait %v must not be negative",
+			c.SendTimeout, c.ShutdownTimeout, c.IdentityWait)
 	case c.Token != "" && strings.ContainsAny(c.Token, "\r\n"):
 		return errors.New("skywalking: Token contains a line break")
 	}
@@ -230,9 +247,15 @@ type Exporter struct {
 	stats    stats
 	metrics  metricDescs
 	running  atomic.Bool
+
+	// identitySynced says whether pod names are final (SetIdentity; nil:
+	// always). Until it does, or IdentityWait passed, nothing is sent.
+	identitySynced func() bool
+	// held is 1 while sending is held back for identities (a gauge).
+	held atomic.Bool
 }
 
-var _ flow.Consumer = (*Exporter)(nil)
+var _ flow.OpConsumer = (*Exporter)(nil)
 
 // New validates cfg and prepares an exporter. It does not connect: the
 // connection is made by Run, and retried there for as long as it runs.
@@ -286,6 +309,7 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		e.excluded[ns] = true
 	}
 	e.b = newBuilder(tmpl, cfg.Cluster, cfg.NodeName, &e.stats)
+	e.b.conntrack = cfg.Conntrack
 	return e, nil
 }
 
@@ -339,24 +363,62 @@ func HostInterfaces() ([]NetInterface, error) {
 	return out, nil
 }
 
+// SetIdentity makes the exporter name pods as they are named when a batch
+// is sent rather than when its entries were queued, and hold sending back
+// at start until synced reports true (at most IdentityWait): names taken
+// before the Kubernetes caches synced are the runtime's labels or the
+// owner's, which the OAP would not give the pod, and entries queued then
+// would carry them. pod returns the current identity of an enrolled pod
+// (nil when it is gone); either may be nil. Call it before Run.
+func (e *Exporter) SetIdentity(synced func() bool, pod func(id uint32) *flow.Pod) {
+	e.identitySynced = synced
+	e.b.pods = pod
+}
+
+// identityReady says whether sending may start; once it said so it stays
+// so. Only the sender goroutine calls it.
+func (e *Exporter) identityReady(start time.Time) bool {
+	if e.identitySynced == nil {
+		return true
+	}
+	switch {
+	case e.identitySynced():
+		if e.held.Load() {
+			e.log.Info("pod identities synced; sending to the OAP", "held", time.Since(start).Round(time.Millisecond))
+		}
+	case time.Since(start) >= e.cfg.IdentityWait:
+		e.stats.identityTimeouts.Add(1)
+		e.log.Warn("pod identities still not synced; sending with the names known so far",
+			"waited", e.cfg.IdentityWait)
+	default:
+		if !e.held.Swap(true) {
+			e.log.Info("holding exports until pod identities are synced", "at_most", e.cfg.IdentityWait)
+		}
+		return false
+	}
+	e.identitySynced = nil
+	e.held.Store(false)
+	return true
+}
+
 // Name implements the daemon's Component.
 func (e *Exporter) Name() string { return "skywalking" }
 
-// KernelOp implements flow.Consumer. It never blocks on the network.
-func (e *Exporter) KernelOp(op *flow.KernelOp) {
+// KernelOp implements flow.Consumer. The exporter takes operations once
+// each through ConnOp and Exchange instead (see the package doc).
+func (e *Exporter) KernelOp(*flow.KernelOp) {}
+
+// ConnOp implements flow.OpConsumer. It never blocks on the network.
+func (e *Exporter) ConnOp(op *flow.KernelOp, proto flow.Protocol) {
 	e.stats.received.Add(1)
 	if op == nil || op.Conn == nil {
 		e.stats.filtered(filterInvalid)
 		return
 	}
-	if !e.cfg.StandaloneIO && (op.Kind == flow.OpRead || op.Kind == flow.OpWrite) {
-		e.stats.filtered(filterStandaloneIO)
-		return
-	}
 	if !e.admit(op.Conn) {
 		return
 	}
-	e.push(entry{op: op, size: sizeEntry + opSize(op)})
+	e.push(entry{op: op, proto: proto, size: sizeEntry + opSize(op)})
 }
 
 // Exchange implements flow.Consumer. It never blocks on the network.
@@ -431,6 +493,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 	s := &sender{e: e, batch: make([]entry, 0, e.cfg.BatchSize), wait: e.cfg.Backoff.Min}
 	tick := time.NewTicker(e.cfg.FlushPeriod)
 	defer tick.Stop()
+	start := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -438,6 +501,9 @@ func (e *Exporter) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		case <-e.wake:
+		}
+		if !e.identityReady(start) {
+			continue
 		}
 		for s.pending() || e.q.len() > 0 {
 			if !s.sendNext(ctx) {
@@ -514,12 +580,32 @@ func (s *sender) try(ctx context.Context) bool {
 		e.stats.reconnects.Add(1)
 	}
 	start := time.Now()
-	if err := s.stream(ctx); err != nil {
+	if written, err := s.stream(ctx); err != nil {
 		err = explainTLSMismatch(err, e.cfg.Insecure)
 		e.stats.streamErrors.Add(1)
-		if !s.failed {
-			e.log.Warn("SkyWalking OAP stream failed; keeping the batch and retrying with backoff",
-				"oap", e.cfg.OAP, "entries", len(s.batch), "retry_in", s.wait, "error", err)
+		if written == 0 {
+			// Nothing reached the stream: resending counts nothing twice.
+			if !s.failed {
+				e.log.Warn("SkyWalking OAP stream failed; keeping the batch and retrying with backoff",
+					"oap", e.cfg.OAP, "entries", len(s.batch), "retry_in", s.wait, "error", err)
+			}
+		} else {
+			// The OAP may have processed the written messages already
+			// and never rolls back: resending would count them twice.
+			unacked, unsent := 0, 0
+			for i, n := range e.b.enc.entries {
+				if i < written {
+					unacked += n
+				} else {
+					unsent += n
+				}
+			}
+			e.stats.dropped(dropUnacknowledged, uint64(unacked))
+			e.stats.dropped(dropPartialSend, uint64(unsent))
+			e.log.Warn("SkyWalking OAP stream failed part-way; dropping the batch rather than counting it twice",
+				"oap", e.cfg.OAP, "messages_written", written, "messages", len(s.msgs),
+				"unacknowledged", unacked, "unsent", unsent, "retry_in", s.wait, "error", err)
+			s.drop()
 		}
 		s.failed = true
 		return false
@@ -532,10 +618,7 @@ func (s *sender) try(ctx context.Context) bool {
 	e.stats.messages.Add(uint64(len(s.msgs)))
 	e.stats.streams.Add(1)
 	e.log.Debug("SkyWalking batch acknowledged", "entries", len(s.batch), "messages", len(s.msgs), "took", time.Since(start))
-	e.q.release(s.batch)
-	clear(s.batch)
-	s.batch, s.msgs = s.batch[:0], nil
-	e.b.release()
+	s.drop()
 	return true
 }
 
@@ -554,7 +637,18 @@ func explainTLSMismatch(err error, insecure bool) error {
 		"set oap.insecure: true, --oap-insecure, or the Helm value oap.tls.enabled=false; or enable TLS on the OAP)", err)
 }
 
-func (s *sender) stream(ctx context.Context) error {
+// drop ends the in-flight batch: acknowledged, or given up.
+func (s *sender) drop() {
+	s.e.q.release(s.batch)
+	clear(s.batch)
+	s.batch, s.msgs = s.batch[:0], nil
+	s.e.b.release()
+}
+
+// stream sends the batch's messages on one collect stream and waits for the
+// acknowledgement. On failure it also says how many messages SendMsg took
+// (they may have reached the OAP).
+func (s *sender) stream(ctx context.Context) (written int, err error) {
 	e := s.e
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.SendTimeout)
 	defer cancel()
@@ -563,18 +657,18 @@ func (s *sender) stream(ctx context.Context) error {
 	}
 	st, err := collectStream(ctx, e.conn, e.codec)
 	if err != nil {
-		return fmt.Errorf("opening collect stream: %w", err)
+		return 0, fmt.Errorf("opening collect stream: %w", err)
 	}
 	for i := range s.msgs {
 		if err := st.SendMsg(&s.msgs[i]); err != nil {
 			// The real error is the stream's status, which
 			// CloseAndRecv returns; Send only reports io.EOF.
 			_, rerr := closeAndRecv(st)
-			return fmt.Errorf("sending message %d of %d: %w", i+1, len(s.msgs), errors.Join(err, rerr))
+			return i, fmt.Errorf("sending message %d of %d: %w", i+1, len(s.msgs), errors.Join(err, rerr))
 		}
 	}
 	if _, err := closeAndRecv(st); err != nil {
-		return fmt.Errorf("waiting for the acknowledgement of %d messages: %w", len(s.msgs), err)
+		return len(s.msgs), fmt.Errorf("waiting for the acknowledgement of %d messages: %w", len(s.msgs), err)
 	}
-	return nil
+	return 0, nil
 }

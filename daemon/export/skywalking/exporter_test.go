@@ -47,7 +47,7 @@ func TestEveryStreamStartsWithNodeAndConnectionPrecedesItsLogs(t *testing.T) {
 	seq := uint64(1)
 	for i := 0; i < perConn; i++ {
 		for _, c := range conns {
-			e.KernelOp(seqOp(c, flow.OpWrite, seq*10))
+			e.testOp(seqOp(c, flow.OpWrite, seq*10))
 			seq++
 		}
 	}
@@ -123,9 +123,9 @@ func TestAddressesAndRoles(t *testing.T) {
 	client := conn(1, event.RoleClient, podFrontend, 40001, remoteCatalog, podCatalog)
 	server := conn(2, event.RoleServer, podCatalog, 8080, remoteFrontend, podFrontend)
 	external := conn(3, event.RoleClient, podFrontend, 40003, netip.MustParseAddrPort("[::ffff:192.0.2.7]:443"), nil)
-	e.KernelOp(seqOp(client, flow.OpConnect, 10))
-	e.KernelOp(seqOp(server, flow.OpAccept, 20))
-	e.KernelOp(seqOp(external, flow.OpConnect, 30))
+	e.testOp(seqOp(client, flow.OpConnect, 10))
+	e.testOp(seqOp(server, flow.OpAccept, 20))
+	e.testOp(seqOp(external, flow.OpConnect, 30))
 	runExporter(t, e)
 	waitFor(t, 5*time.Second, "3 kernel logs", func() bool { k, _ := r.counts(); return k == 3 })
 
@@ -214,10 +214,10 @@ func TestExcludedNamespacesAndUnknownRolesAreFilteredAndCounted(t *testing.T) {
 		c.ExcludeNamespaces = []string{"kube-system"}
 		return c
 	}())
-	e.KernelOp(seqOp(conn(1, event.RoleClient, podSystem, 1, remoteIP, nil), flow.OpConnect, 1))
-	e.KernelOp(seqOp(conn(2, event.RoleUnknown, podFrontend, 2, remoteIP, nil), flow.OpWrite, 2))
-	e.KernelOp(nil)
-	e.KernelOp(seqOp(conn(3, event.RoleClient, podFrontend, 3, remoteIP, nil), flow.OpConnect, 3))
+	e.testOp(seqOp(conn(1, event.RoleClient, podSystem, 1, remoteIP, nil), flow.OpConnect, 1))
+	e.testOp(seqOp(conn(2, event.RoleUnknown, podFrontend, 2, remoteIP, nil), flow.OpWrite, 2))
+	e.testOp(nil)
+	e.testOp(seqOp(conn(3, event.RoleClient, podFrontend, 3, remoteIP, nil), flow.OpConnect, 3))
 	s := e.Stats()
 	if s.Filtered["excluded_namespace"] != 1 || s.Filtered["unknown_role"] != 1 || s.Filtered["invalid"] != 1 {
 		t.Errorf("filtered = %v", s.Filtered)
@@ -238,9 +238,9 @@ func TestKernelOperationsEndToEndWithMetrics(t *testing.T) {
 		Recv: allRecv()}
 	cl := &flow.KernelOp{Conn: c, Kind: flow.OpClose, Syscall: event.SysClose, Start: 500, End: 510, Success: true,
 		Socket: &event.SocketStats{Measured: event.MetricRTT, SRTT: 1000}}
-	e.KernelOp(w)
-	e.KernelOp(rd)
-	e.KernelOp(cl)
+	e.testOp(w)
+	e.testOp(rd)
+	e.testOp(cl)
 	runExporter(t, e)
 	waitFor(t, 5*time.Second, "3 kernel logs", func() bool { k, _ := r.counts(); return k == 3 })
 	var logs []*alv3.AccessLogKernelLog
@@ -477,7 +477,7 @@ func TestTokenIsSentAsAuthenticationMetadata(t *testing.T) {
 	cfg := testConfig(r.addr)
 	cfg.Token = "s3cret"
 	e := newExporter(t, cfg)
-	e.KernelOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpConnect, 1))
+	e.testOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpConnect, 1))
 	runExporter(t, e)
 	waitFor(t, 5*time.Second, "one stream", func() bool { return len(r.streams()) == 1 })
 	if got := r.tokenList(); len(got) != 1 || got[0] != "s3cret" {
@@ -493,7 +493,7 @@ func TestTLSWithPrivateCA(t *testing.T) {
 	cfg := testConfig(net.JoinHostPort("127.0.0.1", port))
 	cfg.Insecure, cfg.CAFile, cfg.ServerName = false, caFile, "oap.test"
 	e := newExporter(t, cfg)
-	e.KernelOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpConnect, 1))
+	e.testOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpConnect, 1))
 	runExporter(t, e)
 	waitFor(t, 5*time.Second, "one stream over TLS", func() bool { return len(r.streams()) == 1 })
 
@@ -501,7 +501,7 @@ func TestTLSWithPrivateCA(t *testing.T) {
 	// the failures are counted, the batch kept.
 	cfg.CAFile = ""
 	bad := newExporter(t, cfg)
-	bad.KernelOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpConnect, 2))
+	bad.testOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpConnect, 2))
 	runExporter(t, bad)
 	waitFor(t, 5*time.Second, "stream errors", func() bool { return bad.Stats().StreamErrors >= 2 })
 	if s := bad.Stats(); s.Sent != 0 || s.QueueEntries != 1 || s.Reconnects == 0 {
@@ -520,7 +520,7 @@ func produce(e *Exporter, n int, every time.Duration) {
 		conn(2, event.RoleServer, podCatalog, 8080, remoteFrontend, podFrontend),
 	}
 	for i := 1; i <= n; i++ {
-		e.KernelOp(seqOp(conns[i%2], flow.OpWrite, uint64(i)))
+		e.testOp(seqOp(conns[i%2], flow.OpWrite, uint64(i)))
 		if every > 0 && i%10 == 0 {
 			time.Sleep(every)
 		}
@@ -623,7 +623,7 @@ func TestQueueBoundedWhileOAPIsDown(t *testing.T) {
 	const pushed = 10 * 1000
 	c := conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil)
 	for i := 1; i <= pushed; i++ {
-		e.KernelOp(seqOp(c, flow.OpWrite, uint64(i)))
+		e.testOp(seqOp(c, flow.OpWrite, uint64(i)))
 	}
 	s := e.Stats()
 	if s.QueueEntries != 1000 {
@@ -666,7 +666,7 @@ func TestShutdownFlushesQueue(t *testing.T) {
 	stop := runExporter(t, e)
 	c := conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil)
 	for i := 1; i <= 10; i++ {
-		e.KernelOp(seqOp(c, flow.OpWrite, uint64(i)))
+		e.testOp(seqOp(c, flow.OpWrite, uint64(i)))
 	}
 	stop()
 	if k, _ := r.counts(); k != 10 {
@@ -684,7 +684,7 @@ func TestShutdownCountsWhatItCouldNotSend(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil)
 	for i := 1; i <= 5; i++ {
-		e.KernelOp(seqOp(c, flow.OpWrite, uint64(i)))
+		e.testOp(seqOp(c, flow.OpWrite, uint64(i)))
 	}
 	cancel()
 	if err := e.Run(ctx); err != nil {
@@ -724,7 +724,7 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 
 func TestSelfMetricsLintAndCount(t *testing.T) {
 	e := newExporter(t, testConfig("127.0.0.1:1"))
-	e.KernelOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpWrite, 1))
+	e.testOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpWrite, 1))
 	problems, err := testutil.CollectAndLint(e)
 	if err != nil {
 		t.Fatal(err)
@@ -758,12 +758,12 @@ func BenchmarkConsumerKernelOp(b *testing.B) {
 	// Fill the queue first, so the loop measures the steady state of an
 	// OAP outage too (every push evicts the oldest).
 	for i := 0; i < cfg.QueueSize; i++ {
-		e.KernelOp(op)
+		e.testOp(op)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		e.KernelOp(op)
+		e.testOp(op)
 	}
 }
 
@@ -782,23 +782,21 @@ func BenchmarkConsumerExchange(b *testing.B) {
 	}
 }
 
-// By default reads and writes travel only with their exchange: the pipeline
-// hands them to KernelOp too, and the OAP would count them twice.
-func TestReadsAndWritesGoOnlyWithTheirExchangeByDefault(t *testing.T) {
-	cfg := testConfig("127.0.0.1:1")
-	cfg.StandaloneIO = false
-	e, err := New(cfg, testLogger(t))
+// KernelOp, which every consumer gets for every operation, sends nothing:
+// the pipeline hands the exporter each operation once through ConnOp or an
+// exchange's Ops, and the OAP counts every kernel log it receives.
+func TestKernelOpSendsNothingSinceOperationsArriveOnceThroughConnOp(t *testing.T) {
+	e, err := New(testConfig("127.0.0.1:1"), testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := &flow.Connection{ID: 7, Role: event.RoleClient,
 		Local: flow.Peer{Pod: &flow.Pod{ID: 1, Namespace: "shop", Name: "web-1", Service: "web"}}}
 	e.KernelOp(&flow.KernelOp{Conn: c, Kind: flow.OpWrite, Bytes: 10})
-	e.KernelOp(&flow.KernelOp{Conn: c, Kind: flow.OpRead, Bytes: 10})
 	e.KernelOp(&flow.KernelOp{Conn: c, Kind: flow.OpConnect, Success: true})
-	st := e.Stats()
-	if st.Enqueued != 1 || st.Filtered["io_sent_with_exchange"] != 2 {
-		t.Fatalf("enqueued %d, filtered %v: want the connect queued and both reads/writes filtered", st.Enqueued, st.Filtered)
+	e.ConnOp(&flow.KernelOp{Conn: c, Kind: flow.OpRead, Bytes: 10}, flow.ProtoTCP)
+	if st := e.Stats(); st.Received != 1 || st.Enqueued != 1 {
+		t.Fatalf("received %d, enqueued %d: want only the ConnOp read", st.Received, st.Enqueued)
 	}
 }
 
@@ -859,7 +857,7 @@ func TestTLSToPlaintextOAPNamesTheSetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.KernelOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpConnect, 1))
+	e.testOp(seqOp(conn(1, event.RoleClient, podFrontend, 1, remoteIP, nil), flow.OpConnect, 1))
 	runExporter(t, e)
 	waitFor(t, 5*time.Second, "a stream error", func() bool { return e.Stats().StreamErrors >= 1 })
 	got := logs.String()
@@ -900,3 +898,7 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// testOp hands op to the exporter as the pipeline hands connect, accept,
+// close and unclaimed reads and writes.
+func (e *Exporter) testOp(op *flow.KernelOp) { e.ConnOp(op, flow.ProtoUnknown) }

@@ -13,20 +13,21 @@ const (
 	filterUnknownRole          // connection role unknown (first seen through data)
 	filterInvalid              // nil op, exchange, connection or record
 	filterNothingToSend        // exchange that is no protocol log and has no kernel operations
-	filterStandaloneIO         // read/write sent with its exchange instead (Config.StandaloneIO off)
 	numFilters
 )
 
-var filterNames = [numFilters]string{"excluded_namespace", "unknown_role", "invalid", "nothing_to_send", "io_sent_with_exchange"}
+var filterNames = [numFilters]string{"excluded_namespace", "unknown_role", "invalid", "nothing_to_send"}
 
 const (
-	dropQueueFull = iota // evicted as oldest, or arrived when only in-flight entries were left
-	dropTooLarge         // one entry larger than QueueBytes
-	dropShutdown         // still queued when Run stopped
+	dropQueueFull      = iota // evicted as oldest, or arrived when only in-flight entries were left
+	dropTooLarge              // one entry larger than QueueBytes
+	dropShutdown              // still queued when Run stopped
+	dropPartialSend           // not written: its stream failed after earlier messages were (at most once)
+	dropUnacknowledged        // written to a stream that failed before the acknowledgement
 	numDrops
 )
 
-var dropNames = [numDrops]string{"queue_full", "too_large", "shutdown"}
+var dropNames = [numDrops]string{"queue_full", "too_large", "shutdown", "partial_send", "unacknowledged"}
 
 var skipNames = []string{"no_response", "unknown_method", "no_record"}
 
@@ -44,6 +45,8 @@ type stats struct {
 	reconnects     atomic.Uint64 // attempts after a failed one
 	skips          [3]atomic.Uint64
 	templateErrors atomic.Uint64
+	// identityTimeouts counts starts that sent before identities synced.
+	identityTimeouts atomic.Uint64
 }
 
 func (s *stats) filtered(r int)           { s.filters[r].Add(1) }
@@ -95,6 +98,7 @@ func (e *Exporter) Stats() Stats {
 type metricDescs struct {
 	received, filtered, dropped, sent, messages, streams, streamErrors, reconnects *prometheus.Desc
 	skipped, templateErrors, queueEntries, queueBytes, queueMaxEntries, queueMax   *prometheus.Desc
+	conntrackLookups, conntrackEvicted, identityHeld, identityTimeouts             *prometheus.Desc
 }
 
 func newMetricDescs() metricDescs {
@@ -108,7 +112,7 @@ func newMetricDescs() metricDescs {
 		sent:            d("entries_sent_total", "Entries acknowledged by the OAP."),
 		messages:        d("messages_sent_total", "Access-log messages in streams acknowledged by the OAP."),
 		streams:         d("streams_sent_total", "Collect streams (batches) acknowledged by the OAP."),
-		streamErrors:    d("stream_errors_total", "Collect streams that failed; their batch is kept and resent."),
+		streamErrors:    d("stream_errors_total", "Collect streams that failed; their batch is resent only when none of it was written."),
 		reconnects:      d("reconnects_total", "Send attempts made after a failed one."),
 		skipped:         d("protocol_logs_skipped_total", "HTTP exchanges not sent as protocol logs (their kernel operations still are), by reason.", "reason"),
 		templateErrors:  d("service_name_template_errors_total", "Service name template executions that failed (the default name was used)."),
@@ -116,6 +120,11 @@ func newMetricDescs() metricDescs {
 		queueBytes:      d("queue_bytes", "Estimated bytes retained by queued and in-flight entries."),
 		queueMaxEntries: d("queue_capacity_entries", "Bound of the queue in entries."),
 		queueMax:        d("queue_capacity_bytes", "Bound of the queue in estimated bytes."),
+		conntrackLookups: d("conntrack_lookups_total", "Client connections' remotes looked up in conntrack, by result "+
+			"(missing and failed fall back to the socket's remote, a ClusterIP the OAP cannot map to a pod).", "result"),
+		conntrackEvicted: d("conntrack_evicted_total", "Cached conntrack answers dropped at the cache's bound."),
+		identityHeld:     d("identity_held", "1 while sending is held back until pod identities (Kubernetes Services) are synced."),
+		identityTimeouts: d("identity_wait_expired_total", "Times sending started with pod identities still not synced (IdentityWait passed)."),
 	}
 }
 
@@ -130,7 +139,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	m := &e.metrics
 	for _, d := range []*prometheus.Desc{m.received, m.filtered, m.dropped, m.sent, m.messages, m.streams,
 		m.streamErrors, m.reconnects, m.skipped, m.templateErrors, m.queueEntries, m.queueBytes,
-		m.queueMaxEntries, m.queueMax} {
+		m.queueMaxEntries, m.queueMax, m.conntrackLookups, m.conntrackEvicted, m.identityHeld, m.identityTimeouts} {
 		ch <- d
 	}
 }
@@ -164,4 +173,19 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	gauge(m.queueBytes, float64(s.QueueBytes))
 	gauge(m.queueMaxEntries, float64(e.cfg.QueueSize))
 	gauge(m.queueMax, float64(e.cfg.QueueBytes))
+	held := 0.0
+	if e.held.Load() {
+		held = 1
+	}
+	gauge(m.identityHeld, held)
+	counter(m.identityTimeouts, e.stats.identityTimeouts.Load())
+	if ct := e.cfg.Conntrack; ct != nil {
+		cs := ct.Stats()
+		counter(m.conntrackLookups, cs.Hits, "cached")
+		counter(m.conntrackLookups, cs.Translated, "translated")
+		counter(m.conntrackLookups, cs.Untranslated, "untranslated")
+		counter(m.conntrackLookups, cs.Missing, "missing")
+		counter(m.conntrackLookups, cs.Failed, "failed")
+		counter(m.conntrackEvicted, cs.Evicted)
+	}
 }

@@ -13,9 +13,11 @@ import (
 // conversion to protobuf happens on the sender's goroutine so the pipeline
 // pays only for the enqueue.
 type entry struct {
-	op   *flow.KernelOp
-	ex   *flow.Exchange
-	size int64 // estimated bytes retained, see entrySize
+	op *flow.KernelOp
+	ex *flow.Exchange
+	// proto is the connection's protocol when op was handed on.
+	proto flow.Protocol
+	size  int64 // estimated bytes retained, see entrySize
 }
 
 func (e entry) conn() *flow.Connection {

@@ -173,11 +173,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 
 var testBoot = time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)
 
-// testConfig is a fast, deterministic configuration pointed at addr. The
-// tests hand each read and write once, so StandaloneIO is on.
+// testConfig is a fast, deterministic configuration pointed at addr.
 func testConfig(addr string) Config {
 	return Config{
-		StandaloneIO:  true,
 		OAP:           addr,
 		Insecure:      true,
 		NodeName:      "node-a",

@@ -3,6 +3,7 @@ package skywalking
 import (
 	"net/netip"
 	"slices"
+	"strings"
 
 	commonv3 "skywalking.apache.org/repo/goapi/collect/common/v3"
 	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
@@ -43,11 +44,30 @@ func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3
 	msgs := make([]*alv3.EBPFAccessLogMessage, 0, len(b.groups)*2)
 	for gi := range b.groups {
 		g := &b.groups[gi]
-		proto := alv3.AccessLogProtocolType_TCP
-		if len(g.exs) > 0 {
-			proto = protocolType(g.exs[0].Record.Protocol)
+		// The connection's protocol is the last one its entries said
+		// (an exchange's record, or the pipeline's with an op); TCP
+		// when none did, and for TLS, which is marked as such.
+		proto, tls := alv3.AccessLogProtocolType_TCP, false
+		for _, e := range batch {
+			if e.conn().ID != g.conn.ID {
+				continue
+			}
+			switch {
+			case e.ex != nil && e.ex.Record != nil:
+				proto, tls = protocolType(e.ex.Record.Protocol), false
+			case e.ex != nil:
+				proto, tls = alv3.AccessLogProtocolType_HTTP_1, false
+			case e.proto == flow.ProtoHTTP1:
+				proto, tls = alv3.AccessLogProtocolType_HTTP_1, false
+			case e.proto == flow.ProtoHTTP2:
+				proto, tls = alv3.AccessLogProtocolType_HTTP_2, false
+			case e.proto == flow.ProtoTCP:
+				proto, tls = alv3.AccessLogProtocolType_TCP, false
+			case e.proto == flow.ProtoTLS:
+				proto, tls = alv3.AccessLogProtocolType_TCP, true
+			}
 		}
-		conn := b.connection(g.conn, proto)
+		conn := b.connection(g.conn, proto, tls)
 		first := len(msgs)
 		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
 			end := min(start+maxKernelLogsPerMessage, len(g.ops))
@@ -77,18 +97,20 @@ func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3
 	return msgs
 }
 
-func (b *builder) connection(c *flow.Connection, proto alv3.AccessLogProtocolType) *alv3.AccessLogConnection {
+func (b *builder) connection(c *flow.Connection, proto alv3.AccessLogProtocolType, tls bool) *alv3.AccessLogConnection {
 	role := commonv3.DetectPoint_client
 	if c.Role == event.RoleServer {
 		role = commonv3.DetectPoint_server
 	}
+	mode := alv3.AccessLogConnectionTLSMode_Plain
+	if tls {
+		mode = alv3.AccessLogConnectionTLSMode_TLS
+	}
 	return &alv3.AccessLogConnection{
-		Local:  b.localAddress(c),
-		Remote: b.remoteAddress(c.Remote),
-		Role:   role,
-		// Weir sees plaintext syscalls only; TLS detection would need
-		// uprobes on the TLS libraries, which it does not attach.
-		TlsMode:  alv3.AccessLogConnectionTLSMode_Plain,
+		Local:    b.localAddress(c),
+		Remote:   b.remoteAddress(c.Remote),
+		Role:     role,
+		TlsMode:  mode,
 		Protocol: proto,
 	}
 }
@@ -282,7 +304,7 @@ func httpLog(r *record.Record) *alv3.AccessLogProtocolLogs {
 		Version:   version,
 		Request: &alv3.AccessLogHTTPProtocolRequest{
 			Method:             method,
-			Path:               r.Path,
+			Path:               pathOnly(r.Path),
 			SizeOfHeadersBytes: r.ReqHeaderBytes,
 			SizeOfBodyBytes:    r.ReqBodyBytes,
 			Trace:              traceInfo(r.Trace),
@@ -327,4 +349,16 @@ func nodeInfo(cfg Config) *alv3.EBPFAccessLogNodeInfo {
 		n.Policy = &alv3.EBPFAccessLogPolicy{ExcludeNamespaces: slices.Clone(cfg.ExcludeNamespaces)}
 	}
 	return n
+}
+
+// pathOnly is the request target without its query and fragment, as the
+// OAP and SkyWalking's agents name endpoints.
+func pathOnly(target string) string {
+	if q, _, ok := strings.Cut(target, "?"); ok {
+		target = q
+	}
+	if f, _, ok := strings.Cut(target, "#"); ok {
+		target = f
+	}
+	return target
 }

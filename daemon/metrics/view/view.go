@@ -53,8 +53,14 @@ type Service struct {
 	Service   string `json:"service"`
 	Namespace string `json:"namespace"`
 	Pods      int    `json:"pods"`
-	HTTP      HTTP   `json:"http"`
-	TCP       TCP    `json:"tcp"`
+	// KubernetesService says the name is a Kubernetes Service selecting
+	// the pods, which SkyWalking's OAP resolves from every node. A name
+	// that is not (the app label, the owner) is Weir's own: the OAP shows
+	// the pods under it in this node's data and as Unknown in other
+	// nodes'.
+	KubernetesService bool `json:"kubernetesService"`
+	HTTP              HTTP `json:"http"`
+	TCP               TCP  `json:"tcp"`
 }
 
 // Node kinds of the topology.
