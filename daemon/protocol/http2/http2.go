@@ -7,10 +7,33 @@
 // RST_STREAM and GOAWAY) is buffered when a frame spans chunks, and DATA
 // payloads are only counted, so a body beyond the capture limit costs
 // nothing. Each direction has its own HPACK decoder fed every header block in
-// wire order, because a single skipped block corrupts every later one. When
-// that happens the decoder reports the fields it cannot resolve as unknown
-// and the records as incomplete, and the direction resynchronises on a frame
-// boundary when the framing itself was lost.
+// wire order, because a single skipped block corrupts every later one.
+//
+// The parser never misattributes: a stream's record is emitted only when its
+// method, path, status and grpc-status are certain, and dropped (counted in
+// Stats.HTTP2Dropped) otherwise. Certainty follows these rules:
+//
+//   - Frame boundaries are known from the preface (or the h2c upgrade) for
+//     as long as every frame header is seen. Bytes skipped inside a DATA
+//     payload are harmless. A gap where a frame header was makes the
+//     direction hunt for a plausible frame boundary; a boundary found that
+//     way is a guess, so from then on no record of the connection is
+//     certain (garbage taken for frames could open, end or reset streams).
+//   - A direction's HPACK state is known good from the connection start
+//     until a header block is not decoded in full (a gap inside it, a
+//     decoding error, a table larger than Limits.MaxHPACKTable). Then the
+//     decoder forgets its table: the entries inserted from then on are the
+//     encoder's newest, in order, so they keep resolving exactly, and a
+//     reference beyond them is unknown. A block with an unknown field makes
+//     its stream uncertain; a block that resolves in full is exact even
+//     while the state is lost. The state is known good again after a
+//     dynamic table size update to 0 (the encoder emptied its table, so
+//     nothing older can be referenced).
+//   - A stream is uncertain when one of its header blocks was lost or not
+//     resolved in full, when its request was never seen, or when the
+//     server's frame sync was lost while it was open (its response or
+//     trailers may have gone by). grpc-status is taken only from the
+//     blocks of the stream that carried it.
 package http2
 
 import (
@@ -91,6 +114,9 @@ type Parser struct {
 	// HEADERS on a lower id belongs to a stream already finished.
 	lastClient uint32
 	dead       bool
+	// guessed: a frame boundary was found by PlausibleFrames rather than
+	// followed; no record is certain any more.
+	guessed bool
 
 	// field callback context
 	emit    fieldFunc
@@ -122,6 +148,8 @@ type stream struct {
 	reqSeen  bool // request headers decoded
 	respSeen bool // final response headers decoded
 	reqDone  bool
+	// uncertain: a field of the record could be wrong or missing.
+	uncertain bool
 }
 
 type dir struct {
@@ -212,6 +240,7 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) {
 			return
 		}
 		p.stats.HTTP2Resyncs.Add(1)
+		p.guessed = true
 		d.st, d.hn = stHeader, 0
 	}
 	for len(b) > 0 && !p.dead {
@@ -322,6 +351,13 @@ func (p *Parser) Skip(s Side, n uint64, start, end event.Timestamp) {
 // waits for a plausible frame boundary, and the HPACK state is lost.
 func (p *Parser) loseFraming(d *dir) {
 	p.stats.HTTP2FrameLost.Add(1)
+	if d.side == Server {
+		// Response headers, trailers or the end of any open stream may
+		// have been in the gap.
+		for _, s := range p.streams {
+			s.uncertain = true
+		}
+	}
 	p.loseHPACK(d)
 	d.st, d.hn, d.buf = stLost, 0, d.buf[:0]
 	d.hbOpen, d.hb = false, d.hb[:0]
@@ -546,6 +582,7 @@ func (p *Parser) block(d *dir, frag []byte, end event.Timestamp) {
 		// decoder missed its insertions.
 		p.loseHPACK(d)
 		if s != nil {
+			s.uncertain = true
 			s.rec.Incomplete = true
 			s.rec.UnknownFields = appendUnknown(s.rec.UnknownFields, "?")
 		}
@@ -558,6 +595,7 @@ func (p *Parser) block(d *dir, frag []byte, end event.Timestamp) {
 			p.stats.ProtocolErrors.Add(1)
 			p.loseHPACK(d)
 			if s != nil {
+				s.uncertain = true
 				s.rec.Incomplete = true
 			}
 		}
@@ -648,6 +686,7 @@ func (p *Parser) target(d *dir) (*stream, blockKind) {
 			return nil, blockIgnored
 		}
 		s.rec.Incomplete = true
+		s.uncertain = true
 		s.reqDone = true
 	}
 	if s.respSeen {
@@ -668,9 +707,6 @@ func (p *Parser) open(id uint32, t event.Timestamp) *stream {
 	s.rec.StreamID = id
 	s.rec.GRPCStatus = -1
 	s.rec.ReqStart = t
-	if p.dirs[Client].dec.lost || p.dirs[Server].dec.lost {
-		s.rec.Incomplete = true
-	}
 	p.streams[id] = s
 	return s
 }
@@ -683,6 +719,7 @@ func (p *Parser) field(name, value []byte, unknown bool) {
 	}
 	r := s.rec
 	if name == nil || unknown {
+		s.uncertain = true
 		r.Incomplete = true
 		n := "?"
 		if name != nil {
@@ -807,9 +844,14 @@ func appendUnknown(u []string, name string) []string {
 	return append(u, name)
 }
 
-// finish emits a stream's record and forgets the stream.
+// finish emits a stream's record, if it is certain, and forgets the
+// stream.
 func (p *Parser) finish(s *stream) {
 	delete(p.streams, s.rec.StreamID)
+	if s.uncertain || p.guessed {
+		p.stats.HTTP2Dropped.Add(1)
+		return
+	}
 	p.stats.Finish(s.rec, p.sink)
 }
 
