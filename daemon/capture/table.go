@@ -510,3 +510,8 @@ func (c *Conn) fdKey() fdKey { return fdKey{c.Proc.TGID, c.FD} }
 // made (NopStream when that returned nil), or nil once the connection has
 // left the table.
 func (c *Conn) Stream() Stream { return c.stream }
+
+// OpenSeen reports whether the connection's connect or accept was seen, so
+// that its first delivered bytes are the first bytes it carried. A Stream
+// may call it from its callbacks.
+func (c *Conn) OpenSeen() bool { return c.opened }
