@@ -763,6 +763,14 @@ func (p *Parser) response(d *dir, x *exchange, h *fields, n int, end event.Times
 			q.st = stStart
 		}
 	}
+	if x.rec.Method == "" && st != 204 && st != 304 && (h.chunked || h.contentLength != 0) {
+		// The request was not seen: had it been HEAD the response has no
+		// body, so where the next response starts is unknown.
+		x.rec.Incomplete = true
+		p.done(d, end)
+		d.st = stResync
+		return Stay
+	}
 	switch {
 	case x.head || st == 204 || st == 304:
 		p.done(d, end)
