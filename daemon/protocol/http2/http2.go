@@ -15,10 +15,12 @@
 //
 //   - Frame boundaries are known from the preface (or the h2c upgrade) for
 //     as long as every frame header is seen. Bytes skipped inside a DATA
-//     payload are harmless. A gap where a frame header was makes the
-//     direction hunt for a plausible frame boundary; a boundary found that
-//     way is a guess, so from then on no record of the connection is
-//     certain (garbage taken for frames could open, end or reset streams).
+//     payload are harmless. A gap where a frame header was (or a parser
+//     started mid-stream) makes the direction hunt for a plausible frame
+//     boundary. From then on no record of the connection is certain: while
+//     hunting, frames of open and new streams go by unseen, and a boundary
+//     found by PlausibleFrames is a guess (garbage taken for frames could
+//     open, end or reset streams). Streams finished before are reported.
 //   - A direction's HPACK state is known good from the connection start
 //     until a header block is not decoded in full (a gap inside it, a
 //     decoding error, a table larger than Limits.MaxHPACKTable). Then the
@@ -30,9 +32,7 @@
 //     dynamic table size update to 0 (the encoder emptied its table, so
 //     nothing older can be referenced).
 //   - A stream is uncertain when one of its header blocks was lost or not
-//     resolved in full, when its request was never seen, or when the
-//     server's frame sync was lost while it was open (its response or
-//     trailers may have gone by). grpc-status is taken only from the
+//     resolved in full, or when its request was never seen. grpc-status is taken only from the
 //     blocks of the stream that carried it.
 package http2
 
@@ -114,9 +114,9 @@ type Parser struct {
 	// HEADERS on a lower id belongs to a stream already finished.
 	lastClient uint32
 	dead       bool
-	// guessed: a frame boundary was found by PlausibleFrames rather than
-	// followed; no record is certain any more.
-	guessed bool
+	// framingLost: a direction lost its frame boundaries (and hunted or
+	// guessed them since); no record is certain any more.
+	framingLost bool
 
 	// field callback context
 	emit    fieldFunc
@@ -222,6 +222,7 @@ func NewMidStream(lim record.Limits, stats *record.Stats, sink func(*record.Reco
 		p.dirs[s].st = stLost
 		p.dirs[s].dec.markLost()
 	}
+	p.framingLost = true
 	return p
 }
 
@@ -240,7 +241,6 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) {
 			return
 		}
 		p.stats.HTTP2Resyncs.Add(1)
-		p.guessed = true
 		d.st, d.hn = stHeader, 0
 	}
 	for len(b) > 0 && !p.dead {
@@ -351,13 +351,7 @@ func (p *Parser) Skip(s Side, n uint64, start, end event.Timestamp) {
 // waits for a plausible frame boundary, and the HPACK state is lost.
 func (p *Parser) loseFraming(d *dir) {
 	p.stats.HTTP2FrameLost.Add(1)
-	if d.side == Server {
-		// Response headers, trailers or the end of any open stream may
-		// have been in the gap.
-		for _, s := range p.streams {
-			s.uncertain = true
-		}
-	}
+	p.framingLost = true
 	p.loseHPACK(d)
 	d.st, d.hn, d.buf = stLost, 0, d.buf[:0]
 	d.hbOpen, d.hb = false, d.hb[:0]
@@ -848,7 +842,7 @@ func appendUnknown(u []string, name string) []string {
 // stream.
 func (p *Parser) finish(s *stream) {
 	delete(p.streams, s.rec.StreamID)
-	if s.uncertain || p.guessed {
+	if s.uncertain || p.framingLost {
 		p.stats.HTTP2Dropped.Add(1)
 		return
 	}
