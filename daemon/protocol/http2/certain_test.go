@@ -232,7 +232,7 @@ func TestGRPCStatusStaysWithItsStream(t *testing.T) {
 	h.feed(Server, s.take())
 	_ = c.fr.WriteRSTStream(5, http2.ErrCodeCancel) // aborted by the client
 	h.feed(Client, c.take())
-	s.headers(7, true, ":status", "503") // not gRPC-shaped: no grpc-status
+	s.headers(7, true, ":status", "503")   // not gRPC-shaped: no grpc-status
 	s.headers(5, true, "grpc-status", "1") // after the reset: ignored
 	h.feed(Server, s.take())
 	h.want(t, 4)
