@@ -512,6 +512,17 @@ func (c *Conn) fdKey() fdKey { return fdKey{c.Proc.TGID, c.FD} }
 func (c *Conn) Stream() Stream { return c.stream }
 
 // OpenSeen reports whether the connection's connect or accept was seen, so
-// that its first delivered bytes are the first bytes it carried. A Stream
-// may call it from its callbacks.
-func (c *Conn) OpenSeen() bool { return c.opened }
+// that its first delivered bytes are the first bytes it carried. An open
+// event reported for a socket first seen through a read or write (one that
+// existed before capture started, or whose connect/accept was missed) does
+// not count. A Stream may call it from its callbacks.
+func (c *Conn) OpenSeen() bool {
+	if !c.opened {
+		return false
+	}
+	switch c.openSyscall {
+	case event.SysConnect, event.SysAccept, event.SysAccept4:
+		return true
+	}
+	return false
+}

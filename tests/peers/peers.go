@@ -43,14 +43,16 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"http-server": {"serve HTTP/1.1 (and h2c with -h2c)", runHTTPServer},
-		"http-client": {"send HTTP requests, report results and per-connection bytes", runHTTPClient},
-		"grpc-server": {"serve grpc.testing.TestService", runGRPCServer},
-		"grpc-client": {"call grpc.testing.TestService: unary, streaming, error status", runGRPCClient},
-		"pipeline":    {"write pipelined HTTP/1.1 requests in one write, read the responses", runPipeline},
-		"short":       {"one connection: connect, send one request, read to EOF, exit", runShort},
-		"dial":        {"connect once and report the outcome (for refused connects)", runDial},
-		"vectored":    {"one request written with writev(2), the response read with readv(2)", runVectored},
+		"http-server":      {"serve HTTP/1.1 (and h2c with -h2c)", runHTTPServer},
+		"http-client":      {"send HTTP requests, report results and per-connection bytes", runHTTPClient},
+		"grpc-server":      {"serve grpc.testing.TestService", runGRPCServer},
+		"grpc-client":      {"call grpc.testing.TestService: unary, streaming, error status", runGRPCClient},
+		"pipeline":         {"write pipelined HTTP/1.1 requests in one write, read the responses", runPipeline},
+		"short":            {"one connection: connect, send one request, read to EOF, exit", runShort},
+		"dial":             {"connect once and report the outcome (for refused connects)", runDial},
+		"vectored":         {"one request written with writev(2), the response read with readv(2)", runVectored},
+		"slow-body-server": {"HTTP/1.1 whose /slow body is request text written slowly, piece by piece", runSlowBodyServer},
+		"slow-body-client": {"fetch /slow on one connection, then make requests on it", runSlowBodyClient},
 	}
 }
 
