@@ -55,6 +55,16 @@ type captureConnState struct {
 	Captured [2]uint64
 	Role     uint8
 	Pad      [7]uint8
+	Walk     [2]struct {
+		_          structs.HostLayout
+		CopyLeft   uint64
+		SkipLeft   uint64
+		Mode       uint8
+		HdrHave    uint8
+		SkipReason uint8
+		Pad        [5]uint8
+		Hdr        [24]uint8
+	}
 }
 
 type captureDataEvent struct {
@@ -65,7 +75,8 @@ type captureDataEvent struct {
 	Truncated uint8
 	Fd        int32
 	Last      uint8
-	Pad0      [7]uint8
+	Skip      uint8
+	Pad0      [6]uint8
 	ConnId    uint64
 	Seq       uint64
 	Offset    uint64
@@ -81,25 +92,41 @@ type captureDataEvent struct {
 type captureDataScratch struct {
 	_    structs.HostLayout
 	Loop struct {
-		_           structs.HostLayout
-		Iov         uint64
-		Base        uint64
-		SegLeft     uint64
-		Left        uint64
-		Budget      uint64
-		Seq         uint64
-		Offset      uint64
-		Captured    uint64
-		IovIdx      uint32
-		IovCnt      uint32
-		Stop        uint32
-		RestPending uint32
-		Want        uint32
-		Cover       uint32
-		Fill        uint32
-		Pad         uint32
-		MmsgVec     uint64
-		MmsgTotal   uint64
+		_         structs.HostLayout
+		Iov       uint64
+		Base      uint64
+		SegLeft   uint64
+		Left      uint64
+		Budget    uint64
+		Seq       uint64
+		Offset    uint64
+		Captured  uint64
+		Pos       uint64
+		BodyFrom  uint64
+		BodyTo    uint64
+		IovIdx    uint32
+		IovCnt    uint32
+		Stop      uint32
+		Events    uint32
+		Cover     uint32
+		Fill      uint32
+		Skip      uint8
+		H1        uint8
+		Tail      uint8
+		BudgetHit uint8
+		Pad       [4]uint8
+		W         struct {
+			_          structs.HostLayout
+			CopyLeft   uint64
+			SkipLeft   uint64
+			Mode       uint8
+			HdrHave    uint8
+			SkipReason uint8
+			Pad        [5]uint8
+			Hdr        [24]uint8
+		}
+		MmsgVec   uint64
+		MmsgTotal uint64
 	}
 	Hdr     captureDataEvent
 	Payload [32768]uint8
@@ -144,7 +171,9 @@ const (
 	captureDropReasonDROP_RX_UNSTAMPED       captureDropReason = 14
 	captureDropReasonDROP_RX_TIMES_MAP_FULL  captureDropReason = 15
 	captureDropReasonDROP_RX_UNTIMED         captureDropReason = 16
-	captureDropReasonDROP_MAX                captureDropReason = 17
+	captureDropReasonDROP_H2FRAME_LIMIT      captureDropReason = 17
+	captureDropReasonDROP_H2DESYNC           captureDropReason = 18
+	captureDropReasonDROP_MAX                captureDropReason = 19
 )
 
 type captureDropSlot struct {
@@ -164,6 +193,12 @@ const (
 	captureEventTypeEVENT_PROC_EXIT  captureEventType = 6
 	captureEventTypeEVENT_RETRANSMIT captureEventType = 7
 )
+
+type captureH1Hint struct {
+	_        structs.HostLayout
+	BodyFrom [2]uint64
+	BodyTo   [2]uint64
+}
 
 type captureMetricBit uint32
 
@@ -269,6 +304,23 @@ type captureSendMetrics struct {
 	Drops       [2]captureDropSlot
 }
 
+type captureSkipReason uint32
+
+const (
+	captureSkipReasonSKIP_NONE        captureSkipReason = 0
+	captureSkipReasonSKIP_H2DATA      captureSkipReason = 1
+	captureSkipReasonSKIP_BODY        captureSkipReason = 2
+	captureSkipReasonSKIP_BUDGET      captureSkipReason = 3
+	captureSkipReasonSKIP_FRAME_LIMIT captureSkipReason = 4
+	captureSkipReasonSKIP_CHUNK_LIMIT captureSkipReason = 5
+	captureSkipReasonSKIP_IOV_LIMIT   captureSkipReason = 6
+	captureSkipReasonSKIP_MMSG        captureSkipReason = 7
+	captureSkipReasonSKIP_READ_FAILED captureSkipReason = 8
+	captureSkipReasonSKIP_SENDFILE    captureSkipReason = 9
+	captureSkipReasonSKIP_NO_PAYLOAD  captureSkipReason = 10
+	captureSkipReasonSKIP_MAX         captureSkipReason = 11
+)
+
 type captureSockConn struct {
 	_          structs.HostLayout
 	ConnId     uint64
@@ -349,6 +401,7 @@ const (
 	captureMapCounters        = "counters"
 	captureMapEnrolledNetns   = "enrolled_netns"
 	captureMapEvents          = "events"
+	captureMapH1Hints         = "h1_hints"
 	captureMapInflight        = "inflight"
 	captureMapPodDev          = "pod_dev"
 	captureMapPodDrops        = "pod_drops"
@@ -403,6 +456,7 @@ const (
 	captureVarCaptureLimit    = "capture_limit"
 	captureVarCapturePayload  = "capture_payload"
 	captureVarChunkSize       = "chunk_size"
+	captureVarMaxFrameCopy    = "max_frame_copy"
 	captureVarNextConnId      = "next_conn_id"
 	captureVarUnusedBtfAnchor = "unused_btf_anchor"
 )
@@ -505,6 +559,7 @@ type captureMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	EnrolledNetns *ebpf.MapSpec `ebpf:"enrolled_netns"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	H1Hints       *ebpf.MapSpec `ebpf:"h1_hints"`
 	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
 	PodDev        *ebpf.MapSpec `ebpf:"pod_dev"`
 	PodDrops      *ebpf.MapSpec `ebpf:"pod_drops"`
@@ -521,6 +576,7 @@ type captureVariableSpecs struct {
 	CaptureLimit    *ebpf.VariableSpec `ebpf:"capture_limit"`
 	CapturePayload  *ebpf.VariableSpec `ebpf:"capture_payload"`
 	ChunkSize       *ebpf.VariableSpec `ebpf:"chunk_size"`
+	MaxFrameCopy    *ebpf.VariableSpec `ebpf:"max_frame_copy"`
 	NextConnId      *ebpf.VariableSpec `ebpf:"next_conn_id"`
 	UnusedBtfAnchor *ebpf.VariableSpec `ebpf:"unused_btf_anchor"`
 }
@@ -551,6 +607,7 @@ type captureMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	EnrolledNetns *ebpf.Map `ebpf:"enrolled_netns"`
 	Events        *ebpf.Map `ebpf:"events"`
+	H1Hints       *ebpf.Map `ebpf:"h1_hints"`
 	Inflight      *ebpf.Map `ebpf:"inflight"`
 	PodDev        *ebpf.Map `ebpf:"pod_dev"`
 	PodDrops      *ebpf.Map `ebpf:"pod_drops"`
@@ -568,6 +625,7 @@ func (m *captureMaps) Close() error {
 		m.Counters,
 		m.EnrolledNetns,
 		m.Events,
+		m.H1Hints,
 		m.Inflight,
 		m.PodDev,
 		m.PodDrops,
@@ -585,6 +643,7 @@ type captureVariables struct {
 	CaptureLimit    *ebpf.Variable `ebpf:"capture_limit"`
 	CapturePayload  *ebpf.Variable `ebpf:"capture_payload"`
 	ChunkSize       *ebpf.Variable `ebpf:"chunk_size"`
+	MaxFrameCopy    *ebpf.Variable `ebpf:"max_frame_copy"`
 	NextConnId      *ebpf.Variable `ebpf:"next_conn_id"`
 	UnusedBtfAnchor *ebpf.Variable `ebpf:"unused_btf_anchor"`
 }

@@ -50,6 +50,15 @@ const (
 	DefaultCaptureLimit     = 1 << 20
 	DefaultProcessQueueSize = 4096
 	DefaultPollInterval     = 10 * time.Millisecond
+	DefaultMaxFrameCopy     = 64 << 10
+	DefaultHintMapSize      = 65536
+
+	// MinMaxFrameCopy and MaxMaxFrameCopy bound MaxFrameCopy: below
+	// HTTP/2's default SETTINGS_MAX_FRAME_SIZE (16 KiB) ordinary HEADERS
+	// frames would be skipped; above the protocol's largest frame the
+	// bound means nothing.
+	MinMaxFrameCopy = 16 << 10
+	MaxMaxFrameCopy = 1<<24 - 1
 
 	// maxPollInterval bounds PollInterval: the reader's timer is all that
 	// delivers a quiet connection's records.
@@ -74,10 +83,28 @@ type Config struct {
 	RingBufferSize int
 	// ChunkSize is the most payload one data event carries, 1..MaxChunkSize.
 	ChunkSize int
-	// CaptureLimit is how many payload bytes are captured per connection
-	// and direction; later bytes are reported size-only. 0 means the
-	// default; set NoCaptureLimit for unlimited.
+	// CaptureLimit is the capture budget per connection and direction:
+	// how many payload bytes are copied before the kernel side starts
+	// skipping what it can. For a connection of unknown protocol, past it
+	// only the first ChunkSize bytes of each syscall are copied (the rest
+	// is reported size-only, event.SkipBudget). An HTTP/2 connection (the
+	// kernel walks its frames) keeps every frame header and non-DATA
+	// payload whatever it has carried; past the budget only DATA payloads
+	// are skipped (event.SkipH2Data). A connection hinted as HTTP/1
+	// (HintHTTP1) is not budgeted: everything is copied except the body
+	// ranges given to SkipBody. 0 means the default; set NoCaptureLimit
+	// for unlimited.
 	CaptureLimit uint64
+	// MaxFrameCopy bounds the payload of an HTTP/2 frame other than DATA
+	// that the kernel side copies; a larger frame's payload is reported
+	// size-only (event.SkipFrameLimit, counted as "h2_frame_limit").
+	// Default DefaultMaxFrameCopy, between MinMaxFrameCopy and
+	// MaxMaxFrameCopy.
+	MaxFrameCopy int
+	// HintMapSize bounds how many connections can be hinted as HTTP/1 at
+	// once (an LRU map: the least recently used hint is evicted). Default
+	// DefaultHintMapSize.
+	HintMapSize int
 	// PollInterval is how long the reader sleeps when it finds the ring
 	// buffer empty. The kernel side writes records without waking the
 	// reader (each wakeup is an inter-processor interrupt, and at tens of
@@ -127,6 +154,18 @@ func (c Config) withDefaults() (Config, error) {
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
 	}
+	if c.MaxFrameCopy == 0 {
+		c.MaxFrameCopy = DefaultMaxFrameCopy
+	}
+	if c.HintMapSize == 0 {
+		c.HintMapSize = DefaultHintMapSize
+	}
+	if c.MaxFrameCopy < MinMaxFrameCopy || c.MaxFrameCopy > MaxMaxFrameCopy {
+		return c, fmt.Errorf("max frame copy %d: must be between %d and %d bytes", c.MaxFrameCopy, MinMaxFrameCopy, MaxMaxFrameCopy)
+	}
+	if c.HintMapSize < 1 {
+		return c, fmt.Errorf("hint map size %d: must be positive", c.HintMapSize)
+	}
 	if c.RingBufferSize < minRingBufferSize || bits.OnesCount(uint(c.RingBufferSize)) != 1 {
 		return c, fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", c.RingBufferSize, minRingBufferSize)
 	}
@@ -152,6 +191,7 @@ type Collector struct {
 	netns    *ebpf.Map        // enrolled_netns, procs and counters, from coll
 	procs    *ebpf.Map
 	counters *ebpf.Map
+	hints    hints // h1_hints: user space's HTTP/1 hints (hint.go)
 	links    []link.Link
 	reader   *ringbuf.Reader
 	features Features
@@ -223,6 +263,10 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	if err := spec.Variables[captureVarCaptureLimit].Set(limit); err != nil {
 		return nil, fmt.Errorf("set capture limit: %w", err)
 	}
+	if err := spec.Variables[captureVarMaxFrameCopy].Set(uint32(cfg.MaxFrameCopy)); err != nil {
+		return nil, fmt.Errorf("set max frame copy: %w", err)
+	}
+	spec.Maps[captureMapH1Hints].MaxEntries = uint32(cfg.HintMapSize)
 	if cfg.NoPayload {
 		if err := spec.Variables[captureVarCapturePayload].Set(uint32(0)); err != nil {
 			return nil, fmt.Errorf("turn payload capture off: %w", err)
@@ -250,6 +294,7 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	c.netns = c.coll.Maps[captureMapEnrolledNetns]
 	c.procs = c.coll.Maps[captureMapProcs]
 	c.counters = c.coll.Maps[captureMapCounters]
+	c.hints.m = c.coll.Maps[captureMapH1Hints]
 	c.podDev = c.coll.Maps[captureMapPodDev]
 	c.podDrops = c.coll.Maps[captureMapPodDrops]
 	c.tcIngress = c.coll.Programs[captureProgTcPodIngress]
@@ -292,7 +337,7 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	log.Info("eBPF capture loaded",
 		"hooks", len(c.links), "tier", c.features.Tier.String(),
 		"ring_buffer_bytes", cfg.RingBufferSize, "chunk_size", cfg.ChunkSize,
-		"capture_limit", cfg.CaptureLimit)
+		"capture_limit", cfg.CaptureLimit, "max_frame_copy", cfg.MaxFrameCopy)
 	for _, t := range c.features.Tiers[1:] {
 		log.Info("eBPF tier probe", "tier", t.Tier.String(), "available", t.Available, "reason", t.Reason)
 	}

@@ -25,6 +25,8 @@ func TestConfigRejectsBoundsItCannotHonour(t *testing.T) {
 		{Config{ChunkSize: MaxChunkSize + 1}, "chunk size"},
 		{Config{PollInterval: 2 * time.Second}, "poll interval"},
 		{Config{PollInterval: -time.Millisecond}, "poll interval"},
+		{Config{MaxFrameCopy: MinMaxFrameCopy - 1}, "max frame copy"},
+		{Config{HintMapSize: -1}, "hint map size"},
 	} {
 		_, err := tc.cfg.withDefaults()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -91,6 +91,23 @@ func TestKernelEnumsMatchPackageEvent(t *testing.T) {
 			t.Fatalf("C %s = %#x, Go metric %d is %#x %q", v.Name, v.Value, i, metricNames[i].m, metricNames[i].name)
 		}
 	}
+	// enum skip_reason is event.SkipReason, named alike.
+	var sr *btf.Enum
+	if err := spec.Types.TypeByName("skip_reason", &sr); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range sr.Values {
+		if v.Name == "SKIP_MAX" {
+			if int(v.Value) != event.NumSkipReasons {
+				t.Fatalf("C has %d skip reasons, package event %d", v.Value, event.NumSkipReasons)
+			}
+			continue
+		}
+		want := strings.ToLower(strings.TrimPrefix(v.Name, "SKIP_"))
+		if got := event.SkipReason(v.Value).String(); got != want {
+			t.Fatalf("C %s = %d is event.SkipReason %q", v.Name, v.Value, got)
+		}
+	}
 	names, err := counterNames(spec)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +122,7 @@ func TestDecodeBuildsEventsAndRejectsBadRecords(t *testing.T) {
 	hdr := captureDataEvent{
 		Type: uint8(captureEventTypeEVENT_DATA), Direction: 1, Syscall: uint8(event.SysRecvfrom),
 		Truncated: 1, Fd: 9, ConnId: 42, Seq: 3, Offset: 100, Size: 10, Captured: 4,
-		StartNs: 5, EndNs: 6,
+		Skip: uint8(captureSkipReasonSKIP_H2DATA), StartNs: 5, EndNs: 6,
 		Proc: captureProcInfo{Netns: 77, CgroupId: 88, Tgid: 1, Tid: 2, PodId: 3},
 	}
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&hdr.Proc.Comm[0])), 16), "curl")
@@ -120,6 +137,7 @@ func TestDecodeBuildsEventsAndRejectsBadRecords(t *testing.T) {
 	d := rec.data[0]
 	if d.Conn != 42 || d.Direction != event.Ingress || d.Syscall != event.SysRecvfrom || d.Seq != 3 ||
 		d.StreamOffset != 100 || d.Size != 10 || string(d.Payload) != "GET " || !d.Truncated ||
+		d.Skip != event.SkipH2Data ||
 		d.Proc.Comm != "curl" || d.Proc.PodID != 3 || d.Proc.NetnsIno != 77 || d.FD != 9 {
 		t.Fatalf("decoded %+v", d)
 	}
@@ -142,7 +160,20 @@ func TestDecodeBuildsEventsAndRejectsBadRecords(t *testing.T) {
 		"unknown type": {99, 0, 0, 0},
 		"short data":   b.Bytes()[:10],
 		"overlong":     append(bytes.Clone(b.Bytes()[:0]), make([]byte, dataEventSize)...),
+		"no reason":    nil,
+		"bad reason":   nil,
 	} {
+		if name == "no reason" || name == "bad reason" {
+			// A suffix must carry a known reason.
+			h := hdr
+			h.Skip = 0
+			if name == "bad reason" {
+				h.Skip = uint8(event.NumSkipReasons)
+			}
+			var bb bytes.Buffer
+			binary.Write(&bb, binary.LittleEndian, h)
+			bad = append(bb.Bytes(), "GET "...)
+		}
 		if name == "short data" {
 			bad[0] = uint8(captureEventTypeEVENT_DATA)
 		}
@@ -198,7 +229,7 @@ func TestDecodeAttachesMetricsOnlyWhereMeasured(t *testing.T) {
 	}
 	var rec recorder
 	for _, last := range []uint8{0, 1} {
-		hdr := captureDataEvent{Type: uint8(captureEventTypeEVENT_DATA), Direction: uint8(event.Egress), Last: last, ConnId: 1, Size: 1, Send: send}
+		hdr := captureDataEvent{Type: uint8(captureEventTypeEVENT_DATA), Direction: uint8(event.Egress), Last: last, ConnId: 1, Size: 1, Skip: uint8(event.SkipNoPayload), Send: send}
 		var b bytes.Buffer
 		binary.Write(&b, binary.LittleEndian, hdr)
 		if err := decode(b.Bytes(), &rec, nil, reasons); err != nil {
@@ -224,7 +255,7 @@ func TestDecodeAttachesMetricsOnlyWhereMeasured(t *testing.T) {
 			event.RecvMetrics{Packets: 2, PacketBytes: 3000, L3Duration: 50, L3RecvDuration: 30, L3LocalDuration: 20,
 				NetfilterCount: 4, NetfilterDuration: 9, L4Duration: 70}},
 	} {
-		hdr := captureDataEvent{Type: uint8(captureEventTypeEVENT_DATA), Direction: uint8(event.Ingress), Last: 1, ConnId: 1, Size: 1,
+		hdr := captureDataEvent{Type: uint8(captureEventTypeEVENT_DATA), Direction: uint8(event.Ingress), Last: 1, ConnId: 1, Size: 1, Skip: uint8(event.SkipNoPayload),
 			Recv: captureRecvMetrics{Measured: uint32(c.measured), Packets: 2, PacketBytes: 3000,
 				L3Ns: 50, L3RecvNs: 30, L3LocalNs: 20, L4Ns: 70, NfNs: 9, NfCount: 4}}
 		var b bytes.Buffer

@@ -17,6 +17,13 @@ import (
 const childEnv = "WEIR_BPF_TEST_CHILD"
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(h2PeerEnv); dir != "" {
+		if err := h2Peer(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "h2 peer:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if addr := os.Getenv(childEnv); addr != "" {
 		if err := runChild(addr); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)

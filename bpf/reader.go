@@ -38,6 +38,7 @@ type ReaderStats struct {
 	Records      uint64 // ring buffer records read
 	DecodeErrors uint64 // records that were malformed or of unknown type
 	ScanDropped  uint64 // processes found by Enroll's scan that did not fit the queue
+	HintFailures uint64 // HintHTTP1/SkipBody/ForgetHint calls that failed
 	// RingBufferUsed is how many bytes wait in the ring buffer to be read
 	// now, out of RingBufferSize: a reader falling behind shows here
 	// before the kernel side starts dropping.
@@ -50,6 +51,7 @@ func (c *Collector) ReaderStats() ReaderStats {
 		Records:      c.stats.records.Load(),
 		DecodeErrors: c.stats.decodeErrors.Load(),
 		ScanDropped:  c.stats.scanDropped.Load(),
+		HintFailures: c.hints.failures.Load(),
 
 		RingBufferUsed: c.reader.AvailableBytes(),
 		RingBufferSize: c.reader.BufferSize(),
@@ -152,6 +154,9 @@ func decode(b []byte, sink event.Sink, ps ProcessSink, reasons dropReasons) erro
 		if int(h.Captured) > len(payload) || h.Captured > h.Size {
 			return fmt.Errorf("data record claims %d captured of %d bytes, carries %d", h.Captured, h.Size, len(payload))
 		}
+		if int(h.Skip) >= event.NumSkipReasons || (h.Skip != 0) != (h.Captured < h.Size) {
+			return fmt.Errorf("data record with %d of %d bytes captured has skip reason %d", h.Captured, h.Size, h.Skip)
+		}
 		d := event.Data{
 			Conn:         event.ConnID(h.ConnId),
 			Proc:         process(&h.Proc),
@@ -163,6 +168,7 @@ func decode(b []byte, sink event.Sink, ps ProcessSink, reasons dropReasons) erro
 			Size:         h.Size,
 			Payload:      payload[:h.Captured:h.Captured],
 			Truncated:    h.Truncated != 0,
+			Skip:         event.SkipReason(h.Skip),
 			Start:        event.Timestamp(h.StartNs),
 			End:          event.Timestamp(h.EndNs),
 		}

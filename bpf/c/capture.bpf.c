@@ -40,6 +40,12 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 volatile const __u32 chunk_size = 4096;           /* 1..MAX_CHUNK_SIZE */
 volatile const __u64 capture_limit = 1ULL << 20;  /* per conn and direction, beyond each syscall's first chunk; 0 = unlimited */
 volatile const __u32 capture_payload = 1;         /* 0: events carry sizes and metrics, never payload */
+volatile const __u32 max_frame_copy = 64 << 10;   /* HTTP/2 non-DATA frame payloads copied up to this */
+
+/* HTTP/2 DATA payloads up to this many bytes are copied even past the
+ * budget: a data event's header is about this large, so copying is cheaper
+ * for the ring and the reader than splitting the event around the skip. */
+#define H2_SMALL_DATA 256
 
 /* Source of connection ids; 0 is never handed out. */
 __u64 next_conn_id = 0;
@@ -47,6 +53,34 @@ __u64 next_conn_id = 0;
 /* enrolled_netns (netns inode -> pod id) and the drop counters are in
  * shared.h: the richer tier reuses them. */
 #include "shared.h"
+
+/*
+ * The HTTP/2 frame walker's position in one direction of a connection.
+ * Frame boundaries cross syscalls and iovec segments, so this lives with the
+ * connection. mode starts W_UNDECIDED and is decided by the direction's
+ * first syscall (at stream offset 0): W_H2 when it starts with the client
+ * preface or a SETTINGS frame header, else W_OPAQUE for good. A W_H2
+ * direction whose frames stop making sense becomes W_OPAQUE too (counted as
+ * h2_desync): from then on the capture budget decides, as for any unknown
+ * protocol. Byte-for-byte the same decisions as the Go twin (package
+ * bpf/walker), which the tests compare against this code.
+ */
+enum walk_mode {
+	W_UNDECIDED = 0,
+	W_H2 = 1,
+	W_OPAQUE = 2,
+};
+
+struct walk_state {
+	__u64 copy_left; /* payload bytes of the current frame still to copy */
+	__u64 skip_left; /* ... then still to skip, typed skip_reason */
+	__u8 mode;       /* enum walk_mode */
+	__u8 hdr_have;   /* 0..8: header bytes seen; 9: in the payload */
+	__u8 skip_reason;
+	__u8 _pad[5];
+	__u8 hdr[24];    /* the frame header being collected (9 used; room for
+			  * the verifier's bound on a read at hdr_have) */
+};
 
 /* Per-connection state, keyed by tgid << 32 | fd. LRU because a process can
  * exit without closing (no close syscall then): stale entries age out, and a
@@ -59,7 +93,18 @@ struct conn_state {
 	__u64 captured[2]; /* payload bytes emitted per direction */
 	__u8 role;
 	__u8 _pad[7];
+	struct walk_state walk[2];
 };
+
+/* conn id -> HTTP/1 hint, written by user space (Collector.HintHTTP1,
+ * SkipBody) once its parser has proved the connection is HTTP/1; deleted
+ * at close. LRU: a connection whose process exited without close ages out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct h1_hint);
+} h1_hints SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -128,26 +173,39 @@ struct {
  * callback looks alike to it and verification converges at once. On the
  * stack, the changing lengths made each iteration a new verifier state
  * and the programs hit the million-instruction limit.
+ *
+ * The walk moves through the syscall's bytes in runs: a run is copied or
+ * skipped (typed) and never crosses an iovec segment, an HTTP/2 frame part
+ * (header, copied payload, skipped payload) or an HTTP/1 body range. An
+ * event gathers copied runs up to chunk_size, then skipped runs of one
+ * reason: copied prefix + skipped suffix. So a write of HEADERS behind DATA
+ * frames is a few events, each frame header and non-DATA payload copied.
  */
 struct chunk_loop {
 	__u64 iov;      /* user iovec array, or 0 for a single buffer */
 	__u64 base;     /* next byte of the current segment */
 	__u64 seg_left; /* bytes left in the current segment */
-	__u64 left;     /* bytes of the syscall not yet covered by an event */
-	__u64 budget;   /* bytes this direction may still capture */
+	__u64 left;     /* bytes of the syscall not yet walked */
+	__u64 budget;   /* bytes this direction may still copy (unknown protocols,
+			 * HTTP/2 DATA payloads); ~0 = unlimited */
 	__u64 seq;
-	__u64 offset;
+	__u64 offset;   /* stream offset of the event being gathered */
 	__u64 captured;
+	__u64 pos;      /* stream offset of the next byte walked */
+	__u64 body_from, body_to; /* HTTP/1 hint: skipped body range */
 	__u32 iov_idx;
 	__u32 iov_cnt;
-	__u32 stop; /* drop_reason + 1 that ended the walk early, or 0 */
-	__u32 rest_pending; /* a size-only event follows the walk */
-	/* The event being gathered: it covers `cover` of `want` stream bytes,
-	 * the first `fill` of them copied to the payload. */
-	__u32 want;
+	__u32 stop;     /* skip_reason that ended the walk early, or 0 */
+	__u32 events;   /* events emitted */
+	/* The event being gathered: cover stream bytes, the first fill copied. */
 	__u32 cover;
 	__u32 fill;
-	__u32 _pad;
+	__u8 skip;      /* skip_reason of the gathered event's suffix */
+	__u8 h1;        /* user space hinted HTTP/1 */
+	__u8 tail;      /* out of events: the rest is skipped, still walked */
+	__u8 budget_hit; /* a run was skipped for the budget */
+	__u8 _pad[4];
+	struct walk_state w;
 	/* sendmmsg/recvmmsg: the mmsghdr vector and the summed length of its
 	 * messages after the first. */
 	__u64 mmsg_vec;
@@ -206,6 +264,8 @@ struct btf_anchor {
 	struct dev_key g;
 	struct dev_counters h;
 	struct pod_drop_key i;
+	enum skip_reason j;
+	struct h1_hint k;
 };
 const struct btf_anchor *unused_btf_anchor __attribute__((unused));
 
@@ -509,113 +569,247 @@ static __always_inline void finish_send_metrics(struct send_metrics *out, const 
 		out->measured |= METRIC_L2_DURATION | METRIC_L2_QUEUE;
 }
 
-/* ---- data chunking -------------------------------------------------------- */
+/* ---- data chunking and the HTTP/2 walker ---------------------------------- */
 
-/* Emits one data event covering size stream bytes, the first captured of
- * them already in s->payload. The header's fixed fields are already set
- * by report_data. */
-static __always_inline void emit_chunk(struct data_scratch *s, __u32 size, __u32 captured, bool truncated,
-				       bool last)
+/* Emits the event gathered in the scratch (cover bytes, the first fill of
+ * them in s->payload) and starts the next one. The header's fixed fields
+ * are already set by report_data. */
+static __always_inline void emit_event(struct data_scratch *s, bool last)
 {
 	struct chunk_loop *l = &s->loop;
 	__u32 n;
 
 	/* Read the length back from the map value so the verifier bounds it
 	 * by the clamp below alone, not by where it came from. */
-	*(volatile __u32 *)&s->hdr.captured = captured;
-	n = *(volatile __u32 *)&s->hdr.captured;
+	n = *(volatile __u32 *)&l->fill;
 	if (n > MAX_CHUNK_SIZE)
 		n = MAX_CHUNK_SIZE;
 	s->hdr.seq = l->seq++;
 	s->hdr.offset = l->offset;
-	s->hdr.size = size;
+	s->hdr.size = l->cover;
 	s->hdr.captured = n;
-	s->hdr.truncated = truncated || n < size;
+	s->hdr.truncated = n < l->cover;
+	/* A suffix always has a reason; SKIP_READ_FAILED if none was set
+	 * (a copy that failed part way). */
+	s->hdr.skip = n < l->cover ? (l->skip ? l->skip : SKIP_READ_FAILED) : SKIP_NONE;
 	s->hdr.last = last;
-	l->offset += size;
+	l->offset += l->cover;
 	l->captured += n;
+	l->events++;
+	l->cover = 0;
+	l->fill = 0;
+	l->skip = SKIP_NONE;
 	if (bpf_ringbuf_output(&events, &s->hdr, sizeof(s->hdr) + n, RB_FLAGS))
 		count(DROP_RINGBUF_FULL);
 }
 
+/* The walker stops following HTTP/2 in this direction. */
+static __always_inline void walk_desync(struct walk_state *w)
+{
+	if (w->mode == W_H2)
+		count(DROP_H2_DESYNC);
+	w->mode = W_OPAQUE;
+	w->copy_left = 0;
+	w->skip_left = 0;
+	w->hdr_have = 0;
+}
+
+/* Whether a frame header is one a peer could send (RFC 9113 section 6):
+ * checks that catch a walker out of step, never frames it must follow. */
+static __always_inline bool frame_plausible(__u32 len, __u8 type, __u32 sid)
+{
+	switch (type) {
+	case 0x0: /* DATA */
+	case 0x1: /* HEADERS */
+	case 0x9: /* CONTINUATION */
+		return sid != 0;
+	case 0x2: /* PRIORITY */
+		return sid != 0 && len == 5;
+	case 0x3: /* RST_STREAM */
+		return sid != 0 && len == 4;
+	case 0x4: /* SETTINGS */
+		return sid == 0 && len % 6 == 0;
+	case 0x5: /* PUSH_PROMISE */
+		return sid != 0 && len >= 4;
+	case 0x6: /* PING */
+		return sid == 0 && len == 8;
+	case 0x7: /* GOAWAY */
+		return sid == 0 && len >= 8;
+	case 0x8: /* WINDOW_UPDATE */
+		return len == 4;
+	}
+	return true; /* extension frame: followed by its length, copied */
+}
+
+/* A frame header is complete in w->hdr: decide what of its payload to copy.
+ * Every non-DATA payload is copied up to max_frame_copy; a DATA payload is
+ * copied while the budget lasts or when small, else skipped (keeping the
+ * pad length byte of a PADDED frame, which the parser needs for the body
+ * size). */
+static __always_inline void frame_begin(struct chunk_loop *l)
+{
+	struct walk_state *w = &l->w;
+	__u32 len = (__u32)w->hdr[0] << 16 | (__u32)w->hdr[1] << 8 | w->hdr[2];
+	__u8 type = w->hdr[3], flags = w->hdr[4];
+	__u32 sid = ((__u32)w->hdr[5] << 24 | (__u32)w->hdr[6] << 16 | (__u32)w->hdr[7] << 8 | w->hdr[8]) &
+		    0x7fffffff;
+
+	if (!frame_plausible(len, type, sid)) {
+		walk_desync(w);
+		return;
+	}
+	w->skip_left = 0;
+	w->skip_reason = SKIP_NONE;
+	if (type == 0x0 && len > H2_SMALL_DATA && len > l->budget) {
+		w->copy_left = (flags & 0x8) ? 1 : 0; /* PADDED: the pad length */
+		w->skip_left = len - w->copy_left;
+		w->skip_reason = SKIP_H2_DATA;
+	} else if (type != 0x0 && len > max_frame_copy) {
+		w->copy_left = 0;
+		w->skip_left = len;
+		w->skip_reason = SKIP_FRAME_LIMIT;
+		count(DROP_H2_FRAME_LIMIT);
+	} else {
+		w->copy_left = len;
+	}
+	l->budget -= min64(l->budget, w->copy_left);
+	w->hdr_have = len ? 9 : 0;
+}
+
 /*
- * One step of gathering an event: copies from the current segment into the
- * payload, moving to the next iovec when the segment is used up. A writev
- * of a response head and its body thus becomes one event, not one per
- * iovec: fewer records for the kernel to write and the daemon to read.
+ * One bpf_loop iteration: walks one run of the syscall's bytes, copied into
+ * the event being gathered or added to its skipped suffix. Returns 1 when
+ * the syscall is done or the walk cannot go on (l->stop says why).
  */
-static long gather_step(__u32 i, void *ctx)
+static long walk_step(__u32 i, void *ctx)
 {
 	struct data_scratch *s = cpu_scratch();
 	struct chunk_loop *l;
-	__u32 pos;
-	__u64 n;
+	struct walk_state *w;
+	__u64 avail, n;
+	__u8 skip = SKIP_NONE;
+	bool hdr = false;
+	__u32 pos, hh;
 
 	if (!s)
 		return 1;
 	l = &s->loop;
-	if (l->cover >= l->want)
+	w = &l->w;
+	if (!l->left)
 		return 1;
 	if (!l->seg_left) {
 		struct iovec v;
 
 		if (!l->iov || l->iov_idx >= l->iov_cnt) {
-			l->stop = DROP_IOV_LIMIT + 1;
+			l->stop = SKIP_IOV_LIMIT;
 			return 1;
 		}
 		if (bpf_probe_read_user(&v, sizeof(v), (const void *)(l->iov + (__u64)l->iov_idx * sizeof(v)))) {
-			l->stop = DROP_READ_USER_FAILED + 1;
+			l->stop = SKIP_READ_FAILED;
 			return 1;
 		}
 		l->iov_idx++;
 		l->base = (__u64)v.iov_base;
-		l->seg_left = min64(v.iov_len, l->left - l->cover);
-		if (!l->seg_left)
-			return 0;
+		l->seg_left = min64(v.iov_len, l->left);
+		return 0; /* a zero-length segment uses up a step */
 	}
-	n = min64(l->seg_left, l->want - l->cover);
-	pos = *(volatile __u32 *)&l->fill;
-	if (pos >= MAX_CHUNK_SIZE || n > MAX_CHUNK_SIZE)
-		return 1;
+	avail = min64(l->seg_left, l->left);
+
+	/* What the next run is, by protocol. */
+	if (w->mode == W_H2) {
+		if (w->hdr_have < 9) {
+			n = min64(avail, 9 - w->hdr_have);
+			hdr = true;
+		} else if (w->copy_left) {
+			n = min64(avail, w->copy_left);
+		} else {
+			n = min64(avail, w->skip_left);
+			skip = w->skip_reason;
+		}
+	} else if (l->h1) {
+		if (l->pos >= l->body_from && l->pos < l->body_to) {
+			n = min64(avail, l->body_to - l->pos);
+			skip = SKIP_BODY;
+		} else if (l->pos < l->body_from) {
+			n = min64(avail, l->body_from - l->pos);
+		} else {
+			n = avail;
+		}
+	} else if (l->budget) {
+		n = min64(avail, l->budget);
+	} else {
+		n = avail;
+		skip = SKIP_BUDGET;
+	}
+	if (l->tail)
+		skip = SKIP_CHUNK_LIMIT;
+
+	if (skip == SKIP_NONE) {
+		/* A copy after a skipped suffix, or into a full event, starts
+		 * a new event; the last event a syscall may have instead
+		 * turns the rest of the walk into its suffix. */
+		if (l->skip || l->fill >= chunk_size) {
+			if (l->events + 1 >= MAX_CHUNKS) {
+				l->tail = 1;
+				return 0;
+			}
+			emit_event(s, false);
+		}
+		n = min64(n, chunk_size - l->fill);
+		pos = *(volatile __u32 *)&l->fill;
+		if (pos >= MAX_CHUNK_SIZE || n > MAX_CHUNK_SIZE)
+			return 1;
+		if (bpf_probe_read_user(s->payload + pos, n, (const void *)l->base)) {
+			l->stop = SKIP_READ_FAILED;
+			return 1;
+		}
+		l->fill += n;
+		if (w->mode != W_H2)
+			l->budget -= min64(l->budget, n);
+	} else if (l->skip != skip && l->skip) {
+		/* One reason per suffix. */
+		if (l->events + 1 >= MAX_CHUNKS) {
+			l->tail = 1;
+			skip = SKIP_CHUNK_LIMIT;
+		} else {
+			emit_event(s, false);
+		}
+	}
+	if (skip)
+		l->skip = skip;
+	if (skip == SKIP_BUDGET)
+		l->budget_hit = 1;
+
+	/* The walker reads every header byte, copied or not, to keep its
+	 * place when the event has run out of room. */
+	if (hdr) {
+		hh = *(volatile __u8 *)&w->hdr_have;
+		if (hh > 8 || n > 9)
+			return 1;
+		if (bpf_probe_read_user(w->hdr + hh, n, (const void *)l->base)) {
+			l->stop = SKIP_READ_FAILED;
+			return 1;
+		}
+	}
+	l->cover += n;
+	l->pos += n;
 	l->base += n;
 	l->seg_left -= n;
-	l->cover += n;
-	if (bpf_probe_read_user(s->payload + pos, n, (const void *)(l->base - n))) {
-		/* The event ends here: covered, not captured. */
-		count(DROP_READ_USER_FAILED);
-		return 1;
-	}
-	l->fill += n;
-	return 0;
-}
+	l->left -= n;
 
-/* One bpf_loop iteration: emit at most one event with payload, gathered
- * from as many segments as fit in chunk_size. */
-static long chunk_step(__u32 i, void *ctx)
-{
-	struct data_scratch *s = cpu_scratch();
-	struct chunk_loop *l;
-
-	if (!s)
-		return 1;
-	l = &s->loop;
-	if (!l->left)
-		return 1;
-	if (!l->budget) {
-		l->stop = DROP_CAPTURE_LIMIT + 1;
-		return 1;
+	if (w->mode == W_H2) {
+		if (hdr) {
+			w->hdr_have += n;
+			if (w->hdr_have == 9)
+				frame_begin(l);
+		} else if (w->copy_left) {
+			w->copy_left -= n;
+		} else {
+			w->skip_left -= n;
+		}
+		if (w->hdr_have == 9 && !w->copy_left && !w->skip_left)
+			w->hdr_have = 0;
 	}
-	l->want = min64(min64(l->left, chunk_size), l->budget);
-	l->cover = 0;
-	l->fill = 0;
-	/* At most one segment is finished per step, plus the first one. */
-	bpf_loop(MAX_IOVECS + 1, gather_step, NULL, 0);
-	if (!l->cover)
-		return 1; /* no segment left: l->stop says why */
-	/* Last when it covers what is left and no size-only rest follows. */
-	emit_chunk(s, l->cover, l->fill, l->fill < l->cover, l->left == l->cover && !l->rest_pending);
-	l->left -= l->cover;
-	l->budget -= l->cover;
 	return 0;
 }
 
@@ -639,10 +833,88 @@ static long mmsg_step(__u32 i, void *ctx)
 	return 0;
 }
 
+static const char h2_preface[24] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /*
- * Reports ret bytes moved by a data syscall on a TCP socket: up to MAX_CHUNKS
- * events with payload (consecutive Seq, increasing offset), then, if bytes
- * remain, one size-only event so offsets and byte counts stay exact.
+ * Decides the walker mode of a direction at its first syscall (stream
+ * offset 0), from the first bytes of its first segment: the HTTP/2 client
+ * preface (or at least its first 4 bytes), or a SETTINGS frame header (what a server sends first). Either
+ * side may be the client: a connection first seen through data has no
+ * role. A preface also makes the other direction HTTP/2 from its offset 0
+ * if nothing moved there yet.
+ */
+static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop *l, __u8 dir)
+{
+	struct walk_state *w = &l->w;
+	__u8 b[24];
+	__u64 at = l->base, len = l->seg_left;
+
+	w->mode = W_OPAQUE;
+	if (l->iov) {
+		struct iovec v;
+
+		if (!l->iov_cnt || bpf_probe_read_user(&v, sizeof(v), (const void *)l->iov))
+			return;
+		at = (__u64)v.iov_base;
+		len = v.iov_len;
+	}
+	len = min64(len, sizeof(b));
+	len = min64(len, l->left);
+	if (len < 4 || bpf_probe_read_user(b, len, (const void *)at))
+		return;
+	/* SETTINGS, no flags, stream 0, a whole number of settings. */
+	if (len >= 9 && b[3] == 0x4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] &&
+	    ((__u32)b[0] << 16 | (__u32)b[1] << 8 | b[2]) % 6 == 0) {
+		w->mode = W_H2;
+		return;
+	}
+	/* The preface, or a prefix of it of at least "PRI " (a reader may
+	 * take it in pieces): nothing else starts that way. */
+	for (int i = 0; i < sizeof(b); i++)
+		if (i < len && b[i] != h2_preface[i])
+			return;
+	/* The preface is walked as a payload without a header. */
+	w->mode = W_H2;
+	w->hdr_have = 9;
+	w->copy_left = sizeof(b);
+	if (cs->walk[dir ^ 1].mode == W_UNDECIDED && !cs->bytes[dir ^ 1])
+		cs->walk[dir ^ 1].mode = W_H2;
+}
+
+/* Adds n bytes skipped for why to the event being gathered: a suffix of
+ * another reason ends that event first, unless the syscall is out of
+ * events (the merged suffix is then a chunk-limit loss). */
+static __always_inline void add_suffix(struct data_scratch *s, __u8 why, __u64 n)
+{
+	struct chunk_loop *l = &s->loop;
+
+	if (l->skip && l->skip != why) {
+		if (l->events + 1 < MAX_CHUNKS)
+			emit_event(s, false);
+		else
+			why = SKIP_CHUNK_LIMIT;
+	}
+	l->skip = why;
+	l->cover += n;
+	l->pos += n;
+}
+
+/* The drop counter of the walk's early stop. */
+static __always_inline __u8 stop_drop(__u32 skip)
+{
+	switch (skip) {
+	case SKIP_IOV_LIMIT:
+		return DROP_IOV_LIMIT;
+	case SKIP_READ_FAILED:
+		return DROP_READ_USER_FAILED;
+	}
+	return DROP_CHUNK_TRUNCATED;
+}
+
+/*
+ * Reports ret bytes moved by a data syscall on a TCP socket as events with
+ * consecutive Seq and increasing offset, each a copied prefix and a typed
+ * skipped suffix (see struct chunk_loop), at most MAX_CHUNKS of them.
  */
 static __always_inline void report_data(struct syscall_args *a, long ret, __u8 dir, __u8 syscall)
 {
@@ -652,7 +924,8 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	struct conn_state *cs = bpf_map_lookup_elem(&conns, &key);
 	struct data_scratch *s;
 	struct chunk_loop *l;
-	__u32 rest_reason = 0;
+	struct h1_hint *hint;
+	__u8 rest_reason = SKIP_NONE;
 	__u64 rest = 0;
 
 	dir &= 1;
@@ -688,18 +961,25 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	__builtin_memset(l, 0, sizeof(*l));
 	l->seq = cs->seq[dir];
 	l->offset = cs->bytes[dir];
+	l->pos = l->offset;
 	l->captured = cs->captured[dir];
+	l->w = cs->walk[dir];
 	l->budget = ~0ULL;
-	if (capture_limit) {
+	if (capture_limit)
 		l->budget = capture_limit > l->captured ? capture_limit - l->captured : 0;
-		/* Past the connection's limit, the first chunk of every syscall
-		 * is still captured. Message headers start syscalls (a server
-		 * writes a response's head first, a client its request), so a
-		 * long-lived keep-alive connection keeps yielding HTTP records
-		 * instead of going dark after its first capture_limit bytes,
-		 * while the bytes copied stay bounded per syscall. */
-		if (l->budget < chunk_size)
-			l->budget = chunk_size;
+	hint = bpf_map_lookup_elem(&h1_hints, &cs->conn_id);
+	if (hint) {
+		l->h1 = 1;
+		l->body_from = hint->body_from[dir];
+		l->body_to = hint->body_to[dir];
+	} else if (capture_limit && l->w.mode != W_H2 && l->budget < chunk_size) {
+		/* An unknown protocol past its budget still has the first
+		 * chunk of every syscall captured. Message heads start
+		 * syscalls (a server writes a response's head first, a
+		 * client its request), so a long-lived connection of a
+		 * protocol user space has not classified (yet) keeps yielding
+		 * records while the bytes copied stay bounded per syscall. */
+		l->budget = chunk_size;
 	}
 	l->left = ret;
 
@@ -714,7 +994,7 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 		struct user_msghdr m;
 
 		if (bpf_probe_read_user(&m, sizeof(m), (const void *)a->buf)) {
-			l->stop = DROP_READ_USER_FAILED + 1;
+			l->stop = SKIP_READ_FAILED;
 			break;
 		}
 		l->iov = (__u64)m.msg_iov;
@@ -723,7 +1003,7 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	}
 	case SYS_SENDMMSG:
 	case SYS_RECVMMSG: {
-		/* ret counts messages. The first message is captured; the
+		/* ret counts messages. The first message is walked; the
 		 * others are summed (bounded by MAX_MMSGS) and reported
 		 * size-only, so offsets stay exact. */
 		struct mmsghdr m0;
@@ -744,12 +1024,17 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 		l->iov_cnt = m0.msg_hdr.msg_iovlen;
 		l->left = m0.msg_len;
 		rest = l->mmsg_total;
-		rest_reason = DROP_MMSG_PAYLOAD + 1;
+		if (rest) {
+			rest_reason = SKIP_MMSG;
+			if (capture_payload)
+				count(DROP_MMSG_PAYLOAD);
+		}
 		break;
 	}
 	case SYS_SENDFILE:
 		/* The bytes came from a file, not a user buffer: size only. */
 		rest = l->left;
+		rest_reason = SKIP_SENDFILE;
 		l->left = 0;
 		break;
 	default: /* read, write, sendto, recvfrom: one buffer */
@@ -759,28 +1044,48 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	}
 	if (l->iov_cnt > MAX_IOVECS)
 		l->iov_cnt = MAX_IOVECS;
-	l->rest_pending = rest != 0;
 
-	/* Each iteration emits at most one chunk (zero-length iovecs use one
-	 * up without emitting); bytes left when the loop ends go size-only. */
-	if (capture_payload && !l->stop && l->left)
-		bpf_loop(MAX_CHUNKS, chunk_step, NULL, 0);
-	if (l->left) {
-		/* Without payload capture (kernel metrics only) every syscall
-		 * is one size-only event carrying its metrics, by design. */
-		if (capture_payload)
-			count(l->stop ? l->stop - 1 : DROP_CHUNK_TRUNCATED);
+	if (!capture_payload) {
+		/* Kernel metrics only: every syscall is one size-only event
+		 * carrying its metrics, by design. */
 		rest += l->left;
+		l->left = 0;
+		rest_reason = SKIP_NO_PAYLOAD;
 	}
+	if (l->w.mode == W_UNDECIDED && !l->stop && l->left) {
+		if (l->offset == 0 && !hint)
+			walk_detect(cs, l, dir);
+		else
+			l->w.mode = W_OPAQUE;
+	}
+	if (!l->stop && l->left)
+		bpf_loop(MAX_WALK_STEPS, walk_step, NULL, 0);
+	if (l->left) {
+		/* The walk stopped early: the rest is size-only, and the
+		 * walker no longer knows where frames start. */
+		__u8 why = l->stop ? l->stop : SKIP_CHUNK_LIMIT;
+
+		count(stop_drop(why));
+		walk_desync(&l->w);
+		add_suffix(s, why, l->left);
+		l->left = 0;
+	}
+	if (l->tail)
+		count(DROP_CHUNK_TRUNCATED);
+	if (l->budget_hit)
+		count(DROP_CAPTURE_LIMIT);
 	if (rest) {
-		if (rest_reason && capture_payload)
-			count(rest_reason - 1);
-		emit_chunk(s, rest, 0, true, true);
+		if (l->w.mode == W_H2)
+			walk_desync(&l->w);
+		add_suffix(s, rest_reason, rest);
 	}
+	if (l->cover)
+		emit_event(s, true);
 
 	cs->seq[dir] = l->seq;
 	cs->bytes[dir] = l->offset;
 	cs->captured[dir] = l->captured;
+	cs->walk[dir] = l->w;
 }
 
 /* ---- syscall enter: filter, resolve the socket, save the arguments ------- */
@@ -1061,6 +1366,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	/* The stash is per-thread in-flight state, like the syscall args. */
 	if (bpf_map_update_elem(&closing, &tid, e, BPF_ANY))
 		count(DROP_ARGS_MAP_FULL);
+	bpf_map_delete_elem(&h1_hints, &cs->conn_id);
 	bpf_map_delete_elem(&conns, &key);
 	bpf_map_delete_elem(&socks, &a.sk);
 	return 0;

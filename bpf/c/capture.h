@@ -16,6 +16,7 @@
 #define MAX_CHUNKS 32        /* data events with payload per syscall */
 #define MAX_IOVECS 16        /* iovec segments walked per syscall */
 #define MAX_MMSGS 1024       /* messages summed per sendmmsg/recvmmsg (UIO_MAXIOV) */
+#define MAX_WALK_STEPS 4096  /* walker runs (frame header, payload, body range...) per syscall */
 #define COMM_LEN 16
 #define FILENAME_LEN 128
 
@@ -89,7 +90,43 @@ enum drop_reason {
 	DROP_RX_TIMES_MAP_FULL,   /* richer tier: received skb's L3/L4 times could not be stored */
 	DROP_RX_UNTIMED,          /* richer tier: a read copied from an skb without complete
 				   * L3/L4 times (see tier.bpf.c): its read claims no L3/L4 */
+	DROP_H2_FRAME_LIMIT,      /* HTTP/2 non-DATA frame larger than max_frame_copy: size-only */
+	DROP_H2_DESYNC,           /* HTTP/2 walker lost the frame boundaries: the direction
+				   * falls back to the capture budget for good */
 	DROP_MAX,
+};
+
+/*
+ * Mirrors event.SkipReason: why the part of a data event past its captured
+ * prefix (size - captured) was not copied. Benign skips are bytes the
+ * parsers do not need (a DATA payload, an HTTP/1 body user space skips by
+ * length); the others are losses the parsers must treat as gaps.
+ */
+enum skip_reason {
+	SKIP_NONE = 0,
+	SKIP_H2_DATA,      /* HTTP/2 DATA payload the walker skipped: benign */
+	SKIP_BODY,         /* HTTP/1 body range user space hinted: benign */
+	SKIP_BUDGET,       /* unclassified connection past its capture budget */
+	SKIP_FRAME_LIMIT,  /* HTTP/2 non-DATA frame larger than max_frame_copy */
+	SKIP_CHUNK_LIMIT,  /* syscall needed more than MAX_CHUNKS events or walker steps */
+	SKIP_IOV_LIMIT,    /* more iovec segments than MAX_IOVECS */
+	SKIP_MMSG,         /* messages after the first of sendmmsg/recvmmsg */
+	SKIP_READ_FAILED,  /* user memory not readable */
+	SKIP_SENDFILE,     /* sendfile: the bytes came from a file */
+	SKIP_NO_PAYLOAD,   /* payload capture is off (bpf.payload=false) */
+	SKIP_MAX,
+};
+
+/*
+ * Per-connection hint from user space (map h1_hints, keyed by conn id): the
+ * connection was parsed as HTTP/1, so it is copied whole, not under the
+ * capture budget, except stream offsets [body_from, body_to) of each
+ * direction: a body the parser skips by length. Bytes the kernel passed
+ * before a hint arrived were simply copied.
+ */
+struct h1_hint {
+	__u64 body_from[2]; /* indexed by enum direction */
+	__u64 body_to[2];
 };
 
 /* Distinct drop reasons kept per syscall and per connection. */
@@ -238,7 +275,8 @@ struct data_event {
 	__u8 truncated;
 	__s32 fd;
 	__u8 last;   /* last event of its syscall: carries the metrics */
-	__u8 _pad0[7];
+	__u8 skip;   /* enum skip_reason of the uncaptured suffix (size - captured) */
+	__u8 _pad0[6];
 	__u64 conn_id;
 	__u64 seq;    /* per connection and direction, from 0 */
 	__u64 offset; /* stream offset of the first byte covered */

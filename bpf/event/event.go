@@ -89,6 +89,53 @@ func (s Syscall) String() string {
 	return "unknown"
 }
 
+// SkipReason says why the part of a Data event past its Payload (Size -
+// len(Payload) bytes) was not copied out of the kernel. It mirrors enum
+// skip_reason of the kernel side; String names each one in the form used as
+// a metric label.
+//
+// Two reasons are benign: SkipH2Data and SkipBody are bytes the kernel left
+// out because they carry nothing the parsers read (an HTTP/2 DATA payload,
+// an HTTP/1 body range user space said it skips by length). The others are
+// losses: a parser must treat them as a gap unless its own framing state
+// says the bytes were of no interest anyway.
+type SkipReason uint8
+
+const (
+	SkipNone       SkipReason = iota // everything was copied
+	SkipH2Data                       // HTTP/2 DATA payload skipped by the kernel's frame walker
+	SkipBody                         // HTTP/1 body range hinted by user space (Collector.SkipBody)
+	SkipBudget                       // connection of an unknown protocol past its capture budget
+	SkipFrameLimit                   // HTTP/2 non-DATA frame larger than the copy bound
+	SkipChunkLimit                   // the syscall needed more events (or walker steps) than allowed
+	SkipIOVLimit                     // more iovec segments than the kernel walks
+	SkipMmsg                         // messages after the first of sendmmsg/recvmmsg
+	SkipReadFailed                   // user memory was not readable
+	SkipSendfile                     // sendfile: the bytes came from a file
+	SkipNoPayload                    // payload capture is off
+)
+
+var skipNames = [...]string{
+	SkipNone: "none", SkipH2Data: "h2_data", SkipBody: "body", SkipBudget: "budget",
+	SkipFrameLimit: "frame_limit", SkipChunkLimit: "chunk_limit", SkipIOVLimit: "iov_limit",
+	SkipMmsg: "mmsg", SkipReadFailed: "read_failed", SkipSendfile: "sendfile", SkipNoPayload: "no_payload",
+}
+
+// NumSkipReasons is the number of SkipReason values, for arrays indexed by
+// reason.
+const NumSkipReasons = len(skipNames)
+
+func (r SkipReason) String() string {
+	if int(r) < len(skipNames) {
+		return skipNames[r]
+	}
+	return "unknown"
+}
+
+// Benign reports whether the skipped bytes are ones the kernel left out on
+// purpose because the parsers do not need them.
+func (r SkipReason) Benign() bool { return r == SkipH2Data || r == SkipBody }
+
 // Process identifies the thread that made a syscall.
 type Process struct {
 	TGID     uint32 // process id
@@ -149,12 +196,15 @@ type ConnClose struct {
 
 // Data is one chunk of bytes moved by one data syscall on a connection.
 //
-// A syscall that moves more than the chunk size is reported as several Data
-// events with consecutive Seq and increasing Offset. Seq counts events per
-// connection and direction starting at 0, so a missing Seq is a gap (an event
-// lost in the kernel, e.g. ring buffer full). Payload may be shorter than
-// Size: Truncated says so (chunk limit, per-connection capture limit, or
-// iovec segments the kernel side could not copy); the sizes stay exact.
+// A syscall is reported as one or more Data events with consecutive Seq and
+// increasing Offset: each covers Size bytes of the stream, a copied prefix
+// (Payload) and a skipped suffix (Size - len(Payload) bytes) whose reason is
+// Skip. A syscall moving more than the chunk size, or whose bytes mix
+// copied and skipped runs (HTTP/2 frame headers between skipped DATA
+// payloads), becomes several events. Seq counts events per connection and
+// direction starting at 0, so a missing Seq is a gap (an event lost in the
+// kernel, e.g. ring buffer full). Truncated says Payload is shorter than
+// Size; the sizes stay exact.
 type Data struct {
 	Conn      ConnID
 	Proc      Process
@@ -172,6 +222,9 @@ type Data struct {
 	// a sink that keeps it must copy it.
 	Payload   []byte
 	Truncated bool
+	// Skip is why the suffix past Payload was not copied (SkipNone when
+	// Payload is the whole event).
+	Skip SkipReason
 	// Start and End bracket the syscall that moved the bytes.
 	Start, End Timestamp
 	// Kernel measurements of the whole syscall, set on its last chunk only

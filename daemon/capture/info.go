@@ -25,7 +25,7 @@ type ConnInfo struct {
 	Role         string         `json:"role"`
 	State        string         `json:"state"`                 // "open" or "closed"
 	CloseReason  string         `json:"closeReason,omitempty"` // Reason* when closed
-	OpenSeen     bool           `json:"openSeen"`              // false: first seen through data (open event lost or socket pre-existing)
+	OpenSeen     bool           `json:"openSeen"`              // connect/accept seen; false: first seen through data (pre-existing socket, inherited, or open event lost)
 	BytesSent    uint64         `json:"bytesSent"`             // stream offset reached, egress
 	BytesRecv    uint64         `json:"bytesRecv"`             // stream offset reached, ingress
 	SyscallsSent uint64         `json:"syscallsSent"`
@@ -33,10 +33,15 @@ type ConnInfo struct {
 	Gaps         uint64         `json:"gaps"`     // runs of missing bytes, both directions
 	GapBytes     uint64         `json:"gapBytes"` // bytes in those runs
 	Truncated    uint64         `json:"truncated"`
-	FirstSeen    time.Time      `json:"firstSeen"`
-	LastSeen     time.Time      `json:"lastSeen"`
-	Connect      *ConnectInfo   `json:"connect,omitempty"`
-	Close        *CloseInfo     `json:"close,omitempty"`
+	// Skipped is how many bytes of the connection (both directions) the
+	// kernel reported without copying them, by event.SkipReason name:
+	// "h2_data" and "body" are bytes the parsers do not need; the others
+	// are losses.
+	Skipped   map[string]uint64 `json:"skipped,omitempty"`
+	FirstSeen time.Time         `json:"firstSeen"`
+	LastSeen  time.Time         `json:"lastSeen"`
+	Connect   *ConnectInfo      `json:"connect,omitempty"`
+	Close     *CloseInfo        `json:"close,omitempty"`
 
 	firstSeenTS event.Timestamp
 }
@@ -131,7 +136,7 @@ func (c *Conn) info(boot time.Time, open bool) ConnInfo {
 		Remote:       c.Remote,
 		Role:         c.Role.String(),
 		State:        "open",
-		OpenSeen:     c.opened,
+		OpenSeen:     c.OpenSeen(),
 		BytesSent:    eg.hwm,
 		BytesRecv:    in.hwm,
 		SyscallsSent: eg.syscalls,
@@ -139,6 +144,7 @@ func (c *Conn) info(boot time.Time, open bool) ConnInfo {
 		Gaps:         eg.gaps + in.gaps,
 		GapBytes:     eg.gapBytes + in.gapBytes,
 		Truncated:    eg.truncated + in.truncated,
+		Skipped:      skippedByName(eg, in),
 		FirstSeen:    c.firstSeen.Time(boot),
 		LastSeen:     c.lastSeen.Time(boot),
 		firstSeenTS:  c.firstSeen,
@@ -212,4 +218,22 @@ func (r *closedRing) appendTo(out []ConnInfo) []ConnInfo {
 		out = append(out, r.entries[r.next:]...)
 	}
 	return append(out, r.entries[:r.next]...)
+}
+
+// skippedByName sums the halves' skipped bytes by reason name, leaving out
+// reasons with none.
+func skippedByName(hs ...*half) map[string]uint64 {
+	var m map[string]uint64
+	for _, h := range hs {
+		for r, n := range h.skipped {
+			if n == 0 {
+				continue
+			}
+			if m == nil {
+				m = make(map[string]uint64, 2)
+			}
+			m[event.SkipReason(r).String()] += n
+		}
+	}
+	return m
 }

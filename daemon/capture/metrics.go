@@ -2,6 +2,7 @@ package capture
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/weirnet/weir/bpf/event"
 )
 
 // Collector exposes the capture layer's self-metrics (events read, drops by
@@ -12,6 +13,7 @@ type Collector struct {
 	cgroup *CgroupResolver
 
 	events, drops, flushes, gaps, gapBytes, lost, reordered, truncated *prometheus.Desc
+	skipped                                                            *prometheus.Desc
 	conns, connsCreated, connsClosed, buffered, fdReused               *prometheus.Desc
 	cgLookups, cgWalks, cgDrops, cgCached                              *prometheus.Desc
 }
@@ -24,16 +26,18 @@ func NewCollector(t *Table, cg *CgroupResolver) *Collector {
 		return prometheus.NewDesc("weir_capture_"+name, help, labels, nil)
 	}
 	return &Collector{
-		table:        t,
-		cgroup:       cg,
-		events:       d("events_total", "Events received from the kernel reader, by kind.", "kind"),
-		drops:        d("drops_total", "Events or connections dropped by user-space capture, by reason.", "reason"),
-		flushes:      d("reorder_flushes_total", "Reorder buffers flushed before the missing event arrived, by reason.", "reason"),
-		gaps:         d("gaps_total", "Runs of missing stream bytes declared to parsers."),
-		gapBytes:     d("gap_bytes_total", "Stream bytes declared missing."),
-		lost:         d("lost_events_total", "Data events never received (sequence numbers skipped)."),
-		reordered:    d("reordered_events_total", "Data events that arrived ahead of a missing one and were held."),
-		truncated:    d("truncated_events_total", "Data events whose payload was shorter than their size."),
+		table:     t,
+		cgroup:    cg,
+		events:    d("events_total", "Events received from the kernel reader, by kind.", "kind"),
+		drops:     d("drops_total", "Events or connections dropped by user-space capture, by reason.", "reason"),
+		flushes:   d("reorder_flushes_total", "Reorder buffers flushed before the missing event arrived, by reason.", "reason"),
+		gaps:      d("gaps_total", "Runs of missing stream bytes declared to parsers."),
+		gapBytes:  d("gap_bytes_total", "Stream bytes declared missing."),
+		lost:      d("lost_events_total", "Data events never received (sequence numbers skipped)."),
+		reordered: d("reordered_events_total", "Data events that arrived ahead of a missing one and were held."),
+		truncated: d("truncated_events_total", "Data events whose payload was shorter than their size."),
+		skipped: d("skipped_bytes_total", "Stream bytes the kernel reported without copying them, by reason: "+
+			"h2_data and body are bytes the parsers do not need, the others are losses.", "reason"),
 		conns:        d("connections", "Connections currently in the table, or closed ones retained for the API.", "state"),
 		connsCreated: d("connections_created_total", "Connections that entered the table."),
 		fdReused:     d("fd_reused_total", "Open connections whose fd a new connection took before their close arrived."),
@@ -49,7 +53,7 @@ func NewCollector(t *Table, cg *CgroupResolver) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.events, c.drops, c.flushes, c.gaps, c.gapBytes, c.lost, c.reordered,
-		c.truncated, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused} {
+		c.truncated, c.skipped, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused} {
 		ch <- d
 	}
 	if c.cgroup != nil {
@@ -89,6 +93,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.lost, s.LostEvents)
 	counter(c.reordered, s.Reordered)
 	counter(c.truncated, s.Truncated)
+	for r, v := range s.SkippedBytes {
+		if r != int(event.SkipNone) {
+			counter(c.skipped, v, event.SkipReason(r).String())
+		}
+	}
 	gauge(c.conns, s.ConnsTracked, "open")
 	gauge(c.conns, s.ConnsRetained, "closed")
 	counter(c.connsCreated, s.ConnsCreated)

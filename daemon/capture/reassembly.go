@@ -27,6 +27,7 @@ type half struct {
 	gaps      uint64
 	gapBytes  uint64
 	truncated uint64
+	skipped   [event.NumSkipReasons]uint64 // bytes not copied, by reason
 
 	lastSys                  event.Syscall
 	lastSysStart, lastSysEnd event.Timestamp
@@ -37,6 +38,7 @@ type chunk struct {
 	seq        uint64
 	off        uint64
 	size       uint32
+	skip       event.SkipReason // why the bytes past buf were not copied
 	buf        *[]byte
 	start, end event.Timestamp
 }
@@ -53,6 +55,13 @@ func (h *half) account(s *Stats, e event.Data, captured int) {
 	if e.Truncated || captured < int(e.Size) {
 		h.truncated++
 		s.Truncated++
+		why := e.Skip
+		if int(why) >= event.NumSkipReasons || why == event.SkipNone {
+			why = event.SkipReadFailed // a suffix without a (known) reason is a loss
+		}
+		n := uint64(e.Size) - uint64(captured)
+		h.skipped[why] += n
+		s.SkippedBytes[why] += n
 	}
 	if end := addClamp(e.StreamOffset, e.Size); end > h.hwm {
 		h.hwm = end
@@ -61,14 +70,14 @@ func (h *half) account(s *Stats, e event.Data, captured int) {
 
 // reassemble delivers an event now if it is the next one, holds it if it is
 // early, drops it if its place has passed, then enforces the reorder bounds.
-func (t *Table) reassemble(c *Conn, h *half, seq, off uint64, size uint32, payload []byte, start, end event.Timestamp) {
+func (t *Table) reassemble(c *Conn, h *half, seq, off uint64, size uint32, skip event.SkipReason, payload []byte, start, end event.Timestamp) {
 	switch {
 	case seq < h.nextSeq:
 		t.stats.OutOfWindow++
 		t.stats.BytesDropped += uint64(size)
 		return
 	case seq == h.nextSeq:
-		t.deliver(c, h, seq, off, size, payload, start, end)
+		t.deliver(c, h, seq, off, size, skip, payload, start, end)
 		t.drain(c, h)
 	default:
 		i := sort.Search(len(h.held), func(i int) bool { return h.held[i].seq >= seq })
@@ -82,7 +91,7 @@ func (t *Table) reassemble(c *Conn, h *half, seq, off uint64, size uint32, paylo
 		copy(*buf, payload)
 		h.held = append(h.held, chunk{})
 		copy(h.held[i+1:], h.held[i:])
-		h.held[i] = chunk{seq: seq, off: off, size: size, buf: buf, start: start, end: end}
+		h.held[i] = chunk{seq: seq, off: off, size: size, skip: skip, buf: buf, start: start, end: end}
 		h.heldLen += len(payload)
 		t.buffered += len(payload)
 		t.pending[c] = struct{}{}
@@ -133,7 +142,7 @@ func (t *Table) drain(c *Conn, h *half) {
 	n := 0
 	for n < len(h.held) && h.held[n].seq == h.nextSeq {
 		k := &h.held[n]
-		t.deliver(c, h, k.seq, k.off, k.size, *k.buf, k.start, k.end)
+		t.deliver(c, h, k.seq, k.off, k.size, k.skip, *k.buf, k.start, k.end)
 		h.heldLen -= len(*k.buf)
 		t.buffered -= len(*k.buf)
 		t.pool.put(k.buf)
@@ -157,7 +166,9 @@ func (t *Table) updatePending(c *Conn) {
 // the authority on bytes: a hole before the event is skipped, bytes already
 // delivered are trimmed, and the part of the event that was not captured
 // (truncation) is skipped, so Data and Skip always add up to the offset.
-func (t *Table) deliver(c *Conn, h *half, seq, off uint64, size uint32, payload []byte, start, end event.Timestamp) {
+// A Stream that implements ReasonedSkipper learns why: skip for the
+// event's suffix, event.SkipNone for a hole of lost events.
+func (t *Table) deliver(c *Conn, h *half, seq, off uint64, size uint32, skip event.SkipReason, payload []byte, start, end event.Timestamp) {
 	h.nextSeq = seq + 1
 	evEnd := addClamp(off, size)
 	if uint64(len(payload)) > evEnd-off {
@@ -169,7 +180,7 @@ func (t *Table) deliver(c *Conn, h *half, seq, off uint64, size uint32, payload 
 		h.gapBytes += gap
 		t.stats.Gaps++
 		t.stats.GapBytes += gap
-		c.stream.Skip(h.dir, gap, h.lastEnd, start)
+		skipTo(c.stream, h.dir, gap, event.SkipNone, h.lastEnd, start)
 		h.nextOff = off
 	}
 	if evEnd <= h.nextOff {
@@ -186,7 +197,7 @@ func (t *Table) deliver(c *Conn, h *half, seq, off uint64, size uint32, payload 
 	}
 	capEnd := max(off+uint64(len(payload)), h.nextOff)
 	if evEnd > capEnd {
-		c.stream.Skip(h.dir, evEnd-capEnd, start, end)
+		skipTo(c.stream, h.dir, evEnd-capEnd, skip, start, end)
 	}
 	h.nextOff = evEnd
 	h.lastEnd = end

@@ -28,6 +28,27 @@ type Stream interface {
 	Close(t event.Timestamp)
 }
 
+// ReasonedSkipper is implemented by a Stream that wants to know why bytes
+// were skipped. The Table then calls SkipBecause in place of Skip (the
+// Stream interface is unchanged): why is the kernel's reason for an
+// event's uncopied suffix (event.SkipH2Data and event.SkipBody are bytes
+// the kernel left out on purpose, see event.SkipReason.Benign), or
+// event.SkipNone for a hole where events were lost on the way (ring buffer
+// overflow, reorder timeout): bytes nobody knows anything about. Whether a
+// skip hurts is still the parser's to decide from its own framing state.
+type ReasonedSkipper interface {
+	SkipBecause(dir event.Direction, n uint64, why event.SkipReason, start, end event.Timestamp)
+}
+
+// skipTo tells s that n bytes of dir were skipped for why.
+func skipTo(s Stream, dir event.Direction, n uint64, why event.SkipReason, start, end event.Timestamp) {
+	if r, ok := s.(ReasonedSkipper); ok {
+		r.SkipBecause(dir, n, why, start, end)
+		return
+	}
+	s.Skip(dir, n, start, end)
+}
+
 // StreamFactory creates the Stream for a newly tracked connection. It is
 // called from the Sink goroutine when the Table first sees the connection; c
 // stays valid (and is updated, e.g. when a late ConnOpen fills in the role)
@@ -47,8 +68,9 @@ func (NopStream) Close(event.Timestamp)                                         
 type RecordedOp struct {
 	Kind  string // "data", "skip" or "close"
 	Dir   event.Direction
-	Bytes []byte // copy of the data for "data"
-	N     uint64 // length for "data", count for "skip"
+	Bytes []byte           // copy of the data for "data"
+	N     uint64           // length for "data", count for "skip"
+	Why   event.SkipReason // "skip": the reason (SkipNone for lost events)
 	Start event.Timestamp
 	End   event.Timestamp
 }
@@ -69,9 +91,14 @@ func (s *RecordingStream) Data(dir event.Direction, b []byte, start, end event.T
 }
 
 func (s *RecordingStream) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
+	s.SkipBecause(dir, n, event.SkipNone, start, end)
+}
+
+// SkipBecause implements ReasonedSkipper, recording the reason.
+func (s *RecordingStream) SkipBecause(dir event.Direction, n uint64, why event.SkipReason, start, end event.Timestamp) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ops = append(s.ops, RecordedOp{Kind: "skip", Dir: dir, N: n, Start: start, End: end})
+	s.ops = append(s.ops, RecordedOp{Kind: "skip", Dir: dir, N: n, Why: why, Start: start, End: end})
 }
 
 func (s *RecordingStream) Close(t event.Timestamp) {

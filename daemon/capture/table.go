@@ -75,6 +75,9 @@ type Stats struct {
 	Gaps        uint64 // runs of missing bytes declared to streams
 	GapBytes    uint64 // bytes in those runs
 	Truncated   uint64 // events whose payload was shorter than their size
+	// SkippedBytes counts the bytes of events the kernel did not copy,
+	// by why (event.SkipReason), whether or not they were delivered.
+	SkippedBytes [event.NumSkipReasons]uint64
 	// BytesDropped counts bytes of received events that were not
 	// delivered: late, out-of-window, duplicate or overlapping data.
 	BytesDropped uint64
@@ -233,7 +236,7 @@ func (t *Table) Data(e event.Data) {
 	}
 	h := &c.dirs[e.Direction]
 	h.account(&t.stats, e, len(payload))
-	t.reassemble(c, h, e.Seq, e.StreamOffset, e.Size, payload, e.Start, e.End)
+	t.reassemble(c, h, e.Seq, e.StreamOffset, e.Size, e.Skip, payload, e.Start, e.End)
 }
 
 // Sweep flushes reorder buffers that waited longer than ReorderDelay and
@@ -506,16 +509,11 @@ type Conn struct {
 
 func (c *Conn) fdKey() fdKey { return fdKey{c.Proc.TGID, c.FD} }
 
-// Stream returns the Stream of the connection: the one its StreamFactory
-// made (NopStream when that returned nil), or nil once the connection has
-// left the table.
-func (c *Conn) Stream() Stream { return c.stream }
-
 // OpenSeen reports whether the connection's connect or accept was seen, so
-// that its first delivered bytes are the first bytes it carried. An open
-// event reported for a socket first seen through a read or write (one that
-// existed before capture started, or whose connect/accept was missed) does
-// not count. A Stream may call it from its callbacks.
+// its streams are known from their first byte. It is false for a
+// connection first seen through data: one that existed before the daemon
+// started (the kernel reports it with the data syscall that revealed it),
+// was inherited, or whose open event was lost.
 func (c *Conn) OpenSeen() bool {
 	if !c.opened {
 		return false
@@ -526,3 +524,8 @@ func (c *Conn) OpenSeen() bool {
 	}
 	return false
 }
+
+// Stream returns the Stream of the connection: the one its StreamFactory
+// made (NopStream when that returned nil), or nil once the connection has
+// left the table.
+func (c *Conn) Stream() Stream { return c.stream }

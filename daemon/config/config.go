@@ -54,6 +54,8 @@ const (
 	DefaultRingBufferSize   = 8 << 20
 	DefaultChunkSize        = 4096
 	DefaultCaptureLimit     = 1 << 20
+	DefaultMaxFrameCopy     = 64 << 10
+	DefaultHintMapSize      = 65536
 	DefaultMaxHeaderBytes   = 64 << 10
 	DefaultMaxStreams       = 256
 	DefaultMaxPending       = 64
@@ -63,6 +65,9 @@ const (
 	// Bounds of the pipeline settings. MaxChunkSize is the eBPF side's
 	// compile-time ceiling (bpf.MaxChunkSize).
 	MaxChunkSize        = 16384
+	MinMaxFrameCopy     = 16 << 10 // bpf.MinMaxFrameCopy: HTTP/2's default max frame size
+	MaxMaxFrameCopy     = 1<<24 - 1
+	MaxHintMapSize      = 1 << 20
 	MinRingBufferSize   = 4096
 	MaxRingBufferSize   = 1 << 30
 	MaxPollInterval     = time.Second
@@ -145,9 +150,17 @@ type BPF struct {
 	RingBufferSize int `json:"ringBufferSize"`
 	// ChunkSize is the most payload one data event carries.
 	ChunkSize int `json:"chunkSize"`
-	// CaptureLimit is how many payload bytes are captured per connection
-	// and direction; later bytes are counted, not captured.
+	// CaptureLimit is the capture budget per connection and direction
+	// (see bpf.Config.CaptureLimit): past it, a connection of unknown
+	// protocol keeps only each syscall's first chunk, an HTTP/2 connection
+	// keeps every frame header and non-DATA payload but not DATA payloads;
+	// a connection the HTTP/1 parser hinted is not budgeted.
 	CaptureLimit uint64 `json:"captureLimit"`
+	// MaxFrameCopy bounds the payload of an HTTP/2 non-DATA frame the
+	// kernel copies; a larger one is a counted, typed gap.
+	MaxFrameCopy int `json:"maxFrameCopy"`
+	// HintMapSize bounds the connections hinted as HTTP/1 at once.
+	HintMapSize int `json:"hintMapSize"`
 	// PollInterval is how long the ring buffer reader sleeps when it
 	// finds the ring empty (see bpf.Config.PollInterval).
 	PollInterval Duration `json:"pollInterval"`
@@ -217,6 +230,8 @@ func Default() Config {
 			RingBufferSize: DefaultRingBufferSize,
 			ChunkSize:      DefaultChunkSize,
 			CaptureLimit:   DefaultCaptureLimit,
+			MaxFrameCopy:   DefaultMaxFrameCopy,
+			HintMapSize:    DefaultHintMapSize,
 			PollInterval:   Duration{DefaultPollInterval},
 			Payload:        true,
 			RichTier:       true,
@@ -362,6 +377,8 @@ var flags = map[string]string{
 	"bpf.ringBufferSize":       "bpf.ring-buffer-size",
 	"bpf.chunkSize":            "bpf.chunk-size",
 	"bpf.captureLimit":         "bpf.capture-limit",
+	"bpf.maxFrameCopy":         "bpf.max-frame-copy",
+	"bpf.hintMapSize":          "bpf.hint-map-size",
 	"bpf.richTier":             "bpf.rich-tier",
 	"bpf.pollInterval":         "bpf.poll-interval",
 	"bpf.payload":              "bpf.payload",
@@ -422,7 +439,11 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 		"eBPF ring buffer size in `bytes` (a power of two)")
 	fs.IntVar(&cfg.BPF.ChunkSize, "bpf.chunk-size", cfg.BPF.ChunkSize, "most payload `bytes` per data event")
 	fs.Uint64Var(&cfg.BPF.CaptureLimit, "bpf.capture-limit", cfg.BPF.CaptureLimit,
-		"payload `bytes` captured per connection and direction")
+		"capture budget in `bytes` per connection and direction: past it unknown protocols keep each syscall's first chunk, HTTP/2 skips DATA payloads only, hinted HTTP/1 is not budgeted")
+	fs.IntVar(&cfg.BPF.MaxFrameCopy, "bpf.max-frame-copy", cfg.BPF.MaxFrameCopy,
+		"largest HTTP/2 non-DATA frame payload in `bytes` the kernel copies (larger: a counted gap)")
+	fs.IntVar(&cfg.BPF.HintMapSize, "bpf.hint-map-size", cfg.BPF.HintMapSize,
+		"most connections hinted as HTTP/1 to the kernel at once (LRU)")
 	fs.DurationVar(&cfg.BPF.PollInterval.Duration, "bpf.poll-interval", cfg.BPF.PollInterval.Duration,
 		"how long the ring buffer reader sleeps when it finds the ring empty (the delay before a quiet connection's events are seen)")
 	fs.BoolVar(&cfg.BPF.Payload, "bpf.payload", cfg.BPF.Payload,
@@ -562,6 +583,8 @@ func (c *Config) validatePipeline() error {
 		between("capture.maxBufferedBytes", c.Capture.MaxBufferedBytes, 1, math.MaxInt32),
 		between("bpf.ringBufferSize", c.BPF.RingBufferSize, MinRingBufferSize, MaxRingBufferSize),
 		between("bpf.chunkSize", c.BPF.ChunkSize, 1, MaxChunkSize),
+		between("bpf.maxFrameCopy", c.BPF.MaxFrameCopy, MinMaxFrameCopy, MaxMaxFrameCopy),
+		between("bpf.hintMapSize", c.BPF.HintMapSize, 1, MaxHintMapSize),
 		between("protocol.maxHeaderBytes", c.Protocol.MaxHeaderBytes, MinMaxHeaderBytes, MaxMaxHeaderBytes),
 		between("protocol.maxStreams", c.Protocol.MaxStreams, 1, MaxMaxStreamsOrPend),
 		between("protocol.maxPending", c.Protocol.MaxPending, 1, MaxMaxStreamsOrPend),

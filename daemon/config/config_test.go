@@ -32,7 +32,7 @@ func TestDefaultsMatchThePluginSpool(t *testing.T) {
 		HTTP: "127.0.0.1:9847", NodeName: host, LogLevel: slog.LevelInfo,
 		ReconcileInterval: Duration{30 * time.Second}, MaxPods: 4096, AllowedUIDs: []uint32{0},
 		Capture:  Capture{Enabled: true, MaxConnections: 65536, MaxBufferedBytes: 64 << 20, IdleTimeout: Duration{5 * time.Minute}},
-		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20, PollInterval: Duration{10 * time.Millisecond}, Payload: true, RichTier: true},
+		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20, MaxFrameCopy: 64 << 10, HintMapSize: 65536, PollInterval: Duration{10 * time.Millisecond}, Payload: true, RichTier: true},
 		Protocol: Protocol{MaxHeaderBytes: 64 << 10, MaxStreams: 256, MaxPending: 64},
 		Requests: Requests{Keep: 10000},
 		Metrics:  Metrics{MaxEndpointsPerService: 100, Retention: Duration{30 * time.Minute}},
@@ -211,6 +211,7 @@ capture:
 bpf:
   ringBufferSize: 65536
   captureLimit: 4096
+  maxFrameCopy: 20000
   pollInterval: 50ms
   payload: false
 protocol:
@@ -226,7 +227,7 @@ requests:
 	want.SpoolDir = "/var/lib/weir/spool"
 	want.Capture = Capture{Enabled: false, MaxConnections: 100, MaxBufferedBytes: DefaultMaxBufferedBytes,
 		IdleTimeout: Duration{30 * time.Second}, DumpDir: "/tmp/dump"}
-	want.BPF = BPF{RingBufferSize: 65536, ChunkSize: 1024, CaptureLimit: 4096,
+	want.BPF = BPF{RingBufferSize: 65536, ChunkSize: 1024, CaptureLimit: 4096, MaxFrameCopy: 20000, HintMapSize: DefaultHintMapSize,
 		PollInterval: Duration{50 * time.Millisecond}, Payload: false, RichTier: true}
 	want.Protocol = Protocol{MaxHeaderBytes: DefaultMaxHeaderBytes, MaxStreams: 8, MaxPending: DefaultMaxPending}
 	want.Requests = Requests{Keep: 7}
@@ -244,6 +245,8 @@ func TestPipelineErrorsNameKeyAndFlag(t *testing.T) {
 		{args: []string{"--bpf.ring-buffer-size=5000"}, want: "bpf.ringBufferSize (--bpf.ring-buffer-size): must be a power of two"},
 		{args: []string{"--bpf.chunk-size=20000"}, want: "bpf.chunkSize (--bpf.chunk-size): must be between 1 and 16384"},
 		{args: []string{"--bpf.capture-limit=0"}, want: "bpf.captureLimit (--bpf.capture-limit): must be at least 1 byte"},
+		{args: []string{"--bpf.max-frame-copy=1000"}, want: "bpf.maxFrameCopy (--bpf.max-frame-copy): must be between 16384 and 16777215"},
+		{args: []string{"--bpf.hint-map-size=0"}, want: "bpf.hintMapSize (--bpf.hint-map-size): must be between 1 and"},
 		{args: []string{"--bpf.poll-interval=0s"}, want: "bpf.pollInterval (--bpf.poll-interval): must be positive and at most 1s"},
 		{args: []string{"--bpf.poll-interval=2s"}, want: "bpf.pollInterval (--bpf.poll-interval): must be positive and at most 1s"},
 		{args: []string{"--capture.max-connections=0"}, want: "capture.maxConnections (--capture.max-connections)"},

@@ -23,6 +23,7 @@ type metrics struct {
 	lateChunks      atomic.Uint64
 
 	bpfLost, bpfRecords, bpfDecodeErrors, bpfScanDropped, hookTier, captureEnabled *prometheus.Desc
+	bpfHintFailures                                                                *prometheus.Desc
 	ringUsed, ringSize                                                             *prometheus.Desc
 	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs          *prometheus.Desc
 	protoDiscarded, protoUnsynced, protoHints                                      *prometheus.Desc
@@ -42,6 +43,7 @@ func newMetrics(m *Monitor) *metrics {
 		ringSize:        d("bpf_ring_buffer_size_bytes", "Size of the eBPF ring buffer."),
 		bpfDecodeErrors: d("bpf_decode_errors_total", "Ring buffer records that were malformed or of unknown type."),
 		bpfScanDropped:  d("bpf_scan_dropped_total", "Processes found by the enrollment scan that did not fit the queue."),
+		bpfHintFailures: d("bpf_hint_failures_total", "HTTP/1 hints (HintHTTP1, SkipBody) user space could not give the kernel."),
 		hookTier:        d("hook_tier", "The richest eBPF hook tier attached (1 for the active tier).", "tier"),
 		captureEnabled:  d("capture_enabled", "1 when eBPF capture runs, 0 when the daemon only enrolls pods."),
 		protoRecords:    d("protocol_records_total", "HTTP exchanges parsed."),
@@ -81,7 +83,7 @@ func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
 
 // Describe implements prometheus.Collector.
 func (x *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfRecords, x.bpfDecodeErrors, x.bpfScanDropped, x.hookTier, x.ringUsed, x.ringSize,
+	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfRecords, x.bpfDecodeErrors, x.bpfScanDropped, x.bpfHintFailures, x.hookTier, x.ringUsed, x.ringSize,
 		x.captureEnabled, x.protoRecords, x.protoIncomplete, x.protoLimits, x.protoErrors, x.protoResyncs,
 		x.protoDiscarded, x.protoUnsynced, x.protoHints, x.opsDesc,
 		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.lateChunksDesc} {
@@ -119,6 +121,7 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(x.bpfRecords, rs.Records)
 		counter(x.bpfDecodeErrors, rs.DecodeErrors)
 		counter(x.bpfScanDropped, rs.ScanDropped)
+		counter(x.bpfHintFailures, rs.HintFailures)
 		gauge(x.ringUsed, float64(rs.RingBufferUsed))
 		gauge(x.ringSize, float64(rs.RingBufferSize))
 	} else {

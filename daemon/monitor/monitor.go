@@ -210,6 +210,8 @@ func New(opts Options) (*Monitor, error) {
 			RingBufferSize: cfg.BPF.RingBufferSize,
 			ChunkSize:      cfg.BPF.ChunkSize,
 			CaptureLimit:   cfg.BPF.CaptureLimit,
+			MaxFrameCopy:   cfg.BPF.MaxFrameCopy,
+			HintMapSize:    cfg.BPF.HintMapSize,
 			PollInterval:   cfg.BPF.PollInterval.Duration,
 			NoPayload:      !cfg.BPF.Payload,
 			RichTier:       cfg.BPF.RichTier,

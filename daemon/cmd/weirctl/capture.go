@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -29,7 +30,7 @@ func connectionsCmd(ctx context.Context, e env, args []string) error {
 		return writeJSON(e.stdout, conns)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPOD\tPROCESS\tLOCAL\tREMOTE\tROLE\tSTATE\tSENT\tRECV")
+	fmt.Fprintln(tw, "ID\tPOD\tPROCESS\tLOCAL\tREMOTE\tROLE\tSTATE\tSENT\tRECV\tSKIPPED")
 	for _, c := range conns {
 		pod := "<unknown>"
 		if c.Pod != "" {
@@ -39,11 +40,26 @@ func connectionsCmd(ctx context.Context, e env, args []string) error {
 		if c.CloseReason != "" && c.CloseReason != "closed" {
 			state += "(" + c.CloseReason + ")"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s[%d]\t%s\t%s\t%s\t%s\t%d\t%d\n",
+		fmt.Fprintf(tw, "%d\t%s\t%s[%d]\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
 			c.ID, pod, orNone(c.Comm), c.PID, addr(c.Local.String()), addr(c.Remote.String()), c.Role, state,
-			c.BytesSent, c.BytesRecv)
+			c.BytesSent, c.BytesRecv, skipped(c.Skipped))
 	}
 	return tw.Flush()
+}
+
+// skipped shows the bytes the kernel did not copy by reason, e.g.
+// "budget=47,h2_data=90" ("h2_data" and "body" are bytes the parsers do
+// not need; the others were lost), or "-".
+func skipped(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(m))
+	for r, n := range m {
+		parts = append(parts, fmt.Sprintf("%s=%d", r, n))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
 }
 
 // addr shows an unknown address (the zero netip.AddrPort) as "-".
