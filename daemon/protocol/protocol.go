@@ -84,14 +84,29 @@ const (
 // connection it needs. It is per connection: the implementation knows
 // which connection it speaks for. Calls are advisory: a hint that arrives
 // after the bytes moved changes nothing, and an error only costs copying.
+//
+// HTTP/1 uses it so: HTTP1 when the connection is classified (copy it
+// whole, past the capture budget: heads anywhere in a syscall are then
+// seen), SkipBody for each content-length body of at least the hint
+// threshold (the body's first syscall is copied before the hint lands,
+// the rest goes size-only), and Budget when a chunked body with large
+// chunks starts: a chunk's size line and data travel in the same syscall,
+// so a per-chunk hint always lands too late and copying the body whole
+// would cost its size; under the budget each syscall's first bytes,
+// where writers put the chunk line, are still copied. The next large
+// content-length body (SkipBody) brings whole copying back.
 type CaptureControl interface {
-	// HTTP1 says the connection carries HTTP/1: copy its heads whole
-	// (the kernel's HTTP/2 frame walker must not run on it).
+	// HTTP1 says the connection carries HTTP/1: copy it whole (and do
+	// not walk it as HTTP/2).
 	HTTP1() error
 	// SkipBody says the bytes [from,to) of direction dir (stream offsets,
 	// counted from the connection's first byte in that direction) are
-	// body the parser counts by length: they may be sent size-only.
+	// body the parser counts by length: they may be sent size-only. It
+	// implies HTTP1.
 	SkipBody(dir event.Direction, from, to uint64) error
+	// Budget withdraws HTTP1: the connection is copied under the capture
+	// budget again.
+	Budget() error
 }
 
 type mode uint8
@@ -167,6 +182,8 @@ type Conn struct {
 	midStream bool
 	ctl       CaptureControl
 	hintMin   uint64
+	// budgeted: Budget was the last control call (see CaptureControl).
+	budgeted bool
 	// cur is where each direction stands (stream offset, turn-taking).
 	cur [2]http1.Cursor
 	// reqDir is the direction carrying requests; known from the role, or
@@ -473,12 +490,23 @@ func (c *Conn) controlHTTP1() {
 	if err := c.ctl.HTTP1(); err != nil {
 		c.stats.BodyHintErrors.Add(1)
 	}
-	c.h1.SetBodyHint(c.hintMin, func(s http1.Side, from, to uint64) {
+	c.h1.SetBodyHint(c.hintMin, func(s http1.Side, from, to uint64, chunked bool) {
 		dir := c.reqDir
 		if s == http1.Response {
 			dir = 1 - dir
 		}
-		if err := c.ctl.SkipBody(dir, from, to); err != nil {
+		var err error
+		switch {
+		case chunked && c.budgeted:
+			return
+		case chunked:
+			err = c.ctl.Budget()
+			c.budgeted = err == nil
+		default:
+			err = c.ctl.SkipBody(dir, from, to)
+			c.budgeted = c.budgeted && err != nil
+		}
+		if err != nil {
 			c.stats.BodyHintErrors.Add(1)
 			return
 		}

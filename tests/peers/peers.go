@@ -53,6 +53,9 @@ func commands() map[string]command {
 		"vectored":         {"one request written with writev(2), the response read with readv(2)", runVectored},
 		"slow-body-server": {"HTTP/1.1 whose /slow body is request text written slowly, piece by piece", runSlowBodyServer},
 		"slow-body-client": {"fetch /slow on one connection, then make requests on it", runSlowBodyClient},
+		"churn-server":     {"HTTP/1.1 and h2c: /bytes/N, /chunked/N, /status/C, echoing x-churn-* headers", runChurnServer},
+		"churn-client":     {"many requests on one connection, churning HPACK with changing headers", runChurnClient},
+		"grpc-long-client": {"one gRPC connection busy until N bytes: unary, streaming, errors, aborts", runGRPCLongClient},
 	}
 }
 

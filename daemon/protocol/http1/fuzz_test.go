@@ -64,7 +64,7 @@ func FuzzHTTP1MidStream(f *testing.F) {
 		lim.MaxHeaderBytes, lim.MaxBuffered, lim.MaxPending = 1024, 4096, 8
 		p := NewMidStream(lim, &record.Stats{}, func(*record.Record) {}, [2]Cursor{})
 		var moved [2]uint64
-		p.SetBodyHint(1, func(s Side, from, to uint64) {
+		p.SetBodyHint(1, func(s Side, from, to uint64, _ bool) {
 			if from < moved[s]-min(moved[s], 4096) || to <= from {
 				t.Fatalf("hint [%d,%d) for side %d at offset %d", from, to, s, moved[s])
 			}

@@ -71,7 +71,7 @@ type Parser struct {
 	dead bool
 	// hint, when set, receives each body range [from,to) of at least
 	// hintMin bytes that the parser will count by length only.
-	hint    func(s Side, from, to uint64)
+	hint    func(s Side, from, to uint64, chunked bool)
 	hintMin uint64
 	// path and host are the last request's target and Host: a client
 	// mostly repeats them on a keep-alive connection, and reusing the
@@ -177,11 +177,11 @@ func NewMidStream(lim record.Limits, stats *record.Stats, sink func(*record.Reco
 }
 
 // SetBodyHint makes the parser report each body (content-length body or
-// chunk of a chunked body) of at least min bytes as the stream-offset
-// range [from,to) it will count by length only, so that the capture layer
-// may send those bytes size-only. Only bodies of a direction in sync are
-// reported.
-func (p *Parser) SetBodyHint(min uint64, fn func(s Side, from, to uint64)) {
+// chunk of a chunked body, chunked set) of at least min bytes as the
+// stream-offset range [from,to) it will count by length only, so that the
+// capture layer may send those bytes size-only. Only bodies of a direction
+// in sync are reported.
+func (p *Parser) SetBodyHint(min uint64, fn func(s Side, from, to uint64, chunked bool)) {
 	p.hint, p.hintMin = fn, max(min, 1)
 }
 
@@ -236,7 +236,7 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 			}
 			b = b[used:]
 			if d.st == stBody {
-				p.hintBody(d, base+uint64(total-len(b)), d.remaining)
+				p.hintBody(d, base+uint64(total-len(b)), d.remaining, false)
 			}
 		case stBody, stChunkData:
 			k := uint64(len(b))
@@ -260,7 +260,7 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 			}
 			b = b[used:]
 			if d.st == stChunkData && d.remaining > 2 {
-				p.hintBody(d, base+uint64(total-len(b)), d.remaining-2)
+				p.hintBody(d, base+uint64(total-len(b)), d.remaining-2, true)
 			}
 		case stTrailer:
 			used, ok := p.trailer(d, b, end)
@@ -359,9 +359,9 @@ func (p *Parser) candidate(d *dir, b []byte, turn bool) bool {
 }
 
 // hintBody reports n body bytes from stream offset from, when worth it.
-func (p *Parser) hintBody(d *dir, from, n uint64) {
+func (p *Parser) hintBody(d *dir, from, n uint64, chunked bool) {
 	if p.hint != nil && n >= p.hintMin {
-		p.hint(d.side, from, from+n)
+		p.hint(d.side, from, from+n, chunked)
 	}
 }
 

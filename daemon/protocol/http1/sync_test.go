@@ -271,7 +271,7 @@ func TestBodyHintsReportKnownLengthBodies(t *testing.T) {
 		from, to uint64
 	}
 	var hints []rng
-	h.p.SetBodyHint(1000, func(s Side, from, to uint64) { hints = append(hints, rng{s, from, to}) })
+	h.p.SetBodyHint(1000, func(s Side, from, to uint64, _ bool) { hints = append(hints, rng{s, from, to}) })
 	reqHead := "POST /up HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"
 	h.req(reqHead)
 	h.p.Skip(Request, 5000, 20, 21)
@@ -298,7 +298,7 @@ func TestBodyHintsReportKnownLengthBodies(t *testing.T) {
 func TestNoBodyHintsWhileUnsynchronised(t *testing.T) {
 	var n int
 	p := NewMidStream(record.DefaultLimits(), &record.Stats{}, func(*record.Record) {}, [2]Cursor{})
-	p.SetBodyHint(1, func(Side, uint64, uint64) { n++ })
+	p.SetBodyHint(1, func(Side, uint64, uint64, bool) { n++ })
 	p.Data(Response, []byte("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"), 1, 2)
 	p.Data(Request, []byte("POST /x HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"), 3, 4) // the server spoke first: a turn
 	if n != 1 {
