@@ -10,14 +10,12 @@ import (
 // captureController is the part of the kernel side through which the
 // parsers steer what is copied out of the kernel: "this connection is
 // HTTP/1" (copy heads whole, no HTTP/2 frame walking) and "these stream
-// bytes are body counted by length" (send them size-only), or "back to
-// the capture budget". The Monitor finds it on its Collector by type
+// bytes are body counted by length" (send them size-only). The Monitor finds it on its Collector by type
 // assertion, so a collector without it (a fake in tests, capture disabled)
 // simply gets no hints.
 type captureController interface {
 	HintHTTP1(id event.ConnID) error
 	SkipBody(id event.ConnID, dir event.Direction, from, to uint64) error
-	ForgetHint(id event.ConnID) error
 }
 
 // The eBPF collector is one.
@@ -34,8 +32,6 @@ func (c connControl) HTTP1() error { return c.ctl.HintHTTP1(c.id) }
 func (c connControl) SkipBody(dir event.Direction, from, to uint64) error {
 	return c.ctl.SkipBody(c.id, dir, from, to)
 }
-
-func (c connControl) Budget() error { return c.ctl.ForgetHint(c.id) }
 
 // parserOptions are the options of the protocol parser of connection c:
 // the limits, whether its start was seen (else the parser proves where

@@ -63,4 +63,3 @@ type nopControl struct{}
 
 func (nopControl) HTTP1() error                                        { return nil }
 func (nopControl) SkipBody(dir event.Direction, from, to uint64) error { return nil }
-func (nopControl) Budget() error                                       { return nil }

@@ -86,15 +86,13 @@ const (
 // after the bytes moved changes nothing, and an error only costs copying.
 //
 // HTTP/1 uses it so: HTTP1 when the connection is classified (copy it
-// whole, past the capture budget: heads anywhere in a syscall are then
-// seen), SkipBody for each content-length body of at least the hint
-// threshold (the body's first syscall is copied before the hint lands,
-// the rest goes size-only), and Budget when a chunked body with large
-// chunks starts: a chunk's size line and data travel in the same syscall,
-// so a per-chunk hint always lands too late and copying the body whole
-// would cost its size; under the budget each syscall's first bytes,
-// where writers put the chunk line, are still copied. The next large
-// content-length body (SkipBody) brings whole copying back.
+// whole, past the capture budget, so that heads and chunk lines anywhere
+// in a syscall are seen), then SkipBody for each content-length body and
+// each chunk of a chunked body of at least the hint threshold. The part of
+// a body in the syscall that carried its head (or chunk line) is copied
+// before the hint lands; the rest goes size-only. A chunked body of small
+// chunks is therefore copied nearly whole: exact, at the cost of its size
+// in the ring buffer (an overflow is counted as ringbuf_full).
 type CaptureControl interface {
 	// HTTP1 says the connection carries HTTP/1: copy it whole (and do
 	// not walk it as HTTP/2).
@@ -104,9 +102,6 @@ type CaptureControl interface {
 	// body the parser counts by length: they may be sent size-only. It
 	// implies HTTP1.
 	SkipBody(dir event.Direction, from, to uint64) error
-	// Budget withdraws HTTP1: the connection is copied under the capture
-	// budget again.
-	Budget() error
 }
 
 type mode uint8
@@ -182,8 +177,6 @@ type Conn struct {
 	midStream bool
 	ctl       CaptureControl
 	hintMin   uint64
-	// budgeted: Budget was the last control call (see CaptureControl).
-	budgeted bool
 	// cur is where each direction stands (stream offset, turn-taking).
 	cur [2]http1.Cursor
 	// reqDir is the direction carrying requests; known from the role, or
@@ -490,23 +483,12 @@ func (c *Conn) controlHTTP1() {
 	if err := c.ctl.HTTP1(); err != nil {
 		c.stats.BodyHintErrors.Add(1)
 	}
-	c.h1.SetBodyHint(c.hintMin, func(s http1.Side, from, to uint64, chunked bool) {
+	c.h1.SetBodyHint(c.hintMin, func(s http1.Side, from, to uint64, _ bool) {
 		dir := c.reqDir
 		if s == http1.Response {
 			dir = 1 - dir
 		}
-		var err error
-		switch {
-		case chunked && c.budgeted:
-			return
-		case chunked:
-			err = c.ctl.Budget()
-			c.budgeted = err == nil
-		default:
-			err = c.ctl.SkipBody(dir, from, to)
-			c.budgeted = c.budgeted && err != nil
-		}
-		if err != nil {
+		if err := c.ctl.SkipBody(dir, from, to); err != nil {
 			c.stats.BodyHintErrors.Add(1)
 			return
 		}

@@ -85,15 +85,9 @@ type hint struct {
 }
 
 type fakeControl struct {
-	http1  int
-	budget int
-	hints  []hint
-	fail   bool
-}
-
-func (f *fakeControl) Budget() error {
-	f.budget++
-	return nil
+	http1 int
+	hints []hint
+	fail  bool
 }
 
 func (f *fakeControl) HTTP1() error {
@@ -169,32 +163,22 @@ func TestNoCaptureControlForHTTP2(t *testing.T) {
 	}
 }
 
-// TestCaptureControlLeavesLargeChunkedBodiesToTheBudget: a chunked body
-// with large chunks is handed back to the capture budget once (per-chunk
-// hints would land too late), and the next large content-length body is
-// hinted again.
-func TestCaptureControlLeavesLargeChunkedBodiesToTheBudget(t *testing.T) {
+// TestCaptureControlHintsEachLargeChunk: each chunk of a chunked body at
+// least as large as the threshold is hinted, in the direction carrying it,
+// and skipping exactly those ranges keeps the record exact.
+func TestCaptureControlHintsEachLargeChunk(t *testing.T) {
 	ctl := &fakeControl{}
 	c, recs, _ := newTestConn(t, event.RoleClient, WithCaptureControl(ctl, 1000))
 	c.Data(event.Egress, []byte("GET /c HTTP/1.1\r\n\r\n"), 1, 2)
-	head := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-	c.Data(event.Ingress, []byte(head+"1000\r\n"), 3, 4)
+	head := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n"
+	c.Data(event.Ingress, []byte(head), 3, 4)
 	c.Skip(event.Ingress, 4096, 5, 6)
-	for i := 0; i < 3; i++ {
-		c.Data(event.Ingress, []byte("\r\n1000\r\n"), 7, 8)
-		c.Skip(event.Ingress, 4096, 9, 10)
+	c.Data(event.Ingress, []byte("\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n"), 7, 8)
+	want := []hint{{event.Ingress, uint64(len(head)), uint64(len(head)) + 4096}}
+	if fmt.Sprint(ctl.hints) != fmt.Sprint(want) {
+		t.Fatalf("hints %v, want %v", ctl.hints, want)
 	}
-	c.Data(event.Ingress, []byte("\r\n0\r\n\r\n"), 11, 12)
-	if ctl.budget != 1 || len(ctl.hints) != 0 {
-		t.Fatalf("budget calls %d hints %v, want 1 and none", ctl.budget, ctl.hints)
-	}
-	c.Data(event.Egress, []byte("GET /l HTTP/1.1\r\n\r\n"), 13, 14)
-	c.Data(event.Ingress, []byte("HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"), 15, 16)
-	c.Skip(event.Ingress, 5000, 17, 18)
-	if ctl.budget != 1 || len(ctl.hints) != 1 {
-		t.Fatalf("budget calls %d hints %v", ctl.budget, ctl.hints)
-	}
-	if len(*recs) != 2 || (*recs)[0].Incomplete || (*recs)[0].RespBodyBytes != uint64(4*(4096+8)+5) || (*recs)[1].Incomplete {
+	if len(*recs) != 1 || (*recs)[0].Incomplete || (*recs)[0].RespBodyBytes != uint64(6+4096+2+4+16+2+5) {
 		t.Fatalf("%s", summary(*recs))
 	}
 }

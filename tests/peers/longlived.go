@@ -28,7 +28,8 @@ const (
 
 // runChurnServer serves HTTP/1.1 and h2c for long-lived connection tests.
 // /bytes/N answers N bytes with a Content-Length, /chunked/N the same
-// bytes in 16 KiB flushes without one (chunked in HTTP/1.1), /status/C
+// bytes in flushes of ?chunk= bytes (default 16 KiB) without one (chunked
+// in HTTP/1.1), /status/C
 // status C. Every response echoes the request's x-churn-* headers under
 // x-resp-* names, so the server's HPACK encoder churns its table as much
 // as the client's. -decoder-table sets the HPACK table size the server
@@ -67,8 +68,12 @@ func runChurnServer(ctx context.Context, args []string, stdout io.Writer) error 
 		if n, ok := arg("/chunked/"); ok {
 			body := Pattern(n)
 			f, _ := w.(http.Flusher)
+			chunk, err := strconv.Atoi(r.URL.Query().Get("chunk"))
+			if err != nil || chunk <= 0 || chunk > MaxBodyBytes {
+				chunk = 16 << 10
+			}
 			for len(body) > 0 {
-				k := min(len(body), 16<<10)
+				k := min(len(body), chunk)
 				if _, err := w.Write(body[:k]); err != nil {
 					return
 				}

@@ -212,6 +212,7 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 	if p.dead {
 		return ToTCP, nil, 0
 	}
+	prevEnd := d.lastEnd
 	d.lastEnd = end
 	total := len(b)
 	base := d.cur0.Off
@@ -284,7 +285,7 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 			}
 			d.st = stStart
 		case stResync:
-			if len(b) != total || !p.candidate(d, b, turn) {
+			if len(b) != total || !p.candidate(d, b, turn, start, prevEnd) {
 				p.stats.HTTP1UnsyncedBytes.Add(uint64(len(b)))
 				return Stay, nil, total
 			}
@@ -332,11 +333,12 @@ func (p *Parser) Skip(s Side, n uint64, start, end event.Timestamp) {
 	}
 }
 
-// candidate decides whether a chunk b of a direction that lost its place,
-// starting a syscall after the other direction's turn when turn is set,
-// may be parsed as a message start (see the package comment). Look-alikes
-// refused are counted as discarded.
-func (p *Parser) candidate(d *dir, b []byte, turn bool) bool {
+// candidate decides whether a chunk b of a direction that lost its place
+// may be parsed as a message start (see the package comment); turn says it
+// starts a syscall after the other direction moved (in delivery order),
+// start is when its syscall started and prevEnd when the direction's
+// previous bytes were moved. Look-alikes refused are counted as discarded.
+func (p *Parser) candidate(d *dir, b []byte, turn bool, start, prevEnd event.Timestamp) bool {
 	var m Match
 	if d.side == Request {
 		m = LooksLikeRequest(b)
@@ -348,14 +350,50 @@ func (p *Parser) candidate(d *dir, b []byte, turn bool) bool {
 	}
 	ok := turn
 	if d.side == Response {
-		// Exactly one request, complete, can own the response; with more,
-		// which one it answers is not known.
-		ok = ok && len(p.pending) == 1 && p.pending[0].reqDone && !p.pending[0].respDone
+		ok = p.answers(start, prevEnd)
 	}
 	if !ok {
 		p.stats.HTTP1Discarded.Add(1)
 	}
 	return ok
+}
+
+// answers finds the request a response starting a syscall at start
+// answers, by the syscalls' times rather than the order events were
+// delivered in (the capture layer may hold one direction back while it
+// waits for a lost event): the latest complete request that ended before
+// the response's syscall started, provided the response direction moved
+// nothing since that request ended (prevEnd) and no other request ended
+// at the same time (requests written together, pipelined: which one is
+// answered is not known). Older requests waiting are ended as requests
+// whose response went by unseen, and the one answered becomes the
+// first.
+func (p *Parser) answers(start, prevEnd event.Timestamp) bool {
+	i := -1
+	for k, x := range p.pending {
+		if x.reqDone && !x.respDone && x.rec.ReqEnd <= start {
+			i = k
+		}
+	}
+	if i < 0 {
+		return false
+	}
+	x := p.pending[i]
+	if prevEnd > x.rec.ReqEnd || i > 0 && p.pending[i-1].rec.ReqEnd == x.rec.ReqEnd {
+		return false
+	}
+	if i > 0 {
+		for _, y := range p.pending[:i] {
+			p.stats.HTTP1LostResponses.Add(1)
+			y.rec.Incomplete = true
+			y.reqDone, y.respDone = true, true
+			p.emit(y)
+		}
+		n := copy(p.pending, p.pending[i:])
+		clear(p.pending[n:])
+		p.pending = p.pending[:n]
+	}
+	return true
 }
 
 // hintBody reports n body bytes from stream offset from, when worth it.

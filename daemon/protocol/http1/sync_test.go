@@ -305,3 +305,28 @@ func TestNoBodyHintsWhileUnsynchronised(t *testing.T) {
 		t.Fatalf("hints %d, want 1 (only the request accepted by turn-taking)", n)
 	}
 }
+
+// TestResyncPairsByTimeWhenDeliveryIsLate: the capture layer may hold one
+// direction back (waiting for a lost event) while the other keeps being
+// delivered. After the response direction lost its place, three requests
+// arrive before their responses; the syscalls' times still say which
+// response answers which request.
+func TestResyncPairsByTimeWhenDeliveryIsLate(t *testing.T) {
+	h := newHarness(t)
+	h.p.Data(Request, []byte("GET /0 HTTP/1.1\r\n\r\n"), 1, 2)
+	h.p.Data(Response, []byte("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"), 3, 4)
+	h.p.Skip(Response, 500, 4, 5) // past the body: place lost
+	for i, ts := range []event.Timestamp{10, 30, 50} {
+		h.p.Data(Request, []byte(fmt.Sprintf("GET /%d HTTP/1.1\r\n\r\n", i+1)), ts, ts+1)
+	}
+	for i, ts := range []event.Timestamp{20, 40, 60} {
+		h.p.Data(Response, []byte(fmt.Sprintf("HTTP/1.1 %d OK\r\nContent-Length: 0\r\n\r\n", 201+i)), ts, ts+1)
+	}
+	got := summary(h.recs)
+	// The hole's bytes moved before /1 was sent, so the next response
+	// answers /1, and so on by time.
+	want := "GET /0 200\nGET /1 201\nGET /2 202\nGET /3 203\n"
+	if got != want {
+		t.Fatalf("got\n%swant\n%s", got, want)
+	}
+}
