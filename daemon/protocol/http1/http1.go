@@ -19,8 +19,11 @@
 //     after the response direction moved bytes since the request
 //     direction's last ones (the client speaks after the server answered);
 //   - a response: a chunk that starts a syscall of the response direction
-//     after the request direction moved since the response direction's last
-//     bytes, while exactly one request, complete, awaits its response.
+//     which began after a complete request ended, the response direction
+//     having moved nothing since that request ended. This is judged by the
+//     syscalls' times, not by the order events were delivered in (the
+//     capture layer may hold one direction back); requests ended at the
+//     same time (pipelined) make it ambiguous and refused.
 //
 // The candidate must then parse as a whole head; anything else is
 // discarded and counted (Stats.HTTP1Discarded). Text that looks like a
