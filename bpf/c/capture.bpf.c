@@ -38,7 +38,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 /* Load-time knobs, set from Go through CollectionSpec.Variables. */
 volatile const __u32 chunk_size = 4096;           /* 1..MAX_CHUNK_SIZE */
-volatile const __u64 capture_limit = 1ULL << 20;  /* per conn and direction, beyond each syscall's first chunk; 0 = unlimited */
+volatile const __u64 capture_limit = 1ULL << 20;  /* budget per conn and direction (see report_data); 0 = unlimited */
 volatile const __u32 capture_payload = 1;         /* 0: events carry sizes and metrics, never payload */
 volatile const __u32 max_frame_copy = 64 << 10;   /* HTTP/2 non-DATA frame payloads copied up to this */
 
@@ -59,7 +59,8 @@ __u64 next_conn_id = 0;
  * Frame boundaries cross syscalls and iovec segments, so this lives with the
  * connection. mode starts W_UNDECIDED and is decided by the direction's
  * first syscall (at stream offset 0): W_H2 when it starts with the client
- * preface or a SETTINGS frame header, else W_OPAQUE for good. A W_H2
+ * preface (at least "PRI ") or a SETTINGS frame header, else W_OPAQUE for
+ * good. A W_H2
  * direction whose frames stop making sense becomes W_OPAQUE too (counted as
  * h2_desync): from then on the capture budget decides, as for any unknown
  * protocol. Byte-for-byte the same decisions as the Go twin (package
@@ -848,6 +849,7 @@ static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop
 	struct walk_state *w = &l->w;
 	__u8 b[24];
 	__u64 at = l->base, len = l->seg_left;
+	__u32 n;
 
 	w->mode = W_OPAQUE;
 	if (l->iov) {
@@ -858,12 +860,15 @@ static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop
 		at = (__u64)v.iov_base;
 		len = v.iov_len;
 	}
-	len = min64(len, sizeof(b));
 	len = min64(len, l->left);
-	if (len < 4 || bpf_probe_read_user(b, len, (const void *)at))
+	n = len > sizeof(b) ? sizeof(b) : len;
+	/* Bounded where the helper's argument is: 6.1's verifier loses the
+	 * bound of a min() computed in 64 bits by the time of the call. */
+	asm volatile("" : "+r"(n));
+	if (n < 4 || n > sizeof(b) || bpf_probe_read_user(b, n, (const void *)at))
 		return;
 	/* SETTINGS, no flags, stream 0, a whole number of settings. */
-	if (len >= 9 && b[3] == 0x4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] &&
+	if (n >= 9 && b[3] == 0x4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] &&
 	    ((__u32)b[0] << 16 | (__u32)b[1] << 8 | b[2]) % 6 == 0) {
 		w->mode = W_H2;
 		return;
@@ -871,7 +876,7 @@ static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop
 	/* The preface, or a prefix of it of at least "PRI " (a reader may
 	 * take it in pieces): nothing else starts that way. */
 	for (int i = 0; i < sizeof(b); i++)
-		if (i < len && b[i] != h2_preface[i])
+		if (i < n && b[i] != h2_preface[i])
 			return;
 	/* The preface is walked as a payload without a header. */
 	w->mode = W_H2;
@@ -915,6 +920,11 @@ static __always_inline __u8 stop_drop(__u32 skip)
  * Reports ret bytes moved by a data syscall on a TCP socket as events with
  * consecutive Seq and increasing offset, each a copied prefix and a typed
  * skipped suffix (see struct chunk_loop), at most MAX_CHUNKS of them.
+ *
+ * What is copied: an HTTP/2 direction, every frame header and non-DATA
+ * payload, and DATA payloads while capture_limit lasts; a connection user
+ * space hinted as HTTP/1, everything but the hinted body range; anything
+ * else, capture_limit bytes, then the first chunk of each syscall.
  */
 static __always_inline void report_data(struct syscall_args *a, long ret, __u8 dir, __u8 syscall)
 {

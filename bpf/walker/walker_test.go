@@ -276,3 +276,37 @@ func FuzzWalkerReducedStreamParsesAlike(f *testing.F) {
 		compare(t, cv, Config{ChunkSize: 4096, CaptureLimit: uint64(limit), MaxFrameCopy: 64 << 10}, cuts)
 	})
 }
+
+// FuzzWalkerKeepsTheEventContract feeds arbitrary bytes, split at
+// arbitrary points, under arbitrary knobs: the walker never panics, each
+// syscall's events cover exactly its bytes with payloads equal to them, a
+// suffix always has a reason, and the connection's offsets add up.
+func FuzzWalkerKeepsTheEventContract(f *testing.F) {
+	f.Add([]byte(Preface+"\x00\x00\x00\x04\x00\x00\x00\x00\x00"), []byte{3, 9, 1}, uint16(100), uint16(10), false)
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"), []byte{}, uint16(0), uint16(0), true)
+	f.Fuzz(func(t *testing.T, b, cuts []byte, chunk, limit uint16, hint bool) {
+		c := &Conn{Cfg: Config{ChunkSize: uint32(chunk%MaxChunkSize) + 1, CaptureLimit: uint64(limit), MaxFrameCopy: 16384}}
+		if hint {
+			c.Hint = &Hint{BodyFrom: [2]uint64{uint64(limit), 3}, BodyTo: [2]uint64{uint64(limit) * 3, 50}}
+		}
+		sp := &splitter{b: cuts}
+		var total [2]uint64
+		dir := event.Egress
+		sp.syscalls(b, func(segs [][]byte, vectored bool) {
+			evs := c.Syscall(dir, segs, vectored)
+			checkEvents(t, evs, segs)
+			for _, s := range segs {
+				total[dir] += uint64(len(s))
+			}
+			if evs[0].Offset+uint64(len(bytes.Join(segs, nil))) != total[dir] {
+				t.Fatalf("syscall at %d does not end at the stream offset %d", evs[0].Offset, total[dir])
+			}
+			dir ^= 1
+		})
+		for d := range c.Dirs {
+			if c.Dirs[d].Bytes != total[d] || c.Dirs[d].Captured > total[d] {
+				t.Fatalf("dir %d: state %+v after %d bytes", d, c.Dirs[d], total[d])
+			}
+		}
+	})
+}

@@ -13,7 +13,7 @@ type Collector struct {
 	cgroup *CgroupResolver
 
 	events, drops, flushes, gaps, gapBytes, lost, reordered, truncated *prometheus.Desc
-	skipped                                                            *prometheus.Desc
+	skipped, payload                                                   *prometheus.Desc
 	conns, connsCreated, connsClosed, buffered, fdReused               *prometheus.Desc
 	cgLookups, cgWalks, cgDrops, cgCached                              *prometheus.Desc
 }
@@ -36,6 +36,7 @@ func NewCollector(t *Table, cg *CgroupResolver) *Collector {
 		lost:      d("lost_events_total", "Data events never received (sequence numbers skipped)."),
 		reordered: d("reordered_events_total", "Data events that arrived ahead of a missing one and were held."),
 		truncated: d("truncated_events_total", "Data events whose payload was shorter than their size."),
+		payload:   d("payload_bytes_total", "Payload bytes of data events received: what was copied out of the kernel."),
 		skipped: d("skipped_bytes_total", "Stream bytes the kernel reported without copying them, by reason: "+
 			"h2_data and body are bytes the parsers do not need, the others are losses.", "reason"),
 		conns:        d("connections", "Connections currently in the table, or closed ones retained for the API.", "state"),
@@ -53,7 +54,7 @@ func NewCollector(t *Table, cg *CgroupResolver) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.events, c.drops, c.flushes, c.gaps, c.gapBytes, c.lost, c.reordered,
-		c.truncated, c.skipped, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused} {
+		c.truncated, c.skipped, c.payload, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused} {
 		ch <- d
 	}
 	if c.cgroup != nil {
@@ -93,6 +94,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.lost, s.LostEvents)
 	counter(c.reordered, s.Reordered)
 	counter(c.truncated, s.Truncated)
+	counter(c.payload, s.PayloadBytes)
 	for r, v := range s.SkippedBytes {
 		if r != int(event.SkipNone) {
 			counter(c.skipped, v, event.SkipReason(r).String())

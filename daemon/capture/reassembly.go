@@ -48,6 +48,7 @@ type chunk struct {
 // as one syscall.
 func (h *half) account(s *Stats, e event.Data, captured int) {
 	h.events++
+	s.PayloadBytes += uint64(captured)
 	if h.events == 1 || e.Start != h.lastSysStart || e.End != h.lastSysEnd || e.Syscall != h.lastSys {
 		h.syscalls++
 		h.lastSys, h.lastSysStart, h.lastSysEnd = e.Syscall, e.Start, e.End

@@ -58,7 +58,8 @@ func TestSkipReasonsReachTheStreamConnInfoAndMetrics(t *testing.T) {
 	}
 	if got[`weir_capture_skipped_bytes_total{reason="h2_data"}`] != 90 ||
 		got[`weir_capture_skipped_bytes_total{reason="budget"}`] != 47 ||
-		got[`weir_capture_skipped_bytes_total{reason="chunk_limit"}`] != 0 {
+		got[`weir_capture_skipped_bytes_total{reason="chunk_limit"}`] != 0 ||
+		got[`weir_capture_payload_bytes_total`] != 18 {
 		t.Fatalf("skipped bytes metrics %v", got)
 	}
 }

@@ -75,6 +75,9 @@ type Stats struct {
 	Gaps        uint64 // runs of missing bytes declared to streams
 	GapBytes    uint64 // bytes in those runs
 	Truncated   uint64 // events whose payload was shorter than their size
+	// PayloadBytes counts the payload bytes of data events received: what
+	// was copied out of the kernel.
+	PayloadBytes uint64
 	// SkippedBytes counts the bytes of events the kernel did not copy,
 	// by why (event.SkipReason), whether or not they were delivered.
 	SkippedBytes [event.NumSkipReasons]uint64

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weirnet/weir/tests/harness"
+	"github.com/weirnet/weir/tests/peers"
 )
 
 // Helper modes of the test binary (see conns.go).
@@ -31,7 +32,7 @@ const (
 func TestMain(m *testing.M) {
 	switch os.Getenv(helperEnv) {
 	case "":
-		harness.Main(m)
+		peers.Main(m) // harness.Main, or a peer command (the gRPC scenario's client and server)
 	case "conns-server":
 		n, _ := strconv.Atoi(os.Getenv(helperCount))
 		life, _ := time.ParseDuration(os.Getenv(helperLife))
@@ -67,6 +68,7 @@ type benchConfig struct {
 	// pipeline benchmarks (./daemon/monitor).
 	PipelineOut string
 	Paced       bool // WEIR_BENCH_PACED, default 1
+	GRPC        bool // WEIR_BENCH_GRPC, default 1: the long-lived gRPC scenario
 	// OAPFlag is the weir-daemon flag taking a SkyWalking OAP address
 	// (WEIR_BENCH_OAP_FLAG, default "oap"; empty disables export).
 	OAPFlag string
@@ -74,7 +76,7 @@ type benchConfig struct {
 
 func loadConfig(t *testing.T, repo string) benchConfig {
 	t.Helper()
-	c := benchConfig{Rounds: 3, Duration: 10 * time.Second, Conns: 10_000, Paced: true,
+	c := benchConfig{Rounds: 3, Duration: 10 * time.Second, Conns: 10_000, Paced: true, GRPC: true,
 		Report: filepath.Join(repo, "tests", "bench", "REPORT.md")}
 	if v := os.Getenv("WEIR_BENCH_ROUNDS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -96,6 +98,9 @@ func loadConfig(t *testing.T, repo string) benchConfig {
 			t.Fatalf("WEIR_BENCH_CONNS=%q: want an integer in 0..20000", v)
 		}
 		c.Conns = n
+	}
+	if v := os.Getenv("WEIR_BENCH_GRPC"); v == "0" {
+		c.GRPC = false
 	}
 	if v := os.Getenv("WEIR_BENCH_PACED"); v == "0" {
 		c.Paced = false
@@ -313,6 +318,12 @@ func TestBench(t *testing.T) {
 	if cfg.Conns > 0 {
 		startDaemon(t, d) // fresh process: its VmHWM belongs to this scenario alone
 		rep.Conns = holdConns(t, d, srv, cli, ip, cfg.Conns)
+		stopDaemon(t, d)
+	}
+
+	if cfg.GRPC {
+		startDaemon(t, d)
+		rep.GRPC = longGRPC(t, d, srv, cli, ip)
 		stopDaemon(t, d)
 	}
 

@@ -240,3 +240,22 @@ func TestSpreadShowsMedianAndRangeInOneUnit(t *testing.T) {
 		t.Fatalf("single round: spread = %q, want %q", got, want)
 	}
 }
+
+func TestReportShowsTheLongLivedGRPCRows(t *testing.T) {
+	load := LoadResult{Requests: 100_000, Duration: 10 * time.Second, Throughput: 10_000}
+	r := &Report{Rounds: 1, Duration: 10 * time.Second, Scenarios: []*Scenario{{
+		Name: "HTTP/1.1", Short: "HTTP/1.1", Base: []LoadResult{load},
+		Weir: []WeirRun{{Load: load, CPU: time.Second, Records: 200_000, Capturer: true}},
+	}}, GRPC: &GRPCResult{RPCs: 700, Conns: 1, ConnBytes: 70 << 20, MessageBytes: 100 << 10,
+		Records: 1400, PayloadBytes: 2_800_000, Lost: map[string]float64{}}}
+	md := r.Markdown()
+	for _, want := range []string{
+		"long-lived gRPC (700 calls, 100 KiB messages",
+		"records seen / (2 × calls made) | — | 1400 / 1400 | 1.000 | 1.000 | yes",
+		"payload bytes copied out of the kernel per call | 209715 carried ×2 | 4000 | 0.019",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -80,6 +80,19 @@ type ConnsResult struct {
 	LostDeltas map[string]float64 // increase of every loss counter while held
 }
 
+// GRPCResult is the long-lived gRPC scenario (one connection far past the
+// capture budget).
+type GRPCResult struct {
+	RPCs         int   // calls the client made
+	Conns        int   // connections they used (1 expected)
+	ConnBytes    int64 // bytes the connection carried, both directions
+	MessageBytes int   // response message size
+	Records      float64
+	PayloadBytes float64 // increase of weir_capture_payload_bytes_total (both pods' ends)
+	Lost         map[string]float64
+	Err          string
+}
+
 // Report is everything `make bench` measured.
 type Report struct {
 	Started    time.Time
@@ -97,7 +110,8 @@ type Report struct {
 	Scenarios  []*Scenario
 	Paced      []PacedRun
 	Conns      *ConnsResult
-	Costs      []Cost // where the CPU goes, one per scenario
+	GRPC       *GRPCResult // long-lived gRPC connection
+	Costs      []Cost      // where the CPU goes, one per scenario
 	Parser     []GoBench
 	ParserNote string
 	// Pipeline are the daemon pipeline benchmarks: CPU per request
@@ -306,6 +320,23 @@ func (r *Report) Markdown() string {
 			lost := SumLost(c.LostDeltas)
 			allLost += lost
 			p("| %d connections: events lost/dropped | — | %.0f%s | — | 0 | %s |\n", c.N, lost, lossNote(c.LostDeltas), r.judged(lost == 0))
+		}
+	}
+	if g := r.GRPC; g != nil {
+		name := fmt.Sprintf("long-lived gRPC (%d calls, %d KiB messages, %s on %d connection(s))", g.RPCs, g.MessageBytes>>10, mb(g.ConnBytes), g.Conns)
+		if g.Err != "" {
+			p("| %s | — | failed: %s | — | 1.000 | **no** |\n", name, oneLine(g.Err))
+		} else if g.RPCs > 0 {
+			calls := float64(g.RPCs)
+			p("| %s: records seen / (2 × calls made) | — | %.0f / %.0f | %.3f | 1.000 | %s |\n",
+				name, g.Records, 2*calls, g.Records/(2*calls), r.judged(exact(g.Records, 2*calls)))
+			// Both ends are enrolled: each byte of the connection
+			// passes the kernel side twice.
+			p("| %s: payload bytes copied out of the kernel per call | %.0f carried ×2 | %.0f | %.3f | — | |\n",
+				name, 2*float64(g.ConnBytes)/calls, g.PayloadBytes/calls, g.PayloadBytes/(2*float64(g.ConnBytes)))
+			lost := SumLost(g.Lost)
+			allLost += lost
+			p("| %s: events lost/dropped | — | %.0f%s | — | 0 | %s |\n", name, lost, lossNote(g.Lost), r.judged(lost == 0))
 		}
 	}
 	p("| events lost at the highest load tried (%.0f req/s) | — | %.0f | — | 0 (target load %d req/s) | %s |\n",
