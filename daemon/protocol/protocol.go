@@ -85,14 +85,16 @@ const (
 // which connection it speaks for. Calls are advisory: a hint that arrives
 // after the bytes moved changes nothing, and an error only costs copying.
 //
-// HTTP/1 uses it so: HTTP1 when the connection is classified (copy it
-// whole, past the capture budget, so that heads and chunk lines anywhere
-// in a syscall are seen), then SkipBody for each content-length body and
-// each chunk of a chunked body of at least the hint threshold. The part of
-// a body in the syscall that carried its head (or chunk line) is copied
-// before the hint lands; the rest goes size-only. A chunked body of small
-// chunks is therefore copied nearly whole: exact, at the cost of its size
-// in the ring buffer (an overflow is counted as ringbuf_full).
+// HTTP/1 uses it so: with the first body of at least the hint threshold,
+// HTTP1 (copy the connection whole, past the capture budget, so that heads
+// and chunk lines anywhere in a syscall are seen), then SkipBody for that
+// and each later content-length body and chunk of a chunked body of at
+// least the threshold. Until then the capture budget applies. The part of
+// a body moved before its hint lands is copied (the syscall that carried
+// its head or chunk line, and more while the daemon catches up); the rest
+// goes size-only. A chunked body of small chunks is therefore copied
+// nearly whole: exact, at the cost of its size in the ring buffer (an
+// overflow is counted as ringbuf_full).
 type CaptureControl interface {
 	// HTTP1 says the connection carries HTTP/1: copy it whole (and do
 	// not walk it as HTTP/2).
@@ -177,6 +179,7 @@ type Conn struct {
 	midStream bool
 	ctl       CaptureControl
 	hintMin   uint64
+	saidHTTP1 bool // CaptureControl.HTTP1 was called
 	// cur is where each direction stands (stream offset, turn-taking).
 	cur [2]http1.Cursor
 	// reqDir is the direction carrying requests; known from the role, or
@@ -480,13 +483,19 @@ func (c *Conn) controlHTTP1() {
 	if c.ctl == nil {
 		return
 	}
-	if err := c.ctl.HTTP1(); err != nil {
-		c.stats.BodyHintErrors.Add(1)
-	}
 	c.h1.SetBodyHint(c.hintMin, func(s http1.Side, from, to uint64, _ bool) {
 		dir := c.reqDir
 		if s == http1.Response {
 			dir = 1 - dir
+		}
+		if !c.saidHTTP1 {
+			// Said with the first body hint, not at classification: until
+			// then the capture budget bounds what is copied, so bytes
+			// moved before a hint can land are not copied whole.
+			c.saidHTTP1 = true
+			if err := c.ctl.HTTP1(); err != nil {
+				c.stats.BodyHintErrors.Add(1)
+			}
 		}
 		if err := c.ctl.SkipBody(dir, from, to); err != nil {
 			c.stats.BodyHintErrors.Add(1)

@@ -103,10 +103,11 @@ func (f *fakeControl) SkipBody(dir event.Direction, from, to uint64) error {
 	return nil
 }
 
-// TestCaptureControlGetsHTTP1AndBodyRanges: the capture control hears once
-// that the connection is HTTP/1 and gets each large body's stream-offset
-// range in the direction that carries it; skipping exactly those ranges
-// keeps the records exact. Refused hints are counted.
+// TestCaptureControlGetsHTTP1AndBodyRanges: the capture control hears once,
+// with the first large body, that the connection is HTTP/1 and gets each
+// large body's stream-offset range in the direction that carries it;
+// skipping exactly those ranges keeps the records exact. Refused hints are
+// counted, and a connection without large bodies gets no call.
 func TestCaptureControlGetsHTTP1AndBodyRanges(t *testing.T) {
 	ctl := &fakeControl{}
 	c, recs, st := newTestConn(t, event.RoleClient, WithCaptureControl(ctl, 0))
@@ -131,6 +132,14 @@ func TestCaptureControlGetsHTTP1AndBodyRanges(t *testing.T) {
 	}
 	ctl.fail = true
 	c.Data(event.Egress, []byte(reqHead), 13, 14)
+	// A connection without large bodies is left to the capture budget.
+	small := &fakeControl{}
+	c2, _, _ := newTestConn(t, event.RoleClient, WithCaptureControl(small, 0))
+	c2.Data(event.Egress, []byte("GET /s HTTP/1.1\r\n\r\n"), 1, 2)
+	c2.Data(event.Ingress, []byte("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"), 3, 4)
+	if small.http1 != 0 || len(small.hints) != 0 {
+		t.Errorf("small exchanges: http1 %d hints %v", small.http1, small.hints)
+	}
 	if st.BodyHintErrors.Load() != 1 {
 		t.Errorf("refused hints counted %d", st.BodyHintErrors.Load())
 	}
