@@ -27,6 +27,7 @@ type metrics struct {
 	bpfHintFailures                                                                *prometheus.Desc
 	ringUsed, ringSize                                                             *prometheus.Desc
 	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs          *prometheus.Desc
+	protoDiscarded, protoUnsynced, protoHints                                      *prometheus.Desc
 	opsDesc, exch, exchForced, reqKept, reqOverwritten, enrollErrors, dumpSkipped  *prometheus.Desc
 	dumpErrors, monitoredPods, lateChunksDesc, ioUnclaimedDesc                     *prometheus.Desc
 }
@@ -51,6 +52,12 @@ func newMetrics(m *Monitor) *metrics {
 		protoLimits:     d("protocol_limit_hits_total", "Parser bounds hit, by limit.", "limit"),
 		protoErrors:     d("protocol_errors_total", "Parser errors and losses of sync, by kind.", "kind"),
 		protoResyncs:    d("protocol_resyncs_total", "Parser directions re-synchronised, by protocol.", "protocol"),
+		protoDiscarded: d("protocol_discarded_total",
+			"What the parsers refused to report because it could be wrong, by reason.", "reason"),
+		protoUnsynced: d("protocol_unsynced_bytes_total",
+			"Bytes a parser ignored while looking for a provable message start, by protocol.", "protocol"),
+		protoHints: d("protocol_capture_hints_total",
+			"HTTP/1 hints handed to the capture layer (connection is HTTP/1, body range to send size-only), by result.", "result"),
 		opsDesc:         d("pipeline_kernel_ops_total", "Kernel operations handed to consumers, by kind.", "kind"),
 		exch:            d("pipeline_exchanges_total", "HTTP exchanges handed to consumers."),
 		exchForced:      d("pipeline_exchanges_forced_total", "Exchanges delivered before their operations completed (per-connection bound)."),
@@ -79,7 +86,8 @@ func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
 // Describe implements prometheus.Collector.
 func (x *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfRecords, x.bpfDecodeErrors, x.bpfScanDropped, x.bpfHintFailures, x.hookTier, x.ringUsed, x.ringSize,
-		x.captureEnabled, x.protoRecords, x.protoIncomplete, x.protoLimits, x.protoErrors, x.protoResyncs, x.opsDesc,
+		x.captureEnabled, x.protoRecords, x.protoIncomplete, x.protoLimits, x.protoErrors, x.protoResyncs,
+		x.protoDiscarded, x.protoUnsynced, x.protoHints, x.opsDesc,
 		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.lateChunksDesc, x.ioUnclaimedDesc} {
 		ch <- d
 	}
@@ -137,6 +145,12 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(x.protoErrors, s.UnknownProtocol.Load(), "unknown_protocol")
 	counter(x.protoResyncs, s.HTTP1Resyncs.Load(), "http1")
 	counter(x.protoResyncs, s.HTTP2Resyncs.Load(), "http2")
+	counter(x.protoDiscarded, s.HTTP1Discarded.Load(), "http1_start_unproven")
+	counter(x.protoDiscarded, s.HTTP1LostResponses.Load(), "http1_response_lost")
+	counter(x.protoDiscarded, s.HTTP2Dropped.Load(), "http2_stream_uncertain")
+	counter(x.protoUnsynced, s.HTTP1UnsyncedBytes.Load(), "http1")
+	counter(x.protoHints, s.BodyHints.Load(), "sent")
+	counter(x.protoHints, s.BodyHintErrors.Load(), "failed")
 	for k := flow.OpConnect; k <= flow.OpRead; k++ {
 		counter(x.opsDesc, x.ops[k].Load(), k.String())
 	}

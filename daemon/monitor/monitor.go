@@ -229,6 +229,9 @@ func New(opts Options) (*Monitor, error) {
 	default:
 		m.log.Info("eBPF capture disabled by configuration (capture.enabled=false): pods are enrolled, not monitored")
 	}
+	if ctl, ok := m.coll.(captureController); ok {
+		m.pipe.ctl = ctl
+	}
 	m.enroller = newEnroller(m.coll, m.log)
 	if opts.Prometheus != nil {
 		if err := m.RegisterMetrics(opts.Prometheus); err != nil {

@@ -22,6 +22,7 @@ type pipelineConfig struct {
 	limits    protocol.Limits
 	dump      *dumper
 	metrics   *metrics
+	ctl       captureController // nil: the parsers cannot steer the capture
 }
 
 // Reasons a read or write reached OpConsumers on its own rather than in an
@@ -185,7 +186,7 @@ func (cs *connState) Close(t event.Timestamp) {
 // event, and the parser is better off knowing the role.
 func (cs *connState) ensureParser() *protocol.Conn {
 	if cs.parser == nil {
-		pc, err := protocol.NewConn(cs.c.Role, cs.p.pstats, cs.record, protocol.WithLimits(cs.p.limits))
+		pc, err := protocol.NewConn(cs.c.Role, cs.p.pstats, cs.record, cs.p.parserOptions(cs.c)...)
 		if err != nil {
 			// Limits were validated in New; this cannot happen.
 			cs.p.log.Error("protocol parser", "error", err)

@@ -9,6 +9,13 @@
 // the only place where it can be made without guessing; a connection first
 // seen mid-way is classified on a later chunk only when the bytes are
 // unambiguous. Unknown protocols stay TCP and produce no records.
+//
+// A connection is "seen from its start" when the capture layer saw its
+// connect or accept (WithStartSeen): only then are the first bytes of a
+// direction the first bytes of the protocol. Otherwise (a daemon started or
+// restarted while the connection was open) the parsers start mid-stream and
+// emit nothing until they can prove where they are: see package http1 for
+// the turn-taking rule and package http2 for when HPACK state is known good.
 package protocol
 
 import (
@@ -59,10 +66,45 @@ const (
 	// detectBytes is how much of a direction detection may buffer: enough
 	// for the HTTP/2 preface and the longest method plus a target byte.
 	detectBytes = len(http2.Preface)
-	// maxMidStreamTries bounds how many chunks of a connection first seen
-	// mid-way are examined before it is left as TCP.
+	// maxMidStreamTries bounds how many turns (chunks that start a syscall
+	// after the other direction moved) of a connection first seen mid-way
+	// are examined before it is left as TCP. Chunks without a turn do not
+	// count: a large body in flight must not use the tries up.
 	maxMidStreamTries = 8
+	// DefaultBodyHintMin is the smallest HTTP/1 body (or chunk) reported to
+	// the capture layer as skippable. A hint costs one map update from user
+	// space (a bpf syscall, ~1-2 µs) and a map lookup per syscall in the
+	// kernel; below 16 KiB the copy it saves (at most four 4 KiB ring
+	// records) is worth less than that, and most small bodies are in the
+	// same syscall as their head anyway, which the kernel copies whole.
+	DefaultBodyHintMin = 16 << 10
 )
+
+// CaptureControl lets a parser tell the capture layer which bytes of its
+// connection it needs. It is per connection: the implementation knows
+// which connection it speaks for. Calls are advisory: a hint that arrives
+// after the bytes moved changes nothing, and an error only costs copying.
+//
+// HTTP/1 uses it so: with the first body of at least the hint threshold,
+// HTTP1 (copy the connection whole, past the capture budget, so that heads
+// and chunk lines anywhere in a syscall are seen), then SkipBody for that
+// and each later content-length body and chunk of a chunked body of at
+// least the threshold. Until then the capture budget applies. The part of
+// a body moved before its hint lands is copied (the syscall that carried
+// its head or chunk line, and more while the daemon catches up); the rest
+// goes size-only. A chunked body of small chunks is therefore copied
+// nearly whole: exact, at the cost of its size in the ring buffer (an
+// overflow is counted as ringbuf_full).
+type CaptureControl interface {
+	// HTTP1 says the connection carries HTTP/1: copy it whole (and do
+	// not walk it as HTTP/2).
+	HTTP1() error
+	// SkipBody says the bytes [from,to) of direction dir (stream offsets,
+	// counted from the connection's first byte in that direction) are
+	// body the parser counts by length: they may be sent size-only. It
+	// implies HTTP1.
+	SkipBody(dir event.Direction, from, to uint64) error
+}
 
 type mode uint8
 
@@ -98,6 +140,31 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
+// WithStartSeen says whether the connection's start (connect or accept)
+// was seen, i.e. whether the first bytes delivered are the first bytes the
+// connection carried (default true). When false the connection is parsed
+// as mid-stream: nothing is reported until a message start is proven.
+func WithStartSeen(seen bool) Option {
+	return func(c *Conn) error {
+		c.midStream = !seen
+		return nil
+	}
+}
+
+// WithCaptureControl hands the parsers a CaptureControl (nil: none) to
+// report HTTP/1 and skippable HTTP/1 bodies of at least minBody bytes
+// (0: DefaultBodyHintMin).
+func WithCaptureControl(ctl CaptureControl, minBody uint64) Option {
+	return func(c *Conn) error {
+		c.ctl = ctl
+		c.hintMin = minBody
+		if minBody == 0 {
+			c.hintMin = DefaultBodyHintMin
+		}
+		return nil
+	}
+}
+
 // Conn parses one connection. Methods must be called from one goroutine, in
 // the order the bytes moved within each direction.
 type Conn struct {
@@ -108,6 +175,13 @@ type Conn struct {
 	log   *slog.Logger
 
 	kind Kind
+	// midStream: the connection's start was not seen.
+	midStream bool
+	ctl       CaptureControl
+	hintMin   uint64
+	saidHTTP1 bool // CaptureControl.HTTP1 was called
+	// cur is where each direction stands (stream offset, turn-taking).
+	cur [2]http1.Cursor
 	// reqDir is the direction carrying requests; known from the role, or
 	// learned from detection when the role is unknown.
 	reqDir   event.Direction
@@ -157,9 +231,19 @@ func (c *Conn) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
 	if len(b) == 0 || dir > event.Ingress {
 		return
 	}
+	before := c.cur[dir]
+	turn := c.cur[dir].Advance(&c.cur[1-dir], uint64(len(b)), start)
+	if c.mode[dir] == modeDetect {
+		c.detect(dir, b, start, end, before, turn)
+		return
+	}
+	c.dispatch(dir, b, start, end)
+}
+
+// dispatch hands bytes to the direction's parser (the cursor is already
+// past them).
+func (c *Conn) dispatch(dir event.Direction, b []byte, start, end event.Timestamp) {
 	switch c.mode[dir] {
-	case modeDetect:
-		c.detect(dir, b, start, end)
 	case modeH1:
 		c.dataH1(dir, b, start, end)
 	case modeH2:
@@ -175,6 +259,7 @@ func (c *Conn) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
 	if n == 0 || dir > event.Ingress {
 		return
 	}
+	c.cur[dir].Advance(&c.cur[1-dir], n, start)
 	switch c.mode[dir] {
 	case modeDetect:
 		c.det[dir].skipped += n
@@ -247,10 +332,10 @@ func (c *Conn) toTCP(why string) {
 
 // detect buffers the first bytes of a direction until they identify the
 // protocol, then starts the parser and replays what was held.
-func (c *Conn) detect(dir event.Direction, b []byte, start, end event.Timestamp) {
+func (c *Conn) detect(dir event.Direction, b []byte, start, end event.Timestamp, before http1.Cursor, turn bool) {
 	d := &c.det[dir]
-	if d.skipped > 0 {
-		c.detectMidStream(dir, b, start, end)
+	if d.skipped > 0 || c.midStream || c.det[1-dir].skipped > 0 && !c.reqKnown {
+		c.detectMidStream(dir, b, start, end, before, turn)
 		return
 	}
 	if len(d.b) == 0 {
@@ -322,14 +407,24 @@ func prefix(b []byte, s string) http1.Match {
 	return http1.No
 }
 
-// detectMidStream classifies a direction whose first bytes were lost: only
-// a chunk that starts with a start line or a plausible run of HTTP/2 frames
-// counts.
-func (c *Conn) detectMidStream(dir event.Direction, b []byte, start, end event.Timestamp) {
+// detectMidStream classifies a connection whose first bytes were not seen:
+// only a chunk that starts a syscall after the other direction took its
+// turn counts, and only with a start line or a plausible run of HTTP/2
+// frames. When the role is unknown, only a request line tells the client
+// side. The parser then starts mid-stream: classification is not proof of
+// a message start, the parser applies its own rules (before is where dir
+// stood before b).
+func (c *Conn) detectMidStream(dir event.Direction, b []byte, start, end event.Timestamp, before http1.Cursor, turn bool) {
+	if !turn {
+		return
+	}
 	c.tries++
 	k, isReq, _ := c.classify(dir, b)
 	if k == KindHTTP2 && !isReq {
 		k = KindDetecting // a SETTINGS frame mid-stream is not a start
+	}
+	if k == KindHTTP1 && !isReq && !c.reqKnown {
+		k = KindDetecting // a status line may be body text: not a proof of sides
 	}
 	if k == KindDetecting && http2.PlausibleFrames(b) {
 		k = KindHTTP2
@@ -344,13 +439,35 @@ func (c *Conn) detectMidStream(dir event.Direction, b []byte, start, end event.T
 		}
 		return
 	}
-	c.det[dir].b = c.det[dir].b[:0]
-	c.start(k, dir, isReq)
-	c.replay(dir, b, start, end)
+	// What detection held is dropped: the parser starts where each
+	// direction stands, dir just before b.
+	c.det[0].b, c.det[1].b = nil, nil
+	cur := c.cur
+	cur[dir] = before
+	c.startMid(k, dir, isReq, cur)
+	c.dispatch(dir, b, start, end)
 }
 
-// start creates the parser for kind k, learned from direction dir.
-func (c *Conn) start(k Kind, dir event.Direction, isReq bool) {
+// startMid is start for a connection parsed mid-stream; cur says where
+// each direction stands.
+func (c *Conn) startMid(k Kind, dir event.Direction, isReq bool, cur [2]http1.Cursor) {
+	c.learnSides(dir, isReq)
+	c.kind = k
+	m := modeH1
+	if k == KindHTTP1 {
+		var sc [2]http1.Cursor
+		sc[http1.Request], sc[http1.Response] = cur[c.reqDir], cur[1-c.reqDir]
+		c.h1 = http1.NewMidStream(c.lim, c.stats, c.sink, sc)
+		c.controlHTTP1()
+	} else {
+		m = modeH2
+		c.h2 = http2.NewMidStream(c.lim, c.stats, c.sink)
+	}
+	c.mode = [2]mode{m, m}
+	c.log.Debug("protocol detected mid-stream", "kind", k, "request_direction", c.reqDir)
+}
+
+func (c *Conn) learnSides(dir event.Direction, isReq bool) {
 	if !c.reqKnown {
 		c.reqDir = dir
 		if !isReq {
@@ -358,10 +475,44 @@ func (c *Conn) start(k Kind, dir event.Direction, isReq bool) {
 		}
 		c.reqKnown = true
 	}
+}
+
+// controlHTTP1 tells the capture layer the connection is HTTP/1 and has
+// the parser report the bodies it may skip.
+func (c *Conn) controlHTTP1() {
+	if c.ctl == nil {
+		return
+	}
+	c.h1.SetBodyHint(c.hintMin, func(s http1.Side, from, to uint64, _ bool) {
+		dir := c.reqDir
+		if s == http1.Response {
+			dir = 1 - dir
+		}
+		if !c.saidHTTP1 {
+			// Said with the first body hint, not at classification: until
+			// then the capture budget bounds what is copied, so bytes
+			// moved before a hint can land are not copied whole.
+			c.saidHTTP1 = true
+			if err := c.ctl.HTTP1(); err != nil {
+				c.stats.BodyHintErrors.Add(1)
+			}
+		}
+		if err := c.ctl.SkipBody(dir, from, to); err != nil {
+			c.stats.BodyHintErrors.Add(1)
+			return
+		}
+		c.stats.BodyHints.Add(1)
+	})
+}
+
+// start creates the parser for kind k, learned from direction dir.
+func (c *Conn) start(k Kind, dir event.Direction, isReq bool) {
+	c.learnSides(dir, isReq)
 	c.kind = k
 	m := modeH1
 	if k == KindHTTP1 {
 		c.h1 = http1.New(c.lim, c.stats, c.sink)
+		c.controlHTTP1()
 	} else {
 		m = modeH2
 		if c.det[c.reqDir].skipped > 0 || c.det[1-c.reqDir].skipped > 0 {
@@ -385,10 +536,10 @@ func (c *Conn) replay(dir event.Direction, rest []byte, start, end event.Timesta
 			c.h1.Skip(c.h1Side(dd), d.skipped, d.start, d.start)
 		}
 		if len(held) > 0 {
-			c.Data(dd, held, d.start, d.end)
+			c.dispatch(dd, held, d.start, d.end)
 		}
 	}
 	if len(rest) > 0 {
-		c.Data(dir, rest, start, end)
+		c.dispatch(dir, rest, start, end)
 	}
 }

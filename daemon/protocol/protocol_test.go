@@ -98,7 +98,7 @@ func TestMidStreamHTTP1ClassifiedOnStartLine(t *testing.T) {
 	}
 }
 
-func TestMidStreamHTTP2MarksIncompleteAndUnknown(t *testing.T) {
+func TestMidStreamHTTP2EmitsNothingUncertain(t *testing.T) {
 	cs := load(t, "nginx-h2c-4.cap") // h2load: 40 requests on one connection
 	c, recs, st := newTestConn(t, event.RoleServer)
 	// Drop the first half of the chunks of each direction.
@@ -121,19 +121,13 @@ func TestMidStreamHTTP2MarksIncompleteAndUnknown(t *testing.T) {
 	if c.Kind() != KindHTTP2 {
 		t.Fatalf("the second half of the capture was not classified: kind %s", c.Kind())
 	}
-	if len(*recs) == 0 {
-		t.Fatal("no records after resynchronising")
+	// Frame boundaries were guessed and HPACK state is unknown: no record
+	// can be proven right, so none is emitted; the streams are counted.
+	if len(*recs) != 0 {
+		t.Fatalf("records after a guessed resynchronisation: %+v", *recs)
 	}
-	for _, r := range *recs {
-		if !r.Incomplete {
-			t.Errorf("record after lost HPACK state not marked incomplete: %+v", *r)
-		}
-		if r.Path != "" && r.Path != "/index.html" {
-			t.Errorf("guessed path %q", r.Path)
-		}
-	}
-	if st.HTTP2Resyncs.Load() == 0 {
-		t.Error("resync not counted")
+	if st.HTTP2Resyncs.Load() == 0 || st.HTTP2Dropped.Load() == 0 {
+		t.Errorf("resyncs %d dropped %d", st.HTTP2Resyncs.Load(), st.HTTP2Dropped.Load())
 	}
 }
 

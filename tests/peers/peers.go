@@ -43,16 +43,21 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"http-server": {"serve HTTP/1.1 (and h2c with -h2c)", runHTTPServer},
-		"http-client": {"send HTTP requests, report results and per-connection bytes", runHTTPClient},
-		"grpc-server": {"serve grpc.testing.TestService", runGRPCServer},
-		"grpc-client": {"call grpc.testing.TestService: unary, streaming, error status", runGRPCClient},
-		"pipeline":    {"write pipelined HTTP/1.1 requests in one write, read the responses", runPipeline},
-		"short":       {"one connection: connect, send one request, read to EOF, exit", runShort},
-		"dial":        {"connect once and report the outcome (for refused connects)", runDial},
-		"vectored":    {"one request written with writev(2), the response read with readv(2)", runVectored},
-		"echo-server": {"echo every read back in one write (plain TCP)", runEchoServer},
-		"echo-client": {"write messages on one connection and read each echo; report the calls", runEchoClient},
+		"http-server":      {"serve HTTP/1.1 (and h2c with -h2c)", runHTTPServer},
+		"http-client":      {"send HTTP requests, report results and per-connection bytes", runHTTPClient},
+		"grpc-server":      {"serve grpc.testing.TestService", runGRPCServer},
+		"grpc-client":      {"call grpc.testing.TestService: unary, streaming, error status", runGRPCClient},
+		"pipeline":         {"write pipelined HTTP/1.1 requests in one write, read the responses", runPipeline},
+		"short":            {"one connection: connect, send one request, read to EOF, exit", runShort},
+		"dial":             {"connect once and report the outcome (for refused connects)", runDial},
+		"vectored":         {"one request written with writev(2), the response read with readv(2)", runVectored},
+		"slow-body-server": {"HTTP/1.1 whose /slow body is request text written slowly, piece by piece", runSlowBodyServer},
+		"slow-body-client": {"fetch /slow on one connection, then make requests on it", runSlowBodyClient},
+		"churn-server":     {"HTTP/1.1 and h2c: /bytes/N, /chunked/N, /status/C, echoing x-churn-* headers", runChurnServer},
+		"churn-client":     {"many requests on one connection, churning HPACK with changing headers", runChurnClient},
+		"grpc-long-client": {"one gRPC connection busy until N bytes: unary, streaming, errors, aborts", runGRPCLongClient},
+		"echo-server":      {"echo every read back in one write (plain TCP)", runEchoServer},
+		"echo-client":      {"write messages on one connection and read each echo; report the calls", runEchoClient},
 	}
 }
 

@@ -1,7 +1,5 @@
 package http1
 
-import "bytes"
-
 // methods are the request methods recognised at the start of a stream or when
 // re-synchronising. An unlisted extension method is still parsed inside an
 // established HTTP/1 connection; it just does not start one.
@@ -74,28 +72,6 @@ func matchPrefix(b []byte, s string) Match {
 		return More
 	}
 	return No
-}
-
-// findStart returns the offset of the first plausible message start in b
-// (at offset 0 or just after a line feed), or -1.
-func findStart(b []byte, request bool) int {
-	for i := 0; i < len(b); {
-		var m Match
-		if request {
-			m = LooksLikeRequest(b[i:])
-		} else {
-			m = LooksLikeResponse(b[i:])
-		}
-		if m == Yes {
-			return i
-		}
-		j := bytes.IndexByte(b[i:], '\n')
-		if j < 0 {
-			return -1
-		}
-		i += j + 1
-	}
-	return -1
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }

@@ -1,6 +1,7 @@
 package http1
 
 import (
+	"github.com/weirnet/weir/bpf/event"
 	"path/filepath"
 	"testing"
 
@@ -48,5 +49,45 @@ func FuzzHTTP1(f *testing.F) {
 		if total > uint64(len(req)+len(resp)) {
 			t.Fatalf("records account for %d bytes of %d", total, len(req)+len(resp))
 		}
+	})
+}
+
+// FuzzHTTP1MidStream starts a parser mid-stream on arbitrary bytes cut and
+// skipped at fuzzer-chosen points, reporting body hints. It must not
+// panic, its offsets must be the bytes moved, and every hinted range must
+// lie ahead of the bytes already delivered, within the stream.
+func FuzzHTTP1MidStream(f *testing.F) {
+	f.Add([]byte(fake+"GET /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"), []byte(fake+"HTTP/1.1 200 OK\r\nContent-Length: 70000\r\n\r\n"), uint64(3), uint8(0))
+	f.Add([]byte("POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5000\r\n"), []byte("HTTP/1.1 200 OK\r\n\r\n"), uint64(11), uint8(4))
+	f.Fuzz(func(t *testing.T, req, resp []byte, seed uint64, skipEvery uint8) {
+		lim := record.DefaultLimits()
+		lim.MaxHeaderBytes, lim.MaxBuffered, lim.MaxPending = 1024, 4096, 8
+		p := NewMidStream(lim, &record.Stats{}, func(*record.Record) {}, [2]Cursor{})
+		var moved [2]uint64
+		p.SetBodyHint(1, func(s Side, from, to uint64, _ bool) {
+			if from < moved[s]-min(moved[s], 4096) || to <= from {
+				t.Fatalf("hint [%d,%d) for side %d at offset %d", from, to, s, moved[s])
+			}
+		})
+		side := func(fromClient bool) Side {
+			if fromClient {
+				return Request
+			}
+			return Response
+		}
+		var ts event.Timestamp
+		capture.Chop(req, resp, seed, int(skipEvery%8), func(fromClient bool, b []byte) {
+			ts++
+			moved[side(fromClient)] += uint64(len(b))
+			p.Data(side(fromClient), b, ts, ts)
+		}, func(fromClient bool, n uint64) {
+			ts++
+			moved[side(fromClient)] += n
+			p.Skip(side(fromClient), n, ts, ts)
+		})
+		if !p.Opaque() && (p.Offset(Request) != moved[Request] || p.Offset(Response) != moved[Response]) {
+			t.Fatalf("offsets %d/%d, moved %v", p.Offset(Request), p.Offset(Response), moved)
+		}
+		p.Close(ts + 1)
 	})
 }

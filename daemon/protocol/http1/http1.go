@@ -6,9 +6,31 @@
 // parser therefore never blocks, keeps only what it cannot parse yet (a
 // partial header section or chunk-size line, bounded), and counts bodies from
 // the message framing without looking at them, so a body larger than the
-// capture limit still yields exact sizes. When bytes that carry framing are
-// lost it re-synchronises on the next plausible start line instead of
-// guessing.
+// capture limit still yields exact sizes.
+//
+// The parser never invents a message. A direction parses only from a
+// position it can prove is a message start: offset 0 of a connection whose
+// start was seen (New), or the end of a message whose length it knew. A
+// direction that lost its place (a parser started mid-stream with
+// NewMidStream, bytes lost where framing was needed, a malformed head)
+// hunts, and accepts a new start only by turn-taking:
+//
+//   - a request: a chunk that starts a syscall of the request direction
+//     after the response direction moved bytes since the request
+//     direction's last ones (the client speaks after the server answered);
+//   - a response: a chunk that starts a syscall of the response direction
+//     which began after a complete request ended, the response direction
+//     having moved nothing since that request ended. This is judged by the
+//     syscalls' times, not by the order events were delivered in (the
+//     capture layer may hold one direction back); requests ended at the
+//     same time (pipelined) make it ambiguous and refused.
+//
+// The candidate must then parse as a whole head; anything else is
+// discarded and counted (Stats.HTTP1Discarded). Text that looks like a
+// request inside a body never satisfies the turn rule while the peer is
+// silent, so it never becomes a record. The rule trusts that a peer that
+// answered is not still sending the previous message (true of every client
+// that does not pipeline); a pipelining client is simply not resynchronised.
 package http1
 
 import (
@@ -50,6 +72,10 @@ type Parser struct {
 	// stream 1 of the HTTP/2 connection.
 	h2c  *exchange
 	dead bool
+	// hint, when set, receives each body range [from,to) of at least
+	// hintMin bytes that the parser will count by length only.
+	hint    func(s Side, from, to uint64, chunked bool)
+	hintMin uint64
 	// path and host are the last request's target and Host: a client
 	// mostly repeats them on a keep-alive connection, and reusing the
 	// strings saves two allocations per request.
@@ -99,6 +125,37 @@ type dir struct {
 	msgStart  event.Timestamp
 	lastEnd   event.Timestamp
 	trace     tracectx.Collector
+
+	// Position and turn-taking (see the package comment).
+	cur0 Cursor
+	// candidate: the head being parsed was accepted by turn-taking, not
+	// proven by framing; if it fails to parse it is discarded.
+	candidate bool
+	// msgTurn: the message being parsed started a chunk taken as a turn.
+	msgTurn bool
+}
+
+// Cursor is where a direction stands: its stream offset (bytes of Data and
+// Skip so far) and what turn-taking needs to know about its last bytes.
+type Cursor struct {
+	Off uint64
+	// Turn: the other direction moved bytes since this direction's last.
+	Turn bool
+	// Seen: this direction moved bytes before; LastStart is the start
+	// time of the syscall that moved the last ones.
+	Seen      bool
+	LastStart event.Timestamp
+}
+
+// Advance moves the cursor over n bytes of a syscall that started at
+// start, and returns whether they begin a syscall after the other
+// direction took its turn.
+func (c *Cursor) Advance(other *Cursor, n uint64, start event.Timestamp) (turn bool) {
+	turn = c.Turn && (!c.Seen || start != c.LastStart)
+	c.Off += n
+	c.Turn, c.Seen, c.LastStart = false, true, start
+	other.Turn = true
+	return turn
 }
 
 // New returns a parser that hands each finished exchange to sink. stats must
@@ -109,6 +166,30 @@ func New(lim record.Limits, stats *record.Stats, sink func(*record.Record)) *Par
 	p.dirs[Response].side = Response
 	return p
 }
+
+// NewMidStream returns a parser for a connection whose start was not seen
+// (or whose framing is unknown): both directions hunt for a provable
+// message start. cur is where each direction (indexed by Side) stands.
+func NewMidStream(lim record.Limits, stats *record.Stats, sink func(*record.Record), cur [2]Cursor) *Parser {
+	p := New(lim, stats, sink)
+	for i := range p.dirs {
+		p.dirs[i].st = stResync
+		p.dirs[i].cur0 = cur[i]
+	}
+	return p
+}
+
+// SetBodyHint makes the parser report each body (content-length body or
+// chunk of a chunked body, chunked set) of at least min bytes as the
+// stream-offset range [from,to) it will count by length only, so that the
+// capture layer may send those bytes size-only. Only bodies of a direction
+// in sync are reported.
+func (p *Parser) SetBodyHint(min uint64, fn func(s Side, from, to uint64, chunked bool)) {
+	p.hint, p.hintMin = fn, max(min, 1)
+}
+
+// Offset returns the stream offset direction s reached.
+func (p *Parser) Offset(s Side) uint64 { return p.dirs[s].cur0.Off }
 
 // Opaque reports whether the connection stopped being HTTP/1 in both
 // directions (tunnel, WebSocket, or a limit was hit).
@@ -134,8 +215,11 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 	if p.dead {
 		return ToTCP, nil, 0
 	}
+	prevEnd := d.lastEnd
 	d.lastEnd = end
 	total := len(b)
+	base := d.cur0.Off
+	turn := d.cur0.Advance(&p.dirs[1-s].cur0, uint64(len(b)), start)
 	for len(b) > 0 {
 		switch d.st {
 		case stStart:
@@ -144,6 +228,7 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 				continue
 			}
 			d.msgStart = start
+			d.msgTurn = turn && len(b) == total
 			d.st = stHeader
 		case stHeader:
 			used, sw, carry := p.header(d, b, start, end)
@@ -154,6 +239,9 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 				return p.degrade(), nil, total
 			}
 			b = b[used:]
+			if d.st == stBody {
+				p.hintBody(d, base+uint64(total-len(b)), d.remaining, false)
+			}
 		case stBody, stChunkData:
 			k := uint64(len(b))
 			if k > d.remaining {
@@ -175,6 +263,9 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 				return p.degrade(), nil, total
 			}
 			b = b[used:]
+			if d.st == stChunkData && d.remaining > 2 {
+				p.hintBody(d, base+uint64(total-len(b)), d.remaining-2, true)
+			}
 		case stTrailer:
 			used, ok := p.trailer(d, b, end)
 			if !ok {
@@ -197,12 +288,12 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 			}
 			d.st = stStart
 		case stResync:
-			i := findStart(b, s == Request)
-			if i < 0 {
+			if len(b) != total || !p.candidate(d, b, turn, start, prevEnd) {
+				p.stats.HTTP1UnsyncedBytes.Add(uint64(len(b)))
 				return Stay, nil, total
 			}
 			p.stats.HTTP1Resyncs.Add(1)
-			b = b[i:]
+			d.candidate = true
 			d.st = stStart
 		case stOpaque:
 			return Stay, nil, total
@@ -218,6 +309,7 @@ func (p *Parser) Skip(s Side, n uint64, start, end event.Timestamp) {
 		return
 	}
 	d.lastEnd = end
+	d.cur0.Advance(&p.dirs[1-s].cur0, n, start)
 	switch d.st {
 	case stBody, stChunkData:
 		k := min(n, d.remaining)
@@ -236,9 +328,81 @@ func (p *Parser) Skip(s Side, n uint64, start, end event.Timestamp) {
 		}
 	case stUntilClose:
 		p.countBody(d, n)
-	case stOpaque, stResync:
+	case stResync:
+		p.stats.HTTP1UnsyncedBytes.Add(n)
+	case stOpaque:
 	default:
 		p.lose(d, end)
+	}
+}
+
+// candidate decides whether a chunk b of a direction that lost its place
+// may be parsed as a message start (see the package comment); turn says it
+// starts a syscall after the other direction moved (in delivery order),
+// start is when its syscall started and prevEnd when the direction's
+// previous bytes were moved. Look-alikes refused are counted as discarded.
+func (p *Parser) candidate(d *dir, b []byte, turn bool, start, prevEnd event.Timestamp) bool {
+	var m Match
+	if d.side == Request {
+		m = LooksLikeRequest(b)
+	} else {
+		m = LooksLikeResponse(b)
+	}
+	if m == No {
+		return false
+	}
+	ok := turn
+	if d.side == Response {
+		ok = p.answers(start, prevEnd)
+	}
+	if !ok {
+		p.stats.HTTP1Discarded.Add(1)
+	}
+	return ok
+}
+
+// answers finds the request a response starting a syscall at start
+// answers, by the syscalls' times rather than the order events were
+// delivered in (the capture layer may hold one direction back while it
+// waits for a lost event): the latest complete request that ended before
+// the response's syscall started, provided the response direction moved
+// nothing since that request ended (prevEnd) and no other request ended
+// at the same time (requests written together, pipelined: which one is
+// answered is not known). Older requests waiting are ended as requests
+// whose response went by unseen, and the one answered becomes the
+// first.
+func (p *Parser) answers(start, prevEnd event.Timestamp) bool {
+	i := -1
+	for k, x := range p.pending {
+		if x.reqDone && !x.respDone && x.rec.ReqEnd <= start {
+			i = k
+		}
+	}
+	if i < 0 {
+		return false
+	}
+	x := p.pending[i]
+	if prevEnd > x.rec.ReqEnd || i > 0 && p.pending[i-1].rec.ReqEnd == x.rec.ReqEnd {
+		return false
+	}
+	if i > 0 {
+		for _, y := range p.pending[:i] {
+			p.stats.HTTP1LostResponses.Add(1)
+			y.rec.Incomplete = true
+			y.reqDone, y.respDone = true, true
+			p.emit(y)
+		}
+		n := copy(p.pending, p.pending[i:])
+		clear(p.pending[n:])
+		p.pending = p.pending[:n]
+	}
+	return true
+}
+
+// hintBody reports n body bytes from stream offset from, when worth it.
+func (p *Parser) hintBody(d *dir, from, n uint64, chunked bool) {
+	if p.hint != nil && n >= p.hintMin {
+		p.hint(d.side, from, from+n, chunked)
 	}
 }
 
@@ -247,6 +411,12 @@ func (p *Parser) Skip(s Side, n uint64, start, end event.Timestamp) {
 func (p *Parser) lose(d *dir, end event.Timestamp) {
 	switch d.st {
 	case stHeader:
+		if d.candidate {
+			// Not proven to be a start: nothing of it is reported.
+			p.stats.HTTP1Discarded.Add(1)
+			d.candidate = false
+			break
+		}
 		// A message had started; salvage its start line if it is buffered.
 		x := p.begin(d)
 		if x == nil {
@@ -348,9 +518,14 @@ func (p *Parser) header(d *dir, b []byte, start, end event.Timestamp) (int, Swit
 		return used, sw, nil
 	}
 	if !ok {
-		p.stats.ProtocolErrors.Add(1)
+		if d.candidate {
+			p.stats.HTTP1Discarded.Add(1)
+		} else {
+			p.stats.ProtocolErrors.Add(1)
+		}
 		d.st = stResync
 	}
+	d.candidate = false
 	return used, Stay, nil
 }
 
@@ -448,9 +623,29 @@ func (p *Parser) message(d *dir, sec []byte, end event.Timestamp) (Switch, bool)
 		return Stay, false
 	}
 	if d.side == Request {
+		if d.msgTurn && p.dirs[Response].st == stResync {
+			p.flushLost(end)
+		}
 		return p.request(d, x, &h, len(sec), end), true
 	}
 	return p.response(d, x, &h, len(sec), end), true
+}
+
+// flushLost ends the exchanges older than the request just begun: the
+// client spoke again after the server did while the response direction had
+// lost its place, so their responses went by unseen. Without this a lost
+// response would leave the direction unable to resynchronise.
+func (p *Parser) flushLost(end event.Timestamp) {
+	n := len(p.pending) - 1
+	for _, x := range p.pending[:n] {
+		p.stats.HTTP1LostResponses.Add(1)
+		x.rec.Incomplete = true
+		x.reqDone, x.respDone = true, true
+		p.emit(x)
+	}
+	copy(p.pending, p.pending[n:])
+	clear(p.pending[1:])
+	p.pending = p.pending[:1]
 }
 
 func plausibleExtensionRequest(line []byte) bool {
@@ -608,6 +803,14 @@ func (p *Parser) response(d *dir, x *exchange, h *fields, n int, end event.Times
 		if q := &p.dirs[Request]; q.st == stAfterUpgrade {
 			q.st = stStart
 		}
+	}
+	if x.rec.Method == "" && st != 204 && st != 304 && (h.chunked || h.contentLength != 0) {
+		// The request was not seen: had it been HEAD the response has no
+		// body, so where the next response starts is unknown.
+		x.rec.Incomplete = true
+		p.done(d, end)
+		d.st = stResync
+		return Stay
 	}
 	switch {
 	case x.head || st == 204 || st == 304:

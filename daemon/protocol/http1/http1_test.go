@@ -192,14 +192,18 @@ func TestSkipInsideBodyKeepsExactSizes(t *testing.T) {
 	}
 }
 
-func TestSkipInsideHeadersResyncsOnNextStartLine(t *testing.T) {
+func TestSkipInsideHeadersResyncsOnNextTurn(t *testing.T) {
 	h := newHarness(t)
 	h.req("GET /lost HTTP/1.1\r\nHost: a")
 	h.p.Skip(Request, 50, 20, 21)
-	h.req("garbage-tail\r\n\r\nGET /ok HTTP/1.1\r\n\r\n")
-	h.resp("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	// Not a turn (the server has not spoken since): not a candidate, even
+	// though a request line follows within the chunk.
+	h.req("garbage-tail\r\n\r\nGET /inside HTTP/1.1\r\n\r\n")
+	h.resp("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	h.req("GET /ok HTTP/1.1\r\n\r\n") // the client speaks after the server: a turn
+	h.resp("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 	h.want(t, 2)
-	if r := h.recs[0]; r.Path != "/lost" || !r.Incomplete {
+	if r := h.recs[0]; r.Path != "/lost" || !r.Incomplete || r.Status != 200 {
 		t.Errorf("first record should be the salvaged, incomplete /lost: %+v", *r)
 	}
 	if r := h.recs[1]; r.Path != "/ok" || r.Incomplete || r.Status != 200 {
@@ -290,12 +294,19 @@ func TestCloseEmitsUnansweredRequestsIncomplete(t *testing.T) {
 	}
 }
 
-func TestMalformedContentLengthResyncs(t *testing.T) {
+func TestMalformedContentLengthResyncsOnNextTurn(t *testing.T) {
 	h := newHarness(t)
-	h.req("GET /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+	h.req("GET /a HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nGET /inside HTTP/1.1\r\n\r\n")
 	h.resp("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-	h.want(t, 1)
-	if h.recs[0].Path != "/b" || h.st.ProtocolErrors.Load() != 1 {
-		t.Fatalf("%+v errors %d", *h.recs[0], h.st.ProtocolErrors.Load())
+	h.req("GET /b HTTP/1.1\r\n\r\n")
+	h.resp("HTTP/1.1 204 No Content\r\n\r\n")
+	h.want(t, 2)
+	// The response to the malformed request is real (its direction is in
+	// sync) but has no request to pair with.
+	if r := h.recs[0]; r.Path != "" || r.Status != 200 || !r.Incomplete {
+		t.Errorf("%+v", *r)
+	}
+	if r := h.recs[1]; r.Path != "/b" || r.Status != 204 || r.Incomplete || h.st.ProtocolErrors.Load() != 1 {
+		t.Fatalf("%+v errors %d", *r, h.st.ProtocolErrors.Load())
 	}
 }

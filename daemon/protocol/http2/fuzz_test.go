@@ -54,3 +54,73 @@ func FuzzHTTP2(f *testing.F) {
 		p.Close(3)
 	})
 }
+
+// FuzzHTTP2AgreesWithFullParse replays the same client and server bytes,
+// cut at the same fuzzer-chosen points, twice: once whole, once with some
+// pieces skipped (gaps at random). Every record of the gapped replay must be
+// one the whole replay produced for the same stream: a gap may lose
+// records, never change one.
+func FuzzHTTP2AgreesWithFullParse(f *testing.F) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		ws, _ := churn(seed, 6)
+		var c, s []byte
+		for _, w := range ws {
+			if w.side == Client {
+				c = append(c, w.b...)
+			} else {
+				s = append(s, w.b...)
+			}
+		}
+		f.Add(c[len(Preface):], s, seed*7919, uint8(5))
+	}
+	f.Fuzz(func(t *testing.T, client, server []byte, seed uint64, skipEvery uint8) {
+		if skipEvery%8 == 0 {
+			skipEvery = 5
+		}
+		lim := record.DefaultLimits()
+		lim.MaxHeaderBytes, lim.MaxBuffered, lim.MaxStreams, lim.MaxHPACKTable = 2048, 4096, 64, 4096
+		type key struct {
+			method, path string
+			status, grpc int
+			reset        bool
+		}
+		ref := map[uint32][]key{}
+		full := New(lim, &record.Stats{}, func(r *record.Record) {
+			ref[r.StreamID] = append(ref[r.StreamID], key{r.Method, r.Path, r.Status, r.GRPCStatus, r.Reset})
+		})
+		var got []*record.Record
+		gapped := New(lim, &record.Stats{}, func(r *record.Record) { got = append(got, r) })
+		side := func(fromClient bool) Side {
+			if fromClient {
+				return Client
+			}
+			return Server
+		}
+		client = append([]byte(Preface), client...)
+		streams := [2][]byte{client, server}
+		var off [2]int
+		capture.Chop(client, server, seed, int(skipEvery%8), func(fromClient bool, b []byte) {
+			s := side(fromClient)
+			off[s] += len(b)
+			full.Data(s, b, 1, 2)
+			gapped.Data(s, b, 1, 2)
+		}, func(fromClient bool, n uint64) {
+			s := side(fromClient)
+			full.Data(s, streams[s][off[s]:off[s]+int(n)], 1, 2)
+			off[s] += int(n)
+			gapped.Skip(s, n, 1, 2)
+		})
+		full.Close(3)
+		gapped.Close(3)
+		for _, r := range got {
+			k := key{r.Method, r.Path, r.Status, r.GRPCStatus, r.Reset}
+			ok := false
+			for _, w := range ref[r.StreamID] {
+				ok = ok || w == k
+			}
+			if !ok {
+				t.Fatalf("stream %d: gapped replay says %+v, the whole replay %+v", r.StreamID, k, ref[r.StreamID])
+			}
+		}
+	})
+}

@@ -51,8 +51,14 @@ var (
 	errInteger   = errors.New("hpack: integer overflow")
 )
 
-// markLost records that an unknown number of entries were inserted.
-func (d *hpackDecoder) markLost() { d.lost = true }
+// markLost records that an unknown number of entries were inserted. The
+// entries held so far are no longer the encoder's newest, so their indexes
+// are unknown too: they are dropped, and only entries inserted from now on
+// (which are the newest, in order) resolve.
+func (d *hpackDecoder) markLost() {
+	d.tab.clear()
+	d.lost = true
+}
 
 // setAllowed applies the receiving peer's SETTINGS_HEADER_TABLE_SIZE.
 func (d *hpackDecoder) setAllowed(v uint32) { d.allowed = max(d.allowed, v) }

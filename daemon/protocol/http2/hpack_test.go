@@ -102,3 +102,29 @@ func TestHPACKRejectsOverlongIntegers(t *testing.T) {
 		t.Fatal("want an error for an integer beyond 32 bits")
 	}
 }
+
+// TestHPACKLossForgetsOlderKnownEntries: a lost block may have inserted
+// entries, so those the decoder held are no longer the newest and their
+// indexes must not resolve (they would name the wrong entry).
+func TestHPACKLossForgetsOlderKnownEntries(t *testing.T) {
+	d := newHPACKDecoder(4096)
+	var blk bytes.Buffer
+	enc := hpack.NewEncoder(&blk)
+	_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "429"})
+	emit := func([]byte, []byte, bool) {}
+	if err := d.decode(blk.Bytes(), emit); err != nil {
+		t.Fatal(err)
+	}
+	d.markLost() // e.g. a block inserting ":status: 200" went uncaptured
+	var got []string
+	err := d.decode([]byte{0xbe}, func(n, v []byte, unknown bool) {
+		if n == nil || unknown {
+			got = append(got, "?")
+			return
+		}
+		got = append(got, string(n)+"="+string(v))
+	})
+	if err != nil || fmt.Sprint(got) != "[?]" {
+		t.Fatalf("index 62 after a loss: %v %v, want unknown", got, err)
+	}
+}

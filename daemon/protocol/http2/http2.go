@@ -7,10 +7,33 @@
 // RST_STREAM and GOAWAY) is buffered when a frame spans chunks, and DATA
 // payloads are only counted, so a body beyond the capture limit costs
 // nothing. Each direction has its own HPACK decoder fed every header block in
-// wire order, because a single skipped block corrupts every later one. When
-// that happens the decoder reports the fields it cannot resolve as unknown
-// and the records as incomplete, and the direction resynchronises on a frame
-// boundary when the framing itself was lost.
+// wire order, because a single skipped block corrupts every later one.
+//
+// The parser never misattributes: a stream's record is emitted only when its
+// method, path, status and grpc-status are certain, and dropped (counted in
+// Stats.HTTP2Dropped) otherwise. Certainty follows these rules:
+//
+//   - Frame boundaries are known from the preface (or the h2c upgrade) for
+//     as long as every frame header is seen. Bytes skipped inside a DATA
+//     payload are harmless. A gap where a frame header was (or a parser
+//     started mid-stream) makes the direction hunt for a plausible frame
+//     boundary. From then on no record of the connection is certain: while
+//     hunting, frames of open and new streams go by unseen, and a boundary
+//     found by PlausibleFrames is a guess (garbage taken for frames could
+//     open, end or reset streams). Streams finished before are reported.
+//   - A direction's HPACK state is known good from the connection start
+//     until a header block is not decoded in full (a gap inside it, a
+//     decoding error, a table larger than Limits.MaxHPACKTable). Then the
+//     decoder forgets its table: the entries inserted from then on are the
+//     encoder's newest, in order, so they keep resolving exactly, and a
+//     reference beyond them is unknown. A block with an unknown field makes
+//     its stream uncertain; a block that resolves in full is exact even
+//     while the state is lost. The state is known good again after a
+//     dynamic table size update to 0 (the encoder emptied its table, so
+//     nothing older can be referenced).
+//   - A stream is uncertain when one of its header blocks was lost or not
+//     resolved in full, or when its request was never seen. grpc-status is taken only from the
+//     blocks of the stream that carried it.
 package http2
 
 import (
@@ -91,6 +114,9 @@ type Parser struct {
 	// HEADERS on a lower id belongs to a stream already finished.
 	lastClient uint32
 	dead       bool
+	// framingLost: a direction lost its frame boundaries (and hunted or
+	// guessed them since); no record is certain any more.
+	framingLost bool
 
 	// field callback context
 	emit    fieldFunc
@@ -122,6 +148,8 @@ type stream struct {
 	reqSeen  bool // request headers decoded
 	respSeen bool // final response headers decoded
 	reqDone  bool
+	// uncertain: a field of the record could be wrong or missing.
+	uncertain bool
 }
 
 type dir struct {
@@ -194,6 +222,7 @@ func NewMidStream(lim record.Limits, stats *record.Stats, sink func(*record.Reco
 		p.dirs[s].st = stLost
 		p.dirs[s].dec.markLost()
 	}
+	p.framingLost = true
 	return p
 }
 
@@ -322,6 +351,7 @@ func (p *Parser) Skip(s Side, n uint64, start, end event.Timestamp) {
 // waits for a plausible frame boundary, and the HPACK state is lost.
 func (p *Parser) loseFraming(d *dir) {
 	p.stats.HTTP2FrameLost.Add(1)
+	p.framingLost = true
 	p.loseHPACK(d)
 	d.st, d.hn, d.buf = stLost, 0, d.buf[:0]
 	d.hbOpen, d.hb = false, d.hb[:0]
@@ -546,6 +576,7 @@ func (p *Parser) block(d *dir, frag []byte, end event.Timestamp) {
 		// decoder missed its insertions.
 		p.loseHPACK(d)
 		if s != nil {
+			s.uncertain = true
 			s.rec.Incomplete = true
 			s.rec.UnknownFields = appendUnknown(s.rec.UnknownFields, "?")
 		}
@@ -558,6 +589,7 @@ func (p *Parser) block(d *dir, frag []byte, end event.Timestamp) {
 			p.stats.ProtocolErrors.Add(1)
 			p.loseHPACK(d)
 			if s != nil {
+				s.uncertain = true
 				s.rec.Incomplete = true
 			}
 		}
@@ -648,6 +680,7 @@ func (p *Parser) target(d *dir) (*stream, blockKind) {
 			return nil, blockIgnored
 		}
 		s.rec.Incomplete = true
+		s.uncertain = true
 		s.reqDone = true
 	}
 	if s.respSeen {
@@ -668,9 +701,6 @@ func (p *Parser) open(id uint32, t event.Timestamp) *stream {
 	s.rec.StreamID = id
 	s.rec.GRPCStatus = -1
 	s.rec.ReqStart = t
-	if p.dirs[Client].dec.lost || p.dirs[Server].dec.lost {
-		s.rec.Incomplete = true
-	}
 	p.streams[id] = s
 	return s
 }
@@ -683,6 +713,7 @@ func (p *Parser) field(name, value []byte, unknown bool) {
 	}
 	r := s.rec
 	if name == nil || unknown {
+		s.uncertain = true
 		r.Incomplete = true
 		n := "?"
 		if name != nil {
@@ -807,9 +838,14 @@ func appendUnknown(u []string, name string) []string {
 	return append(u, name)
 }
 
-// finish emits a stream's record and forgets the stream.
+// finish emits a stream's record, if it is certain, and forgets the
+// stream.
 func (p *Parser) finish(s *stream) {
 	delete(p.streams, s.rec.StreamID)
+	if s.uncertain || p.framingLost {
+		p.stats.HTTP2Dropped.Add(1)
+		return
+	}
 	p.stats.Finish(s.rec, p.sink)
 }
 

@@ -252,53 +252,58 @@ func TestDynamicTableSizeUpdateAndSettings(t *testing.T) {
 	}
 }
 
-func TestLostHeaderBlockReportsUnknownFieldsNotGuesses(t *testing.T) {
+func TestLostHeaderBlockDropsUncertainStreamsKeepsExactOnes(t *testing.T) {
 	h := newHarness()
 	c, s := newWire(true), newWire(false)
 	c.headers(1, true, ":method", "GET", ":scheme", "http", ":authority", "first.example", ":path", "/one", "x-id", "A")
 	b1 := c.take()
 	c.headers(3, true, ":method", "GET", ":scheme", "http", ":authority", "first.example", ":path", "/two", "x-id", "A")
-	b3 := c.take()
+	// Stream 5 uses only static entries and the one stream 3 inserted
+	// after the loss: it resolves in full.
+	c.headers(5, true, ":method", "GET", ":scheme", "http", ":path", "/two")
+	b35 := c.take()
 	// Stream 1's block is not captured: only its frame header arrives.
 	h.feed(Client, b1[:len(Preface)+9])
 	h.p.Skip(Client, uint64(len(b1)-len(Preface)-9), 15, 16)
-	h.feed(Client, b3)
+	h.feed(Client, b35)
+	s.headers(1, true, ":status", "200")
 	s.headers(3, true, ":status", "200")
+	s.headers(5, true, ":status", "404")
 	h.feed(Server, s.take())
-	var r3 *record.Record
-	for _, r := range h.recs {
-		if r.StreamID == 3 {
-			r3 = r
-		}
+	// Stream 1 (block lost) and stream 3 (:authority and x-id refer to
+	// entries lost with stream 1's block) could be wrong: not emitted.
+	h.want(t, 1)
+	if r := h.recs[0]; r.StreamID != 5 || r.Path != "/two" || r.Method != "GET" || r.Status != 404 || r.Incomplete {
+		t.Fatalf("stream 5 resolves in full and must be exact: %+v", *r)
 	}
-	if r3 == nil {
-		h.want(t, -1)
-	}
-	if !r3.Incomplete || r3.Host != "" || len(r3.UnknownFields) == 0 || r3.Path != "/two" || r3.Status != 200 {
-		t.Fatalf("stream 3 should keep literal fields, report indexed ones unknown: %+v", *r3)
-	}
-	if h.st.HPACKStateLost.Load() == 0 {
-		t.Error("HPACK state loss not counted")
+	if h.st.HPACKStateLost.Load() == 0 || h.st.HTTP2Dropped.Load() != 2 {
+		t.Errorf("hpack lost %d dropped %d", h.st.HPACKStateLost.Load(), h.st.HTTP2Dropped.Load())
 	}
 }
 
-func TestFramingLossResyncsOnFrameBoundary(t *testing.T) {
+func TestFramingLossAndGuessedBoundaryEmitNothing(t *testing.T) {
 	h := newHarness()
 	c, s := newWire(true), newWire(false)
 	c.headers(1, true, getReq...)
+	c.headers(3, true, getReq...)
 	h.feed(Client, c.take())
 	s.headers(1, false, ":status", "200")
+	s.headers(3, false, ":status", "200")
 	h.feed(Server, s.take())
 	h.p.Skip(Server, 4, 30, 31) // lands in a frame header: framing lost
+	// What follows is resynchronised on by guess: stream 1's END_STREAM
+	// is plausible, but garbage could look the same.
 	_ = s.fr.WriteData(1, true, []byte("tail"))
 	_ = s.fr.WritePing(true, [8]byte{})
 	h.feed(Server, s.take())
-	h.want(t, 1)
-	if r := h.recs[0]; r.StreamID != 1 || !r.Incomplete || r.RespBodyBytes != 4 {
-		t.Fatalf("%+v", *r)
-	}
-	if h.st.HTTP2FrameLost.Load() != 1 || h.st.HTTP2Resyncs.Load() != 1 {
-		t.Fatalf("lost %d resync %d", h.st.HTTP2FrameLost.Load(), h.st.HTTP2Resyncs.Load())
+	c.headers(5, true, getReq...)
+	h.feed(Client, c.take())
+	s.headers(5, true, ":status", "200")
+	h.feed(Server, s.take())
+	h.p.Close(99)
+	h.want(t, 0)
+	if h.st.HTTP2FrameLost.Load() != 1 || h.st.HTTP2Resyncs.Load() != 1 || h.st.HTTP2Dropped.Load() != 3 {
+		t.Fatalf("lost %d resync %d dropped %d", h.st.HTTP2FrameLost.Load(), h.st.HTTP2Resyncs.Load(), h.st.HTTP2Dropped.Load())
 	}
 }
 

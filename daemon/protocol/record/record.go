@@ -135,13 +135,34 @@ type Stats struct {
 	HPACKLimit    atomic.Uint64 // HPACK table size over MaxHPACKTable
 	DegradedToTCP atomic.Uint64 // connections (or directions) that stopped being parsed
 
-	HTTP1Resyncs    atomic.Uint64 // HTTP/1 direction re-synchronised after lost or bad bytes
-	HTTP2FrameLost  atomic.Uint64 // HTTP/2 direction lost frame sync
-	HTTP2Resyncs    atomic.Uint64 // HTTP/2 direction re-synchronised on a frame boundary
-	HPACKStateLost  atomic.Uint64 // HPACK decoder state lost (gap inside a header block)
-	ProtocolErrors  atomic.Uint64 // malformed protocol units (not counting lost bytes)
-	TraceMalformed  atomic.Uint64 // trace headers present but unparsable
-	UnknownProtocol atomic.Uint64 // connections classified as plain TCP
+	HTTP1Resyncs atomic.Uint64 // HTTP/1 direction re-synchronised after lost or bad bytes
+	// HTTP1Discarded counts message-start candidates an unsynchronised
+	// HTTP/1 direction refused: a chunk that looked like a start line but
+	// could not be proven to be one (no turn taken, ambiguous pairing,
+	// not at a syscall boundary) or did not parse. Bytes that look like
+	// requests inside a body end up here, never as records.
+	HTTP1Discarded atomic.Uint64
+	// HTTP1UnsyncedBytes counts bytes an HTTP/1 direction ignored while it
+	// was looking for a provable message start.
+	HTTP1UnsyncedBytes atomic.Uint64
+	// HTTP1LostResponses counts HTTP/1 requests whose response was lost
+	// while the response direction was unsynchronised; they are emitted
+	// as incomplete records without a status.
+	HTTP1LostResponses atomic.Uint64
+	// HTTP2Dropped counts HTTP/2 streams not emitted because a field of
+	// their record (method, path, status, grpc-status) could be wrong or
+	// missing: decoded with HPACK state lost, after a guessed frame
+	// boundary, or with a header block or frame sync lost while open.
+	HTTP2Dropped atomic.Uint64
+	// BodyHints counts HTTP/1 body ranges handed to the capture layer to
+	// be sent size-only; BodyHintErrors those it refused.
+	BodyHints, BodyHintErrors atomic.Uint64
+	HTTP2FrameLost            atomic.Uint64 // HTTP/2 direction lost frame sync
+	HTTP2Resyncs              atomic.Uint64 // HTTP/2 direction re-synchronised on a frame boundary
+	HPACKStateLost            atomic.Uint64 // HPACK decoder state lost (gap inside a header block)
+	ProtocolErrors            atomic.Uint64 // malformed protocol units (not counting lost bytes)
+	TraceMalformed            atomic.Uint64 // trace headers present but unparsable
+	UnknownProtocol           atomic.Uint64 // connections classified as plain TCP
 }
 
 // Finish does the bookkeeping every emitted record shares and hands it to
