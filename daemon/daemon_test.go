@@ -24,9 +24,9 @@ import (
 
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/config"
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/enroll/spool"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/enrollapi/spool"
 )
 
 func freeAddr(t *testing.T) string {

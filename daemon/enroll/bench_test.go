@@ -6,8 +6,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // BenchmarkEnroll measures one Enroll (validation, node checks, persisted
