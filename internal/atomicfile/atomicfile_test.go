@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -58,5 +59,73 @@ func TestExclusiveRefusesAnExistingTempFile(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(tmp); string(got) != "someone else's" {
 		t.Fatalf("the other temporary file was changed or removed: %q", got)
+	}
+}
+
+// TempPattern picks a fresh random temporary name in final's directory
+// (concurrent writers never share one) and leaves nothing behind.
+func TestTempPatternWritesThroughAFreshNameAndLeavesNoTemp(t *testing.T) {
+	dir := t.TempDir()
+	final := filepath.Join(dir, "10-net.conflist")
+	var seen []string
+	err := Write(final, []byte("new"), Options{
+		TempPattern: ".w-*.tmp",
+		BeforeRename: func() error {
+			seen, _ = filepath.Glob(filepath.Join(dir, ".w-*.tmp"))
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 1 {
+		t.Fatalf("temporary files matching the pattern before the rename: %v, want one", seen)
+	}
+	if got, _ := os.ReadFile(final); string(got) != "new" {
+		t.Fatalf("final = %q", got)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".w-*")); len(left) != 0 {
+		t.Fatalf("temporary files left behind: %v", left)
+	}
+}
+
+// Like copies the replaced file's permission bits exactly, including bits
+// the umask would have cleared (group write here), and its owner.
+// Changing the owner needs root; that half runs as root only (CI is root).
+func TestLikeKeepsTheReplacedFilesModeAndOwner(t *testing.T) {
+	dir := t.TempDir()
+	final := filepath.Join(dir, "10-net.conflist")
+	if err := os.WriteFile(final, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(final, 0o664); err != nil {
+		t.Fatal(err)
+	}
+	root := os.Geteuid() == 0
+	if root {
+		if err := os.Chown(final, 4321, 8765); err != nil {
+			t.Fatal(err)
+		}
+	}
+	like, err := os.Stat(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Write(final, []byte("new"), Options{TempPattern: ".w-*.tmp", Like: like}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o664 {
+		t.Errorf("mode %v, want 0664", fi.Mode().Perm())
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if root && (st.Uid != 4321 || st.Gid != 8765) {
+		t.Errorf("owner %d:%d, want 4321:8765", st.Uid, st.Gid)
+	}
+	if !root {
+		t.Log("not root: owner preservation not checked (needs CAP_CHOWN)")
 	}
 }
