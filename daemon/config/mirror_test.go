@@ -1,9 +1,11 @@
 package config_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/weirnet/weir/daemon/config"
+	"github.com/weirnet/weir/daemon/enroll"
 	"github.com/weirnet/weir/daemon/registry"
 	"github.com/weirnet/weir/enrollapi"
 	"github.com/weirnet/weir/enrollapi/spool"
@@ -52,5 +54,13 @@ func TestDaemonMaxPodsDefaultIsTheRegistrys(t *testing.T) {
 	}
 	if got := config.Default().MaxPods; got != registry.DefaultMaxPods {
 		t.Errorf("config.Default().MaxPods = %d, want registry.DefaultMaxPods %d", got, registry.DefaultMaxPods)
+	}
+}
+
+// The enrollment listener admits root when given no uids; the daemon's
+// config always passes its own list, whose default must be the same.
+func TestDaemonAllowedUIDsDefaultIsTheListeners(t *testing.T) {
+	if got, want := config.Default().AllowedUIDs, enroll.DefaultAllowedUIDs(); !slices.Equal(got, want) {
+		t.Errorf("config.Default().AllowedUIDs = %v, enroll.DefaultAllowedUIDs() = %v: must be equal", got, want)
 	}
 }
