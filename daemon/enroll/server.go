@@ -1,4 +1,6 @@
-// Package enroll is the gRPC enrollment service on weir-daemon's unix socket.
+// Package enroll is the gRPC enrollment service on weir-daemon's unix socket:
+// the daemon's side of the contract in package enrollapi (the API in
+// enrollapi/enrollpb, the spool format in enrollapi/spool).
 //
 // The weir CNI plugin calls it from CNI ADD, DEL and GC to keep the daemon's
 // pod registry in step with the pods on the node. The service validates each
