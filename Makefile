@@ -2,6 +2,7 @@
 #
 #   make build      bin/weir, bin/weir-daemon, bin/weirctl, bin/weir-install
 #   make test       every test (lint, generated code up to date, unit, privileged end-to-end, fuzz smoke, second kernel); needs root
+#   make test-short the unprivileged unit tests, in well under a minute; no root needed
 #   make demo       the one-command demo (needs root)
 #   make generate   regenerate protobuf and bpf2go output, weir.yaml from the Helm chart (committed)
 #   make bench      benchmarks, reported as ratios against a baseline from the same run
@@ -25,7 +26,7 @@ REF_PLUGINS := bridge host-local portmap loopback
 # Test environment shared by every privileged suite.
 TEST_ENV := WEIR_BIN_DIR=$(BIN) WEIR_CNI_BIN_DIR=$(CNIBIN) WEIR_TOOL_BIN_DIR=$(TOOLBIN)
 
-.PHONY: all deps build tools cni-plugins generate check-generated lint test test-unit test-e2e \
+.PHONY: all deps build tools cni-plugins generate check-generated lint test test-unit test-short test-e2e \
         test-fuzz test-kernels bench demo demo-clean clean
 
 all: build
@@ -72,6 +73,18 @@ lint:
 
 test-unit:
 	$(GO) test -count=1 -timeout 15m $$($(GO) list ./... | grep -v /tests/)
+
+# The unprivileged tests: `go test -short` over every package outside tests/
+# (the end-to-end suites there all need root). A privileged test skips itself
+# under -short, and without root, through internal/testenv.Privileged, so
+# root and non-root runs execute the same tests. Not yet converted, and so
+# handled here: package bpf is left out (its privileged eBPF tests take ~50 s
+# and do not check -short; its unprivileged ones run in test-unit), and as
+# root daemon/monitor's and daemon/capture's privileged tests still run
+# (a few seconds).
+SHORT_EXCLUDE := github.com/weirnet/weir/bpf
+test-short:
+	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /tests/ | grep -vxF '$(SHORT_EXCLUDE)')
 
 # Privileged end-to-end suites share netns/bridge names: run them one package at a time.
 test-e2e: cni-plugins

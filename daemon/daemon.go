@@ -41,9 +41,9 @@ import (
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/enroll"
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/enroll/spool"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/enrollapi/spool"
 )
 
 // GRPCStopTimeout bounds the graceful stop of the enrollment service; after

@@ -24,9 +24,10 @@ import (
 
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/config"
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/enroll/spool"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/enrollapi/spool"
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 func freeAddr(t *testing.T) string {
@@ -124,9 +125,7 @@ func enrollClient(t *testing.T, socket string) enrollpb.EnrollmentClient {
 // it at cleanup.
 func podNetns(t *testing.T, id string) (string, uint64) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the daemon tests create network namespaces: run as root")
-	}
+	testenv.Privileged(t, "creates network namespaces")
 	name := fmt.Sprintf("weir-dt-%d-%s", os.Getpid(), id)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/weirnet/weir/enrollapi"
 )
 
 // FailurePolicy says what the plugin does when it cannot do its own work
@@ -40,13 +42,15 @@ const (
 	FailurePolicyFail FailurePolicy = "fail"
 )
 
-// Defaults applied by Parse to absent (or empty) fields.
+// Defaults applied by Parse to absent (or empty) fields. The socket, spool
+// directory and spool bound are the enrollment contract's (package
+// enrollapi), shared with weir-daemon's defaults.
 const (
-	DefaultDaemonSocket    = "/run/weir/weir.sock"
+	DefaultDaemonSocket    = enrollapi.DefaultSocket
 	DefaultTimeout         = 2 * time.Second
 	DefaultFailurePolicy   = FailurePolicyIgnore
-	DefaultSpoolDir        = "/var/lib/weir/spool"
-	DefaultSpoolMaxRecords = 1024
+	DefaultSpoolDir        = enrollapi.DefaultSpoolDir
+	DefaultSpoolMaxRecords = enrollapi.DefaultSpoolMaxRecords
 	DefaultLogLevel        = slog.LevelInfo
 )
 

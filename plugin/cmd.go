@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/enroll/spool"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/enrollapi/spool"
 	"github.com/weirnet/weir/netconf"
 )
 

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 var ctx = context.Background()

@@ -24,8 +24,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/enroll/spool"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/enrollapi/spool"
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 // fakeDaemon is an in-process EnrollmentServer that records every request
@@ -273,13 +274,6 @@ func cniCode(t *testing.T, err error) uint {
 	return e.Code
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and veth pairs")
-	}
-}
-
 // podNet is a pod network namespace wired like the bridge plugin wires
 // one: eth0 inside, its veth peer in the host netns.
 type podNet struct {
@@ -299,7 +293,7 @@ func randName(prefix string) string {
 // newNetNS creates a network namespace removed at cleanup.
 func newNetNS(t *testing.T) ns.NetNS {
 	t.Helper()
-	requireRoot(t)
+	testenv.Privileged(t, "creates network namespaces and veth pairs")
 	n, err := testutils.NewNS()
 	if err != nil {
 		t.Fatalf("create netns: %v", err)

@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // Bounds of the HTTP server. The API answers small GETs from local tools.

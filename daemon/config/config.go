@@ -37,12 +37,16 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/weirnet/weir/enrollapi"
 )
 
-// Defaults. DefaultStateDir + "/spool" is also the weir CNI plugin's default
-// spool directory: the two must match or spooled calls are never replayed.
+// Defaults. The socket is the enrollment contract's (enrollapi.DefaultSocket),
+// shared with the weir CNI plugin. The spool directory defaults to
+// <stateDir>/spool, which for DefaultStateDir must be enrollapi.DefaultSpoolDir,
+// the plugin's default, or spooled calls are never replayed (a test pins it).
 const (
-	DefaultSocket            = "/run/weir/weir.sock"
+	DefaultSocket            = enrollapi.DefaultSocket
 	DefaultStateDir          = "/var/lib/weir"
 	DefaultHTTP              = "127.0.0.1:9847"
 	DefaultReconcileInterval = 30 * time.Second

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/daemon/api"
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 type noPods struct{}

@@ -3,11 +3,11 @@ package enroll
 import (
 	"context"
 	"log/slog"
-	"os"
 	"testing"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 // BenchmarkEnroll measures one Enroll (validation, node checks, persisted
@@ -15,9 +15,7 @@ import (
 // cost of checking a record against the kernel reads as a same-run ratio.
 // Privileged: it creates a network namespace and a veth.
 func BenchmarkEnroll(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testenv.Privileged(b, "creates a network namespace and a veth")
 	netns := podNetns(b, "bench")
 	ino := inodeOf(b, netns)
 	for _, tc := range []struct {
@@ -46,9 +44,7 @@ func BenchmarkEnroll(b *testing.B) {
 // fstat, stat of the daemon's netns, one RTM_GETLINK), next to the
 // record-only validation.
 func BenchmarkNodeChecks(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testenv.Privileged(b, "creates a network namespace and a veth")
 	netns := podNetns(b, "chk")
 	p := testPod("chk")
 	p.Netns, p.NetnsInode, p.HostVethIndex, p.HostVeth = netns, inodeOf(b, netns), 1, "lo"

@@ -15,9 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultAllowedUIDs are the peers admitted when ListenOptions.AllowedUIDs is
-// empty: the container runtime runs CNI plugins as root.
-var DefaultAllowedUIDs = []uint32{0}
+// DefaultAllowedUIDs returns the peers admitted when ListenOptions.AllowedUIDs
+// is empty: root only, since the container runtime runs CNI plugins as root.
+// It is a function so no caller can change a shared default.
+func DefaultAllowedUIDs() []uint32 { return []uint32{0} }
 
 // ListenOptions configures Listen.
 type ListenOptions struct {
@@ -72,7 +73,7 @@ func Listen(opts ListenOptions) (*Listener, error) {
 		log:          opts.Logger,
 	}
 	if len(l.allowed) == 0 {
-		l.allowed = slices.Clone(DefaultAllowedUIDs)
+		l.allowed = DefaultAllowedUIDs()
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)

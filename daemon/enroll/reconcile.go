@@ -8,8 +8,8 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // Reconcile drops every pod whose network namespace no longer exists: its

@@ -14,9 +14,9 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/enroll/podlink"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/internal/podlink"
 	"github.com/weirnet/weir/netconf"
 )
 

@@ -13,8 +13,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 const repairSocket = "/run/weir-test/weir.sock"
@@ -64,9 +65,7 @@ func (f *fakeSandboxes) Netns(_ context.Context, id string) (string, error) { re
 // (privileged), as a bridge plugin's ADD leaves a pod.
 func podNetns(t testing.TB, id string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("creating network namespaces needs root")
-	}
+	testenv.Privileged(t, "creates network namespaces")
 	name := fmt.Sprintf("weir-rp-%d-%s", os.Getpid(), id)
 	host := fmt.Sprintf("wrp%d%s", os.Getpid()%10000, id)
 	for _, args := range [][]string{

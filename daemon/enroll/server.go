@@ -1,4 +1,6 @@
-// Package enroll is the gRPC enrollment service on weir-daemon's unix socket.
+// Package enroll is the gRPC enrollment service on weir-daemon's unix socket:
+// the daemon's side of the contract in package enrollapi (the API in
+// enrollapi/enrollpb, the spool format in enrollapi/spool).
 //
 // The weir CNI plugin calls it from CNI ADD, DEL and GC to keep the daemon's
 // pod registry in step with the pods on the node. The service validates each
@@ -27,9 +29,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/enroll/spool"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/enrollapi/spool"
 )
 
 // Bounds of the gRPC server. Enrollment messages are small (one pod record);

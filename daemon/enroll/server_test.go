@@ -20,9 +20,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/enroll/spool"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/enrollapi/spool"
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 // shortDir returns a fresh directory with a short path: unix socket paths
@@ -55,6 +56,11 @@ func serve(t *testing.T, allowed []uint32, maxPods int) *fixture {
 		t.Fatal(err)
 	}
 	socket := filepath.Join(dir, "run", "weir.sock")
+	if allowed == nil && os.Getuid() != 0 {
+		// The default admits root only; unprivileged, the test admits
+		// itself (as root it keeps exercising the default).
+		allowed = []uint32{uint32(os.Getuid())}
+	}
 	ln, err := Listen(ListenOptions{Path: socket, AllowedUIDs: allowed})
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
@@ -424,9 +430,7 @@ func TestReconcileDropsPodsWhoseNetnsPathIsGoneOrReplaced(t *testing.T) {
 // With real network namespaces: one the test deletes is dropped, one that
 // lives is kept.
 func TestReconcileWithRealNetworkNamespaces(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("creating network namespaces needs root")
-	}
+	testenv.Privileged(t, "creates network namespaces")
 	reg, err := registry.Open(registry.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

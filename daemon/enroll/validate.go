@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // Bounds on what one pod record may hold. They keep the registry file (one

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -14,7 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 func TestEnrollRefusesOversizedAndRelativeFieldsWithInvalidArgument(t *testing.T) {
@@ -138,9 +138,7 @@ func TestUnenrollWithoutNetworkDropsTheAttachmentFromEveryNetwork(t *testing.T) 
 
 // NodeHost against the real kernel (privileged: creates a netns).
 func TestNodeHostRefusesHostNamespaceNonNamespacesAndMissingLinks(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("creating network namespaces needs root")
-	}
+	testenv.Privileged(t, "creates a network namespace")
 	name := "weir-host-" + time.Now().Format("150405.000000")
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)

@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // DefaultKubeResync is the informers' resync period when

@@ -4,7 +4,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // Kubernetes generates name suffixes from this alphabet (vowels and easily

@@ -3,7 +3,7 @@ package identity
 import (
 	"testing"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 func TestOwnerNameStripsControllerSuffixes(t *testing.T) {

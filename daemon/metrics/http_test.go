@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/daemon/api"
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 type noPods struct{}

@@ -22,9 +22,9 @@ import (
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/config"
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // testNetns is a network namespace kept alive by an open fd.

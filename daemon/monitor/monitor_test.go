@@ -26,8 +26,8 @@ import (
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/config"
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // fakeCollector stands in for the eBPF side: it records enrollments and

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/bpf/event"
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // renamingResolver names pods by owner until it is told a service name,

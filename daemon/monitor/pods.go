@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // ServiceResolver names the service a pod is reported under (flow.Pod's

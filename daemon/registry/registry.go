@@ -20,6 +20,12 @@
 // Components that mirror the registry (the eBPF netns map) register an
 // Observer at construction and are told about every pod, including those
 // loaded from disk.
+//
+// A pod is kept as the enrollment contract's record (enrollpb.Pod, imported
+// downward from enrollapi) and written to the file as protojson, so the file's
+// field names are the API's. The daemon's consumers (monitor, identity, api)
+// still read that wire type; giving the daemon a domain Pod of its own is
+// left for when those packages are next reworked.
 package registry
 
 import (
@@ -41,8 +47,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/internal/atomicfile"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/internal/atomicfile"
 )
 
 const (

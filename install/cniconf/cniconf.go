@@ -31,6 +31,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/weirnet/weir/internal/atomicfile"
 )
 
 // PluginType is the "type" of Weir's entry in a plugin list. Any plugin with
@@ -238,7 +240,7 @@ func convert(dir, path string, doc *document, st fileState, want map[string]any)
 	if err := os.Remove(path); err != nil {
 		return Result{}, fmt.Errorf("remove %s after writing %s: %w", path, target, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return Result{}, err
 	}
 	return Result{Path: target, Action: Converted, Replaced: path}, nil

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
 	"github.com/weirnet/weir/daemon/identity"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 	"github.com/weirnet/weir/tests/harness"
 )
 

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 	"github.com/weirnet/weir/tests/harness"
 )
 

@@ -15,7 +15,7 @@ import (
 
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/dashboard"
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // The canned answers follow the aggregation API (daemon/metrics) field for

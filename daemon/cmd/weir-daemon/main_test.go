@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 // The test binary doubles as weir-daemon when this variable is set, so the
@@ -85,7 +87,9 @@ func TestConfigErrorExits2NamingTheKey(t *testing.T) {
 }
 
 func TestRuntimeErrorExits1(t *testing.T) {
-	args := baseArgs(t)
+	// Capture off: the failure under test is the registry's, and without
+	// eBPF the test needs no privilege.
+	args := append(baseArgs(t), "--capture.enabled=false")
 	stateDir := args[3]
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -110,6 +114,7 @@ func TestHelpExits0(t *testing.T) {
 }
 
 func TestSIGTERMStopsCleanly(t *testing.T) {
+	testenv.Privileged(t, "starts the daemon with eBPF capture")
 	args := baseArgs(t)
 	socket, httpAddr := args[1], args[5]
 	cmd := exec.Command(os.Args[0], args...)
@@ -174,9 +179,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 // unprivileged user: loading eBPF is refused, and the daemon must say so
 // and exit 1 rather than run without the capture it was configured for.
 func TestCaptureLoadFailureExits1NamingTheCause(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root to start the daemon as another, unprivileged user")
-	}
+	testenv.Privileged(t, "starts the daemon as another, unprivileged user")
 	// The test binary's directory may not be searchable by nobody: copy it.
 	dir := shortDir(t)
 	if err := os.Chmod(dir, 0o755); err != nil {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 func enrollRec(id string) *enrollpb.SpoolRecord {

@@ -1,5 +1,7 @@
 // Package spool is the weir CNI plugin's queue of enrollment calls made while
-// weir-daemon was down.
+// weir-daemon was down: the record type (enrollpb.SpoolRecord), the file
+// layout, the writer the plugin uses and the reader the daemon drains with.
+// It is one part of the contract described in package enrollapi.
 //
 // The plugin must fail open: when the daemon is unreachable, CNI ADD and DEL
 // still succeed, but the daemon has to learn about the call later or it would
@@ -39,13 +41,14 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
-	"github.com/weirnet/weir/daemon/internal/atomicfile"
+	"github.com/weirnet/weir/enrollapi"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/internal/atomicfile"
 )
 
 const (
 	// DefaultMaxRecords is the bound New uses when given maxRecords <= 0.
-	DefaultMaxRecords = 1024
+	DefaultMaxRecords = enrollapi.DefaultSpoolMaxRecords
 
 	// MaxRecordBytes bounds the size of one record file. A real record is
 	// well under a kilobyte; anything larger is treated as corrupt rather

@@ -936,7 +936,7 @@ const file_enroll_proto_rawDesc = "" +
 	"\bUnenroll\x12\x1f.weir.enroll.v1.UnenrollRequest\x1a .weir.enroll.v1.UnenrollResponse\x12>\n" +
 	"\x03Get\x12\x1a.weir.enroll.v1.GetRequest\x1a\x1b.weir.enroll.v1.GetResponse\x12A\n" +
 	"\x04List\x12\x1b.weir.enroll.v1.ListRequest\x1a\x1c.weir.enroll.v1.ListResponse\x12;\n" +
-	"\x02GC\x12\x19.weir.enroll.v1.GCRequest\x1a\x1a.weir.enroll.v1.GCResponseB0Z.github.com/weirnet/weir/daemon/enroll/enrollpbb\x06proto3"
+	"\x02GC\x12\x19.weir.enroll.v1.GCRequest\x1a\x1a.weir.enroll.v1.GCResponseB,Z*github.com/weirnet/weir/enrollapi/enrollpbb\x06proto3"
 
 var (
 	file_enroll_proto_rawDescOnce sync.Once

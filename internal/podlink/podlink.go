@@ -2,6 +2,11 @@
 // kernel: the inode of its network namespace, the pod-side interface index
 // and the host-side veth peer. The CNI plugin uses it during ADD, and
 // weir-daemon when it repairs an enrollment the plugin never delivered.
+//
+// It lives in the module's internal tree, not under daemon/, because the
+// per-pod plugin binary must not import the daemon; and not under enrollapi,
+// because it is shared code that fills the contract's fields, not the
+// contract.
 package podlink
 
 import (
@@ -13,7 +18,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
-	"github.com/weirnet/weir/daemon/enroll/enrollpb"
+	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // Link is what weir learns about the pod's interface from the kernel.

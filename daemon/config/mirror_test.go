@@ -1,0 +1,66 @@
+package config_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/weirnet/weir/daemon/config"
+	"github.com/weirnet/weir/daemon/enroll"
+	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/enrollapi"
+	"github.com/weirnet/weir/enrollapi/spool"
+	"github.com/weirnet/weir/netconf"
+)
+
+// Values that two components must agree on, where one of them derives its
+// value instead of naming the owner's constant. A change to either side that
+// breaks the agreement fails here, not on a node whose plugin spools calls
+// the daemon never drains.
+
+// An unconfigured plugin dials the socket an unconfigured daemon serves, and
+// spools where that daemon drains: the daemon's spool directory is derived
+// from its state directory, so only the completed configuration shows it.
+func TestUnconfiguredPluginAndDaemonMeetAtTheSameSocketAndSpool(t *testing.T) {
+	cfg, err := config.Load(nil)
+	if err != nil {
+		t.Fatalf("config.Load(no flags): %v", err)
+	}
+	nc, err := netconf.Parse([]byte(`{"cniVersion":"1.1.0","name":"net","type":"weir"}`))
+	if err != nil {
+		t.Fatalf("netconf.Parse(no weir keys): %v", err)
+	}
+	if cfg.Socket != nc.DaemonSocket || cfg.Socket != enrollapi.DefaultSocket {
+		t.Errorf("daemon socket %q, plugin daemonSocket %q, contract default %q: all three must be equal",
+			cfg.Socket, nc.DaemonSocket, enrollapi.DefaultSocket)
+	}
+	if cfg.SpoolDir != nc.SpoolDir || cfg.SpoolDir != enrollapi.DefaultSpoolDir {
+		t.Errorf("daemon spoolDir %q (from stateDir %q), plugin spoolDir %q, contract default %q: all three must be equal",
+			cfg.SpoolDir, cfg.StateDir, nc.SpoolDir, enrollapi.DefaultSpoolDir)
+	}
+	if nc.SpoolMaxRecords != spool.DefaultMaxRecords {
+		t.Errorf("plugin spoolMaxRecords %d, spool package default %d: must be equal", nc.SpoolMaxRecords, spool.DefaultMaxRecords)
+	}
+}
+
+// The registry applies its own bound when given none; the daemon always
+// passes its configured one. The two defaults must not drift apart, or the
+// README's documented default depends on who constructs the registry.
+// (config does not import registry: weir-install links config, and registry
+// would bring gRPC and protobuf with it.)
+func TestDaemonMaxPodsDefaultIsTheRegistrys(t *testing.T) {
+	if config.DefaultMaxPods != registry.DefaultMaxPods {
+		t.Errorf("config.DefaultMaxPods = %d, registry.DefaultMaxPods = %d: must be equal",
+			config.DefaultMaxPods, registry.DefaultMaxPods)
+	}
+	if got := config.Default().MaxPods; got != registry.DefaultMaxPods {
+		t.Errorf("config.Default().MaxPods = %d, want registry.DefaultMaxPods %d", got, registry.DefaultMaxPods)
+	}
+}
+
+// The enrollment listener admits root when given no uids; the daemon's
+// config always passes its own list, whose default must be the same.
+func TestDaemonAllowedUIDsDefaultIsTheListeners(t *testing.T) {
+	if got, want := config.Default().AllowedUIDs, enroll.DefaultAllowedUIDs(); !slices.Equal(got, want) {
+		t.Errorf("config.Default().AllowedUIDs = %v, enroll.DefaultAllowedUIDs() = %v: must be equal", got, want)
+	}
+}
