@@ -37,14 +37,6 @@ import (
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
-// ServiceResolver names the workload (service) behind a pod, or returns ""
-// when it cannot. Implementations must not block.
-//
-// It is the same interface the export pipeline consumes.
-type ServiceResolver interface {
-	Service(pod *enrollpb.Pod) string
-}
-
 // Chain asks each resolver in turn and returns the first non-empty answer.
 type Chain []ServiceResolver
 

@@ -550,27 +550,6 @@ func TestEnrollOfAPodWhoseHostInterfaceIsGoneIsNoFailure(t *testing.T) {
 	}
 }
 
-func TestOwnerName(t *testing.T) {
-	for pod, want := range map[string]string{
-		"web-7d4b9c8f5-x2x9z":     "web",                     // Deployment
-		"my-api-5c9f8d7b6d-abcde": "my-api-5c9f8d7b6d-abcde", // 'a' and 'e' are not in the suffix alphabet
-		"my-api-5c9f8d7b6d-bcdfg": "my-api",
-		"db-0":                    "db",          // StatefulSet
-		"kafka-12":                "kafka",       // StatefulSet
-		"fluentd-x7k2p":           "fluentd",     // DaemonSet
-		"nginx":                   "nginx",       // bare pod
-		"hello-world":             "hello-world", // a word is not a generated suffix
-		"a-b":                     "a-b",
-	} {
-		if got := OwnerName(pod); got != want {
-			t.Errorf("OwnerName(%q) = %q, want %q", pod, got, want)
-		}
-	}
-	if got := (OwnerServices{}).Service(&enrollpb.Pod{ContainerId: "0123456789abcdef0123"}); got != "0123456789ab" {
-		t.Errorf("pod without a name: service %q, want the short sandbox id", got)
-	}
-}
-
 func TestDumpWritesStreamsAndGaps(t *testing.T) {
 	cfg := testConfig()
 	cfg.Capture.DumpDir = filepath.Join(t.TempDir(), "dump")
