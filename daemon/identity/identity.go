@@ -34,6 +34,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
@@ -221,6 +222,6 @@ func (r *Resolver) Stats() Stats {
 // exports, with names from the later steps.
 func (r *Resolver) RegisterHTTP(s *api.Server) {
 	s.Handle("GET /api/v1/identity", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		api.WriteJSON(w, http.StatusOK, r.Stats())
+		wire.WriteJSON(w, http.StatusOK, r.Stats())
 	}))
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/weirnet/weir/bpf"
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
@@ -451,7 +452,7 @@ func TestConnectionsAndFeaturesAPI(t *testing.T) {
 
 	rr = httptest.NewRecorder()
 	srv.ServeHTTP(rr, httptest.NewRequest("GET", "/api/v1/features", nil))
-	var f api.Features
+	var f wire.Features
 	if err := json.Unmarshal(rr.Body.Bytes(), &f); err != nil {
 		t.Fatal(err)
 	}

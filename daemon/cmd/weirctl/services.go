@@ -21,7 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/metrics/view"
 )
 
@@ -48,20 +48,20 @@ func windowQuery(window string) (url.Values, error) {
 	return url.Values{"window": {window}}, nil
 }
 
-func fetchServices(ctx context.Context, c *api.Client, q url.Values) ([]view.Service, error) {
+func fetchServices(ctx context.Context, c *wire.Client, q url.Values) ([]view.Service, error) {
 	var out []view.Service
 	return out, c.GetJSONQuery(ctx, "/api/v1/services", q, &out)
 }
 
-func fetchTopology(ctx context.Context, c *api.Client, q url.Values) (view.Topology, error) {
+func fetchTopology(ctx context.Context, c *wire.Client, q url.Values) (view.Topology, error) {
 	var out view.Topology
 	return out, c.GetJSONQuery(ctx, "/api/v1/topology", q, &out)
 }
 
-func fetchEndpoints(ctx context.Context, c *api.Client, service string, q url.Values) ([]view.Endpoint, error) {
+func fetchEndpoints(ctx context.Context, c *wire.Client, service string, q url.Values) ([]view.Endpoint, error) {
 	var out []view.Endpoint
 	err := c.GetJSONQuery(ctx, "/api/v1/services/"+url.PathEscape(service)+"/endpoints", q, &out)
-	var se *api.StatusError
+	var se *wire.StatusError
 	if errors.As(err, &se) && se.Status == 404 {
 		return nil, fmt.Errorf("no service %q: weirctl services lists the known ones (names are SERVICE.NAMESPACE)", service)
 	}
@@ -232,7 +232,7 @@ func topCmd(ctx context.Context, e env, args []string) error {
 		return usageError{fmt.Sprintf("--interval %s is below the minimum %s", *interval, topMinInterval)}
 	}
 	o := topOptions{output: *output, query: q, window: cmp.Or(*window, "5m"), interval: *interval, once: *once,
-		reqTimeout: api.DefaultClientTimeout}
+		reqTimeout: wire.DefaultClientTimeout}
 	if *once {
 		return topRefresh(ctx, e, o)
 	}

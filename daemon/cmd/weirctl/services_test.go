@@ -15,6 +15,7 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/metrics"
 	"github.com/weirnet/weir/daemon/metrics/view"
@@ -225,7 +226,7 @@ func (s *syncBuffer) String() string {
 
 func TestTopRefreshesUntilCancelled(t *testing.T) {
 	url, ql := metricsAPI(t)
-	client, err := api.NewClient(url, nil)
+	client, err := wire.NewClient(url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
