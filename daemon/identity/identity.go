@@ -16,7 +16,14 @@
 //     needs no API access.
 //  3. Owner: the pod name without the suffix its controller added.
 //
-// The CRI step also names containers (SkyWalking's containerName).
+// The CRI step also names containers (SkyWalking's containerName), and
+// CgroupResolver finds the container a process runs in from the cgroup id the
+// kernel reports (capture.Config.ContainerID).
+//
+// This package is the one home of pod naming: the naming interfaces its
+// consumers take (ServiceResolver and the optional Generationer,
+// ServiceSelector, ContainerNamer) and the one rule for names derived from
+// pod names (OwnerName).
 //
 // Lookups sit on the export path, once or more per exchange, so none of them
 // waits for I/O: they answer from caches that informers and background

@@ -114,7 +114,7 @@ type Monitor struct {
 	cfg      config.Config
 	coll     Collector // nil when capture is disabled
 	table    *capture.Table
-	cgroups  *capture.CgroupResolver
+	cgroups  *identity.CgroupResolver
 	pstats   *protocol.Stats
 	pods     *podIndex
 	enroller *enroller
@@ -185,7 +185,7 @@ func New(opts Options) (*Monitor, error) {
 		metrics:   m.metrics,
 	})
 
-	if cg, err := capture.NewCgroupResolver(capture.CgroupResolverConfig{}); err != nil {
+	if cg, err := identity.NewCgroupResolver(identity.CgroupResolverConfig{}); err != nil {
 		m.log.Warn("container ids of connections unavailable", "error", err)
 	} else {
 		m.cgroups = cg
