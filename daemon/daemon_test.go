@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/registry"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
@@ -62,7 +63,7 @@ func testConfig(t *testing.T) config.Config {
 
 type running struct {
 	stop func() // cancels and waits; fails the test if Run returned an error
-	api  *api.Client
+	api  *wire.Client
 }
 
 // start runs the daemon and waits until /readyz says ready.
@@ -87,7 +88,7 @@ func start(t *testing.T, cfg config.Config, components ...Component) *running {
 	}
 	t.Cleanup(stop)
 
-	client, err := api.NewClient(cfg.HTTP, nil)
+	client, err := wire.NewClient(cfg.HTTP, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +165,7 @@ func podIn(t *testing.T, id string) *enrollpb.Pod {
 	}
 }
 
-func names(t *testing.T, c *api.Client) string {
+func names(t *testing.T, c *wire.Client) string {
 	t.Helper()
 	pods, err := c.Pods(context.Background())
 	if err != nil {
@@ -195,7 +196,7 @@ func (r *recorder) String() string {
 }
 func (r *recorder) RegisterHTTP(s *api.Server) {
 	s.Handle("GET /api/v1/recorder", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		api.WriteJSON(w, http.StatusOK, r.String())
+		wire.WriteJSON(w, http.StatusOK, r.String())
 	}))
 }
 

@@ -1,19 +1,19 @@
-// Package api is weir-daemon's HTTP API: health and readiness for the
+// Package api is weir-daemon's HTTP server: health and readiness for the
 // kubelet, and the JSON views weirctl and the dashboard read.
 //
 // The server is a Go 1.22+ http.ServeMux with method patterns. This package
 // serves what the enrollment side knows (pods); the daemon's other
-// components (connections, requests, features, /metrics) add their handlers
-// with Handle and their readiness conditions with AddReadyCheck, so the API
-// grows without this package knowing about them.
+// components (connections, requests, features, identity, /metrics) add
+// their handlers with Handle and their readiness conditions with
+// AddReadyCheck, so the API grows without this package knowing about them.
 //
-// Every error response is JSON: {"error": "..."}. The same package holds the
-// client (Client) so the wire types are defined once.
+// The documents, the response writers (every error is {"error": "..."})
+// and the client are in package wire, which readers import without
+// linking the server or the daemon.
 package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
@@ -35,33 +36,13 @@ const (
 	ShutdownTimeout   = 5 * time.Second
 )
 
-// Pod is the API's view of one enrolled pod attachment.
-type Pod struct {
-	ID               uint32    `json:"id"`
-	Network          string    `json:"network"`
-	Namespace        string    `json:"namespace"`
-	Name             string    `json:"name"`
-	UID              string    `json:"uid"`
-	SandboxID        string    `json:"sandboxID"` // CNI container ID
-	InfraContainerID string    `json:"infraContainerID"`
-	Netns            string    `json:"netns"`
-	NetnsInode       uint64    `json:"netnsInode"`
-	Ifname           string    `json:"ifname"`
-	IfIndex          int32     `json:"ifIndex"`
-	HostVeth         string    `json:"hostVeth"`
-	HostVethIndex    int32     `json:"hostVethIndex"`
-	IPs              []string  `json:"ips"` // CIDR strings
-	CNIVersion       string    `json:"cniVersion,omitempty"`
-	EnrolledAt       time.Time `json:"enrolledAt"` // RFC 3339 with nanoseconds
-}
-
 // PodFromProto converts a registry record to its API view.
-func PodFromProto(p *enrollpb.Pod) Pod {
+func PodFromProto(p *enrollpb.Pod) wire.Pod {
 	ips := make([]string, 0, len(p.GetIps()))
 	for _, ip := range p.GetIps() {
 		ips = append(ips, ip.GetAddress())
 	}
-	out := Pod{
+	out := wire.Pod{
 		ID: p.GetId(), Network: p.GetNetwork(), Namespace: p.GetNamespace(), Name: p.GetName(), UID: p.GetUid(),
 		SandboxID: p.GetContainerId(), InfraContainerID: p.GetInfraContainerId(),
 		Netns: p.GetNetns(), NetnsInode: p.GetNetnsInode(), Ifname: p.GetIfname(), IfIndex: p.GetIfIndex(),
@@ -169,7 +150,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	wire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
@@ -184,7 +165,7 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	if len(reasons) > 0 {
-		WriteError(w, http.StatusServiceUnavailable, "not ready: "+strings.Join(reasons, "; "))
+		wire.WriteError(w, http.StatusServiceUnavailable, "not ready: "+strings.Join(reasons, "; "))
 		return
 	}
 	var warns []string
@@ -194,43 +175,17 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	if len(warns) > 0 {
-		WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "warnings": warns})
+		wire.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "warnings": warns})
 		return
 	}
-	WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	wire.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (s *Server) listPods(w http.ResponseWriter, _ *http.Request) {
 	pods := s.pods.List()
-	out := make([]Pod, 0, len(pods))
+	out := make([]wire.Pod, 0, len(pods))
 	for _, p := range pods {
 		out = append(out, PodFromProto(p))
 	}
-	WriteJSON(w, http.StatusOK, out)
-}
-
-// WriteJSON writes v as a JSON response with the given status. Handlers
-// registered by other components use it for a uniform API.
-func WriteJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		WriteError(w, http.StatusInternalServerError, fmt.Sprintf("encode response: %v", err))
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
-}
-
-// ErrorBody is the JSON body of every error response.
-type ErrorBody struct {
-	Error string `json:"error"`
-}
-
-// WriteError writes {"error": msg} with the given status.
-func WriteError(w http.ResponseWriter, status int, msg string) {
-	body, _ := json.Marshal(ErrorBody{Error: msg})
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
+	wire.WriteJSON(w, http.StatusOK, out)
 }

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
@@ -114,7 +115,7 @@ func TestHealthzAndReadyz(t *testing.T) {
 		return nil
 	})
 	resp, body := get(t, s, "/readyz")
-	var eb ErrorBody
+	var eb wire.ErrorBody
 	if resp.StatusCode != http.StatusServiceUnavailable || json.Unmarshal(body, &eb) != nil ||
 		eb.Error != "not ready: grpc: not listening" {
 		t.Fatalf("readyz = %d %s, want 503 naming the grpc check", resp.StatusCode, body)
@@ -147,7 +148,7 @@ func TestReadyzListsWarningsWithoutFailing(t *testing.T) {
 func TestHandleAddsRoutesAndMethodsAreEnforced(t *testing.T) {
 	s := New(podList{}, slog.New(slog.DiscardHandler))
 	s.Handle("GET /api/v1/features", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		WriteJSON(w, http.StatusOK, map[string]bool{"tcx": true})
+		wire.WriteJSON(w, http.StatusOK, map[string]bool{"tcx": true})
 	}))
 	if resp, body := get(t, s, "/api/v1/features"); resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"tcx":true`) {
 		t.Fatalf("extension route = %d %s", resp.StatusCode, body)
@@ -169,7 +170,7 @@ func TestServeShutsDownWhenContextEnds(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
 
-	c, err := NewClient(ln.Addr().String(), nil)
+	c, err := wire.NewClient(ln.Addr().String(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,41 +189,5 @@ func TestServeShutsDownWhenContextEnds(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		t.Fatal("listener still accepts after shutdown")
-	}
-}
-
-func TestClientErrors(t *testing.T) {
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		WriteError(w, http.StatusServiceUnavailable, "registry not loaded")
-	}))
-	defer ts.Close()
-	c, err := NewClient(ts.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = c.Pods(context.Background())
-	var se *StatusError
-	if !errors.As(err, &se) || se.Status != 503 || se.Message != "registry not loaded" {
-		t.Fatalf("error = %v, want a 503 StatusError carrying the daemon's message", err)
-	}
-
-	// Nothing listens on a port we just closed.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	c, _ = NewClient(addr, nil)
-	_, err = c.Pods(context.Background())
-	var ue *UnreachableError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "weir-daemon is not reachable at "+addr+": is it running?") {
-		t.Fatalf("error = %v, want the not-reachable message", err)
-	}
-
-	for _, bad := range []string{"", "ftp://x:1", "http://"} {
-		if _, err := NewClient(bad, nil); err == nil {
-			t.Errorf("NewClient(%q) succeeded", bad)
-		}
 	}
 }

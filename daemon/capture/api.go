@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 // MaxListLimit bounds the limit parameter of the connections API.
@@ -15,7 +17,7 @@ const MaxListLimit = 100000
 const DefaultListLimit = 1000
 
 // Handler serves GET /api/v1/connections?pod=NS/NAME&state=open|closed&limit=N
-// as a JSON array of ConnInfo, newest first. Invalid parameters get 400 with
+// as a JSON array of wire.ConnInfo, newest first. Invalid parameters get 400 with
 // a JSON {"error": "..."} body naming the parameter.
 func (t *Table) Handler() http.Handler {
 	return http.HandlerFunc(t.serveConnections)
@@ -24,12 +26,12 @@ func (t *Table) Handler() http.Handler {
 func (t *Table) serveConnections(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		writeJSONError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed", r.Method))
+		wire.WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed", r.Method))
 		return
 	}
 	f, err := parseFilter(r)
 	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, err.Error())
+		wire.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	conns := t.Connections(f)
@@ -70,12 +72,4 @@ func parseFilter(r *http.Request) (Filter, error) {
 		}
 	}
 	return f, nil
-}
-
-func writeJSONError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error string `json:"error"`
-	}{msg})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 func TestConnInfoJSONShape(t *testing.T) {
@@ -113,7 +114,7 @@ func TestConnectionsHandlerFiltersAndOrders(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []ConnInfo
+		var got []wire.ConnInfo
 		err = json.NewDecoder(resp.Body).Decode(&got)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {

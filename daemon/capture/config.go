@@ -54,7 +54,7 @@ type Config struct {
 	StreamFactory StreamFactory
 	// ContainerID maps a cgroup id to a container id, "" when none. It is
 	// called from the Sink goroutine when a connection is first seen, so it
-	// must be cheap on repeated ids (CgroupResolver.ContainerID caches).
+	// must be cheap on repeated ids (identity.CgroupResolver.ContainerID caches).
 	ContainerID func(cgroupID uint64) string
 	// Pods resolves pod ids for the API (optional).
 	Pods PodResolver

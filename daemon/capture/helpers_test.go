@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 var testBoot = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -113,7 +114,7 @@ func pattern(n int, seed byte) []byte {
 	return b
 }
 
-func connInfo(t *testing.T, tab *Table, id event.ConnID) ConnInfo {
+func connInfo(t *testing.T, tab *Table, id event.ConnID) wire.ConnInfo {
 	t.Helper()
 	for _, ci := range tab.Connections(Filter{}) {
 		if ci.ID == uint64(id) {
@@ -121,7 +122,7 @@ func connInfo(t *testing.T, tab *Table, id event.ConnID) ConnInfo {
 		}
 	}
 	t.Fatalf("connection %d not in snapshot", id)
-	return ConnInfo{}
+	return wire.ConnInfo{}
 }
 
 // checkStreamAccounting asserts that a recorded direction adds up: Data

@@ -1,69 +1,12 @@
 package capture
 
 import (
-	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
-
-// ConnInfo is the snapshot of a connection served by GET /api/v1/connections
-// and printed by weirctl connections.
-type ConnInfo struct {
-	ID           uint64         `json:"id"`
-	PodID        uint32         `json:"podID"`
-	Namespace    string         `json:"namespace,omitempty"`
-	Pod          string         `json:"pod,omitempty"`
-	PID          uint32         `json:"pid"`
-	Comm         string         `json:"comm"`
-	CgroupID     uint64         `json:"cgroupID"`
-	ContainerID  string         `json:"containerID,omitempty"`
-	FD           int32          `json:"fd"`
-	Local        netip.AddrPort `json:"local"`
-	Remote       netip.AddrPort `json:"remote"`
-	Role         string         `json:"role"`
-	State        string         `json:"state"`                 // "open" or "closed"
-	CloseReason  string         `json:"closeReason,omitempty"` // Reason* when closed
-	OpenSeen     bool           `json:"openSeen"`              // connect/accept seen; false: first seen through data (pre-existing socket, inherited, or open event lost)
-	BytesSent    uint64         `json:"bytesSent"`             // stream offset reached, egress
-	BytesRecv    uint64         `json:"bytesRecv"`             // stream offset reached, ingress
-	SyscallsSent uint64         `json:"syscallsSent"`
-	SyscallsRecv uint64         `json:"syscallsRecv"`
-	Gaps         uint64         `json:"gaps"`     // runs of missing bytes, both directions
-	GapBytes     uint64         `json:"gapBytes"` // bytes in those runs
-	Truncated    uint64         `json:"truncated"`
-	// Skipped is how many bytes of the connection (both directions) the
-	// kernel reported without copying them, by event.SkipReason name:
-	// "h2_data" and "body" are bytes the parsers do not need; the others
-	// are losses.
-	Skipped   map[string]uint64 `json:"skipped,omitempty"`
-	FirstSeen time.Time         `json:"firstSeen"`
-	LastSeen  time.Time         `json:"lastSeen"`
-	Connect   *ConnectInfo      `json:"connect,omitempty"`
-	Close     *CloseInfo        `json:"close,omitempty"`
-
-	firstSeenTS event.Timestamp
-}
-
-// ConnectInfo describes the syscall that opened the connection: connect for
-// a client, accept/accept4 for a server.
-type ConnectInfo struct {
-	Syscall    string    `json:"syscall"`
-	Start      time.Time `json:"start"`
-	End        time.Time `json:"end"`
-	Success    bool      `json:"success"`
-	InProgress bool      `json:"inProgress,omitempty"`
-	Errno      int32     `json:"errno,omitempty"`
-}
-
-// CloseInfo describes how the connection left the table. Kernel totals are
-// present only when a close event was received.
-type CloseInfo struct {
-	Time            time.Time `json:"time"`
-	KernelBytesSent *uint64   `json:"kernelBytesSent,omitempty"`
-	KernelBytesRecv *uint64   `json:"kernelBytesRecv,omitempty"`
-}
 
 // Filter selects connections for Connections. Zero fields match everything.
 type Filter struct {
@@ -75,9 +18,9 @@ type Filter struct {
 // Connections returns a snapshot of tracked and recently closed connections
 // matching f, newest (by first seen) first. It is safe to call concurrently
 // with the Sink methods.
-func (t *Table) Connections(f Filter) []ConnInfo {
+func (t *Table) Connections(f Filter) []wire.ConnInfo {
 	t.mu.Lock()
-	out := make([]ConnInfo, 0, len(t.conns)+t.closed.len())
+	out := make([]wire.ConnInfo, 0, len(t.conns)+t.closed.len())
 	if f.State != "closed" {
 		for c := t.lruHead; c != nil; c = c.next {
 			out = append(out, c.info(t.cfg.BootTime, true))
@@ -97,16 +40,15 @@ func (t *Table) Connections(f Filter) []ConnInfo {
 		}
 	}
 	if f.Namespace != "" || f.Pod != "" {
-		out = slices.DeleteFunc(out, func(ci ConnInfo) bool {
+		out = slices.DeleteFunc(out, func(ci wire.ConnInfo) bool {
 			return ci.Namespace != f.Namespace || ci.Pod != f.Pod
 		})
 	}
-	slices.SortFunc(out, func(a, b ConnInfo) int {
-		if a.firstSeenTS != b.firstSeenTS {
-			if a.firstSeenTS > b.firstSeenTS {
-				return -1
-			}
-			return 1
+	// FirstSeen is the boot time plus the kernel timestamp, the same boot
+	// time for every entry: it orders them as the timestamps do.
+	slices.SortFunc(out, func(a, b wire.ConnInfo) int {
+		if c := b.FirstSeen.Compare(a.FirstSeen); c != 0 {
+			return c
 		}
 		switch {
 		case a.ID > b.ID:
@@ -122,9 +64,9 @@ func (t *Table) Connections(f Filter) []ConnInfo {
 	return out
 }
 
-func (c *Conn) info(boot time.Time, open bool) ConnInfo {
+func (c *Conn) info(boot time.Time, open bool) wire.ConnInfo {
 	eg, in := &c.dirs[event.Egress], &c.dirs[event.Ingress]
-	ci := ConnInfo{
+	ci := wire.ConnInfo{
 		ID:           uint64(c.ID),
 		PodID:        c.PodID,
 		PID:          c.Proc.TGID,
@@ -147,10 +89,9 @@ func (c *Conn) info(boot time.Time, open bool) ConnInfo {
 		Skipped:      skippedByName(eg, in),
 		FirstSeen:    c.firstSeen.Time(boot),
 		LastSeen:     c.lastSeen.Time(boot),
-		firstSeenTS:  c.firstSeen,
 	}
 	if c.opened {
-		ci.Connect = &ConnectInfo{
+		ci.Connect = &wire.ConnectInfo{
 			Syscall:    c.openSyscall.String(),
 			Start:      c.openStart.Time(boot),
 			End:        c.openEnd.Time(boot),
@@ -162,7 +103,7 @@ func (c *Conn) info(boot time.Time, open bool) ConnInfo {
 	if !open {
 		ci.State = "closed"
 		ci.CloseReason = c.closeReason
-		ci.Close = &CloseInfo{Time: c.closeTime.Time(boot)}
+		ci.Close = &wire.CloseInfo{Time: c.closeTime.Time(boot)}
 		if c.haveClose {
 			sent, recv := c.kernelSent, c.kernelRecv
 			ci.Close.KernelBytesSent, ci.Close.KernelBytesRecv = &sent, &recv
@@ -175,17 +116,17 @@ func (c *Conn) info(boot time.Time, open bool) ConnInfo {
 // remembers their ids, so late events for them are recognised and dropped
 // instead of resurrecting the connection.
 type closedRing struct {
-	entries []ConnInfo
+	entries []wire.ConnInfo
 	next    int
 	full    bool
 	ids     map[event.ConnID]int // id -> slot
 }
 
 func newClosedRing(n int) closedRing {
-	return closedRing{entries: make([]ConnInfo, n), ids: make(map[event.ConnID]int, n)}
+	return closedRing{entries: make([]wire.ConnInfo, n), ids: make(map[event.ConnID]int, n)}
 }
 
-func (r *closedRing) push(ci ConnInfo) {
+func (r *closedRing) push(ci wire.ConnInfo) {
 	slot := r.next
 	if r.full {
 		old := event.ConnID(r.entries[slot].ID)
@@ -213,7 +154,7 @@ func (r *closedRing) len() int {
 	return r.next
 }
 
-func (r *closedRing) appendTo(out []ConnInfo) []ConnInfo {
+func (r *closedRing) appendTo(out []wire.ConnInfo) []wire.ConnInfo {
 	if r.full {
 		out = append(out, r.entries[r.next:]...)
 	}

@@ -9,25 +9,23 @@ import (
 // reason, connections tracked) for the daemon to register. Values are read
 // from Stats at scrape time, so the event path pays nothing for them.
 type Collector struct {
-	table  *Table
-	cgroup *CgroupResolver
+	table *Table
 
 	events, drops, flushes, gaps, gapBytes, lost, reordered, truncated *prometheus.Desc
 	skipped, payload                                                   *prometheus.Desc
 	conns, connsCreated, connsClosed, buffered, fdReused               *prometheus.Desc
-	cgLookups, cgWalks, cgDrops, cgCached                              *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Collector)(nil)
 
-// NewCollector returns a collector over t and, when not nil, cg.
-func NewCollector(t *Table, cg *CgroupResolver) *Collector {
+// NewCollector returns a collector over t. The cgroup resolver's metrics
+// are identity.CgroupCollector's.
+func NewCollector(t *Table) *Collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("weir_capture_"+name, help, labels, nil)
 	}
 	return &Collector{
 		table:     t,
-		cgroup:    cg,
 		events:    d("events_total", "Events received from the kernel reader, by kind.", "kind"),
 		drops:     d("drops_total", "Events or connections dropped by user-space capture, by reason.", "reason"),
 		flushes:   d("reorder_flushes_total", "Reorder buffers flushed before the missing event arrived, by reason.", "reason"),
@@ -44,10 +42,6 @@ func NewCollector(t *Table, cg *CgroupResolver) *Collector {
 		fdReused:     d("fd_reused_total", "Open connections whose fd a new connection took before their close arrived."),
 		connsClosed:  d("connections_closed_total", "Connections that left the table, by reason.", "reason"),
 		buffered:     d("buffered_bytes", "Payload bytes held in reorder buffers."),
-		cgLookups:    d("cgroup_lookups_total", "Cgroup id lookups, by result of the cache.", "result"),
-		cgWalks:      d("cgroup_walks_total", "Walks of the cgroup2 mount."),
-		cgDrops:      d("cgroup_bounds_hit_total", "Cgroup resolver bounds hit, by kind.", "kind"),
-		cgCached:     d("cgroup_cached", "Cgroup ids in the resolver cache."),
 	}
 }
 
@@ -56,11 +50,6 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.events, c.drops, c.flushes, c.gaps, c.gapBytes, c.lost, c.reordered,
 		c.truncated, c.skipped, c.payload, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused} {
 		ch <- d
-	}
-	if c.cgroup != nil {
-		for _, d := range []*prometheus.Desc{c.cgLookups, c.cgWalks, c.cgDrops, c.cgCached} {
-			ch <- d
-		}
 	}
 }
 
@@ -109,14 +98,4 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.connsClosed, s.ConnsClosed, ReasonClosed)
 	counter(c.connsClosed, s.ConnsExited, ReasonExited)
 	gauge(c.buffered, s.BufferedBytes)
-	if c.cgroup != nil {
-		cs := c.cgroup.Stats()
-		counter(c.cgLookups, cs.Hits, "hit")
-		counter(c.cgLookups, cs.Lookups-cs.Hits, "miss")
-		counter(c.cgWalks, cs.Walks)
-		counter(c.cgDrops, cs.WalkLimitHits, "walk_limit")
-		counter(c.cgDrops, cs.CacheEvictions, "cache_eviction")
-		counter(c.cgDrops, cs.WalkErrors, "walk_error")
-		gauge(c.cgCached, cs.Cached)
-	}
 }

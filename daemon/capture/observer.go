@@ -1,6 +1,9 @@
 package capture
 
-import "github.com/weirnet/weir/bpf/event"
+import (
+	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/api/wire"
+)
 
 // Observer follows the table's connections event by event, next to the
 // byte streams the Streams receive. The Stream sees reassembled bytes; an
@@ -25,7 +28,7 @@ type Observer interface {
 	// Close, with the summary the API keeps. closeEv is the ConnClose
 	// event that ended it, nil when it left for another reason (idle,
 	// evicted, fd reused, shutdown: see info.CloseReason).
-	ConnFinished(c *Conn, info ConnInfo, closeEv *event.ConnClose)
+	ConnFinished(c *Conn, info wire.ConnInfo, closeEv *event.ConnClose)
 	// Retransmitted is called for a Retransmit event of a connection in
 	// the table: a segment TCP resent outside the connection's syscalls.
 	Retransmitted(c *Conn, e event.Retransmit)

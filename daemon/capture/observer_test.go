@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 // logObserver records every Observer call as a line, together with what the
@@ -31,7 +32,7 @@ func (o *logObserver) DataArrived(c *Conn, e event.Data) {
 	o.lines = append(o.lines, fmt.Sprintf("data %d %s seq=%d size=%d streamOps=%d", e.Conn, e.Direction, e.Seq, e.Size, o.streamOps(c)))
 }
 
-func (o *logObserver) ConnFinished(c *Conn, info ConnInfo, ev *event.ConnClose) {
+func (o *logObserver) ConnFinished(c *Conn, info wire.ConnInfo, ev *event.ConnClose) {
 	closed := o.rec.Stream(c.ID).Closed()
 	o.lines = append(o.lines, fmt.Sprintf("finish %d reason=%s event=%t streamClosed=%t sent=%d", info.ID, info.CloseReason, ev != nil, closed, info.BytesSent))
 }

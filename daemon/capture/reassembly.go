@@ -20,7 +20,7 @@ type half struct {
 	held    []chunk
 	heldLen int // payload bytes in held
 
-	// Counters shown in ConnInfo.
+	// Counters shown in wire.ConnInfo.
 	hwm       uint64 // highest stream offset covered by a received event
 	syscalls  uint64
 	events    uint64

@@ -41,7 +41,7 @@ func TestSkipReasonsReachTheStreamConnInfoAndMetrics(t *testing.T) {
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(NewCollector(tab, nil)); err != nil {
+	if err := reg.Register(NewCollector(tab)); err != nil {
 		t.Fatal(err)
 	}
 	mfs, err := reg.Gather()

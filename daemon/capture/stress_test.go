@@ -18,7 +18,7 @@ import (
 func TestConcurrentReadersDuringIngestAreRaceFree(t *testing.T) {
 	tab, _ := newTestTable(t, Config{MaxConns: 64, ClosedRing: 32, ReorderDelay: time.Microsecond})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(tab, nil))
+	reg.MustRegister(NewCollector(tab))
 	srv := httptest.NewServer(tab.Handler())
 	t.Cleanup(srv.Close)
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 func TestInOrderEventsDeliverBothStreamsExactly(t *testing.T) {
@@ -483,7 +484,7 @@ func TestInvalidDirectionIsCountedAndDropped(t *testing.T) {
 	}
 }
 
-func ids(cs []ConnInfo) []uint64 {
+func ids(cs []wire.ConnInfo) []uint64 {
 	var out []uint64
 	for _, c := range cs {
 		out = append(out, c.ID)
@@ -558,7 +559,7 @@ func (o *closeObserver) Swept(event.Timestamp)            {}
 func (o *closeObserver) Retransmitted(_ *Conn, e event.Retransmit) {
 	o.retrans = append(o.retrans, e)
 }
-func (o *closeObserver) ConnFinished(_ *Conn, _ ConnInfo, ev *event.ConnClose) {
+func (o *closeObserver) ConnFinished(_ *Conn, _ wire.ConnInfo, ev *event.ConnClose) {
 	if ev != nil {
 		o.closes = append(o.closes, *ev)
 	}

@@ -16,7 +16,14 @@
 //     needs no API access.
 //  3. Owner: the pod name without the suffix its controller added.
 //
-// The CRI step also names containers (SkyWalking's containerName).
+// The CRI step also names containers (SkyWalking's containerName), and
+// CgroupResolver finds the container a process runs in from the cgroup id the
+// kernel reports (capture.Config.ContainerID).
+//
+// This package is the one home of pod naming: the naming interfaces its
+// consumers take (ServiceResolver and the optional Generationer,
+// ServiceSelector, ContainerNamer) and the one rule for names derived from
+// pod names (OwnerName).
 //
 // Lookups sit on the export path, once or more per exchange, so none of them
 // waits for I/O: they answer from caches that informers and background
@@ -34,16 +41,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
-
-// ServiceResolver names the workload (service) behind a pod, or returns ""
-// when it cannot. Implementations must not block.
-//
-// It is the same interface the export pipeline consumes.
-type ServiceResolver interface {
-	Service(pod *enrollpb.Pod) string
-}
 
 // Chain asks each resolver in turn and returns the first non-empty answer.
 type Chain []ServiceResolver
@@ -229,6 +229,6 @@ func (r *Resolver) Stats() Stats {
 // exports, with names from the later steps.
 func (r *Resolver) RegisterHTTP(s *api.Server) {
 	s.Handle("GET /api/v1/identity", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		api.WriteJSON(w, http.StatusOK, r.Stats())
+		wire.WriteJSON(w, http.StatusOK, r.Stats())
 	}))
 }

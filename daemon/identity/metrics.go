@@ -91,3 +91,50 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.criRetries, float64(r.RetryPending))
 	}
 }
+
+// CgroupCollector exposes a CgroupResolver's counters. The metrics keep the
+// weir_capture_cgroup_ prefix they had when the resolver lived in package
+// capture: dashboards and alerts name them, and the resolver still serves
+// the capture path (each connection's container id).
+type CgroupCollector struct {
+	r                                 *CgroupResolver
+	lookups, walks, boundsHit, cached *prometheus.Desc
+}
+
+var _ prometheus.Collector = (*CgroupCollector)(nil)
+
+// NewCgroupCollector returns a collector over r.
+func NewCgroupCollector(r *CgroupResolver) *CgroupCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("weir_capture_cgroup_"+name, help, labels, nil)
+	}
+	return &CgroupCollector{
+		r:         r,
+		lookups:   d("lookups_total", "Cgroup id lookups, by result of the cache.", "result"),
+		walks:     d("walks_total", "Walks of the cgroup2 mount."),
+		boundsHit: d("bounds_hit_total", "Cgroup resolver bounds hit, by kind.", "kind"),
+		cached:    d("cached", "Cgroup ids in the resolver cache."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *CgroupCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.lookups, c.walks, c.boundsHit, c.cached} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *CgroupCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.r.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.lookups, s.Hits, "hit")
+	counter(c.lookups, s.Lookups-s.Hits, "miss")
+	counter(c.walks, s.Walks)
+	counter(c.boundsHit, s.WalkLimitHits, "walk_limit")
+	counter(c.boundsHit, s.CacheEvictions, "cache_eviction")
+	counter(c.boundsHit, s.WalkErrors, "walk_error")
+	ch <- prometheus.MustNewConstMetric(c.cached, prometheus.GaugeValue, float64(s.Cached))
+}

@@ -33,6 +33,16 @@ func TestOwnerNameStripsControllerSuffixes(t *testing.T) {
 		{"cache-4bcdf-x2kq9", "", "cache-4bcdf"}, // hash too short: DaemonSet-style only
 		{"node-1", "node-1", "node"},             // the whole name is the node's: a StatefulSet ordinal wins
 		{"", "node-1", ""},
+		// Cases the monitor's former copy of this rule pinned; both copies
+		// agree on them.
+		{"web-7d4b9c8f5-x2x9z", "", "web"},
+		{"my-api-5c9f8d7b6d-bcdfg", "", "my-api"},
+		{"my-api-5c9f8d7b6d-abcde", "", "my-api-5c9f8d7b6d-abcde"}, // 'a' and 'e' are not in the suffix alphabet
+		{"db-0", "", "db"},
+		{"fluentd-x7k2p", "", "fluentd"},
+		{"nginx", "", "nginx"},
+		{"hello-world", "", "hello-world"},
+		{"a-b", "", "a-b"},
 	} {
 		if got := OwnerName(tc.pod, tc.node); got != tc.want {
 			t.Errorf("OwnerName(%q, node %q) = %q, want %q", tc.pod, tc.node, got, tc.want)
@@ -86,5 +96,30 @@ func TestResolverWithoutClusterOrRuntimeFallsBackToOwner(t *testing.T) {
 	}
 	if s := r.Stats(); s.Kubernetes != nil || s.CRI != nil {
 		t.Errorf("stats of unconfigured steps: %+v", s)
+	}
+}
+
+// The monitor kept a looser copy of OwnerName (a ReplicaSet hash of 1 to 10
+// characters of the whole generated alphabet, any run of digits as an
+// ordinal) that named these pods differently. The stricter rule is the one
+// kept: each case says why the looser answer was wrong.
+func TestOwnerNameRejectsWhatALooserRuleAccepted(t *testing.T) {
+	for _, tc := range []struct {
+		pod, looser, want, why string
+	}{
+		{"web-2-x2kq9", "web", "web-2",
+			"a pod-template-hash encodes decimal digits, which map only to 4-9, b, c, d and f: '2' is never in one"},
+		{"api-xkcd-x2kq9", "api", "api-xkcd",
+			"'x' and 'k' are never in a pod-template-hash: this is the DaemonSet or Job api-xkcd"},
+		{"postgres-01", "postgres", "postgres-01",
+			"StatefulSet ordinals have no leading zero"},
+		{"build-20240101", "build", "build-20240101",
+			"an ordinal of 8 digits is a date or a version, not a replica (the rule allows up to 999999)"},
+		{"nightly-report-29012345-zt4wq", "nightly-report-29012345", "nightly-report",
+			"the looser rule had no CronJob case: the Job's scheduled-minutes suffix belongs to the CronJob"},
+	} {
+		if got := OwnerName(tc.pod, ""); got != tc.want {
+			t.Errorf("OwnerName(%q) = %q, want %q (not %q: %s)", tc.pod, got, tc.want, tc.looser, tc.why)
+		}
 	}
 }

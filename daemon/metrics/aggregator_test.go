@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/flow"
-	"github.com/weirnet/weir/daemon/metrics/view"
 )
 
-func findService(t *testing.T, svcs []view.Service, name string) view.Service {
+func findService(t *testing.T, svcs []wire.Service, name string) wire.Service {
 	t.Helper()
 	for _, s := range svcs {
 		if s.Name == name {
@@ -21,10 +21,10 @@ func findService(t *testing.T, svcs []view.Service, name string) view.Service {
 		}
 	}
 	t.Fatalf("service %s not in %+v", name, svcs)
-	return view.Service{}
+	return wire.Service{}
 }
 
-func findEdge(t *testing.T, topo view.Topology, src, dst string) view.Edge {
+func findEdge(t *testing.T, topo wire.Topology, src, dst string) wire.Edge {
 	t.Helper()
 	for _, e := range topo.Edges {
 		if e.Source == src && e.Target == dst {
@@ -32,7 +32,7 @@ func findEdge(t *testing.T, topo view.Topology, src, dst string) view.Edge {
 		}
 	}
 	t.Fatalf("edge %s -> %s not in %+v", src, dst, topo.Edges)
-	return view.Edge{}
+	return wire.Edge{}
 }
 
 // feedConnection plays one connection between local pods as both sides see
@@ -71,12 +71,12 @@ func TestKernelOpsCountPerServiceAndOncePerEdge(t *testing.T) {
 		t.Fatalf("services = %+v, want catalog and frontend", svcs)
 	}
 	fe := findService(t, svcs, "frontend.shop")
-	want := view.TCP{Connects: 1, Closes: 1, BytesSent: 100, BytesRecv: 300, Retransmits: 1, Drops: 3, RTTMs: 4}
+	want := wire.TCP{Connects: 1, Closes: 1, BytesSent: 100, BytesRecv: 300, Retransmits: 1, Drops: 3, RTTMs: 4}
 	if fe.TCP != want || fe.Pods != 1 || fe.Service != "frontend" || fe.Namespace != "shop" {
 		t.Errorf("frontend = %+v, want tcp %+v and 1 pod", fe, want)
 	}
 	cat := findService(t, svcs, "catalog.shop")
-	if want := (view.TCP{Accepts: 1, Closes: 1, BytesSent: 300, BytesRecv: 100}); cat.TCP != want {
+	if want := (wire.TCP{Accepts: 1, Closes: 1, BytesSent: 300, BytesRecv: 100}); cat.TCP != want {
 		t.Errorf("catalog tcp = %+v, want %+v", cat.TCP, want)
 	}
 
@@ -89,13 +89,13 @@ func TestKernelOpsCountPerServiceAndOncePerEdge(t *testing.T) {
 	}
 	e := findEdge(t, topo, "frontend.shop", "catalog.shop")
 	// The edge is the client's view: its connect, its bytes, no accept.
-	if want := (view.TCP{Connects: 1, Closes: 1, BytesSent: 100, BytesRecv: 300, Retransmits: 1, Drops: 3, RTTMs: 4}); e.TCP != want {
+	if want := (wire.TCP{Connects: 1, Closes: 1, BytesSent: 100, BytesRecv: 300, Retransmits: 1, Drops: 3, RTTMs: 4}); e.TCP != want {
 		t.Errorf("edge tcp = %+v, want %+v", e.TCP, want)
 	}
 	if e.Protocol != "TCP" || !e.Error {
 		t.Errorf("edge protocol %q error %v, want TCP and an error edge (drops and retransmits)", e.Protocol, e.Error)
 	}
-	wantNodes := []view.Node{{ID: "catalog.shop", Kind: "service", Namespace: "shop"}, {ID: "frontend.shop", Kind: "service", Namespace: "shop"}}
+	wantNodes := []wire.Node{{ID: "catalog.shop", Kind: "service", Namespace: "shop"}, {ID: "frontend.shop", Kind: "service", Namespace: "shop"}}
 	if fmt.Sprint(topo.Nodes) != fmt.Sprint(wantNodes) {
 		t.Errorf("nodes = %+v, want %+v", topo.Nodes, wantNodes)
 	}
@@ -156,13 +156,13 @@ func TestExternalClientIsANodeNamedByIP(t *testing.T) {
 	if e.Error {
 		t.Errorf("edge without errors flagged: %+v", e)
 	}
-	var ext *view.Node
+	var ext *wire.Node
 	for i := range topo.Nodes {
 		if topo.Nodes[i].ID == "203.0.113.9" {
 			ext = &topo.Nodes[i]
 		}
 	}
-	if ext == nil || ext.Kind != view.KindExternal || ext.Namespace != "" {
+	if ext == nil || ext.Kind != wire.KindExternal || ext.Namespace != "" {
 		t.Fatalf("external node = %+v in %+v", ext, topo.Nodes)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 // RegisterHTTP adds the aggregation API to the daemon's HTTP server:
@@ -43,10 +44,10 @@ func durationParam(r *http.Request, name string) (time.Duration, error) {
 
 func writeQueryError(w http.ResponseWriter, err error) {
 	if errors.Is(err, ErrUnknownService) {
-		api.WriteError(w, http.StatusNotFound, err.Error())
+		wire.WriteError(w, http.StatusNotFound, err.Error())
 		return
 	}
-	api.WriteError(w, http.StatusBadRequest, err.Error())
+	wire.WriteError(w, http.StatusBadRequest, err.Error())
 }
 
 func (a *Aggregator) serveServices(w http.ResponseWriter, r *http.Request) {
@@ -60,7 +61,7 @@ func (a *Aggregator) serveServices(w http.ResponseWriter, r *http.Request) {
 		writeQueryError(w, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, out)
+	wire.WriteJSON(w, http.StatusOK, out)
 }
 
 func (a *Aggregator) serveTopology(w http.ResponseWriter, r *http.Request) {
@@ -74,7 +75,7 @@ func (a *Aggregator) serveTopology(w http.ResponseWriter, r *http.Request) {
 		writeQueryError(w, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, out)
+	wire.WriteJSON(w, http.StatusOK, out)
 }
 
 func (a *Aggregator) serveEndpoints(w http.ResponseWriter, r *http.Request) {
@@ -88,7 +89,7 @@ func (a *Aggregator) serveEndpoints(w http.ResponseWriter, r *http.Request) {
 		writeQueryError(w, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, out)
+	wire.WriteJSON(w, http.StatusOK, out)
 }
 
 func (a *Aggregator) serveSeries(w http.ResponseWriter, r *http.Request) {
@@ -107,5 +108,5 @@ func (a *Aggregator) serveSeries(w http.ResponseWriter, r *http.Request) {
 		writeQueryError(w, err)
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, out)
+	wire.WriteJSON(w, http.StatusOK, out)
 }

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/weirnet/weir/daemon/metrics/view"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 // ErrUnknownService is returned for a service the aggregator has no data
@@ -60,8 +60,8 @@ func (h *httpAgg) addRing(r httpRing, from, to int64) {
 
 func ms(ns uint64) float64 { return float64(ns) / 1e6 }
 
-func (h *httpAgg) latency() view.Latency {
-	l := view.Latency{P50: ms(h.hist.quantile(0.50)), P90: ms(h.hist.quantile(0.90)), P99: ms(h.hist.quantile(0.99))}
+func (h *httpAgg) latency() wire.Latency {
+	l := wire.Latency{P50: ms(h.hist.quantile(0.50)), P90: ms(h.hist.quantile(0.90)), P99: ms(h.hist.quantile(0.99))}
 	if h.latN > 0 {
 		l.Avg = float64(h.latSum) / float64(h.latN) / 1e6
 	}
@@ -86,8 +86,8 @@ func (a *Aggregator) rateSpan(w time.Duration) time.Duration {
 	return w
 }
 
-func (h *httpAgg) view(w time.Duration) view.HTTP {
-	return view.HTTP{
+func (h *httpAgg) view(w time.Duration) wire.HTTP {
+	return wire.HTTP{
 		Requests: h.requests, Errors: h.errors, RPM: float64(h.requests) / w.Minutes(),
 		SuccessRate: successRate(h.requests, h.errors), LatencyMs: h.latency(),
 	}
@@ -116,8 +116,8 @@ func (t *tcpAgg) addRing(r tcpRing, from, to int64) {
 	}
 }
 
-func (t *tcpAgg) view() view.TCP {
-	v := view.TCP{
+func (t *tcpAgg) view() wire.TCP {
+	v := wire.TCP{
 		Connects: t.connects, Accepts: t.accepts, Closes: t.closes, BytesSent: t.bytesSent, BytesRecv: t.bytesRecv,
 		Retransmits: t.retransmits, Drops: t.drops,
 	}
@@ -128,7 +128,7 @@ func (t *tcpAgg) view() view.TCP {
 }
 
 // Services returns every service active in the window, by name.
-func (a *Aggregator) Services(w time.Duration) ([]view.Service, error) {
+func (a *Aggregator) Services(w time.Duration) ([]wire.Service, error) {
 	w, err := a.checkWindow(w)
 	if err != nil {
 		return nil, err
@@ -136,7 +136,7 @@ func (a *Aggregator) Services(w time.Duration) ([]view.Service, error) {
 	from, to := a.epochs(w)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]view.Service, 0, len(a.services))
+	out := make([]wire.Service, 0, len(a.services))
 	for _, s := range a.services {
 		if s.last < from {
 			continue
@@ -151,12 +151,12 @@ func (a *Aggregator) Services(w time.Duration) ([]view.Service, error) {
 				pods++
 			}
 		}
-		out = append(out, view.Service{
+		out = append(out, wire.Service{
 			Name: s.name, Service: s.key.service, Namespace: s.key.namespace, Pods: pods, KubernetesService: s.selected,
 			HTTP: h.view(a.rateSpan(w)), TCP: t.view(),
 		})
 	}
-	slices.SortFunc(out, func(x, y view.Service) int { return cmp.Compare(x.Name, y.Name) })
+	slices.SortFunc(out, func(x, y wire.Service) int { return cmp.Compare(x.Name, y.Name) })
 	return out, nil
 }
 
@@ -166,22 +166,22 @@ const ErrorSuccessRate = 0.95
 
 // Topology returns the services and client→server edges active in the
 // window; external peers are nodes named by IP.
-func (a *Aggregator) Topology(w time.Duration) (view.Topology, error) {
+func (a *Aggregator) Topology(w time.Duration) (wire.Topology, error) {
 	w, err := a.checkWindow(w)
 	if err != nil {
-		return view.Topology{}, err
+		return wire.Topology{}, err
 	}
 	from, to := a.epochs(w)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	nodes := map[string]view.Node{}
+	nodes := map[string]wire.Node{}
 	addNode := func(n nodeKey) string {
 		id := n.id()
 		if _, ok := nodes[id]; !ok {
 			if n.svc != nil {
-				nodes[id] = view.Node{ID: id, Kind: view.KindService, Namespace: n.svc.key.namespace}
+				nodes[id] = wire.Node{ID: id, Kind: wire.KindService, Namespace: n.svc.key.namespace}
 			} else {
-				nodes[id] = view.Node{ID: id, Kind: view.KindExternal}
+				nodes[id] = wire.Node{ID: id, Kind: wire.KindExternal}
 			}
 		}
 		return id
@@ -191,7 +191,7 @@ func (a *Aggregator) Topology(w time.Duration) (view.Topology, error) {
 			addNode(nodeKey{svc: s})
 		}
 	}
-	topo := view.Topology{Nodes: []view.Node{}, Edges: []view.Edge{}}
+	topo := wire.Topology{Nodes: []wire.Node{}, Edges: []wire.Edge{}}
 	for _, ed := range a.edges {
 		if ed.last < from {
 			continue
@@ -205,7 +205,7 @@ func (a *Aggregator) Topology(w time.Duration) (view.Topology, error) {
 			proto = string(ed.proto)
 		}
 		hv, tv := h.view(a.rateSpan(w)), t.view()
-		topo.Edges = append(topo.Edges, view.Edge{
+		topo.Edges = append(topo.Edges, wire.Edge{
 			Source: addNode(ed.key.client), Target: addNode(ed.key.server), Protocol: proto,
 			HTTP: hv, TCP: tv,
 			Error: hv.SuccessRate < ErrorSuccessRate || tv.Drops > 0 || tv.Retransmits > 0,
@@ -214,8 +214,8 @@ func (a *Aggregator) Topology(w time.Duration) (view.Topology, error) {
 	for _, n := range nodes {
 		topo.Nodes = append(topo.Nodes, n)
 	}
-	slices.SortFunc(topo.Nodes, func(x, y view.Node) int { return cmp.Compare(x.ID, y.ID) })
-	slices.SortFunc(topo.Edges, func(x, y view.Edge) int {
+	slices.SortFunc(topo.Nodes, func(x, y wire.Node) int { return cmp.Compare(x.ID, y.ID) })
+	slices.SortFunc(topo.Edges, func(x, y wire.Edge) int {
 		return cmp.Or(cmp.Compare(x.Source, y.Source), cmp.Compare(x.Target, y.Target))
 	})
 	return topo, nil
@@ -232,7 +232,7 @@ func (a *Aggregator) serviceByName(name string) (*serviceState, error) {
 
 // Endpoints returns the endpoints of service name ("<service>.<namespace>")
 // active in the window, busiest first.
-func (a *Aggregator) Endpoints(name string, w time.Duration) ([]view.Endpoint, error) {
+func (a *Aggregator) Endpoints(name string, w time.Duration) ([]wire.Endpoint, error) {
 	w, err := a.checkWindow(w)
 	if err != nil {
 		return nil, err
@@ -244,7 +244,7 @@ func (a *Aggregator) Endpoints(name string, w time.Duration) ([]view.Endpoint, e
 	if err != nil {
 		return nil, err
 	}
-	out := make([]view.Endpoint, 0, len(s.endpoints)+1)
+	out := make([]wire.Endpoint, 0, len(s.endpoints)+1)
 	add := func(ep *endpointState) {
 		if ep == nil || ep.last < from {
 			return
@@ -254,7 +254,7 @@ func (a *Aggregator) Endpoints(name string, w time.Duration) ([]view.Endpoint, e
 		if h.requests == 0 {
 			return
 		}
-		v := view.Endpoint{
+		v := wire.Endpoint{
 			Endpoint: ep.name, Requests: h.requests, Errors: h.errors, RPM: float64(h.requests) / a.rateSpan(w).Minutes(),
 			SuccessRate: successRate(h.requests, h.errors), LatencyMs: h.latency(),
 		}
@@ -267,7 +267,7 @@ func (a *Aggregator) Endpoints(name string, w time.Duration) ([]view.Endpoint, e
 		add(ep)
 	}
 	add(s.other)
-	slices.SortFunc(out, func(x, y view.Endpoint) int {
+	slices.SortFunc(out, func(x, y wire.Endpoint) int {
 		return cmp.Or(cmp.Compare(y.Requests, x.Requests), cmp.Compare(x.Endpoint, y.Endpoint))
 	})
 	return out, nil
@@ -276,10 +276,10 @@ func (a *Aggregator) Endpoints(name string, w time.Duration) ([]view.Endpoint, e
 // Series returns service name's metrics per step over the window. Step 0
 // picks the smallest multiple of Options.Step giving at most 60 points;
 // otherwise step must be a multiple of Options.Step.
-func (a *Aggregator) Series(name string, w, step time.Duration) (view.Series, error) {
+func (a *Aggregator) Series(name string, w, step time.Duration) (wire.Series, error) {
 	w, err := a.checkWindow(w)
 	if err != nil {
-		return view.Series{}, err
+		return wire.Series{}, err
 	}
 	base := a.opts.Step
 	if step == 0 {
@@ -287,11 +287,11 @@ func (a *Aggregator) Series(name string, w, step time.Duration) (view.Series, er
 		step = max(k, 1) * base
 	}
 	if step < base || step%base != 0 {
-		return view.Series{}, fmt.Errorf("step %s must be a positive multiple of %s", step, base)
+		return wire.Series{}, fmt.Errorf("step %s must be a positive multiple of %s", step, base)
 	}
 	n := int((w + step - 1) / step)
 	if n > MaxSeriesPoints {
-		return view.Series{}, fmt.Errorf("window %s / step %s = %d points, over the limit %d", w, step, n, MaxSeriesPoints)
+		return wire.Series{}, fmt.Errorf("window %s / step %s = %d points, over the limit %d", w, step, n, MaxSeriesPoints)
 	}
 	k := int64(step / base)
 	to := a.epoch()
@@ -302,9 +302,9 @@ func (a *Aggregator) Series(name string, w, step time.Duration) (view.Series, er
 	defer a.mu.Unlock()
 	s, err := a.serviceByName(name)
 	if err != nil {
-		return view.Series{}, err
+		return wire.Series{}, err
 	}
-	out := view.Series{Step: formatDuration(step), Points: make([]view.Point, n)}
+	out := wire.Series{Step: formatDuration(step), Points: make([]wire.Point, n)}
 	for i := range out.Points {
 		start := first + int64(i)*k
 		var h httpAgg
@@ -313,7 +313,7 @@ func (a *Aggregator) Series(name string, w, step time.Duration) (view.Series, er
 			h.addSlot(s.http.get(e))
 			t.addSlot(s.tcp.get(e))
 		}
-		out.Points[i] = view.Point{
+		out.Points[i] = wire.Point{
 			Time:         time.Unix(0, start*int64(base)).UTC(),
 			HTTPRequests: h.requests, HTTPErrors: h.errors,
 			P99Ms: ms(h.hist.quantile(0.99)), AvgMs: h.latency().Avg,

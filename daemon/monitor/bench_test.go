@@ -13,6 +13,7 @@ import (
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/identity"
 	aggregate "github.com/weirnet/weir/daemon/metrics"
 )
 
@@ -20,7 +21,7 @@ import (
 // has a generation and names containers, so the pipeline takes the same
 // paths as in production.
 type benchResolver struct {
-	OwnerServices
+	identity.Owner
 	gen atomic.Uint64
 }
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
@@ -187,12 +188,12 @@ func TestRealCaptureOfAnHTTPWorkload(t *testing.T) {
 	}
 
 	// Every exchange shows up twice, as the client and as the server.
-	client := api.NewClient
+	client := wire.NewClient
 	c, err := client(ts.URL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []api.Request
+	var got []wire.Request
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got, err = c.Requests(context.Background(), "demo/app-6c7d9f8b5-k2lm4", 100)

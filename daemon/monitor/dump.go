@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/weirnet/weir/bpf/event"
-	"github.com/weirnet/weir/daemon/capture"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 // Bounds of the stream dump.
@@ -67,9 +67,9 @@ type DumpGap struct {
 
 // DumpSummary is the content of <connID>.json.
 type DumpSummary struct {
-	Connection    capture.ConnInfo `json:"connection"`
-	Gaps          []DumpGap        `json:"gaps"`
-	GapsTruncated bool             `json:"gapsTruncated,omitempty"`
+	Connection    wire.ConnInfo `json:"connection"`
+	Gaps          []DumpGap     `json:"gaps"`
+	GapsTruncated bool          `json:"gapsTruncated,omitempty"`
 }
 
 // connDump is one connection's dump. Its methods do nothing on a nil
@@ -151,7 +151,7 @@ func (cd *connDump) fail(err error) {
 }
 
 // close writes the summary and closes the files.
-func (cd *connDump) close(info capture.ConnInfo) {
+func (cd *connDump) close(info wire.ConnInfo) {
 	if cd == nil {
 		return
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/export/skywalking"
 )
 
@@ -15,7 +16,7 @@ func (m *Monitor) RegisterHTTP(s *api.Server) {
 	s.Handle("GET /api/v1/connections", m.table.Handler())
 	s.Handle("GET /api/v1/requests", http.HandlerFunc(m.serveRequests))
 	s.Handle("GET /api/v1/features", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		api.WriteJSON(w, http.StatusOK, m.Features())
+		wire.WriteJSON(w, http.StatusOK, m.Features())
 	}))
 	s.AddReadyCheck("capture", func() error {
 		// Capture switched off is a configured state, not unreadiness:
@@ -28,23 +29,23 @@ func (m *Monitor) RegisterHTTP(s *api.Server) {
 }
 
 // Features is the /api/v1/features view.
-func (m *Monitor) Features() api.Features {
+func (m *Monitor) Features() wire.Features {
 	if m.coll == nil {
-		return api.Features{
+		return wire.Features{
 			Reason: "capture.enabled is false: pods are enrolled but no traffic is captured",
-			Tiers:  []api.TierStatus{}, Hooks: []api.HookStatus{}, Metrics: []api.MetricStatus{},
+			Tiers:  []wire.TierStatus{}, Hooks: []wire.HookStatus{}, Metrics: []wire.MetricStatus{},
 		}
 	}
 	f := m.coll.Features()
-	out := api.Features{
+	out := wire.Features{
 		Capture: true, Payload: m.cfg.BPF.Payload, Tier: f.Tier.String(), TierError: f.TierError,
-		Tiers: []api.TierStatus{}, Hooks: []api.HookStatus{}, Metrics: []api.MetricStatus{},
+		Tiers: []wire.TierStatus{}, Hooks: []wire.HookStatus{}, Metrics: []wire.MetricStatus{},
 	}
 	for _, t := range f.Tiers {
-		out.Tiers = append(out.Tiers, api.TierStatus{Tier: t.Tier.String(), Available: t.Available, Reason: t.Reason})
+		out.Tiers = append(out.Tiers, wire.TierStatus{Tier: t.Tier.String(), Available: t.Available, Reason: t.Reason})
 	}
 	for _, h := range f.Hooks {
-		out.Hooks = append(out.Hooks, api.HookStatus{Name: h.Name, Tier: h.Tier.String(), Available: h.Attached, Reason: h.Reason})
+		out.Hooks = append(out.Hooks, wire.HookStatus{Name: h.Name, Tier: h.Tier.String(), Available: h.Attached, Reason: h.Reason})
 	}
 	var measured event.Metric
 	for _, ms := range f.Metrics {
@@ -53,7 +54,7 @@ func (m *Monitor) Features() api.Features {
 		}
 	}
 	for _, ms := range f.Metrics {
-		out.Metrics = append(out.Metrics, api.MetricStatus{Name: ms.Name, Available: ms.Available, Reason: ms.Reason,
+		out.Metrics = append(out.Metrics, wire.MetricStatus{Name: ms.Name, Available: ms.Available, Reason: ms.Reason,
 			SkyWalking: skywalking.OAPImpact(ms.Metric, measured)})
 	}
 	return out

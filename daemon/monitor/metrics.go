@@ -9,6 +9,7 @@ import (
 	"github.com/weirnet/weir/bpf"
 	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/identity"
 )
 
 // metrics are the pipeline's own counters and the Prometheus view of the
@@ -74,8 +75,13 @@ func newMetrics(m *Monitor) *metrics {
 
 // RegisterMetrics implements daemon.PrometheusRegistrar.
 func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
-	if err := r.Register(capture.NewCollector(m.table, m.cgroups)); err != nil {
+	if err := r.Register(capture.NewCollector(m.table)); err != nil {
 		return fmt.Errorf("monitor: register capture metrics: %w", err)
+	}
+	if m.cgroups != nil {
+		if err := r.Register(identity.NewCgroupCollector(m.cgroups)); err != nil {
+			return fmt.Errorf("monitor: register cgroup metrics: %w", err)
+		}
 	}
 	if err := r.Register(m.metrics); err != nil {
 		return fmt.Errorf("monitor: register pipeline metrics: %w", err)

@@ -35,6 +35,7 @@ import (
 	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/identity"
 	"github.com/weirnet/weir/daemon/protocol"
 )
 
@@ -90,8 +91,8 @@ type Options struct {
 	// consumer must not block (see flow.Consumer) and must not call the
 	// connections API of this Monitor from inside a call.
 	Consumers []flow.Consumer
-	// Services names the service of each pod (default: OwnerServices).
-	Services ServiceResolver
+	// Services names the service of each pod (default: identity.Owner).
+	Services identity.ServiceResolver
 	// Prometheus, when set, gets the pipeline's collectors at New. Under
 	// daemon.Run leave it nil: the daemon calls RegisterMetrics with its
 	// own registry.
@@ -113,7 +114,7 @@ type Monitor struct {
 	cfg      config.Config
 	coll     Collector // nil when capture is disabled
 	table    *capture.Table
-	cgroups  *capture.CgroupResolver
+	cgroups  *identity.CgroupResolver
 	pstats   *protocol.Stats
 	pods     *podIndex
 	enroller *enroller
@@ -138,7 +139,7 @@ func New(opts Options) (*Monitor, error) {
 	cfg := opts.Config
 	services := opts.Services
 	if services == nil {
-		services = OwnerServices{}
+		services = identity.Owner{}
 	}
 	m := &Monitor{
 		log:    log.With("component", "monitor"),
@@ -184,7 +185,7 @@ func New(opts Options) (*Monitor, error) {
 		metrics:   m.metrics,
 	})
 
-	if cg, err := capture.NewCgroupResolver(capture.CgroupResolverConfig{}); err != nil {
+	if cg, err := identity.NewCgroupResolver(identity.CgroupResolverConfig{}); err != nil {
 		m.log.Warn("container ids of connections unavailable", "error", err)
 	} else {
 		m.cgroups = cg

@@ -25,6 +25,7 @@ import (
 	"github.com/weirnet/weir/bpf"
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
@@ -451,7 +452,7 @@ func TestConnectionsAndFeaturesAPI(t *testing.T) {
 
 	rr = httptest.NewRecorder()
 	srv.ServeHTTP(rr, httptest.NewRequest("GET", "/api/v1/features", nil))
-	var f api.Features
+	var f wire.Features
 	if err := json.Unmarshal(rr.Body.Bytes(), &f); err != nil {
 		t.Fatal(err)
 	}
@@ -547,27 +548,6 @@ func TestEnrollOfAPodWhoseHostInterfaceIsGoneIsNoFailure(t *testing.T) {
 	}
 	if n := h.m.enroller.errorCount(); n != 0 {
 		t.Errorf("enroll errors = %d, want 0", n)
-	}
-}
-
-func TestOwnerName(t *testing.T) {
-	for pod, want := range map[string]string{
-		"web-7d4b9c8f5-x2x9z":     "web",                     // Deployment
-		"my-api-5c9f8d7b6d-abcde": "my-api-5c9f8d7b6d-abcde", // 'a' and 'e' are not in the suffix alphabet
-		"my-api-5c9f8d7b6d-bcdfg": "my-api",
-		"db-0":                    "db",          // StatefulSet
-		"kafka-12":                "kafka",       // StatefulSet
-		"fluentd-x7k2p":           "fluentd",     // DaemonSet
-		"nginx":                   "nginx",       // bare pod
-		"hello-world":             "hello-world", // a word is not a generated suffix
-		"a-b":                     "a-b",
-	} {
-		if got := OwnerName(pod); got != want {
-			t.Errorf("OwnerName(%q) = %q, want %q", pod, got, want)
-		}
-	}
-	if got := (OwnerServices{}).Service(&enrollpb.Pod{ContainerId: "0123456789abcdef0123"}); got != "0123456789ab" {
-		t.Errorf("pod without a name: service %q, want the short sandbox id", got)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/protocol"
@@ -329,7 +330,7 @@ func (p *pipeline) DataArrived(c *capture.Conn, e event.Data) {
 }
 
 // ConnFinished implements capture.Observer.
-func (p *pipeline) ConnFinished(c *capture.Conn, info capture.ConnInfo, ev *event.ConnClose) {
+func (p *pipeline) ConnFinished(c *capture.Conn, info wire.ConnInfo, ev *event.ConnClose) {
 	cs := p.conns[c.ID]
 	if cs == nil {
 		return

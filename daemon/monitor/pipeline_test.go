@@ -8,13 +8,14 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/identity"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // renamingResolver names pods by owner until it is told a service name,
 // and then moves its generation, as the CRI and Kubernetes resolvers do.
 type renamingResolver struct {
-	OwnerServices
+	identity.Owner
 	gen     atomic.Uint64
 	service atomic.Pointer[string]
 }
@@ -23,7 +24,7 @@ func (r *renamingResolver) Service(p *enrollpb.Pod) string {
 	if s := r.service.Load(); s != nil {
 		return *s
 	}
-	return r.OwnerServices.Service(p)
+	return r.Owner.Service(p)
 }
 
 func (r *renamingResolver) Generation() uint64 { return r.gen.Load() }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -12,96 +11,19 @@ import (
 	"syscall"
 
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/identity"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
-
-// ServiceResolver names the service a pod is reported under (flow.Pod's
-// Service). It is called when a pod is enrolled, with the registry's lock
-// held: it must answer from memory and never block. Resolvers that learn
-// from the CRI or the Kubernetes API keep a cache and answer from it.
-type ServiceResolver interface {
-	Service(pod *enrollpb.Pod) string
-}
-
-// A ServiceResolver whose answers change after enrollment (labels read from
-// the runtime once it has recorded the sandbox, Services created later)
-// also implements Generationer; the pipeline names pods again whenever the
-// generation moves, so a name chosen before the resolver knew better does
-// not stick.
-type Generationer interface {
-	Generation() uint64
-}
-
-// A ServiceResolver that knows whether its name for a pod is a Kubernetes
-// Service selecting it (flow.Pod's Selected) implements ServiceSelector.
-type ServiceSelector interface {
-	Selected(pod *enrollpb.Pod) bool
-}
-
-// A ServiceResolver that can also name a pod's containers (from the
-// runtime's CRI) implements ContainerNamer; it must answer from memory.
-type ContainerNamer interface {
-	ContainerName(sandboxID, containerID string) string
-}
-
-// OwnerServices is the default ServiceResolver: it derives the name of the
-// pod's owning workload from the pod name, the way the controllers build
-// pod names, so all replicas of one workload share a service:
-//   - Deployment (ReplicaSet) pods "<name>-<template hash>-<5 chars>";
-//   - StatefulSet pods "<name>-<ordinal>";
-//   - DaemonSet and Job pods "<name>-<5 chars>";
-//
-// otherwise the pod name itself. A pod without Kubernetes identity (no
-// name: a netns wired up by hand or by a runtime that passes no K8S_*
-// arguments) is named after its sandbox id, shortened.
-type OwnerServices struct{}
-
-// Service implements ServiceResolver.
-func (OwnerServices) Service(p *enrollpb.Pod) string {
-	if p.GetName() == "" {
-		return shortID(p.GetContainerId())
-	}
-	return OwnerName(p.GetName())
-}
-
-// The alphabet Kubernetes uses for generated name suffixes
-// (k8s.io/apimachinery/pkg/util/rand): no vowels, no 0/1/3, so generated
-// suffixes are told from words.
-const k8sAlphabet = "bcdfghjklmnpqrstvwxz2456789"
-
-var (
-	replicaSetSuffix = regexp.MustCompile(`^(.+)-[` + k8sAlphabet + `]{1,10}-[` + k8sAlphabet + `]{5}$`)
-	ordinalSuffix    = regexp.MustCompile(`^(.+)-[0-9]+$`)
-	randomSuffix     = regexp.MustCompile(`^(.+)-[` + k8sAlphabet + `]{5}$`)
-)
-
-// OwnerName strips the controller-generated suffix of a pod name.
-func OwnerName(pod string) string {
-	for _, re := range []*regexp.Regexp{replicaSetSuffix, ordinalSuffix, randomSuffix} {
-		if m := re.FindStringSubmatch(pod); m != nil {
-			return m[1]
-		}
-	}
-	return pod
-}
-
-// shortID abbreviates a sandbox id like docker and crictl do.
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}
 
 // podIndex is the pipeline's copy of the registry's identities: pod by id
 // (the value the kernel side tags events with) and by IP (to recognise a
 // remote end that is a local pod). It is kept by the registry.Observer
 // calls and read by the pipeline.
 type podIndex struct {
-	services ServiceResolver
-	selector ServiceSelector // nil: no name is known to be a selecting Service
-	gens     Generationer    // nil: names never change
-	namer    ContainerNamer  // nil: containers are not named
+	services identity.ServiceResolver
+	selector identity.ServiceSelector // nil: no name is known to be a selecting Service
+	gens     identity.Generationer    // nil: names never change
+	namer    identity.ContainerNamer  // nil: containers are not named
 
 	// gen is the resolver generation the names were taken at, and version
 	// moves whenever an identity may have changed (a pod added, removed
@@ -118,10 +40,10 @@ type podIndex struct {
 	ips  map[uint32][]netip.Addr
 }
 
-func newPodIndex(s ServiceResolver) *podIndex {
-	g, _ := s.(Generationer)
-	n, _ := s.(ContainerNamer)
-	sel, _ := s.(ServiceSelector)
+func newPodIndex(s identity.ServiceResolver) *podIndex {
+	g, _ := s.(identity.Generationer)
+	n, _ := s.(identity.ContainerNamer)
+	sel, _ := s.(identity.ServiceSelector)
 	return &podIndex{
 		services: s,
 		selector: sel,

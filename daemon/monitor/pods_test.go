@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/weirnet/weir/daemon/identity"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
@@ -23,7 +24,7 @@ func (r *labelResolver) Service(p *enrollpb.Pod) string {
 	if n, ok := r.names[p.GetName()]; ok {
 		return n
 	}
-	return OwnerServices{}.Service(p)
+	return identity.Owner{}.Service(p)
 }
 
 func (r *labelResolver) Generation() uint64 { return r.gen }
@@ -59,7 +60,7 @@ func TestPodsAreNamedAgainWhenTheResolverLearnsMore(t *testing.T) {
 
 // namingResolver also names containers, as the CRI resolver does.
 type namingResolver struct {
-	OwnerServices
+	identity.Owner
 	asked []string
 }
 
@@ -81,7 +82,7 @@ func TestContainersAreNamedThroughThePodsSandbox(t *testing.T) {
 	if got := x.containerName(99, "c0ffee"); got != "" {
 		t.Fatalf("unknown pod: %q, want empty", got)
 	}
-	if got := newPodIndex(OwnerServices{}).containerName(4, "c0ffee"); got != "" {
+	if got := newPodIndex(identity.Owner{}).containerName(4, "c0ffee"); got != "" {
 		t.Fatalf("a resolver that cannot name containers gave %q", got)
 	}
 }

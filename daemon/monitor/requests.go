@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/bpf/event"
-	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/protocol"
 )
@@ -35,7 +35,7 @@ type requestRing struct {
 	overwritten atomic.Uint64
 }
 
-// requestEntry is one exchange in the ring: what api.Request shows of it.
+// requestEntry is one exchange in the ring: what wire.Request shows of it.
 type requestEntry struct {
 	conn                *shownConn
 	protocol            protocol.Protocol
@@ -82,14 +82,14 @@ func (r *requestRing) add(sc *shownConn, rec *protocol.Record) {
 }
 
 // latest returns up to limit entries of pod ("" for all), newest first.
-func (r *requestRing) latest(pod string, limit int) []api.Request {
+func (r *requestRing) latest(pod string, limit int) []wire.Request {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.next
 	if r.full {
 		n = len(r.entries)
 	}
-	out := make([]api.Request, 0, min(limit, n))
+	out := make([]wire.Request, 0, min(limit, n))
 	for i := 1; i <= n && len(out) < limit; i++ {
 		e := &r.entries[(r.next-i+len(r.entries))%len(r.entries)]
 		if pod == "" || e.conn.pod == pod {
@@ -125,8 +125,8 @@ func showConn(fc *flow.Connection) *shownConn {
 }
 
 // request returns the entry as the API shows it.
-func (e *requestEntry) request(boot time.Time) api.Request {
-	req := api.Request{
+func (e *requestEntry) request(boot time.Time) wire.Request {
+	req := wire.Request{
 		Time:         e.reqStart.Time(boot),
 		Pod:          e.conn.pod,
 		Peer:         e.conn.peer,
@@ -157,10 +157,10 @@ func (e *requestEntry) request(boot time.Time) api.Request {
 func (m *Monitor) serveRequests(w http.ResponseWriter, r *http.Request) {
 	pod, limit, err := parseRequestsQuery(r, m.cfg.Requests.Keep)
 	if err != nil {
-		api.WriteError(w, http.StatusBadRequest, err.Error())
+		wire.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	api.WriteJSON(w, http.StatusOK, m.requests.latest(pod, limit))
+	wire.WriteJSON(w, http.StatusOK, m.requests.latest(pod, limit))
 }
 
 func parseRequestsQuery(r *http.Request, keep int) (pod string, limit int, err error) {

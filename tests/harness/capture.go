@@ -13,17 +13,16 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/weirnet/weir/daemon/api"
-	"github.com/weirnet/weir/daemon/capture"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 // Connection is one entry of GET /api/v1/connections: the daemon's own
 // type, so the suites break loudly when the API changes shape.
-type Connection = capture.ConnInfo
+type Connection = wire.ConnInfo
 
 // Request is one entry of GET /api/v1/requests: one HTTP exchange the
 // daemon recorded (the daemon's own type).
-type Request = api.Request
+type Request = wire.Request
 
 // ConnQuery selects connections; zero fields are not sent.
 type ConnQuery struct {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/dashboard"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
@@ -62,11 +63,11 @@ const (
 // from the daemon's own type so the test follows the wire format.
 func featuresJSON(t *testing.T) string {
 	t.Helper()
-	f := api.Features{Capture: true, Payload: true, Tier: "base",
-		Tiers: []api.TierStatus{{Tier: "base", Available: true}, {Tier: "fentry", Reason: "fentry refused: lockdown"}},
-		Hooks: []api.HookStatus{{Name: "tracepoint/syscalls/sys_enter_connect", Tier: "base", Available: true},
+	f := wire.Features{Capture: true, Payload: true, Tier: "base",
+		Tiers: []wire.TierStatus{{Tier: "base", Available: true}, {Tier: "fentry", Reason: "fentry refused: lockdown"}},
+		Hooks: []wire.HookStatus{{Name: "tracepoint/syscalls/sys_enter_connect", Tier: "base", Available: true},
 			{Name: "fentry/tcp_sendmsg", Tier: "fentry", Reason: "fentry refused: lockdown"}},
-		Metrics: []api.MetricStatus{{Name: "retransmits", Available: true},
+		Metrics: []wire.MetricStatus{{Name: "retransmits", Available: true},
 			{Name: "netfilter-time", Reason: "needs the fentry tier"}},
 	}
 	b, err := json.Marshal(f)
@@ -117,7 +118,7 @@ func startDashboard(t *testing.T, pods fakePods, answers map[string]string) stri
 	srv.Handle("GET /api/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, ok := answers[r.URL.Path]
 		if !ok {
-			api.WriteError(w, http.StatusNotFound, "unknown service or path "+r.URL.Path)
+			wire.WriteError(w, http.StatusNotFound, "unknown service or path "+r.URL.Path)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

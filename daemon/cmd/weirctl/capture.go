@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 func connectionsCmd(ctx context.Context, e env, args []string) error {
@@ -112,7 +112,7 @@ func requestsCmd(ctx context.Context, e env, args []string) error {
 
 // status shows the HTTP status, the gRPC status when there is one, and
 // marks incomplete exchanges.
-func status(r api.Request) string {
+func status(r wire.Request) string {
 	s := "-"
 	if r.Status != 0 {
 		s = strconv.Itoa(r.Status)

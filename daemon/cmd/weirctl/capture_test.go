@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weirnet/weir/daemon/api"
-	"github.com/weirnet/weir/daemon/capture"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 // fakeDaemon serves canned JSON per path and records the queries it got.
@@ -21,17 +20,17 @@ func fakeDaemon(t *testing.T, bodies map[string]any) (string, *[]string) {
 		queries = append(queries, r.URL.RequestURI())
 		b, ok := bodies[r.URL.Path]
 		if !ok {
-			api.WriteError(w, http.StatusNotFound, "no such path")
+			wire.WriteError(w, http.StatusNotFound, "no such path")
 			return
 		}
-		api.WriteJSON(w, http.StatusOK, b)
+		wire.WriteJSON(w, http.StatusOK, b)
 	}))
 	t.Cleanup(ts.Close)
 	return ts.URL, &queries
 }
 
 func TestConnectionsTable(t *testing.T) {
-	url, _ := fakeDaemon(t, map[string]any{"/api/v1/connections": []capture.ConnInfo{
+	url, _ := fakeDaemon(t, map[string]any{"/api/v1/connections": []wire.ConnInfo{
 		{ID: 7, Namespace: "shop", Pod: "web-1", PID: 42, Comm: "nginx", Local: netip.MustParseAddrPort("10.0.0.2:80"),
 			Remote: netip.MustParseAddrPort("10.0.0.3:5555"), Role: "server", State: "open", BytesSent: 100, BytesRecv: 20,
 			Skipped: map[string]uint64{"h2_data": 900, "budget": 47}},
@@ -64,7 +63,7 @@ func normalize(s string) string {
 
 func TestRequestsTablePassesFiltersAndShowsPeerPod(t *testing.T) {
 	grpc0 := 0
-	reqs := []api.Request{
+	reqs := []wire.Request{
 		{Time: time.Date(2025, 6, 1, 12, 0, 1, 500e6, time.UTC), Pod: "shop/web-1", Peer: "10.0.0.3:5555",
 			PeerPod: "shop/client-0", Role: "server", Method: "GET", Path: "/items", Status: 200, LatencyMs: 1.25},
 		{Time: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC), Pod: "shop/web-1", Peer: "10.96.0.1:443", Role: "client",
@@ -89,7 +88,7 @@ func TestRequestsTablePassesFiltersAndShowsPeerPod(t *testing.T) {
 	}
 
 	code, out, _ = runCtl(t, nil, "--http", url, "requests", "-o", "json")
-	var got []api.Request
+	var got []wire.Request
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || len(got) != 2 || *got[1].GRPCStatus != 0 || got[0].PeerPod != "shop/client-0" {
 		t.Fatalf("json: exit %d, %s", code, out)
 	}
@@ -104,11 +103,11 @@ func TestRequestsTablePassesFiltersAndShowsPeerPod(t *testing.T) {
 }
 
 func TestFeaturesTableAndJSON(t *testing.T) {
-	f := api.Features{
+	f := wire.Features{
 		Capture: true, Payload: true, Tier: "base",
-		Tiers: []api.TierStatus{{Tier: "base", Available: true}, {Tier: "fentry", Reason: "attach: lockdown"}},
-		Hooks: []api.HookStatus{{Name: "tp_btf/sched_process_fork", Tier: "base", Available: true}},
-		Metrics: []api.MetricStatus{{Name: "rtt", Reason: "no program measures it"},
+		Tiers: []wire.TierStatus{{Tier: "base", Available: true}, {Tier: "fentry", Reason: "attach: lockdown"}},
+		Hooks: []wire.HookStatus{{Name: "tp_btf/sched_process_fork", Tier: "base", Available: true}},
+		Metrics: []wire.MetricStatus{{Name: "rtt", Reason: "no program measures it"},
 			{Name: "l4_duration", Reason: "needs fentry", SkyWalking: "write L4 total duration: sent as 0 in write L4"}},
 	}
 	url, _ := fakeDaemon(t, map[string]any{"/api/v1/features": f})
@@ -127,12 +126,12 @@ func TestFeaturesTableAndJSON(t *testing.T) {
 		t.Fatalf("features:\n%s\nwant:\n%s", out, want)
 	}
 	code, out, _ = runCtl(t, nil, "--http", url, "features", "-o", "json")
-	var got api.Features
+	var got wire.Features
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.Tier != "base" || len(got.Hooks) != 1 || got.Tiers[1].Reason != "attach: lockdown" {
 		t.Fatalf("json: exit %d, %s", code, out)
 	}
 
-	off, _ := fakeDaemon(t, map[string]any{"/api/v1/features": api.Features{Reason: "capture.enabled is false"}})
+	off, _ := fakeDaemon(t, map[string]any{"/api/v1/features": wire.Features{Reason: "capture.enabled is false"}})
 	if code, out, _ := runCtl(t, nil, "--http", off, "features"); code != 0 || out != "Capture: off (capture.enabled is false)\n" {
 		t.Fatalf("capture off: exit %d, %q", code, out)
 	}

@@ -22,7 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 const (
@@ -36,7 +36,7 @@ const (
 
 // env is what a command runs with; tests supply their own.
 type env struct {
-	client *api.Client
+	client *wire.Client
 	stdout io.Writer
 	now    func() time.Time
 }
@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	fs := flag.NewFlagSet("weirctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	addr := fs.String("http", cmp.Or(getenv(envHTTP), defaultHTTP), "weir-daemon HTTP API `address` (env "+envHTTP+")")
-	timeout := fs.Duration("timeout", api.DefaultClientTimeout, "request timeout")
+	timeout := fs.Duration("timeout", wire.DefaultClientTimeout, "request timeout")
 	usage := func() {
 		fmt.Fprintln(stderr, "Usage: weirctl [flags] COMMAND [command flags]\n\nCommands:")
 		for _, c := range commands() {
@@ -104,7 +104,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		usage()
 		return exitUsage
 	}
-	client, err := api.NewClient(*addr, nil)
+	client, err := wire.NewClient(*addr, nil)
 	if err != nil {
 		fmt.Fprintln(stderr, "weirctl:", err)
 		return exitUsage
@@ -169,7 +169,7 @@ func podsCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(pods, func(a, b api.Pod) int {
+	slices.SortFunc(pods, func(a, b wire.Pod) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
 	if *output == "json" {

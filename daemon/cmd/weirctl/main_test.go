@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
@@ -77,7 +78,7 @@ func TestPodsJSON(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d, stderr %s", code, errOut)
 	}
-	var got []api.Pod
+	var got []wire.Pod
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("output is not a JSON pod list: %v\n%s", err, out)
 	}

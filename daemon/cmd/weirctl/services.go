@@ -3,7 +3,7 @@ package main
 // The aggregation views: services, topology, endpoints and the live top.
 // They read /api/v1/services, /topology and /services/{name}/endpoints
 // (package daemon/metrics) and decode them with the shared types of
-// daemon/metrics/view.
+// daemon/api/wire.
 
 import (
 	"cmp"
@@ -21,8 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weirnet/weir/daemon/api"
-	"github.com/weirnet/weir/daemon/metrics/view"
+	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 // Bounds of top.
@@ -48,20 +47,20 @@ func windowQuery(window string) (url.Values, error) {
 	return url.Values{"window": {window}}, nil
 }
 
-func fetchServices(ctx context.Context, c *api.Client, q url.Values) ([]view.Service, error) {
-	var out []view.Service
+func fetchServices(ctx context.Context, c *wire.Client, q url.Values) ([]wire.Service, error) {
+	var out []wire.Service
 	return out, c.GetJSONQuery(ctx, "/api/v1/services", q, &out)
 }
 
-func fetchTopology(ctx context.Context, c *api.Client, q url.Values) (view.Topology, error) {
-	var out view.Topology
+func fetchTopology(ctx context.Context, c *wire.Client, q url.Values) (wire.Topology, error) {
+	var out wire.Topology
 	return out, c.GetJSONQuery(ctx, "/api/v1/topology", q, &out)
 }
 
-func fetchEndpoints(ctx context.Context, c *api.Client, service string, q url.Values) ([]view.Endpoint, error) {
-	var out []view.Endpoint
+func fetchEndpoints(ctx context.Context, c *wire.Client, service string, q url.Values) ([]wire.Endpoint, error) {
+	var out []wire.Endpoint
 	err := c.GetJSONQuery(ctx, "/api/v1/services/"+url.PathEscape(service)+"/endpoints", q, &out)
-	var se *api.StatusError
+	var se *wire.StatusError
 	if errors.As(err, &se) && se.Status == 404 {
 		return nil, fmt.Errorf("no service %q: weirctl services lists the known ones (names are SERVICE.NAMESPACE)", service)
 	}
@@ -117,7 +116,7 @@ func viewQuery(output, window string) (url.Values, error) {
 	return windowQuery(window)
 }
 
-func servicesTable(w io.Writer, svcs []view.Service) error {
+func servicesTable(w io.Writer, svcs []wire.Service) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tPODS\tRPM\tSUCCESS\tP50\tP99\tAVG\tCONNS\tSENT\tRECV\tRETRANS\tDROPS\tRTT")
 	for _, s := range svcs {
@@ -150,7 +149,7 @@ func topologyCmd(ctx context.Context, e env, args []string) error {
 	return edgesTable(e.stdout, topo.Edges)
 }
 
-func edgesTable(w io.Writer, edges []view.Edge) error {
+func edgesTable(w io.Writer, edges []wire.Edge) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SOURCE\tTARGET\tPROTOCOL\tRPM\tSUCCESS\tP99\tCONNS\tSENT\tRECV\tRETRANS\tDROPS\tSTATUS")
 	for _, ed := range edges {
@@ -190,7 +189,7 @@ func endpointsCmd(ctx context.Context, e env, args []string) error {
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ENDPOINT\tRPM\tREQUESTS\tSUCCESS\tP50\tP90\tP99\tAVG")
 	for _, ep := range eps {
-		h := view.HTTP{Requests: ep.Requests, RPM: ep.RPM}
+		h := wire.HTTP{Requests: ep.Requests, RPM: ep.RPM}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n",
 			ep.Endpoint, fmtRPM(h), ep.Requests, fmtSuccess(ep.Requests, ep.SuccessRate),
 			fmtMs(ep.Requests, ep.LatencyMs.P50), fmtMs(ep.Requests, ep.LatencyMs.P90),
@@ -202,8 +201,8 @@ func endpointsCmd(ctx context.Context, e env, args []string) error {
 // topSnapshot is what top shows, and its -o json document.
 type topSnapshot struct {
 	Time     time.Time      `json:"time"`
-	Services []view.Service `json:"services"`
-	Edges    []view.Edge    `json:"edges"`
+	Services []wire.Service `json:"services"`
+	Edges    []wire.Edge    `json:"edges"`
 }
 
 type topOptions struct {
@@ -232,7 +231,7 @@ func topCmd(ctx context.Context, e env, args []string) error {
 		return usageError{fmt.Sprintf("--interval %s is below the minimum %s", *interval, topMinInterval)}
 	}
 	o := topOptions{output: *output, query: q, window: cmp.Or(*window, "5m"), interval: *interval, once: *once,
-		reqTimeout: api.DefaultClientTimeout}
+		reqTimeout: wire.DefaultClientTimeout}
 	if *once {
 		return topRefresh(ctx, e, o)
 	}
@@ -293,11 +292,11 @@ func topRefresh(ctx context.Context, e env, o topOptions) error {
 		return err
 	}
 	snap := topSnapshot{Time: e.now().UTC(), Services: svcs, Edges: topo.Edges}
-	busiest := func(a, b view.HTTP) int { return cmp.Compare(b.Requests, a.Requests) }
-	slices.SortStableFunc(snap.Services, func(a, b view.Service) int {
+	busiest := func(a, b wire.HTTP) int { return cmp.Compare(b.Requests, a.Requests) }
+	slices.SortStableFunc(snap.Services, func(a, b wire.Service) int {
 		return cmp.Or(busiest(a.HTTP, b.HTTP), cmp.Compare(b.TCP.BytesSent+b.TCP.BytesRecv, a.TCP.BytesSent+a.TCP.BytesRecv))
 	})
-	slices.SortStableFunc(snap.Edges, func(a, b view.Edge) int {
+	slices.SortStableFunc(snap.Edges, func(a, b wire.Edge) int {
 		return cmp.Or(busiest(a.HTTP, b.HTTP), cmp.Compare(b.TCP.BytesSent+b.TCP.BytesRecv, a.TCP.BytesSent+a.TCP.BytesRecv))
 	})
 	if o.output == "json" {
@@ -319,7 +318,7 @@ func topRefresh(ctx context.Context, e env, o topOptions) error {
 	return err
 }
 
-func fmtRPM(h view.HTTP) string {
+func fmtRPM(h wire.HTTP) string {
 	if h.Requests == 0 {
 		return "-"
 	}

@@ -15,9 +15,9 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api"
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/metrics"
-	"github.com/weirnet/weir/daemon/metrics/view"
 	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
@@ -111,7 +111,7 @@ func TestServicesJSONAndWindow(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	var svcs []view.Service
+	var svcs []wire.Service
 	if err := json.Unmarshal([]byte(out), &svcs); err != nil {
 		t.Fatalf("not a JSON service list: %v\n%s", err, out)
 	}
@@ -140,7 +140,7 @@ func TestTopologyTableFlagsErrorEdges(t *testing.T) {
 		t.Fatalf("table:\n%s\nwant:\n%s", out, want)
 	}
 	code, out, _ = runCtl(t, nil, "--http", url, "topology", "-o", "json")
-	var topo view.Topology
+	var topo wire.Topology
 	if code != 0 || json.Unmarshal([]byte(out), &topo) != nil || len(topo.Nodes) != 3 || len(topo.Edges) != 2 {
 		t.Fatalf("json topology: exit %d %s", code, out)
 	}
@@ -165,7 +165,7 @@ func TestEndpoints(t *testing.T) {
 	}
 	// Flags after the positional argument work too.
 	code, out, _ = runCtl(t, nil, "--http", url, "endpoints", "catalog.shop", "-o", "json")
-	var eps []view.Endpoint
+	var eps []wire.Endpoint
 	if code != 0 || json.Unmarshal([]byte(out), &eps) != nil || len(eps) != 4 || eps[0].Method != "GET" {
 		t.Fatalf("json endpoints: exit %d %s", code, out)
 	}
@@ -225,7 +225,7 @@ func (s *syncBuffer) String() string {
 
 func TestTopRefreshesUntilCancelled(t *testing.T) {
 	url, ql := metricsAPI(t)
-	client, err := api.NewClient(url, nil)
+	client, err := wire.NewClient(url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

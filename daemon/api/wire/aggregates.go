@@ -1,11 +1,10 @@
-// Package view defines the JSON documents of Weir's aggregation API
-// (/api/v1/services, /api/v1/topology, /api/v1/services/{name}/endpoints
-// and /series).
-//
-// The types live apart from package metrics so that clients — weirctl, the
-// dashboard's tests, the demo — decode the exact wire shape without linking
-// the aggregator and its Prometheus dependency.
-package view
+package wire
+
+// The aggregation API's documents: /api/v1/services, /api/v1/topology,
+// /api/v1/services/{name}/endpoints and /series. Package metrics computes
+// them; they live here so that clients — weirctl, the dashboard's tests,
+// the demo — decode the exact wire shape without linking the aggregator and
+// its Prometheus dependency.
 
 import "time"
 

@@ -1,4 +1,4 @@
-package capture
+package identity
 
 import (
 	"errors"
@@ -111,7 +111,7 @@ func NewCgroupResolver(cfg CgroupResolverConfig) (*CgroupResolver, error) {
 
 // ContainerID returns the container id of cgroup id, or "" when the cgroup
 // is not a container's (or no longer exists). It has the shape of
-// Config.ContainerID.
+// capture.Config.ContainerID, which the monitor sets to it.
 func (r *CgroupResolver) ContainerID(id uint64) string {
 	e, _ := r.lookup(id)
 	return e.containerID

@@ -1,4 +1,4 @@
-package capture
+package identity
 
 import (
 	"encoding/binary"
@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -165,4 +167,49 @@ func inode(t *testing.T, p string) uint64 {
 		t.Fatal(err)
 	}
 	return st.Ino
+}
+
+// The resolver's metrics keep the names they had under package capture.
+func TestCgroupCollectorExportsLookupsAndWalks(t *testing.T) {
+	cg, err := NewCgroupResolver(CgroupResolverConfig{Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg.ContainerID(12345)
+	cg.ContainerID(12345)
+	c := NewCgroupCollector(cg)
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Errorf("metrics lint: %v %v", problems, err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "{" + l.GetValue() + "}"
+			}
+			values[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	for key, want := range map[string]float64{
+		"weir_capture_cgroup_walks_total":                      1, // the miss is cached: one walk
+		"weir_capture_cgroup_lookups_total{miss}":              1,
+		"weir_capture_cgroup_lookups_total{hit}":               1,
+		"weir_capture_cgroup_bounds_hit_total{walk_limit}":     0,
+		"weir_capture_cgroup_bounds_hit_total{walk_error}":     0,
+		"weir_capture_cgroup_bounds_hit_total{cache_eviction}": 0,
+		"weir_capture_cgroup_cached":                           1,
+	} {
+		if got, ok := values[key]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", key, got, ok, want)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package api
+package wire
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -122,4 +123,37 @@ func (c *Client) GetJSONQuery(ctx context.Context, path string, query url.Values
 		return fmt.Errorf("weir-daemon: GET %s: decode response: %w", path, err)
 	}
 	return nil
+}
+
+// Connections returns live and recently closed connections, newest first.
+func (c *Client) Connections(ctx context.Context) ([]ConnInfo, error) {
+	var out []ConnInfo
+	if err := c.GetJSON(ctx, "/api/v1/connections", &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Requests returns the latest HTTP exchanges, newest first: of pod
+// ("namespace/name") when not empty, at most limit when positive.
+func (c *Client) Requests(ctx context.Context, pod string, limit int) ([]Request, error) {
+	q := url.Values{}
+	if pod != "" {
+		q.Set("pod", pod)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out []Request
+	if err := c.GetJSONQuery(ctx, "/api/v1/requests", q, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Features returns the node's capture features.
+func (c *Client) Features(ctx context.Context) (Features, error) {
+	var out Features
+	err := c.GetJSON(ctx, "/api/v1/features", &out)
+	return out, err
 }
