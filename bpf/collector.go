@@ -133,6 +133,11 @@ type Config struct {
 	// QEMU's multi-threaded TCG running stale code after the kernel
 	// patched a static branch: see tests/kernels/vmrun.)
 	RichTier bool
+	// CaptureTier chooses where payload and connections are captured:
+	// CaptureAuto (the zero value) takes the socket tier where the kernel
+	// has its tracepoints, else the syscall tier. Forcing CaptureSocket
+	// fails Load where it cannot run.
+	CaptureTier CaptureTier
 }
 
 // NoCaptureLimit as Config.CaptureLimit captures every byte.
@@ -237,9 +242,19 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	tracefs, err := ensureTracefs(log)
+	capture, captureWhy, err := chooseCaptureTier(cfg.CaptureTier, hooks, kernel)
 	if err != nil {
-		return nil, &HookError{Hook: "tracepoint/*", Err: err}
+		return nil, err
+	}
+	hooks, leftOut := pruneCaptureTier(spec, hooks, capture)
+	tracefs := ""
+	for _, h := range hooks {
+		if h.kind == kindTracepoint && tracefs == "" {
+			// Only classic tracepoints need tracefs (the syscall tier).
+			if tracefs, err = ensureTracefs(log); err != nil {
+				return nil, &HookError{Hook: "tracepoint/*", Err: err}
+			}
+		}
 	}
 	for _, h := range hooks {
 		if err := h.check(tracefs, kernel); err != nil {
@@ -270,6 +285,11 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	if cfg.NoPayload {
 		if err := spec.Variables[captureVarCapturePayload].Set(uint32(0)); err != nil {
 			return nil, fmt.Errorf("turn payload capture off: %w", err)
+		}
+	}
+	if capture == CaptureSocket {
+		if err := spec.Variables[captureVarSocketTier].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("select the socket tier: %w", err)
 		}
 	}
 	names, err := counterNames(spec)
@@ -319,6 +339,9 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		c.Close()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
+	c.features.Hooks = append(c.features.Hooks, leftOut...)
+	c.features.Capture = capture
+	c.features.CaptureReason = captureWhy
 	c.features.Tier = TierBase
 	c.features.Tiers = probeTiers()
 	c.attachRichTier(kernel)
@@ -327,6 +350,13 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		attached[h.Name] = h.Attached
 	}
 	c.features.Metrics = metricStatus(attached, c.features.Tier, c.features.Tiers, len(c.dropReasons) > 0)
+	if capture == CaptureSocket {
+		for i, m := range c.features.Metrics {
+			if !m.Available && strings.HasPrefix(m.Reason, "hook ") {
+				c.features.Metrics[i].Reason += " (the syscall capture tier's per-syscall attribution; the socket tier runs)"
+			}
+		}
+	}
 	if c.features.TierError != "" {
 		for i := range c.features.Metrics {
 			if !c.features.Metrics[i].Available {
@@ -335,7 +365,8 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		}
 	}
 	log.Info("eBPF capture loaded",
-		"hooks", len(c.links), "tier", c.features.Tier.String(),
+		"hooks", len(c.links), "capture_tier", capture.String(), "capture_tier_reason", captureWhy,
+		"tier", c.features.Tier.String(),
 		"ring_buffer_bytes", cfg.RingBufferSize, "chunk_size", cfg.ChunkSize,
 		"capture_limit", cfg.CaptureLimit, "max_frame_copy", cfg.MaxFrameCopy)
 	for _, t := range c.features.Tiers[1:] {

@@ -380,7 +380,8 @@ func TestCapturesLargeTransfersWithExactSizes(t *testing.T) {
 }
 
 func TestNoPayloadReportsSizesAndMetricsButNoBytes(t *testing.T) {
-	r := startCollector(t, Config{NoPayload: true})
+	// Per-syscall packet counts are the syscall tier's.
+	r := startCollector(t, Config{NoPayload: true, CaptureTier: CaptureSyscall})
 	ns := newNetns(t)
 	if err := r.Enroll(ns.ino, 4); err != nil {
 		t.Fatal(err)

@@ -62,6 +62,8 @@ enum syscall_id {
 	SYS_SENDMMSG,
 	SYS_RECVMMSG,
 	SYS_SENDFILE,
+	SYS_SPLICE,    /* socket tier: splice/vmsplice into or out of a socket */
+	SYS_IO_URING,  /* socket tier: an io_uring operation */
 };
 
 /*
@@ -93,6 +95,8 @@ enum drop_reason {
 	DROP_H2_FRAME_LIMIT,      /* HTTP/2 non-DATA frame larger than max_frame_copy: size-only */
 	DROP_H2_DESYNC,           /* HTTP/2 walker lost the frame boundaries: the direction
 				   * falls back to the capture budget for good */
+	DROP_UNCAPTURED_OP,       /* socket tier: socket I/O not through a user buffer syscall
+				   * (sendfile, splice, io_uring, kernel thread, MSG_TRUNC): size-only */
 	DROP_MAX,
 };
 
@@ -114,6 +118,8 @@ enum skip_reason {
 	SKIP_READ_FAILED,  /* user memory not readable */
 	SKIP_SENDFILE,     /* sendfile: the bytes came from a file */
 	SKIP_NO_PAYLOAD,   /* payload capture is off (bpf.payload=false) */
+	SKIP_NOT_USER,     /* socket tier: the op's registers name no user buffer of it
+			    * (splice, io_uring, kernel thread, MSG_TRUNC) */
 	SKIP_MAX,
 };
 
