@@ -247,13 +247,12 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		return nil, err
 	}
 	hooks, leftOut := pruneCaptureTier(spec, hooks, capture)
-	tracefs := ""
+	// Classic tracepoints (the syscall tier) need tracefs; the socket tier
+	// does not, but the kprobe probe does, so it is mounted either way.
+	tracefs, tfErr := ensureTracefs(log)
 	for _, h := range hooks {
-		if h.kind == kindTracepoint && tracefs == "" {
-			// Only classic tracepoints need tracefs (the syscall tier).
-			if tracefs, err = ensureTracefs(log); err != nil {
-				return nil, &HookError{Hook: "tracepoint/*", Err: err}
-			}
+		if h.kind == kindTracepoint && tfErr != nil {
+			return nil, &HookError{Hook: "tracepoint/*", Err: tfErr}
 		}
 	}
 	for _, h := range hooks {

@@ -1743,7 +1743,9 @@ static __always_inline void socket_tier_state(const struct sock *sk, int oldstat
 		x->sc.fd = role == ROLE_CLIENT ? connect_fd() : -1;
 		sock_proc(&x->sc.proc, pod, netns);
 		x->sc.role = role;
-		x->sc.connecting = role == ROLE_CLIENT;
+		/* connecting: 1 a blocking connect, 2 a non-blocking one
+		 * (connect() returns EINPROGRESS). */
+		x->sc.connecting = role != ROLE_CLIENT ? 0 : sock_nonblocking(sk) ? 2 : 1;
 		cs = open_conn(cookie, new_conn_id(), skp, role);
 		if (!cs)
 			return;
@@ -1756,12 +1758,6 @@ static __always_inline void socket_tier_state(const struct sock *sk, int oldstat
 			bpf_map_delete_elem(&conns, &cookie);
 			return;
 		}
-		if (role == ROLE_CLIENT && sock_nonblocking(sk)) {
-			/* connect() returns EINPROGRESS: reported now, as the
-			 * syscall tier does; the outcome follows if it fails. */
-			sock_emit(EVENT_CONN_OPEN, sk, cs, &x->sc, SYS_CONNECT, now, EINPROGRESS);
-			cs->pending = 0;
-		}
 		return;
 	}
 
@@ -1773,9 +1769,16 @@ static __always_inline void socket_tier_state(const struct sock *sk, int oldstat
 	if (oldstate == TCP_SYN_SENT) {
 		int err = newstate == TCP_CLOSE ? BPF_CORE_READ(sk, sk_err) : 0;
 
+		/* Reported when the handshake ends: the local port is bound
+		 * after CLOSE -> SYN_SENT. A non-blocking connect is reported
+		 * in progress, as its connect() returned, and gets a second
+		 * open only if it failed, as in the syscall tier. */
+		if (cs->pending && sc->connecting == 2) {
+			sock_emit(EVENT_CONN_OPEN, sk, cs, sc, SYS_CONNECT, sc->start_ns, EINPROGRESS);
+			cs->pending = 0;
+		}
 		sc->connecting = 0;
-		if (newstate == TCP_ESTABLISHED || err) {
-			/* A client open is reported when the handshake ends. */
+		if ((newstate == TCP_ESTABLISHED && cs->pending) || err) {
 			sock_emit(EVENT_CONN_OPEN, sk, cs, sc, SYS_CONNECT, now, err);
 			cs->pending = 0;
 			if (err)
