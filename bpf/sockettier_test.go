@@ -33,7 +33,7 @@ func socketTier(t *testing.T, cfg Config) running {
 // only feed per-syscall metrics is attached; those metrics are reported
 // unavailable with a reason, never as zero.
 func TestSocketTierIsDefaultAndAttachesNoSyscallTracepoint(t *testing.T) {
-	r := startCollector(t, Config{})
+	r := startCollectorExact(t, Config{}) // the default, whatever WEIR_TEST_CAPTURE_TIER says
 	f := r.Features()
 	if f.Capture != CaptureSocket || f.CaptureReason == "" {
 		t.Fatalf("capture tier %s (%q), want socket with a reason", f.Capture, f.CaptureReason)
