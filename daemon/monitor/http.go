@@ -36,6 +36,7 @@ func (m *Monitor) Features() api.Features {
 	f := m.coll.Features()
 	out := api.Features{
 		Capture: true, Payload: m.cfg.BPF.Payload, Tier: f.Tier.String(), TierError: f.TierError,
+		CaptureTier: f.Capture.String(), CaptureTierReason: f.CaptureReason,
 		Tiers: []api.TierStatus{}, Hooks: []api.HookStatus{}, Metrics: []api.MetricStatus{},
 	}
 	for _, t := range f.Tiers {
