@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/weirnet/weir/bpf/event"
@@ -18,13 +20,75 @@ import (
 
 // Privileged (root, real eBPF): like every test that loads the collector.
 
+// kernelHasSocketTier says whether the running kernel's BTF has both socket
+// tracepoints, independently of the loader's choice.
+func kernelHasSocketTier(t *testing.T) bool {
+	t.Helper()
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range []string{"btf_trace_sock_send_length", "btf_trace_sock_recv_length"} {
+		if _, err := kernel.AnyTypeByName(tp); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // socketTier starts a collector that must run the socket tier: these tests
-// pin what that tier does, so a kernel without it fails them rather than
-// silently testing the syscall tier.
+// pin what that tier does. On a kernel without the socket tracepoints
+// (the 6.1 guest of tests/kernels) there is no socket tier to test; what
+// such a kernel must do instead is pinned by TestCaptureTierFollowsTheKernel.
 func socketTier(t *testing.T, cfg Config) running {
 	t.Helper()
+	requireSocketTier(t)
 	cfg.CaptureTier = CaptureSocket
 	return startCollector(t, cfg)
+}
+
+func requireSocketTier(t *testing.T) {
+	t.Helper()
+	requireRoot(t)
+	if !kernelHasSocketTier(t) {
+		t.Skip("kernel has no sock_send_length/sock_recv_length tracepoints: it runs the syscall tier (TestCaptureTierFollowsTheKernel)")
+	}
+}
+
+// TestCaptureTierFollowsTheKernel pins the choice: the default runs the
+// socket tier exactly where the kernel has its tracepoints, else the
+// syscall tier with the reason; asking for the socket tier where it is
+// missing fails Load with ErrHookUnavailable, naming the tracepoint;
+// asking for the syscall tier always gets it.
+func TestCaptureTierFollowsTheKernel(t *testing.T) {
+	requireRoot(t)
+	has := kernelHasSocketTier(t)
+	r := startCollectorExact(t, Config{})
+	f := r.Features()
+	want := CaptureSyscall
+	if has {
+		want = CaptureSocket
+	}
+	if f.Capture != want || f.CaptureReason == "" {
+		t.Fatalf("default capture tier %s (%q), want %s", f.Capture, f.CaptureReason, want)
+	}
+	if !has {
+		if !strings.Contains(f.CaptureReason, "sock_send_length") {
+			t.Errorf("syscall tier chosen without naming the missing tracepoint: %q", f.CaptureReason)
+		}
+		c, err := Load(Config{CaptureTier: CaptureSocket}, testLogger(t))
+		if err == nil {
+			c.Close()
+			t.Fatal("Load with the socket tier succeeded on a kernel without its tracepoints")
+		}
+		if !errors.Is(err, ErrHookUnavailable) || !strings.Contains(err.Error(), "sock_send_length") {
+			t.Fatalf("Load with the socket tier: %v, want ErrHookUnavailable naming sock_send_length", err)
+		}
+	}
+	s := startCollectorExact(t, Config{CaptureTier: CaptureSyscall})
+	if got := s.Features().Capture; got != CaptureSyscall {
+		t.Fatalf("asked for the syscall tier, got %s", got)
+	}
 }
 
 // TestSocketTierIsDefaultAndAttachesNoSyscallTracepoint pins the point of
@@ -33,6 +97,7 @@ func socketTier(t *testing.T, cfg Config) running {
 // only feed per-syscall metrics is attached; those metrics are reported
 // unavailable with a reason, never as zero.
 func TestSocketTierIsDefaultAndAttachesNoSyscallTracepoint(t *testing.T) {
+	requireSocketTier(t)
 	r := startCollectorExact(t, Config{}) // the default, whatever WEIR_TEST_CAPTURE_TIER says
 	f := r.Features()
 	if f.Capture != CaptureSocket || f.CaptureReason == "" {
