@@ -161,19 +161,31 @@ func TestSocketTierUnenrolledNetnsRunsNoPayloadWork(t *testing.T) {
 	if err := scratch.Put(uint32(0), vals); err != nil {
 		t.Fatalf("write scratch sentinel: %v", err)
 	}
-	runs := func() uint64 {
-		st, err := r.coll.Programs[captureProgOnSockSend].Stats()
+	progStats := func(prog string) *ebpf.ProgramStats {
+		st, err := r.coll.Programs[prog].Stats()
 		if err != nil {
 			t.Fatal(err)
 		}
-		return st.RunCount
+		return st
 	}
-	before, countersBefore := runs(), mustCounters(t, r)
+	progs := []string{captureProgOnSockSend, captureProgOnSockRecv, captureProgOnSockState}
+	before := map[string]*ebpf.ProgramStats{}
+	for _, p := range progs {
+		before[p] = progStats(p)
+	}
+	countersBefore := mustCounters(t, r)
 
 	exchange(t, other, "tcp4", "127.0.0.1:0", 5, 5)
 
-	if after := runs(); after <= before {
-		t.Fatalf("on_sock_send ran %d times for the unenrolled netns' writes: the test saw no socket I/O", after-before)
+	for _, p := range progs {
+		after := progStats(p)
+		n := after.RunCount - before[p].RunCount
+		if n == 0 {
+			t.Fatalf("%s did not run for the unenrolled netns' socket I/O: the test saw none", p)
+		}
+		// A figure for bpf/OVERHEAD.md, not an assertion.
+		t.Logf("%s: %d runs for unenrolled sockets, %v per run (with bpf_stats' own clock reads)",
+			p, n, (after.Runtime-before[p].Runtime)/time.Duration(n))
 	}
 	var got [][]byte
 	if err := scratch.Lookup(uint32(0), &got); err != nil {

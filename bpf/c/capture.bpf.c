@@ -48,6 +48,10 @@ volatile const __u8 socket_tier = 0;              /* 1: connections come from th
  * for the ring and the reader than splitting the event around the skip. */
 #define H2_SMALL_DATA 256
 
+/* A walk layout of report_data beyond enum syscall_id: the socket tier's
+ * mmsg message reported size-only (SKIP_MMSG). */
+#define WALK_MMSG_SIZE_ONLY 0xfe
+
 /* Source of connection ids; 0 is never handed out. */
 __u64 next_conn_id = 0;
 
@@ -1058,6 +1062,13 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 		rest_reason = SKIP_SENDFILE;
 		l->left = 0;
 		break;
+	case WALK_MMSG_SIZE_ONLY:
+		/* Socket tier: a sendmmsg/recvmmsg message whose place in the
+		 * vector could not be trusted. */
+		rest = l->left;
+		rest_reason = SKIP_MMSG;
+		l->left = 0;
+		break;
 	case SYS_UNKNOWN:
 	case SYS_SPLICE:
 	case SYS_IO_URING:
@@ -1977,7 +1988,7 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 		count(DROP_UNCAPTURED_OP);
 	if (op.mmsg_short) {
 		count(DROP_MMSG_PAYLOAD);
-		op.walk = SYS_UNKNOWN;
+		op.walk = WALK_MMSG_SIZE_ONLY;
 	}
 	cookie = bpf_get_socket_cookie(sk);
 	cs = bpf_map_lookup_elem(&conns, &cookie);

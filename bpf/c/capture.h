@@ -76,7 +76,8 @@ enum drop_reason {
 	DROP_CHUNK_TRUNCATED,     /* syscall moved more than MAX_CHUNKS chunks: rest size-only */
 	DROP_CAPTURE_LIMIT,       /* per-connection capture limit reached: size-only */
 	DROP_IOV_LIMIT,           /* more iovecs than MAX_IOVECS: rest size-only */
-	DROP_MMSG_PAYLOAD,        /* messages after the first of send/recvmmsg: size-only */
+	DROP_MMSG_PAYLOAD,        /* send/recvmmsg message size-only: after the first (syscall tier),
+				   * or its place in the vector not trusted (socket tier) */
 	DROP_MMSG_LIMIT,          /* more than MAX_MMSGS messages: bytes not counted */
 	DROP_READ_USER_FAILED,    /* user memory not readable: size-only */
 	DROP_CONN_MAP_FULL,       /* connection state could not be stored */
@@ -114,7 +115,7 @@ enum skip_reason {
 	SKIP_FRAME_LIMIT,  /* HTTP/2 non-DATA frame larger than max_frame_copy */
 	SKIP_CHUNK_LIMIT,  /* syscall needed more than MAX_CHUNKS events or walker steps */
 	SKIP_IOV_LIMIT,    /* more iovec segments than MAX_IOVECS */
-	SKIP_MMSG,         /* messages after the first of sendmmsg/recvmmsg */
+	SKIP_MMSG,         /* sendmmsg/recvmmsg message not walked (see DROP_MMSG_PAYLOAD) */
 	SKIP_READ_FAILED,  /* user memory not readable */
 	SKIP_SENDFILE,     /* sendfile: the bytes came from a file */
 	SKIP_NO_PAYLOAD,   /* payload capture is off (bpf.payload=false) */

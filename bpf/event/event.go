@@ -112,7 +112,7 @@ const (
 	SkipFrameLimit                   // HTTP/2 non-DATA frame larger than the copy bound
 	SkipChunkLimit                   // the syscall needed more events (or walker steps) than allowed
 	SkipIOVLimit                     // more iovec segments than the kernel walks
-	SkipMmsg                         // messages after the first of sendmmsg/recvmmsg
+	SkipMmsg                         // a sendmmsg/recvmmsg message not walked: after the first (syscall tier) or its place in the vector untrusted (socket tier)
 	SkipReadFailed                   // user memory was not readable
 	SkipSendfile                     // sendfile: the bytes came from a file
 	SkipNoPayload                    // payload capture is off
