@@ -83,7 +83,12 @@ func writeAll(fd int, p []byte) error {
 
 func TestCapturesVectoredMsgAndSendfileSyscalls(t *testing.T) {
 	for _, tier := range []CaptureTier{CaptureSocket, CaptureSyscall} {
-		t.Run(tier.String(), func(t *testing.T) { testVectoredMsgAndSendfile(t, tier) })
+		t.Run(tier.String(), func(t *testing.T) {
+			if tier == CaptureSocket {
+				requireSocketTier(t)
+			}
+			testVectoredMsgAndSendfile(t, tier)
+		})
 	}
 }
 
