@@ -380,3 +380,81 @@ func TestSocketTierCapturesMmsgPerMessagePeekOnceAndSendfileUncaptured(t *testin
 		t.Fatalf("uncaptured_op counter %d after sendfile, was %d", got, uncapturedBefore)
 	}
 }
+
+// TestFDReuseIsTwoConnections closes a connection and at once connects
+// again on the same fd number, under each capture tier: two client
+// connections with their own ids, each stream exact, each closed once.
+func TestFDReuseIsTwoConnections(t *testing.T) {
+	for _, tier := range []CaptureTier{CaptureSocket, CaptureSyscall} {
+		t.Run(tier.String(), func(t *testing.T) {
+			if tier == CaptureSocket {
+				requireSocketTier(t)
+			}
+			r := startCollector(t, Config{CaptureTier: tier})
+			ns := newNetns(t)
+			if err := r.Enroll(ns.ino, 23); err != nil {
+				t.Fatal(err)
+			}
+			msgs := [][]byte{[]byte("first connection"), []byte("second one, same fd")}
+			var lfd, port int
+			wait(t, in(ns, func() error { lfd, port = rawListen4(t); return nil }), time.Second)
+			srv := in(ns, func() error {
+				defer unix.Close(lfd)
+				for _, m := range msgs {
+					fd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
+					if err != nil {
+						return err
+					}
+					got, err := readFull(fd, len(m))
+					unix.Close(fd)
+					if err != nil || !bytes.Equal(got, m) {
+						return fmt.Errorf("server read %q: %v", got, err)
+					}
+				}
+				return nil
+			})
+			var fds []int
+			cli := in(ns, func() error {
+				for _, m := range msgs {
+					fd, err := rawConnect4(port)
+					if err != nil {
+						return err
+					}
+					fds = append(fds, fd)
+					err = writeAll(fd, m)
+					unix.Close(fd)
+					if err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			wait(t, cli, 10*time.Second)
+			wait(t, srv, 10*time.Second)
+			if fds[0] != fds[1] {
+				t.Fatalf("the second connect got fd %d, not the first's %d: nothing reused", fds[1], fds[0])
+			}
+			eventually(t, 5*time.Second, "four closes", func() bool { return len(r.rec.snapshot(ns.ino).closes) >= 4 })
+			s := r.rec.snapshot(ns.ino)
+			cl := s.connsBy(event.RoleClient)
+			if len(cl) != 2 || cl[0].Conn == cl[1].Conn {
+				t.Fatalf("client connections %+v, want two with distinct ids", cl)
+			}
+			for i, o := range cl {
+				if o.FD != int32(fds[0]) {
+					t.Errorf("client conn %d reported on fd %d, want %d", i, o.FD, fds[0])
+				}
+				streamOf(t, s, o.Conn, event.Egress).complete(t, fmt.Sprintf("client conn %d", i), msgs[i])
+				n := 0
+				for _, c := range s.closes {
+					if c.Conn == o.Conn {
+						n++
+					}
+				}
+				if n != 1 {
+					t.Errorf("client conn %d closed %d times, want once", i, n)
+				}
+			}
+		})
+	}
+}
