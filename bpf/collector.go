@@ -1,6 +1,15 @@
 // Package bpf loads Weir's eBPF programs, attaches them, and decodes what
 // they report.
 //
+// Two capture tiers (CaptureTier), chosen at Load by what the kernel has:
+// the socket tier captures at tp_btf/sock_send_length and sock_recv_length
+// (only socket I/O runs a program, filtered first on the socket's network
+// namespace, payload read from the syscall's user buffer, connections keyed
+// by socket cookie, lifecycle from inet_sock_set_state), and no syscall
+// tracepoint is attached; the syscall tier, on kernels without those
+// tracepoints, captures at syscall enter/exit as described below. Both
+// feed the same report_data walk and the same records.
+//
 // The kernel side (c/capture.bpf.c) decides in the kernel which threads are
 // monitored — those whose network namespace was enrolled through Enroll —
 // and reports their TCP connections and the bytes they move through one BPF
