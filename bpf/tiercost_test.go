@@ -74,9 +74,28 @@ func TestCaptureCostPerRoundTripPerTier(t *testing.T) {
 				}
 				return sum
 			}
-			before := runtime()
+			perProg := func() map[string]*ebpf.ProgramStats {
+				out := map[string]*ebpf.ProgramStats{}
+				if c != nil {
+					for name, p := range c.coll.Programs {
+						if st, err := p.Stats(); err == nil {
+							out[name] = st
+						}
+					}
+				}
+				return out
+			}
+			before, progsBefore := runtime(), perProg()
 			d := roundTrips(t, ns, trips)
 			after := runtime()
+			if round == rounds-1 {
+				for name, st := range perProg() {
+					if n := st.RunCount - progsBefore[name].RunCount; n > 0 {
+						t.Logf("%s: %s %.1f runs per round trip, %v per run", v.name, name,
+							float64(n)/trips, (st.Runtime-progsBefore[name].Runtime)/time.Duration(n))
+					}
+				}
+			}
 			stats.Close()
 			cancel()
 			if err := <-done; err != nil {

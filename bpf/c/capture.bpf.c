@@ -1603,7 +1603,7 @@ static __always_inline struct sock_scratch *sock_scratch_of(__u32 slot)
 	struct sock_scratch *s = bpf_map_lookup_elem(&sock_scratch, &slot);
 
 	if (s)
-		__builtin_memset(s, 0, sizeof(*s));
+		__builtin_memset(&s->sc, 0, sizeof(s->sc));
 	return s;
 }
 
@@ -1649,7 +1649,7 @@ static __always_inline bool sock_nonblocking(const struct sock *sk)
 /* TCP (or MPTCP, see tcp_sock_of_fd) over IPv4 or IPv6. */
 static __always_inline bool sock_is_tcp(const struct sock *sk)
 {
-	__u16 protocol = BPF_CORE_READ(sk, sk_protocol);
+	__u16 protocol = sk->sk_protocol;
 	__u16 family = sk->__sk_common.skc_family;
 
 	return (protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP) && (family == AF_INET || family == AF_INET6);
@@ -1849,10 +1849,11 @@ static __always_inline void sock_op_of(struct sock_op *op, int ret, __u8 dir)
 	regs = (struct pt_regs *)bpf_task_pt_regs(t);
 	if (!regs)
 		return;
-	nr = BPF_CORE_READ(regs, orig_ax);
-	a0 = BPF_CORE_READ(regs, di);
-	a1 = BPF_CORE_READ(regs, si);
-	a2 = BPF_CORE_READ(regs, dx);
+	/* A BTF pointer: plain (guarded) loads, no probe-read calls. */
+	nr = regs->orig_ax;
+	a0 = regs->di;
+	a1 = regs->si;
+	a2 = regs->dx;
 	op->fd = a0;
 	op->buf = a1;
 	op->count = a2;
@@ -1975,6 +1976,8 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 	x = sock_scratch_of(0);
 	if (!x)
 		return 0;
+	/* Not zeroed as a whole (a socket op's hottest path): report_data
+	 * reads these fields, and the metrics only under the syscall tier. */
 	a = &x->a;
 	a->pod_id = pod;
 	a->netns = netns;
