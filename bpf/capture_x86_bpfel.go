@@ -54,7 +54,9 @@ type captureConnState struct {
 	Bytes    [2]uint64
 	Captured [2]uint64
 	Role     uint8
-	Pad      [7]uint8
+	Pending  uint8
+	Closed   uint8
+	Pad      [5]uint8
 	Walk     [2]struct {
 		_          structs.HostLayout
 		CopyLeft   uint64
@@ -173,7 +175,8 @@ const (
 	captureDropReasonDROP_RX_UNTIMED         captureDropReason = 16
 	captureDropReasonDROP_H2FRAME_LIMIT      captureDropReason = 17
 	captureDropReasonDROP_H2DESYNC           captureDropReason = 18
-	captureDropReasonDROP_MAX                captureDropReason = 19
+	captureDropReasonDROP_UNCAPTURED_OP      captureDropReason = 19
+	captureDropReasonDROP_MAX                captureDropReason = 20
 )
 
 type captureDropSlot struct {
@@ -216,6 +219,15 @@ const (
 	captureMetricBitMETRIC_RECV_QUEUE  captureMetricBit = 1024
 	captureMetricBitMETRIC_RTT         captureMetricBit = 2048
 )
+
+type captureMmsgPos struct {
+	_    structs.HostLayout
+	Vec  uint64
+	Idx  uint32
+	Vlen uint32
+	Fd   int32
+	Pad  uint32
+}
 
 type capturePodDropKey struct {
 	_      structs.HostLayout
@@ -318,7 +330,8 @@ const (
 	captureSkipReasonSKIP_READ_FAILED captureSkipReason = 8
 	captureSkipReasonSKIP_SENDFILE    captureSkipReason = 9
 	captureSkipReasonSKIP_NO_PAYLOAD  captureSkipReason = 10
-	captureSkipReasonSKIP_MAX         captureSkipReason = 11
+	captureSkipReasonSKIP_NOT_USER    captureSkipReason = 11
+	captureSkipReasonSKIP_MAX         captureSkipReason = 12
 )
 
 type captureSockConn struct {
@@ -331,6 +344,12 @@ type captureSockConn struct {
 	Pad        [2]uint8
 	Proc       captureProcInfo
 	Drops      [4]captureDropSlot
+}
+
+type captureSockScratch struct {
+	_  structs.HostLayout
+	A  captureSyscallArgs
+	Sc captureSockConn
 }
 
 type captureSockStats struct {
@@ -389,6 +408,8 @@ const (
 	captureSyscallIdSYS_SENDMMSG captureSyscallId = 13
 	captureSyscallIdSYS_RECVMMSG captureSyscallId = 14
 	captureSyscallIdSYS_SENDFILE captureSyscallId = 15
+	captureSyscallIdSYS_SPLICE   captureSyscallId = 16
+	captureSyscallIdSYS_IO_URING captureSyscallId = 17
 )
 
 // Names of all BPF objects in the ELF.
@@ -403,11 +424,13 @@ const (
 	captureMapEvents          = "events"
 	captureMapH1Hints         = "h1_hints"
 	captureMapInflight        = "inflight"
+	captureMapMmsgAt          = "mmsg_at"
 	captureMapPodDev          = "pod_dev"
 	captureMapPodDrops        = "pod_drops"
 	captureMapProcs           = "procs"
 	captureMapRxStamps        = "rx_stamps"
 	captureMapScratch         = "scratch"
+	captureMapSockScratch     = "sock_scratch"
 	captureMapSocks           = "socks"
 	captureProgEnterAccept    = "enter_accept"
 	captureProgEnterAccept4   = "enter_accept4"
@@ -449,6 +472,8 @@ const (
 	captureProgOnNetifReceive = "on_netif_receive"
 	captureProgOnRetransmit   = "on_retransmit"
 	captureProgOnSkbCopy      = "on_skb_copy"
+	captureProgOnSockRecv     = "on_sock_recv"
+	captureProgOnSockSend     = "on_sock_send"
 	captureProgOnSockState    = "on_sock_state"
 	captureProgOnTcpProbe     = "on_tcp_probe"
 	captureProgTcPodEgress    = "tc_pod_egress"
@@ -458,6 +483,7 @@ const (
 	captureVarChunkSize       = "chunk_size"
 	captureVarMaxFrameCopy    = "max_frame_copy"
 	captureVarNextConnId      = "next_conn_id"
+	captureVarSocketTier      = "socket_tier"
 	captureVarUnusedBtfAnchor = "unused_btf_anchor"
 )
 
@@ -543,6 +569,8 @@ type captureProgramSpecs struct {
 	OnNetifReceive *ebpf.ProgramSpec `ebpf:"on_netif_receive"`
 	OnRetransmit   *ebpf.ProgramSpec `ebpf:"on_retransmit"`
 	OnSkbCopy      *ebpf.ProgramSpec `ebpf:"on_skb_copy"`
+	OnSockRecv     *ebpf.ProgramSpec `ebpf:"on_sock_recv"`
+	OnSockSend     *ebpf.ProgramSpec `ebpf:"on_sock_send"`
 	OnSockState    *ebpf.ProgramSpec `ebpf:"on_sock_state"`
 	OnTcpProbe     *ebpf.ProgramSpec `ebpf:"on_tcp_probe"`
 	TcPodEgress    *ebpf.ProgramSpec `ebpf:"tc_pod_egress"`
@@ -561,11 +589,13 @@ type captureMapSpecs struct {
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	H1Hints       *ebpf.MapSpec `ebpf:"h1_hints"`
 	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
+	MmsgAt        *ebpf.MapSpec `ebpf:"mmsg_at"`
 	PodDev        *ebpf.MapSpec `ebpf:"pod_dev"`
 	PodDrops      *ebpf.MapSpec `ebpf:"pod_drops"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
 	RxStamps      *ebpf.MapSpec `ebpf:"rx_stamps"`
 	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
+	SockScratch   *ebpf.MapSpec `ebpf:"sock_scratch"`
 	Socks         *ebpf.MapSpec `ebpf:"socks"`
 }
 
@@ -578,6 +608,7 @@ type captureVariableSpecs struct {
 	ChunkSize       *ebpf.VariableSpec `ebpf:"chunk_size"`
 	MaxFrameCopy    *ebpf.VariableSpec `ebpf:"max_frame_copy"`
 	NextConnId      *ebpf.VariableSpec `ebpf:"next_conn_id"`
+	SocketTier      *ebpf.VariableSpec `ebpf:"socket_tier"`
 	UnusedBtfAnchor *ebpf.VariableSpec `ebpf:"unused_btf_anchor"`
 }
 
@@ -609,11 +640,13 @@ type captureMaps struct {
 	Events        *ebpf.Map `ebpf:"events"`
 	H1Hints       *ebpf.Map `ebpf:"h1_hints"`
 	Inflight      *ebpf.Map `ebpf:"inflight"`
+	MmsgAt        *ebpf.Map `ebpf:"mmsg_at"`
 	PodDev        *ebpf.Map `ebpf:"pod_dev"`
 	PodDrops      *ebpf.Map `ebpf:"pod_drops"`
 	Procs         *ebpf.Map `ebpf:"procs"`
 	RxStamps      *ebpf.Map `ebpf:"rx_stamps"`
 	Scratch       *ebpf.Map `ebpf:"scratch"`
+	SockScratch   *ebpf.Map `ebpf:"sock_scratch"`
 	Socks         *ebpf.Map `ebpf:"socks"`
 }
 
@@ -627,11 +660,13 @@ func (m *captureMaps) Close() error {
 		m.Events,
 		m.H1Hints,
 		m.Inflight,
+		m.MmsgAt,
 		m.PodDev,
 		m.PodDrops,
 		m.Procs,
 		m.RxStamps,
 		m.Scratch,
+		m.SockScratch,
 		m.Socks,
 	)
 }
@@ -645,6 +680,7 @@ type captureVariables struct {
 	ChunkSize       *ebpf.Variable `ebpf:"chunk_size"`
 	MaxFrameCopy    *ebpf.Variable `ebpf:"max_frame_copy"`
 	NextConnId      *ebpf.Variable `ebpf:"next_conn_id"`
+	SocketTier      *ebpf.Variable `ebpf:"socket_tier"`
 	UnusedBtfAnchor *ebpf.Variable `ebpf:"unused_btf_anchor"`
 }
 
@@ -692,6 +728,8 @@ type capturePrograms struct {
 	OnNetifReceive *ebpf.Program `ebpf:"on_netif_receive"`
 	OnRetransmit   *ebpf.Program `ebpf:"on_retransmit"`
 	OnSkbCopy      *ebpf.Program `ebpf:"on_skb_copy"`
+	OnSockRecv     *ebpf.Program `ebpf:"on_sock_recv"`
+	OnSockSend     *ebpf.Program `ebpf:"on_sock_send"`
 	OnSockState    *ebpf.Program `ebpf:"on_sock_state"`
 	OnTcpProbe     *ebpf.Program `ebpf:"on_tcp_probe"`
 	TcPodEgress    *ebpf.Program `ebpf:"tc_pod_egress"`
@@ -740,6 +778,8 @@ func (p *capturePrograms) Close() error {
 		p.OnNetifReceive,
 		p.OnRetransmit,
 		p.OnSkbCopy,
+		p.OnSockRecv,
+		p.OnSockSend,
 		p.OnSockState,
 		p.OnTcpProbe,
 		p.TcPodEgress,

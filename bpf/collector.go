@@ -1,6 +1,15 @@
 // Package bpf loads Weir's eBPF programs, attaches them, and decodes what
 // they report.
 //
+// Two capture tiers (CaptureTier), chosen at Load by what the kernel has:
+// the socket tier captures at tp_btf/sock_send_length and sock_recv_length
+// (only socket I/O runs a program, filtered first on the socket's network
+// namespace, payload read from the syscall's user buffer, connections keyed
+// by socket cookie, lifecycle from inet_sock_set_state), and no syscall
+// tracepoint is attached; the syscall tier, on kernels without those
+// tracepoints, captures at syscall enter/exit as described below. Both
+// feed the same report_data walk and the same records.
+//
 // The kernel side (c/capture.bpf.c) decides in the kernel which threads are
 // monitored — those whose network namespace was enrolled through Enroll —
 // and reports their TCP connections and the bytes they move through one BPF
@@ -133,6 +142,11 @@ type Config struct {
 	// QEMU's multi-threaded TCG running stale code after the kernel
 	// patched a static branch: see tests/kernels/vmrun.)
 	RichTier bool
+	// CaptureTier chooses where payload and connections are captured:
+	// CaptureAuto (the zero value) takes the socket tier where the kernel
+	// has its tracepoints, else the syscall tier. Forcing CaptureSocket
+	// fails Load where it cannot run.
+	CaptureTier CaptureTier
 }
 
 // NoCaptureLimit as Config.CaptureLimit captures every byte.
@@ -237,9 +251,18 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	tracefs, err := ensureTracefs(log)
+	capture, captureWhy, err := chooseCaptureTier(cfg.CaptureTier, hooks, kernel)
 	if err != nil {
-		return nil, &HookError{Hook: "tracepoint/*", Err: err}
+		return nil, err
+	}
+	hooks, leftOut := pruneCaptureTier(spec, hooks, capture)
+	// Classic tracepoints (the syscall tier) need tracefs; the socket tier
+	// does not, but the kprobe probe does, so it is mounted either way.
+	tracefs, tfErr := ensureTracefs(log)
+	for _, h := range hooks {
+		if h.kind == kindTracepoint && tfErr != nil {
+			return nil, &HookError{Hook: "tracepoint/*", Err: tfErr}
+		}
 	}
 	for _, h := range hooks {
 		if err := h.check(tracefs, kernel); err != nil {
@@ -270,6 +293,11 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	if cfg.NoPayload {
 		if err := spec.Variables[captureVarCapturePayload].Set(uint32(0)); err != nil {
 			return nil, fmt.Errorf("turn payload capture off: %w", err)
+		}
+	}
+	if capture == CaptureSocket {
+		if err := spec.Variables[captureVarSocketTier].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("select the socket tier: %w", err)
 		}
 	}
 	names, err := counterNames(spec)
@@ -319,6 +347,9 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		c.Close()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
+	c.features.Hooks = append(c.features.Hooks, leftOut...)
+	c.features.Capture = capture
+	c.features.CaptureReason = captureWhy
 	c.features.Tier = TierBase
 	c.features.Tiers = probeTiers()
 	c.attachRichTier(kernel)
@@ -327,6 +358,13 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		attached[h.Name] = h.Attached
 	}
 	c.features.Metrics = metricStatus(attached, c.features.Tier, c.features.Tiers, len(c.dropReasons) > 0)
+	if capture == CaptureSocket {
+		for i, m := range c.features.Metrics {
+			if !m.Available && strings.HasPrefix(m.Reason, "hook ") {
+				c.features.Metrics[i].Reason += " (the syscall capture tier's per-syscall attribution; the socket tier runs)"
+			}
+		}
+	}
 	if c.features.TierError != "" {
 		for i := range c.features.Metrics {
 			if !c.features.Metrics[i].Available {
@@ -335,7 +373,8 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		}
 	}
 	log.Info("eBPF capture loaded",
-		"hooks", len(c.links), "tier", c.features.Tier.String(),
+		"hooks", len(c.links), "capture_tier", capture.String(), "capture_tier_reason", captureWhy,
+		"tier", c.features.Tier.String(),
 		"ring_buffer_bytes", cfg.RingBufferSize, "chunk_size", cfg.ChunkSize,
 		"capture_limit", cfg.CaptureLimit, "max_frame_copy", cfg.MaxFrameCopy)
 	for _, t := range c.features.Tiers[1:] {

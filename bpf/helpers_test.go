@@ -272,6 +272,23 @@ type running struct {
 // startCollector loads a collector, runs it, and tears both down at cleanup.
 func startCollector(t *testing.T, cfg Config) running {
 	t.Helper()
+	if cfg.CaptureTier == CaptureAuto {
+		// WEIR_TEST_CAPTURE_TIER=syscall runs the tests that do not pick
+		// a tier under the syscall tier on a kernel that has both.
+		if v := os.Getenv("WEIR_TEST_CAPTURE_TIER"); v != "" {
+			tier, err := ParseCaptureTier(v)
+			if err != nil {
+				t.Fatalf("WEIR_TEST_CAPTURE_TIER: %v", err)
+			}
+			cfg.CaptureTier = tier
+		}
+	}
+	return startCollectorExact(t, cfg)
+}
+
+// startCollectorExact is startCollector without the environment's tier.
+func startCollectorExact(t *testing.T, cfg Config) running {
+	t.Helper()
 	requireRoot(t)
 	c, err := Load(cfg, testLogger(t))
 	if err != nil {

@@ -143,6 +143,10 @@ type TierStatus struct {
 // would allow, so the daemon can report which metrics exist on this node
 // instead of silently reporting zeros.
 type Features struct {
+	// Capture is the capture tier that runs (never CaptureAuto), and
+	// CaptureReason one line saying why it was chosen.
+	Capture       CaptureTier
+	CaptureReason string
 	// Tier is the richest tier whose programs are attached.
 	Tier Tier
 	// TierError says why the richest available tier is not in use, when

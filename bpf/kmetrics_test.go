@@ -488,7 +488,8 @@ func ssRetrans(ns *testNetns, remote string) (uint64, string, error) {
 // least what ss saw and at most 20% above it (retransmits may still happen
 // between the two readings).
 func TestRetransmitsFollowInjectedLoss(t *testing.T) {
-	r := startCollector(t, Config{})
+	// Per send syscall attribution is the syscall tier's.
+	r := startCollector(t, Config{CaptureTier: CaptureSyscall})
 	a, b := newNetns(t), newNetns(t)
 	if err := r.Enroll(a.ino, 43); err != nil {
 		t.Fatal(err)
@@ -737,7 +738,7 @@ func TestAttributesNetfilterDrops(t *testing.T) {
 	if inGuest() {
 		t.Skip("needs the iptables binary, which the tests/kernels guest does not have")
 	}
-	r := startCollector(t, Config{})
+	r := startCollector(t, Config{CaptureTier: CaptureSyscall}) // per send syscall: the syscall tier's
 	a, b := newNetns(t), newNetns(t)
 	if err := r.Enroll(a.ino, 45); err != nil {
 		t.Fatal(err)
@@ -806,7 +807,7 @@ func TestAttributesNetfilterDrops(t *testing.T) {
 // (including l3_split, which the richer tier measures for reads only) is
 // available exactly when a richer tier is active.
 func TestFeaturesListEveryMetric(t *testing.T) {
-	r := startCollector(t, Config{})
+	r := startCollector(t, Config{CaptureTier: CaptureSyscall})
 	f := r.Features()
 	if len(f.Metrics) != len(metricNames) {
 		t.Fatalf("%d metrics reported, want %d: %+v", len(f.Metrics), len(metricNames), f.Metrics)
@@ -903,7 +904,8 @@ func TestRicherTierFillsFineFields(t *testing.T) {
 			if tc.tier == TierKprobe && !available && tiers[TierFentry].Available {
 				t.Fatalf("fentry works but kprobes do not: %+v", tiers)
 			}
-			r := startCollector(t, Config{SkipFentry: tc.skipFentry, RichTier: true})
+			// The richer tier times syscalls of the syscall capture tier.
+			r := startCollector(t, Config{SkipFentry: tc.skipFentry, RichTier: true, CaptureTier: CaptureSyscall})
 			f := r.Features()
 			want := tc.tier
 			if !available {

@@ -221,7 +221,11 @@ func metricStatus(attached map[string]bool, active Tier, tiers []TierStatus, hav
 				st.Reason = "reads whose every segment was stamped at device receive and at TCP receive (not segments that came with the handshake)"
 			}
 		case event.MetricRTT:
-			if need("tracepoint/syscalls/sys_enter_close") {
+			closeHook := "tracepoint/syscalls/sys_enter_close"
+			if attached["tp_btf/sock_send_length"] {
+				closeHook = "tp_btf/inet_sock_set_state" // socket tier: closes come from state changes
+			}
+			if need(closeHook) {
 				st.Reason = "tcp_sock srtt/mdev at close; not for MPTCP sockets"
 			}
 		case event.MetricL4Duration, event.MetricL3Duration, event.MetricNetfilter, event.MetricResolveMAC:

@@ -82,7 +82,18 @@ func writeAll(fd int, p []byte) error {
 }
 
 func TestCapturesVectoredMsgAndSendfileSyscalls(t *testing.T) {
-	r := startCollector(t, Config{})
+	for _, tier := range []CaptureTier{CaptureSocket, CaptureSyscall} {
+		t.Run(tier.String(), func(t *testing.T) {
+			if tier == CaptureSocket {
+				requireSocketTier(t)
+			}
+			testVectoredMsgAndSendfile(t, tier)
+		})
+	}
+}
+
+func testVectoredMsgAndSendfile(t *testing.T, tier CaptureTier) {
+	r := startCollector(t, Config{CaptureTier: tier})
 	ns := newNetns(t)
 	if err := r.Enroll(ns.ino, 3); err != nil {
 		t.Fatal(err)
@@ -181,7 +192,9 @@ func TestCapturesVectoredMsgAndSendfileSyscalls(t *testing.T) {
 	if cl.Conn == 0 || sv.Conn == 0 {
 		t.Fatalf("client or server connection missing: %+v", s.opens)
 	}
-	if cl.InProgress || !cl.Success || sv.Syscall != event.SysAccept4 {
+	// The socket tier sees the connection, not the accept call.
+	wantAccept := map[CaptureTier]event.Syscall{CaptureSocket: event.SysAccept, CaptureSyscall: event.SysAccept4}[tier]
+	if cl.InProgress || !cl.Success || sv.Syscall != wantAccept {
 		t.Fatalf("blocking connect/accept4 reported as %+v / %+v", cl, sv)
 	}
 	streamOf(t, s, cl.Conn, event.Egress).complete(t, "client egress", append(bytes.Clone(vectored), msg...))
@@ -206,9 +219,11 @@ func TestCapturesVectoredMsgAndSendfileSyscalls(t *testing.T) {
 			writevEvents = append(writevEvents, d)
 		}
 	}
-	if len(writevEvents) != 1 || !bytes.Equal(writevEvents[0].Payload, vectored) || writevEvents[0].Send == nil {
-		t.Fatalf("writev of %d iovecs gave %d events (%+v), want one event with all %d bytes and the send metrics",
-			len(iov), len(writevEvents), writevEvents, len(vectored))
+	// Per-operation metrics are the syscall tier's; the socket tier's
+	// events claim none.
+	if len(writevEvents) != 1 || !bytes.Equal(writevEvents[0].Payload, vectored) || (writevEvents[0].Send != nil) != (tier == CaptureSyscall) {
+		t.Fatalf("writev of %d iovecs gave %d events (%+v), want one event with all %d bytes (send metrics: %v)",
+			len(iov), len(writevEvents), writevEvents, len(vectored), tier == CaptureSyscall)
 	}
 	if got := syscallsOf(sv.Conn, event.Ingress); got[event.SysReadv] != uint64(len(vectored)) || got[event.SysRecvmsg] != uint64(len(msg)) {
 		t.Fatalf("server ingress bytes by syscall %v, want readv %d recvmsg %d", got, len(vectored), len(msg))
@@ -380,7 +395,8 @@ func TestCapturesLargeTransfersWithExactSizes(t *testing.T) {
 }
 
 func TestNoPayloadReportsSizesAndMetricsButNoBytes(t *testing.T) {
-	r := startCollector(t, Config{NoPayload: true})
+	// Per-syscall packet counts are the syscall tier's.
+	r := startCollector(t, Config{NoPayload: true, CaptureTier: CaptureSyscall})
 	ns := newNetns(t)
 	if err := r.Enroll(ns.ino, 4); err != nil {
 		t.Fatal(err)

@@ -118,6 +118,12 @@ func (c *Collector) attachRichTier(kernel *btf.Spec) {
 	if !ok {
 		return
 	}
+	if c.features.Capture == CaptureSocket {
+		// Its programs time functions inside a syscall the syscall tier
+		// tracks in flight (inflight); the socket tier has none.
+		c.features.TierError = fmt.Sprintf("the %s tier times syscalls of the syscall capture tier; the socket tier runs (bpf.captureTier=syscall to use it)", t)
+		return
+	}
 	if !c.cfg.RichTier {
 		c.features.TierError = fmt.Sprintf("the %s tier attaches here but is off (Config.RichTier; daemon: bpf.richTier)", t)
 		return

@@ -62,6 +62,8 @@ enum syscall_id {
 	SYS_SENDMMSG,
 	SYS_RECVMMSG,
 	SYS_SENDFILE,
+	SYS_SPLICE,    /* socket tier: splice/vmsplice into or out of a socket */
+	SYS_IO_URING,  /* socket tier: an io_uring operation */
 };
 
 /*
@@ -74,7 +76,8 @@ enum drop_reason {
 	DROP_CHUNK_TRUNCATED,     /* syscall moved more than MAX_CHUNKS chunks: rest size-only */
 	DROP_CAPTURE_LIMIT,       /* per-connection capture limit reached: size-only */
 	DROP_IOV_LIMIT,           /* more iovecs than MAX_IOVECS: rest size-only */
-	DROP_MMSG_PAYLOAD,        /* messages after the first of send/recvmmsg: size-only */
+	DROP_MMSG_PAYLOAD,        /* send/recvmmsg message size-only: after the first (syscall tier),
+				   * or its place in the vector not trusted (socket tier) */
 	DROP_MMSG_LIMIT,          /* more than MAX_MMSGS messages: bytes not counted */
 	DROP_READ_USER_FAILED,    /* user memory not readable: size-only */
 	DROP_CONN_MAP_FULL,       /* connection state could not be stored */
@@ -93,6 +96,8 @@ enum drop_reason {
 	DROP_H2_FRAME_LIMIT,      /* HTTP/2 non-DATA frame larger than max_frame_copy: size-only */
 	DROP_H2_DESYNC,           /* HTTP/2 walker lost the frame boundaries: the direction
 				   * falls back to the capture budget for good */
+	DROP_UNCAPTURED_OP,       /* socket tier: socket I/O not through a user buffer syscall
+				   * (sendfile, splice, io_uring, kernel thread, MSG_TRUNC): size-only */
 	DROP_MAX,
 };
 
@@ -110,10 +115,12 @@ enum skip_reason {
 	SKIP_FRAME_LIMIT,  /* HTTP/2 non-DATA frame larger than max_frame_copy */
 	SKIP_CHUNK_LIMIT,  /* syscall needed more than MAX_CHUNKS events or walker steps */
 	SKIP_IOV_LIMIT,    /* more iovec segments than MAX_IOVECS */
-	SKIP_MMSG,         /* messages after the first of sendmmsg/recvmmsg */
+	SKIP_MMSG,         /* sendmmsg/recvmmsg message not walked (see DROP_MMSG_PAYLOAD) */
 	SKIP_READ_FAILED,  /* user memory not readable */
 	SKIP_SENDFILE,     /* sendfile: the bytes came from a file */
 	SKIP_NO_PAYLOAD,   /* payload capture is off (bpf.payload=false) */
+	SKIP_NOT_USER,     /* socket tier: the op's registers name no user buffer of it
+			    * (splice, io_uring, kernel thread, MSG_TRUNC) */
 	SKIP_MAX,
 };
 

@@ -73,6 +73,8 @@ const (
 	SysSendmmsg
 	SysRecvmmsg
 	SysSendfile
+	SysSplice  // socket tier: splice/vmsplice moved the bytes (size only)
+	SysIOUring // socket tier: an io_uring operation moved the bytes (size only)
 )
 
 var syscallNames = [...]string{
@@ -80,6 +82,7 @@ var syscallNames = [...]string{
 	SysClose: "close", SysRead: "read", SysWrite: "write", SysReadv: "readv", SysWritev: "writev",
 	SysSendto: "sendto", SysRecvfrom: "recvfrom", SysSendmsg: "sendmsg", SysRecvmsg: "recvmsg",
 	SysSendmmsg: "sendmmsg", SysRecvmmsg: "recvmmsg", SysSendfile: "sendfile",
+	SysSplice: "splice", SysIOUring: "io_uring",
 }
 
 func (s Syscall) String() string {
@@ -109,16 +112,18 @@ const (
 	SkipFrameLimit                   // HTTP/2 non-DATA frame larger than the copy bound
 	SkipChunkLimit                   // the syscall needed more events (or walker steps) than allowed
 	SkipIOVLimit                     // more iovec segments than the kernel walks
-	SkipMmsg                         // messages after the first of sendmmsg/recvmmsg
+	SkipMmsg                         // a sendmmsg/recvmmsg message not walked: after the first (syscall tier) or its place in the vector untrusted (socket tier)
 	SkipReadFailed                   // user memory was not readable
 	SkipSendfile                     // sendfile: the bytes came from a file
 	SkipNoPayload                    // payload capture is off
+	SkipNotUser                      // socket tier: the op named no user buffer (splice, io_uring, kernel, MSG_TRUNC)
 )
 
 var skipNames = [...]string{
 	SkipNone: "none", SkipH2Data: "h2_data", SkipBody: "body", SkipBudget: "budget",
 	SkipFrameLimit: "frame_limit", SkipChunkLimit: "chunk_limit", SkipIOVLimit: "iov_limit",
 	SkipMmsg: "mmsg", SkipReadFailed: "read_failed", SkipSendfile: "sendfile", SkipNoPayload: "no_payload",
+	SkipNotUser: "not_user",
 }
 
 // NumSkipReasons is the number of SkipReason values, for arrays indexed by

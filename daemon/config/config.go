@@ -189,6 +189,11 @@ type BPF struct {
 	// RichTier loads the fentry/kprobe programs where the runtime probe
 	// says they attach (on by default); false keeps the base tier.
 	RichTier bool `json:"richTier"`
+	// CaptureTier is where payload and connections are captured: "auto"
+	// (default) takes the socket tier where the kernel has the socket
+	// tracepoints, else the syscall tier; "socket" or "syscall" force one
+	// (see bpf.CaptureTier).
+	CaptureTier string `json:"captureTier"`
 }
 
 // Protocol bounds the HTTP parsers per connection.
@@ -256,6 +261,7 @@ func Default() Config {
 			PollInterval:   Duration{DefaultPollInterval},
 			Payload:        true,
 			RichTier:       true,
+			CaptureTier:    "auto",
 		},
 		Protocol: Protocol{
 			MaxHeaderBytes: DefaultMaxHeaderBytes,
@@ -404,6 +410,7 @@ var flags = map[string]string{
 	"bpf.maxFrameCopy":         "bpf.max-frame-copy",
 	"bpf.hintMapSize":          "bpf.hint-map-size",
 	"bpf.richTier":             "bpf.rich-tier",
+	"bpf.captureTier":          "bpf.capture-tier",
 	"bpf.pollInterval":         "bpf.poll-interval",
 	"bpf.payload":              "bpf.payload",
 	"protocol.maxHeaderBytes":  "protocol.max-header-bytes",
@@ -477,6 +484,8 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 		"how long the ring buffer reader sleeps when it finds the ring empty (the delay before a quiet connection's events are seen)")
 	fs.BoolVar(&cfg.BPF.Payload, "bpf.payload", cfg.BPF.Payload,
 		"copy payload to user space for HTTP parsing (false: connections and kernel metrics only, no payload leaves the kernel)")
+	fs.StringVar(&cfg.BPF.CaptureTier, "bpf.capture-tier", cfg.BPF.CaptureTier,
+		"where payload and connections are captured: auto (the socket tier where the kernel has sock_send_length/sock_recv_length, else syscall), socket or syscall")
 	fs.BoolVar(&cfg.BPF.RichTier, "bpf.rich-tier", cfg.BPF.RichTier,
 		"load the fentry (else kprobe) programs where the runtime probe says they attach, for finer L4/L3, netfilter and ARP metrics (false: base tier only)")
 	fs.IntVar(&cfg.Protocol.MaxHeaderBytes, "protocol.max-header-bytes", cfg.Protocol.MaxHeaderBytes,
@@ -629,6 +638,11 @@ func (c *Config) validatePipeline() error {
 		if err != nil {
 			return err
 		}
+	}
+	switch c.BPF.CaptureTier {
+	case "auto", "socket", "syscall":
+	default:
+		return &Error{Key: "bpf.captureTier", Err: fmt.Errorf("must be auto, socket or syscall, got %q", c.BPF.CaptureTier)}
 	}
 	if c.Capture.IdleTimeout.Duration <= 0 {
 		return &Error{Key: "capture.idleTimeout", Err: fmt.Errorf("must be positive, got %s", c.Capture.IdleTimeout)}

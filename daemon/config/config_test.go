@@ -33,7 +33,7 @@ func TestDefaultsMatchThePluginSpool(t *testing.T) {
 		ReconcileInterval: Duration{30 * time.Second}, MaxPods: 4096, AllowedUIDs: []uint32{0},
 		Repair: true, CNICacheDir: "/var/lib/cni", CNIConfDir: "/etc/cni/net.d",
 		Capture:  Capture{Enabled: true, MaxConnections: 65536, MaxBufferedBytes: 64 << 20, IdleTimeout: Duration{5 * time.Minute}},
-		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20, MaxFrameCopy: 64 << 10, HintMapSize: 65536, PollInterval: Duration{10 * time.Millisecond}, Payload: true, RichTier: true},
+		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20, MaxFrameCopy: 64 << 10, HintMapSize: 65536, PollInterval: Duration{10 * time.Millisecond}, Payload: true, RichTier: true, CaptureTier: "auto"},
 		Protocol: Protocol{MaxHeaderBytes: 64 << 10, MaxStreams: 256, MaxPending: 64},
 		Requests: Requests{Keep: 10000},
 		Metrics:  Metrics{MaxEndpointsPerService: 100, Retention: Duration{30 * time.Minute}},
@@ -229,7 +229,7 @@ requests:
 	want.Capture = Capture{Enabled: false, MaxConnections: 100, MaxBufferedBytes: DefaultMaxBufferedBytes,
 		IdleTimeout: Duration{30 * time.Second}, DumpDir: "/tmp/dump"}
 	want.BPF = BPF{RingBufferSize: 65536, ChunkSize: 1024, CaptureLimit: 4096, MaxFrameCopy: 20000, HintMapSize: DefaultHintMapSize,
-		PollInterval: Duration{50 * time.Millisecond}, Payload: false, RichTier: true}
+		PollInterval: Duration{50 * time.Millisecond}, Payload: false, RichTier: true, CaptureTier: "auto"}
 	want.Protocol = Protocol{MaxHeaderBytes: DefaultMaxHeaderBytes, MaxStreams: 8, MaxPending: DefaultMaxPending}
 	want.Requests = Requests{Keep: 7}
 	if !equal(cfg, want) {
@@ -250,6 +250,7 @@ func TestPipelineErrorsNameKeyAndFlag(t *testing.T) {
 		{args: []string{"--bpf.hint-map-size=0"}, want: "bpf.hintMapSize (--bpf.hint-map-size): must be between 1 and"},
 		{args: []string{"--bpf.poll-interval=0s"}, want: "bpf.pollInterval (--bpf.poll-interval): must be positive and at most 1s"},
 		{args: []string{"--bpf.poll-interval=2s"}, want: "bpf.pollInterval (--bpf.poll-interval): must be positive and at most 1s"},
+		{args: []string{"--bpf.capture-tier=fentry"}, want: `bpf.captureTier (--bpf.capture-tier): must be auto, socket or syscall, got "fentry"`},
 		{args: []string{"--capture.max-connections=0"}, want: "capture.maxConnections (--capture.max-connections)"},
 		{args: []string{"--capture.idle-timeout=0s"}, want: "capture.idleTimeout (--capture.idle-timeout): must be positive"},
 		{args: []string{"--capture.dump-dir=rel"}, want: "capture.dumpDir (--capture.dump-dir): must be an absolute path"},

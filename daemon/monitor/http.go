@@ -39,6 +39,7 @@ func (m *Monitor) Features() wire.Features {
 	f := m.coll.Features()
 	out := wire.Features{
 		Capture: true, Payload: m.cfg.BPF.Payload, Tier: f.Tier.String(), TierError: f.TierError,
+		CaptureTier: f.Capture.String(), CaptureTierReason: f.CaptureReason,
 		Tiers: []wire.TierStatus{}, Hooks: []wire.HookStatus{}, Metrics: []wire.MetricStatus{},
 	}
 	for _, t := range f.Tiers {

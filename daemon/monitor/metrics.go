@@ -46,7 +46,7 @@ func newMetrics(m *Monitor) *metrics {
 		bpfDecodeErrors: d("bpf_decode_errors_total", "Ring buffer records that were malformed or of unknown type."),
 		bpfScanDropped:  d("bpf_scan_dropped_total", "Processes found by the enrollment scan that did not fit the queue."),
 		bpfHintFailures: d("bpf_hint_failures_total", "HTTP/1 hints (HintHTTP1, SkipBody) user space could not give the kernel."),
-		hookTier:        d("hook_tier", "The richest eBPF hook tier attached (1 for the active tier).", "tier"),
+		hookTier:        d("hook_tier", "eBPF hook tiers in use, 1 for each active one: the capture tier (socket or syscall) and the richest per-function tier (base, fentry or kprobe).", "tier"),
 		captureEnabled:  d("capture_enabled", "1 when eBPF capture runs, 0 when the daemon only enrolls pods."),
 		protoRecords:    d("protocol_records_total", "HTTP exchanges parsed."),
 		protoIncomplete: d("protocol_incomplete_records_total", "HTTP exchanges parsed with a part lost."),
@@ -114,6 +114,13 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 		for _, t := range []bpf.Tier{bpf.TierBase, bpf.TierFentry, bpf.TierKprobe} {
 			v := 0.0
 			if t == f.Tier {
+				v = 1
+			}
+			gauge(x.hookTier, v, t.String())
+		}
+		for _, t := range []bpf.CaptureTier{bpf.CaptureSocket, bpf.CaptureSyscall} {
+			v := 0.0
+			if t == f.Capture {
 				v = 1
 			}
 			gauge(x.hookTier, v, t.String())

@@ -213,6 +213,10 @@ func New(opts Options) (*Monitor, error) {
 	case opts.Collector != nil:
 		m.coll = opts.Collector
 	case cfg.Capture.Enabled:
+		tier, err := bpf.ParseCaptureTier(cfg.BPF.CaptureTier)
+		if err != nil {
+			return nil, fmt.Errorf("bpf.captureTier: %w", err)
+		}
 		c, err := bpf.Load(bpf.Config{
 			RingBufferSize: cfg.BPF.RingBufferSize,
 			ChunkSize:      cfg.BPF.ChunkSize,
@@ -222,6 +226,7 @@ func New(opts Options) (*Monitor, error) {
 			PollInterval:   cfg.BPF.PollInterval.Duration,
 			NoPayload:      !cfg.BPF.Payload,
 			RichTier:       cfg.BPF.RichTier,
+			CaptureTier:    tier,
 		}, log.With("component", "bpf"))
 		if err != nil {
 			return nil, fmt.Errorf("load eBPF capture: %w", err)

@@ -65,9 +65,11 @@ func (f *fakeCollector) Run(ctx context.Context, sink event.Sink) error {
 
 func (f *fakeCollector) Features() bpf.Features {
 	return bpf.Features{
-		Tier:  bpf.TierBase,
-		Tiers: []bpf.TierStatus{{Tier: bpf.TierBase, Available: true}, {Tier: bpf.TierFentry, Reason: "lockdown"}},
-		Hooks: []bpf.HookStatus{{Name: "tp_btf/sched_process_fork", Tier: bpf.TierBase, Attached: true}},
+		Capture:       bpf.CaptureSocket,
+		CaptureReason: "kernel has the socket tracepoints",
+		Tier:          bpf.TierBase,
+		Tiers:         []bpf.TierStatus{{Tier: bpf.TierBase, Available: true}, {Tier: bpf.TierFentry, Reason: "lockdown"}},
+		Hooks:         []bpf.HookStatus{{Name: "tp_btf/sched_process_fork", Tier: bpf.TierBase, Attached: true}},
 		Metrics: []bpf.MetricStatus{
 			{Metric: event.MetricRTT, Name: "rtt", Available: true, Reason: "at close"},
 			{Metric: event.MetricL4Duration, Name: "l4_duration", Reason: "needs the fentry tier"},
@@ -456,7 +458,7 @@ func TestConnectionsAndFeaturesAPI(t *testing.T) {
 	if err := json.Unmarshal(rr.Body.Bytes(), &f); err != nil {
 		t.Fatal(err)
 	}
-	if !f.Capture || f.Tier != "base" || len(f.Tiers) != 2 || f.Tiers[1].Reason != "lockdown" || len(f.Hooks) != 1 ||
+	if !f.Capture || f.Tier != "base" || f.CaptureTier != "socket" || f.CaptureTierReason == "" || len(f.Tiers) != 2 || f.Tiers[1].Reason != "lockdown" || len(f.Hooks) != 1 ||
 		!f.Hooks[0].Available || len(f.Metrics) != 2 || !f.Metrics[0].Available || f.Metrics[1].Available ||
 		f.Metrics[1].Reason != "needs the fentry tier" {
 		t.Errorf("features = %+v", f)
@@ -615,11 +617,13 @@ func TestMetricsExposeCollectorAndPipeline(t *testing.T) {
 # TYPE weir_bpf_events_lost_total counter
 weir_bpf_events_lost_total{reason="chunk_truncated"} 0
 weir_bpf_events_lost_total{reason="ringbuf_full"} 7
-# HELP weir_hook_tier The richest eBPF hook tier attached (1 for the active tier).
+# HELP weir_hook_tier eBPF hook tiers in use, 1 for each active one: the capture tier (socket or syscall) and the richest per-function tier (base, fentry or kprobe).
 # TYPE weir_hook_tier gauge
 weir_hook_tier{tier="base"} 1
 weir_hook_tier{tier="fentry"} 0
 weir_hook_tier{tier="kprobe"} 0
+weir_hook_tier{tier="socket"} 1
+weir_hook_tier{tier="syscall"} 0
 # HELP weir_pipeline_kernel_ops_total Kernel operations handed to consumers, by kind.
 # TYPE weir_pipeline_kernel_ops_total counter
 weir_pipeline_kernel_ops_total{kind="accept"} 0

@@ -218,6 +218,20 @@ func TestBench(t *testing.T) {
 	// tracepoints attached at all, which any design hooking syscalls pays.
 	idle := harness.NewDaemon(t, bins, harness.DaemonOptions{})
 	variants = append(variants, hooksOnly)
+	// The same with the syscall capture tier, the design of tools that
+	// hook syscalls, so the report shows what the socket tier bought.
+	var idleSyscall *harness.Daemon
+	if daemonHasFlag(t, bins.Path("weir-daemon"), "bpf.capture-tier") {
+		idleSyscall = harness.NewDaemon(t, bins, harness.DaemonOptions{ExtraArgs: []string{"--bpf.capture-tier=syscall"}})
+		variants = append(variants, hooksOnlySyscall)
+	} else {
+		rep.Notes = append(rep.Notes, "weir-daemon has no --bpf.capture-tier flag: the syscall-tier variant is not part of this run.")
+	}
+	// Work unrelated to Weir (dd, getppid) in the variants where no pod
+	// is watched: baseline, then each idle daemon.
+	unrelated := map[variant]*UnrelatedResult{
+		baseline: {Variant: "baseline"}, hooksOnly: {Variant: "default capture tier"}, hooksOnlySyscall: {Variant: "syscall tier"},
+	}
 	for round := range cfg.Rounds {
 		// Each round rotates the order, so no variant always runs first
 		// (warmest caches) or last (most accumulated load).
@@ -232,14 +246,30 @@ func TestBench(t *testing.T) {
 				startDaemon(t, d)
 			case hooksOnly:
 				startDaemon(t, idle)
+			case hooksOnlySyscall:
+				startDaemon(t, idleSyscall)
+			}
+			if u := unrelated[v]; u != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				run, err := MeasureUnrelated(ctx)
+				cancel()
+				if err != nil {
+					t.Fatalf("round %d unrelated work, %s: %v", round, u.Variant, err)
+				}
+				u.Runs = append(u.Runs, run)
+				t.Logf("round %d unrelated work, %s: dd %v, getppid %.0f ns", round, u.Variant, run.DD, run.Getppid)
 			}
 			for i, s := range scenarios {
-				if v == hooksOnly {
+				if v == hooksOnly || v == hooksOnlySyscall {
 					res, err := runners[i](t)
 					if err != nil {
 						t.Fatalf("round %d hooks only %s: %v", round, s.Short, err)
 					}
-					s.HooksOnly = append(s.HooksOnly, res)
+					if v == hooksOnlySyscall {
+						s.HooksOnlySyscall = append(s.HooksOnlySyscall, res)
+					} else {
+						s.HooksOnly = append(s.HooksOnly, res)
+					}
 					t.Logf("round %d hooks attached, nothing enrolled %s: %.0f req/s p50 %v p99 %v", round, s.Short, res.Throughput, res.P50, res.P99)
 					continue
 				}
@@ -274,12 +304,18 @@ func TestBench(t *testing.T) {
 			switch v {
 			case hooksOnly:
 				stopDaemon(t, idle)
+			case hooksOnlySyscall:
+				stopDaemon(t, idleSyscall)
 			case withWeir, kernelOnly:
 				stopDaemon(t, d)
 			}
 		}
 	}
 	d.SetExtraArgs(cfg.DaemonArgs)
+	rep.Unrelated = []UnrelatedResult{*unrelated[baseline], *unrelated[hooksOnly]}
+	if idleSyscall != nil {
+		rep.Unrelated = append(rep.Unrelated, *unrelated[hooksOnlySyscall])
+	}
 
 	// Where the CPU goes at saturation, from runs of their own (bpf_stats
 	// costs every program run two clock reads, so no other figure may
@@ -499,7 +535,8 @@ const (
 	baseline variant = iota
 	withWeir
 	kernelOnly
-	hooksOnly // a daemon with every hook attached and no pod enrolled
+	hooksOnly        // a daemon with every hook attached and no pod enrolled
+	hooksOnlySyscall // the same, forced to the syscall capture tier
 )
 
 // daemonHasFlag says whether the weir-daemon binary has --name.

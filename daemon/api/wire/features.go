@@ -9,6 +9,10 @@ type Features struct {
 	// Payload says whether payload is copied for protocol parsing; false
 	// (bpf.payload=false) leaves connections and kernel metrics only.
 	Payload bool `json:"payload"`
+	// CaptureTier is where payload and connections are captured
+	// ("socket" or "syscall"), CaptureTierReason why that one.
+	CaptureTier       string `json:"captureTier,omitempty"`
+	CaptureTierReason string `json:"captureTierReason,omitempty"`
 	// Tier is the richest hook tier attached ("base", "fentry", "kprobe").
 	Tier string `json:"tier,omitempty"`
 	// TierError says why a richer tier the kernel offers is not in use.

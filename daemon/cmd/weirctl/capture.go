@@ -164,7 +164,11 @@ func featuresCmd(ctx context.Context, e env, args []string) error {
 	if !f.Payload {
 		payload = "off (bpf.payload=false: connections and kernel metrics only)"
 	}
-	fmt.Fprintf(e.stdout, "Capture: on\nPayload: %s\nTier:    %s\n", payload, f.Tier)
+	fmt.Fprintf(e.stdout, "Capture: on\nPayload: %s\n", payload)
+	if f.CaptureTier != "" {
+		fmt.Fprintf(e.stdout, "Capture tier: %s (%s)\n", f.CaptureTier, f.CaptureTierReason)
+	}
+	fmt.Fprintf(e.stdout, "Tier:    %s\n", f.Tier)
 	if f.TierError != "" {
 		fmt.Fprintf(e.stdout, "Tier error: %s\n", f.TierError)
 	}
