@@ -212,22 +212,40 @@ func (e *encoder) reset() {
 	e.buf = e.buf[:0]
 }
 
-// encode converts one batch into the messages of one collect stream:
+// encode encodes a batch of entries as they would be queued (see
+// arena.add) and assembles them (see assemble).
+func (b *builder) encode(batch []entry, node []byte) []rawMessage {
+	return b.assemble(b.items(batch), node)
+}
+
+// items encodes entries into items with the builder's own arena.
+func (b *builder) items(batch []entry) []item {
+	items := b.pending[:0]
+	for _, e := range batch {
+		items = append(items, b.arena.add(e))
+	}
+	b.pending = items
+	return items
+}
+
+// assemble turns one batch of items into the messages of one collect
+// stream:
 //
 //   - the first message carries node, the pre-encoded node field (see
 //     encodeNode; nil for none): the OAP reads node from the first message
 //     of every stream;
-//   - entries are grouped per connection (see group), and a connection is
+//   - items are grouped per connection (see group), and a connection is
 //     sent once, on the first message of its group: it stays in force at
 //     the OAP until the next one;
 //   - a group's kernel operations travel together in one message (split at
 //     maxKernelLogsPerMessage); each HTTP exchange is its own message whose
 //     kernel logs are the exchange's related read/write operations.
 //
-// The returned messages are views of the builder's buffer: they are valid
-// until the next call of encode or release, and are resent as they are
-// when a stream fails.
-func (b *builder) encode(batch []entry, node []byte) []rawMessage {
+// Items arrive encoded: only message heads (node, connection) are encoded
+// here, the rest is copied. The returned messages are views of the
+// builder's buffer: they are valid until the next call of assemble or
+// release, and are resent as they are when a stream fails.
+func (b *builder) assemble(batch []item, node []byte) []rawMessage {
 	b.group(batch)
 	e := &b.enc
 	e.reset()
@@ -237,29 +255,47 @@ func (b *builder) encode(batch []entry, node []byte) []rawMessage {
 		proto := groupProtocol(g)
 		tls := g.proto == flow.ProtoTLS
 		withConn := true
-		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
-			end := min(start+maxKernelLogsPerMessage, len(g.ops))
+		if g.logs > 0 {
 			buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
-			n := 0
-			for i, op := range g.ops[start:end] {
-				buf = appendKernelLog(buf, fMsgKernelLogs, op)
-				if g.starts[start+i] {
-					n++
+			inMsg, entries := 0, 0
+			for _, idx := range g.ops {
+				it := &batch[idx]
+				if inMsg+int(it.logs) <= maxKernelLogsPerMessage {
+					entries++
+					buf = append(buf, it.b...)
+					inMsg += int(it.logs)
+					continue
+				}
+				// The message is full within this item: split it
+				// between its kernel logs.
+				rest, first := it.b, true
+				for len(rest) > 0 {
+					if inMsg == maxKernelLogsPerMessage {
+						e.ends = append(e.ends, len(buf))
+						e.entries = append(e.entries, entries)
+						buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
+						inMsg, entries = 0, 0
+					}
+					n := kernelLogLen(rest)
+					buf = append(buf, rest[:n]...)
+					rest = rest[n:]
+					if first {
+						entries++
+						first = false
+					}
+					inMsg++
 				}
 			}
 			e.ends = append(e.ends, len(buf))
-			e.entries = append(e.entries, n)
+			e.entries = append(e.entries, entries)
 		}
-		for _, ex := range g.exs {
+		for _, idx := range g.exs {
 			buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
-			for _, op := range ex.Ops {
-				buf = appendKernelLog(buf, fMsgKernelLogs, op)
-			}
-			buf = appendHTTPLog(buf, fMsgProtocolLog, ex.Record)
+			buf = append(buf, batch[idx].b...)
 			e.ends = append(e.ends, len(buf))
 			e.entries = append(e.entries, 1)
 		}
-		if n := len(g.ops); n > 0 && g.ops[n-1].Kind == flow.OpClose {
+		if g.closes {
 			b.forget(g.conn)
 		}
 	}
@@ -270,6 +306,16 @@ func (b *builder) encode(batch []entry, node []byte) []rawMessage {
 		start = end
 	}
 	return e.msgs
+}
+
+// kernelLogLen is the length of the first kernel log field in b, an item's
+// encoding (which the arena wrote: well formed).
+func kernelLogLen(b []byte) int {
+	_, _, n := protowire.ConsumeField(b)
+	if n < 0 {
+		return len(b) // cannot happen; never loop
+	}
+	return n
 }
 
 // release ends the use of the messages encode returned.

@@ -533,7 +533,8 @@ func TestRawCodecKeepsTheWireUnchanged(t *testing.T) {
 		}
 	}
 	want := newBuilder(e.b.tmpl, cfg.Cluster, cfg.NodeName, &stats{}).build(batch, nodeInfo(cfg))
-	s := &sender{e: e, batch: batch, msgs: e.b.encode(batch, e.node)}
+	items := e.b.items(batch)
+	s := &sender{e: e, batch: items, msgs: e.b.assemble(items, e.node)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := s.stream(ctx); err != nil {

@@ -238,6 +238,7 @@ type Exporter struct {
 	cfg      Config
 	log      *slog.Logger
 	q        *queue
+	arena    arena // encodes what the pipeline hands, at enqueue
 	wake     chan struct{}
 	excluded map[string]bool
 	node     []byte // node field of the first message of a stream, encoded
@@ -418,7 +419,7 @@ func (e *Exporter) ConnOp(op *flow.KernelOp, proto flow.Protocol) {
 	if !e.admit(op.Conn) {
 		return
 	}
-	e.push(entry{op: op, proto: proto, size: sizeEntry + opSize(op)})
+	e.push(e.arena.add(entry{op: op, proto: proto}))
 }
 
 // Exchange implements flow.Consumer. It never blocks on the network.
@@ -440,7 +441,7 @@ func (e *Exporter) Exchange(ex *flow.Exchange) {
 			return
 		}
 	}
-	e.push(entry{ex: ex, size: sizeEntry + exchangeSize(ex)})
+	e.push(e.arena.add(entry{ex: ex}))
 }
 
 // admit applies the export policy to a connection's entries.
@@ -458,7 +459,7 @@ func (e *Exporter) admit(c *flow.Connection) bool {
 	return true
 }
 
-func (e *Exporter) push(en entry) {
+func (e *Exporter) push(en item) {
 	r := e.q.push(en, e.cfg.BatchSize)
 	switch {
 	case r.tooLarge:
@@ -490,7 +491,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 	e.log.Info("exporting to SkyWalking OAP", "oap", e.cfg.OAP, "tls", !e.cfg.Insecure,
 		"cluster", e.cfg.Cluster, "node", e.cfg.NodeName)
 
-	s := &sender{e: e, batch: make([]entry, 0, e.cfg.BatchSize), wait: e.cfg.Backoff.Min}
+	s := &sender{e: e, batch: make([]item, 0, e.cfg.BatchSize), wait: e.cfg.Backoff.Min}
 	tick := time.NewTicker(e.cfg.FlushPeriod)
 	defer tick.Stop()
 	start := time.Now()
@@ -537,7 +538,7 @@ func (e *Exporter) shutdown(s *sender) {
 // stream, and released only when the OAP acknowledged it.
 type sender struct {
 	e      *Exporter
-	batch  []entry
+	batch  []item
 	msgs   []rawMessage // encoded once per batch, resent as is
 	wait   time.Duration
 	failed bool
@@ -574,7 +575,7 @@ func (s *sender) try(ctx context.Context) bool {
 		if !s.pending() {
 			return true
 		}
-		s.msgs = e.b.encode(s.batch, e.node)
+		s.msgs = e.b.assemble(s.batch, e.node)
 	}
 	if s.failed {
 		e.stats.reconnects.Add(1)
