@@ -27,8 +27,10 @@ import (
 // them with protobuf-go's generic encoder, and the GC work that follows.
 // Encoding directly takes about 0.32 µs and no allocation per exchange in
 // the steady state (BenchmarkEncodeExchange), 0.43 µs and 2 allocations
-// with gRPC's copy of the bytes (BenchmarkBuildAndMarshalExchange): gRPC
-// copies them instead of marshalling structs again (see rawCodec).
+// with gRPC's codec (BenchmarkBuildAndMarshalExchange), which now takes the
+// bytes as they are instead of marshalling structs again (see rawCodec).
+// Since issue 16 the kernel and protocol logs are encoded when an entry is
+// queued (see item) and only message heads here.
 //
 // The price is that this file restates the schema. Field numbers and wire
 // types below are those of the goapi generated code
@@ -197,17 +199,21 @@ type encoder struct {
 	// entries of a message that was never written are dropped as such).
 	entries []int
 	msgs    []rawMessage // views of buf, handed to the sender
+	// shared says buf went to a stream that failed: gRPC may still hold
+	// and write its messages (rawCodec does not copy them), so reset
+	// leaves it to the garbage collector instead of reusing it.
+	shared bool
 }
 
 // reset drops the views of the last batch and, when it needed an unusually
-// large buffer, the buffer itself.
+// large buffer or gRPC may still read it, the buffer itself.
 func (e *encoder) reset() {
 	clear(e.msgs)
 	e.msgs = e.msgs[:0]
 	e.ends = e.ends[:0]
 	e.entries = e.entries[:0]
-	if cap(e.buf) > maxRetainedEncodeBytes {
-		e.buf = nil
+	if cap(e.buf) > maxRetainedEncodeBytes || e.shared {
+		e.buf, e.shared = nil, false
 	}
 	e.buf = e.buf[:0]
 }

@@ -582,6 +582,7 @@ func (s *sender) try(ctx context.Context) bool {
 	}
 	start := time.Now()
 	if written, err := s.stream(ctx); err != nil {
+		e.b.enc.shared = true
 		err = explainTLSMismatch(err, e.cfg.Insecure)
 		e.stats.streamErrors.Add(1)
 		if written == 0 {
