@@ -1,10 +1,17 @@
 package monitor
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -239,12 +246,12 @@ func runBenchConns(b *testing.B, m *Monitor, clientStart, serverStart []byte, ne
 
 // BenchmarkDaemonHTTP1Export is BenchmarkPipelineHTTP1KeepAlive with what
 // the daemon adds when it exports: the SkyWalking exporter as a second
-// consumer, sending over real gRPC to the bench's in-process receiver on
-// loopback, as `make bench` runs it. An op ends when the receiver has every
-// exchange of the loop, so cpu-ns/op includes encoding, the queue, gRPC on
-// both ends and the garbage collection all of it causes: the daemon's cost
-// per request after the ring buffer, plus the receiver's (small, see
-// tests/bench.Receiver).
+// consumer, sending over real gRPC on loopback to the bench's receiver
+// (tests/bench.Receiver, as `make bench` runs it) in a process of its own.
+// An op ends when the receiver has every exchange of the loop, so cpu-ns/op
+// includes encoding, the queue, the daemon's side of gRPC and the garbage
+// collection all of it causes, and not the receiver's: the daemon's cost
+// per request after the ring buffer.
 func BenchmarkDaemonHTTP1Export(b *testing.B) {
 	req, resp := []byte(benchRequest), []byte(benchResponse)
 	benchmarkExport(b, nil, nil, func(int) ([]byte, []byte) { return req, resp })
@@ -256,14 +263,89 @@ func BenchmarkDaemonHTTP2Export(b *testing.B) {
 	benchmarkExport(b, cs, ss, next)
 }
 
-func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n int) (req, resp []byte)) {
+// receiverEnv makes the test binary serve the bench's in-process OAP
+// receiver (tests/bench.Receiver) for BenchmarkDaemon*Export, in a process
+// of its own so that the benchmark's process CPU is the daemon's alone, as
+// make bench reports the receiver on its own row.
+const receiverEnv = "WEIR_MONITOR_BENCH_RECEIVER"
+
+// serveReceiver runs the receiver: it writes its address as the first line
+// of out, then answers each line of in with the HTTP protocol logs received
+// so far, and returns at the end of in.
+func serveReceiver(in io.Reader, out io.Writer) error {
 	r, err := bench.StartReceiver()
+	if err != nil {
+		return err
+	}
+	defer r.Stop()
+	if _, err := fmt.Fprintln(out, r.Addr()); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		if _, err := fmt.Fprintln(out, r.Counts().HTTP); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// receiverProc is the receiver in its own process.
+type receiverProc struct {
+	addr string
+	in   io.WriteCloser
+	out  *bufio.Reader
+}
+
+func startReceiverProc(b *testing.B) *receiverProc {
+	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(r.Stop)
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), receiverEnv+"=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { in.Close(); _ = cmd.Wait() })
+	r := &receiverProc{in: in, out: bufio.NewReader(outPipe)}
+	line, err := r.out.ReadString('\n')
+	if err != nil {
+		b.Fatalf("receiver process: %v", err)
+	}
+	r.addr = strings.TrimSpace(line)
+	return r
+}
+
+// http returns the HTTP protocol logs the receiver has so far.
+func (r *receiverProc) http(b *testing.B) int64 {
+	if _, err := io.WriteString(r.in, "\n"); err != nil {
+		b.Fatal(err)
+	}
+	line, err := r.out.ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n int) (req, resp []byte)) {
+	r := startReceiverProc(b)
 	e, err := skywalking.New(skywalking.Config{
-		OAP: r.Addr(), Insecure: true, NodeName: "node-a", BootTime: testBoot,
+		OAP: r.addr, Insecure: true, NodeName: "node-a", BootTime: testBoot,
 		NetInterfaces: []skywalking.NetInterface{{Name: "lo", Index: 1, MTU: 65536}},
 	}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -279,21 +361,21 @@ func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n 
 		}
 	})
 	m := benchPipeline(b, e)
-	before := r.Counts().HTTP
+	before := r.http(b)
 	// The loop makes requests faster than the exporter's default queue
 	// drains them at this rate; it waits for the receiver whenever it is
 	// more than a queue's worth ahead, so nothing is evicted and the cost
 	// of every exchange's export is measured.
 	pace := func(n int) {
-		for int64(2*n)-(r.Counts().HTTP-before) > skywalking.DefaultQueueSize/4 {
+		for int64(2*n)-(r.http(b)-before) > skywalking.DefaultQueueSize/4 {
 			time.Sleep(100 * time.Microsecond)
 		}
 	}
 	cpu, n := runBenchConns(b, m, clientStart, serverStart, next, pace)
 	deadline := time.Now().Add(30 * time.Second)
-	for r.Counts().HTTP-before < int64(2*n) {
+	for r.http(b)-before < int64(2*n) {
 		if time.Now().After(deadline) {
-			b.Fatalf("the receiver has %d of %d exchanges after 30 s", r.Counts().HTTP-before, 2*n)
+			b.Fatalf("the receiver has %d of %d exchanges after 30 s", r.http(b)-before, 2*n)
 		}
 		time.Sleep(time.Millisecond)
 	}
