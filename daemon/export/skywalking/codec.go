@@ -44,6 +44,9 @@ func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return c.proto.Marshal(v)
 	}
+	if m.bs != nil {
+		return m.bs, nil
+	}
 	return mem.BufferSlice{mem.SliceBuffer(m.b)}, nil
 }
 

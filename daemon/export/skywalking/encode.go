@@ -5,6 +5,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	commonv3 "skywalking.apache.org/repo/goapi/collect/common/v3"
 	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
@@ -185,9 +186,11 @@ const (
 const maxRetainedEncodeBytes = 1 << 20
 
 // rawMessage is one EBPFAccessLogMessage in wire format. rawCodec sends it
-// as is.
+// as is: bs is b as gRPC takes it, built once per batch (see assemble) so
+// that a send allocates nothing of ours.
 type rawMessage struct {
-	b []byte
+	b  []byte
+	bs mem.BufferSlice
 }
 
 // encoder holds the buffers of the messages of one batch, reused from
@@ -199,6 +202,10 @@ type encoder struct {
 	// entries of a message that was never written are dropped as such).
 	entries []int
 	msgs    []rawMessage // views of buf, handed to the sender
+	// views and bufs back each message's mem.BufferSlice: bufs[i] is
+	// &views[i], a pointer, so making it a mem.Buffer allocates nothing.
+	views []mem.SliceBuffer
+	bufs  []mem.Buffer
 	// shared says buf went to a stream that failed: gRPC may still hold
 	// and write its messages (rawCodec does not copy them), so reset
 	// leaves it to the garbage collector instead of reusing it.
@@ -212,8 +219,11 @@ func (e *encoder) reset() {
 	e.msgs = e.msgs[:0]
 	e.ends = e.ends[:0]
 	e.entries = e.entries[:0]
+	clear(e.bufs)
+	clear(e.views)
 	if cap(e.buf) > maxRetainedEncodeBytes || e.shared {
-		e.buf, e.shared = nil, false
+		// gRPC may still hold the views too.
+		e.buf, e.views, e.bufs, e.shared = nil, nil, nil, false
 	}
 	e.buf = e.buf[:0]
 }
@@ -306,9 +316,17 @@ func (b *builder) assemble(batch []item, node []byte) []rawMessage {
 		}
 	}
 	e.buf = buf
+	n := len(e.ends)
+	if cap(e.views) < n {
+		e.views = make([]mem.SliceBuffer, n)
+		e.bufs = make([]mem.Buffer, n)
+	}
+	e.views, e.bufs = e.views[:n], e.bufs[:n]
 	start := 0
-	for _, end := range e.ends {
-		e.msgs = append(e.msgs, rawMessage{b: buf[start:end:end]})
+	for i, end := range e.ends {
+		e.views[i] = buf[start:end:end]
+		e.bufs[i] = &e.views[i]
+		e.msgs = append(e.msgs, rawMessage{b: buf[start:end:end], bs: e.bufs[i : i+1 : i+1]})
 		start = end
 	}
 	return e.msgs
