@@ -48,6 +48,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"text/template"
@@ -647,6 +648,10 @@ func (s *sender) drop() {
 	s.e.b.release()
 }
 
+// yieldEvery is how many messages the sender sends before it lets other
+// goroutines of the daemon run.
+const yieldEvery = 64
+
 // stream sends the batch's messages on one collect stream and waits for the
 // acknowledgement. On failure it also says how many messages SendMsg took
 // (they may have reached the OAP).
@@ -662,6 +667,13 @@ func (s *sender) stream(ctx context.Context) (written int, err error) {
 		return 0, fmt.Errorf("opening collect stream: %w", err)
 	}
 	for i := range s.msgs {
+		if i%yieldEvery == yieldEvery-1 {
+			// A batch is hundreds of messages sent back to back. With
+			// the daemon on few cores (config maxProcs) the ring
+			// buffer's reader would wait for the whole burst: let it
+			// run between slices of the batch instead.
+			runtime.Gosched()
+		}
 		if err := st.SendMsg(&s.msgs[i]); err != nil {
 			// The real error is the stream's status, which
 			// CloseAndRecv returns; Send only reports io.EOF.
