@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -271,7 +270,7 @@ const receiverEnv = "WEIR_MONITOR_BENCH_RECEIVER"
 
 // serveReceiver runs the receiver: it writes its address as the first line
 // of out, then answers each line of in with the HTTP protocol logs received
-// so far, and returns at the end of in.
+// so far and its process's CPU time in ns, and returns at the end of in.
 func serveReceiver(in io.Reader, out io.Writer) error {
 	r, err := bench.StartReceiver()
 	if err != nil {
@@ -283,7 +282,11 @@ func serveReceiver(in io.Reader, out io.Writer) error {
 	}
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
-		if _, err := fmt.Fprintln(out, r.Counts().HTTP); err != nil {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintln(out, r.Counts().HTTP, ru.Utime.Nano()+ru.Stime.Nano()); err != nil {
 			return err
 		}
 	}
@@ -328,6 +331,13 @@ func startReceiverProc(b *testing.B) *receiverProc {
 
 // http returns the HTTP protocol logs the receiver has so far.
 func (r *receiverProc) http(b *testing.B) int64 {
+	n, _ := r.state(b)
+	return n
+}
+
+// state returns the HTTP protocol logs the receiver has so far and the CPU
+// time its process used.
+func (r *receiverProc) state(b *testing.B) (int64, time.Duration) {
 	if _, err := io.WriteString(r.in, "\n"); err != nil {
 		b.Fatal(err)
 	}
@@ -335,11 +345,11 @@ func (r *receiverProc) http(b *testing.B) int64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	n, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
-	if err != nil {
-		b.Fatal(err)
+	var n, cpu int64
+	if _, err := fmt.Sscan(line, &n, &cpu); err != nil {
+		b.Fatalf("receiver process said %q: %v", line, err)
 	}
-	return n
+	return n, time.Duration(cpu)
 }
 
 func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n int) (req, resp []byte)) {
@@ -361,7 +371,7 @@ func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n 
 		}
 	})
 	m := benchPipeline(b, e)
-	before := r.http(b)
+	before, rcpu := r.state(b)
 	// The loop makes requests faster than the exporter's default queue
 	// drains them at this rate; it waits for the receiver whenever it is
 	// more than a queue's worth ahead, so nothing is evicted and the cost
@@ -380,4 +390,8 @@ func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n 
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportMetric(float64(processCPU(b)-cpu)/float64(n), "cpu-ns/op")
+	_, rcpuEnd := r.state(b)
+	// The receiver's CPU from its start of the loop (it idles otherwise):
+	// what the bench's receiver costs per request, on its own.
+	b.ReportMetric(float64(rcpuEnd-rcpu)/float64(n), "receiver-cpu-ns/op")
 }
