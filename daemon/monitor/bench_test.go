@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -277,6 +278,19 @@ func serveReceiver(in io.Reader, out io.Writer) error {
 		return err
 	}
 	defer r.Stop()
+	if path := os.Getenv(receiverEnv + "_CPUPROFILE"); path != "" {
+		// The receiver's own profile, to see what the bench's receiver
+		// costs (it is test equipment, but it shares the cores).
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if _, err := fmt.Fprintln(out, r.Addr()); err != nil {
 		return err
 	}
