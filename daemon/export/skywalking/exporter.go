@@ -132,7 +132,8 @@ type Config struct {
 	// exchanges) sent per stream at most; each becomes at most one message.
 	BatchSize int
 	// QueueSize and QueueBytes bound the queue, in-flight batch included,
-	// by entries and by estimated bytes retained.
+	// by entries and by bytes retained (each entry's encoded logs and its
+	// own bookkeeping; see item).
 	QueueSize  int
 	QueueBytes int64
 	// Backoff bounds the wait between failed sends.

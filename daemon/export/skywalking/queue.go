@@ -122,7 +122,7 @@ func (a *arena) add(e entry) item {
 }
 
 // queue is the bounded FIFO between the pipeline and the sender. It is bound
-// by entries and by estimated bytes; entries the sender has taken but the OAP
+// by entries and by bytes (item.size); entries the sender has taken but the OAP
 // has not yet acknowledged (in flight) count against both bounds, so memory
 // stays bounded however long the OAP is away. When a new entry does not fit,
 // the oldest queued entries are evicted: during an outage recent data is
