@@ -3,10 +3,11 @@
 // the same stream SkyWalking Rover sends, so the OAP draws Kubernetes
 // services, topology, TCP/HTTP metrics and endpoints from Weir's data.
 //
-// An Exporter is a flow.Consumer. The pipeline's goroutine only enqueues
+// An Exporter is a flow.Consumer. On the pipeline's goroutine it encodes
+// each operation and exchange into pointer-free bytes and enqueues them
 // into a bounded queue (entries and bytes); a sender goroutine (Run) takes
-// batches off its head, converts them, and sends each batch as one client
-// stream that CloseAndRecv acknowledges. A batch that fails stays at the
+// batches off its head, adds the message heads (node, connection), and
+// sends each batch as one client stream that CloseAndRecv acknowledges. A batch that fails stays at the
 // head of the queue and is resent after an exponential backoff, so nothing
 // is lost to a transient OAP outage and nothing acknowledged is sent twice
 // (delivery is at least once: a stream that fails after the OAP processed it

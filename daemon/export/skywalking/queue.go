@@ -25,7 +25,7 @@ func (e entry) conn() *flow.Connection {
 }
 
 // item is one queued entry, already encoded: what the sender needs to put it
-// in a message, and no pointer into the flow values.
+// in a message, and of the flow values only the connection.
 //
 // Why: the queue used to hold the flow values themselves (every operation,
 // its kernel metrics, every exchange's record and strings) until the OAP
@@ -67,8 +67,9 @@ type item struct {
 const sizeItem = int64(unsafe.Sizeof(item{}))
 
 // arenaChunk is the size of the byte chunks items are encoded into. A chunk
-// lives as long as one of its items is queued; since the queue is FIFO the
-// live chunks hold at most one chunk more than the queued bytes.
+// lives as long as one of its items is queued or in flight; since the queue
+// is FIFO the live chunks hold at most one chunk more than those items'
+// bytes.
 const arenaChunk = 64 << 10
 
 // arena encodes entries into items. Its chunks hold no pointers, so the
