@@ -309,6 +309,7 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		codec:    codec,
 		metrics:  newMetricDescs(),
 	}
+	e.q.arena = &e.arena
 	for _, ns := range cfg.ExcludeNamespaces {
 		e.excluded[ns] = true
 	}
@@ -464,6 +465,9 @@ func (e *Exporter) admit(c *flow.Connection) bool {
 
 func (e *Exporter) push(en item) {
 	r := e.q.push(en, e.cfg.BatchSize)
+	if !r.queued {
+		e.arena.releaseOne(&en)
+	}
 	switch {
 	case r.tooLarge:
 		e.stats.dropped(dropTooLarge, 1)

@@ -2,6 +2,7 @@ package skywalking
 
 import (
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/weirnet/weir/daemon/flow"
@@ -45,6 +46,8 @@ type item struct {
 	// b is the encoded kernel logs (each a field fMsgKernelLogs of the
 	// message), then, for an exchange, its protocol log (fMsgProtocolLog).
 	b []byte
+	// chunk holds b (nil for items made without an arena, in tests).
+	chunk *chunk
 	// size is what the item counts against QueueBytes.
 	size int64
 	// logs is the number of kernel logs in b.
@@ -72,16 +75,32 @@ const sizeItem = int64(unsafe.Sizeof(item{}))
 // bytes.
 const arenaChunk = 64 << 10
 
+// maxFreeChunks bounds the chunks kept for reuse (1 MiB): enough for a
+// default batch in flight and the next being filled.
+const maxFreeChunks = 16
+
+// chunk is one arena chunk. refs counts its items not yet released, plus
+// one while it is the arena's current chunk; at zero it is reused.
+type chunk struct {
+	b    []byte
+	refs atomic.Int32
+}
+
 // arena encodes entries into items. Its chunks hold no pointers, so the
 // garbage collector never scans them, and a chunk is one allocation for
-// hundreds of items.
+// hundreds of items. Chunks whose items were all released (acknowledged,
+// evicted or dropped) are reused: the encoded bytes were the largest part
+// of what the daemon allocated per exported request, and allocation is
+// what sets the pace of garbage collection.
 type arena struct {
 	mu      sync.Mutex
 	scratch []byte
-	chunk   []byte // the free tail of the current chunk
+	cur     *chunk // cur.b[:len] is used, the rest free
+	free    []*chunk
 }
 
-// add encodes e. The item's bytes never move and are never written again.
+// add encodes e. The item's bytes never move and are not written again
+// until the item is released.
 func (a *arena) add(e entry) item {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -108,18 +127,69 @@ func (a *arena) add(e entry) item {
 			it.exchange = true
 		}
 	}
-	if len(buf) > cap(a.chunk)-len(a.chunk) {
-		a.chunk = make([]byte, 0, max(arenaChunk, len(buf)))
+	if a.cur == nil || len(buf) > cap(a.cur.b)-len(a.cur.b) {
+		a.next(len(buf))
 	}
-	n := len(a.chunk)
-	a.chunk = append(a.chunk, buf...)
-	it.b = a.chunk[n:len(a.chunk):len(a.chunk)]
+	c := a.cur
+	n := len(c.b)
+	c.b = append(c.b, buf...)
+	c.refs.Add(1)
+	it.b, it.chunk = c.b[n:len(c.b):len(c.b)], c
 	if cap(buf) > arenaChunk {
 		buf = nil // an unusually large exchange: do not keep its scratch
 	}
 	a.scratch = buf
 	it.size = sizeItem + int64(len(it.b))
 	return it
+}
+
+// next makes a chunk with room for n bytes current. a.mu is held.
+func (a *arena) next(n int) {
+	if c := a.cur; c != nil && c.refs.Add(-1) == 0 {
+		a.recycleLocked(c)
+	}
+	var c *chunk
+	switch {
+	case n > arenaChunk:
+		// An unusually large exchange gets a chunk of its own, never
+		// reused.
+		c = &chunk{b: make([]byte, 0, n)}
+	case len(a.free) > 0:
+		c = a.free[len(a.free)-1]
+		a.free[len(a.free)-1] = nil
+		a.free = a.free[:len(a.free)-1]
+	default:
+		c = &chunk{b: make([]byte, 0, arenaChunk)}
+	}
+	c.refs.Store(1) // the arena's own reference while current
+	a.cur = c
+}
+
+// release ends the use of items' bytes; a chunk none of whose items is left
+// is kept for reuse. Call it once per item, when the item leaves the queue
+// for good (acknowledged, evicted, dropped) or was never queued.
+func (a *arena) release(items []item) {
+	for i := range items {
+		a.releaseOne(&items[i])
+	}
+}
+
+func (a *arena) releaseOne(it *item) {
+	c := it.chunk
+	if a == nil || c == nil || c.refs.Add(-1) != 0 {
+		return
+	}
+	a.mu.Lock()
+	a.recycleLocked(c)
+	a.mu.Unlock()
+}
+
+func (a *arena) recycleLocked(c *chunk) {
+	if cap(c.b) != arenaChunk || len(a.free) >= maxFreeChunks {
+		return // left to the garbage collector
+	}
+	c.b = c.b[:0]
+	a.free = append(a.free, c)
 }
 
 // queue is the bounded FIFO between the pipeline and the sender. It is bound
@@ -140,6 +210,9 @@ type queue struct {
 
 	maxEntries int
 	maxBytes   int64
+	// arena, when set, gets back the items that leave the queue for good
+	// (evicted, drained, released after their batch).
+	arena *arena
 }
 
 func newQueue(maxEntries int, maxBytes int64) *queue {
@@ -172,6 +245,7 @@ func (q *queue) push(e item, hi int) pushResult {
 		}
 		old := &q.buf[q.head]
 		q.bytes -= old.size
+		q.arena.releaseOne(old)
 		*old = item{}
 		q.head = (q.head + 1) % len(q.buf)
 		q.n--
@@ -226,6 +300,7 @@ func (q *queue) release(batch []item) {
 	q.inflight -= len(batch)
 	q.inBytes -= b
 	q.mu.Unlock()
+	q.arena.release(batch)
 }
 
 // drain empties the queue (not the in-flight batch) and returns how many
@@ -235,6 +310,7 @@ func (q *queue) drain() int {
 	defer q.mu.Unlock()
 	n := q.n
 	for q.n > 0 {
+		q.arena.releaseOne(&q.buf[q.head])
 		q.buf[q.head] = item{}
 		q.head = (q.head + 1) % len(q.buf)
 		q.n--

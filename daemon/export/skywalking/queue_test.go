@@ -1,6 +1,7 @@
 package skywalking
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/weirnet/weir/bpf/event"
@@ -127,4 +128,64 @@ func equal(a, b []uint64) bool {
 		}
 	}
 	return true
+}
+
+// Chunks are reused once every item in them was released, and never while
+// an item in them is queued: the bytes of queued items stay what they were
+// encoded as while earlier items are released and new ones encoded.
+func TestArenaReusesChunksOnlyWhenAllTheirItemsAreReleased(t *testing.T) {
+	var a arena
+	c := conn(1, event.RoleServer, podCatalog, 8080, remoteFrontend, podFrontend)
+	encode := func(seq uint64) item {
+		op := seqOp(c, flow.OpWrite, seq)
+		op.Send = allSend()
+		return a.add(entry{op: op})
+	}
+	want := func(seq uint64) []byte {
+		op := seqOp(c, flow.OpWrite, seq)
+		op.Send = allSend()
+		return appendKernelLog(nil, fMsgKernelLogs, op)
+	}
+	// Enough items for several chunks; release all but every 97th.
+	var kept []item
+	var keptSeq []uint64
+	first := map[*chunk]bool{}
+	for seq := uint64(0); seq < 3000; seq++ {
+		it := encode(seq)
+		first[it.chunk] = true
+		if seq%97 == 0 {
+			kept, keptSeq = append(kept, it), append(keptSeq, seq)
+			continue
+		}
+		a.releaseOne(&it)
+	}
+	if len(first) < 3 {
+		t.Fatalf("%d chunks for 3000 items; the test needs several", len(first))
+	}
+	// New items may only land in chunks that hold no kept item.
+	held := map[*chunk]bool{}
+	for _, it := range kept {
+		held[it.chunk] = true
+	}
+	reused := false
+	for seq := uint64(3000); seq < 6000; seq++ {
+		it := encode(seq)
+		if first[it.chunk] {
+			reused = true
+		}
+		a.releaseOne(&it)
+	}
+	for i, it := range kept {
+		if !bytes.Equal(it.b, want(keptSeq[i])) {
+			t.Fatalf("item %d changed while queued", keptSeq[i])
+		}
+	}
+	if !reused {
+		t.Errorf("no chunk was reused after its items were released")
+	}
+	for c := range held {
+		if c.refs.Load() < 1 {
+			t.Errorf("a chunk holding a kept item has %d references", c.refs.Load())
+		}
+	}
 }
