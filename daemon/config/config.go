@@ -84,6 +84,8 @@ const (
 	MaxMaxStreamsOrPend = 1 << 16
 	// MaxMaxPods caps maxPods: the eBPF netns map is sized from it.
 	MaxMaxPods = 1 << 20
+	// MaxMaxProcs caps maxProcs.
+	MaxMaxProcs = 1024
 )
 
 // Config is weir-daemon's configuration. The json tags are the YAML keys.
@@ -110,6 +112,14 @@ type Config struct {
 	ReconcileInterval Duration `json:"reconcileInterval"`
 	// MaxPods bounds the pod registry.
 	MaxPods int `json:"maxPods"`
+	// MaxProcs bounds how many cores the daemon's Go code runs on at once
+	// (GOMAXPROCS). 0 is automatic: see Procs. The eBPF ring is drained by
+	// one goroutine whatever this is; what it bounds is that goroutine, the
+	// exporter, gRPC and the garbage collector running together in a burst
+	// and taking every core from the pods. Too low for the traffic and the
+	// ring fills: the kernel's drops are counted
+	// (weir_bpf_events_lost_total{reason="ringbuf_full"}), never silent.
+	MaxProcs int `json:"maxProcs"`
 	// AllowedUIDs are the uids admitted on the enrollment socket.
 	AllowedUIDs []uint32 `json:"allowedUIDs"`
 	// Repair enrolls, every ReconcileInterval, pods that live on the node
@@ -208,6 +218,30 @@ type Protocol struct {
 type Requests struct {
 	// Keep is how many of the latest exchanges are kept.
 	Keep int `json:"keep"`
+}
+
+// Procs is the GOMAXPROCS the daemon runs with on a node of cpus cores,
+// where current is the Go runtime's own choice (the cgroup's CPU limit, or
+// the GOMAXPROCS variable, already applied) and fromEnv says the variable
+// was set. An explicit MaxProcs wins; then the variable, an operator's
+// explicit choice too. Otherwise it is a quarter of the node's cores, at
+// least 1 and at most 4, and never more than current: the daemon's work
+// per request is a single pipeline goroutine plus export and GC, which a
+// quarter of the cores carries at the rates Weir targets, while letting it
+// spread over every core makes its bursts take the cores the pods need
+// (on a 2-core node, both of them for milliseconds: p99 latency).
+func (c Config) Procs(cpus, current int, fromEnv bool) int {
+	switch {
+	case c.MaxProcs > 0:
+		return c.MaxProcs
+	case fromEnv:
+		return current
+	}
+	auto := min(max(cpus/4, 1), 4)
+	if current > 0 {
+		auto = min(auto, current)
+	}
+	return auto
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s") in
@@ -393,6 +427,7 @@ var flags = map[string]string{
 	"logLevel":          "log-level",
 	"reconcileInterval": "reconcile-interval",
 	"maxPods":           "max-pods",
+	"maxProcs":          "max-procs",
 	"allowedUIDs":       "allowed-uids",
 	"repair":            "repair",
 	"cniCacheDir":       "cni-cache-dir",
@@ -454,6 +489,8 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.ReconcileInterval.Duration, "reconcile-interval", cfg.ReconcileInterval.Duration,
 		"how often pods whose netns is gone are dropped")
 	fs.IntVar(&cfg.MaxPods, "max-pods", cfg.MaxPods, "maximum enrolled pod attachments")
+	fs.IntVar(&cfg.MaxProcs, "max-procs", cfg.MaxProcs,
+		"cores the daemon runs on at once (GOMAXPROCS); 0: a quarter of the node's, at least 1 and at most 4")
 	fs.Var((*uidList)(&cfg.AllowedUIDs), "allowed-uids", "comma-separated `uids` allowed on the enrollment socket")
 	fs.BoolVar(&cfg.Repair, "repair", cfg.Repair,
 		"enroll pods found on the node (CRI sandboxes, CNI cache) that never reached the registry")
@@ -598,6 +635,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPods < 1 || c.MaxPods > MaxMaxPods {
 		return &Error{Key: "maxPods", Err: fmt.Errorf("must be between 1 and %d, got %d", MaxMaxPods, c.MaxPods)}
+	}
+	if c.MaxProcs < 0 || c.MaxProcs > MaxMaxProcs {
+		return &Error{Key: "maxProcs", Err: fmt.Errorf("must be between 0 (automatic) and %d, got %d", MaxMaxProcs, c.MaxProcs)}
 	}
 	if err := abs("cniCacheDir", c.CNICacheDir); err != nil {
 		return err

@@ -122,6 +122,7 @@ func TestInvalidValuesNameTheKey(t *testing.T) {
 		{name: "negative interval flag", args: []string{"--reconcile-interval", "-1s"}, key: "reconcileInterval"},
 		{name: "string as int", file: "maxPods: many\n", key: "maxPods"},
 		{name: "zero max pods", args: []string{"--max-pods", "0"}, key: "maxPods"},
+		{name: "negative max procs", args: []string{"--max-procs", "-1"}, key: "maxProcs"},
 		{name: "non-number max pods flag", args: []string{"--max-pods", "lots"}, key: "maxPods"},
 		{name: "relative state dir", args: []string{"--state-dir", "var/lib/weir"}, key: "stateDir"},
 		{name: "relative socket", file: "socket: weir.sock\n", key: "socket"},
@@ -319,5 +320,30 @@ func TestComponentFlagsAndKeysNameTheSetting(t *testing.T) {
 	p = writeFile(t, "oap:\n  adress: oap:11800\n")
 	if _, err := Load([]string{"--config", p}); err == nil || !strings.Contains(err.Error(), "oap") {
 		t.Fatalf("misspelt nested key: %v", err)
+	}
+}
+
+// TestProcsBoundsTheDaemonsParallelism pins the GOMAXPROCS the daemon runs
+// with: a quarter of the node's cores (1 to 4), never above the runtime's
+// own (cgroup) choice, and an explicit maxProcs or GOMAXPROCS variable wins.
+func TestProcsBoundsTheDaemonsParallelism(t *testing.T) {
+	for _, tc := range []struct {
+		maxProcs, cpus, current int
+		env                     bool
+		want                    int
+	}{
+		{0, 2, 2, false, 1},   // a 2-core node: one core for the daemon, one always left to the pods
+		{0, 8, 8, false, 2},   // a quarter
+		{0, 64, 64, false, 4}, // at most 4
+		{0, 16, 3, false, 3},  // a CPU limit of 3 cores: the runtime's choice is lower
+		{0, 8, 8, true, 8},    // GOMAXPROCS=8 in the environment
+		{6, 8, 8, true, 6},    // maxProcs beats all
+	} {
+		c := Default()
+		c.MaxProcs = tc.maxProcs
+		if got := c.Procs(tc.cpus, tc.current, tc.env); got != tc.want {
+			t.Errorf("maxProcs=%d on %d cpus (runtime %d, env %v): %d, want %d",
+				tc.maxProcs, tc.cpus, tc.current, tc.env, got, tc.want)
+		}
 	}
 }

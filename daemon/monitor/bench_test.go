@@ -1,10 +1,17 @@
 package monitor
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"os/exec"
+	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -12,9 +19,11 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/config"
+	"github.com/weirnet/weir/daemon/export/skywalking"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/identity"
 	aggregate "github.com/weirnet/weir/daemon/metrics"
+	"github.com/weirnet/weir/tests/bench"
 )
 
 // benchResolver names pods the way the daemon's identity.Resolver does: it
@@ -46,14 +55,14 @@ const benchConns = 32
 // Aggregator as its consumer, a resolver with generations and container
 // names) over a fake collector, with a server pod and a client pod enrolled.
 // Its table is the sink the eBPF reader would feed.
-func benchPipeline(b *testing.B) *Monitor {
+func benchPipeline(b *testing.B, more ...flow.Consumer) *Monitor {
 	b.Helper()
 	agg, err := aggregate.New(aggregate.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	m, err := New(Options{
-		Config: config.Default(), Collector: newFakeCollector(), Consumers: []flow.Consumer{agg},
+		Config: config.Default(), Collector: newFakeCollector(), Consumers: append([]flow.Consumer{agg}, more...),
 		Services: &benchResolver{}, BootTime: testBoot, Clock: func() event.Timestamp { return 0 },
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -128,14 +137,12 @@ func BenchmarkPipelineHTTP1KeepAlive(b *testing.B) {
 	benchmarkPipeline(b, nil, nil, func(int) ([]byte, []byte) { return req, resp })
 }
 
-// BenchmarkPipelineHTTP2KeepAlive is BenchmarkPipelineHTTP1KeepAlive over
-// h2c (prior knowledge, as h2load makes it): one op is one stream, a
-// HEADERS frame from the client and a response HEADERS and DATA frame
-// written together by the server.
-func BenchmarkPipelineHTTP2KeepAlive(b *testing.B) {
+// h2cBench returns the start bytes of each side of an h2c connection and
+// the generator of its streams, as h2load makes them.
+func h2cBench() (clientStart, serverStart []byte, next func(stream int) ([]byte, []byte)) {
 	settings := h2Frame(0x4, 0, 0, nil)
-	clientStart := append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), settings...)
-	serverStart := append(slices.Clip(settings), h2Frame(0x4, 0x1, 0, nil)...) // SETTINGS, ACK
+	clientStart = append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), settings...)
+	serverStart = append(slices.Clip(settings), h2Frame(0x4, 0x1, 0, nil)...) // SETTINGS, ACK
 	// HPACK from the static table: GET, http, /, then :authority as a
 	// literal; :status 200, then content-type and content-length.
 	reqBlock := append([]byte{0x82, 0x86, 0x84, 0x01, 11}, "10.0.0.2:80"...)
@@ -143,14 +150,23 @@ func BenchmarkPipelineHTTP2KeepAlive(b *testing.B) {
 	respBlock = append(respBlock, 0x0f, 0x0d, 2, '1', '2')
 	const endStream, endHeaders = 0x1, 0x4
 	var req, resp []byte
-	next := func(stream int) ([]byte, []byte) {
+	next = func(stream int) ([]byte, []byte) {
 		id := uint32(2*stream + 1)
 		req = h2AppendFrame(req[:0], 0x1, endStream|endHeaders, id, reqBlock)
 		resp = h2AppendFrame(resp[:0], 0x1, endHeaders, id, respBlock)
 		resp = h2AppendFrame(resp, 0x0, endStream, id, []byte("hello world\n"))
 		return req, resp
 	}
-	benchmarkPipeline(b, clientStart, serverStart, next)
+	return clientStart, serverStart, next
+}
+
+// BenchmarkPipelineHTTP2KeepAlive is BenchmarkPipelineHTTP1KeepAlive over
+// h2c (prior knowledge, as h2load makes it): one op is one stream, a
+// HEADERS frame from the client and a response HEADERS and DATA frame
+// written together by the server.
+func BenchmarkPipelineHTTP2KeepAlive(b *testing.B) {
+	cs, ss, next := h2cBench()
+	benchmarkPipeline(b, cs, ss, next)
 }
 
 // h2Frame returns an HTTP/2 frame.
@@ -171,6 +187,18 @@ func h2AppendFrame(b []byte, typ, flags byte, stream uint32, payload []byte) []b
 // request and response bytes of a connection's n-th request.
 func benchmarkPipeline(b *testing.B, clientStart, serverStart []byte, next func(n int) (req, resp []byte)) {
 	m := benchPipeline(b)
+	cpu, n := runBenchConns(b, m, clientStart, serverStart, next, nil)
+	b.ReportMetric(float64(processCPU(b)-cpu)/float64(n), "cpu-ns/op")
+}
+
+// runBenchConns feeds the requests of the benchmark's loop into m's table
+// and returns the process CPU time when the loop began and the number of
+// requests made. The timer is stopped when it returns.
+//
+// pace, when not nil, is called every 256 requests with the number made so
+// far, to hold the loop back to what a consumer keeps up with.
+func runBenchConns(b *testing.B, m *Monitor, clientStart, serverStart []byte, next func(n int) (req, resp []byte),
+	pace func(n int)) (time.Duration, int) {
 	sink := m.table
 	conns := make([]*benchConn, benchConns)
 	ts := event.Timestamp(1_000_000)
@@ -206,10 +234,179 @@ func benchmarkPipeline(b *testing.B, clientStart, serverStart []byte, next func(
 		sink.Data(c.server.benchSyscall(event.SysWritev, event.Egress, resp, ts+40_000, ts+48_000))
 		sink.Data(c.client.benchSyscall(event.SysRead, event.Ingress, resp, ts+60_000, ts+62_000))
 		ts += 100_000
+		if pace != nil && i%256 == 0 {
+			pace(i)
+		}
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU(b)-cpu)/float64(i), "cpu-ns/op")
 	if got, want := m.metrics.exchanges.Load()-before, uint64(2*i); got != want {
 		b.Fatalf("%d exchanges delivered after %d requests, want %d", got, i, want)
 	}
+	return cpu, i
+}
+
+// BenchmarkDaemonHTTP1Export is BenchmarkPipelineHTTP1KeepAlive with what
+// the daemon adds when it exports: the SkyWalking exporter as a second
+// consumer, sending over real gRPC on loopback to the bench's receiver
+// (tests/bench.Receiver, as `make bench` runs it) in a process of its own.
+// An op ends when the receiver has every exchange of the loop, so cpu-ns/op
+// includes encoding, the queue, the daemon's side of gRPC and the garbage
+// collection all of it causes, and not the receiver's: the daemon's cost
+// per request after the ring buffer.
+func BenchmarkDaemonHTTP1Export(b *testing.B) {
+	req, resp := []byte(benchRequest), []byte(benchResponse)
+	benchmarkExport(b, nil, nil, func(int) ([]byte, []byte) { return req, resp })
+}
+
+// BenchmarkDaemonHTTP2Export is BenchmarkDaemonHTTP1Export over h2c.
+func BenchmarkDaemonHTTP2Export(b *testing.B) {
+	cs, ss, next := h2cBench()
+	benchmarkExport(b, cs, ss, next)
+}
+
+// receiverEnv makes the test binary serve the bench's in-process OAP
+// receiver (tests/bench.Receiver) for BenchmarkDaemon*Export, in a process
+// of its own so that the benchmark's process CPU is the daemon's alone, as
+// make bench reports the receiver on its own row.
+const receiverEnv = "WEIR_MONITOR_BENCH_RECEIVER"
+
+// serveReceiver runs the receiver: it writes its address as the first line
+// of out, then answers each line of in with the HTTP protocol logs received
+// so far and its process's CPU time in ns, and returns at the end of in.
+func serveReceiver(in io.Reader, out io.Writer) error {
+	r, err := bench.StartReceiver()
+	if err != nil {
+		return err
+	}
+	defer r.Stop()
+	if path := os.Getenv(receiverEnv + "_CPUPROFILE"); path != "" {
+		// The receiver's own profile, to see what the bench's receiver
+		// costs (it is test equipment, but it shares the cores).
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if _, err := fmt.Fprintln(out, r.Addr()); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintln(out, r.Counts().HTTP, ru.Utime.Nano()+ru.Stime.Nano()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+// receiverProc is the receiver in its own process.
+type receiverProc struct {
+	addr string
+	in   io.WriteCloser
+	out  *bufio.Reader
+}
+
+func startReceiverProc(b *testing.B) *receiverProc {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), receiverEnv+"=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { in.Close(); _ = cmd.Wait() })
+	r := &receiverProc{in: in, out: bufio.NewReader(outPipe)}
+	line, err := r.out.ReadString('\n')
+	if err != nil {
+		b.Fatalf("receiver process: %v", err)
+	}
+	r.addr = strings.TrimSpace(line)
+	return r
+}
+
+// http returns the HTTP protocol logs the receiver has so far.
+func (r *receiverProc) http(b *testing.B) int64 {
+	n, _ := r.state(b)
+	return n
+}
+
+// state returns the HTTP protocol logs the receiver has so far and the CPU
+// time its process used.
+func (r *receiverProc) state(b *testing.B) (int64, time.Duration) {
+	if _, err := io.WriteString(r.in, "\n"); err != nil {
+		b.Fatal(err)
+	}
+	line, err := r.out.ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n, cpu int64
+	if _, err := fmt.Sscan(line, &n, &cpu); err != nil {
+		b.Fatalf("receiver process said %q: %v", line, err)
+	}
+	return n, time.Duration(cpu)
+}
+
+func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n int) (req, resp []byte)) {
+	r := startReceiverProc(b)
+	e, err := skywalking.New(skywalking.Config{
+		OAP: r.addr, Insecure: true, NodeName: "node-a", BootTime: testBoot,
+		NetInterfaces: []skywalking.NetInterface{{Name: "lo", Index: 1, MTU: 65536}},
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
+	m := benchPipeline(b, e)
+	before, rcpu := r.state(b)
+	// The loop makes requests faster than the exporter's default queue
+	// drains them at this rate; it waits for the receiver whenever it is
+	// more than a queue's worth ahead, so nothing is evicted and the cost
+	// of every exchange's export is measured.
+	pace := func(n int) {
+		for int64(2*n)-(r.http(b)-before) > skywalking.DefaultQueueSize/4 {
+			time.Sleep(100 * time.Microsecond)
+		}
+	}
+	cpu, n := runBenchConns(b, m, clientStart, serverStart, next, pace)
+	deadline := time.Now().Add(30 * time.Second)
+	for r.http(b)-before < int64(2*n) {
+		if time.Now().After(deadline) {
+			b.Fatalf("the receiver has %d of %d exchanges after 30 s", r.http(b)-before, 2*n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportMetric(float64(processCPU(b)-cpu)/float64(n), "cpu-ns/op")
+	_, rcpuEnd := r.state(b)
+	// The receiver's CPU from its start of the loop (it idles otherwise):
+	// what the bench's receiver costs per request, on its own.
+	b.ReportMetric(float64(rcpuEnd-rcpu)/float64(n), "receiver-cpu-ns/op")
 }

@@ -24,6 +24,13 @@ import (
 const childEnv = "WEIR_MONITOR_TEST_CHILD"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(receiverEnv) != "" {
+		if err := serveReceiver(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "receiver:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if dir := os.Getenv(childEnv); dir != "" {
 		if err := runWorkload(dir); err != nil {
 			fmt.Fprintln(os.Stderr, "workload:", err)

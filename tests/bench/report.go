@@ -391,7 +391,7 @@ func (r *Report) Markdown() string {
 		p("\nThe benchmarks run on one goroutine, so MB/s is per core. The x/net baseline only decodes frames and header fields; Weir's parser also builds records.\n")
 	}
 	if len(r.Pipeline) > 0 || r.PipelineNote != "" {
-		p("\n## Daemon pipeline (`go test -run '^$' -bench Pipeline -benchmem -count 3 ./daemon/monitor/`)\n\n")
+		p("\n## Daemon pipeline (`go test -run '^$' -bench 'Pipeline|DaemonHTTP' -benchmem -count 3 ./daemon/monitor/`)\n\n")
 		if len(r.Pipeline) == 0 {
 			p("Not measured: %s\n", r.PipelineNote)
 		} else {
@@ -403,7 +403,10 @@ func (r *Report) Markdown() string {
 				}
 				p("| %s | %.0f | %.0f | %.0f | %.0f | %.3f |\n", g.Name, g.NsPerOp, cpu, g.BytesPerOp, g.AllocsPerOp, cpu*10_000/1e9)
 			}
-			p("\nOne op is one request on a keep-alive connection as both of its ends report it (four data syscalls, two exchanges), fed through the real table, parsers, aggregator and requests ring without the kernel side; CPU ns/op is process CPU time including GC.\n")
+			p("\nOne op is one request on a keep-alive connection as both of its ends report it (four data syscalls, two exchanges), fed through the real table, parsers, aggregator and requests ring without the kernel side; CPU ns/op is process CPU time including GC. The DaemonHTTP*Export benchmarks add the SkyWalking exporter sending over gRPC to the bench's receiver (run in a process of its own, not counted).\n")
+			for _, s := range stageSplit(r.Pipeline) {
+				p("- %s\n", s)
+			}
 		}
 	}
 	if len(r.Notes) > 0 {
@@ -512,4 +515,42 @@ func (r *Report) costMarkdown(p func(format string, a ...any)) {
 			p("| %s | %s | %s | %.0f |\n", c.Scenario, pc.Name, us(pc.PerReq), pc.NsPerRun)
 		}
 	}
+}
+
+// stageSplit divides the daemon's user-space CPU per request between the
+// pipeline (table, parser, aggregation, requests ring) and SkyWalking export
+// (encoding, queue, gRPC and the GC they cause), from the median of each
+// pipeline benchmark and its export twin.
+func stageSplit(benches []GoBench) []string {
+	med := func(name string) float64 {
+		var v []float64
+		for _, g := range benches {
+			if g.Name == name {
+				c := g.Extra["cpu-ns/op"]
+				if c == 0 {
+					c = g.NsPerOp
+				}
+				v = append(v, c)
+			}
+		}
+		if len(v) == 0 {
+			return 0
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	var out []string
+	for _, pair := range [][3]string{
+		{"HTTP/1.1", "BenchmarkPipelineHTTP1KeepAlive", "BenchmarkDaemonHTTP1Export"},
+		{"h2c", "BenchmarkPipelineHTTP2KeepAlive", "BenchmarkDaemonHTTP2Export"},
+	} {
+		pipe, all := med(pair[1]), med(pair[2])
+		if pipe == 0 || all == 0 {
+			continue
+		}
+		exp := max(all-pipe, 0)
+		out = append(out, fmt.Sprintf("%s, median CPU ns per request: pipeline %.0f (%.0f%%), SkyWalking export %.0f (%.0f%%), together %.0f",
+			pair[0], pipe, 100*pipe/all, exp, 100*exp/all, all))
+	}
+	return out
 }

@@ -32,7 +32,7 @@ echo "==> parser benchmarks (./daemon/protocol)"
 "$GO" test -run '^$' -bench . -benchmem ./daemon/protocol/ | tee "$work/parser.txt"
 
 echo "==> daemon pipeline benchmarks (./daemon/monitor)"
-"$GO" test -run '^$' -bench 'Pipeline' -benchmem -count 3 ./daemon/monitor/ | tee "$work/pipeline.txt"
+"$GO" test -run '^$' -bench 'Pipeline|DaemonHTTP' -benchmem -count 3 ./daemon/monitor/ | tee "$work/pipeline.txt"
 
 echo "==> pod-to-pod benchmark (./tests/bench)"
 # The whole run is bounded: about 3 rounds x 4 runs x 10 s, 2 paced runs,

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"google.golang.org/grpc/grpclog"
@@ -59,6 +60,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	_, fromEnv := os.LookupEnv("GOMAXPROCS")
+	procs := cfg.Procs(runtime.NumCPU(), runtime.GOMAXPROCS(0), fromEnv)
+	runtime.GOMAXPROCS(procs)
+	log.Info("daemon parallelism", "gomaxprocs", procs, "cpus", runtime.NumCPU(), "maxProcs", cfg.MaxProcs)
 	grpclog.SetLoggerV2(enroll.GRPCLogger(log))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

@@ -1,7 +1,6 @@
 package skywalking
 
 import (
-	"bytes"
 	"context"
 	"errors"
 
@@ -22,10 +21,12 @@ const collectMethod = "/skywalking.v3.EBPFAccessLogService/collect"
 // structs again. Anything else, the OAP's EBPFAccessLogDownstream reply, goes
 // through gRPC's own proto codec.
 //
-// Marshal copies the bytes (into a buffer of gRPC's pool when large): gRPC
-// may keep a message after SendMsg returns (for a transparent retry, or until
-// the transport has written it), while the encoder reuses its buffer for the
-// next batch. The copy is a small fraction of what marshalling cost.
+// Marshal hands gRPC the encoder's bytes without copying them. gRPC may
+// keep a message after SendMsg returns (for a transparent retry, or until the
+// transport has written it); the encoder therefore reuses its buffer only
+// after a stream that the OAP acknowledged, when gRPC is done with every
+// message of it, and gives the buffer up to the garbage collector after any
+// failed stream (see encoder.shared).
 type rawCodec struct {
 	proto encoding.CodecV2
 }
@@ -43,15 +44,10 @@ func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return c.proto.Marshal(v)
 	}
-	if mem.IsBelowBufferPoolingThreshold(len(m.b)) {
-		// As gRPC's proto codec does: a pooled buffer this small
-		// would not be returned to the pool.
-		return mem.BufferSlice{mem.SliceBuffer(bytes.Clone(m.b))}, nil
+	if m.bs != nil {
+		return m.bs, nil
 	}
-	pool := mem.DefaultBufferPool()
-	buf := pool.Get(len(m.b))
-	copy(*buf, m.b)
-	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
+	return mem.BufferSlice{mem.SliceBuffer(m.b)}, nil
 }
 
 func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {

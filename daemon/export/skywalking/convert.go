@@ -54,18 +54,23 @@ type builder struct {
 	groups []group
 	index  map[event.ConnID]int
 	enc    encoder
+	// arena and pending encode entries for encode (tests, benchmarks);
+	// the exporter encodes at enqueue with its own arena.
+	arena   arena
+	pending []item
 }
 
 type group struct {
 	conn *flow.Connection
-	ops  []*flow.KernelOp
-	// starts says, per op, whether it is the first op of its queue entry
-	// (an unexportable exchange brings several): summed per message, it
-	// says how many entries a message carries.
-	starts []bool
-	exs    []*flow.Exchange
+	// ops are the items whose kernel logs travel together, exs the
+	// exchanges, each a message; both index the batch, in queue order.
+	ops, exs []int32
+	// logs is the number of kernel logs of ops.
+	logs int
+	// closes says the group's last kernel log is the connection's close.
+	closes bool
 	// proto is the connection's protocol as last known from the group's
-	// entries (ProtoUnknown when none said).
+	// items (ProtoUnknown when none said).
 	proto flow.Protocol
 }
 
@@ -77,24 +82,23 @@ func newBuilder(tmpl *template.Template, cluster, node string, st *stats) *build
 	}
 }
 
-// group sorts a batch into b.groups: entries grouped per connection, in order
+// group sorts a batch into b.groups: items grouped per connection, in order
 // of first appearance, and in queue order within a connection. A group's
 // kernel operations (ops) travel together; each exportable HTTP exchange
 // (exs) becomes a message of its own. An exchange that cannot be a protocol
 // log (no response seen, or a method the protocol has no enum for) is not
 // invented into one: its kernel operations are still sent, with the group's
 // other kernel logs (the skip was counted when the exchange was queued).
-func (b *builder) group(batch []entry) {
+func (b *builder) group(batch []item) {
 	clear(b.index)
 	for i := range b.groups {
 		g := &b.groups[i]
-		clear(g.ops) // do not keep acknowledged values alive
-		clear(g.exs)
-		*g = group{ops: g.ops[:0], starts: g.starts[:0], exs: g.exs[:0]}
+		*g = group{ops: g.ops[:0], exs: g.exs[:0]}
 	}
 	b.groups = b.groups[:0]
-	for _, e := range batch {
-		c := e.conn()
+	for i := range batch {
+		it := &batch[i]
+		c := it.conn
 		gi, ok := b.index[c.ID]
 		if !ok {
 			gi = len(b.groups)
@@ -107,22 +111,17 @@ func (b *builder) group(batch []entry) {
 			b.groups[gi].conn = c
 		}
 		g := &b.groups[gi]
-		switch {
-		case e.op != nil:
-			g.ops = append(g.ops, e.op)
-			g.starts = append(g.starts, true)
-			if e.proto != flow.ProtoUnknown {
-				g.proto = e.proto
-			}
-		case unexportable(e.ex.Record) != "":
-			g.ops = append(g.ops, e.ex.Ops...) // counted when it was queued
-			for i := range e.ex.Ops {
-				g.starts = append(g.starts, i == 0)
-			}
-			g.proto = recordProto(e.ex.Record)
-		default:
-			g.exs = append(g.exs, e.ex)
-			g.proto = recordProto(e.ex.Record)
+		if it.proto != flow.ProtoUnknown {
+			g.proto = it.proto
+		}
+		if it.exchange {
+			g.exs = append(g.exs, int32(i))
+			continue
+		}
+		g.ops = append(g.ops, int32(i))
+		if it.logs > 0 {
+			g.logs += int(it.logs)
+			g.closes = it.closes
 		}
 	}
 }

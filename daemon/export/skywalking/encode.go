@@ -5,6 +5,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	commonv3 "skywalking.apache.org/repo/goapi/collect/common/v3"
 	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
@@ -27,8 +28,10 @@ import (
 // them with protobuf-go's generic encoder, and the GC work that follows.
 // Encoding directly takes about 0.32 µs and no allocation per exchange in
 // the steady state (BenchmarkEncodeExchange), 0.43 µs and 2 allocations
-// with gRPC's copy of the bytes (BenchmarkBuildAndMarshalExchange): gRPC
-// copies them instead of marshalling structs again (see rawCodec).
+// with gRPC's codec (BenchmarkBuildAndMarshalExchange), which now takes the
+// bytes as they are instead of marshalling structs again (see rawCodec).
+// Since issue 16 the kernel and protocol logs are encoded when an entry is
+// queued (see item) and only message heads here.
 //
 // The price is that this file restates the schema. Field numbers and wire
 // types below are those of the goapi generated code
@@ -183,9 +186,11 @@ const (
 const maxRetainedEncodeBytes = 1 << 20
 
 // rawMessage is one EBPFAccessLogMessage in wire format. rawCodec sends it
-// as is.
+// as is: bs is b as gRPC takes it, built once per batch (see assemble) so
+// that a send allocates nothing of ours.
 type rawMessage struct {
-	b []byte
+	b  []byte
+	bs mem.BufferSlice
 }
 
 // encoder holds the buffers of the messages of one batch, reused from
@@ -197,37 +202,66 @@ type encoder struct {
 	// entries of a message that was never written are dropped as such).
 	entries []int
 	msgs    []rawMessage // views of buf, handed to the sender
+	// views and bufs back each message's mem.BufferSlice: bufs[i] is
+	// &views[i], a pointer, so making it a mem.Buffer allocates nothing.
+	views []mem.SliceBuffer
+	bufs  []mem.Buffer
+	// shared says buf went to a stream that failed: gRPC may still hold
+	// and write its messages (rawCodec does not copy them), so reset
+	// leaves it to the garbage collector instead of reusing it.
+	shared bool
 }
 
 // reset drops the views of the last batch and, when it needed an unusually
-// large buffer, the buffer itself.
+// large buffer or gRPC may still read it, the buffer itself.
 func (e *encoder) reset() {
 	clear(e.msgs)
 	e.msgs = e.msgs[:0]
 	e.ends = e.ends[:0]
 	e.entries = e.entries[:0]
-	if cap(e.buf) > maxRetainedEncodeBytes {
-		e.buf = nil
+	clear(e.bufs)
+	clear(e.views)
+	if cap(e.buf) > maxRetainedEncodeBytes || e.shared {
+		// gRPC may still hold the views too.
+		e.buf, e.views, e.bufs, e.shared = nil, nil, nil, false
 	}
 	e.buf = e.buf[:0]
 }
 
-// encode converts one batch into the messages of one collect stream:
+// encode encodes a batch of entries as they would be queued (see
+// arena.add) and assembles them (see assemble).
+func (b *builder) encode(batch []entry, node []byte) []rawMessage {
+	return b.assemble(b.items(batch), node)
+}
+
+// items encodes entries into items with the builder's own arena.
+func (b *builder) items(batch []entry) []item {
+	items := b.pending[:0]
+	for _, e := range batch {
+		items = append(items, b.arena.add(e))
+	}
+	b.pending = items
+	return items
+}
+
+// assemble turns one batch of items into the messages of one collect
+// stream:
 //
 //   - the first message carries node, the pre-encoded node field (see
 //     encodeNode; nil for none): the OAP reads node from the first message
 //     of every stream;
-//   - entries are grouped per connection (see group), and a connection is
+//   - items are grouped per connection (see group), and a connection is
 //     sent once, on the first message of its group: it stays in force at
 //     the OAP until the next one;
 //   - a group's kernel operations travel together in one message (split at
 //     maxKernelLogsPerMessage); each HTTP exchange is its own message whose
 //     kernel logs are the exchange's related read/write operations.
 //
-// The returned messages are views of the builder's buffer: they are valid
-// until the next call of encode or release, and are resent as they are
-// when a stream fails.
-func (b *builder) encode(batch []entry, node []byte) []rawMessage {
+// Items arrive encoded: only message heads (node, connection) are encoded
+// here, the rest is copied. The returned messages are views of the
+// builder's buffer: they are valid until the next call of assemble or
+// release, and are resent as they are when a stream fails.
+func (b *builder) assemble(batch []item, node []byte) []rawMessage {
 	b.group(batch)
 	e := &b.enc
 	e.reset()
@@ -237,39 +271,75 @@ func (b *builder) encode(batch []entry, node []byte) []rawMessage {
 		proto := groupProtocol(g)
 		tls := g.proto == flow.ProtoTLS
 		withConn := true
-		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
-			end := min(start+maxKernelLogsPerMessage, len(g.ops))
+		if g.logs > 0 {
 			buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
-			n := 0
-			for i, op := range g.ops[start:end] {
-				buf = appendKernelLog(buf, fMsgKernelLogs, op)
-				if g.starts[start+i] {
-					n++
+			inMsg, entries := 0, 0
+			for _, idx := range g.ops {
+				it := &batch[idx]
+				if inMsg+int(it.logs) <= maxKernelLogsPerMessage {
+					entries++
+					buf = append(buf, it.b...)
+					inMsg += int(it.logs)
+					continue
+				}
+				// The message is full within this item: split it
+				// between its kernel logs.
+				rest, first := it.b, true
+				for len(rest) > 0 {
+					if inMsg == maxKernelLogsPerMessage {
+						e.ends = append(e.ends, len(buf))
+						e.entries = append(e.entries, entries)
+						buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
+						inMsg, entries = 0, 0
+					}
+					n := kernelLogLen(rest)
+					buf = append(buf, rest[:n]...)
+					rest = rest[n:]
+					if first {
+						entries++
+						first = false
+					}
+					inMsg++
 				}
 			}
 			e.ends = append(e.ends, len(buf))
-			e.entries = append(e.entries, n)
+			e.entries = append(e.entries, entries)
 		}
-		for _, ex := range g.exs {
+		for _, idx := range g.exs {
 			buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
-			for _, op := range ex.Ops {
-				buf = appendKernelLog(buf, fMsgKernelLogs, op)
-			}
-			buf = appendHTTPLog(buf, fMsgProtocolLog, ex.Record)
+			buf = append(buf, batch[idx].b...)
 			e.ends = append(e.ends, len(buf))
 			e.entries = append(e.entries, 1)
 		}
-		if n := len(g.ops); n > 0 && g.ops[n-1].Kind == flow.OpClose {
+		if g.closes {
 			b.forget(g.conn)
 		}
 	}
 	e.buf = buf
+	n := len(e.ends)
+	if cap(e.views) < n {
+		e.views = make([]mem.SliceBuffer, n)
+		e.bufs = make([]mem.Buffer, n)
+	}
+	e.views, e.bufs = e.views[:n], e.bufs[:n]
 	start := 0
-	for _, end := range e.ends {
-		e.msgs = append(e.msgs, rawMessage{b: buf[start:end:end]})
+	for i, end := range e.ends {
+		e.views[i] = buf[start:end:end]
+		e.bufs[i] = &e.views[i]
+		e.msgs = append(e.msgs, rawMessage{b: buf[start:end:end], bs: e.bufs[i : i+1 : i+1]})
 		start = end
 	}
 	return e.msgs
+}
+
+// kernelLogLen is the length of the first kernel log field in b, an item's
+// encoding (which the arena wrote: well formed).
+func kernelLogLen(b []byte) int {
+	_, _, n := protowire.ConsumeField(b)
+	if n < 0 {
+		return len(b) // cannot happen; never loop
+	}
+	return n
 }
 
 // release ends the use of the messages encode returned.

@@ -11,8 +11,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"text/template"
 	"time"
@@ -533,7 +536,8 @@ func TestRawCodecKeepsTheWireUnchanged(t *testing.T) {
 		}
 	}
 	want := newBuilder(e.b.tmpl, cfg.Cluster, cfg.NodeName, &stats{}).build(batch, nodeInfo(cfg))
-	s := &sender{e: e, batch: batch, msgs: e.b.encode(batch, e.node)}
+	items := e.b.items(batch)
+	s := &sender{e: e, batch: items, msgs: e.b.assemble(items, e.node)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := s.stream(ctx); err != nil {
@@ -640,5 +644,66 @@ func TestClientRemoteIsTheBackendConntrackFound(t *testing.T) {
 	}
 	if st := ct.Stats(); st.Translated != 1 || st.Missing != 1 {
 		t.Errorf("conntrack stats %+v, want 1 translated and 1 missing", st)
+	}
+}
+
+// An exchange that cannot be a protocol log brings several kernel logs in
+// one queue item; when a connection's kernel logs fill a message part-way
+// through such an item, the item is split between its kernel logs exactly
+// where the reference splits, and the entry counts where its first kernel
+// log went.
+func TestEncodeSplitsAnItemAtTheKernelLogBound(t *testing.T) {
+	tmpl := defaultTemplate(t)
+	c := conn(1, event.RoleServer, podCatalog, 8080, remoteFrontend, podFrontend)
+	var batch []entry
+	seq := uint64(1)
+	for range maxKernelLogsPerMessage - 3 {
+		batch = append(batch, entry{op: seqOp(c, flow.OpWrite, seq)})
+		seq += 2
+	}
+	var ops []*flow.KernelOp
+	for range 7 {
+		ops = append(ops, seqOp(c, flow.OpRead, seq))
+		seq += 2
+	}
+	batch = append(batch, entry{ex: exchange(c, record.HTTP11, "GET", "/hang", 0, ops...)}) // no response
+	batch = append(batch, entry{op: seqOp(c, flow.OpClose, seq)})
+	if n := equivalence(t, tmpl, "", batch, nil, nil); n != 2 {
+		t.Fatalf("%d messages, want 2 (256 kernel logs, then 5)", n)
+	}
+	b := newBuilder(tmpl, "", "node-a", &stats{})
+	b.encode(batch, nil)
+	if got, want := b.enc.entries, []int{maxKernelLogsPerMessage - 3 + 1, 1}; !slices.Equal(got, want) {
+		t.Errorf("entries per message %v, want %v (the exchange counts where its first kernel log is)", got, want)
+	}
+}
+
+// The queue keeps encoded bytes, not the flow values: an operation and an
+// exchange handed to the exporter can be collected while their entries
+// wait for the OAP, so the garbage collector has nothing of them to trace.
+func TestQueuedEntriesKeepNoFlowValueAlive(t *testing.T) {
+	e := newExporter(t, testConfig("127.0.0.1:1"))
+	c := conn(1, event.RoleServer, podCatalog, 8080, remoteFrontend, podFrontend)
+	var collected atomic.Int32
+	func() {
+		op := seqOp(c, flow.OpWrite, 1)
+		op.Send = allSend()
+		ex := exchange(c, record.HTTP11, "GET", "/items", 200, seqOp(c, flow.OpRead, 3))
+		runtime.AddCleanup(op, func(int) { collected.Add(1) }, 0)
+		runtime.AddCleanup(op.Send, func(int) { collected.Add(1) }, 0)
+		runtime.AddCleanup(ex, func(int) { collected.Add(1) }, 0)
+		runtime.AddCleanup(ex.Record, func(int) { collected.Add(1) }, 0)
+		e.ConnOp(op, flow.ProtoHTTP1)
+		e.Exchange(ex)
+	}()
+	for i := 0; i < 20 && collected.Load() < 4; i++ {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.q.len(); n != 2 {
+		t.Fatalf("%d entries queued, want 2", n)
+	}
+	if got := collected.Load(); got != 4 {
+		t.Errorf("%d of 4 flow values collected while their entries are queued", got)
 	}
 }

@@ -3,10 +3,11 @@
 // the same stream SkyWalking Rover sends, so the OAP draws Kubernetes
 // services, topology, TCP/HTTP metrics and endpoints from Weir's data.
 //
-// An Exporter is a flow.Consumer. The pipeline's goroutine only enqueues
+// An Exporter is a flow.Consumer. On the pipeline's goroutine it encodes
+// each operation and exchange into pointer-free bytes and enqueues them
 // into a bounded queue (entries and bytes); a sender goroutine (Run) takes
-// batches off its head, converts them, and sends each batch as one client
-// stream that CloseAndRecv acknowledges. A batch that fails stays at the
+// batches off its head, adds the message heads (node, connection), and
+// sends each batch as one client stream that CloseAndRecv acknowledges. A batch that fails stays at the
 // head of the queue and is resent after an exponential backoff, so nothing
 // is lost to a transient OAP outage and nothing acknowledged is sent twice
 // (delivery is at least once: a stream that fails after the OAP processed it
@@ -48,6 +49,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"text/template"
@@ -131,7 +133,8 @@ type Config struct {
 	// exchanges) sent per stream at most; each becomes at most one message.
 	BatchSize int
 	// QueueSize and QueueBytes bound the queue, in-flight batch included,
-	// by entries and by estimated bytes retained.
+	// by entries and by bytes retained (each entry's encoded logs and its
+	// own bookkeeping; see item).
 	QueueSize  int
 	QueueBytes int64
 	// Backoff bounds the wait between failed sends.
@@ -238,6 +241,7 @@ type Exporter struct {
 	cfg      Config
 	log      *slog.Logger
 	q        *queue
+	arena    arena // encodes what the pipeline hands, at enqueue
 	wake     chan struct{}
 	excluded map[string]bool
 	node     []byte // node field of the first message of a stream, encoded
@@ -305,6 +309,7 @@ func New(cfg Config, log *slog.Logger) (*Exporter, error) {
 		codec:    codec,
 		metrics:  newMetricDescs(),
 	}
+	e.q.arena = &e.arena
 	for _, ns := range cfg.ExcludeNamespaces {
 		e.excluded[ns] = true
 	}
@@ -418,7 +423,7 @@ func (e *Exporter) ConnOp(op *flow.KernelOp, proto flow.Protocol) {
 	if !e.admit(op.Conn) {
 		return
 	}
-	e.push(entry{op: op, proto: proto, size: sizeEntry + opSize(op)})
+	e.push(e.arena.add(entry{op: op, proto: proto}))
 }
 
 // Exchange implements flow.Consumer. It never blocks on the network.
@@ -440,7 +445,7 @@ func (e *Exporter) Exchange(ex *flow.Exchange) {
 			return
 		}
 	}
-	e.push(entry{ex: ex, size: sizeEntry + exchangeSize(ex)})
+	e.push(e.arena.add(entry{ex: ex}))
 }
 
 // admit applies the export policy to a connection's entries.
@@ -458,8 +463,11 @@ func (e *Exporter) admit(c *flow.Connection) bool {
 	return true
 }
 
-func (e *Exporter) push(en entry) {
+func (e *Exporter) push(en item) {
 	r := e.q.push(en, e.cfg.BatchSize)
+	if !r.queued {
+		e.arena.releaseOne(&en)
+	}
 	switch {
 	case r.tooLarge:
 		e.stats.dropped(dropTooLarge, 1)
@@ -490,7 +498,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 	e.log.Info("exporting to SkyWalking OAP", "oap", e.cfg.OAP, "tls", !e.cfg.Insecure,
 		"cluster", e.cfg.Cluster, "node", e.cfg.NodeName)
 
-	s := &sender{e: e, batch: make([]entry, 0, e.cfg.BatchSize), wait: e.cfg.Backoff.Min}
+	s := &sender{e: e, batch: make([]item, 0, e.cfg.BatchSize), wait: e.cfg.Backoff.Min}
 	tick := time.NewTicker(e.cfg.FlushPeriod)
 	defer tick.Stop()
 	start := time.Now()
@@ -537,7 +545,7 @@ func (e *Exporter) shutdown(s *sender) {
 // stream, and released only when the OAP acknowledged it.
 type sender struct {
 	e      *Exporter
-	batch  []entry
+	batch  []item
 	msgs   []rawMessage // encoded once per batch, resent as is
 	wait   time.Duration
 	failed bool
@@ -574,13 +582,14 @@ func (s *sender) try(ctx context.Context) bool {
 		if !s.pending() {
 			return true
 		}
-		s.msgs = e.b.encode(s.batch, e.node)
+		s.msgs = e.b.assemble(s.batch, e.node)
 	}
 	if s.failed {
 		e.stats.reconnects.Add(1)
 	}
 	start := time.Now()
 	if written, err := s.stream(ctx); err != nil {
+		e.b.enc.shared = true
 		err = explainTLSMismatch(err, e.cfg.Insecure)
 		e.stats.streamErrors.Add(1)
 		if written == 0 {
@@ -645,6 +654,10 @@ func (s *sender) drop() {
 	s.e.b.release()
 }
 
+// yieldEvery is how many messages the sender sends before it lets other
+// goroutines of the daemon run.
+const yieldEvery = 64
+
 // stream sends the batch's messages on one collect stream and waits for the
 // acknowledgement. On failure it also says how many messages SendMsg took
 // (they may have reached the OAP).
@@ -660,6 +673,13 @@ func (s *sender) stream(ctx context.Context) (written int, err error) {
 		return 0, fmt.Errorf("opening collect stream: %w", err)
 	}
 	for i := range s.msgs {
+		if i%yieldEvery == yieldEvery-1 {
+			// A batch is hundreds of messages sent back to back. With
+			// the daemon on few cores (config maxProcs) the ring
+			// buffer's reader would wait for the whole burst: let it
+			// run between slices of the batch instead.
+			runtime.Gosched()
+		}
 		if err := st.SendMsg(&s.msgs[i]); err != nil {
 			// The real error is the stream's status, which
 			// CloseAndRecv returns; Send only reports io.EOF.

@@ -117,9 +117,9 @@ func newMetricDescs() metricDescs {
 		skipped:         d("protocol_logs_skipped_total", "HTTP exchanges not sent as protocol logs (their kernel operations still are), by reason.", "reason"),
 		templateErrors:  d("service_name_template_errors_total", "Service name template executions that failed (the default name was used)."),
 		queueEntries:    d("queue_entries", "Entries queued or in flight."),
-		queueBytes:      d("queue_bytes", "Estimated bytes retained by queued and in-flight entries."),
+		queueBytes:      d("queue_bytes", "Bytes retained by queued and in-flight entries: their encoded kernel and protocol logs plus each entry's own bookkeeping."),
 		queueMaxEntries: d("queue_capacity_entries", "Bound of the queue in entries."),
-		queueMax:        d("queue_capacity_bytes", "Bound of the queue in estimated bytes."),
+		queueMax:        d("queue_capacity_bytes", "Bound of the queue in bytes (see queue_bytes)."),
 		conntrackLookups: d("conntrack_lookups_total", "Client connections' remotes looked up in conntrack, by result "+
 			"(missing and failed fall back to the socket's remote, a ClusterIP the OAP cannot map to a pod).", "result"),
 		conntrackEvicted: d("conntrack_evicted_total", "Cached conntrack answers dropped at the cache's bound."),

@@ -2,22 +2,20 @@ package skywalking
 
 import (
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
-	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/flow"
 )
 
-// entry is one queued unit of export: a kernel operation or an HTTP exchange.
-// It keeps the flow values themselves (they are immutable once delivered);
-// conversion to protobuf happens on the sender's goroutine so the pipeline
-// pays only for the enqueue.
+// entry is one unit of export as the pipeline hands it: a kernel operation
+// or an HTTP exchange. It is encoded into an item at once (see arena), on
+// the pipeline's goroutine, and not kept.
 type entry struct {
 	op *flow.KernelOp
 	ex *flow.Exchange
 	// proto is the connection's protocol when op was handed on.
 	proto flow.Protocol
-	size  int64 // estimated bytes retained, see entrySize
 }
 
 func (e entry) conn() *flow.Connection {
@@ -27,50 +25,175 @@ func (e entry) conn() *flow.Connection {
 	return e.ex.Conn
 }
 
-// Estimated retained sizes. The estimate only has to be a stable upper-ish
-// bound so that QueueBytes means something when the OAP is away for hours;
-// it deliberately ignores the Connection, which entries share and whose
-// number is bounded upstream by the capture layer's connection table.
-const (
-	sizeEntry       = int64(unsafe.Sizeof(entry{}))
-	sizeKernelOp    = int64(unsafe.Sizeof(flow.KernelOp{}))
-	sizeSend        = int64(unsafe.Sizeof(event.SendMetrics{}))
-	sizeRecv        = int64(unsafe.Sizeof(event.RecvMetrics{}))
-	sizeSocket      = int64(unsafe.Sizeof(event.SocketStats{}))
-	sizeDrop        = int64(unsafe.Sizeof(event.Drop{}))
-	sizeExchange    = int64(unsafe.Sizeof(flow.Exchange{}))
-	sizeOpPointer   = int64(unsafe.Sizeof((*flow.KernelOp)(nil)))
-	sizeRecordFixed = 512 // record.Record without its strings, rounded up
-)
-
-func opSize(op *flow.KernelOp) int64 {
-	n := sizeKernelOp
-	if op.Send != nil {
-		n += sizeSend + int64(len(op.Send.Drops))*sizeDrop
-	}
-	if op.Recv != nil {
-		n += sizeRecv
-	}
-	if op.Socket != nil {
-		n += sizeSocket + int64(len(op.Socket.Drops))*sizeDrop
-	}
-	return n
+// item is one queued entry, already encoded: what the sender needs to put it
+// in a message, and of the flow values only the connection.
+//
+// Why: the queue used to hold the flow values themselves (every operation,
+// its kernel metrics, every exchange's record and strings) until the OAP
+// acknowledged them, and encoded them on the sender's goroutine. The garbage
+// collector traced all of it on every cycle, and the encoder met it again
+// long after the pipeline had it in cache (BenchmarkDaemonHTTP1Export
+// profiled the metric loads of the encoder among its hottest lines).
+// Encoding at enqueue touches the values while they are hot and lets them
+// go; what stays queued is bytes in pointer-free chunks (see arena) and one
+// connection pointer per item, shared by a connection's items.
+type item struct {
+	// conn is the connection the item belongs to. Its message head (the
+	// connection field) is encoded at send time, so that pod names are
+	// those known then (see SetIdentity) and conntrack is asked once per
+	// batch and connection.
+	conn *flow.Connection
+	// b is the encoded kernel logs (each a field fMsgKernelLogs of the
+	// message), then, for an exchange, its protocol log (fMsgProtocolLog).
+	b []byte
+	// chunk holds b (nil for items made without an arena, in tests).
+	chunk *chunk
+	// size is what the item counts against QueueBytes.
+	size int64
+	// logs is the number of kernel logs in b.
+	logs int32
+	// exchange says b ends with a protocol log: the item is a message of
+	// its own. Otherwise its kernel logs travel with the connection's
+	// other kernel logs (a kernel operation, or an exchange that cannot
+	// be a protocol log).
+	exchange bool
+	// closes says b's last kernel log is the connection's close.
+	closes bool
+	// proto is the connection's protocol as the item says it
+	// (ProtoUnknown: it says nothing).
+	proto flow.Protocol
 }
 
-func exchangeSize(ex *flow.Exchange) int64 {
-	n := sizeExchange + int64(len(ex.Ops))*sizeOpPointer
-	if r := ex.Record; r != nil {
-		n += sizeRecordFixed + int64(len(r.Method)+len(r.Path)+len(r.Host)+len(r.Scheme)+len(r.GRPCMessage)+
-			len(r.Trace.TraceID)+len(r.Trace.SegmentID)+len(r.Trace.SpanID)+len(r.Trace.ParentSpanID)+len(r.Trace.Raw))
+// sizeItem is an item's own size, counted with its bytes. The Connection
+// is not counted: items share it, and the capture layer's connection table
+// bounds how many there are.
+const sizeItem = int64(unsafe.Sizeof(item{}))
+
+// arenaChunk is the size of the byte chunks items are encoded into. A chunk
+// lives as long as one of its items is queued or in flight; since the queue
+// is FIFO the live chunks hold at most one chunk more than those items'
+// bytes.
+const arenaChunk = 64 << 10
+
+// maxFreeChunks bounds the chunks kept for reuse (1 MiB): enough for a
+// default batch in flight and the next being filled.
+const maxFreeChunks = 16
+
+// chunk is one arena chunk. refs counts its items not yet released, plus
+// one while it is the arena's current chunk; at zero it is reused.
+type chunk struct {
+	b    []byte
+	refs atomic.Int32
+}
+
+// arena encodes entries into items. Its chunks hold no pointers, so the
+// garbage collector never scans them, and a chunk is one allocation for
+// hundreds of items. Chunks whose items were all released (acknowledged,
+// evicted or dropped) are reused: the encoded bytes were the largest part
+// of what the daemon allocated per exported request, and allocation is
+// what sets the pace of garbage collection.
+type arena struct {
+	mu      sync.Mutex
+	scratch []byte
+	cur     *chunk // cur.b[:len] is used, the rest free
+	free    []*chunk
+}
+
+// add encodes e. The item's bytes never move and are not written again
+// until the item is released.
+func (a *arena) add(e entry) item {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	buf := a.scratch[:0]
+	it := item{conn: e.conn(), proto: e.proto}
+	switch {
+	case e.op != nil:
+		buf = appendKernelLog(buf, fMsgKernelLogs, e.op)
+		it.logs = 1
+		it.closes = e.op.Kind == flow.OpClose
+	default:
+		for _, op := range e.ex.Ops {
+			if op != nil {
+				buf = appendKernelLog(buf, fMsgKernelLogs, op)
+				it.logs++
+				it.closes = op.Kind == flow.OpClose
+			}
+		}
+		it.proto = recordProto(e.ex.Record)
+		if unexportable(e.ex.Record) == "" {
+			// Not a protocol log otherwise: its kernel operations are
+			// still sent (see builder.assemble).
+			buf = appendHTTPLog(buf, fMsgProtocolLog, e.ex.Record)
+			it.exchange = true
+		}
 	}
-	for _, op := range ex.Ops {
-		n += opSize(op)
+	if a.cur == nil || len(buf) > cap(a.cur.b)-len(a.cur.b) {
+		a.next(len(buf))
 	}
-	return n
+	c := a.cur
+	n := len(c.b)
+	c.b = append(c.b, buf...)
+	c.refs.Add(1)
+	it.b, it.chunk = c.b[n:len(c.b):len(c.b)], c
+	if cap(buf) > arenaChunk {
+		buf = nil // an unusually large exchange: do not keep its scratch
+	}
+	a.scratch = buf
+	it.size = sizeItem + int64(len(it.b))
+	return it
+}
+
+// next makes a chunk with room for n bytes current. a.mu is held.
+func (a *arena) next(n int) {
+	if c := a.cur; c != nil && c.refs.Add(-1) == 0 {
+		a.recycleLocked(c)
+	}
+	var c *chunk
+	switch {
+	case n > arenaChunk:
+		// An unusually large exchange gets a chunk of its own, never
+		// reused.
+		c = &chunk{b: make([]byte, 0, n)}
+	case len(a.free) > 0:
+		c = a.free[len(a.free)-1]
+		a.free[len(a.free)-1] = nil
+		a.free = a.free[:len(a.free)-1]
+	default:
+		c = &chunk{b: make([]byte, 0, arenaChunk)}
+	}
+	c.refs.Store(1) // the arena's own reference while current
+	a.cur = c
+}
+
+// release ends the use of items' bytes; a chunk none of whose items is left
+// is kept for reuse. Call it once per item, when the item leaves the queue
+// for good (acknowledged, evicted, dropped) or was never queued.
+func (a *arena) release(items []item) {
+	for i := range items {
+		a.releaseOne(&items[i])
+	}
+}
+
+func (a *arena) releaseOne(it *item) {
+	c := it.chunk
+	if a == nil || c == nil || c.refs.Add(-1) != 0 {
+		return
+	}
+	a.mu.Lock()
+	a.recycleLocked(c)
+	a.mu.Unlock()
+}
+
+func (a *arena) recycleLocked(c *chunk) {
+	if cap(c.b) != arenaChunk || len(a.free) >= maxFreeChunks {
+		return // left to the garbage collector
+	}
+	c.b = c.b[:0]
+	a.free = append(a.free, c)
 }
 
 // queue is the bounded FIFO between the pipeline and the sender. It is bound
-// by entries and by estimated bytes; entries the sender has taken but the OAP
+// by entries and by bytes (item.size); entries the sender has taken but the OAP
 // has not yet acknowledged (in flight) count against both bounds, so memory
 // stays bounded however long the OAP is away. When a new entry does not fit,
 // the oldest queued entries are evicted: during an outage recent data is
@@ -79,7 +202,7 @@ func exchangeSize(ex *flow.Exchange) int64 {
 // left, the new entry is the one dropped.
 type queue struct {
 	mu       sync.Mutex
-	buf      []entry // ring; grows by doubling up to maxEntries
+	buf      []item // ring; grows by doubling up to maxEntries
 	head, n  int
 	bytes    int64 // queued, not in flight
 	inflight int
@@ -87,11 +210,14 @@ type queue struct {
 
 	maxEntries int
 	maxBytes   int64
+	// arena, when set, gets back the items that leave the queue for good
+	// (evicted, drained, released after their batch).
+	arena *arena
 }
 
 func newQueue(maxEntries int, maxBytes int64) *queue {
 	initial := min(maxEntries, 1024)
-	return &queue{buf: make([]entry, initial), maxEntries: maxEntries, maxBytes: maxBytes}
+	return &queue{buf: make([]item, initial), maxEntries: maxEntries, maxBytes: maxBytes}
 }
 
 // pushResult says what push did besides queueing.
@@ -105,7 +231,7 @@ type pushResult struct {
 // push appends e, evicting the oldest queued entries while e does not fit.
 // hi is a depth at which the result reports reachedHi (the sender's batch
 // size), so the caller can wake the sender without a second lock.
-func (q *queue) push(e entry, hi int) pushResult {
+func (q *queue) push(e item, hi int) pushResult {
 	var r pushResult
 	if e.size > q.maxBytes {
 		r.tooLarge = true
@@ -119,7 +245,8 @@ func (q *queue) push(e entry, hi int) pushResult {
 		}
 		old := &q.buf[q.head]
 		q.bytes -= old.size
-		*old = entry{}
+		q.arena.releaseOne(old)
+		*old = item{}
 		q.head = (q.head + 1) % len(q.buf)
 		q.n--
 		r.evicted++
@@ -136,7 +263,7 @@ func (q *queue) push(e entry, hi int) pushResult {
 }
 
 func (q *queue) grow() {
-	nb := make([]entry, min(2*len(q.buf), q.maxEntries))
+	nb := make([]item, min(2*len(q.buf), q.maxEntries))
 	for i := 0; i < q.n; i++ {
 		nb[i] = q.buf[(q.head+i)%len(q.buf)]
 	}
@@ -145,7 +272,7 @@ func (q *queue) grow() {
 
 // take moves up to len(dst[:cap]) entries from the head into dst and marks
 // them in flight. It returns the filled slice.
-func (q *queue) take(dst []entry) []entry {
+func (q *queue) take(dst []item) []item {
 	dst = dst[:0]
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -154,7 +281,7 @@ func (q *queue) take(dst []entry) []entry {
 		dst = append(dst, *slot)
 		q.bytes -= slot.size
 		q.inBytes += slot.size
-		*slot = entry{}
+		*slot = item{}
 		q.head = (q.head + 1) % len(q.buf)
 		q.n--
 		q.inflight++
@@ -164,7 +291,7 @@ func (q *queue) take(dst []entry) []entry {
 
 // release ends the in-flight state of a batch taken with take (acknowledged,
 // or given up at shutdown).
-func (q *queue) release(batch []entry) {
+func (q *queue) release(batch []item) {
 	var b int64
 	for i := range batch {
 		b += batch[i].size
@@ -173,6 +300,7 @@ func (q *queue) release(batch []entry) {
 	q.inflight -= len(batch)
 	q.inBytes -= b
 	q.mu.Unlock()
+	q.arena.release(batch)
 }
 
 // drain empties the queue (not the in-flight batch) and returns how many
@@ -182,7 +310,8 @@ func (q *queue) drain() int {
 	defer q.mu.Unlock()
 	n := q.n
 	for q.n > 0 {
-		q.buf[q.head] = entry{}
+		q.arena.releaseOne(&q.buf[q.head])
+		q.buf[q.head] = item{}
 		q.head = (q.head + 1) % len(q.buf)
 		q.n--
 	}

@@ -1,20 +1,21 @@
 package skywalking
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/flow"
 )
 
-func seqEntry(seq uint64, size int64) entry {
-	return entry{op: &flow.KernelOp{Start: event.Timestamp(seq)}, size: size}
+func seqEntry(seq uint64, size int64) item {
+	return item{conn: &flow.Connection{ID: event.ConnID(seq)}, size: size}
 }
 
-func seqs(es []entry) []uint64 {
+func seqs(es []item) []uint64 {
 	out := make([]uint64, len(es))
 	for i, e := range es {
-		out[i] = uint64(e.op.Start)
+		out[i] = uint64(e.conn.ID)
 	}
 	return out
 }
@@ -32,7 +33,7 @@ func TestQueueEvictsOldestWhenFull(t *testing.T) {
 	if evicted != 6 {
 		t.Errorf("evicted %d, want 6", evicted)
 	}
-	got := seqs(q.take(make([]entry, 0, 10)))
+	got := seqs(q.take(make([]item, 0, 10)))
 	if want := []uint64{7, 8, 9, 10}; !equal(got, want) {
 		t.Errorf("kept %v, want the newest %v", got, want)
 	}
@@ -43,7 +44,7 @@ func TestQueueNeverEvictsInFlight(t *testing.T) {
 	for i := uint64(1); i <= 4; i++ {
 		q.push(seqEntry(i, 10), 100)
 	}
-	inflight := q.take(make([]entry, 0, 3)) // 1,2,3 in flight; 4 queued
+	inflight := q.take(make([]item, 0, 3)) // 1,2,3 in flight; 4 queued
 	r := q.push(seqEntry(5, 10), 100)
 	if !r.queued || r.evicted != 1 {
 		t.Fatalf("push 5: %+v, want queued after evicting the queued 4", r)
@@ -60,14 +61,14 @@ func TestQueueNeverEvictsInFlight(t *testing.T) {
 	if n, b := q.depth(); n != 1 || b != 10 {
 		t.Errorf("after release depth %d bytes %d, want 1 and 10", n, b)
 	}
-	if got := seqs(q.take(make([]entry, 0, 10))); !equal(got, []uint64{6}) {
+	if got := seqs(q.take(make([]item, 0, 10))); !equal(got, []uint64{6}) {
 		t.Errorf("left %v, want [6]", got)
 	}
 
 	q = newQueue(2, 1<<20)
 	q.push(seqEntry(1, 10), 100)
 	q.push(seqEntry(2, 10), 100)
-	all := q.take(make([]entry, 0, 2))
+	all := q.take(make([]item, 0, 2))
 	if r := q.push(seqEntry(3, 10), 100); r.queued || r.evicted != 0 {
 		t.Errorf("with everything in flight the new entry must be refused: %+v", r)
 	}
@@ -86,7 +87,7 @@ func TestQueueByteBound(t *testing.T) {
 	if r := q.push(seqEntry(9, 101), 1000); !r.tooLarge || r.queued {
 		t.Errorf("entry over the whole bound: %+v", r)
 	}
-	if got := seqs(q.take(make([]entry, 0, 10))); !equal(got, []uint64{3, 4, 5}) {
+	if got := seqs(q.take(make([]item, 0, 10))); !equal(got, []uint64{3, 4, 5}) {
 		t.Errorf("kept %v", got)
 	}
 }
@@ -99,14 +100,14 @@ func TestQueueGrowsPreservingOrderAndReportsHighWater(t *testing.T) {
 			hi = true
 		}
 		if i%700 == 0 { // move the head so growth copies a wrapped ring
-			b := q.take(make([]entry, 0, 100))
+			b := q.take(make([]item, 0, 100))
 			q.release(b)
 		}
 	}
 	if !hi {
 		t.Errorf("high-water mark never reported")
 	}
-	got := seqs(q.take(make([]entry, 0, 5000)))
+	got := seqs(q.take(make([]item, 0, 5000)))
 	for i := 1; i < len(got); i++ {
 		if got[i] != got[i-1]+1 {
 			t.Fatalf("order broken at %d: %d after %d", i, got[i], got[i-1])
@@ -127,4 +128,64 @@ func equal(a, b []uint64) bool {
 		}
 	}
 	return true
+}
+
+// Chunks are reused once every item in them was released, and never while
+// an item in them is queued: the bytes of queued items stay what they were
+// encoded as while earlier items are released and new ones encoded.
+func TestArenaReusesChunksOnlyWhenAllTheirItemsAreReleased(t *testing.T) {
+	var a arena
+	c := conn(1, event.RoleServer, podCatalog, 8080, remoteFrontend, podFrontend)
+	encode := func(seq uint64) item {
+		op := seqOp(c, flow.OpWrite, seq)
+		op.Send = allSend()
+		return a.add(entry{op: op})
+	}
+	want := func(seq uint64) []byte {
+		op := seqOp(c, flow.OpWrite, seq)
+		op.Send = allSend()
+		return appendKernelLog(nil, fMsgKernelLogs, op)
+	}
+	// Enough items for several chunks; release all but every 97th.
+	var kept []item
+	var keptSeq []uint64
+	first := map[*chunk]bool{}
+	for seq := uint64(0); seq < 3000; seq++ {
+		it := encode(seq)
+		first[it.chunk] = true
+		if seq%97 == 0 {
+			kept, keptSeq = append(kept, it), append(keptSeq, seq)
+			continue
+		}
+		a.releaseOne(&it)
+	}
+	if len(first) < 3 {
+		t.Fatalf("%d chunks for 3000 items; the test needs several", len(first))
+	}
+	// New items may only land in chunks that hold no kept item.
+	held := map[*chunk]bool{}
+	for _, it := range kept {
+		held[it.chunk] = true
+	}
+	reused := false
+	for seq := uint64(3000); seq < 6000; seq++ {
+		it := encode(seq)
+		if first[it.chunk] {
+			reused = true
+		}
+		a.releaseOne(&it)
+	}
+	for i, it := range kept {
+		if !bytes.Equal(it.b, want(keptSeq[i])) {
+			t.Fatalf("item %d changed while queued", keptSeq[i])
+		}
+	}
+	if !reused {
+		t.Errorf("no chunk was reused after its items were released")
+	}
+	for c := range held {
+		if c.refs.Load() < 1 {
+			t.Errorf("a chunk holding a kept item has %d references", c.refs.Load())
+		}
+	}
 }

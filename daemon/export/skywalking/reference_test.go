@@ -38,12 +38,10 @@ import (
 // operations are still sent, with the group's other kernel logs (the skip
 // was counted when the exchange was queued).
 func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3.EBPFAccessLogMessage {
-	// The same grouping as the encoder: only the encoding differs.
-	b.group(batch)
-
-	msgs := make([]*alv3.EBPFAccessLogMessage, 0, len(b.groups)*2)
-	for gi := range b.groups {
-		g := &b.groups[gi]
+	groups := refGroups(batch)
+	msgs := make([]*alv3.EBPFAccessLogMessage, 0, len(groups)*2)
+	for gi := range groups {
+		g := &groups[gi]
 		// The connection's protocol is the last one its entries said
 		// (an exchange's record, or the pipeline's with an op); TCP
 		// when none did, and for TLS, which is marked as such.
@@ -95,6 +93,41 @@ func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3
 		msgs[0].Node = node
 	}
 	return msgs
+}
+
+// refGroup is a connection's entries in a batch: kernel operations (of
+// operations and of exchanges that cannot be protocol logs) and exchanges.
+type refGroup struct {
+	conn *flow.Connection
+	ops  []*flow.KernelOp
+	exs  []*flow.Exchange
+}
+
+// refGroups groups a batch per connection, in order of first appearance and
+// in queue order within a connection, independently of the encoder's
+// grouping (which works on encoded items).
+func refGroups(batch []entry) []refGroup {
+	var groups []refGroup
+	index := map[event.ConnID]int{}
+	for _, e := range batch {
+		c := e.conn()
+		gi, ok := index[c.ID]
+		if !ok {
+			gi = len(groups)
+			index[c.ID] = gi
+			groups = append(groups, refGroup{conn: c})
+		}
+		g := &groups[gi]
+		switch {
+		case e.op != nil:
+			g.ops = append(g.ops, e.op)
+		case unexportable(e.ex.Record) != "":
+			g.ops = append(g.ops, e.ex.Ops...)
+		default:
+			g.exs = append(g.exs, e.ex)
+		}
+	}
+	return groups
 }
 
 func (b *builder) connection(c *flow.Connection, proto alv3.AccessLogProtocolType, tls bool) *alv3.AccessLogConnection {
