@@ -225,11 +225,16 @@ type Requests struct {
 // the GOMAXPROCS variable, already applied) and fromEnv says the variable
 // was set. An explicit MaxProcs wins; then the variable, an operator's
 // explicit choice too. Otherwise it is a quarter of the node's cores, at
-// least 1 and at most 4, and never more than current: the daemon's work
+// least 2 and at most 4, and never more than current: the daemon's work
 // per request is a single pipeline goroutine plus export and GC, which a
 // quarter of the cores carries at the rates Weir targets, while letting it
-// spread over every core makes its bursts take the cores the pods need
-// (on a 2-core node, both of them for milliseconds: p99 latency).
+// spread over every core of a large node makes its bursts take the cores
+// the pods need. At least 2, because with one the ring reader, the sender
+// and the garbage collector take turns on a single P: in make bench on the
+// 2-core VM (2026-12-07, a noisy run) a daemon held to 1 overflowed the
+// ring at a paced 20k req/s and dropped export entries at saturation,
+// where the same code on 2 lost nothing, and the latency gain of 1 was
+// within noise.
 func (c Config) Procs(cpus, current int, fromEnv bool) int {
 	switch {
 	case c.MaxProcs > 0:
@@ -237,7 +242,7 @@ func (c Config) Procs(cpus, current int, fromEnv bool) int {
 	case fromEnv:
 		return current
 	}
-	auto := min(max(cpus/4, 1), 4)
+	auto := min(max(cpus/4, 2), 4)
 	if current > 0 {
 		auto = min(auto, current)
 	}
@@ -490,7 +495,7 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 		"how often pods whose netns is gone are dropped")
 	fs.IntVar(&cfg.MaxPods, "max-pods", cfg.MaxPods, "maximum enrolled pod attachments")
 	fs.IntVar(&cfg.MaxProcs, "max-procs", cfg.MaxProcs,
-		"cores the daemon runs on at once (GOMAXPROCS); 0: a quarter of the node's, at least 1 and at most 4")
+		"cores the daemon runs on at once (GOMAXPROCS); 0: a quarter of the node's, at least 2 and at most 4")
 	fs.Var((*uidList)(&cfg.AllowedUIDs), "allowed-uids", "comma-separated `uids` allowed on the enrollment socket")
 	fs.BoolVar(&cfg.Repair, "repair", cfg.Repair,
 		"enroll pods found on the node (CRI sandboxes, CNI cache) that never reached the registry")

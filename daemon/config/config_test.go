@@ -324,7 +324,7 @@ func TestComponentFlagsAndKeysNameTheSetting(t *testing.T) {
 }
 
 // TestProcsBoundsTheDaemonsParallelism pins the GOMAXPROCS the daemon runs
-// with: a quarter of the node's cores (1 to 4), never above the runtime's
+// with: a quarter of the node's cores (2 to 4), never above the runtime's
 // own (cgroup) choice, and an explicit maxProcs or GOMAXPROCS variable wins.
 func TestProcsBoundsTheDaemonsParallelism(t *testing.T) {
 	for _, tc := range []struct {
@@ -332,8 +332,10 @@ func TestProcsBoundsTheDaemonsParallelism(t *testing.T) {
 		env                     bool
 		want                    int
 	}{
-		{0, 2, 2, false, 1},   // a 2-core node: one core for the daemon, one always left to the pods
+		{0, 2, 2, false, 2},   // a 2-core node: at least 2, so reader, sender and GC need not take turns
+		{0, 1, 1, false, 1},   // a 1-core node (or limit): the runtime's choice
 		{0, 8, 8, false, 2},   // a quarter
+		{0, 16, 16, false, 4}, // a quarter
 		{0, 64, 64, false, 4}, // at most 4
 		{0, 16, 3, false, 3},  // a CPU limit of 3 cores: the runtime's choice is lower
 		{0, 8, 8, true, 8},    // GOMAXPROCS=8 in the environment
