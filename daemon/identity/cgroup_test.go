@@ -8,8 +8,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -178,27 +176,7 @@ func TestCgroupCollectorExportsLookupsAndWalks(t *testing.T) {
 	cg.ContainerID(12345)
 	cg.ContainerID(12345)
 	c := NewCgroupCollector(cg)
-	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
-		t.Errorf("metrics lint: %v %v", problems, err)
-	}
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatal(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	values := map[string]float64{}
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, l := range m.GetLabel() {
-				key += "{" + l.GetValue() + "}"
-			}
-			values[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
+	values := lintedValues(t, c)
 	for key, want := range map[string]float64{
 		"weir_capture_cgroup_walks_total":                      1, // the miss is cached: one walk
 		"weir_capture_cgroup_lookups_total{miss}":              1,

@@ -97,27 +97,7 @@ func TestResolverCountersOnMetricsAndAPI(t *testing.T) {
 	waitFor(t, "synced", r.HasSynced)
 
 	c := NewCollector(r)
-	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
-		t.Errorf("metrics lint: %v %v", problems, err)
-	}
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatal(err)
-	}
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	values := map[string]float64{}
-	for _, mf := range families {
-		for _, m := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, l := range m.GetLabel() {
-				key += "{" + l.GetValue() + "}"
-			}
-			values[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
+	values := lintedValues(t, c)
 	for key, want := range map[string]float64{
 		"weir_identity_kubernetes_synced":                         1,
 		"weir_identity_kubernetes_cached_objects{services}":       1,
@@ -144,4 +124,32 @@ func TestResolverCountersOnMetricsAndAPI(t *testing.T) {
 	if st.CRI == nil || st.CRI.NotFound != 1 || st.Kubernetes == nil || !st.Kubernetes.Synced {
 		t.Errorf("API stats %+v", st)
 	}
+}
+
+// lintedValues lints collector c as Prometheus would and returns each
+// series' value keyed by name and label values ("name{v1}{v2}").
+func lintedValues(t *testing.T, c prometheus.Collector) map[string]float64 {
+	t.Helper()
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Errorf("metrics lint: %v %v", problems, err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "{" + l.GetValue() + "}"
+			}
+			values[key] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return values
 }
