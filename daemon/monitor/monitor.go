@@ -118,6 +118,7 @@ type Monitor struct {
 	pstats   *protocol.Stats
 	pods     *podIndex
 	enroller *enroller
+	tls      *tlsGate // nil: TLS plaintext is not captured
 	requests *requestRing
 	pipe     *pipeline
 	metrics  *metrics
@@ -232,6 +233,11 @@ func New(opts Options) (*Monitor, error) {
 			return nil, fmt.Errorf("load eBPF capture: %w", err)
 		}
 		m.coll = c
+		if t, err := c.LoadTLS(log.With("component", "tls")); err != nil {
+			m.log.Warn("TLS plaintext capture not loaded: TLS connections are reported without their content", "error", err)
+		} else {
+			m.tls = newTLSGate(t, log.With("component", "tls"))
+		}
 	default:
 		m.log.Info("eBPF capture disabled by configuration (capture.enabled=false): pods are enrolled, not monitored")
 	}
@@ -239,6 +245,7 @@ func New(opts Options) (*Monitor, error) {
 		m.pipe.ctl = ctl
 	}
 	m.enroller = newEnroller(m.coll, m.log)
+	m.enroller.tls = m.tls
 	if opts.Prometheus != nil {
 		if err := m.RegisterMetrics(opts.Prometheus); err != nil {
 			m.Close()
@@ -298,6 +305,11 @@ func (m *Monitor) Run(ctx context.Context) error {
 func (m *Monitor) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
+		if m.tls != nil {
+			if terr := m.tls.tls.Close(); terr != nil {
+				m.log.Warn("detach TLS probes", "error", terr)
+			}
+		}
 		if m.coll != nil {
 			err = m.coll.Close()
 		}

@@ -235,7 +235,7 @@ func (b *builder) encode(batch []entry, node []byte) []rawMessage {
 	for gi := range b.groups {
 		g := &b.groups[gi]
 		proto := groupProtocol(g)
-		tls := g.proto == flow.ProtoTLS
+		tls := g.proto == flow.ProtoTLS || g.conn.TLS != ""
 		withConn := true
 		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
 			end := min(start+maxKernelLogsPerMessage, len(g.ops))
@@ -328,8 +328,8 @@ func (b *builder) appendConnection(buf []byte, num protowire.Number, c *flow.Con
 	}
 	buf = appendVarint(buf, fConnRole, uint64(role))
 	// Weir sees the syscalls' bytes: a connection that began with a TLS
-	// handshake is TLS (its content unread: protocol TCP); decrypting it
-	// would need uprobes on the TLS libraries, which Weir does not attach.
+	// handshake is TLS: its content unread (protocol TCP), or read as
+	// plaintext through a probed TLS library (the protocol parsed).
 	mode := alv3.AccessLogConnectionTLSMode_Plain
 	if tls {
 		mode = alv3.AccessLogConnectionTLSMode_TLS
