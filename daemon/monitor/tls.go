@@ -24,7 +24,8 @@ import (
 // the pod exists — from the roots the pod's processes will run in: the
 // node's root (processes started in the pod's namespace from the node, such
 // as ip netns exec or a runtime without a container rootfs of its own) and
-// the roots of the processes already in the namespace. A process that
+// the roots of the processes already in the namespace (and the daemon's own
+// root, which is the node's when it runs on the host). A process that
 // starts later from one of these roots needs nothing more: its library is
 // probed already, however fast it makes its first call. Probes are shared
 // between pods (one attachment per inode, its users counted) and detached
@@ -47,7 +48,10 @@ func tlsOwner(netns uint64) string { return "netns:" + strconv.FormatUint(netns,
 
 // enrolled probes the libraries the pod of netns can load.
 func (g *tlsGate) enrolled(netns uint64) {
-	roots := append([]string{g.nodeRoot}, processRoots(netns)...)
+	// The daemon's own root stands in for the node's where /proc/1/root
+	// cannot be read (no host PID namespace, or ptrace restrictions);
+	// Acquire probes a file reached through two roots once.
+	roots := append([]string{g.nodeRoot, "/"}, processRoots(netns)...)
 	for _, root := range roots {
 		for _, lib := range bpf.FindOpenSSL(root) {
 			attached, err := g.tls.Acquire(tlsOwner(netns), lib)

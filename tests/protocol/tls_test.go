@@ -1,0 +1,89 @@
+package protocol
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/weirnet/weir/tests/harness"
+	"github.com/weirnet/weir/tests/peers"
+)
+
+const nginxTLSPort = 443
+
+// TestOpenSSLFromTheFirstRequest runs nginx (OpenSSL) serving HTTPS in one
+// enrolled pod and one-shot curl clients (OpenSSL), each a new process, in
+// another: every request is recorded on both sides, the first of every
+// process included, because the daemon probed libssl when the pods were
+// enrolled, before any of these processes existed. The connections say
+// TLS and which library.
+func TestOpenSSLFromTheFirstRequest(t *testing.T) {
+	harness.RequireRoot(t)
+	f := &fixture{bins: harness.FindBinaries(t, needBin, needCNI)}
+	f.daemon = harness.StartDaemon(t, f.bins, harness.DaemonOptions{})
+	f.net = harness.NewNetwork(t, f.bins, harness.NetworkOptions{
+		Weir: &harness.WeirConf{DaemonSocket: f.daemon.Socket, SpoolDir: f.daemon.SpoolDir, Timeout: "2s"},
+	})
+	f.server = f.net.AddPod(t, harness.PodSpec{Namespace: "tls", Name: "server"})
+	f.client = f.net.AddPod(t, harness.PodSpec{Namespace: "tls", Name: "client"})
+	ip := f.server.IPv4()
+	f.nginx1 = netip.AddrPortFrom(ip, nginxPort)
+	tlsAddr := netip.AddrPortFrom(ip, nginxTLSPort)
+	f.nginx = peers.StartNginx(t, f.server, peers.NginxOptions{Listen: f.nginx1.String(), ListenTLS: tlsAddr.String()})
+
+	const n = 20
+	marker := caseMarker("tls1")
+	var client []peers.HTTPResult
+	for i := range n {
+		// -k: the certificate is self-signed. One process per request:
+		// each request is its process's first.
+		u := fmt.Sprintf("https://%s/tls/%d?c=tls1", tlsAddr, i)
+		client = append(client, f.curl(t, []string{"-k", "--http1.1"}, []string{u})...)
+	}
+	truth := nginxTruth(f.nginxLog(t, marker, n))
+	checkClientView(t, client, f.nginxLog(t, marker, n))
+	f.checkRecords(t, expect{pod: f.server, role: "server", peer: f.client, protocol: "HTTP/1.1", match: marker}, truth)
+	f.checkRecords(t, expect{pod: f.client, role: "client", peer: f.server, protocol: "HTTP/1.1", match: marker}, truth)
+
+	// Every connection to the TLS port is TLS, read through OpenSSL.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	conns, err := f.daemon.Connections(ctx, harness.ConnQuery{Pod: podKey(f.client)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConns := slices.DeleteFunc(conns, func(c harness.Connection) bool { return c.Remote != tlsAddr })
+	if len(tlsConns) != n {
+		t.Errorf("client pod: %d connections to %s, want %d", len(tlsConns), tlsAddr, n)
+	}
+	for _, c := range tlsConns {
+		if c.TLS != "openssl" {
+			t.Errorf("connection %d to %s: tls %q, want \"openssl\"", c.ID, tlsAddr, c.TLS)
+		}
+	}
+
+	// The features say which library file is probed, for these pods.
+	var feat struct {
+		TLS *struct {
+			Libraries []struct {
+				Path  string   `json:"path"`
+				Users []string `json:"users"`
+			} `json:"libraries"`
+		} `json:"tls"`
+	}
+	if err := f.daemon.GetJSON(ctx, "/api/v1/features", &feat); err != nil {
+		t.Fatal(err)
+	}
+	if feat.TLS == nil || len(feat.TLS.Libraries) == 0 {
+		t.Fatalf("features: no TLS library probed: %+v", feat.TLS)
+	}
+	for _, l := range feat.TLS.Libraries {
+		if !strings.Contains(l.Path, "libssl.so") || len(l.Users) < 2 {
+			t.Errorf("features: library %s used by %v, want libssl used by both pods", l.Path, l.Users)
+		}
+	}
+	t.Logf("%d one-shot HTTPS requests recorded on both sides; probed: %+v", n, feat.TLS.Libraries)
+}
