@@ -366,28 +366,3 @@ func FindOpenSSL(root string) []string {
 	}
 	return out
 }
-
-// MappedOpenSSL lists the libssl files process pid has mapped, by their
-// path inside its root (/proc/PID/root/...), so a library loaded from
-// outside the standard directories is found too.
-func MappedOpenSSL(pid uint32) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		return nil, err
-	}
-	seen := make(map[string]bool)
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		i := strings.IndexByte(line, '/')
-		if i < 0 {
-			continue
-		}
-		p := line[i:]
-		if !strings.HasPrefix(filepath.Base(p), "libssl.so") || seen[p] {
-			continue
-		}
-		seen[p] = true
-		out = append(out, fmt.Sprintf("/proc/%d/root%s", pid, p))
-	}
-	return out, nil
-}
