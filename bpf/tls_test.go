@@ -215,3 +215,63 @@ func hasPlain(s snapshot, pid uint32, sys event.Syscall, prefix []byte) bool {
 	e := firstPlain(s, pid, sys)
 	return e.Syscall == sys && bytes.HasPrefix(e.Payload, prefix)
 }
+
+// tlsCallLoop calls SSL_write n times through ctypes on an SSL object with
+// no connection (each call fails at once, inside libssl, after the entry
+// probe and before the return probe) and prints nanoseconds per call.
+const tlsCallLoop = `
+import ctypes, sys, time
+l = ctypes.CDLL(sys.argv[1])
+l.TLS_client_method.restype = ctypes.c_void_p
+l.SSL_CTX_new.restype = ctypes.c_void_p
+l.SSL_CTX_new.argtypes = [ctypes.c_void_p]
+l.SSL_new.restype = ctypes.c_void_p
+l.SSL_new.argtypes = [ctypes.c_void_p]
+l.SSL_write.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+c = ctypes.CDLL("libcrypto.so.3")
+ssl = l.SSL_new(l.SSL_CTX_new(l.TLS_client_method()))
+w, b, n = l.SSL_write, b"x", int(sys.argv[2])
+t = time.perf_counter_ns()
+for i in range(n):
+    w(ssl, b, 1)
+    if i % 1000 == 0:
+        c.ERR_clear_error()
+print((time.perf_counter_ns() - t) / n)
+`
+
+// TestTLSUnenrolledCallCost is a measurement, not an assertion: what an
+// SSL_write costs a process outside every enrolled namespace when the
+// library file it uses is probed (uprobe trap, the entry program's netns
+// check, the return trap) against the same call unprobed, rounds
+// alternating. Root and real eBPF; runs when WEIR_BPF_TLS_COST=1.
+func TestTLSUnenrolledCallCost(t *testing.T) {
+	if os.Getenv("WEIR_BPF_TLS_COST") != "1" {
+		t.Skip("a measurement: set WEIR_BPF_TLS_COST=1 (root) to run it")
+	}
+	_, tl := tlsProbed(t)
+	libs := FindOpenSSL("/")
+	const calls, rounds = 200000, 3
+	run := func() float64 {
+		out, err := exec.Command("python3", "-c", tlsCallLoop, libs[0], fmt.Sprint(calls)).Output()
+		if err != nil {
+			t.Fatalf("python3 SSL_write loop: %v", err)
+		}
+		var ns float64
+		if _, err := fmt.Sscan(string(out), &ns); err != nil {
+			t.Fatalf("parse %q: %v", out, err)
+		}
+		return ns
+	}
+	for round := range rounds {
+		probed := run()
+		tl.Release("test")
+		plain := run()
+		for _, l := range libs {
+			if _, err := tl.Acquire("test", l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("round %d: SSL_write from an unenrolled process: %.0f ns probed, %.0f ns unprobed: +%.0f ns per call (ratio %.2f)",
+			round, probed, plain, probed-plain, probed/plain)
+	}
+}
