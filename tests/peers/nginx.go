@@ -26,8 +26,9 @@ import (
 type NginxOptions struct {
 	Listen    string // host:port of the HTTP/1.1 server
 	ListenH2C string // host:port of the cleartext HTTP/2 server; "" for none
-	// ListenTLS is host:port of an HTTPS (HTTP/1.1) server with a
-	// self-signed certificate (SelfSignedCert); "" for none.
+	// ListenTLS is host:port of an HTTPS server (HTTP/1.1, and HTTP/2
+	// by ALPN) with a self-signed certificate (SelfSignedCert); "" for
+	// none.
 	ListenTLS string
 	// Files maps names under /files/ to their sizes; each is filled with
 	// Pattern(size) and served with sendfile.
@@ -91,7 +92,7 @@ func StartNginx(t testing.TB, where Runner, opts NginxOptions) *Nginx {
 	}
 	if opts.ListenTLS != "" {
 		cert, key := SelfSignedCert(t, dir)
-		servers += server(opts.ListenTLS, fmt.Sprintf(" ssl;\n\t\tssl_certificate %s;\n\t\tssl_certificate_key %s", cert, key))
+		servers += server(opts.ListenTLS, fmt.Sprintf(" ssl http2;\n\t\tssl_certificate %s;\n\t\tssl_certificate_key %s", cert, key))
 	}
 	conf := fmt.Sprintf(`daemon off;
 master_process on;

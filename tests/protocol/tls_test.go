@@ -18,8 +18,8 @@ const nginxTLSPort = 443
 // enrolled pod and one-shot curl clients (OpenSSL), each a new process, in
 // another: every request is recorded on both sides, the first of every
 // process included, because the daemon probed libssl when the pods were
-// enrolled, before any of these processes existed. The connections say
-// TLS and which library.
+// enrolled, before any of these processes existed; over HTTP/1.1 and over
+// HTTP/2 (ALPN h2). The connections say TLS and which library.
 func TestOpenSSLFromTheFirstRequest(t *testing.T) {
 	harness.RequireRoot(t)
 	f := &fixture{bins: harness.FindBinaries(t, needBin, needCNI)}
@@ -48,6 +48,19 @@ func TestOpenSSLFromTheFirstRequest(t *testing.T) {
 	f.checkRecords(t, expect{pod: f.server, role: "server", peer: f.client, protocol: "HTTP/1.1", match: marker}, truth)
 	f.checkRecords(t, expect{pod: f.client, role: "client", peer: f.server, protocol: "HTTP/1.1", match: marker}, truth)
 
+	// HTTP/2 by ALPN: the kernel's frame walker runs on the plaintext
+	// from its first byte, so HPACK is decodable from the first request.
+	marker2 := caseMarker("tls2")
+	var client2 []peers.HTTPResult
+	for i := range n {
+		u := fmt.Sprintf("https://%s/tls/%d?c=tls2", tlsAddr, i)
+		client2 = append(client2, f.curl(t, []string{"-k", "--http2"}, []string{u})...)
+	}
+	truth2 := nginxTruth(f.nginxLog(t, marker2, n))
+	checkClientView(t, client2, f.nginxLog(t, marker2, n))
+	f.checkRecords(t, expect{pod: f.server, role: "server", peer: f.client, protocol: "HTTP/2", match: marker2}, truth2)
+	f.checkRecords(t, expect{pod: f.client, role: "client", peer: f.server, protocol: "HTTP/2", match: marker2}, truth2)
+
 	// Every connection to the TLS port is TLS, read through OpenSSL.
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
@@ -56,8 +69,8 @@ func TestOpenSSLFromTheFirstRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	tlsConns := slices.DeleteFunc(conns, func(c harness.Connection) bool { return c.Remote != tlsAddr })
-	if len(tlsConns) != n {
-		t.Errorf("client pod: %d connections to %s, want %d", len(tlsConns), tlsAddr, n)
+	if len(tlsConns) != 2*n {
+		t.Errorf("client pod: %d connections to %s, want %d", len(tlsConns), tlsAddr, 2*n)
 	}
 	for _, c := range tlsConns {
 		if c.TLS != "openssl" {
@@ -85,5 +98,5 @@ func TestOpenSSLFromTheFirstRequest(t *testing.T) {
 			t.Errorf("features: library %s used by %v, want libssl used by both pods", l.Path, l.Users)
 		}
 	}
-	t.Logf("%d one-shot HTTPS requests recorded on both sides; probed: %+v", n, feat.TLS.Libraries)
+	t.Logf("%d one-shot HTTPS requests (h1 and h2) recorded on both sides; probed: %+v", 2*n, feat.TLS.Libraries)
 }

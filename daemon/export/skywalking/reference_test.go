@@ -67,7 +67,9 @@ func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3
 				proto, tls = alv3.AccessLogProtocolType_TCP, true
 			}
 		}
-		conn := b.connection(g.conn, proto, tls)
+		// A connection whose plaintext a TLS library gave is TLS with
+		// its parsed protocol.
+		conn := b.connection(g.conn, proto, tls || g.conn.TLS != "")
 		first := len(msgs)
 		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
 			end := min(start+maxKernelLogsPerMessage, len(g.ops))
