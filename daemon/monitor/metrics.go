@@ -106,6 +106,13 @@ func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
 				return fmt.Errorf("monitor: register TLS metrics: %w", err)
 			}
 		}
+		late := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weir_tls_late_probes_total",
+			Help: "TLS library files first probed when a process of an enrolled pod executed from a root not seen at enrollment: calls made before were not seen.",
+		}, func() float64 { return float64(m.tls.late.Load()) })
+		if err := r.Register(late); err != nil {
+			return fmt.Errorf("monitor: register TLS metrics: %w", err)
+		}
 	}
 	return nil
 }

@@ -290,7 +290,11 @@ func (m *Monitor) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = m.table.Run(ctx) })
-	err := m.coll.Run(ctx, m.table)
+	var sink event.Sink = m.table
+	if m.tls != nil {
+		sink = tlsExecSink{m.table, m.tls}
+	}
+	err := m.coll.Run(ctx, sink)
 	cancel()
 	wg.Wait()
 	m.table.CloseAll(m.clock())

@@ -4,9 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weirnet/weir/tests/harness"
 	"github.com/weirnet/weir/tests/peers"
@@ -83,6 +88,7 @@ func TestOpenSSLFromTheFirstRequest(t *testing.T) {
 		TLS *struct {
 			Libraries []struct {
 				Path  string   `json:"path"`
+				Inode uint64   `json:"inode"`
 				Users []string `json:"users"`
 			} `json:"libraries"`
 		} `json:"tls"`
@@ -99,4 +105,51 @@ func TestOpenSSLFromTheFirstRequest(t *testing.T) {
 		}
 	}
 	t.Logf("%d one-shot HTTPS requests (h1 and h2) recorded on both sides; probed: %+v", 2*n, feat.TLS.Libraries)
+
+	// The late path: a process of the client pod executes inside a root
+	// the daemon did not scan at enrollment (a container created later),
+	// holding its own copy of libssl (another inode): that file is probed
+	// at the exec, for the client pod.
+	root := t.TempDir()
+	libDir := filepath.Join(root, "usr/lib/x86_64-linux-gnu")
+	if err := os.MkdirAll(libDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lib, err := os.ReadFile(feat.TLS.Libraries[0].Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(libDir, "libssl.so.3"), lib, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	copyIno, err := harness.Inode(filepath.Join(libDir, "libssl.so.3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "main.go")
+	if err := os.WriteFile(src, []byte("package main\n\nimport \"time\"\n\nfunc main() { time.Sleep(3 * time.Second) }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(root, "sleeper"), src)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build sleeper: %v\n%s", err, out)
+	}
+	if out, err := f.client.Exec(runCtx(t), "chroot", root, "/sleeper"); err != nil {
+		t.Fatalf("chroot: %v\n%s", err, out)
+	}
+	err = harness.Poll(ctx, 100*time.Millisecond, func() (bool, error) {
+		if err := f.daemon.GetJSON(ctx, "/api/v1/features", &feat); err != nil {
+			return false, err
+		}
+		for _, l := range feat.TLS.Libraries {
+			if l.Inode == copyIno && slices.Contains(l.Users, "netns:"+strconv.FormatUint(f.client.NS.Inode, 10)) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("the copy of libssl in a root first seen at an exec was not probed for the client pod: %v (%+v)", err, feat.TLS.Libraries)
+	}
 }
