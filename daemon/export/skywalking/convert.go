@@ -67,6 +67,10 @@ type group struct {
 	// proto is the connection's protocol as last known from the group's
 	// entries (ProtoUnknown when none said).
 	proto flow.Protocol
+	// tls says an entry's connection had its plaintext read through a
+	// TLS library: the connection's first entries (its connect or
+	// accept) predate that knowledge.
+	tls bool
 }
 
 func newBuilder(tmpl *template.Template, cluster, node string, st *stats) *builder {
@@ -107,6 +111,9 @@ func (b *builder) group(batch []entry) {
 			b.groups[gi].conn = c
 		}
 		g := &b.groups[gi]
+		if c.TLS != "" {
+			g.tls = true
+		}
 		switch {
 		case e.op != nil:
 			g.ops = append(g.ops, e.op)

@@ -235,7 +235,7 @@ func (b *builder) encode(batch []entry, node []byte) []rawMessage {
 	for gi := range b.groups {
 		g := &b.groups[gi]
 		proto := groupProtocol(g)
-		tls := g.proto == flow.ProtoTLS || g.conn.TLS != ""
+		tls := g.proto == flow.ProtoTLS || g.tls
 		withConn := true
 		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
 			end := min(start+maxKernelLogsPerMessage, len(g.ops))

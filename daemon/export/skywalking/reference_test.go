@@ -47,10 +47,13 @@ func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3
 		// The connection's protocol is the last one its entries said
 		// (an exchange's record, or the pipeline's with an op); TCP
 		// when none did, and for TLS, which is marked as such.
-		proto, tls := alv3.AccessLogProtocolType_TCP, false
+		proto, tls, decrypted := alv3.AccessLogProtocolType_TCP, false, false
 		for _, e := range batch {
 			if e.conn().ID != g.conn.ID {
 				continue
+			}
+			if e.conn().TLS != "" {
+				decrypted = true
 			}
 			switch {
 			case e.ex != nil && e.ex.Record != nil:
@@ -69,7 +72,7 @@ func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3
 		}
 		// A connection whose plaintext a TLS library gave is TLS with
 		// its parsed protocol.
-		conn := b.connection(g.conn, proto, tls || g.conn.TLS != "")
+		conn := b.connection(g.conn, proto, tls || decrypted)
 		first := len(msgs)
 		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
 			end := min(start+maxKernelLogsPerMessage, len(g.ops))
