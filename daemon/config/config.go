@@ -189,6 +189,10 @@ type BPF struct {
 	// RichTier loads the fentry/kprobe programs where the runtime probe
 	// says they attach (on by default); false keeps the base tier.
 	RichTier bool `json:"richTier"`
+	// TLS loads the TLS program set under the socket capture tier and
+	// probes enrolled pods' OpenSSL libraries for plaintext (on by
+	// default); false reports TLS connections without their content.
+	TLS bool `json:"tls"`
 	// CaptureTier is where payload and connections are captured: "auto"
 	// (default) takes the socket tier where the kernel has the socket
 	// tracepoints, else the syscall tier; "socket" or "syscall" force one
@@ -261,6 +265,7 @@ func Default() Config {
 			PollInterval:   Duration{DefaultPollInterval},
 			Payload:        true,
 			RichTier:       true,
+			TLS:            true,
 			CaptureTier:    "auto",
 		},
 		Protocol: Protocol{
@@ -410,6 +415,7 @@ var flags = map[string]string{
 	"bpf.maxFrameCopy":         "bpf.max-frame-copy",
 	"bpf.hintMapSize":          "bpf.hint-map-size",
 	"bpf.richTier":             "bpf.rich-tier",
+	"bpf.tls":                  "bpf.tls",
 	"bpf.captureTier":          "bpf.capture-tier",
 	"bpf.pollInterval":         "bpf.poll-interval",
 	"bpf.payload":              "bpf.payload",
@@ -488,6 +494,8 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 		"where payload and connections are captured: auto (the socket tier where the kernel has sock_send_length/sock_recv_length, else syscall), socket or syscall")
 	fs.BoolVar(&cfg.BPF.RichTier, "bpf.rich-tier", cfg.BPF.RichTier,
 		"load the fentry (else kprobe) programs where the runtime probe says they attach, for finer L4/L3, netfilter and ARP metrics (false: base tier only)")
+	fs.BoolVar(&cfg.BPF.TLS, "bpf.tls", cfg.BPF.TLS,
+		"read TLS plaintext through uprobes on the OpenSSL libraries of enrolled pods (socket capture tier; false: TLS connections without their content)")
 	fs.IntVar(&cfg.Protocol.MaxHeaderBytes, "protocol.max-header-bytes", cfg.Protocol.MaxHeaderBytes,
 		"largest HTTP header section or HTTP/2 header block parsed")
 	fs.IntVar(&cfg.Protocol.MaxStreams, "protocol.max-streams", cfg.Protocol.MaxStreams,

@@ -233,7 +233,9 @@ func New(opts Options) (*Monitor, error) {
 			return nil, fmt.Errorf("load eBPF capture: %w", err)
 		}
 		m.coll = c
-		if t, err := c.LoadTLS(log.With("component", "tls")); err != nil {
+		if !cfg.BPF.TLS {
+			m.log.Info("TLS plaintext capture off (bpf.tls=false): TLS connections are reported without their content")
+		} else if t, err := c.LoadTLS(log.With("component", "tls")); err != nil {
 			m.log.Warn("TLS plaintext capture not loaded: TLS connections are reported without their content", "error", err)
 		} else {
 			m.tls = newTLSGate(t, log.With("component", "tls"))
