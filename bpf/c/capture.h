@@ -64,6 +64,8 @@ enum syscall_id {
 	SYS_SENDFILE,
 	SYS_SPLICE,    /* socket tier: splice/vmsplice into or out of a socket */
 	SYS_IO_URING,  /* socket tier: an io_uring operation */
+	SYS_SSL_WRITE, /* TLS set: plaintext of SSL_write/SSL_write_ex (tls.bpf.c) */
+	SYS_SSL_READ,  /* TLS set: plaintext of SSL_read/SSL_read_ex */
 };
 
 /*
@@ -98,6 +100,8 @@ enum drop_reason {
 				   * falls back to the capture budget for good */
 	DROP_UNCAPTURED_OP,       /* socket tier: socket I/O not through a user buffer syscall
 				   * (sendfile, splice, io_uring, kernel thread, MSG_TRUNC): size-only */
+	DROP_TLS_UNLINKED,        /* TLS set: an SSL call's plaintext whose TCP connection was
+				   * not found (no socket I/O seen for its SSL object): lost */
 	DROP_MAX,
 };
 

@@ -75,14 +75,31 @@ const (
 	SysSendfile
 	SysSplice  // socket tier: splice/vmsplice moved the bytes (size only)
 	SysIOUring // socket tier: an io_uring operation moved the bytes (size only)
+	// SysSSLWrite and SysSSLRead are TLS plaintext (OpenSSL's SSL_write[_ex]
+	// and SSL_read[_ex], c/tls.bpf.c) of the TCP connection in Data.Conn,
+	// with stream offsets and Seq of their own: the plaintext stream.
+	SysSSLWrite
+	SysSSLRead
 )
+
+// TLS reports whether s is a TLS library call: its Data is the plaintext
+// stream of the connection, not the bytes on the socket.
+func (s Syscall) TLS() bool { return s == SysSSLWrite || s == SysSSLRead }
+
+// TLSLibrary names the TLS library whose calls s reports, or "".
+func (s Syscall) TLSLibrary() string {
+	if s.TLS() {
+		return "openssl"
+	}
+	return ""
+}
 
 var syscallNames = [...]string{
 	SysUnknown: "unknown", SysConnect: "connect", SysAccept: "accept", SysAccept4: "accept4",
 	SysClose: "close", SysRead: "read", SysWrite: "write", SysReadv: "readv", SysWritev: "writev",
 	SysSendto: "sendto", SysRecvfrom: "recvfrom", SysSendmsg: "sendmsg", SysRecvmsg: "recvmsg",
 	SysSendmmsg: "sendmmsg", SysRecvmmsg: "recvmmsg", SysSendfile: "sendfile",
-	SysSplice: "splice", SysIOUring: "io_uring",
+	SysSplice: "splice", SysIOUring: "io_uring", SysSSLWrite: "ssl_write", SysSSLRead: "ssl_read",
 }
 
 func (s Syscall) String() string {

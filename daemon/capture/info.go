@@ -79,6 +79,7 @@ func (c *Conn) info(boot time.Time, open bool) wire.ConnInfo {
 		Role:         c.Role.String(),
 		State:        "open",
 		OpenSeen:     c.OpenSeen(),
+		TLS:          c.TLSLibrary,
 		BytesSent:    eg.hwm,
 		BytesRecv:    in.hwm,
 		SyscallsSent: eg.syscalls,

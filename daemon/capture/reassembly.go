@@ -14,6 +14,7 @@ import (
 // sorted by Seq, without duplicates.
 type half struct {
 	dir     event.Direction
+	plain   bool // TLS plaintext, delivered to the Stream's Plaintext side
 	nextSeq uint64
 	nextOff uint64
 	lastEnd event.Timestamp // end of the last delivered event: where a gap starts
@@ -158,9 +159,12 @@ func (t *Table) drain(c *Conn, h *half) {
 }
 
 func (t *Table) updatePending(c *Conn) {
-	if len(c.dirs[0].held) == 0 && len(c.dirs[1].held) == 0 {
-		delete(t.pending, c)
+	for d := range c.dirs {
+		if len(c.dirs[d].held) > 0 {
+			return
+		}
 	}
+	delete(t.pending, c)
 }
 
 // deliver hands one in-sequence event to the stream. The stream offsets are
@@ -171,6 +175,10 @@ func (t *Table) updatePending(c *Conn) {
 // event's suffix, event.SkipNone for a hole of lost events.
 func (t *Table) deliver(c *Conn, h *half, seq, off uint64, size uint32, skip event.SkipReason, payload []byte, start, end event.Timestamp) {
 	h.nextSeq = seq + 1
+	stream := c.stream
+	if h.plain {
+		stream = plaintextOf(stream)
+	}
 	evEnd := addClamp(off, size)
 	if uint64(len(payload)) > evEnd-off {
 		payload = payload[:evEnd-off] // only when evEnd was clamped
@@ -181,7 +189,7 @@ func (t *Table) deliver(c *Conn, h *half, seq, off uint64, size uint32, skip eve
 		h.gapBytes += gap
 		t.stats.Gaps++
 		t.stats.GapBytes += gap
-		skipTo(c.stream, h.dir, gap, event.SkipNone, h.lastEnd, start)
+		skipTo(stream, h.dir, gap, event.SkipNone, h.lastEnd, start)
 		h.nextOff = off
 	}
 	if evEnd <= h.nextOff {
@@ -194,11 +202,11 @@ func (t *Table) deliver(c *Conn, h *half, seq, off uint64, size uint32, skip eve
 	}
 	trim := h.nextOff - off // < size, so it fits an int
 	if trim < uint64(len(payload)) {
-		c.stream.Data(h.dir, payload[trim:], start, end)
+		stream.Data(h.dir, payload[trim:], start, end)
 	}
 	capEnd := max(off+uint64(len(payload)), h.nextOff)
 	if evEnd > capEnd {
-		skipTo(c.stream, h.dir, evEnd-capEnd, skip, start, end)
+		skipTo(stream, h.dir, evEnd-capEnd, skip, start, end)
 	}
 	h.nextOff = evEnd
 	h.lastEnd = end

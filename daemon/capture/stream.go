@@ -59,3 +59,20 @@ type NopStream struct{}
 func (NopStream) Data(event.Direction, []byte, event.Timestamp, event.Timestamp) {}
 func (NopStream) Skip(event.Direction, uint64, event.Timestamp, event.Timestamp) {}
 func (NopStream) Close(event.Timestamp)                                          {}
+
+// TLSStream is a Stream that also takes its connection's TLS plaintext
+// (event.Syscall.TLS): Plaintext returns the Stream those bytes go to,
+// in their own stream offsets. A Stream that is not a TLSStream gets none
+// of them.
+type TLSStream interface {
+	Plaintext() Stream
+}
+
+func plaintextOf(s Stream) Stream {
+	if ts, ok := s.(TLSStream); ok {
+		if p := ts.Plaintext(); p != nil {
+			return p
+		}
+	}
+	return NopStream{}
+}

@@ -238,6 +238,12 @@ func (t *Table) Data(e event.Data) {
 		payload = payload[:e.Size]
 	}
 	h := &c.dirs[e.Direction]
+	if e.Syscall.TLS() {
+		// TLS plaintext: a stream of its own, for the Stream's
+		// Plaintext side (see TLSStream).
+		h = &c.dirs[plainHalf+int(e.Direction)]
+		c.TLSLibrary = e.Syscall.TLSLibrary()
+	}
 	h.account(&t.stats, e, len(payload))
 	t.reassemble(c, h, e.Seq, e.StreamOffset, e.Size, e.Skip, payload, e.Start, e.End)
 }
@@ -320,7 +326,8 @@ func (t *Table) newConn(id event.ConnID, p event.Process, fd int32, ts event.Tim
 	}
 	c := &Conn{ID: id, firstSeen: ts, lastSeen: ts}
 	for d := range c.dirs {
-		c.dirs[d].dir = event.Direction(d)
+		c.dirs[d].dir = event.Direction(d & 1)
+		c.dirs[d].plain = d >= plainHalf
 		c.dirs[d].lastEnd = ts
 	}
 	t.setProc(c, p, fd)
@@ -485,6 +492,9 @@ type Conn struct {
 	Remote      netip.AddrPort
 	Role        event.Role // may change from RoleUnknown when a late ConnOpen arrives
 	ContainerID string
+	// TLSLibrary names the library whose plaintext of this connection
+	// was captured ("openssl"), "" when none was.
+	TLSLibrary string
 
 	opened           bool // ConnOpen seen
 	discoveredByData bool // created by a Data event
@@ -502,13 +512,18 @@ type Conn struct {
 	closeReason            string
 	closeEvent             *event.ConnClose // the close being applied, for the Observer
 
-	dirs    [2]half
+	// dirs are the socket's bytes by direction, then (from plainHalf)
+	// the TLS plaintext by direction.
+	dirs    [4]half
 	stream  Stream
 	indexed bool
 	counted bool // in Table.perTGID under Proc.TGID
 
 	prev, next *Conn
 }
+
+// plainHalf is the index in Conn.dirs of the first TLS plaintext half.
+const plainHalf = 2
 
 func (c *Conn) fdKey() fdKey { return fdKey{c.Proc.TGID, c.FD} }
 

@@ -199,6 +199,14 @@ type BPF struct {
 	// RichTier loads the fentry/kprobe programs where the runtime probe
 	// says they attach (on by default); false keeps the base tier.
 	RichTier bool `json:"richTier"`
+	// TLS loads the TLS program set under the socket capture tier and
+	// probes enrolled pods' OpenSSL libraries for plaintext. Off by
+	// default: a uprobe is per file, so every process mapping a probed
+	// libssl pays its trap, enrolled or not (12-18 µs per SSL call on a
+	// node whose libssl entry must be single-stepped; bpf/OVERHEAD.md), and
+	// the node's own libssl is among the files probed. Off reports TLS
+	// connections without their content.
+	TLS bool `json:"tls"`
 	// CaptureTier is where payload and connections are captured: "auto"
 	// (default) takes the socket tier where the kernel has the socket
 	// tracepoints, else the syscall tier; "socket" or "syscall" force one
@@ -300,6 +308,7 @@ func Default() Config {
 			PollInterval:   Duration{DefaultPollInterval},
 			Payload:        true,
 			RichTier:       true,
+			TLS:            false,
 			CaptureTier:    "auto",
 		},
 		Protocol: Protocol{
@@ -450,6 +459,7 @@ var flags = map[string]string{
 	"bpf.maxFrameCopy":         "bpf.max-frame-copy",
 	"bpf.hintMapSize":          "bpf.hint-map-size",
 	"bpf.richTier":             "bpf.rich-tier",
+	"bpf.tls":                  "bpf.tls",
 	"bpf.captureTier":          "bpf.capture-tier",
 	"bpf.pollInterval":         "bpf.poll-interval",
 	"bpf.payload":              "bpf.payload",
@@ -530,6 +540,8 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 		"where payload and connections are captured: auto (the socket tier where the kernel has sock_send_length/sock_recv_length, else syscall), socket or syscall")
 	fs.BoolVar(&cfg.BPF.RichTier, "bpf.rich-tier", cfg.BPF.RichTier,
 		"load the fentry (else kprobe) programs where the runtime probe says they attach, for finer L4/L3, netfilter and ARP metrics (false: base tier only)")
+	fs.BoolVar(&cfg.BPF.TLS, "bpf.tls", cfg.BPF.TLS,
+		"read TLS plaintext through uprobes on the OpenSSL libraries of enrolled pods (socket capture tier; off by default: processes outside enrolled pods that map a probed libssl pay the uprobe trap)")
 	fs.IntVar(&cfg.Protocol.MaxHeaderBytes, "protocol.max-header-bytes", cfg.Protocol.MaxHeaderBytes,
 		"largest HTTP header section or HTTP/2 header block parsed")
 	fs.IntVar(&cfg.Protocol.MaxStreams, "protocol.max-streams", cfg.Protocol.MaxStreams,

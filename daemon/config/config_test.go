@@ -33,7 +33,7 @@ func TestDefaultsMatchThePluginSpool(t *testing.T) {
 		ReconcileInterval: Duration{30 * time.Second}, MaxPods: 4096, AllowedUIDs: []uint32{0},
 		Repair: true, CNICacheDir: "/var/lib/cni", CNIConfDir: "/etc/cni/net.d",
 		Capture:  Capture{Enabled: true, MaxConnections: 65536, MaxBufferedBytes: 64 << 20, IdleTimeout: Duration{5 * time.Minute}},
-		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20, MaxFrameCopy: 64 << 10, HintMapSize: 65536, PollInterval: Duration{10 * time.Millisecond}, Payload: true, RichTier: true, CaptureTier: "auto"},
+		BPF:      BPF{RingBufferSize: 8 << 20, ChunkSize: 4096, CaptureLimit: 1 << 20, MaxFrameCopy: 64 << 10, HintMapSize: 65536, PollInterval: Duration{10 * time.Millisecond}, Payload: true, RichTier: true, TLS: false, CaptureTier: "auto"},
 		Protocol: Protocol{MaxHeaderBytes: 64 << 10, MaxStreams: 256, MaxPending: 64},
 		Requests: Requests{Keep: 10000},
 		Metrics:  Metrics{MaxEndpointsPerService: 100, Retention: Duration{30 * time.Minute}},
@@ -230,7 +230,7 @@ requests:
 	want.Capture = Capture{Enabled: false, MaxConnections: 100, MaxBufferedBytes: DefaultMaxBufferedBytes,
 		IdleTimeout: Duration{30 * time.Second}, DumpDir: "/tmp/dump"}
 	want.BPF = BPF{RingBufferSize: 65536, ChunkSize: 1024, CaptureLimit: 4096, MaxFrameCopy: 20000, HintMapSize: DefaultHintMapSize,
-		PollInterval: Duration{50 * time.Millisecond}, Payload: false, RichTier: true, CaptureTier: "auto"}
+		PollInterval: Duration{50 * time.Millisecond}, Payload: false, RichTier: true, TLS: false, CaptureTier: "auto"}
 	want.Protocol = Protocol{MaxHeaderBytes: DefaultMaxHeaderBytes, MaxStreams: 8, MaxPending: DefaultMaxPending}
 	want.Requests = Requests{Keep: 7}
 	if !equal(cfg, want) {

@@ -57,6 +57,10 @@ type Connection struct {
 	Local   Peer
 	Remote  Peer
 	Process Process
+	// TLS names the TLS library whose plaintext of the connection Weir
+	// read ("openssl"); "" when none was read (a connection that began
+	// with a TLS handshake is then ProtoTLS).
+	TLS string
 }
 
 // OpKind is the kind of a kernel operation on a connection.

@@ -42,6 +42,9 @@ func (m *Monitor) Features() wire.Features {
 		CaptureTier: f.Capture.String(), CaptureTierReason: f.CaptureReason,
 		Tiers: []wire.TierStatus{}, Hooks: []wire.HookStatus{}, Metrics: []wire.MetricStatus{},
 	}
+	if m.tls != nil {
+		out.TLS = m.tls.status()
+	}
 	for _, t := range f.Tiers {
 		out.Tiers = append(out.Tiers, wire.TierStatus{Tier: t.Tier.String(), Available: t.Available, Reason: t.Reason})
 	}

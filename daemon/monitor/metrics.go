@@ -86,6 +86,34 @@ func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
 	if err := r.Register(m.metrics); err != nil {
 		return fmt.Errorf("monitor: register pipeline metrics: %w", err)
 	}
+	if m.tls != nil {
+		// TLS library files found for enrolled pods: probed, or not (a
+		// library without the functions, an attach failure), per
+		// /api/v1/features, field tls.
+		for _, state := range []string{"probed", "unprobed"} {
+			g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name:        "weir_tls_libraries",
+				Help:        "TLS library files found for enrolled pods, by state: probed (uprobes attached) or unprobed (see /api/v1/features).",
+				ConstLabels: prometheus.Labels{"state": state},
+			}, func() float64 {
+				st := m.tls.status()
+				if state == "probed" {
+					return float64(len(st.Libraries))
+				}
+				return float64(len(st.Unprobed))
+			})
+			if err := r.Register(g); err != nil {
+				return fmt.Errorf("monitor: register TLS metrics: %w", err)
+			}
+		}
+		late := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weir_tls_late_probes_total",
+			Help: "TLS library files first probed when a process of an enrolled pod executed from a root not seen at enrollment: calls made before were not seen.",
+		}, func() float64 { return float64(m.tls.late.Load()) })
+		if err := r.Register(late); err != nil {
+			return fmt.Errorf("monitor: register TLS metrics: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -118,6 +118,7 @@ type Monitor struct {
 	pstats   *protocol.Stats
 	pods     *podIndex
 	enroller *enroller
+	tls      *tlsGate // nil: TLS plaintext is not captured
 	requests *requestRing
 	pipe     *pipeline
 	metrics  *metrics
@@ -232,6 +233,13 @@ func New(opts Options) (*Monitor, error) {
 			return nil, fmt.Errorf("load eBPF capture: %w", err)
 		}
 		m.coll = c
+		if !cfg.BPF.TLS {
+			m.log.Info("TLS plaintext capture off (bpf.tls=false): TLS connections are reported without their content")
+		} else if t, err := c.LoadTLS(log.With("component", "tls")); err != nil {
+			m.log.Warn("TLS plaintext capture not loaded: TLS connections are reported without their content", "error", err)
+		} else {
+			m.tls = newTLSGate(t, log.With("component", "tls"))
+		}
 	default:
 		m.log.Info("eBPF capture disabled by configuration (capture.enabled=false): pods are enrolled, not monitored")
 	}
@@ -239,6 +247,7 @@ func New(opts Options) (*Monitor, error) {
 		m.pipe.ctl = ctl
 	}
 	m.enroller = newEnroller(m.coll, m.log)
+	m.enroller.tls = m.tls
 	if opts.Prometheus != nil {
 		if err := m.RegisterMetrics(opts.Prometheus); err != nil {
 			m.Close()
@@ -283,7 +292,11 @@ func (m *Monitor) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = m.table.Run(ctx) })
-	err := m.coll.Run(ctx, m.table)
+	var sink event.Sink = m.table
+	if m.tls != nil {
+		sink = tlsExecSink{m.table, m.tls}
+	}
+	err := m.coll.Run(ctx, sink)
 	cancel()
 	wg.Wait()
 	m.table.CloseAll(m.clock())
@@ -298,6 +311,11 @@ func (m *Monitor) Run(ctx context.Context) error {
 func (m *Monitor) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
+		if m.tls != nil {
+			if terr := m.tls.tls.Close(); terr != nil {
+				m.log.Warn("detach TLS probes", "error", terr)
+			}
+		}
 		if m.coll != nil {
 			err = m.coll.Close()
 		}

@@ -96,8 +96,9 @@ type connState struct {
 	// waiting says the connection is in the pipeline's waiting set.
 	waiting bool
 	// sniffed says the first data chunk was looked at; tls that it began
-	// a TLS handshake.
-	sniffed, tls bool
+	// a TLS handshake (or its plaintext arrived); decrypted that a TLS
+	// library's plaintext of it arrived, which the parser then reads.
+	sniffed, tls, decrypted bool
 
 	// pending is the operation of the syscall being reported in each
 	// direction: the kernel reports a syscall as several chunks and says
@@ -138,6 +139,11 @@ func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timest
 		cs.sniffed = true
 		cs.tls = isTLSHandshake(b)
 	}
+	if cs.tls {
+		// Ciphertext is never parsed: the parser is kept for the
+		// plaintext a probed TLS library reports (Plaintext).
+		return
+	}
 	if pc := cs.ensureParser(); pc != nil {
 		pc.Data(dir, b, start, end)
 		cs.parsed()
@@ -147,11 +153,53 @@ func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timest
 // Skip implements capture.Stream.
 func (cs *connState) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
 	cs.dump.skip(dir, n)
+	if cs.tls {
+		return
+	}
 	if pc := cs.ensureParser(); pc != nil {
 		pc.Skip(dir, n, start, end)
 		cs.parsed()
 	}
 }
+
+// Plaintext implements capture.TLSStream: the TLS plaintext of the
+// connection feeds the parser, as clear text would.
+func (cs *connState) Plaintext() capture.Stream { return (*plainStream)(cs) }
+
+// plainStream is a connection's TLS plaintext side.
+type plainStream connState
+
+// begin makes the parser the plaintext's: a connection whose first bytes
+// were not seen as a TLS handshake may have fed ciphertext to a parser,
+// which is then dropped.
+func (ps *plainStream) begin() *protocol.Conn {
+	cs := (*connState)(ps)
+	if !cs.decrypted {
+		cs.decrypted = true
+		if !cs.tls {
+			cs.sniffed, cs.tls = true, true
+			cs.parser = nil
+		}
+	}
+	return cs.ensureParser()
+}
+
+func (ps *plainStream) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
+	if pc := ps.begin(); pc != nil {
+		pc.Data(dir, b, start, end)
+		(*connState)(ps).parsed()
+	}
+}
+
+func (ps *plainStream) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
+	if pc := ps.begin(); pc != nil {
+		pc.Skip(dir, n, start, end)
+		(*connState)(ps).parsed()
+	}
+}
+
+// Close: the connection's Close closes the parser.
+func (ps *plainStream) Close(event.Timestamp) {}
 
 // parsed releases what waited for the parser's classification: the held
 // connect or accept once the protocol is known, and held reads and writes
@@ -207,7 +255,8 @@ func (cs *connState) flow() *flow.Connection {
 	version := pods.current()
 	if fc := cs.fc; fc != nil && version == cs.fcPods && c.PodID == cs.fcPodID && fc.Role == c.Role &&
 		fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote && fc.Process.PID == c.Proc.TGID &&
-		fc.Process.ContainerID == c.ContainerID && (fc.Process.ContainerName != "" || !pods.namesContainers(c.ContainerID)) {
+		fc.Process.ContainerID == c.ContainerID && fc.TLS == c.TLSLibrary &&
+		(fc.Process.ContainerName != "" || !pods.namesContainers(c.ContainerID)) {
 		// Nothing the identity is made of changed, so the lookups below
 		// would find what fc holds.
 		return fc
@@ -225,7 +274,7 @@ func (cs *connState) flow() *flow.Connection {
 	}
 	if fc := cs.fc; fc != nil && fc.Role == c.Role && fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote &&
 		fc.Process.PID == c.Proc.TGID && fc.Process.ContainerID == c.ContainerID &&
-		fc.Local.Pod == local && fc.Process.ContainerName == container {
+		fc.Local.Pod == local && fc.Process.ContainerName == container && fc.TLS == c.TLSLibrary {
 		return fc
 	}
 	fc := &flow.Connection{
@@ -235,6 +284,7 @@ func (cs *connState) flow() *flow.Connection {
 		Remote: flow.Peer{Addr: c.Remote},
 		Process: flow.Process{PID: c.Proc.TGID, Comm: c.Proc.Comm, ContainerID: c.ContainerID,
 			ContainerName: container},
+		TLS: c.TLSLibrary,
 	}
 	if c.Remote.IsValid() {
 		fc.Remote.Pod = pods.byAddr(c.Remote.Addr())
@@ -285,7 +335,9 @@ func (p *pipeline) ConnOpened(c *capture.Conn, e event.ConnOpen) {
 // becomes one operation carrying the syscall's total bytes.
 func (p *pipeline) DataArrived(c *capture.Conn, e event.Data) {
 	cs, ok := c.Stream().(*connState) // what p.conns holds, without a lookup per chunk
-	if !ok {
+	if !ok || e.Syscall.TLS() {
+		// TLS plaintext is no kernel operation: the socket reads and
+		// writes that carried it are.
 		return
 	}
 	d := e.Direction
@@ -434,7 +486,7 @@ func isTLSHandshake(b []byte) bool {
 
 // protocol is what the connection's parser classified it as so far.
 func (cs *connState) protocol() flow.Protocol {
-	if cs.tls {
+	if cs.tls && !cs.decrypted {
 		return flow.ProtoTLS
 	}
 	if cs.parser == nil {

@@ -228,6 +228,7 @@ type podEnroller interface {
 type enroller struct {
 	coll Collector
 	log  *slog.Logger
+	tls  *tlsGate // nil: no TLS probes
 
 	mu      sync.Mutex
 	wanted  map[uint64][]attachment // netns inode -> attachments (several may share a netns)
@@ -313,9 +314,15 @@ func (e *enroller) applyLocked(netns uint64) {
 			e.failedLocked("enroll", netns, err)
 		} else {
 			delete(e.failed, netns)
+			if e.tls != nil && !have {
+				e.tls.enrolled(netns)
+			}
 		}
 	case !want && have:
 		delete(e.applied, netns)
+		if e.tls != nil {
+			e.tls.unenrolled(netns)
+		}
 		if err := e.coll.Unenroll(netns); err != nil {
 			e.failedLocked("unenroll", netns, err)
 		}

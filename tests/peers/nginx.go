@@ -3,7 +3,14 @@ package peers
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +26,10 @@ import (
 type NginxOptions struct {
 	Listen    string // host:port of the HTTP/1.1 server
 	ListenH2C string // host:port of the cleartext HTTP/2 server; "" for none
+	// ListenTLS is host:port of an HTTPS server (HTTP/1.1, and HTTP/2
+	// by ALPN) with a self-signed certificate (SelfSignedCert); "" for
+	// none.
+	ListenTLS string
 	// Files maps names under /files/ to their sizes; each is filled with
 	// Pattern(size) and served with sendfile.
 	Files map[string]int
@@ -78,6 +89,10 @@ func StartNginx(t testing.TB, where Runner, opts NginxOptions) *Nginx {
 	servers := server(opts.Listen, "")
 	if opts.ListenH2C != "" {
 		servers += server(opts.ListenH2C, " http2")
+	}
+	if opts.ListenTLS != "" {
+		cert, key := SelfSignedCert(t, dir)
+		servers += server(opts.ListenTLS, fmt.Sprintf(" ssl http2;\n\t\tssl_certificate %s;\n\t\tssl_certificate_key %s", cert, key))
 	}
 	conf := fmt.Sprintf(`daemon off;
 master_process on;
@@ -181,4 +196,39 @@ func (n *Nginx) WaitLog(ctx context.Context, want int) ([]NginxLogEntry, error) 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// SelfSignedCert writes a self-signed ECDSA certificate and its key (PEM)
+// into dir, for TLS servers that clients reach with verification off.
+func SelfSignedCert(t testing.TB, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "weir-test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		DNSNames:     []string{"weir-test"},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }

@@ -20,6 +20,30 @@ type Features struct {
 	Tiers     []TierStatus   `json:"tiers"`
 	Hooks     []HookStatus   `json:"hooks"`
 	Metrics   []MetricStatus `json:"metrics"`
+	// TLS lists the TLS library files probed for plaintext and those
+	// found but not probed; nil when TLS capture is not loaded.
+	TLS *TLSFeatures `json:"tls,omitempty"`
+}
+
+// TLSFeatures is the TLS gate's state.
+type TLSFeatures struct {
+	Libraries []TLSLibrary  `json:"libraries"`
+	Unprobed  []TLSUnprobed `json:"unprobed,omitempty"`
+}
+
+// TLSLibrary is one probed library file (uprobes are per file).
+type TLSLibrary struct {
+	Path    string   `json:"path"`
+	Library string   `json:"library"` // "openssl"
+	Inode   uint64   `json:"inode"`
+	Symbols []string `json:"symbols"` // functions probed, entry and return
+	Users   []string `json:"users"`   // enrolled pods' namespaces using it
+}
+
+// TLSUnprobed is a TLS library file found but not probed, and why.
+type TLSUnprobed struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
 }
 
 // TierStatus is the probe result of one hook tier.

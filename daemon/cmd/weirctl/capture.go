@@ -30,7 +30,7 @@ func connectionsCmd(ctx context.Context, e env, args []string) error {
 		return writeJSON(e.stdout, conns)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPOD\tPROCESS\tLOCAL\tREMOTE\tROLE\tSTATE\tSENT\tRECV\tSKIPPED")
+	fmt.Fprintln(tw, "ID\tPOD\tPROCESS\tLOCAL\tREMOTE\tROLE\tTLS\tSTATE\tSENT\tRECV\tSKIPPED")
 	for _, c := range conns {
 		pod := "<unknown>"
 		if c.Pod != "" {
@@ -40,8 +40,8 @@ func connectionsCmd(ctx context.Context, e env, args []string) error {
 		if c.CloseReason != "" && c.CloseReason != "closed" {
 			state += "(" + c.CloseReason + ")"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s[%d]\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
-			c.ID, pod, orNone(c.Comm), c.PID, addr(c.Local.String()), addr(c.Remote.String()), c.Role, state,
+		fmt.Fprintf(tw, "%d\t%s\t%s[%d]\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n",
+			c.ID, pod, orNone(c.Comm), c.PID, addr(c.Local.String()), addr(c.Remote.String()), c.Role, orDash(c.TLS), state,
 			c.BytesSent, c.BytesRecv, skipped(c.Skipped))
 	}
 	return tw.Flush()
@@ -199,7 +199,22 @@ func featuresCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stdout)
-	return section("METRIC\tSTATUS\tREASON\tSKYWALKING (ACCESS-LOG FIELDS)", metrics)
+	if err := section("METRIC\tSTATUS\tREASON\tSKYWALKING (ACCESS-LOG FIELDS)", metrics); err != nil {
+		return err
+	}
+	if f.TLS == nil {
+		return nil
+	}
+	// TLS libraries: probed per file, for the enrolled pods using them.
+	var libs [][]string
+	for _, l := range f.TLS.Libraries {
+		libs = append(libs, []string{l.Path, l.Library, "probed", strings.Join(l.Symbols, ","), strings.Join(l.Users, ",")})
+	}
+	for _, u := range f.TLS.Unprobed {
+		libs = append(libs, []string{u.Path, "-", "unprobed: " + u.Reason, "-", "-"})
+	}
+	fmt.Fprintln(e.stdout)
+	return section("TLS LIBRARY\tKIND\tSTATUS\tFUNCTIONS\tUSED BY", libs)
 }
 
 func availability(ok bool) string {

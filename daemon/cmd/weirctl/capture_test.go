@@ -33,7 +33,7 @@ func TestConnectionsTable(t *testing.T) {
 	url, _ := fakeDaemon(t, map[string]any{"/api/v1/connections": []wire.ConnInfo{
 		{ID: 7, Namespace: "shop", Pod: "web-1", PID: 42, Comm: "nginx", Local: netip.MustParseAddrPort("10.0.0.2:80"),
 			Remote: netip.MustParseAddrPort("10.0.0.3:5555"), Role: "server", State: "open", BytesSent: 100, BytesRecv: 20,
-			Skipped: map[string]uint64{"h2_data": 900, "budget": 47}},
+			Skipped: map[string]uint64{"h2_data": 900, "budget": 47}, TLS: "openssl"},
 		{ID: 5, PID: 9, Comm: "curl", Role: "unknown", State: "closed", CloseReason: "idle"},
 	}})
 	code, out, errOut := runCtl(t, nil, "--http", url, "connections")
@@ -41,9 +41,9 @@ func TestConnectionsTable(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	want := strings.Join([]string{
-		"ID   POD         PROCESS       LOCAL         REMOTE           ROLE      STATE          SENT   RECV   SKIPPED",
-		"7    shop/web-1  nginx[42]     10.0.0.2:80   10.0.0.3:5555    server    open           100    20     budget=47,h2_data=900",
-		"5    <unknown>   curl[9]       -             -                unknown   closed(idle)   0      0      -",
+		"ID   POD         PROCESS       LOCAL         REMOTE           ROLE      TLS       STATE          SENT   RECV   SKIPPED",
+		"7    shop/web-1  nginx[42]     10.0.0.2:80   10.0.0.3:5555    server    openssl   open           100    20     budget=47,h2_data=900",
+		"5    <unknown>   curl[9]       -             -                unknown   -         closed(idle)   0      0      -",
 		"",
 	}, "\n")
 	if normalize(out) != normalize(want) {

@@ -72,6 +72,10 @@ type group struct {
 	// proto is the connection's protocol as last known from the group's
 	// items (ProtoUnknown when none said).
 	proto flow.Protocol
+	// tls says an entry's connection had its plaintext read through a
+	// TLS library: the connection's first entries (its connect or
+	// accept) predate that knowledge.
+	tls bool
 }
 
 func newBuilder(tmpl *template.Template, cluster, node string, st *stats) *builder {
@@ -111,6 +115,9 @@ func (b *builder) group(batch []item) {
 			b.groups[gi].conn = c
 		}
 		g := &b.groups[gi]
+		if c.TLS != "" {
+			g.tls = true
+		}
 		if it.proto != flow.ProtoUnknown {
 			g.proto = it.proto
 		}

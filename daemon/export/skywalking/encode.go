@@ -269,7 +269,7 @@ func (b *builder) assemble(batch []item, node []byte) []rawMessage {
 	for gi := range b.groups {
 		g := &b.groups[gi]
 		proto := groupProtocol(g)
-		tls := g.proto == flow.ProtoTLS
+		tls := g.proto == flow.ProtoTLS || g.tls
 		withConn := true
 		if g.logs > 0 {
 			buf = b.appendHead(buf, node, g.conn, proto, tls, &withConn)
@@ -398,8 +398,8 @@ func (b *builder) appendConnection(buf []byte, num protowire.Number, c *flow.Con
 	}
 	buf = appendVarint(buf, fConnRole, uint64(role))
 	// Weir sees the syscalls' bytes: a connection that began with a TLS
-	// handshake is TLS (its content unread: protocol TCP); decrypting it
-	// would need uprobes on the TLS libraries, which Weir does not attach.
+	// handshake is TLS: its content unread (protocol TCP), or read as
+	// plaintext through a probed TLS library (the protocol parsed).
 	mode := alv3.AccessLogConnectionTLSMode_Plain
 	if tls {
 		mode = alv3.AccessLogConnectionTLSMode_TLS

@@ -184,6 +184,7 @@ func (g gen) conn(id event.ConnID) *flow.Connection {
 		Remote: flow.Peer{Addr: sampleAddr[g.n(len(sampleAddr))], Pod: g.pod()},
 		Process: flow.Process{PID: g.u32(), Comm: g.str(),
 			ContainerID: []string{"", "0123", containerID}[g.n(3)], ContainerName: g.str()},
+		TLS: []string{"", "openssl"}[g.n(2)],
 	}
 }
 

@@ -45,10 +45,13 @@ func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3
 		// The connection's protocol is the last one its entries said
 		// (an exchange's record, or the pipeline's with an op); TCP
 		// when none did, and for TLS, which is marked as such.
-		proto, tls := alv3.AccessLogProtocolType_TCP, false
+		proto, tls, decrypted := alv3.AccessLogProtocolType_TCP, false, false
 		for _, e := range batch {
 			if e.conn().ID != g.conn.ID {
 				continue
+			}
+			if e.conn().TLS != "" {
+				decrypted = true
 			}
 			switch {
 			case e.ex != nil && e.ex.Record != nil:
@@ -65,7 +68,9 @@ func (b *builder) build(batch []entry, node *alv3.EBPFAccessLogNodeInfo) []*alv3
 				proto, tls = alv3.AccessLogProtocolType_TCP, true
 			}
 		}
-		conn := b.connection(g.conn, proto, tls)
+		// A connection whose plaintext a TLS library gave is TLS with
+		// its parsed protocol.
+		conn := b.connection(g.conn, proto, tls || decrypted)
 		first := len(msgs)
 		for start := 0; start < len(g.ops); start += maxKernelLogsPerMessage {
 			end := min(start+maxKernelLogsPerMessage, len(g.ops))

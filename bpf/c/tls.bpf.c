@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR MIT)
+/*
+ * TLS plaintext: uprobes on OpenSSL's SSL_write/SSL_write_ex and
+ * SSL_read/SSL_read_ex (1.1 and 3.x share these signatures), for processes
+ * whose network namespace is enrolled.
+ *
+ * Why this file includes capture.bpf.c: the plaintext must be copied with
+ * exactly the walker, typed skips, budget and HTTP/1 hints of socket data
+ * (report_data). Including the capture core compiles that code into this
+ * object; user space loads only the programs defined here and hands them
+ * the capture collection's maps (conns, events, scratch, h1_hints,
+ * counters, enrolled_netns...) in place of this object's copies, so both
+ * sets share one state. No code of the capture core is duplicated.
+ *
+ * How plaintext joins its TCP connection: the socket tier's connection is
+ * keyed by socket cookie. While a thread is inside an SSL call (ssl_calls,
+ * keyed by pid_tgid), this set's own tp_btf on sock_send_length and
+ * sock_recv_length records the cookie of the socket the thread moves bytes
+ * on, and remembers it for the SSL object (ssl_socks): an SSL_read served
+ * from OpenSSL's buffer does no socket I/O of its own. At the call's
+ * return, the plaintext is reported under the TCP connection's conn id,
+ * with its own sequence numbers and stream offsets (a conn_state keyed by
+ * cookie | TLS_KEY_BIT) and the syscall id SYS_SSL_WRITE/SYS_SSL_READ, by
+ * which user space tells plaintext from the ciphertext the capture core
+ * reports for the same connection.
+ *
+ * Cost: the uprobes are attached per library file (inode), so every
+ * process mapping that file traps; a process outside an enrolled namespace
+ * pays the trap and one map lookup (task_pod) and nothing else.
+ */
+#include "capture.bpf.c"
+
+/* The conns key of a connection's plaintext: cookies are a 64-bit counter
+ * that never reaches the top bit. */
+#define TLS_KEY_BIT (1ULL << 63)
+
+/* An SSL call in flight on a thread, from entry to return. */
+struct ssl_call {
+	__u64 ssl;       /* SSL * */
+	__u64 buf;       /* plaintext buffer */
+	__u64 out_len;   /* _ex: size_t * receiving the bytes moved; else 0 */
+	__u64 cookie;    /* socket the call moved bytes on, 0 until seen */
+	__u64 sk;
+	__u64 start_ns;
+	__u64 netns;
+	__u32 pod_id;
+	__u8 dir;        /* enum direction */
+	__u8 _pad[3];
+};
+
+/* pid_tgid -> the thread's SSL call. LRU: a thread killed inside a call
+ * never returns from it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ssl_call);
+} ssl_calls SEC(".maps");
+
+struct ssl_key {
+	__u64 tgid;
+	__u64 ssl;
+};
+
+struct ssl_sock {
+	__u64 cookie;
+	__u64 sk;
+};
+
+/* (tgid, SSL *) -> the socket under it, learned from the calls that did
+ * socket I/O. LRU: OpenSSL frees SSL objects without telling us. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ssl_key);
+	__type(value, struct ssl_sock);
+} ssl_socks SEC(".maps");
+
+/* The arguments report_data takes, off the stack; one slot per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct syscall_args);
+} tls_args SEC(".maps");
+
+/* Entry of any of the four calls: the filter (the calling thread's network
+ * namespace is enrolled), then the call is put in flight. */
+static __always_inline int ssl_enter(__u64 ssl, __u64 buf, __u64 out_len, __u8 dir)
+{
+	struct ssl_call c = {};
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (!current_pod(&c.pod_id, &c.netns))
+		return 0;
+	c.ssl = ssl;
+	c.buf = buf;
+	c.out_len = out_len;
+	c.dir = dir;
+	c.start_ns = bpf_ktime_get_ns();
+	bpf_map_update_elem(&ssl_calls, &id, &c, BPF_ANY);
+	return 0;
+}
+
+/* Return of any of the four calls: n plaintext bytes moved (ret for
+ * SSL_read/SSL_write, *out_len when the _ex call returned 1). */
+static __always_inline int ssl_exit(long ret, __u8 label)
+{
+	__u64 id = bpf_get_current_pid_tgid(), key, n = 0;
+	struct ssl_call *c = bpf_map_lookup_elem(&ssl_calls, &id);
+	struct conn_state *tcp, *cs;
+	struct syscall_args *a;
+	__u32 zero = 0;
+
+	if (!c)
+		return 0;
+	if (c->out_len) {
+		if (ret == 1 && bpf_probe_read_user(&n, sizeof(n), (const void *)c->out_len))
+			n = 0;
+	} else if (ret > 0) {
+		n = ret;
+	}
+	if (!n)
+		goto out;
+	if (!c->cookie) {
+		/* No socket I/O in this call: the SSL object's socket. */
+		struct ssl_key k = {.tgid = id >> 32, .ssl = c->ssl};
+		struct ssl_sock *s = bpf_map_lookup_elem(&ssl_socks, &k);
+
+		if (!s) {
+			count(DROP_TLS_UNLINKED);
+			goto out;
+		}
+		c->cookie = s->cookie;
+		c->sk = s->sk;
+	}
+	key = c->cookie | TLS_KEY_BIT;
+	cs = bpf_map_lookup_elem(&conns, &key);
+	if (!cs || cs->sk != c->sk) {
+		/* First plaintext of this connection: it takes the TCP
+		 * connection's id and role, and streams of its own. */
+		tcp = bpf_map_lookup_elem(&conns, &c->cookie);
+		if (!tcp || tcp->closed) {
+			count(DROP_TLS_UNLINKED);
+			goto out;
+		}
+		if (!open_conn(key, tcp->conn_id, c->sk, tcp->role))
+			goto out;
+	}
+	a = bpf_map_lookup_elem(&tls_args, &zero);
+	if (!a)
+		goto out;
+	__builtin_memset(a, 0, sizeof(*a));
+	a->start_ns = c->start_ns;
+	a->sk = c->sk;
+	a->buf = c->buf;
+	a->netns = c->netns;
+	a->pod_id = c->pod_id;
+	a->fd = -1;
+	a->syscall = label;
+	/* One user buffer, walked as a read or write of it is. */
+	report_data(a, n, c->dir, SYS_READ, label, key);
+out:
+	bpf_map_delete_elem(&ssl_calls, &id);
+	return 0;
+}
+
+SEC("uprobe/SSL_write")
+int BPF_KPROBE(ssl_write_enter, void *ssl, const void *buf, int num)
+{
+	return ssl_enter((__u64)ssl, (__u64)buf, 0, DIR_EGRESS);
+}
+
+SEC("uretprobe/SSL_write")
+int BPF_KRETPROBE(ssl_write_exit, int ret)
+{
+	return ssl_exit(ret, SYS_SSL_WRITE);
+}
+
+SEC("uprobe/SSL_write_ex")
+int BPF_KPROBE(ssl_write_ex_enter, void *ssl, const void *buf, __u64 num, __u64 *written)
+{
+	return ssl_enter((__u64)ssl, (__u64)buf, (__u64)written, DIR_EGRESS);
+}
+
+SEC("uretprobe/SSL_write_ex")
+int BPF_KRETPROBE(ssl_write_ex_exit, int ret)
+{
+	return ssl_exit(ret, SYS_SSL_WRITE);
+}
+
+SEC("uprobe/SSL_read")
+int BPF_KPROBE(ssl_read_enter, void *ssl, void *buf, int num)
+{
+	return ssl_enter((__u64)ssl, (__u64)buf, 0, DIR_INGRESS);
+}
+
+SEC("uretprobe/SSL_read")
+int BPF_KRETPROBE(ssl_read_exit, int ret)
+{
+	return ssl_exit(ret, SYS_SSL_READ);
+}
+
+SEC("uprobe/SSL_read_ex")
+int BPF_KPROBE(ssl_read_ex_enter, void *ssl, void *buf, __u64 num, __u64 *readbytes)
+{
+	return ssl_enter((__u64)ssl, (__u64)buf, (__u64)readbytes, DIR_INGRESS);
+}
+
+SEC("uretprobe/SSL_read_ex")
+int BPF_KRETPROBE(ssl_read_ex_exit, int ret)
+{
+	return ssl_exit(ret, SYS_SSL_READ);
+}
+
+/* A socket op of an enrolled socket: if the thread is inside an SSL call,
+ * this is the call's socket. Recorded whatever the op moved (a read that
+ * found nothing still names the socket). One hash lookup per enrolled
+ * socket op when no SSL call is in flight. */
+static __always_inline int tls_sock_op(struct sock *sk)
+{
+	__u64 id, netns;
+	struct ssl_call *c;
+	__u32 pod;
+
+	if (!sock_pod(sk, &pod, &netns))
+		return 0;
+	id = bpf_get_current_pid_tgid();
+	c = bpf_map_lookup_elem(&ssl_calls, &id);
+	if (!c || !sock_is_tcp(sk))
+		return 0;
+	c->cookie = bpf_get_socket_cookie(sk);
+	c->sk = (__u64)sk;
+	{
+		struct ssl_key k = {.tgid = id >> 32, .ssl = c->ssl};
+		struct ssl_sock s = {.cookie = c->cookie, .sk = c->sk};
+
+		bpf_map_update_elem(&ssl_socks, &k, &s, BPF_ANY);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tls_sock_send, struct sock *sk, int ret, int flags)
+{
+	return tls_sock_op(sk);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(tls_sock_recv, struct sock *sk, int ret, int flags)
+{
+	return tls_sock_op(sk);
+}
+
+/* The socket is gone: its plaintext state goes with it (the capture core
+ * removes the ciphertext state on the same change). */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tls_sock_state, const struct sock *sk, int oldstate, int newstate)
+{
+	__u64 key, netns;
+	__u32 pod;
+
+	if (newstate != TCP_CLOSE || !sock_pod(sk, &pod, &netns))
+		return 0;
+	key = bpf_get_socket_cookie((void *)sk) | TLS_KEY_BIT;
+	bpf_map_delete_elem(&conns, &key);
+	return 0;
+}

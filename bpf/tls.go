@@ -1,0 +1,368 @@
+package bpf
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+)
+
+// TLS is the TLS program set (c/tls.bpf.c): uprobes on OpenSSL's
+// SSL_write[_ex] and SSL_read[_ex] that report each call's plaintext as
+// Data events of the TCP connection underneath (event.SysSSLWrite and
+// event.SysSSLRead), with the same walker, typed skips and budget as socket
+// data. It needs the socket capture tier: the plaintext is joined to its
+// connection by the socket cookie of the socket the calling thread moves
+// bytes on inside the call.
+//
+// Uprobes are attached per library file (device and inode), not per
+// process: one attachment covers every process that maps the file, from its
+// first instruction, whenever it starts. That is the gate that makes the
+// first request of a short-lived client visible: the file is probed before
+// the process exists (see Acquire). Processes outside enrolled network
+// namespaces that map a probed file pay the uprobe trap and one map lookup.
+type TLS struct {
+	log  *slog.Logger
+	coll *ebpf.Collection
+	// sockLinks are the tp_btf programs that link calls to sockets.
+	sockLinks []link.Link
+
+	mu    sync.Mutex
+	files map[fileID]*tlsFile
+}
+
+// fileID is a library file's identity: what a uprobe is attached to.
+type fileID struct{ dev, ino uint64 }
+
+type tlsFile struct {
+	path  string
+	links []link.Link
+	users map[string]struct{}
+}
+
+// TLSLibrary is one probed library file.
+type TLSLibrary struct {
+	Path    string   `json:"path"`
+	Library string   `json:"library"` // "openssl"
+	Device  uint64   `json:"device"`
+	Inode   uint64   `json:"inode"`
+	Symbols []string `json:"symbols"` // functions probed
+	Users   []string `json:"users"`   // owners that acquired it (pods)
+}
+
+// tlsSymbols are the OpenSSL functions probed, entry and return. The _ex
+// variants exist from OpenSSL 1.1.1; SSL_write and SSL_read everywhere.
+var tlsSymbols = []struct {
+	sym, enter, exit string
+	required         bool
+}{
+	{"SSL_write", "ssl_write_enter", "ssl_write_exit", true},
+	{"SSL_read", "ssl_read_enter", "ssl_read_exit", true},
+	{"SSL_write_ex", "ssl_write_ex_enter", "ssl_write_ex_exit", false},
+	{"SSL_read_ex", "ssl_read_ex_enter", "ssl_read_ex_exit", false},
+}
+
+// ErrTLSNeedsSocketTier is returned by LoadTLS under the syscall capture
+// tier, which keys connections by (process, fd) rather than socket cookie.
+var ErrTLSNeedsSocketTier = errors.New("TLS plaintext capture needs the socket capture tier")
+
+// LoadTLS loads the TLS program set with the capture collection's maps and
+// attaches its socket hooks. No library is probed until Acquire.
+func (c *Collector) LoadTLS(log *slog.Logger) (*TLS, error) {
+	if c.features.Capture != CaptureSocket {
+		return nil, ErrTLSNeedsSocketTier
+	}
+	spec, err := loadTls()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded TLS object: %w", err)
+	}
+	// The object holds the capture core it includes: only the programs
+	// defined in tls.bpf.c are loaded.
+	for name := range spec.Programs {
+		if !strings.HasPrefix(name, "ssl_") && !strings.HasPrefix(name, "tls_") {
+			delete(spec.Programs, name)
+		}
+	}
+	// Every map the capture collection has is shared, so both sets see
+	// one connection table, ring buffer, scratch and set of counters.
+	repl := make(map[string]*ebpf.Map)
+	for name, ms := range spec.Maps {
+		if name == ".rodata" || strings.HasPrefix(name, ".rodata.") {
+			continue // constants: set below to the capture's values
+		}
+		m := c.coll.Maps[name]
+		if m == nil {
+			continue
+		}
+		ms.MaxEntries = m.MaxEntries()
+		repl[name] = m
+	}
+	if err := c.setCaptureVariables(spec); err != nil {
+		return nil, err
+	}
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("load kernel BTF: %w", err)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		MapReplacements: repl,
+		Programs:        ebpf.ProgramOptions{KernelTypes: kernel},
+	})
+	if err != nil {
+		return nil, permissionError("load TLS programs", err)
+	}
+	t := &TLS{log: log, coll: coll, files: make(map[fileID]*tlsFile)}
+	for _, name := range []string{"tls_sock_send", "tls_sock_recv", "tls_sock_state"} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[name]})
+		if err != nil {
+			t.Close()
+			return nil, permissionError("attach "+name, err)
+		}
+		t.sockLinks = append(t.sockLinks, l)
+	}
+	return t, nil
+}
+
+// setCaptureVariables gives spec (an object including the capture core)
+// the constants the capture collection was loaded with, so the shared
+// report_data makes the same decisions in both.
+func (c *Collector) setCaptureVariables(spec *ebpf.CollectionSpec) error {
+	limit := c.cfg.CaptureLimit
+	if limit == NoCaptureLimit {
+		limit = 0
+	}
+	payload := uint32(1)
+	if c.cfg.NoPayload {
+		payload = 0
+	}
+	sets := []struct {
+		name string
+		v    any
+	}{
+		{"chunk_size", uint32(c.cfg.ChunkSize)},
+		{"capture_limit", limit},
+		{"max_frame_copy", uint32(c.cfg.MaxFrameCopy)},
+		{"capture_payload", payload},
+		{"socket_tier", uint8(1)},
+	}
+	for _, s := range sets {
+		v := spec.Variables[s.name]
+		if v == nil {
+			return fmt.Errorf("TLS object: variable %s missing", s.name)
+		}
+		if err := v.Set(s.v); err != nil {
+			return fmt.Errorf("TLS object: set %s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+// Acquire probes the OpenSSL library at path for owner (a pod) unless its
+// file is probed already, in which case owner is added to its users. It
+// returns whether this call attached the probes.
+func (t *TLS) Acquire(owner, path string) (bool, error) {
+	id, err := statFile(path)
+	if err != nil {
+		return false, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f := t.files[id]; f != nil {
+		f.users[owner] = struct{}{}
+		return false, nil
+	}
+	links, err := t.attachFile(path)
+	if err != nil {
+		return false, err
+	}
+	t.files[id] = &tlsFile{path: path, links: links, users: map[string]struct{}{owner: {}}}
+	t.log.Info("TLS library probed", "path", path, "device", id.dev, "inode", id.ino, "uprobes", len(links))
+	return true, nil
+}
+
+// attachFile attaches entry and return probes on every OpenSSL function
+// the file exports.
+func (t *TLS) attachFile(path string) ([]link.Link, error) {
+	syms, err := exportedSymbols(path)
+	if err != nil {
+		return nil, err
+	}
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s for uprobes: %w", path, err)
+	}
+	var links []link.Link
+	fail := func(err error) ([]link.Link, error) {
+		for _, l := range links {
+			l.Close()
+		}
+		return nil, err
+	}
+	for _, s := range tlsSymbols {
+		if !syms[s.sym] {
+			if s.required {
+				return fail(fmt.Errorf("%s: no symbol %s: not an OpenSSL libssl, or stripped", path, s.sym))
+			}
+			continue
+		}
+		l, err := ex.Uprobe(s.sym, t.coll.Programs[s.enter], nil)
+		if err != nil {
+			return fail(fmt.Errorf("uprobe %s:%s: %w", path, s.sym, err))
+		}
+		links = append(links, l)
+		l, err = ex.Uretprobe(s.sym, t.coll.Programs[s.exit], nil)
+		if err != nil {
+			return fail(fmt.Errorf("uretprobe %s:%s: %w", path, s.sym, err))
+		}
+		links = append(links, l)
+	}
+	return links, nil
+}
+
+// Release drops owner from every probed file; files left without users
+// are detached.
+func (t *TLS) Release(owner string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, f := range t.files {
+		delete(f.users, owner)
+		if len(f.users) > 0 {
+			continue
+		}
+		for _, l := range f.links {
+			if err := l.Close(); err != nil {
+				t.log.Warn("detach TLS uprobe", "path", f.path, "error", err)
+			}
+		}
+		delete(t.files, id)
+		t.log.Info("TLS library unprobed: no enrolled user", "path", f.path)
+	}
+}
+
+// Libraries lists the probed files.
+func (t *TLS) Libraries() []TLSLibrary {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]TLSLibrary, 0, len(t.files))
+	for id, f := range t.files {
+		lib := TLSLibrary{Path: f.path, Library: "openssl", Device: id.dev, Inode: id.ino}
+		for u := range f.users {
+			lib.Users = append(lib.Users, u)
+		}
+		sort.Strings(lib.Users)
+		syms, _ := exportedSymbols(f.path)
+		for _, s := range tlsSymbols {
+			if syms[s.sym] {
+				lib.Symbols = append(lib.Symbols, s.sym)
+			}
+		}
+		out = append(out, lib)
+	}
+	slices.SortFunc(out, func(a, b TLSLibrary) int { return strings.Compare(a.Path, b.Path) })
+	return out
+}
+
+// Probed reports whether the file at path is probed.
+func (t *TLS) Probed(path string) bool {
+	id, err := statFile(path)
+	if err != nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.files[id] != nil
+}
+
+// Close detaches everything and frees the programs.
+func (t *TLS) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for id, f := range t.files {
+		for _, l := range f.links {
+			errs = append(errs, l.Close())
+		}
+		delete(t.files, id)
+	}
+	for _, l := range t.sockLinks {
+		errs = append(errs, l.Close())
+	}
+	t.sockLinks = nil
+	if t.coll != nil {
+		t.coll.Close()
+		t.coll = nil
+	}
+	return errors.Join(errs...)
+}
+
+func statFile(path string) (fileID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fileID{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return fileID{dev: st.Dev, ino: st.Ino}, nil
+}
+
+// exportedSymbols is the set of dynamic symbols path defines.
+func exportedSymbols(path string) (map[string]bool, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read ELF %s: %w", path, err)
+	}
+	defer f.Close()
+	syms, err := f.DynamicSymbols()
+	if err != nil {
+		return nil, fmt.Errorf("dynamic symbols of %s: %w", path, err)
+	}
+	out := make(map[string]bool)
+	for _, s := range syms {
+		if s.Section != elf.SHN_UNDEF && elf.ST_TYPE(s.Info) == elf.STT_FUNC {
+			out[s.Name] = true
+		}
+	}
+	return out, nil
+}
+
+// libDirs are where the dynamic loader finds libraries on the
+// distributions container images are built from (glibc multiarch, musl,
+// and the classic layouts).
+var libDirs = []string{
+	"lib", "lib64", "usr/lib", "usr/lib64", "usr/local/lib", "usr/local/lib64",
+	"lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu",
+}
+
+// FindOpenSSL lists the OpenSSL libssl files under root's library
+// directories (one path per distinct file), for probing before any process
+// of that root runs.
+func FindOpenSSL(root string) []string {
+	seen := make(map[fileID]bool)
+	var out []string
+	for _, d := range libDirs {
+		matches, _ := filepath.Glob(filepath.Join(root, d, "libssl.so*"))
+		sort.Strings(matches)
+		for _, m := range matches {
+			fi, err := os.Stat(m)
+			if err != nil || !fi.Mode().IsRegular() {
+				continue
+			}
+			id, err := statFile(m)
+			if err != nil || seen[id] {
+				continue
+			}
+			seen[id] = true
+			out = append(out, m)
+		}
+	}
+	return out
+}

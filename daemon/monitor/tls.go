@@ -1,0 +1,201 @@
+package monitor
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/weirnet/weir/bpf"
+	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/api/wire"
+	"github.com/weirnet/weir/daemon/capture"
+)
+
+// tlsGate decides which TLS library files are probed, so that a process
+// of an enrolled pod finds its library probed before its first TLS call.
+//
+// The gate: a uprobe is attached to a file (inode), not to a process, and
+// covers every process that maps that file from then on. So the files are
+// probed when the pod is enrolled — by the CNI ADD, before any process of
+// the pod exists — from the roots the pod's processes will run in: the
+// node's root (processes started in the pod's namespace from the node, such
+// as ip netns exec or a runtime without a container rootfs of its own) and
+// the roots of the processes already in the namespace (and the daemon's own
+// root, which is the node's when it runs on the host). A process that
+// starts later from one of these roots needs nothing more: its library is
+// probed already, however fast it makes its first call. Probes are shared
+// between pods (one attachment per inode, its users counted) and detached
+// when the last pod using them leaves.
+type tlsGate struct {
+	tls *bpf.TLS
+	log *slog.Logger
+	// nodeRoot is where the node's own libraries are seen from.
+	nodeRoot string
+
+	mu     sync.Mutex
+	failed map[string]error // library path -> why it could not be probed
+	roots  map[rootKey]bool // roots scanned per enrolled namespace
+	// late counts library files first probed at an exec rather than at
+	// enrollment.
+	late atomic.Uint64
+}
+
+func newTLSGate(t *bpf.TLS, log *slog.Logger) *tlsGate {
+	return &tlsGate{tls: t, log: log, nodeRoot: "/proc/1/root", failed: make(map[string]error),
+		roots: make(map[rootKey]bool)}
+}
+
+func tlsOwner(netns uint64) string { return "netns:" + strconv.FormatUint(netns, 10) }
+
+// enrolled probes the libraries the pod of netns can load.
+func (g *tlsGate) enrolled(netns uint64) {
+	// The daemon's own root stands in for the node's where /proc/1/root
+	// cannot be read (no host PID namespace, or ptrace restrictions);
+	// Acquire probes a file reached through two roots once.
+	roots := append([]string{g.nodeRoot, "/"}, processRoots(netns)...)
+	g.mu.Lock()
+	g.roots[rootKey{netns: netns}] = true // the namespace is enrolled
+	g.mu.Unlock()
+	for _, root := range roots {
+		var st syscall.Stat_t
+		if syscall.Stat(root, &st) == nil {
+			g.mu.Lock()
+			g.roots[rootKey{netns: netns, dev: st.Dev, ino: st.Ino}] = true
+			g.mu.Unlock()
+		}
+		g.probeRoot(netns, root, false)
+	}
+}
+
+// probeRoot probes the OpenSSL libraries under root for netns's pod. late
+// says the root was found at an exec, after processes of it may have made
+// TLS calls unseen: each file probed only then is counted.
+func (g *tlsGate) probeRoot(netns uint64, root string, late bool) {
+	for _, lib := range bpf.FindOpenSSL(root) {
+		attached, err := g.tls.Acquire(tlsOwner(netns), lib)
+		g.mu.Lock()
+		if err != nil {
+			g.failed[lib] = err
+		} else {
+			delete(g.failed, lib)
+		}
+		g.mu.Unlock()
+		if err != nil {
+			g.log.Warn("TLS library not probed: its plaintext is not captured", "path", lib, "error", err)
+			continue
+		}
+		if attached && late {
+			g.late.Add(1)
+			g.log.Warn("TLS library probed only at an exec: the calls of processes started before were not seen",
+				"path", lib, "netns", netns)
+		} else if attached {
+			g.log.Info("TLS library probed at enrollment", "path", lib, "netns", netns)
+		}
+	}
+}
+
+// exec is the late path: a process of an enrolled namespace executed a
+// program. When its root is one the namespace's pod was not scanned in (a
+// container created after the pod was enrolled), that root's libraries are
+// probed now. The process that revealed the root may make TLS calls before
+// its library is probed (such files are counted, weir_tls_late_probes_total);
+// later processes of that root are covered from their first call.
+// Runs on the reader's goroutine: a root already seen costs one stat.
+func (g *tlsGate) exec(netns uint64, pid uint32) {
+	root := fmt.Sprintf("/proc/%d/root", pid)
+	var st syscall.Stat_t
+	if syscall.Stat(root, &st) != nil {
+		return
+	}
+	key := rootKey{netns: netns, dev: st.Dev, ino: st.Ino}
+	g.mu.Lock()
+	if g.roots[key] || !g.roots[rootKey{netns: netns}] {
+		// Seen, or not a namespace the gate probed for (its pod is
+		// gone or not enrolled): nothing would release what it holds.
+		g.mu.Unlock()
+		return
+	}
+	g.roots[key] = true
+	g.mu.Unlock()
+	go g.probeRoot(netns, root, true)
+}
+
+// rootKey is a root directory scanned for a pod's namespace.
+type rootKey struct{ netns, dev, ino uint64 }
+
+// unenrolled releases the pod's libraries.
+func (g *tlsGate) unenrolled(netns uint64) {
+	g.tls.Release(tlsOwner(netns))
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k := range g.roots {
+		if k.netns == netns {
+			delete(g.roots, k)
+		}
+	}
+}
+
+// status lists the probed libraries and those that could not be probed.
+func (g *tlsGate) status() *wire.TLSFeatures {
+	st := &wire.TLSFeatures{Libraries: []wire.TLSLibrary{}}
+	for _, l := range g.tls.Libraries() {
+		st.Libraries = append(st.Libraries, wire.TLSLibrary{Path: l.Path, Library: l.Library, Inode: l.Inode,
+			Symbols: l.Symbols, Users: l.Users})
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for p, err := range g.failed {
+		st.Unprobed = append(st.Unprobed, wire.TLSUnprobed{Path: p, Reason: err.Error()})
+	}
+	slices.SortFunc(st.Unprobed, func(a, b wire.TLSUnprobed) int { return strings.Compare(a.Path, b.Path) })
+	return st
+}
+
+// processRoots lists the distinct roots (/proc/PID/root) of the processes
+// whose network namespace is netns.
+func processRoots(netns uint64) []string {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	seen := make(map[[2]uint64]bool)
+	var out []string
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) != nil || st.Ino != netns {
+			continue
+		}
+		root := fmt.Sprintf("/proc/%s/root", e.Name())
+		if syscall.Stat(root, &st) != nil || seen[[2]uint64{st.Dev, st.Ino}] {
+			continue
+		}
+		seen[[2]uint64{st.Dev, st.Ino}] = true
+		out = append(out, root)
+	}
+	return out
+}
+
+// tlsExecSink is the table as the collector's sink, with exec events also
+// shown to the TLS gate (its late path).
+type tlsExecSink struct {
+	*capture.Table
+	gate *tlsGate
+}
+
+// Process implements bpf.ProcessSink.
+func (s tlsExecSink) Process(e event.ProcessEvent) {
+	s.Table.Process(e)
+	if e.Kind == event.ProcessExec && e.Proc.NetnsIno != 0 {
+		s.gate.exec(e.Proc.NetnsIno, e.Proc.TGID)
+	}
+}
