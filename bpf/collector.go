@@ -255,7 +255,7 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	hooks, leftOut := pruneCaptureTier(spec, hooks, capture)
+	hooks, leftOut := pruneCaptureTier(spec, hooks, capture, kernel)
 	// Classic tracepoints (the syscall tier) need tracefs; the socket tier
 	// does not, but the kprobe probe does, so it is mounted either way.
 	tracefs, tfErr := ensureTracefs(log)
@@ -358,13 +358,6 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		attached[h.Name] = h.Attached
 	}
 	c.features.Metrics = metricStatus(attached, c.features.Tier, c.features.Tiers, len(c.dropReasons) > 0)
-	if capture == CaptureSocket {
-		for i, m := range c.features.Metrics {
-			if !m.Available && strings.HasPrefix(m.Reason, "hook ") {
-				c.features.Metrics[i].Reason += " (the syscall capture tier's per-syscall attribution; the socket tier runs)"
-			}
-		}
-	}
 	if c.features.TierError != "" {
 		for i := range c.features.Metrics {
 			if !c.features.Metrics[i].Available {
