@@ -19,9 +19,10 @@ import (
 // assertion: saturated HTTP/1.1 throughput (wrk -t1 -c32 against nginx)
 // between two network namespaces joined by a veth pair, neither enrolled,
 // with nothing attached and with the collection loaded under each capture
-// tier, the order rotating each round; it logs the medians and the ratios
-// against nothing attached. It is what the per-packet hooks' gates cost
-// traffic Weir does not watch. Root, real eBPF, nginx and wrk; runs when
+// tier, with nothing enrolled and with another (idle) netns enrolled, the
+// order rotating each round; it logs the medians, the ratios against
+// nothing attached and the collection's eBPF time per request. It is what
+// Weir, and the per-packet hooks' gates, cost traffic Weir does not watch. Root, real eBPF, nginx and wrk; runs when
 // WEIR_BPF_UNENROLLED_WRK=1 (WEIR_BPF_UNENROLLED_WRK_SECONDS, default 5).
 func TestUnenrolledThroughputPerCaptureTier(t *testing.T) {
 	if os.Getenv("WEIR_BPF_UNENROLLED_WRK") != "1" {
@@ -123,14 +124,24 @@ http {
 		return sum
 	}
 
-	variants := []struct {
-		name string
-		tier CaptureTier
-		none bool
-	}{{"nothing attached", 0, true}, {"socket tier", CaptureSocket, false}, {"syscall tier", CaptureSyscall, false}}
-	if !kernelHasSocketTier(t) {
-		variants = slices.Delete(variants, 1, 2)
+	// "another netns enrolled": a third netns, with no traffic, is
+	// enrolled, so the per-packet hooks are attached and the measured
+	// traffic runs their gates.
+	type variant struct {
+		name   string
+		tier   CaptureTier
+		none   bool
+		enroll bool
 	}
+	variants := []variant{{"nothing attached", 0, true, false},
+		{"socket tier, nothing enrolled", CaptureSocket, false, false},
+		{"socket tier, another netns enrolled", CaptureSocket, false, true},
+		{"syscall tier, nothing enrolled", CaptureSyscall, false, false},
+		{"syscall tier, another netns enrolled", CaptureSyscall, false, true}}
+	if !kernelHasSocketTier(t) {
+		variants = slices.Delete(variants, 1, 3)
+	}
+	bystander := newNetns(t)
 	const rounds = 3
 	rates := make([][]float64, len(variants))
 	bpfNs := make([][]float64, len(variants))
@@ -142,6 +153,11 @@ http {
 				var err error
 				if c, err = Load(Config{CaptureTier: variants[i].tier}, testLogger(t)); err != nil {
 					t.Fatal(err)
+				}
+				if variants[i].enroll {
+					if err := c.Enroll(bystander.ino, 1); err != nil {
+						t.Fatal(err)
+					}
 				}
 			}
 			var before time.Duration
