@@ -372,7 +372,8 @@ type captureSyscallArgs struct {
 	Fd        int32
 	PodId     uint32
 	Syscall   uint8
-	Pad       [3]uint8
+	Window    uint8
+	Pad       [2]uint8
 	Addr      [28]uint8
 	Pad2      uint32
 	CurSkb    uint64
@@ -479,6 +480,7 @@ const (
 	captureProgOnSockSend     = "on_sock_send"
 	captureProgOnSockState    = "on_sock_state"
 	captureProgOnTcpProbe     = "on_tcp_probe"
+	captureProgOnTcpSendmsg   = "on_tcp_sendmsg"
 	captureProgTcPodEgress    = "tc_pod_egress"
 	captureProgTcPodIngress   = "tc_pod_ingress"
 	captureVarCaptureLimit    = "capture_limit"
@@ -576,6 +578,7 @@ type captureProgramSpecs struct {
 	OnSockSend     *ebpf.ProgramSpec `ebpf:"on_sock_send"`
 	OnSockState    *ebpf.ProgramSpec `ebpf:"on_sock_state"`
 	OnTcpProbe     *ebpf.ProgramSpec `ebpf:"on_tcp_probe"`
+	OnTcpSendmsg   *ebpf.ProgramSpec `ebpf:"on_tcp_sendmsg"`
 	TcPodEgress    *ebpf.ProgramSpec `ebpf:"tc_pod_egress"`
 	TcPodIngress   *ebpf.ProgramSpec `ebpf:"tc_pod_ingress"`
 }
@@ -735,6 +738,7 @@ type capturePrograms struct {
 	OnSockSend     *ebpf.Program `ebpf:"on_sock_send"`
 	OnSockState    *ebpf.Program `ebpf:"on_sock_state"`
 	OnTcpProbe     *ebpf.Program `ebpf:"on_tcp_probe"`
+	OnTcpSendmsg   *ebpf.Program `ebpf:"on_tcp_sendmsg"`
 	TcPodEgress    *ebpf.Program `ebpf:"tc_pod_egress"`
 	TcPodIngress   *ebpf.Program `ebpf:"tc_pod_ingress"`
 }
@@ -785,6 +789,7 @@ func (p *capturePrograms) Close() error {
 		p.OnSockSend,
 		p.OnSockState,
 		p.OnTcpProbe,
+		p.OnTcpSendmsg,
 		p.TcPodEgress,
 		p.TcPodIngress,
 	)

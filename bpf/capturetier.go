@@ -55,31 +55,22 @@ func ParseCaptureTier(s string) (CaptureTier, error) {
 	return CaptureAuto, fmt.Errorf("capture tier %q: want auto, socket or syscall", s)
 }
 
-// socketTierHooks are the hooks only the socket tier attaches.
+// socketTierHooks are the hooks only the socket tier attaches. The value
+// says whether the tier needs the hook: without tcp_sendmsg_locked the tier
+// still runs, but its sends have no op window for the per-packet hooks, so
+// their packets and L2 times are reported unavailable.
 var socketTierHooks = map[string]bool{
-	"tp_btf/sock_send_length": true,
-	"tp_btf/sock_recv_length": true,
-}
-
-// syscallTierHooks are the node-wide per-packet hooks that only feed the
-// syscall tier's per-syscall metrics: they add to the in-flight syscall of
-// the current thread, which the socket tier does not have. Under the socket
-// tier they are not attached, so no packet of the node runs them.
-var syscallTierHooks = map[string]bool{
-	"tp_btf/net_dev_queue":           true,
-	"tp_btf/net_dev_start_xmit":      true,
-	"tp_btf/net_dev_xmit":            true,
-	"tp_btf/netif_receive_skb":       true,
-	"tp_btf/tcp_probe":               true,
-	"tp_btf/skb_copy_datagram_iovec": true,
+	"tp_btf/sock_send_length":   true,
+	"tp_btf/sock_recv_length":   true,
+	"tp_btf/tcp_sendmsg_locked": false,
 }
 
 // tierOf says which capture tier hook h belongs to; CaptureAuto means both.
 func (h hook) captureTier() CaptureTier {
 	switch {
-	case socketTierHooks[h.name]:
+	case h.kind == kindTPBTF && hasKey(socketTierHooks, h.name):
 		return CaptureSocket
-	case h.kind == kindTracepoint && h.group == "syscalls", syscallTierHooks[h.name]:
+	case h.kind == kindTracepoint && h.group == "syscalls":
 		return CaptureSyscall
 	}
 	return CaptureAuto
@@ -91,7 +82,7 @@ func (h hook) captureTier() CaptureTier {
 func chooseCaptureTier(want CaptureTier, hooks []hook, kernel *btf.Spec) (CaptureTier, string, error) {
 	var missing []string
 	for _, h := range hooks {
-		if h.captureTier() != CaptureSocket {
+		if h.captureTier() != CaptureSocket || !socketTierHooks[h.name] {
 			continue
 		}
 		if err := h.check("", kernel); err != nil {
@@ -115,20 +106,33 @@ func chooseCaptureTier(want CaptureTier, hooks []hook, kernel *btf.Spec) (Captur
 
 // pruneCaptureTier removes from spec and hooks the programs of the capture
 // tier that does not run, so they are neither loaded (a tp_btf program for
-// a tracepoint the kernel lacks would not load) nor attached, and returns
-// the hooks that run and a status for each one left out.
-func pruneCaptureTier(spec *ebpf.CollectionSpec, hooks []hook, tier CaptureTier) ([]hook, []HookStatus) {
+// a tracepoint the kernel lacks would not load) nor attached, and the
+// running tier's optional hooks the kernel lacks; it returns the hooks that
+// run and a status for each one left out.
+func pruneCaptureTier(spec *ebpf.CollectionSpec, hooks []hook, tier CaptureTier, kernel *btf.Spec) ([]hook, []HookStatus) {
 	var keep []hook
 	var left []HookStatus
 	for _, h := range hooks {
 		ht := h.captureTier()
-		if ht == CaptureAuto || ht == tier {
-			keep = append(keep, h)
+		if ht != CaptureAuto && ht != tier {
+			delete(spec.Programs, h.program)
+			left = append(left, HookStatus{Name: h.name, Tier: h.tier,
+				Reason: fmt.Sprintf("%s tier only; the %s tier runs", ht, tier)})
 			continue
 		}
-		delete(spec.Programs, h.program)
-		left = append(left, HookStatus{Name: h.name, Tier: h.tier,
-			Reason: fmt.Sprintf("%s tier only; the %s tier runs", ht, tier)})
+		if ht == CaptureSocket && !socketTierHooks[h.name] {
+			if err := h.check("", kernel); err != nil {
+				delete(spec.Programs, h.program)
+				left = append(left, HookStatus{Name: h.name, Tier: h.tier, Reason: err.Error()})
+				continue
+			}
+		}
+		keep = append(keep, h)
 	}
 	return keep, left
+}
+
+func hasKey[K comparable, V any](m map[K]V, k K) bool {
+	_, ok := m[k]
+	return ok
 }

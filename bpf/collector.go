@@ -207,6 +207,7 @@ type Collector struct {
 	counters *ebpf.Map
 	hints    hints // h1_hints: user space's HTTP/1 hints (hint.go)
 	links    []link.Link
+	packet   packetLinks // per-packet hooks, attached while a netns is enrolled
 	reader   *ringbuf.Reader
 	features Features
 	// counterNames[i] names kernel counter i (enum drop_reason).
@@ -255,7 +256,7 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	if err != nil {
 		return nil, err
 	}
-	hooks, leftOut := pruneCaptureTier(spec, hooks, capture)
+	hooks, leftOut := pruneCaptureTier(spec, hooks, capture, kernel)
 	// Classic tracepoints (the syscall tier) need tracefs; the socket tier
 	// does not, but the kprobe probe does, so it is mounted either way.
 	tracefs, tfErr := ensureTracefs(log)
@@ -329,6 +330,13 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 	c.tcEgress = c.coll.Programs[captureProgTcPodEgress]
 
 	for _, h := range hooks {
+		if packetHooks[h.name] {
+			// Attached while a namespace is enrolled (packethooks.go).
+			c.packet.hooks = append(c.packet.hooks, h)
+			c.packet.progs = append(c.packet.progs, c.coll.Programs[h.program])
+			c.features.Hooks = append(c.features.Hooks, HookStatus{Name: h.name, Tier: h.tier, Attached: true})
+			continue
+		}
 		l, err := h.attach(c.coll.Programs[h.program])
 		if err != nil {
 			c.Close()
@@ -358,13 +366,6 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		attached[h.Name] = h.Attached
 	}
 	c.features.Metrics = metricStatus(attached, c.features.Tier, c.features.Tiers, len(c.dropReasons) > 0)
-	if capture == CaptureSocket {
-		for i, m := range c.features.Metrics {
-			if !m.Available && strings.HasPrefix(m.Reason, "hook ") {
-				c.features.Metrics[i].Reason += " (the syscall capture tier's per-syscall attribution; the socket tier runs)"
-			}
-		}
-	}
 	if c.features.TierError != "" {
 		for i := range c.features.Metrics {
 			if !c.features.Metrics[i].Available {
@@ -454,6 +455,9 @@ func (c *Collector) Close() error {
 		}
 		wg.Wait()
 		errs = append(errs, linkErrs...)
+		c.packet.mu.Lock()
+		errs = append(errs, c.packet.detachLocked())
+		c.packet.mu.Unlock()
 		if c.reader != nil {
 			if err := c.reader.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close ring buffer reader: %w", err))

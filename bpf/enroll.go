@@ -23,9 +23,8 @@ func (c *Collector) Enroll(netnsInode uint64, podID uint32) error {
 	if netnsInode == 0 {
 		return errors.New("enroll: network namespace inode 0 is not valid")
 	}
-	if err := c.netns.Put(netnsInode, podID); err != nil {
-		return fmt.Errorf("enroll netns %d as pod %d (at most %d namespaces): %w",
-			netnsInode, podID, c.netns.MaxEntries(), err)
+	if err := c.enrollNetns(netnsInode, podID); err != nil {
+		return err
 	}
 	found, err := scanNetns("/proc", netnsInode)
 	if err != nil {
@@ -57,6 +56,42 @@ func (c *Collector) Enroll(netnsInode uint64, podID uint32) error {
 	return nil
 }
 
+// enrollNetns adds the namespace to enrolled_netns and makes sure the
+// per-packet hooks are attached; on failure the namespace is not enrolled.
+func (c *Collector) enrollNetns(netnsInode uint64, podID uint32) error {
+	c.packet.mu.Lock()
+	defer c.packet.mu.Unlock()
+	if err := c.netns.Put(netnsInode, podID); err != nil {
+		return fmt.Errorf("enroll netns %d as pod %d (at most %d namespaces): %w",
+			netnsInode, podID, c.netns.MaxEntries(), err)
+	}
+	if err := c.packet.attachLocked(); err != nil {
+		if derr := c.netns.Delete(netnsInode); derr != nil {
+			err = errors.Join(err, fmt.Errorf("undo enrollment: %w", derr))
+		}
+		return fmt.Errorf("enroll netns %d as pod %d: %w", netnsInode, podID, err)
+	}
+	return nil
+}
+
+// unenrollNetns removes the namespace from enrolled_netns and detaches the
+// per-packet hooks when it was the last one.
+func (c *Collector) unenrollNetns(netnsInode uint64) error {
+	c.packet.mu.Lock()
+	defer c.packet.mu.Unlock()
+	if err := c.netns.Delete(netnsInode); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unenroll netns %d: %w", netnsInode, err)
+	}
+	var next uint64
+	if err := c.netns.NextKey(nil, &next); errors.Is(err, ebpf.ErrKeyNotExist) {
+		// The last one: no packet of the node needs the per-packet hooks.
+		if err := c.packet.detachLocked(); err != nil {
+			c.log.Warn("detach per-packet hooks", "error", err)
+		}
+	}
+	return nil
+}
+
 // Unenroll stops monitoring the namespace and forgets its processes.
 // Connection state of its processes ages out of the kernel's LRU map.
 func (c *Collector) Unenroll(netnsInode uint64) error {
@@ -67,8 +102,8 @@ func (c *Collector) Unenroll(netnsInode uint64) error {
 		}
 		return fmt.Errorf("unenroll netns %d: %w", netnsInode, err)
 	}
-	if err := c.netns.Delete(netnsInode); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("unenroll netns %d: %w", netnsInode, err)
+	if err := c.unenrollNetns(netnsInode); err != nil {
+		return err
 	}
 	c.pods.mu.Lock()
 	c.detachLocked(netnsInode) // per-pod TC programs, if EnrollPod attached them

@@ -488,8 +488,9 @@ func ssRetrans(ns *testNetns, remote string) (uint64, string, error) {
 // least what ss saw and at most 20% above it (retransmits may still happen
 // between the two readings).
 func TestRetransmitsFollowInjectedLoss(t *testing.T) {
-	// Per send syscall attribution is the syscall tier's.
-	r := startCollector(t, Config{CaptureTier: CaptureSyscall})
+	// Per-operation attribution: either capture tier
+	// (WEIR_TEST_CAPTURE_TIER), the socket tier through its op windows.
+	r := startCollector(t, Config{})
 	a, b := newNetns(t), newNetns(t)
 	if err := r.Enroll(a.ino, 43); err != nil {
 		t.Fatal(err)
@@ -738,7 +739,7 @@ func TestAttributesNetfilterDrops(t *testing.T) {
 	if inGuest() {
 		t.Skip("needs the iptables binary, which the tests/kernels guest does not have")
 	}
-	r := startCollector(t, Config{CaptureTier: CaptureSyscall}) // per send syscall: the syscall tier's
+	r := startCollector(t, Config{}) // per send operation: either capture tier
 	a, b := newNetns(t), newNetns(t)
 	if err := r.Enroll(a.ino, 45); err != nil {
 		t.Fatal(err)
@@ -807,7 +808,7 @@ func TestAttributesNetfilterDrops(t *testing.T) {
 // (including l3_split, which the richer tier measures for reads only) is
 // available exactly when a richer tier is active.
 func TestFeaturesListEveryMetric(t *testing.T) {
-	r := startCollector(t, Config{CaptureTier: CaptureSyscall})
+	r := startCollector(t, Config{})
 	f := r.Features()
 	if len(f.Metrics) != len(metricNames) {
 		t.Fatalf("%d metrics reported, want %d: %+v", len(f.Metrics), len(metricNames), f.Metrics)

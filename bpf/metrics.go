@@ -180,6 +180,12 @@ func metricStatus(attached map[string]bool, active Tier, tiers []TierStatus, hav
 		}
 		return []string{"kprobe/" + fn, "kretprobe/" + fn}
 	}
+	// The socket tier opens a send's window for the device hooks at
+	// tcp_sendmsg_locked (the syscall tier at the syscall's entry).
+	var sendWindow []string
+	if attached["tp_btf/sock_send_length"] {
+		sendWindow = []string{"tp_btf/tcp_sendmsg_locked"}
+	}
 	out := make([]MetricStatus, 0, len(metricNames))
 	for _, mn := range metricNames {
 		st := MetricStatus{Metric: mn.m, Name: mn.name}
@@ -197,8 +203,8 @@ func metricStatus(attached map[string]bool, active Tier, tiers []TierStatus, hav
 		}
 		switch mn.m {
 		case event.MetricPackets:
-			if need("tp_btf/net_dev_queue", "tp_btf/skb_copy_datagram_iovec") {
-				st.Reason = "send: packets the sending thread queued to a device during the syscall; receive: skbs the reader copied from"
+			if need(append(sendWindow, "tp_btf/net_dev_queue", "tp_btf/skb_copy_datagram_iovec")...) {
+				st.Reason = "send: packets the sending thread queued to a device during the operation; receive: skbs the reader copied from"
 			}
 		case event.MetricRetransmits:
 			if need("tp_btf/tcp_retransmit_skb") {
@@ -213,8 +219,8 @@ func metricStatus(attached map[string]bool, active Tier, tiers []TierStatus, hav
 				st.Reason = "drops of skbs owned by the socket (skb->sk set); drops before socket lookup are not attributed"
 			}
 		case event.MetricL2Duration, event.MetricL2Queue:
-			if need("tp_btf/net_dev_queue", "tp_btf/net_dev_start_xmit", "tp_btf/net_dev_xmit") {
-				st.Reason = "only for syscalls whose every packet reached the driver on the sending thread (no qdisc delay)"
+			if need(append(sendWindow, "tp_btf/net_dev_queue", "tp_btf/net_dev_start_xmit", "tp_btf/net_dev_xmit")...) {
+				st.Reason = "only for operations whose every packet reached the driver on the sending thread (no qdisc delay)"
 			}
 		case event.MetricRecvQueue:
 			if need("tp_btf/netif_receive_skb", "tp_btf/tcp_probe", "tp_btf/skb_copy_datagram_iovec") {

@@ -52,7 +52,8 @@ type tierSyscallArgs struct {
 	Fd        int32
 	PodId     uint32
 	Syscall   uint8
-	Pad       [3]uint8
+	Window    uint8
+	Pad       [2]uint8
 	Addr      [28]uint8
 	Pad2      uint32
 	CurSkb    uint64

@@ -301,7 +301,8 @@ type tlsSyscallArgs struct {
 	Fd        int32
 	PodId     uint32
 	Syscall   uint8
-	Pad       [3]uint8
+	Window    uint8
+	Pad       [2]uint8
 	Addr      [28]uint8
 	Pad2      uint32
 	CurSkb    uint64
@@ -409,6 +410,7 @@ const (
 	tlsProgOnSockSend      = "on_sock_send"
 	tlsProgOnSockState     = "on_sock_state"
 	tlsProgOnTcpProbe      = "on_tcp_probe"
+	tlsProgOnTcpSendmsg    = "on_tcp_sendmsg"
 	tlsProgSslReadEnter    = "ssl_read_enter"
 	tlsProgSslReadExEnter  = "ssl_read_ex_enter"
 	tlsProgSslReadExExit   = "ssl_read_ex_exit"
@@ -517,6 +519,7 @@ type tlsProgramSpecs struct {
 	OnSockSend      *ebpf.ProgramSpec `ebpf:"on_sock_send"`
 	OnSockState     *ebpf.ProgramSpec `ebpf:"on_sock_state"`
 	OnTcpProbe      *ebpf.ProgramSpec `ebpf:"on_tcp_probe"`
+	OnTcpSendmsg    *ebpf.ProgramSpec `ebpf:"on_tcp_sendmsg"`
 	SslReadEnter    *ebpf.ProgramSpec `ebpf:"ssl_read_enter"`
 	SslReadExEnter  *ebpf.ProgramSpec `ebpf:"ssl_read_ex_enter"`
 	SslReadExExit   *ebpf.ProgramSpec `ebpf:"ssl_read_ex_exit"`
@@ -696,6 +699,7 @@ type tlsPrograms struct {
 	OnSockSend      *ebpf.Program `ebpf:"on_sock_send"`
 	OnSockState     *ebpf.Program `ebpf:"on_sock_state"`
 	OnTcpProbe      *ebpf.Program `ebpf:"on_tcp_probe"`
+	OnTcpSendmsg    *ebpf.Program `ebpf:"on_tcp_sendmsg"`
 	SslReadEnter    *ebpf.Program `ebpf:"ssl_read_enter"`
 	SslReadExEnter  *ebpf.Program `ebpf:"ssl_read_ex_enter"`
 	SslReadExExit   *ebpf.Program `ebpf:"ssl_read_ex_exit"`
@@ -757,6 +761,7 @@ func (p *tlsPrograms) Close() error {
 		p.OnSockSend,
 		p.OnSockState,
 		p.OnTcpProbe,
+		p.OnTcpSendmsg,
 		p.SslReadEnter,
 		p.SslReadExEnter,
 		p.SslReadExExit,

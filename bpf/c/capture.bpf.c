@@ -973,9 +973,9 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	fill_proc(&s->hdr.proc, a->pod_id, a->netns);
 	__builtin_memset(&s->hdr.send, 0, sizeof(s->hdr.send));
 	__builtin_memset(&s->hdr.recv, 0, sizeof(s->hdr.recv));
-	/* The socket tier has no in-flight syscall for the per-packet hooks
-	 * to add to: its events claim no per-operation metric. */
-	if (socket_tier)
+	/* The socket tier's events claim per-operation metrics only when the
+	 * op had a window for the per-packet hooks to add to (op_window). */
+	if (socket_tier && !a->window)
 		;
 	else if (dir == DIR_EGRESS)
 		finish_send_metrics(&s->hdr.send, &a->m);
@@ -1960,7 +1960,8 @@ static __always_inline bool op_uncaptured(__u8 walk)
 static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir)
 {
 	struct sock_scratch *x;
-	struct syscall_args *a;
+	struct syscall_args *a, *w;
+	bool window = false;
 	struct sock_op op;
 	struct conn_state *cs;
 	struct sock_conn *sc;
@@ -1969,6 +1970,13 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 
 	if (!sock_pod(sk, &pod, &netns))
 		return 0;
+	/* The op is over: close its window (whatever comes next), keeping
+	 * what the per-packet hooks added to it for the event below. */
+	w = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	if (w && w->syscall != SYS_UNKNOWN) {
+		window = w->sk == skp && w->syscall == (dir == DIR_EGRESS ? SYS_SENDMSG : SYS_RECVMSG);
+		w->syscall = SYS_UNKNOWN;
+	}
 	if (ret <= 0 || !sock_is_tcp(sk))
 		return 0;
 	if (dir == DIR_INGRESS && (flags & (MSG_PEEK | MSG_ERRQUEUE)))
@@ -1977,11 +1985,18 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 	if (!x)
 		return 0;
 	/* Not zeroed as a whole (a socket op's hottest path): report_data
-	 * reads these fields, and the metrics only under the syscall tier. */
+	 * reads these fields, and the metrics only with a window. */
 	a = &x->a;
 	a->pod_id = pod;
 	a->netns = netns;
 	a->start_ns = bpf_ktime_get_ns();
+	a->window = window;
+	if (window && w) {
+		__builtin_memcpy(&a->m, &w->m, OP_METRICS_SIZE);
+		/* A send's window opened where TCP began the send. */
+		if (dir == DIR_EGRESS)
+			a->start_ns = w->start_ns;
+	}
 	sock_op_of(&op, ret, dir);
 	if (dir == DIR_INGRESS && (flags & MSG_TRUNC)) {
 		/* TCP discards the bytes instead of copying them. */
@@ -2031,6 +2046,53 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 	a->count = op.count;
 	a->syscall = op.label;
 	report_data(a, ret, dir, op.walk, op.label, cookie);
+	return 0;
+}
+
+/*
+ * Per-operation kernel metrics under the socket tier. The per-packet hooks
+ * below add to the current thread's in-flight op (inflight), which the
+ * syscall tier opens at syscall entry. The socket tier has no entry, so it
+ * opens an op window where the kernel starts the work on an enrolled
+ * socket -- tcp_sendmsg_locked for a send, the first skb copied for a
+ * receive -- and sock_io closes it and puts its metrics on the op's event.
+ * A thread that never used an enrolled socket has no inflight storage: for
+ * its packets each per-packet hook returns after one task-storage lookup.
+ */
+static __always_inline struct syscall_args *op_window(const struct sock *sk, __u8 label)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct syscall_args *a = bpf_task_storage_get(&inflight, t, 0, 0);
+	__u64 netns;
+	__u32 pod;
+
+	if (!sk)
+		return NULL;
+	if (a && a->syscall == label && a->sk == (__u64)sk)
+		return a; /* the op's window is open: TCP's send loop, a later skb */
+	if (!sock_pod(sk, &pod, &netns))
+		return NULL;
+	if (!a) {
+		a = bpf_task_storage_get(&inflight, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!a) {
+			count(DROP_ARGS_MAP_FULL);
+			return NULL;
+		}
+	}
+	a->sk = (__u64)sk;
+	a->syscall = label;
+	a->start_ns = bpf_ktime_get_ns();
+	a->cur_skb = a->queue_ts = a->start_ts = 0;
+	__builtin_memset(&a->m, 0, OP_METRICS_SIZE);
+	return a;
+}
+
+/* TCP begins (and, once per segment it fills, continues) a send on sk: the
+ * send's window opens, so the device hooks count its packets. */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(on_tcp_sendmsg, const struct sock *sk)
+{
+	op_window(sk, SYS_SENDMSG);
 	return 0;
 }
 
@@ -2390,21 +2452,29 @@ SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(on_skb_copy, const struct sk_buff *skb, int len)
 {
 	__u64 key = (__u64)skb;
-	struct syscall_args *a = current_args();
+	struct syscall_args *a;
 	struct rx_stamp *st;
 	__u64 now;
 
-	if (!a || a->sk != (__u64)skb->sk)
-		return 0;
-	switch (a->syscall) {
-	case SYS_READ:
-	case SYS_READV:
-	case SYS_RECVFROM:
-	case SYS_RECVMSG:
-	case SYS_RECVMMSG:
-		break;
-	default:
-		return 0;
+	if (socket_tier) {
+		/* The first copy of an enrolled socket's op opens its window. */
+		a = op_window(skb->sk, SYS_RECVMSG);
+		if (!a)
+			return 0;
+	} else {
+		a = current_args();
+		if (!a || a->sk != (__u64)skb->sk)
+			return 0;
+		switch (a->syscall) {
+		case SYS_READ:
+		case SYS_READV:
+		case SYS_RECVFROM:
+		case SYS_RECVMSG:
+		case SYS_RECVMMSG:
+			break;
+		default:
+			return 0;
+		}
 	}
 	if (len > 0)
 		a->r.packet_bytes += len;

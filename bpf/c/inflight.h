@@ -27,7 +27,8 @@ struct syscall_args {
 	__s32 fd;
 	__u32 pod_id;
 	__u8 syscall;
-	__u8 _pad[3];
+	__u8 window;    /* socket tier: the metrics below are an op window's */
+	__u8 _pad[2];
 	__u8 addr[28];  /* connect: the sockaddr asked for */
 	__u32 _pad2;
 	/* Send syscalls: what the tracepoints saw happen to this socket's
@@ -55,6 +56,9 @@ struct syscall_args {
 		struct recv_metrics r; /* receive syscalls */
 	};
 };
+
+#define OP_METRICS_SIZE \
+	(sizeof(struct send_metrics) > sizeof(struct recv_metrics) ? sizeof(struct send_metrics) : sizeof(struct recv_metrics))
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
