@@ -342,7 +342,8 @@ type captureSockConn struct {
 	Fd         int32
 	Role       uint8
 	Connecting uint8
-	Pad        [2]uint8
+	Closed     uint8
+	Pad        uint8
 	Proc       captureProcInfo
 	Drops      [4]captureDropSlot
 }

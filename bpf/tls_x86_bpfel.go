@@ -241,7 +241,8 @@ type tlsSockConn struct {
 	Fd         int32
 	Role       uint8
 	Connecting uint8
-	Pad        [2]uint8
+	Closed     uint8
+	Pad        uint8
 	Proc       struct {
 		_        structs.HostLayout
 		Netns    uint64

@@ -144,7 +144,10 @@ struct sock_conn {
 	__s32 fd;
 	__u8 role;
 	__u8 connecting; /* connect returned EINPROGRESS, outcome not seen yet */
-	__u8 _pad[2];
+	__u8 closed;     /* socket tier: its close is reported (the entry stays
+			  * until TCP_CLOSE, for drops), so later retransmits of
+			  * data still queued are not reported after it */
+	__u8 _pad;
 	struct proc_info proc;
 	struct drop_slot drops[CONN_DROP_SLOTS];
 };
@@ -1813,6 +1816,7 @@ static __always_inline void socket_tier_state(const struct sock *sk, int oldstat
 		sc->start_ns = now;
 		sock_emit(EVENT_CONN_CLOSE, sk, cs, sc, SYS_CLOSE, now, 0);
 		cs->closed = 1;
+		sc->closed = 1;
 	}
 	if (newstate == TCP_CLOSE) {
 		bpf_map_delete_elem(&h1_hints, &cs->conn_id);
@@ -2217,6 +2221,11 @@ int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
 	sc = bpf_map_lookup_elem(&socks, &key);
 	if (!sc)
 		return 0; /* not an enrolled pod's connection */
+	/* The close event carried the socket's total_retrans: a retransmit
+	 * after it (FIN_WAIT1 on, data still queued) would be counted twice
+	 * against that total. The syscall tier removes the entry at close. */
+	if (sc->closed)
+		return 0;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count(DROP_RINGBUF_FULL);
