@@ -38,6 +38,7 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weirnet/weir/daemon/api"
@@ -221,6 +222,15 @@ func (r *Resolver) Stats() Stats {
 		s.CRI = &cs
 	}
 	return s
+}
+
+// RegisterMetrics implements daemon.PrometheusRegistrar: the
+// weir_identity_* counters of the configured steps, read at scrape time.
+func (r *Resolver) RegisterMetrics(reg prometheus.Registerer) error {
+	if err := reg.Register(NewCollector(r)); err != nil {
+		return fmt.Errorf("identity collector: %w", err)
+	}
+	return nil
 }
 
 // RegisterHTTP implements daemon.HTTPRegistrar: GET /api/v1/identity

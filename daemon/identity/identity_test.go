@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -152,4 +154,34 @@ func lintedValues(t *testing.T, c prometheus.Collector) map[string]float64 {
 		}
 	}
 	return values
+}
+
+// TestResolverRegistersItsCountersWithTheDaemon pins that the resolver adds
+// its weir_identity_* series to the daemon's registry: the collector existed
+// before it was ever registered, so /metrics never showed it.
+func TestResolverRegistersItsCountersWithTheDaemon(t *testing.T) {
+	r, err := New(Options{CRI: CRIOptions{Socket: filepath.Join(t.TempDir(), "absent.sock")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if err := r.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range families {
+		names = append(names, f.GetName())
+	}
+	for _, want := range []string{"weir_identity_cri_calls_total", "weir_identity_cri_cached_sandboxes"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("registry lacks %s; has %v", want, names)
+		}
+	}
+	if err := r.RegisterMetrics(reg); err == nil {
+		t.Error("a second registration on the same registry was accepted")
+	}
 }

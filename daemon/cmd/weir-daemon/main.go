@@ -95,6 +95,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	return exitOK
 }
 
+// The resolver's counters reach /metrics only through this interface.
+var _ daemon.PrometheusRegistrar = (*identity.Resolver)(nil)
+
 // parts are the daemon's components besides the capture monitor.
 type parts struct {
 	names     *identity.Resolver
