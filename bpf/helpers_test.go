@@ -3,7 +3,6 @@ package bpf
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -393,5 +392,3 @@ func (s snapshot) closeOf(conn event.ConnID) (event.ConnClose, bool) {
 	}
 	return event.ConnClose{}, false
 }
-
-var errTimeout = errors.New("timeout")
