@@ -142,13 +142,13 @@ func wait(t *testing.T, ch <-chan error, d time.Duration) {
 	}
 }
 
-// recorder is an event.Sink and ProcessSink that keeps everything.
+// recorder is an event.Sink and event.ProcessSink that keeps everything.
 type recorder struct {
 	mu      sync.Mutex
 	opens   []event.ConnOpen
 	closes  []event.ConnClose
 	data    []event.Data
-	procs   []ProcessEvent
+	procs   []event.ProcessEvent
 	retrans []event.Retransmit
 }
 
@@ -177,7 +177,7 @@ func (r *recorder) Retransmit(e event.Retransmit) {
 	r.retrans = append(r.retrans, e)
 }
 
-func (r *recorder) Process(e ProcessEvent) {
+func (r *recorder) Process(e event.ProcessEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.procs = append(r.procs, e)
@@ -189,7 +189,7 @@ type snapshot struct {
 	opens   []event.ConnOpen
 	closes  []event.ConnClose
 	data    []event.Data
-	procs   []ProcessEvent
+	procs   []event.ProcessEvent
 	retrans []event.Retransmit
 }
 

@@ -192,7 +192,7 @@ type tlsExecSink struct {
 	gate *tlsGate
 }
 
-// Process implements bpf.ProcessSink.
+// Process implements event.ProcessSink.
 func (s tlsExecSink) Process(e event.ProcessEvent) {
 	s.Table.Process(e)
 	if e.Kind == event.ProcessExec && e.Proc.NetnsIno != 0 {
