@@ -25,7 +25,6 @@ import (
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/registry"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // testNetns is a network namespace kept alive by an open fd.
@@ -147,9 +146,9 @@ func TestRealCaptureOfAnHTTPWorkload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.Enroll(&enrollpb.Pod{
-		Network: "test", ContainerId: "0123456789abcdef", Ifname: "eth0", Namespace: "demo", Name: "app-6c7d9f8b5-k2lm4",
-		NetnsInode: ns.ino, Ips: []*enrollpb.IPConfig{{Address: "127.0.0.1/8"}},
+	if _, err := reg.Enroll(&registry.Pod{
+		Network: "test", ContainerID: "0123456789abcdef", Ifname: "eth0", Namespace: "demo", Name: "app-6c7d9f8b5-k2lm4",
+		NetnsInode: ns.ino, IPs: []registry.IPConfig{{Address: "127.0.0.1/8"}},
 	}); err != nil {
 		t.Fatal(err)
 	}

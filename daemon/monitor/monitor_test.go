@@ -20,7 +20,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weirnet/weir/bpf"
 	"github.com/weirnet/weir/bpf/event"
@@ -28,7 +27,7 @@ import (
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // fakeCollector stands in for the eBPF side: it records enrollments and
@@ -158,13 +157,13 @@ func testConfig() config.Config {
 }
 
 // start builds a Monitor over a fake collector and runs it.
-func start(t *testing.T, cfg config.Config, pods ...*enrollpb.Pod) *harness {
+func start(t *testing.T, cfg config.Config, pods ...*registry.Pod) *harness {
 	t.Helper()
 	return startWith(t, cfg, nil, pods...)
 }
 
 // startWith is start with more consumers after the recorder.
-func startWith(t *testing.T, cfg config.Config, more []flow.Consumer, pods ...*enrollpb.Pod) *harness {
+func startWith(t *testing.T, cfg config.Config, more []flow.Consumer, pods ...*registry.Pod) *harness {
 	t.Helper()
 	h := &harness{coll: newFakeCollector(), rec: &recorder{}}
 	h.now.Store(0) // event time stands still unless a test moves it
@@ -196,11 +195,11 @@ func startWith(t *testing.T, cfg config.Config, more []flow.Consumer, pods ...*e
 	return h
 }
 
-func pod(id uint32, ns, name, ip string, netns uint64) *enrollpb.Pod {
-	return &enrollpb.Pod{
-		Id: id, Namespace: ns, Name: name, Network: "net", ContainerId: fmt.Sprintf("sandbox%02d0123456789", id),
-		Ifname: "eth0", NetnsInode: netns, Ips: []*enrollpb.IPConfig{{Address: ip + "/24"}},
-		EnrolledAt: timestamppb.New(testBoot),
+func pod(id uint32, ns, name, ip string, netns uint64) *registry.Pod {
+	return &registry.Pod{
+		ID: id, Namespace: ns, Name: name, Network: "net", ContainerID: fmt.Sprintf("sandbox%02d0123456789", id),
+		Ifname: "eth0", NetnsInode: netns, IPs: []registry.IPConfig{{Address: ip + "/24"}},
+		EnrolledAt: testBoot,
 	}
 }
 

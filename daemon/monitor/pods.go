@@ -12,7 +12,7 @@ import (
 
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/identity"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // podIndex is the pipeline's copy of the registry's identities: pod by id
@@ -34,7 +34,7 @@ type podIndex struct {
 	version atomic.Uint64
 
 	mu   sync.RWMutex
-	src  map[uint32]*enrollpb.Pod // registry records, to name pods again
+	src  map[uint32]*registry.Pod // registry records, to name pods again
 	byID map[uint32]*flow.Pod
 	byIP map[netip.Addr]uint32
 	ips  map[uint32][]netip.Addr
@@ -49,21 +49,21 @@ func newPodIndex(s identity.ServiceResolver) *podIndex {
 		selector: sel,
 		gens:     g,
 		namer:    n,
-		src:      make(map[uint32]*enrollpb.Pod),
+		src:      make(map[uint32]*registry.Pod),
 		byID:     make(map[uint32]*flow.Pod),
 		byIP:     make(map[netip.Addr]uint32),
 		ips:      make(map[uint32][]netip.Addr),
 	}
 }
 
-func (x *podIndex) add(p *enrollpb.Pod, log *slog.Logger) {
-	fp := &flow.Pod{ID: p.GetId(), Namespace: p.GetNamespace(), Name: p.GetName(), UID: p.GetUid(),
+func (x *podIndex) add(p *registry.Pod, log *slog.Logger) {
+	fp := &flow.Pod{ID: p.ID, Namespace: p.Namespace, Name: p.Name, UID: p.UID,
 		Service: x.services.Service(p), Selected: x.selected(p)}
 	var ips []netip.Addr
-	for _, ip := range p.GetIps() {
-		pfx, err := netip.ParsePrefix(ip.GetAddress())
+	for _, ip := range p.IPs {
+		pfx, err := netip.ParsePrefix(ip.Address)
 		if err != nil {
-			log.Warn("pod IP not usable for peer lookup", "pod", p.GetId(), "address", ip.GetAddress(), "error", err)
+			log.Warn("pod IP not usable for peer lookup", "pod", p.ID, "address", ip.Address, "error", err)
 			continue
 		}
 		ips = append(ips, pfx.Addr())
@@ -71,7 +71,7 @@ func (x *podIndex) add(p *enrollpb.Pod, log *slog.Logger) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.version.Add(1)
-	x.removeLocked(p.GetId())
+	x.removeLocked(p.ID)
 	x.byID[fp.ID] = fp
 	x.src[fp.ID] = p
 	x.ips[fp.ID] = ips
@@ -125,7 +125,7 @@ func (x *podIndex) refresh() {
 	}
 }
 
-func (x *podIndex) selected(p *enrollpb.Pod) bool {
+func (x *podIndex) selected(p *registry.Pod) bool {
 	return x.selector != nil && x.selector.Selected(p)
 }
 
@@ -155,7 +155,7 @@ func (x *podIndex) containerName(id uint32, containerID string) string {
 	if src == nil {
 		return ""
 	}
-	return x.namer.ContainerName(src.GetContainerId(), containerID)
+	return x.namer.ContainerName(src.ContainerID, containerID)
 }
 
 // byPodID returns the pod enrolled under id, or nil.
@@ -205,15 +205,15 @@ func (m *Monitor) Pod(id uint32) *flow.Pod { return m.pods.byPodID(id) }
 // runtime starts the pod's processes after that, so capture is on before
 // the pod's first instruction. collector.Enroll costs one map write and
 // one scan of /proc (milliseconds).
-func (m *Monitor) PodEnrolled(p *enrollpb.Pod) {
+func (m *Monitor) PodEnrolled(p *registry.Pod) {
 	m.pods.add(p, m.log)
-	m.enroller.want(p.GetNetnsInode(), p.GetId(), int(p.GetHostVethIndex()))
+	m.enroller.want(p.NetnsInode, p.ID, int(p.HostVethIndex))
 }
 
 // PodRemoved implements registry.Observer.
-func (m *Monitor) PodRemoved(p *enrollpb.Pod) {
-	m.pods.remove(p.GetId())
-	m.enroller.unwant(p.GetNetnsInode(), p.GetId())
+func (m *Monitor) PodRemoved(p *registry.Pod) {
+	m.pods.remove(p.ID)
+	m.enroller.unwant(p.NetnsInode, p.ID)
 }
 
 // podEnroller is implemented by collectors that also count a pod's packets

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/daemon/identity"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // labelResolver answers from a map that changes after enrollment, as the
@@ -18,10 +18,10 @@ type labelResolver struct {
 	gen      uint64
 }
 
-func (r *labelResolver) Selected(p *enrollpb.Pod) bool { return r.selected[r.Service(p)] }
+func (r *labelResolver) Selected(p *registry.Pod) bool { return r.selected[r.Service(p)] }
 
-func (r *labelResolver) Service(p *enrollpb.Pod) string {
-	if n, ok := r.names[p.GetName()]; ok {
+func (r *labelResolver) Service(p *registry.Pod) string {
+	if n, ok := r.names[p.Name]; ok {
 		return n
 	}
 	return identity.Owner{}.Service(p)
@@ -33,8 +33,8 @@ func TestPodsAreNamedAgainWhenTheResolverLearnsMore(t *testing.T) {
 	r := &labelResolver{names: map[string]string{}, selected: map[string]bool{"storefront": true}}
 	x := newPodIndex(r)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	x.add(&enrollpb.Pod{Id: 3, Namespace: "shop", Name: "web-7d9f8b6c4d-x2x9z",
-		Ips: []*enrollpb.IPConfig{{Address: "10.1.0.3/24"}}}, log)
+	x.add(&registry.Pod{ID: 3, Namespace: "shop", Name: "web-7d9f8b6c4d-x2x9z",
+		IPs: []registry.IPConfig{{Address: "10.1.0.3/24"}}}, log)
 
 	before := x.byPodID(3)
 	if before.Service != "web" {
@@ -72,7 +72,7 @@ func (r *namingResolver) ContainerName(sandboxID, containerID string) string {
 func TestContainersAreNamedThroughThePodsSandbox(t *testing.T) {
 	r := &namingResolver{}
 	x := newPodIndex(r)
-	x.add(&enrollpb.Pod{Id: 4, ContainerId: "sandbox-1", Namespace: "shop", Name: "web-0"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	x.add(&registry.Pod{ID: 4, ContainerID: "sandbox-1", Namespace: "shop", Name: "web-0"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if got := x.containerName(4, "c0ffee"); got != "web" {
 		t.Fatalf("container name %q, want web", got)
 	}
