@@ -13,7 +13,7 @@ import (
 // RegisterHTTP implements daemon.HTTPRegistrar: /api/v1/connections,
 // /api/v1/requests, /api/v1/features and the readiness of capture.
 func (m *Monitor) RegisterHTTP(s *api.Server) {
-	s.Handle("GET /api/v1/connections", m.table.Handler())
+	s.Handle("GET /api/v1/connections", api.ConnectionsHandler(m.table, m.log))
 	s.Handle("GET /api/v1/requests", http.HandlerFunc(m.serveRequests))
 	s.Handle("GET /api/v1/features", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		wire.WriteJSON(w, http.StatusOK, m.Features())
