@@ -8,13 +8,14 @@ import (
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/export/skywalking"
+	"github.com/weirnet/weir/daemon/requests"
 )
 
 // RegisterHTTP implements daemon.HTTPRegistrar: /api/v1/connections,
 // /api/v1/requests, /api/v1/features and the readiness of capture.
 func (m *Monitor) RegisterHTTP(s *api.Server) {
 	s.Handle("GET /api/v1/connections", api.ConnectionsHandler(m.table, m.log))
-	s.Handle("GET /api/v1/requests", http.HandlerFunc(m.serveRequests))
+	s.Handle("GET /api/v1/requests", requests.Handler(m.requests, m.cfg.Requests.Keep))
 	s.Handle("GET /api/v1/features", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		wire.WriteJSON(w, http.StatusOK, m.Features())
 	}))

@@ -201,8 +201,8 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 	for i, n := range ioReasonNames {
 		counter(x.ioUnclaimedDesc, x.ioUnclaimed[i].Load(), n)
 	}
-	gauge(x.reqKept, float64(m.requests.len()))
-	counter(x.reqOverwritten, m.requests.overwritten.Load())
+	gauge(x.reqKept, float64(m.requests.Len()))
+	counter(x.reqOverwritten, m.requests.Overwritten())
 	counter(x.enrollErrors, m.enroller.errorCount())
 	if d := m.pipe.dump; d != nil {
 		counter(x.dumpSkipped, d.skipped.Load())

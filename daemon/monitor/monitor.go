@@ -37,6 +37,7 @@ import (
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/identity"
 	"github.com/weirnet/weir/daemon/protocol"
+	"github.com/weirnet/weir/daemon/requests"
 )
 
 // Bounds of the per-connection state the pipeline keeps next to the
@@ -119,7 +120,7 @@ type Monitor struct {
 	pods     *podIndex
 	enroller *enroller
 	tls      *tlsGate // nil: TLS plaintext is not captured
-	requests *requestRing
+	requests *requests.Ring
 	pipe     *pipeline
 	metrics  *metrics
 	boot     time.Time
@@ -155,7 +156,7 @@ func New(opts Options) (*Monitor, error) {
 	if m.boot.IsZero() {
 		m.boot = time.Now().Add(-time.Duration(m.clock()))
 	}
-	m.requests = newRequestRing(cfg.Requests.Keep, m.boot)
+	m.requests = requests.NewRing(cfg.Requests.Keep, m.boot)
 	m.pods = newPodIndex(services)
 	m.metrics = newMetrics(m)
 

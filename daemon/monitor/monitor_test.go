@@ -396,7 +396,7 @@ func TestRequestsAPI(t *testing.T) {
 	if code != 200 || len(all) != 2 || all[0]["path"] != "/out1?id=1" || all[1]["path"] != "/out0?id=1" {
 		t.Fatalf("requests = %d %v, want /out1 then /out0", code, all)
 	}
-	if got := h.m.requests.overwritten.Load(); got != 1 {
+	if got := h.m.requests.Overwritten(); got != 1 {
 		t.Errorf("overwritten = %d, want 1", got)
 	}
 	want := map[string]any{
@@ -415,12 +415,12 @@ func TestRequestsAPI(t *testing.T) {
 	h2.sink.ConnOpen(s.open(event.RoleServer, "10.0.0.2:80", "10.0.0.3:40000", 1000))
 	feed(h2.sink, s.syscall(event.Ingress, []byte(httpReq), 4096, 1_000_000, 1_000_100))
 	feed(h2.sink, s.syscall(event.Egress, []byte(httpResp), 4096, 3_000_000, 3_500_000))
-	reqs := h2.m.requests.latest("shop/web-7d4b9c8f5-x2x9z", 10)
+	reqs := h2.m.requests.Latest("shop/web-7d4b9c8f5-x2x9z", 10)
 	if len(reqs) != 1 || reqs[0].PeerPod != "shop/client-0" || reqs[0].Peer != "10.0.0.3:40000" || reqs[0].Role != "server" ||
 		reqs[0].LatencyMs != 2.5 || reqs[0].Status != 200 || reqs[0].RespBytes != uint64(len(httpResp)) {
 		t.Fatalf("server-side request = %+v", reqs)
 	}
-	if other := h2.m.requests.latest("shop/nobody", 10); len(other) != 0 {
+	if other := h2.m.requests.Latest("shop/nobody", 10); len(other) != 0 {
 		t.Errorf("pod filter let through %v", other)
 	}
 
@@ -710,7 +710,7 @@ func TestPlainTCPConnectionReportsOpsAndNoRequests(t *testing.T) {
 	if n := h.m.metrics.lateChunks.Load(); n != 1 {
 		t.Errorf("late chunks = %d, want 1", n)
 	}
-	if n := len(h.m.requests.latest("", 100)); n != 0 {
+	if n := len(h.m.requests.Latest("", 100)); n != 0 {
 		t.Errorf("%d requests recorded for a non-HTTP connection", n)
 	}
 }

@@ -12,13 +12,14 @@ import (
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/protocol"
 	"github.com/weirnet/weir/daemon/protocol/record"
+	"github.com/weirnet/weir/daemon/requests"
 )
 
 type pipelineConfig struct {
 	log       *slog.Logger
 	consumers []flow.Consumer
 	pods      *podIndex
-	requests  *requestRing
+	requests  *requests.Ring
 	pstats    *protocol.Stats
 	limits    protocol.Limits
 	dump      *dumper
@@ -92,7 +93,7 @@ type connState struct {
 	fcPodID uint32
 	// shown is fc's identity as the requests API shows it, formatted once
 	// per fc rather than per exchange.
-	shown *shownConn
+	shown *requests.Conn
 	// waiting says the connection is in the pipeline's waiting set.
 	waiting bool
 	// sniffed says the first data chunk was looked at; tls that it began
@@ -584,10 +585,10 @@ func (p *pipeline) emitOp(op *flow.KernelOp) {
 // once and to consumers when its operations are complete.
 func (cs *connState) record(r *protocol.Record) {
 	fc := cs.flow()
-	if cs.shown == nil || cs.shown.conn != fc {
-		cs.shown = showConn(fc)
+	if cs.shown == nil || cs.shown.Flow() != fc {
+		cs.shown = requests.Show(fc)
 	}
-	cs.p.requests.add(cs.shown, r)
+	cs.p.requests.Add(cs.shown, r)
 	cs.exchanges = append(cs.exchanges, &pendingExchange{Exchange: flow.Exchange{Conn: fc, Record: r}})
 	if len(cs.exchanges) > PendingExchangesPerConn {
 		cs.p.metrics.exchangesForced.Add(1)

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -360,16 +359,4 @@ func (e *enroller) errorCount() uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.errors
-}
-
-// podName formats a pod as "namespace/name" ("" for nil), the way the API
-// and the CLI show pods.
-func podName(p *flow.Pod) string {
-	if p == nil {
-		return ""
-	}
-	if p.Name == "" {
-		return p.Service
-	}
-	return strings.Join([]string{p.Namespace, p.Name}, "/")
 }
