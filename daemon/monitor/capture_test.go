@@ -25,6 +25,7 @@ import (
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/daemon/streamdump"
 )
 
 // testNetns is a network namespace kept alive by an open fd.
@@ -231,13 +232,13 @@ func TestRealCaptureOfAnHTTPWorkload(t *testing.T) {
 	if len(sents) != 1+len(newConnRequests) {
 		t.Fatalf("workload recorded %d connections, want %d", len(sents), 1+len(newConnRequests))
 	}
-	var summaries []DumpSummary
+	var summaries []streamdump.Summary
 	deadline = time.Now().Add(10 * time.Second)
 	for {
 		summaries = summaries[:0]
 		files, _ := filepath.Glob(filepath.Join(dumpDir, "*.json"))
 		for _, f := range files {
-			var s DumpSummary
+			var s streamdump.Summary
 			if b, err := os.ReadFile(f); err == nil && json.Unmarshal(b, &s) == nil {
 				summaries = append(summaries, s)
 			}

@@ -205,8 +205,8 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(x.reqOverwritten, m.requests.Overwritten())
 	counter(x.enrollErrors, m.enroller.errorCount())
 	if d := m.pipe.dump; d != nil {
-		counter(x.dumpSkipped, d.skipped.Load())
-		counter(x.dumpErrors, d.errors.Load())
+		counter(x.dumpSkipped, d.Skipped())
+		counter(x.dumpErrors, d.Errors())
 	}
 	gauge(x.monitoredPods, float64(m.pods.len()))
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/weirnet/weir/daemon/identity"
 	"github.com/weirnet/weir/daemon/protocol"
 	"github.com/weirnet/weir/daemon/requests"
+	"github.com/weirnet/weir/daemon/streamdump"
 )
 
 // Bounds of the per-connection state the pipeline keeps next to the
@@ -169,10 +170,10 @@ func New(opts Options) (*Monitor, error) {
 		return nil, fmt.Errorf("monitor: protocol limits: %w", err)
 	}
 
-	var dump *dumper
+	var dump *streamdump.Writer
 	if cfg.Capture.DumpDir != "" {
 		var err error
-		if dump, err = newDumper(cfg.Capture.DumpDir, m.log); err != nil {
+		if dump, err = streamdump.New(cfg.Capture.DumpDir, m.log); err != nil {
 			return nil, err
 		}
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/daemon/streamdump"
 )
 
 // fakeCollector stands in for the eBPF side: it records enrollments and
@@ -590,11 +591,11 @@ func TestDumpWritesStreamsAndGaps(t *testing.T) {
 	if got := read("9-ingress.bin"); got != "response" {
 		t.Errorf("ingress dump = %q", got)
 	}
-	var sum DumpSummary
+	var sum streamdump.Summary
 	if err := json.Unmarshal([]byte(read("9.json")), &sum); err != nil {
 		t.Fatal(err)
 	}
-	if want := []DumpGap{{Direction: "egress", Offset: 7, Length: 7}}; !slices.Equal(sum.Gaps, want) {
+	if want := []streamdump.Gap{{Direction: "egress", Offset: 7, Length: 7}}; !slices.Equal(sum.Gaps, want) {
 		t.Errorf("gaps = %+v, want %+v", sum.Gaps, want)
 	}
 	if sum.Connection.ID != 9 || sum.Connection.State != "closed" || sum.Connection.BytesSent != 16 ||

@@ -13,6 +13,7 @@ import (
 	"github.com/weirnet/weir/daemon/protocol"
 	"github.com/weirnet/weir/daemon/protocol/record"
 	"github.com/weirnet/weir/daemon/requests"
+	"github.com/weirnet/weir/daemon/streamdump"
 )
 
 type pipelineConfig struct {
@@ -22,7 +23,7 @@ type pipelineConfig struct {
 	requests  *requests.Ring
 	pstats    *protocol.Stats
 	limits    protocol.Limits
-	dump      *dumper
+	dump      *streamdump.Writer
 	metrics   *metrics
 	ctl       captureController // nil: the parsers cannot steer the capture
 }
@@ -121,13 +122,13 @@ type connState struct {
 	// exchanges wait until no operation overlapping them is pending.
 	exchanges []*pendingExchange
 
-	dump *connDump
+	dump *streamdump.Conn
 }
 
 func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
 	cs := &connState{p: p, c: c}
 	if p.dump != nil {
-		cs.dump = p.dump.open(c.ID)
+		cs.dump = p.dump.Open(c.ID)
 	}
 	p.conns[c.ID] = cs
 	return cs
@@ -135,7 +136,7 @@ func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
 
 // Data implements capture.Stream.
 func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
-	cs.dump.data(dir, b)
+	cs.dump.Data(dir, b)
 	if !cs.sniffed {
 		cs.sniffed = true
 		cs.tls = isTLSHandshake(b)
@@ -153,7 +154,7 @@ func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timest
 
 // Skip implements capture.Stream.
 func (cs *connState) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
-	cs.dump.skip(dir, n)
+	cs.dump.Skip(dir, n)
 	if cs.tls {
 		return
 	}
@@ -404,7 +405,7 @@ func (p *pipeline) ConnFinished(c *capture.Conn, info wire.ConnInfo, ev *event.C
 		p.emitOp(op)
 		cs.connOp(op, -1)
 	}
-	cs.dump.close(info)
+	cs.dump.Close(info)
 }
 
 // Retransmitted implements capture.Observer: the retransmit goes to the
@@ -721,6 +722,6 @@ func (c *claimer) claims(op *flow.KernelOp) bool {
 
 func (p *pipeline) closeDump() {
 	if p.dump != nil {
-		p.dump.closeAll()
+		p.dump.CloseAll()
 	}
 }
