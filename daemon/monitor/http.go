@@ -21,7 +21,7 @@ func (m *Monitor) RegisterHTTP(s *api.Server) {
 	s.AddReadyCheck("capture", func() error {
 		// Capture switched off is a configured state, not unreadiness:
 		// /api/v1/features reports it.
-		if n, err := m.enroller.failing(); n > 0 {
+		if n, err := m.enroller.Failing(); n > 0 {
 			return fmt.Errorf("%d enrolled network namespaces could not be handed to the eBPF collector, e.g.: %w", n, err)
 		}
 		return nil

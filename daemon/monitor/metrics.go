@@ -203,10 +203,10 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(x.reqKept, float64(m.requests.Len()))
 	counter(x.reqOverwritten, m.requests.Overwritten())
-	counter(x.enrollErrors, m.enroller.errorCount())
+	counter(x.enrollErrors, m.enroller.Errors())
 	if d := m.pipe.dump; d != nil {
 		counter(x.dumpSkipped, d.Skipped())
 		counter(x.dumpErrors, d.Errors())
 	}
-	gauge(x.monitoredPods, float64(m.pods.len()))
+	gauge(x.monitoredPods, float64(m.pods.Len()))
 }

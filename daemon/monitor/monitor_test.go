@@ -502,10 +502,10 @@ func TestEnrollmentFollowsTheRegistry(t *testing.T) {
 	if got := h.coll.callLog(); !slices.Equal(got, want) {
 		t.Fatalf("collector calls = %v, want %v", got, want)
 	}
-	if p := h.m.pods.byAddr(netip.MustParseAddr("10.0.0.2")); p != nil {
+	if p := h.m.pods.ByAddr(netip.MustParseAddr("10.0.0.2")); p != nil {
 		t.Errorf("removed pod still found by IP: %+v", p)
 	}
-	if p := h.m.pods.byAddr(netip.MustParseAddr("10.0.0.4")); p == nil || p.Name != "c" {
+	if p := h.m.pods.ByAddr(netip.MustParseAddr("10.0.0.4")); p == nil || p.Name != "c" {
 		t.Errorf("pod by IP = %+v", p)
 	}
 }
@@ -530,7 +530,7 @@ func TestEnrollFailureIsCountedAndUnready(t *testing.T) {
 	if rr.Code != http.StatusOK {
 		t.Fatalf("readyz after the pod left = %d %s", rr.Code, rr.Body)
 	}
-	if n := h.m.enroller.errorCount(); n != 1 {
+	if n := h.m.enroller.Errors(); n != 1 {
 		t.Errorf("enroll errors = %d, want 1 (counted even when resolved)", n)
 	}
 }
@@ -548,7 +548,7 @@ func TestEnrollOfAPodWhoseHostInterfaceIsGoneIsNoFailure(t *testing.T) {
 	if rr.Code != http.StatusOK {
 		t.Fatalf("readyz = %d %s, want ready", rr.Code, rr.Body)
 	}
-	if n := h.m.enroller.errorCount(); n != 0 {
+	if n := h.m.enroller.Errors(); n != 0 {
 		t.Errorf("enroll errors = %d, want 0", n)
 	}
 }

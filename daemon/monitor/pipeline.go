@@ -10,6 +10,7 @@ import (
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/podindex"
 	"github.com/weirnet/weir/daemon/protocol"
 	"github.com/weirnet/weir/daemon/protocol/record"
 	"github.com/weirnet/weir/daemon/requests"
@@ -19,7 +20,7 @@ import (
 type pipelineConfig struct {
 	log       *slog.Logger
 	consumers []flow.Consumer
-	pods      *podIndex
+	pods      *podindex.Index
 	requests  *requests.Ring
 	pstats    *protocol.Stats
 	limits    protocol.Limits
@@ -254,17 +255,17 @@ func (cs *connState) ensureParser() *protocol.Conn {
 func (cs *connState) flow() *flow.Connection {
 	c := cs.c
 	pods := cs.p.pods
-	version := pods.current()
+	version := pods.Current()
 	if fc := cs.fc; fc != nil && version == cs.fcPods && c.PodID == cs.fcPodID && fc.Role == c.Role &&
 		fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote && fc.Process.PID == c.Proc.TGID &&
 		fc.Process.ContainerID == c.ContainerID && fc.TLS == c.TLSLibrary &&
-		(fc.Process.ContainerName != "" || !pods.namesContainers(c.ContainerID)) {
+		(fc.Process.ContainerName != "" || !pods.NamesContainers(c.ContainerID)) {
 		// Nothing the identity is made of changed, so the lookups below
 		// would find what fc holds.
 		return fc
 	}
 	cs.fcPods, cs.fcPodID = version, c.PodID
-	local := pods.byPodID(c.PodID) // renamed pods are new values
+	local := pods.ByPodID(c.PodID) // renamed pods are new values
 	// A container's name never changes: once the runtime has named this
 	// container id, the resolver is not asked again (this runs per
 	// operation).
@@ -272,7 +273,7 @@ func (cs *connState) flow() *flow.Connection {
 	if fc := cs.fc; fc != nil && fc.Process.ContainerID == c.ContainerID && fc.Process.ContainerName != "" {
 		container = fc.Process.ContainerName
 	} else {
-		container = pods.containerName(c.PodID, c.ContainerID)
+		container = pods.ContainerName(c.PodID, c.ContainerID)
 	}
 	if fc := cs.fc; fc != nil && fc.Role == c.Role && fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote &&
 		fc.Process.PID == c.Proc.TGID && fc.Process.ContainerID == c.ContainerID &&
@@ -289,7 +290,7 @@ func (cs *connState) flow() *flow.Connection {
 		TLS: c.TLSLibrary,
 	}
 	if c.Remote.IsValid() {
-		fc.Remote.Pod = pods.byAddr(c.Remote.Addr())
+		fc.Remote.Pod = pods.ByAddr(c.Remote.Addr())
 	}
 	cs.fc = fc
 	return fc
