@@ -90,14 +90,11 @@ test-unit:
 # The unprivileged tests: `go test -short` over every package outside tests/
 # (the end-to-end suites there all need root). A privileged test skips itself
 # under -short, and without root, through internal/testenv.Privileged, so
-# root and non-root runs execute the same tests. Not yet converted, and so
-# handled here: package bpf is left out (its privileged eBPF tests take ~50 s
-# and do not check -short; its unprivileged ones run in test-unit), and as
-# root daemon/monitor's and daemon/capture's privileged tests still run
-# (a few seconds).
-SHORT_EXCLUDE := github.com/weirnet/weir/bpf
+# root and non-root runs execute the same tests (package bpf's privileged
+# tests go through it too). Not yet converted: as root daemon/monitor's and
+# daemon/capture's privileged tests still run (a few seconds).
 test-short:
-	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /tests/ | grep -vxF '$(SHORT_EXCLUDE)')
+	$(GO) test -short -count=1 $$($(GO) list ./... | grep -v /tests/)
 
 # Privileged end-to-end suites share netns/bridge names: run them one package at a time.
 test-e2e: cni-plugins

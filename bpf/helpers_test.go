@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 // The privileged tests below load real programs into the running kernel
@@ -22,11 +23,11 @@ import (
 // create with unshare(2). They use nothing but Go and the kernel, so that
 // `go test -c` binaries also run in a minimal VM guest on other kernels.
 
+// requireRoot marks a privileged test (internal/testenv): skipped under
+// -short and without root.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("loads eBPF programs and creates network namespaces: needs root")
-	}
+	testenv.Privileged(t, "loads eBPF programs and creates network namespaces")
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -51,6 +52,7 @@ type testNetns struct {
 // newNetns creates a network namespace with loopback up.
 func newNetns(t *testing.T) *testNetns {
 	t.Helper()
+	requireRoot(t)
 	type result struct {
 		ns  *testNetns
 		err error
