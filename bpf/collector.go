@@ -50,6 +50,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/weirnet/weir/bpf/event"
 )
 
 // Defaults and bounds of Config.
@@ -220,8 +222,8 @@ type Collector struct {
 	podDev, podDrops    *ebpf.Map
 	pods                podAttachments
 
-	processes chan ProcessEvent // found by Enroll's scan, delivered by Run
-	wake      chan struct{}     // cuts Run's sleep short: processes wait
+	processes chan event.ProcessEvent // found by Enroll's scan, delivered by Run
+	wake      chan struct{}           // cuts Run's sleep short: processes wait
 	running   atomic.Bool
 	closeOnce sync.Once
 	stats     readerStats
@@ -310,7 +312,7 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		log:          log,
 		cfg:          cfg,
 		counterNames: names,
-		processes:    make(chan ProcessEvent, cfg.ProcessQueueSize),
+		processes:    make(chan event.ProcessEvent, cfg.ProcessQueueSize),
 		wake:         make(chan struct{}, 1),
 		pods:         podAttachments{byNS: map[uint64]*tcAttach{}},
 	}

@@ -17,7 +17,7 @@ import (
 // written, the kernel side captures any thread in that namespace, including
 // processes started later. Processes already running there are found by a
 // one-time scan of /proc: they are recorded in the kernel's process map and
-// reported to Run's ProcessSink as ProcessExisting; their already-open
+// reported to Run's event.ProcessSink as event.ProcessExisting; their already-open
 // connections appear on their first data syscall, with RoleUnknown.
 func (c *Collector) Enroll(netnsInode uint64, podID uint32) error {
 	if netnsInode == 0 {
@@ -37,7 +37,7 @@ func (c *Collector) Enroll(netnsInode uint64, podID uint32) error {
 				c.log.Warn("record existing thread", "tid", tid, "error", err)
 			}
 		}
-		ev := ProcessEvent{Kind: ProcessExisting, PPID: p.ppid, Proc: event.Process{
+		ev := event.ProcessEvent{Kind: event.ProcessExisting, PPID: p.ppid, Proc: event.Process{
 			TGID: p.tgid, TID: p.tgid, Comm: p.comm, PodID: podID, NetnsIno: netnsInode,
 		}}
 		select {

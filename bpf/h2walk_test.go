@@ -1,5 +1,8 @@
 package bpf
 
+//lint:file-ignore SA1019 x/net/http2's Server.ServeConn and Transport are this test's reference HTTP/2 peer: one
+// prior-knowledge connection per transport on a listener the test owns; net/http's Protocols would change the peer under test.
+
 import (
 	"bytes"
 	"context"

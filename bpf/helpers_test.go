@@ -3,7 +3,6 @@ package bpf
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 // The privileged tests below load real programs into the running kernel
@@ -23,11 +23,11 @@ import (
 // create with unshare(2). They use nothing but Go and the kernel, so that
 // `go test -c` binaries also run in a minimal VM guest on other kernels.
 
+// requireRoot marks a privileged test (internal/testenv): skipped under
+// -short and without root.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("loads eBPF programs and creates network namespaces: needs root")
-	}
+	testenv.Privileged(t, "loads eBPF programs and creates network namespaces")
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -52,6 +52,7 @@ type testNetns struct {
 // newNetns creates a network namespace with loopback up.
 func newNetns(t *testing.T) *testNetns {
 	t.Helper()
+	requireRoot(t)
 	type result struct {
 		ns  *testNetns
 		err error
@@ -143,13 +144,13 @@ func wait(t *testing.T, ch <-chan error, d time.Duration) {
 	}
 }
 
-// recorder is an event.Sink and ProcessSink that keeps everything.
+// recorder is an event.Sink and event.ProcessSink that keeps everything.
 type recorder struct {
 	mu      sync.Mutex
 	opens   []event.ConnOpen
 	closes  []event.ConnClose
 	data    []event.Data
-	procs   []ProcessEvent
+	procs   []event.ProcessEvent
 	retrans []event.Retransmit
 }
 
@@ -178,7 +179,7 @@ func (r *recorder) Retransmit(e event.Retransmit) {
 	r.retrans = append(r.retrans, e)
 }
 
-func (r *recorder) Process(e ProcessEvent) {
+func (r *recorder) Process(e event.ProcessEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.procs = append(r.procs, e)
@@ -190,7 +191,7 @@ type snapshot struct {
 	opens   []event.ConnOpen
 	closes  []event.ConnClose
 	data    []event.Data
-	procs   []ProcessEvent
+	procs   []event.ProcessEvent
 	retrans []event.Retransmit
 }
 
@@ -393,5 +394,3 @@ func (s snapshot) closeOf(conn event.ConnID) (event.ConnClose, bool) {
 	}
 	return event.ConnClose{}, false
 }
-
-var errTimeout = errors.New("timeout")

@@ -121,7 +121,7 @@ func TestCapturesShortLivedChildProcess(t *testing.T) {
 			}
 		}
 		for _, p := range s.procs {
-			exited = exited || (p.Kind == ProcessExit && p.Proc.TGID == uint32(pid))
+			exited = exited || (p.Kind == event.ProcessExit && p.Proc.TGID == uint32(pid))
 		}
 		return closed && exited
 	})
@@ -135,23 +135,23 @@ func TestCapturesShortLivedChildProcess(t *testing.T) {
 		t.Fatalf("server got %q, want %q", request, want)
 	}
 
-	kinds := map[ProcessKind]ProcessEvent{}
+	kinds := map[event.ProcessKind]event.ProcessEvent{}
 	for _, p := range s.procs {
 		if p.Proc.TGID == uint32(pid) {
 			kinds[p.Kind] = p
 		}
 	}
-	if f, ok := kinds[ProcessFork]; !ok || f.PPID != uint32(os.Getpid()) {
+	if f, ok := kinds[event.ProcessFork]; !ok || f.PPID != uint32(os.Getpid()) {
 		t.Fatalf("fork of child %d not reported with parent %d: %+v", pid, os.Getpid(), kinds)
 	}
-	if e, ok := kinds[ProcessExec]; !ok || e.Filename != os.Args[0] {
+	if e, ok := kinds[event.ProcessExec]; !ok || e.Filename != os.Args[0] {
 		t.Fatalf("exec of child %d not reported with filename %s: %+v", pid, os.Args[0], kinds)
 	}
-	if x := kinds[ProcessExit]; x.ExitCode != 0 || x.Proc.PodID != 21 {
+	if x := kinds[event.ProcessExit]; x.ExitCode != 0 || x.Proc.PodID != 21 {
 		t.Fatalf("exit of child %d: %+v, want code 0 in pod 21", pid, x)
 	}
 	t.Logf("child process events: fork %+v, exec %q, exit code %d; connection %d: %d bytes out, %d in",
-		kinds[ProcessFork].Proc.Comm, kinds[ProcessExec].Filename, kinds[ProcessExit].ExitCode,
+		kinds[event.ProcessFork].Proc.Comm, kinds[event.ProcessExec].Filename, kinds[event.ProcessExit].ExitCode,
 		cl.Conn, len(request), len(reply))
 }
 
@@ -231,7 +231,7 @@ func TestEnrollScansExistingProcessesAndSockets(t *testing.T) {
 	s := r.rec.snapshot(ns.ino)
 	var found bool
 	for _, p := range s.procs {
-		found = found || (p.Kind == ProcessExisting && p.Proc.TGID == uint32(os.Getpid()) && p.Proc.PodID == 31)
+		found = found || (p.Kind == event.ProcessExisting && p.Proc.TGID == uint32(os.Getpid()) && p.Proc.PodID == 31)
 	}
 	if !found {
 		t.Fatalf("scan did not report this process (%d): %+v", os.Getpid(), s.procs)

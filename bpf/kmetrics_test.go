@@ -329,7 +329,7 @@ func clientConn(t *testing.T, s snapshot, remote string) (event.ConnOpen, event.
 
 // sendTotals sums the send metrics of a connection's egress Data events.
 type sendTotals struct {
-	syscalls, measured int
+	measured           int
 	packets            uint64
 	packetBytes, bytes uint64
 	retransmits        uint64

@@ -61,7 +61,7 @@ func (c *Collector) ReaderStats() ReaderStats {
 // Run reads the ring buffer and hands every decoded record to sink, in
 // ring buffer order, until ctx is done (then it returns nil) or the
 // collector is closed (ErrClosed). Processes found by Enroll's scan are
-// delivered from here too, to sinks that implement ProcessSink. Only one
+// delivered from here too, to sinks that implement event.ProcessSink. Only one
 // Run may be active at a time.
 //
 // The kernel side never waits for Run: a slow sink makes the ring buffer
@@ -72,7 +72,7 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 		return errors.New("bpf: Run is already active on this collector")
 	}
 	defer c.running.Store(false)
-	ps, _ := sink.(ProcessSink)
+	ps, _ := sink.(event.ProcessSink)
 
 	// The kernel side never wakes the reader (see Config.PollInterval).
 	// With a deadline in the past ReadInto never blocks in epoll: it
@@ -117,7 +117,7 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 	}
 }
 
-func (c *Collector) deliverProcesses(ps ProcessSink) {
+func (c *Collector) deliverProcesses(ps event.ProcessSink) {
 	for {
 		select {
 		case p := <-c.processes:
@@ -140,7 +140,7 @@ func record[T any](b []byte) T {
 
 // decode turns one ring buffer record into a call on sink; reasons names
 // the kernel's drop reasons (nil gives numeric names).
-func decode(b []byte, sink event.Sink, ps ProcessSink, reasons dropReasons) error {
+func decode(b []byte, sink event.Sink, ps event.ProcessSink, reasons dropReasons) error {
 	if len(b) == 0 {
 		return errors.New("empty record")
 	}
@@ -229,14 +229,14 @@ func decode(b []byte, sink event.Sink, ps ProcessSink, reasons dropReasons) erro
 			return nil
 		}
 		e := record[captureProcessEvent](b)
-		kind := ProcessExit
+		kind := event.ProcessExit
 		switch captureEventType(e.Type) {
 		case captureEventTypeEVENT_PROC_FORK:
-			kind = ProcessFork
+			kind = event.ProcessFork
 		case captureEventTypeEVENT_PROC_EXEC:
-			kind = ProcessExec
+			kind = event.ProcessExec
 		}
-		ps.Process(ProcessEvent{
+		ps.Process(event.ProcessEvent{
 			Kind:     kind,
 			Proc:     process(&e.Proc),
 			PPID:     e.Ppid,

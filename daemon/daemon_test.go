@@ -186,8 +186,8 @@ type recorder struct {
 
 func (r *recorder) Name() string                  { return "recorder" }
 func (r *recorder) Run(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
-func (r *recorder) PodEnrolled(p *enrollpb.Pod)   { r.add("+" + p.GetContainerId()) }
-func (r *recorder) PodRemoved(p *enrollpb.Pod)    { r.add("-" + p.GetContainerId()) }
+func (r *recorder) PodEnrolled(p *registry.Pod)   { r.add("+" + p.ContainerID) }
+func (r *recorder) PodRemoved(p *registry.Pod)    { r.add("-" + p.ContainerID) }
 func (r *recorder) add(s string)                  { r.mu.Lock(); r.events = append(r.events, s); r.mu.Unlock() }
 func (r *recorder) String() string {
 	r.mu.Lock()
@@ -209,7 +209,7 @@ func TestStartDrainsSpoolAndReconcilesBeforeServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	vanished := podIn(t, "vanished")
-	if _, err := reg.Enroll(vanished); err != nil {
+	if _, err := reg.Enroll(registry.PodFromProto(vanished)); err != nil {
 		t.Fatal(err)
 	}
 	deleteNetns(t, vanished.GetNetns())

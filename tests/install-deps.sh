@@ -5,7 +5,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-pkgs=(clang llvm libbpf-dev bpftool protobuf-compiler iproute2 iptables nftables ethtool
+pkgs=(clang clang-format llvm libbpf-dev bpftool protobuf-compiler iproute2 iptables nftables ethtool
       nginx-light nghttp2-client wrk curl containerd runc qemu-system-x86 cpio chromium)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

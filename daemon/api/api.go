@@ -24,7 +24,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/daemon/api/wire"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // Bounds of the HTTP server. The API answers small GETs from local tools.
@@ -36,27 +36,24 @@ const (
 	ShutdownTimeout   = 5 * time.Second
 )
 
-// PodFromProto converts a registry record to its API view.
-func PodFromProto(p *enrollpb.Pod) wire.Pod {
-	ips := make([]string, 0, len(p.GetIps()))
-	for _, ip := range p.GetIps() {
-		ips = append(ips, ip.GetAddress())
+// podView converts a registry pod to its API view.
+func podView(p *registry.Pod) wire.Pod {
+	ips := make([]string, 0, len(p.IPs))
+	for _, ip := range p.IPs {
+		ips = append(ips, ip.Address)
 	}
-	out := wire.Pod{
-		ID: p.GetId(), Network: p.GetNetwork(), Namespace: p.GetNamespace(), Name: p.GetName(), UID: p.GetUid(),
-		SandboxID: p.GetContainerId(), InfraContainerID: p.GetInfraContainerId(),
-		Netns: p.GetNetns(), NetnsInode: p.GetNetnsInode(), Ifname: p.GetIfname(), IfIndex: p.GetIfIndex(),
-		HostVeth: p.GetHostVeth(), HostVethIndex: p.GetHostVethIndex(), IPs: ips, CNIVersion: p.GetCniVersion(),
+	return wire.Pod{
+		ID: p.ID, Network: p.Network, Namespace: p.Namespace, Name: p.Name, UID: p.UID,
+		SandboxID: p.ContainerID, InfraContainerID: p.InfraContainerID,
+		Netns: p.Netns, NetnsInode: p.NetnsInode, Ifname: p.Ifname, IfIndex: p.IfIndex,
+		HostVeth: p.HostVeth, HostVethIndex: p.HostVethIndex, IPs: ips, CNIVersion: p.CNIVersion,
+		EnrolledAt: p.EnrolledAt,
 	}
-	if p.GetEnrolledAt() != nil {
-		out.EnrolledAt = p.GetEnrolledAt().AsTime()
-	}
-	return out
 }
 
 // PodLister is where the pods come from: the registry.
 type PodLister interface {
-	List() []*enrollpb.Pod
+	List() []*registry.Pod
 }
 
 // Server is the HTTP API. Create it with New, add handlers and readiness
@@ -185,7 +182,7 @@ func (s *Server) listPods(w http.ResponseWriter, _ *http.Request) {
 	pods := s.pods.List()
 	out := make([]wire.Pod, 0, len(pods))
 	for _, p := range pods {
-		out = append(out, PodFromProto(p))
+		out = append(out, podView(p))
 	}
 	wire.WriteJSON(w, http.StatusOK, out)
 }

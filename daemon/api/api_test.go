@@ -13,29 +13,27 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/weirnet/weir/daemon/api/wire"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
-type podList []*enrollpb.Pod
+type podList []*registry.Pod
 
-func (l podList) List() []*enrollpb.Pod { return l }
+func (l podList) List() []*registry.Pod { return l }
 
 var enrolled = time.Date(2025, 3, 4, 5, 6, 7, 123456789, time.UTC)
 
-func samplePod() *enrollpb.Pod {
-	return &enrollpb.Pod{
-		Id: 7, Network: "kindnet", ContainerId: "sandbox123", Ifname: "eth0",
+func samplePod() *registry.Pod {
+	return &registry.Pod{
+		ID: 7, Network: "kindnet", ContainerID: "sandbox123", Ifname: "eth0",
 		Netns: "/var/run/netns/cni-1", NetnsInode: 4026532001, IfIndex: 2,
 		HostVeth: "veth1a2b", HostVethIndex: 17,
-		Ips: []*enrollpb.IPConfig{
+		IPs: []registry.IPConfig{
 			{Address: "10.22.0.5/16", Gateway: "10.22.0.1"},
 			{Address: "fd00::5/64"},
 		},
-		Namespace: "shop", Name: "cart-0", Uid: "7f9c", InfraContainerId: "infra123",
-		EnrolledAt: timestamppb.New(enrolled), CniVersion: "1.1.0",
+		Namespace: "shop", Name: "cart-0", UID: "7f9c", InfraContainerID: "infra123",
+		EnrolledAt: enrolled, CNIVersion: "1.1.0",
 	}
 }
 
@@ -90,7 +88,7 @@ func TestNoPodsIsAnEmptyArray(t *testing.T) {
 		t.Fatalf("body = %s, want []", body)
 	}
 	withoutIPs := samplePod()
-	withoutIPs.Ips = nil
+	withoutIPs.IPs = nil
 	_, body = get(t, New(podList{withoutIPs}, slog.New(slog.DiscardHandler)), "/api/v1/pods")
 	if !strings.Contains(string(body), `"ips":[]`) {
 		t.Fatalf("pod without addresses: %s, want \"ips\":[]", body)

@@ -18,7 +18,11 @@
 //
 // Every structure here is bounded: tracked connections, retained closed
 // connections, reorder buffers per direction and buffered bytes in total.
-// Hitting a bound is counted in Stats (and the Prometheus collector) and is
-// resolved by evicting the least recently active connection or by declaring
-// a gap, never by growing.
+// Hitting a bound is counted in Stats and is resolved by evicting the least
+// recently active connection or by declaring a gap, never by growing.
+//
+// This package is only reassembly: what reads it lives with its own kind,
+// the Prometheus view of Stats in package metrics (CaptureCollector) and the
+// /api/v1/connections handler over Connections in package api
+// (ConnectionsHandler).
 package capture

@@ -13,7 +13,6 @@ import (
 // Close reasons recorded on a connection that left the table.
 const (
 	ReasonClosed   = "closed"       // the process closed the fd (ConnClose)
-	ReasonFDReused = "fd-reused"    // kept for API compatibility; fd reuse no longer ends a connection (see setProc)
 	ReasonIdle     = "idle"         // no event for Config.IdleTimeout
 	ReasonEvicted  = "evicted"      // the table was full (Config.MaxConns)
 	ReasonShutdown = "shutdown"     // CloseAll

@@ -11,12 +11,12 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/daemon/api"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 type noPods struct{}
 
-func (noPods) List() []*enrollpb.Pod { return nil }
+func (noPods) List() []*registry.Pod { return nil }
 
 func get(t *testing.T, h http.Handler, path string) *http.Response {
 	t.Helper()

@@ -46,7 +46,7 @@ func spooledUnenroll(id string, at time.Time) *enrollpb.SpoolRecord {
 }
 
 func (c *clockServer) enrolled(id string) bool {
-	_, ok := c.reg.Get(registry.KeyOf(testPod(id)))
+	_, ok := c.reg.Get(registry.KeyOf(registry.PodFromProto(testPod(id))))
 	return ok
 }
 

@@ -9,7 +9,6 @@ import (
 	"syscall"
 
 	"github.com/weirnet/weir/daemon/registry"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
 // Reconcile drops every pod whose network namespace no longer exists: its
@@ -23,7 +22,7 @@ import (
 // mounted into its container, and the host PID namespace for /proc paths);
 // otherwise every pod looks gone. A path that cannot be inspected for another
 // reason (permissions) keeps its pod and is logged.
-func Reconcile(reg *registry.Registry, log *slog.Logger) ([]*enrollpb.Pod, error) {
+func Reconcile(reg *registry.Registry, log *slog.Logger) ([]*registry.Pod, error) {
 	// Inspect the filesystem without the registry's lock, then remove only
 	// records that are still exactly the ones found stale, so a concurrent
 	// re-enrollment into a new namespace is not lost.
@@ -33,22 +32,22 @@ func Reconcile(reg *registry.Registry, log *slog.Logger) ([]*enrollpb.Pod, error
 	}
 	stale := map[registry.Key]seen{}
 	for _, p := range reg.List() {
-		gone, why, err := netnsGone(p.GetNetns(), p.GetNetnsInode())
+		gone, why, err := netnsGone(p.Netns, p.NetnsInode)
 		if err != nil {
 			log.Warn("reconcile: cannot inspect pod netns; keeping the pod", append(podAttrs(p), "error", err)...)
 			continue
 		}
 		if gone {
-			log.Info("reconcile: pod netns is gone; removing the pod", append(podAttrs(p), "netns", p.GetNetns(), "reason", why)...)
-			stale[registry.KeyOf(p)] = seen{p.GetNetns(), p.GetNetnsInode()}
+			log.Info("reconcile: pod netns is gone; removing the pod", append(podAttrs(p), "netns", p.Netns, "reason", why)...)
+			stale[registry.KeyOf(p)] = seen{p.Netns, p.NetnsInode}
 		}
 	}
 	if len(stale) == 0 {
 		return nil, nil
 	}
-	removed, err := reg.RemoveIf(func(p *enrollpb.Pod) bool {
+	removed, err := reg.RemoveIf(func(p *registry.Pod) bool {
 		s, ok := stale[registry.KeyOf(p)]
-		return ok && s.netns == p.GetNetns() && s.inode == p.GetNetnsInode()
+		return ok && s.netns == p.Netns && s.inode == p.NetnsInode
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)

@@ -121,9 +121,10 @@ func (s *Server) Repair(ctx context.Context, opts RepairOptions) (RepairStats, e
 		if netns == "" {
 			continue // nothing says where the pod's network is
 		}
-		p, err := e.pod(netns, conf)
+		req, err := e.pod(netns, conf)
+		var p *registry.Pod
 		if err == nil {
-			p, err = s.enroll(p, false)
+			p, err = s.enroll(req, false)
 		}
 		if err != nil {
 			st.Failed++

@@ -104,12 +104,12 @@ func TestRepairEnrollsOnlyLiveMissingAttachmentsOfThisDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	pods := reg.List()
-	if len(pods) != 1 || pods[0].GetContainerId() != "a" {
+	if len(pods) != 1 || pods[0].ContainerID != "a" {
 		t.Fatalf("repaired %v, want only a", pods)
 	}
 	p := pods[0]
-	if p.GetNetns() != live || p.GetHostVeth() == "" || p.GetHostVethIndex() == 0 || p.GetNamespace() != "shop" ||
-		len(p.GetIps()) != 1 || p.GetIps()[0].GetAddress() != podAddr("a")+"/8" {
+	if p.Netns != live || p.HostVeth == "" || p.HostVethIndex == 0 || p.Namespace != "shop" ||
+		len(p.IPs) != 1 || p.IPs[0].Address != podAddr("a")+"/8" {
 		t.Errorf("repaired record %v lacks what the plugin's ADD would have sent", p)
 	}
 	if st.Repaired != 1 || testutil.ToFloat64(s.Metrics().Repaired) != 1 {
@@ -136,7 +136,7 @@ func TestRepairWithCRITrustsOnlyReadySandboxesAndTheirNetns(t *testing.T) {
 	if _, err := s.Repair(context.Background(), RepairOptions{CacheDir: cache, Socket: repairSocket, Sandboxes: cri}); err != nil {
 		t.Fatal(err)
 	}
-	if pods := reg.List(); len(pods) != 1 || pods[0].GetContainerId() != "a" || pods[0].GetNetns() != live {
+	if pods := reg.List(); len(pods) != 1 || pods[0].ContainerID != "a" || pods[0].Netns != live {
 		t.Fatalf("repaired %v, want a in %s", pods, live)
 	}
 	// The CRI down: the cache has no netns, so nothing more can be repaired, and nothing fails.

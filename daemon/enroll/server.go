@@ -111,15 +111,17 @@ func (s *Server) Enroll(ctx context.Context, req *enrollpb.EnrollRequest) (*enro
 	if err != nil {
 		return nil, err
 	}
-	s.order.note(attachmentOf(p.GetContainerId(), p.GetIfname()), s.now(), true)
+	s.order.note(attachmentOf(p.ContainerID, p.Ifname), s.now(), true)
 	s.log.Info("pod enrolled", podAttrs(p)...)
-	return &enrollpb.EnrollResponse{Pod: p}, nil
+	return &enrollpb.EnrollResponse{Pod: p.Proto()}, nil
 }
 
-// enroll validates p, checks it against the node and stores it. Refusals
-// are logged and, when count is set, counted by reason. The error is a gRPC
-// status; one wrapping ErrNetnsGone keeps that sentinel reachable.
-func (s *Server) enroll(p *enrollpb.Pod, count bool) (*enrollpb.Pod, error) {
+// enroll validates req, checks it against the node and stores it: the
+// enrollment contract's record becomes the daemon's registry.Pod here, once.
+// Refusals are logged and, when count is set, counted by reason. The error
+// is a gRPC status; one wrapping ErrNetnsGone keeps that sentinel reachable.
+func (s *Server) enroll(req *enrollpb.Pod, count bool) (*registry.Pod, error) {
+	p := registry.PodFromProto(req)
 	refuse := func(reason string, code codes.Code, err error) error {
 		if count {
 			s.metrics.Refused.WithLabelValues(reason).Inc()
@@ -127,14 +129,14 @@ func (s *Server) enroll(p *enrollpb.Pod, count bool) (*enrollpb.Pod, error) {
 		}
 		return &refusal{st: status.New(code, err.Error()), err: err}
 	}
-	if err := ValidatePod(p); err != nil {
+	if err := ValidatePod(req); err != nil {
 		return nil, refuse(ReasonInvalid, codes.InvalidArgument, err)
 	}
-	if err := s.host.CheckNetns(p.GetNetns(), p.GetNetnsInode()); err != nil {
+	if err := s.host.CheckNetns(p.Netns, p.NetnsInode); err != nil {
 		return nil, refuse(ReasonNetns, codes.InvalidArgument, err)
 	}
-	if p.GetHostVethIndex() != 0 {
-		if err := s.host.CheckHostLink(p.GetHostVethIndex(), p.GetHostVeth()); err != nil {
+	if p.HostVethIndex != 0 {
+		if err := s.host.CheckHostLink(p.HostVethIndex, p.HostVeth); err != nil {
 			return nil, refuse(ReasonLink, codes.InvalidArgument, err)
 		}
 	}
@@ -162,13 +164,13 @@ func (s *Server) enroll(p *enrollpb.Pod, count bool) (*enrollpb.Pod, error) {
 // dropIfGone removes owner if its network namespace is gone: its address
 // was handed out again after a DEL the daemon never saw. It reports
 // whether owner was removed.
-func (s *Server) dropIfGone(owner *enrollpb.Pod) bool {
-	gone, why, err := netnsGone(owner.GetNetns(), owner.GetNetnsInode())
+func (s *Server) dropIfGone(owner *registry.Pod) bool {
+	gone, why, err := netnsGone(owner.Netns, owner.NetnsInode)
 	if err != nil || !gone {
 		return false
 	}
-	removed, err := s.reg.RemoveIf(func(p *enrollpb.Pod) bool {
-		return registry.KeyOf(p) == registry.KeyOf(owner) && p.GetNetnsInode() == owner.GetNetnsInode()
+	removed, err := s.reg.RemoveIf(func(p *registry.Pod) bool {
+		return registry.KeyOf(p) == registry.KeyOf(owner) && p.NetnsInode == owner.NetnsInode
 	})
 	if err != nil || len(removed) == 0 {
 		return false
@@ -213,7 +215,7 @@ func (s *Server) unenroll(req *enrollpb.UnenrollRequest) (*enrollpb.UnenrollResp
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	removed, err := s.reg.RemoveIf(func(p *enrollpb.Pod) bool {
+	removed, err := s.reg.RemoveIf(func(p *registry.Pod) bool {
 		pk := registry.KeyOf(p)
 		return pk.ContainerID == k.ContainerID && pk.Ifname == k.Ifname && (anyNetwork || pk.Network == k.Network)
 	})
@@ -240,12 +242,17 @@ func (s *Server) Get(_ context.Context, req *enrollpb.GetRequest) (*enrollpb.Get
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "attachment %s is not enrolled", k)
 	}
-	return &enrollpb.GetResponse{Pod: p}, nil
+	return &enrollpb.GetResponse{Pod: p.Proto()}, nil
 }
 
 // List returns every attachment, ordered by id.
 func (s *Server) List(context.Context, *enrollpb.ListRequest) (*enrollpb.ListResponse, error) {
-	return &enrollpb.ListResponse{Pods: s.reg.List()}, nil
+	pods := s.reg.List()
+	resp := &enrollpb.ListResponse{Pods: make([]*enrollpb.Pod, 0, len(pods))}
+	for _, p := range pods {
+		resp.Pods = append(resp.Pods, p.Proto())
+	}
+	return resp, nil
 }
 
 // GC drops the network's attachments that are not in the valid set. The
@@ -270,11 +277,13 @@ func (s *Server) GC(_ context.Context, req *enrollpb.GCRequest) (*enrollpb.GCRes
 	}
 	now := s.now()
 	for _, p := range removed {
-		s.order.note(attachmentOf(p.GetContainerId(), p.GetIfname()), now, false)
+		s.order.note(attachmentOf(p.ContainerID, p.Ifname), now, false)
 		s.log.Info("pod removed by CNI GC", podAttrs(p)...)
 	}
 	resp := &enrollpb.GCResponse{RemovedCount: uint32(len(removed))}
-	resp.Removed = removed[:min(len(removed), MaxGCRemovedListed)]
+	for _, p := range removed[:min(len(removed), MaxGCRemovedListed)] {
+		resp.Removed = append(resp.Removed, p.Proto())
+	}
 	return resp, nil
 }
 
@@ -306,14 +315,14 @@ func (s *Server) Apply(_ context.Context, rec *enrollpb.SpoolRecord) error {
 	var err error
 	switch op := rec.GetOp().(type) {
 	case *enrollpb.SpoolRecord_Enroll:
-		var p *enrollpb.Pod
+		var p *registry.Pod
 		p, err = s.enroll(op.Enroll.GetPod(), true)
 		switch {
 		case err == nil:
 			s.log.Info("pod enrolled from the spool", podAttrs(p)...)
 		case errors.Is(err, ErrNetnsGone), status.Code(err) == codes.ResourceExhausted:
 			s.metrics.SpoolDropped.Inc()
-			s.log.Info("spooled enrollment dropped", append(podAttrs(op.Enroll.GetPod()), "error", err)...)
+			s.log.Info("spooled enrollment dropped", append(podAttrs(registry.PodFromProto(op.Enroll.GetPod())), "error", err)...)
 			return nil
 		}
 	case *enrollpb.SpoolRecord_Unenroll:
@@ -355,9 +364,9 @@ func registryError(err error) error {
 	return status.Error(codes.Internal, err.Error())
 }
 
-func podAttrs(p *enrollpb.Pod) []any {
+func podAttrs(p *registry.Pod) []any {
 	return []any{
-		"id", p.GetId(), "network", p.GetNetwork(), "containerID", p.GetContainerId(), "ifname", p.GetIfname(),
-		"namespace", p.GetNamespace(), "name", p.GetName(), "netnsInode", p.GetNetnsInode(),
+		"id", p.ID, "network", p.Network, "containerID", p.ContainerID, "ifname", p.Ifname,
+		"namespace", p.Namespace, "name", p.Name, "netnsInode", p.NetnsInode,
 	}
 }

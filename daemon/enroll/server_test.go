@@ -171,7 +171,7 @@ func TestEnrollGetListUnenrollOverUnixSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pods := reopened.List(); len(pods) != 1 || pods[0].GetContainerId() != "b" {
+	if pods := reopened.List(); len(pods) != 1 || pods[0].ContainerID != "b" {
 		t.Fatalf("persisted registry = %v, want only b", pods)
 	}
 }
@@ -240,7 +240,7 @@ func TestGCRemovesAttachmentsNotInValidSet(t *testing.T) {
 	if strings.Join(removed, ",") != "stale1,stale2" {
 		t.Fatalf("GC removed %v, want stale1,stale2", removed)
 	}
-	if pods := f.reg.List(); len(pods) != 1 || pods[0].GetContainerId() != "keep" {
+	if pods := f.reg.List(); len(pods) != 1 || pods[0].ContainerID != "keep" {
 		t.Fatalf("after GC registry = %v", pods)
 	}
 	if _, err := f.client.GC(c, &enrollpb.GCRequest{}); status.Code(err) != codes.InvalidArgument {
@@ -392,7 +392,7 @@ func TestReconcileDropsPodsWhoseNetnsPathIsGoneOrReplaced(t *testing.T) {
 		}
 		p := testPod(id)
 		p.Netns, p.NetnsInode = paths[id], inodeOf(t, paths[id])
-		if _, err := reg.Enroll(p); err != nil {
+		if _, err := reg.Enroll(registry.PodFromProto(p)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -414,12 +414,12 @@ func TestReconcileDropsPodsWhoseNetnsPathIsGoneOrReplaced(t *testing.T) {
 	}
 	var ids []string
 	for _, p := range removed {
-		ids = append(ids, p.GetContainerId())
+		ids = append(ids, p.ContainerID)
 	}
 	if strings.Join(ids, ",") != "gone,replaced" {
 		t.Fatalf("Reconcile removed %v, want gone,replaced", ids)
 	}
-	if pods := reg.List(); len(pods) != 1 || pods[0].GetContainerId() != "alive" {
+	if pods := reg.List(); len(pods) != 1 || pods[0].ContainerID != "alive" {
 		t.Fatalf("after reconcile: %v", pods)
 	}
 	if again, err := Reconcile(reg, slog.New(slog.DiscardHandler)); err != nil || len(again) != 0 {
@@ -445,7 +445,7 @@ func TestReconcileWithRealNetworkNamespaces(t *testing.T) {
 		path := "/var/run/netns/" + name
 		p := testPod(id)
 		p.Netns, p.NetnsInode = path, inodeOf(t, path)
-		if _, err := reg.Enroll(p); err != nil {
+		if _, err := reg.Enroll(registry.PodFromProto(p)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -456,10 +456,10 @@ func TestReconcileWithRealNetworkNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != 1 || removed[0].GetContainerId() != "deleted" {
+	if len(removed) != 1 || removed[0].ContainerID != "deleted" {
 		t.Fatalf("Reconcile removed %v, want the deleted netns' pod", removed)
 	}
-	if pods := reg.List(); len(pods) != 1 || pods[0].GetContainerId() != "live" {
+	if pods := reg.List(); len(pods) != 1 || pods[0].ContainerID != "live" {
 		t.Fatalf("after reconcile: %v", pods)
 	}
 }

@@ -75,7 +75,7 @@ func TestEnrollOfAnotherLivePodsAddressIsRefused(t *testing.T) {
 	if _, err := f.client.Unenroll(ctx(t), &enrollpb.UnenrollRequest{Network: "kindnet", Attachment: att("thief")}); err != nil {
 		t.Fatal(err)
 	}
-	if pods := f.reg.List(); len(pods) != 1 || pods[0].GetContainerId() != "owner" {
+	if pods := f.reg.List(); len(pods) != 1 || pods[0].ContainerID != "owner" {
 		t.Fatalf("registry = %v, want only owner", pods)
 	}
 }
@@ -92,7 +92,7 @@ func TestEnrollTakesTheAddressOfAPodWhoseNetnsIsGone(t *testing.T) {
 	if _, err := f.client.Enroll(ctx(t), &enrollpb.EnrollRequest{Pod: fresh}); err != nil {
 		t.Fatalf("Enroll of an address whose holder's netns is gone: %v", err)
 	}
-	if pods := f.reg.List(); len(pods) != 1 || pods[0].GetContainerId() != "fresh" {
+	if pods := f.reg.List(); len(pods) != 1 || pods[0].ContainerID != "fresh" {
 		t.Fatalf("registry = %v, want only fresh", pods)
 	}
 }
@@ -131,7 +131,7 @@ func TestUnenrollWithoutNetworkDropsTheAttachmentFromEveryNetwork(t *testing.T) 
 	if err != nil || !resp.GetFound() {
 		t.Fatalf("Unenroll without network = %v, %v", resp, err)
 	}
-	if pods := f.reg.List(); len(pods) != 1 || pods[0].GetContainerId() != "keep" {
+	if pods := f.reg.List(); len(pods) != 1 || pods[0].ContainerID != "keep" {
 		t.Fatalf("registry = %v, want only keep", pods)
 	}
 }

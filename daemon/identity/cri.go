@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // Pod labels that name a workload, in order of preference: the recommended
@@ -199,11 +199,11 @@ func (c *CRI) Run(ctx context.Context) error {
 // Service implements ServiceResolver: the pod's app.kubernetes.io/name
 // label, else its app label, else "" (also while the labels are being
 // fetched).
-func (c *CRI) Service(pod *enrollpb.Pod) string {
+func (c *CRI) Service(pod *registry.Pod) string {
 	c.lookups.Add(1)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	id := pod.GetContainerId()
+	id := pod.ContainerID
 	s := c.get(id)
 	if s == nil {
 		return ""
@@ -258,19 +258,19 @@ func (c *CRI) ContainerName(sandboxID, containerID string) string {
 
 // PodEnrolled implements registry.Observer: fetch the new pod's labels
 // ahead of its first lookup.
-func (c *CRI) PodEnrolled(pod *enrollpb.Pod) {
+func (c *CRI) PodEnrolled(pod *registry.Pod) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s := c.get(pod.GetContainerId()); s != nil && !s.statusDone {
-		c.enqueue(pod.GetContainerId(), s)
+	if s := c.get(pod.ContainerID); s != nil && !s.statusDone {
+		c.enqueue(pod.ContainerID, s)
 	}
 }
 
 // PodRemoved implements registry.Observer: forget the sandbox.
-func (c *CRI) PodRemoved(pod *enrollpb.Pod) {
+func (c *CRI) PodRemoved(pod *registry.Pod) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.forget(pod.GetContainerId())
+	c.forget(pod.ContainerID)
 }
 
 // Generation changes whenever the labels of a sandbox have been learned,

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 type fakeSandbox struct {
@@ -135,8 +135,8 @@ func runCRI(t *testing.T, opts CRIOptions) *CRI {
 	return c
 }
 
-func sandboxPod(id, name string) *enrollpb.Pod {
-	return &enrollpb.Pod{ContainerId: id, Namespace: "shop", Name: name}
+func sandboxPod(id, name string) *registry.Pod {
+	return &registry.Pod{ContainerID: id, Namespace: "shop", Name: name}
 }
 
 func TestCRIServiceFromLabelsPrefersRecommendedLabel(t *testing.T) {

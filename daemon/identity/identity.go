@@ -43,14 +43,14 @@ import (
 
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/api/wire"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // Chain asks each resolver in turn and returns the first non-empty answer.
 type Chain []ServiceResolver
 
 // Service implements ServiceResolver.
-func (c Chain) Service(pod *enrollpb.Pod) string {
+func (c Chain) Service(pod *registry.Pod) string {
 	for _, r := range c {
 		if s := r.Service(pod); s != "" {
 			return s
@@ -145,11 +145,11 @@ func (r *Resolver) Run(ctx context.Context) error {
 }
 
 // Service implements ServiceResolver.
-func (r *Resolver) Service(pod *enrollpb.Pod) string { return r.chain.Service(pod) }
+func (r *Resolver) Service(pod *registry.Pod) string { return r.chain.Service(pod) }
 
 // Selected says whether a Kubernetes Service selects the pod, that is
 // whether Service's answer is one SkyWalking's OAP gives the pod too.
-func (r *Resolver) Selected(pod *enrollpb.Pod) bool {
+func (r *Resolver) Selected(pod *registry.Pod) bool {
 	return r.kube != nil && r.kube.service(pod) != ""
 }
 
@@ -191,14 +191,14 @@ func (r *Resolver) Generation() uint64 {
 func (r *Resolver) HasSynced() bool { return r.kube == nil || r.kube.HasSynced() }
 
 // PodEnrolled implements registry.Observer.
-func (r *Resolver) PodEnrolled(pod *enrollpb.Pod) {
+func (r *Resolver) PodEnrolled(pod *registry.Pod) {
 	if r.cri != nil {
 		r.cri.PodEnrolled(pod)
 	}
 }
 
 // PodRemoved implements registry.Observer.
-func (r *Resolver) PodRemoved(pod *enrollpb.Pod) {
+func (r *Resolver) PodRemoved(pod *registry.Pod) {
 	if r.cri != nil {
 		r.cri.PodRemoved(pod)
 	}

@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/weirnet/weir/daemon/api"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // runResolver runs r for the test's duration.
@@ -58,11 +58,11 @@ func TestResolverChainOrderKubernetesThenCRIThenOwner(t *testing.T) {
 	}
 	runResolver(t, r)
 
-	checkout := &enrollpb.Pod{ContainerId: "sb-checkout", Namespace: "shop", Name: "checkout-7d4b9c8f6d-x2kq9",
-		Ips: []*enrollpb.IPConfig{{Address: "10.1.0.5/24"}}}
-	cart := &enrollpb.Pod{ContainerId: "sb-cart", Namespace: "shop", Name: "cart-5f6c7d8b9-qzt4w"}
-	batch := &enrollpb.Pod{ContainerId: "sb-batch", Namespace: "jobs", Name: "nightly-29012345-zt4wq"}
-	for _, p := range []*enrollpb.Pod{checkout, cart, batch} {
+	checkout := &registry.Pod{ContainerID: "sb-checkout", Namespace: "shop", Name: "checkout-7d4b9c8f6d-x2kq9",
+		IPs: []registry.IPConfig{{Address: "10.1.0.5/24"}}}
+	cart := &registry.Pod{ContainerID: "sb-cart", Namespace: "shop", Name: "cart-5f6c7d8b9-qzt4w"}
+	batch := &registry.Pod{ContainerID: "sb-batch", Namespace: "jobs", Name: "nightly-29012345-zt4wq"}
+	for _, p := range []*registry.Pod{checkout, cart, batch} {
 		r.PodEnrolled(p)
 	}
 	waitFor(t, "kubernetes synced", r.HasSynced)
@@ -70,11 +70,11 @@ func TestResolverChainOrderKubernetesThenCRIThenOwner(t *testing.T) {
 		return r.Labels("sb-checkout") != nil && r.Labels("sb-cart") != nil && r.Labels("sb-batch") != nil
 	})
 	for _, tc := range []struct {
-		pod  *enrollpb.Pod
+		pod  *registry.Pod
 		want string
 	}{{checkout, "checkout"}, {cart, "cart-label"}, {batch, "nightly"}} {
 		if got := r.Service(tc.pod); got != tc.want {
-			t.Errorf("%s: got %q, want %q", tc.pod.GetName(), got, tc.want)
+			t.Errorf("%s: got %q, want %q", tc.pod.Name, got, tc.want)
 		}
 	}
 	waitFor(t, "container name", func() bool { return r.ContainerName("sb-checkout", "c1") == "server" })
@@ -94,7 +94,7 @@ func TestResolverCountersOnMetricsAndAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	runResolver(t, r)
-	r.PodEnrolled(&enrollpb.Pod{ContainerId: "s1"})
+	r.PodEnrolled(&registry.Pod{ContainerID: "s1"})
 	waitFor(t, "labels", func() bool { return r.Labels("s1") != nil })
 	waitFor(t, "synced", r.HasSynced)
 

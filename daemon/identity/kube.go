@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // DefaultKubeResync is the informers' resync period when
@@ -219,7 +219,7 @@ func (k *Kubernetes) HasSynced() bool { return k.synced.Load() }
 // targetRef (a slice managed by hand) matches by address within the pod's
 // namespace. An endpoint whose targetRef names another pod never matches by
 // address: the IP was reused.
-func (k *Kubernetes) Service(pod *enrollpb.Pod) string {
+func (k *Kubernetes) Service(pod *registry.Pod) string {
 	k.lookups.Add(1)
 	name := k.service(pod)
 	if name != "" {
@@ -229,28 +229,28 @@ func (k *Kubernetes) Service(pod *enrollpb.Pod) string {
 }
 
 // service is Service without the counters.
-func (k *Kubernetes) service(pod *enrollpb.Pod) string {
-	if !k.synced.Load() || pod.GetNamespace() == "" {
+func (k *Kubernetes) service(pod *registry.Pod) string {
+	if !k.synced.Load() || pod.Namespace == "" {
 		return ""
 	}
 	if k.labels != nil {
-		if labels := k.labels(pod.GetContainerId()); labels != nil {
-			return k.bySelector(pod.GetNamespace(), labels)
+		if labels := k.labels(pod.ContainerID); labels != nil {
+			return k.bySelector(pod.Namespace, labels)
 		}
 	}
 	idx := k.slices.GetIndexer()
-	objs, err := idx.ByIndex(indexByPod, pod.GetNamespace()+"/"+pod.GetName())
+	objs, err := idx.ByIndex(indexByPod, pod.Namespace+"/"+pod.Name)
 	if err != nil {
 		k.indexErrors.Add(1)
 		k.log.Warn("endpointslice index lookup failed", "index", indexByPod, "error", err)
 		return ""
 	}
-	for _, ip := range pod.GetIps() {
-		p, err := netip.ParsePrefix(ip.GetAddress())
+	for _, ip := range pod.IPs {
+		p, err := netip.ParsePrefix(ip.Address)
 		if err != nil {
 			continue
 		}
-		more, err := idx.ByIndex(indexByIP, pod.GetNamespace()+"/"+p.Addr().String())
+		more, err := idx.ByIndex(indexByIP, pod.Namespace+"/"+p.Addr().String())
 		if err != nil {
 			k.indexErrors.Add(1)
 			k.log.Warn("endpointslice index lookup failed", "index", indexByIP, "error", err)

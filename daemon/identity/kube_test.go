@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // startKube runs a Kubernetes resolver on a fake clientset holding objs and
@@ -110,10 +110,10 @@ func podEndpoint(ns, pod, ip string) discoveryv1.Endpoint {
 	}
 }
 
-func enrolled(ns, name string, ips ...string) *enrollpb.Pod {
-	p := &enrollpb.Pod{Namespace: ns, Name: name, ContainerId: "sandbox-" + name}
+func enrolled(ns, name string, ips ...string) *registry.Pod {
+	p := &registry.Pod{Namespace: ns, Name: name, ContainerID: "sandbox-" + name}
 	for _, ip := range ips {
-		p.Ips = append(p.Ips, &enrollpb.IPConfig{Address: ip + "/24"})
+		p.IPs = append(p.IPs, registry.IPConfig{Address: ip + "/24"})
 	}
 	return p
 }

@@ -1,6 +1,6 @@
 package identity
 
-import "github.com/weirnet/weir/enrollapi/enrollpb"
+import "github.com/weirnet/weir/daemon/registry"
 
 // The interfaces in this file are the naming contract between this package
 // and its consumers (the monitor's pod index, which names every flow.Pod).
@@ -15,7 +15,7 @@ import "github.com/weirnet/weir/enrollapi/enrollpb"
 // Kubernetes API keep a cache and answer from it. Owner never answers "" for
 // a pod with a name or a sandbox id, which is why it ends every chain.
 type ServiceResolver interface {
-	Service(pod *enrollpb.Pod) string
+	Service(pod *registry.Pod) string
 }
 
 // Generationer is implemented by a ServiceResolver whose answers change
@@ -32,7 +32,7 @@ type Generationer interface {
 // its name for a pod is a Kubernetes Service selecting it (flow.Pod's
 // Selected): a name SkyWalking's OAP gives the pod too.
 type ServiceSelector interface {
-	Selected(pod *enrollpb.Pod) bool
+	Selected(pod *registry.Pod) bool
 }
 
 // ContainerNamer is implemented by a ServiceResolver that can also name a

@@ -4,7 +4,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // Kubernetes generates name suffixes from this alphabet (vowels and easily
@@ -44,12 +44,12 @@ type Owner struct {
 // without a name (a sandbox started outside Kubernetes, a runtime that passes
 // no K8S_POD_NAME) is named after its sandbox id, shortened as crictl and
 // docker show it, so that it still has a stable name of its own.
-func (o Owner) Service(pod *enrollpb.Pod) string {
-	if pod.GetName() == "" {
-		id := pod.GetContainerId()
+func (o Owner) Service(pod *registry.Pod) string {
+	if pod.Name == "" {
+		id := pod.ContainerID
 		return id[:min(len(id), 12)]
 	}
-	return OwnerName(pod.GetName(), o.NodeName)
+	return OwnerName(pod.Name, o.NodeName)
 }
 
 // OwnerName strips the suffix a controller appends to its pods' names:

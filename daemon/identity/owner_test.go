@@ -3,7 +3,7 @@ package identity
 import (
 	"testing"
 
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 func TestOwnerNameStripsControllerSuffixes(t *testing.T) {
@@ -52,23 +52,23 @@ func TestOwnerNameStripsControllerSuffixes(t *testing.T) {
 
 func TestOwnerServiceUsesPodNameAndNode(t *testing.T) {
 	o := Owner{NodeName: "worker-3"}
-	if got := o.Service(&enrollpb.Pod{Namespace: "kube-system", Name: "kube-proxy-worker-3"}); got != "kube-proxy" {
+	if got := o.Service(&registry.Pod{Namespace: "kube-system", Name: "kube-proxy-worker-3"}); got != "kube-proxy" {
 		t.Errorf("static pod: got %q, want kube-proxy", got)
 	}
-	if got := o.Service(&enrollpb.Pod{ContainerId: "0123456789abcdef0123"}); got != "0123456789ab" {
+	if got := o.Service(&registry.Pod{ContainerID: "0123456789abcdef0123"}); got != "0123456789ab" {
 		t.Errorf("pod without a name: got %q, want the short sandbox id", got)
 	}
-	if got := o.Service(&enrollpb.Pod{}); got != "" {
+	if got := o.Service(&registry.Pod{}); got != "" {
 		t.Errorf("pod without name or sandbox id: got %q", got)
 	}
 }
 
 type fixed string
 
-func (f fixed) Service(*enrollpb.Pod) string { return string(f) }
+func (f fixed) Service(*registry.Pod) string { return string(f) }
 
 func TestChainReturnsFirstNonEmptyAnswer(t *testing.T) {
-	pod := &enrollpb.Pod{Name: "web-x2kq9"}
+	pod := &registry.Pod{Name: "web-x2kq9"}
 	if got := (Chain{fixed(""), fixed("from-cri"), fixed("later")}).Service(pod); got != "from-cri" {
 		t.Errorf("got %q, want from-cri", got)
 	}
@@ -85,7 +85,7 @@ func TestResolverWithoutClusterOrRuntimeFallsBackToOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.Service(&enrollpb.Pod{Namespace: "shop", Name: "cart-6c9d8f7b5-zt4wq"}); got != "cart" {
+	if got := r.Service(&registry.Pod{Namespace: "shop", Name: "cart-6c9d8f7b5-zt4wq"}); got != "cart" {
 		t.Errorf("got %q, want cart", got)
 	}
 	if !r.HasSynced() {

@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/daemon/api"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 type noPods struct{}
 
-func (noPods) List() []*enrollpb.Pod { return nil }
+func (noPods) List() []*registry.Pod { return nil }
 
 func serve(t *testing.T, a *Aggregator) http.Handler {
 	t.Helper()

@@ -7,9 +7,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weirnet/weir/bpf"
-	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/identity"
+	aggregate "github.com/weirnet/weir/daemon/metrics"
 )
 
 // metrics are the pipeline's own counters and the Prometheus view of the
@@ -75,7 +75,7 @@ func newMetrics(m *Monitor) *metrics {
 
 // RegisterMetrics implements daemon.PrometheusRegistrar.
 func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
-	if err := r.Register(capture.NewCollector(m.table)); err != nil {
+	if err := r.Register(aggregate.NewCaptureCollector(m.table)); err != nil {
 		return fmt.Errorf("monitor: register capture metrics: %w", err)
 	}
 	if m.cgroups != nil {
@@ -201,12 +201,12 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 	for i, n := range ioReasonNames {
 		counter(x.ioUnclaimedDesc, x.ioUnclaimed[i].Load(), n)
 	}
-	gauge(x.reqKept, float64(m.requests.len()))
-	counter(x.reqOverwritten, m.requests.overwritten.Load())
-	counter(x.enrollErrors, m.enroller.errorCount())
+	gauge(x.reqKept, float64(m.requests.Len()))
+	counter(x.reqOverwritten, m.requests.Overwritten())
+	counter(x.enrollErrors, m.enroller.Errors())
 	if d := m.pipe.dump; d != nil {
-		counter(x.dumpSkipped, d.skipped.Load())
-		counter(x.dumpErrors, d.errors.Load())
+		counter(x.dumpSkipped, d.Skipped())
+		counter(x.dumpErrors, d.Errors())
 	}
-	gauge(x.monitoredPods, float64(m.pods.len()))
+	gauge(x.monitoredPods, float64(m.pods.Len()))
 }

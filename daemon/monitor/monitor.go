@@ -7,15 +7,17 @@
 // streams, package protocol knows HTTP, and the consumers (aggregation,
 // exporters) know only package flow. The Monitor
 //   - mirrors the pod registry (it is a registry.Observer) into the
-//     collector's enrolled namespaces and into the identities it attaches to
-//     connections (pod by id, remote pod by IP, service name);
+//     collector's enrolled namespaces (package podnetns) and into the
+//     identities it attaches to connections (package podindex: pod by id,
+//     remote pod by IP, service name);
 //   - drives the connection table with the collector's events and gives
 //     every connection an HTTP parser;
 //   - turns syscalls into flow.KernelOps and parsed exchanges into
-//     flow.Exchanges for every consumer, and keeps the latest exchanges for
-//     GET /api/v1/requests;
-//   - serves the connections, requests and features views and exposes the
-//     pipeline's counters to Prometheus.
+//     flow.Exchanges for every consumer, and hands the latest exchanges to
+//     package requests (GET /api/v1/requests) and the bytes to package
+//     streamdump when capture.dumpDir is set;
+//   - mounts the connections, requests and features views (packages api,
+//     requests, features) and exposes the pipeline's counters to Prometheus.
 //
 // Everything it keeps is bounded: see Options and the constants below.
 package monitor
@@ -36,7 +38,11 @@ import (
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/identity"
+	"github.com/weirnet/weir/daemon/podindex"
+	"github.com/weirnet/weir/daemon/podnetns"
 	"github.com/weirnet/weir/daemon/protocol"
+	"github.com/weirnet/weir/daemon/requests"
+	"github.com/weirnet/weir/daemon/streamdump"
 )
 
 // Bounds of the per-connection state the pipeline keeps next to the
@@ -116,10 +122,10 @@ type Monitor struct {
 	table    *capture.Table
 	cgroups  *identity.CgroupResolver
 	pstats   *protocol.Stats
-	pods     *podIndex
-	enroller *enroller
+	pods     *podindex.Index
+	enroller *podnetns.Enroller
 	tls      *tlsGate // nil: TLS plaintext is not captured
-	requests *requestRing
+	requests *requests.Ring
 	pipe     *pipeline
 	metrics  *metrics
 	boot     time.Time
@@ -155,8 +161,8 @@ func New(opts Options) (*Monitor, error) {
 	if m.boot.IsZero() {
 		m.boot = time.Now().Add(-time.Duration(m.clock()))
 	}
-	m.requests = newRequestRing(cfg.Requests.Keep, m.boot)
-	m.pods = newPodIndex(services)
+	m.requests = requests.NewRing(cfg.Requests.Keep, m.boot)
+	m.pods = podindex.New(services)
 	m.metrics = newMetrics(m)
 
 	limits := protocol.DefaultLimits()
@@ -168,10 +174,10 @@ func New(opts Options) (*Monitor, error) {
 		return nil, fmt.Errorf("monitor: protocol limits: %w", err)
 	}
 
-	var dump *dumper
+	var dump *streamdump.Writer
 	if cfg.Capture.DumpDir != "" {
 		var err error
-		if dump, err = newDumper(cfg.Capture.DumpDir, m.log); err != nil {
+		if dump, err = streamdump.New(cfg.Capture.DumpDir, m.log); err != nil {
 			return nil, err
 		}
 	}
@@ -197,7 +203,7 @@ func New(opts Options) (*Monitor, error) {
 		IdleTimeout:      cfg.Capture.IdleTimeout.Duration,
 		StreamFactory:    m.pipe.newStream,
 		Observer:         m.pipe,
-		Pods:             m.pods.names,
+		Pods:             m.pods.Names,
 		BootTime:         m.boot,
 		Clock:            m.clock,
 		Logger:           log,
@@ -246,8 +252,11 @@ func New(opts Options) (*Monitor, error) {
 	if ctl, ok := m.coll.(captureController); ok {
 		m.pipe.ctl = ctl
 	}
-	m.enroller = newEnroller(m.coll, m.log)
-	m.enroller.tls = m.tls
+	var tlsWatch podnetns.Watcher // nil: no TLS probes
+	if m.tls != nil {
+		tlsWatch = m.tls
+	}
+	m.enroller = podnetns.New(m.coll, tlsWatch, m.log)
 	if opts.Prometheus != nil {
 		if err := m.RegisterMetrics(opts.Prometheus); err != nil {
 			m.Close()

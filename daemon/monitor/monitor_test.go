@@ -20,7 +20,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weirnet/weir/bpf"
 	"github.com/weirnet/weir/bpf/event"
@@ -28,7 +27,8 @@ import (
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/flow"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
+	"github.com/weirnet/weir/daemon/streamdump"
 )
 
 // fakeCollector stands in for the eBPF side: it records enrollments and
@@ -158,13 +158,13 @@ func testConfig() config.Config {
 }
 
 // start builds a Monitor over a fake collector and runs it.
-func start(t *testing.T, cfg config.Config, pods ...*enrollpb.Pod) *harness {
+func start(t *testing.T, cfg config.Config, pods ...*registry.Pod) *harness {
 	t.Helper()
 	return startWith(t, cfg, nil, pods...)
 }
 
 // startWith is start with more consumers after the recorder.
-func startWith(t *testing.T, cfg config.Config, more []flow.Consumer, pods ...*enrollpb.Pod) *harness {
+func startWith(t *testing.T, cfg config.Config, more []flow.Consumer, pods ...*registry.Pod) *harness {
 	t.Helper()
 	h := &harness{coll: newFakeCollector(), rec: &recorder{}}
 	h.now.Store(0) // event time stands still unless a test moves it
@@ -196,11 +196,11 @@ func startWith(t *testing.T, cfg config.Config, more []flow.Consumer, pods ...*e
 	return h
 }
 
-func pod(id uint32, ns, name, ip string, netns uint64) *enrollpb.Pod {
-	return &enrollpb.Pod{
-		Id: id, Namespace: ns, Name: name, Network: "net", ContainerId: fmt.Sprintf("sandbox%02d0123456789", id),
-		Ifname: "eth0", NetnsInode: netns, Ips: []*enrollpb.IPConfig{{Address: ip + "/24"}},
-		EnrolledAt: timestamppb.New(testBoot),
+func pod(id uint32, ns, name, ip string, netns uint64) *registry.Pod {
+	return &registry.Pod{
+		ID: id, Namespace: ns, Name: name, Network: "net", ContainerID: fmt.Sprintf("sandbox%02d0123456789", id),
+		Ifname: "eth0", NetnsInode: netns, IPs: []registry.IPConfig{{Address: ip + "/24"}},
+		EnrolledAt: testBoot,
 	}
 }
 
@@ -397,7 +397,7 @@ func TestRequestsAPI(t *testing.T) {
 	if code != 200 || len(all) != 2 || all[0]["path"] != "/out1?id=1" || all[1]["path"] != "/out0?id=1" {
 		t.Fatalf("requests = %d %v, want /out1 then /out0", code, all)
 	}
-	if got := h.m.requests.overwritten.Load(); got != 1 {
+	if got := h.m.requests.Overwritten(); got != 1 {
 		t.Errorf("overwritten = %d, want 1", got)
 	}
 	want := map[string]any{
@@ -416,12 +416,12 @@ func TestRequestsAPI(t *testing.T) {
 	h2.sink.ConnOpen(s.open(event.RoleServer, "10.0.0.2:80", "10.0.0.3:40000", 1000))
 	feed(h2.sink, s.syscall(event.Ingress, []byte(httpReq), 4096, 1_000_000, 1_000_100))
 	feed(h2.sink, s.syscall(event.Egress, []byte(httpResp), 4096, 3_000_000, 3_500_000))
-	reqs := h2.m.requests.latest("shop/web-7d4b9c8f5-x2x9z", 10)
+	reqs := h2.m.requests.Latest("shop/web-7d4b9c8f5-x2x9z", 10)
 	if len(reqs) != 1 || reqs[0].PeerPod != "shop/client-0" || reqs[0].Peer != "10.0.0.3:40000" || reqs[0].Role != "server" ||
 		reqs[0].LatencyMs != 2.5 || reqs[0].Status != 200 || reqs[0].RespBytes != uint64(len(httpResp)) {
 		t.Fatalf("server-side request = %+v", reqs)
 	}
-	if other := h2.m.requests.latest("shop/nobody", 10); len(other) != 0 {
+	if other := h2.m.requests.Latest("shop/nobody", 10); len(other) != 0 {
 		t.Errorf("pod filter let through %v", other)
 	}
 
@@ -502,10 +502,10 @@ func TestEnrollmentFollowsTheRegistry(t *testing.T) {
 	if got := h.coll.callLog(); !slices.Equal(got, want) {
 		t.Fatalf("collector calls = %v, want %v", got, want)
 	}
-	if p := h.m.pods.byAddr(netip.MustParseAddr("10.0.0.2")); p != nil {
+	if p := h.m.pods.ByAddr(netip.MustParseAddr("10.0.0.2")); p != nil {
 		t.Errorf("removed pod still found by IP: %+v", p)
 	}
-	if p := h.m.pods.byAddr(netip.MustParseAddr("10.0.0.4")); p == nil || p.Name != "c" {
+	if p := h.m.pods.ByAddr(netip.MustParseAddr("10.0.0.4")); p == nil || p.Name != "c" {
 		t.Errorf("pod by IP = %+v", p)
 	}
 }
@@ -530,7 +530,7 @@ func TestEnrollFailureIsCountedAndUnready(t *testing.T) {
 	if rr.Code != http.StatusOK {
 		t.Fatalf("readyz after the pod left = %d %s", rr.Code, rr.Body)
 	}
-	if n := h.m.enroller.errorCount(); n != 1 {
+	if n := h.m.enroller.Errors(); n != 1 {
 		t.Errorf("enroll errors = %d, want 1 (counted even when resolved)", n)
 	}
 }
@@ -548,7 +548,7 @@ func TestEnrollOfAPodWhoseHostInterfaceIsGoneIsNoFailure(t *testing.T) {
 	if rr.Code != http.StatusOK {
 		t.Fatalf("readyz = %d %s, want ready", rr.Code, rr.Body)
 	}
-	if n := h.m.enroller.errorCount(); n != 0 {
+	if n := h.m.enroller.Errors(); n != 0 {
 		t.Errorf("enroll errors = %d, want 0", n)
 	}
 }
@@ -591,11 +591,11 @@ func TestDumpWritesStreamsAndGaps(t *testing.T) {
 	if got := read("9-ingress.bin"); got != "response" {
 		t.Errorf("ingress dump = %q", got)
 	}
-	var sum DumpSummary
+	var sum streamdump.Summary
 	if err := json.Unmarshal([]byte(read("9.json")), &sum); err != nil {
 		t.Fatal(err)
 	}
-	if want := []DumpGap{{Direction: "egress", Offset: 7, Length: 7}}; !slices.Equal(sum.Gaps, want) {
+	if want := []streamdump.Gap{{Direction: "egress", Offset: 7, Length: 7}}; !slices.Equal(sum.Gaps, want) {
 		t.Errorf("gaps = %+v, want %+v", sum.Gaps, want)
 	}
 	if sum.Connection.ID != 9 || sum.Connection.State != "closed" || sum.Connection.BytesSent != 16 ||
@@ -711,7 +711,7 @@ func TestPlainTCPConnectionReportsOpsAndNoRequests(t *testing.T) {
 	if n := h.m.metrics.lateChunks.Load(); n != 1 {
 		t.Errorf("late chunks = %d, want 1", n)
 	}
-	if n := len(h.m.requests.latest("", 100)); n != 0 {
+	if n := len(h.m.requests.Latest("", 100)); n != 0 {
 		t.Errorf("%d requests recorded for a non-HTTP connection", n)
 	}
 }

@@ -10,18 +10,21 @@ import (
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/podindex"
 	"github.com/weirnet/weir/daemon/protocol"
 	"github.com/weirnet/weir/daemon/protocol/record"
+	"github.com/weirnet/weir/daemon/requests"
+	"github.com/weirnet/weir/daemon/streamdump"
 )
 
 type pipelineConfig struct {
 	log       *slog.Logger
 	consumers []flow.Consumer
-	pods      *podIndex
-	requests  *requestRing
+	pods      *podindex.Index
+	requests  *requests.Ring
 	pstats    *protocol.Stats
 	limits    protocol.Limits
-	dump      *dumper
+	dump      *streamdump.Writer
 	metrics   *metrics
 	ctl       captureController // nil: the parsers cannot steer the capture
 }
@@ -92,7 +95,7 @@ type connState struct {
 	fcPodID uint32
 	// shown is fc's identity as the requests API shows it, formatted once
 	// per fc rather than per exchange.
-	shown *shownConn
+	shown *requests.Conn
 	// waiting says the connection is in the pipeline's waiting set.
 	waiting bool
 	// sniffed says the first data chunk was looked at; tls that it began
@@ -120,13 +123,13 @@ type connState struct {
 	// exchanges wait until no operation overlapping them is pending.
 	exchanges []*pendingExchange
 
-	dump *connDump
+	dump *streamdump.Conn
 }
 
 func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
 	cs := &connState{p: p, c: c}
 	if p.dump != nil {
-		cs.dump = p.dump.open(c.ID)
+		cs.dump = p.dump.Open(c.ID)
 	}
 	p.conns[c.ID] = cs
 	return cs
@@ -134,7 +137,7 @@ func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
 
 // Data implements capture.Stream.
 func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
-	cs.dump.data(dir, b)
+	cs.dump.Data(dir, b)
 	if !cs.sniffed {
 		cs.sniffed = true
 		cs.tls = isTLSHandshake(b)
@@ -152,7 +155,7 @@ func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timest
 
 // Skip implements capture.Stream.
 func (cs *connState) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
-	cs.dump.skip(dir, n)
+	cs.dump.Skip(dir, n)
 	if cs.tls {
 		return
 	}
@@ -252,17 +255,17 @@ func (cs *connState) ensureParser() *protocol.Conn {
 func (cs *connState) flow() *flow.Connection {
 	c := cs.c
 	pods := cs.p.pods
-	version := pods.current()
+	version := pods.Current()
 	if fc := cs.fc; fc != nil && version == cs.fcPods && c.PodID == cs.fcPodID && fc.Role == c.Role &&
 		fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote && fc.Process.PID == c.Proc.TGID &&
 		fc.Process.ContainerID == c.ContainerID && fc.TLS == c.TLSLibrary &&
-		(fc.Process.ContainerName != "" || !pods.namesContainers(c.ContainerID)) {
+		(fc.Process.ContainerName != "" || !pods.NamesContainers(c.ContainerID)) {
 		// Nothing the identity is made of changed, so the lookups below
 		// would find what fc holds.
 		return fc
 	}
 	cs.fcPods, cs.fcPodID = version, c.PodID
-	local := pods.byPodID(c.PodID) // renamed pods are new values
+	local := pods.ByPodID(c.PodID) // renamed pods are new values
 	// A container's name never changes: once the runtime has named this
 	// container id, the resolver is not asked again (this runs per
 	// operation).
@@ -270,7 +273,7 @@ func (cs *connState) flow() *flow.Connection {
 	if fc := cs.fc; fc != nil && fc.Process.ContainerID == c.ContainerID && fc.Process.ContainerName != "" {
 		container = fc.Process.ContainerName
 	} else {
-		container = pods.containerName(c.PodID, c.ContainerID)
+		container = pods.ContainerName(c.PodID, c.ContainerID)
 	}
 	if fc := cs.fc; fc != nil && fc.Role == c.Role && fc.Local.Addr == c.Local && fc.Remote.Addr == c.Remote &&
 		fc.Process.PID == c.Proc.TGID && fc.Process.ContainerID == c.ContainerID &&
@@ -287,7 +290,7 @@ func (cs *connState) flow() *flow.Connection {
 		TLS: c.TLSLibrary,
 	}
 	if c.Remote.IsValid() {
-		fc.Remote.Pod = pods.byAddr(c.Remote.Addr())
+		fc.Remote.Pod = pods.ByAddr(c.Remote.Addr())
 	}
 	cs.fc = fc
 	return fc
@@ -403,7 +406,7 @@ func (p *pipeline) ConnFinished(c *capture.Conn, info wire.ConnInfo, ev *event.C
 		p.emitOp(op)
 		cs.connOp(op, -1)
 	}
-	cs.dump.close(info)
+	cs.dump.Close(info)
 }
 
 // Retransmitted implements capture.Observer: the retransmit goes to the
@@ -584,10 +587,10 @@ func (p *pipeline) emitOp(op *flow.KernelOp) {
 // once and to consumers when its operations are complete.
 func (cs *connState) record(r *protocol.Record) {
 	fc := cs.flow()
-	if cs.shown == nil || cs.shown.conn != fc {
-		cs.shown = showConn(fc)
+	if cs.shown == nil || cs.shown.Flow() != fc {
+		cs.shown = requests.Show(fc)
 	}
-	cs.p.requests.add(cs.shown, r)
+	cs.p.requests.Add(cs.shown, r)
 	cs.exchanges = append(cs.exchanges, &pendingExchange{Exchange: flow.Exchange{Conn: fc, Record: r}})
 	if len(cs.exchanges) > PendingExchangesPerConn {
 		cs.p.metrics.exchangesForced.Add(1)
@@ -720,6 +723,6 @@ func (c *claimer) claims(op *flow.KernelOp) bool {
 
 func (p *pipeline) closeDump() {
 	if p.dump != nil {
-		p.dump.closeAll()
+		p.dump.CloseAll()
 	}
 }

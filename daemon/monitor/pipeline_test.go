@@ -9,7 +9,7 @@ import (
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/flow"
 	"github.com/weirnet/weir/daemon/identity"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // renamingResolver names pods by owner until it is told a service name,
@@ -20,7 +20,7 @@ type renamingResolver struct {
 	service atomic.Pointer[string]
 }
 
-func (r *renamingResolver) Service(p *enrollpb.Pod) string {
+func (r *renamingResolver) Service(p *registry.Pod) string {
 	if s := r.service.Load(); s != nil {
 		return *s
 	}

@@ -54,8 +54,9 @@ func newTLSGate(t *bpf.TLS, log *slog.Logger) *tlsGate {
 
 func tlsOwner(netns uint64) string { return "netns:" + strconv.FormatUint(netns, 10) }
 
-// enrolled probes the libraries the pod of netns can load.
-func (g *tlsGate) enrolled(netns uint64) {
+// Enrolled probes the libraries the pod of netns can load
+// (podnetns.Watcher).
+func (g *tlsGate) Enrolled(netns uint64) {
 	// The daemon's own root stands in for the node's where /proc/1/root
 	// cannot be read (no host PID namespace, or ptrace restrictions);
 	// Acquire probes a file reached through two roots once.
@@ -130,8 +131,8 @@ func (g *tlsGate) exec(netns uint64, pid uint32) {
 // rootKey is a root directory scanned for a pod's namespace.
 type rootKey struct{ netns, dev, ino uint64 }
 
-// unenrolled releases the pod's libraries.
-func (g *tlsGate) unenrolled(netns uint64) {
+// Unenrolled releases the pod's libraries (podnetns.Watcher).
+func (g *tlsGate) Unenrolled(netns uint64) {
 	g.tls.Release(tlsOwner(netns))
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -192,7 +193,7 @@ type tlsExecSink struct {
 	gate *tlsGate
 }
 
-// Process implements bpf.ProcessSink.
+// Process implements event.ProcessSink.
 func (s tlsExecSink) Process(e event.ProcessEvent) {
 	s.Table.Process(e)
 	if e.Kind == event.ProcessExec && e.Proc.NetnsIno != 0 {

@@ -21,11 +21,9 @@
 // Observer at construction and are told about every pod, including those
 // loaded from disk.
 //
-// A pod is kept as the enrollment contract's record (enrollpb.Pod, imported
-// downward from enrollapi) and written to the file as protojson, so the file's
-// field names are the API's. The daemon's consumers (monitor, identity, api)
-// still read that wire type; giving the daemon a domain Pod of its own is
-// left for when those packages are next reworked.
+// A pod is the daemon's own Pod type; the file holds each as the enrollment
+// contract's record (enrollpb.Pod, imported downward from enrollapi) in
+// protojson, so the file's field names are the API's.
 package registry
 
 import (
@@ -44,8 +42,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/weirnet/weir/enrollapi/enrollpb"
 	"github.com/weirnet/weir/internal/atomicfile"
@@ -86,21 +82,21 @@ var ErrIPInUse = errors.New("address is enrolled for another pod")
 // IPInUseError names the address and the attachment that holds it.
 type IPInUseError struct {
 	Addr  netip.Addr
-	Owner *enrollpb.Pod // a copy
+	Owner *Pod // a copy
 }
 
 func (e *IPInUseError) Error() string {
 	return fmt.Sprintf("address %s is enrolled for attachment %s (pod %s/%s)", e.Addr, KeyOf(e.Owner),
-		e.Owner.GetNamespace(), e.Owner.GetName())
+		e.Owner.Namespace, e.Owner.Name)
 }
 
 func (e *IPInUseError) Unwrap() error { return ErrIPInUse }
 
 // podAddrs returns the addresses of p's IPs that parse.
-func podAddrs(p *enrollpb.Pod) []netip.Addr {
-	out := make([]netip.Addr, 0, len(p.GetIps()))
-	for _, ip := range p.GetIps() {
-		if pr, err := netip.ParsePrefix(ip.GetAddress()); err == nil {
+func podAddrs(p *Pod) []netip.Addr {
+	out := make([]netip.Addr, 0, len(p.IPs))
+	for _, ip := range p.IPs {
+		if pr, err := netip.ParsePrefix(ip.Address); err == nil {
 			out = append(out, pr.Addr().Unmap())
 		}
 	}
@@ -116,8 +112,8 @@ type Key struct {
 }
 
 // KeyOf returns the key of p.
-func KeyOf(p *enrollpb.Pod) Key {
-	return Key{Network: p.GetNetwork(), ContainerID: p.GetContainerId(), Ifname: p.GetIfname()}
+func KeyOf(p *Pod) Key {
+	return Key{Network: p.Network, ContainerID: p.ContainerID, Ifname: p.Ifname}
 }
 
 func (k Key) String() string { return k.Network + "/" + k.ContainerID + "/" + k.Ifname }
@@ -129,10 +125,10 @@ func (k Key) String() string { return k.Network + "/" + k.ContainerID + "/" + k.
 type Observer interface {
 	// PodEnrolled is called when a pod is added or its record replaced,
 	// and for every pod loaded from disk at Open.
-	PodEnrolled(*enrollpb.Pod)
+	PodEnrolled(*Pod)
 	// PodRemoved is called when a pod is removed, and before PodEnrolled
 	// when a re-enrollment changes the pod's network namespace.
-	PodRemoved(*enrollpb.Pod)
+	PodRemoved(*Pod)
 }
 
 // Options configures Open.
@@ -174,7 +170,7 @@ type Registry struct {
 	beforeRename func() error
 
 	mu     sync.Mutex
-	pods   map[Key]*enrollpb.Pod
+	pods   map[Key]*Pod
 	nextID uint32
 	// owner maps each enrolled address to the attachment holding it, so
 	// one address always names one pod.
@@ -209,7 +205,7 @@ func Open(opts Options) (*Registry, error) {
 		observers:    slices.Clone(opts.Observers),
 		log:          opts.Logger,
 		now:          opts.Now,
-		pods:         make(map[Key]*enrollpb.Pod),
+		pods:         make(map[Key]*Pod),
 		owner:        make(map[netip.Addr]Key),
 		nextID:       1,
 	}
@@ -227,7 +223,7 @@ func Open(opts Options) (*Registry, error) {
 	}
 	for _, p := range r.sortedLocked() {
 		for _, o := range r.observers {
-			o.PodEnrolled(proto.CloneOf(p))
+			o.PodEnrolled(p.Clone())
 		}
 	}
 	return r, nil
@@ -261,13 +257,14 @@ func (r *Registry) load() error {
 	}
 	r.nextID = f.NextID
 	for i, raw := range f.Pods {
-		p := &enrollpb.Pod{}
-		if err := protojson.Unmarshal(raw, p); err != nil {
+		rec := &enrollpb.Pod{}
+		if err := protojson.Unmarshal(raw, rec); err != nil {
 			return fmt.Errorf("registry: %s is corrupt: pod %d: %w", r.path, i, err)
 		}
+		p := PodFromProto(rec)
 		k := KeyOf(p)
-		if p.GetId() == 0 || p.GetId() >= f.NextID {
-			return fmt.Errorf("registry: %s is corrupt: pod %s has id %d, want 1..%d", r.path, k, p.GetId(), f.NextID-1)
+		if p.ID == 0 || p.ID >= f.NextID {
+			return fmt.Errorf("registry: %s is corrupt: pod %s has id %d, want 1..%d", r.path, k, p.ID, f.NextID-1)
 		}
 		if _, dup := r.pods[k]; dup {
 			return fmt.Errorf("registry: %s is corrupt: pod %s appears twice", r.path, k)
@@ -298,7 +295,7 @@ func (r *Registry) load() error {
 // stored copy. A new attachment gets the next id and EnrolledAt = now; a
 // replaced one keeps its id, and keeps its EnrolledAt unless its network
 // namespace changed. The change is on disk when Enroll returns nil.
-func (r *Registry) Enroll(p *enrollpb.Pod) (*enrollpb.Pod, error) {
+func (r *Registry) Enroll(p *Pod) (*Pod, error) {
 	k := KeyOf(p)
 	if k.Network == "" || k.ContainerID == "" || k.Ifname == "" {
 		return nil, fmt.Errorf("registry: enroll %s: network, container id and ifname are required", k)
@@ -308,18 +305,18 @@ func (r *Registry) Enroll(p *enrollpb.Pod) (*enrollpb.Pod, error) {
 
 	for _, a := range podAddrs(p) {
 		if o, taken := r.owner[a]; taken && o != k {
-			return nil, fmt.Errorf("registry: enroll %s: %w", k, &IPInUseError{Addr: a, Owner: proto.CloneOf(r.pods[o])})
+			return nil, fmt.Errorf("registry: enroll %s: %w", k, &IPInUseError{Addr: a, Owner: r.pods[o].Clone()})
 		}
 	}
-	stored := proto.CloneOf(p)
+	stored := p.Clone()
 	old, replace := r.pods[k]
 	nextID := r.nextID
 	switch {
 	case replace:
-		stored.Id = old.GetId()
-		stored.EnrolledAt = old.GetEnrolledAt()
-		if old.GetNetnsInode() != p.GetNetnsInode() || stored.EnrolledAt == nil {
-			stored.EnrolledAt = timestamppb.New(r.now())
+		stored.ID = old.ID
+		stored.EnrolledAt = old.EnrolledAt
+		if old.NetnsInode != p.NetnsInode || stored.EnrolledAt.IsZero() {
+			stored.EnrolledAt = enrollTime(r.now())
 		}
 	case len(r.pods) >= r.maxPods:
 		r.fullRejections.Add(1)
@@ -327,12 +324,12 @@ func (r *Registry) Enroll(p *enrollpb.Pod) (*enrollpb.Pod, error) {
 	case nextID == math.MaxUint32:
 		return nil, fmt.Errorf("registry: enroll %s: pod ids exhausted", k)
 	default:
-		stored.Id = nextID
-		stored.EnrolledAt = timestamppb.New(r.now())
+		stored.ID = nextID
+		stored.EnrolledAt = enrollTime(r.now())
 		nextID++
 	}
 
-	if err := r.persistLocked(nextID, func(yield func(*enrollpb.Pod) bool) {
+	if err := r.persistLocked(nextID, func(yield func(*Pod) bool) {
 		if !yield(stored) {
 			return
 		}
@@ -354,18 +351,18 @@ func (r *Registry) Enroll(p *enrollpb.Pod) (*enrollpb.Pod, error) {
 	}
 
 	for _, o := range r.observers {
-		if replace && old.GetNetnsInode() != stored.GetNetnsInode() {
-			o.PodRemoved(proto.CloneOf(old))
+		if replace && old.NetnsInode != stored.NetnsInode {
+			o.PodRemoved(old.Clone())
 		}
-		o.PodEnrolled(proto.CloneOf(stored))
+		o.PodEnrolled(stored.Clone())
 	}
-	return proto.CloneOf(stored), nil
+	return stored.Clone(), nil
 }
 
 // Remove forgets the attachment k. It returns the removed pod, or nil if k was
 // not enrolled (not an error: CNI DEL is idempotent).
-func (r *Registry) Remove(k Key) (*enrollpb.Pod, error) {
-	removed, err := r.RemoveIf(func(p *enrollpb.Pod) bool { return KeyOf(p) == k })
+func (r *Registry) Remove(k Key) (*Pod, error) {
+	removed, err := r.RemoveIf(func(p *Pod) bool { return KeyOf(p) == k })
 	if err != nil || len(removed) == 0 {
 		return nil, err
 	}
@@ -375,11 +372,11 @@ func (r *Registry) Remove(k Key) (*enrollpb.Pod, error) {
 // RemoveIf removes every pod for which drop returns true, in one persisted
 // step, and returns the removed pods ordered by id. drop is called with the
 // registry's lock held and must not call back into the Registry.
-func (r *Registry) RemoveIf(drop func(*enrollpb.Pod) bool) ([]*enrollpb.Pod, error) {
+func (r *Registry) RemoveIf(drop func(*Pod) bool) ([]*Pod, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 
-	var removed []*enrollpb.Pod
+	var removed []*Pod
 	for _, p := range r.sortedLocked() {
 		if drop(p) {
 			removed = append(removed, p)
@@ -392,7 +389,7 @@ func (r *Registry) RemoveIf(drop func(*enrollpb.Pod) bool) ([]*enrollpb.Pod, err
 	for _, p := range removed {
 		gone[KeyOf(p)] = true
 	}
-	if err := r.persistLocked(r.nextID, func(yield func(*enrollpb.Pod) bool) {
+	if err := r.persistLocked(r.nextID, func(yield func(*Pod) bool) {
 		for k, p := range r.pods {
 			if !gone[k] && !yield(p) {
 				return
@@ -401,14 +398,14 @@ func (r *Registry) RemoveIf(drop func(*enrollpb.Pod) bool) ([]*enrollpb.Pod, err
 	}); err != nil {
 		return nil, fmt.Errorf("registry: remove %d pods: %w", len(removed), err)
 	}
-	out := make([]*enrollpb.Pod, 0, len(removed))
+	out := make([]*Pod, 0, len(removed))
 	for _, p := range removed {
 		delete(r.pods, KeyOf(p))
 		r.dropOwnerLocked(p)
 		for _, o := range r.observers {
-			o.PodRemoved(proto.CloneOf(p))
+			o.PodRemoved(p.Clone())
 		}
-		out = append(out, proto.CloneOf(p))
+		out = append(out, p.Clone())
 	}
 	return out, nil
 }
@@ -416,35 +413,35 @@ func (r *Registry) RemoveIf(drop func(*enrollpb.Pod) bool) ([]*enrollpb.Pod, err
 // GC removes every attachment of network whose key is not in valid, and
 // returns the removed pods. It implements CNI GC: valid is the runtime's
 // cni.dev/valid-attachments for that network.
-func (r *Registry) GC(network string, valid []Key) ([]*enrollpb.Pod, error) {
+func (r *Registry) GC(network string, valid []Key) ([]*Pod, error) {
 	keep := make(map[Key]bool, len(valid))
 	for _, k := range valid {
 		keep[k] = true
 	}
-	return r.RemoveIf(func(p *enrollpb.Pod) bool {
+	return r.RemoveIf(func(p *Pod) bool {
 		k := KeyOf(p)
 		return k.Network == network && !keep[k]
 	})
 }
 
 // Get returns a copy of the attachment k, or false.
-func (r *Registry) Get(k Key) (*enrollpb.Pod, bool) {
+func (r *Registry) Get(k Key) (*Pod, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, ok := r.pods[k]
 	if !ok {
 		return nil, false
 	}
-	return proto.CloneOf(p), true
+	return p.Clone(), true
 }
 
 // List returns copies of every attachment, ordered by id.
-func (r *Registry) List() []*enrollpb.Pod {
+func (r *Registry) List() []*Pod {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	sorted := r.sortedLocked()
 	for i, p := range sorted {
-		sorted[i] = proto.CloneOf(p)
+		sorted[i] = p.Clone()
 	}
 	return sorted
 }
@@ -461,7 +458,7 @@ func (r *Registry) Stats() Stats {
 func (r *Registry) Path() string { return r.path }
 
 // dropOwnerLocked forgets the addresses p owns.
-func (r *Registry) dropOwnerLocked(p *enrollpb.Pod) {
+func (r *Registry) dropOwnerLocked(p *Pod) {
 	k := KeyOf(p)
 	for _, a := range podAddrs(p) {
 		if r.owner[a] == k {
@@ -470,27 +467,27 @@ func (r *Registry) dropOwnerLocked(p *enrollpb.Pod) {
 	}
 }
 
-func (r *Registry) sortedLocked() []*enrollpb.Pod {
-	out := make([]*enrollpb.Pod, 0, len(r.pods))
+func (r *Registry) sortedLocked() []*Pod {
+	out := make([]*Pod, 0, len(r.pods))
 	for _, p := range r.pods {
 		out = append(out, p)
 	}
-	slices.SortFunc(out, func(a, b *enrollpb.Pod) int { return cmp.Compare(a.GetId(), b.GetId()) })
+	slices.SortFunc(out, func(a, b *Pod) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
 // persistLocked writes the state made of nextID and the pods yielded by
 // pods, atomically. Nothing in memory changes: the caller commits only if
 // this returns nil, so memory never runs ahead of disk.
-func (r *Registry) persistLocked(nextID uint32, pods func(yield func(*enrollpb.Pod) bool)) error {
-	var list []*enrollpb.Pod
+func (r *Registry) persistLocked(nextID uint32, pods func(yield func(*Pod) bool)) error {
+	var list []*Pod
 	for p := range pods {
 		list = append(list, p)
 	}
-	slices.SortFunc(list, func(a, b *enrollpb.Pod) int { return cmp.Compare(a.GetId(), b.GetId()) })
+	slices.SortFunc(list, func(a, b *Pod) int { return cmp.Compare(a.ID, b.ID) })
 	f := fileFormat{Version: formatVersion, NextID: nextID, Pods: make([]json.RawMessage, 0, len(list))}
 	for _, p := range list {
-		raw, err := protojson.Marshal(p)
+		raw, err := protojson.Marshal(p.Proto())
 		if err != nil {
 			return fmt.Errorf("encode pod %s: %w", KeyOf(p), err)
 		}

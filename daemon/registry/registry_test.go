@@ -10,16 +10,14 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/weirnet/weir/enrollapi/enrollpb"
 )
 
-func pod(id string) *enrollpb.Pod {
-	return &enrollpb.Pod{
-		Network: "kindnet", ContainerId: id, Ifname: "eth0",
+func pod(id string) *Pod {
+	return &Pod{
+		Network: "kindnet", ContainerID: id, Ifname: "eth0",
 		Netns: "/var/run/netns/" + id, NetnsInode: 4026532000,
-		Namespace: "default", Name: "pod-" + id, Uid: "uid-" + id,
-		Ips: []*enrollpb.IPConfig{{Address: podAddr(id) + "/8", Gateway: "10.0.0.1"}},
+		Namespace: "default", Name: "pod-" + id, UID: "uid-" + id,
+		IPs: []IPConfig{{Address: podAddr(id) + "/8", Gateway: "10.0.0.1"}},
 	}
 }
 
@@ -37,10 +35,10 @@ func TestEnrollRefusesAnAddressAnotherPodHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	thief := pod("b")
-	thief.Ips = pod("a").Ips
+	thief.IPs = pod("a").IPs
 	_, err := r.Enroll(thief)
 	var inUse *IPInUseError
-	if !errors.As(err, &inUse) || !errors.Is(err, ErrIPInUse) || inUse.Owner.GetContainerId() != "a" {
+	if !errors.As(err, &inUse) || !errors.Is(err, ErrIPInUse) || inUse.Owner.ContainerID != "a" {
 		t.Fatalf("Enroll of a pod claiming a's address = %v, want an IPInUseError naming a", err)
 	}
 	// Re-enrolling the owner with the same address is a replacement, not a conflict.
@@ -60,15 +58,15 @@ func TestReenrollWithANewAddressFreesTheOldOne(t *testing.T) {
 	a := pod("a")
 	mustEnroll(t, r, a)
 	moved := pod("a")
-	moved.Ips = pod("moved").Ips
+	moved.IPs = pod("moved").IPs
 	mustEnroll(t, r, moved)
 	b := pod("b")
-	b.Ips = a.Ips
+	b.IPs = a.IPs
 	if _, err := r.Enroll(b); err != nil {
 		t.Fatalf("enroll of a's old address after a moved: %v", err)
 	}
 	c := pod("c")
-	c.Ips = moved.Ips
+	c.IPs = moved.IPs
 	if _, err := r.Enroll(c); !errors.Is(err, ErrIPInUse) {
 		t.Fatalf("enroll of a's new address = %v, want ErrIPInUse", err)
 	}
@@ -79,7 +77,7 @@ func TestAddressOwnershipSurvivesARestart(t *testing.T) {
 	mustEnroll(t, open(t, dir), pod("a"))
 	r := open(t, dir)
 	b := pod("b")
-	b.Ips = pod("a").Ips
+	b.IPs = pod("a").IPs
 	if _, err := r.Enroll(b); !errors.Is(err, ErrIPInUse) {
 		t.Fatalf("after reopening, enroll of a's address = %v, want ErrIPInUse", err)
 	}
@@ -109,11 +107,11 @@ type recorder struct {
 	events []string
 }
 
-func (r *recorder) PodEnrolled(p *enrollpb.Pod) {
-	r.add(fmt.Sprintf("+%d:%s", p.GetId(), p.GetContainerId()))
+func (r *recorder) PodEnrolled(p *Pod) {
+	r.add(fmt.Sprintf("+%d:%s", p.ID, p.ContainerID))
 }
-func (r *recorder) PodRemoved(p *enrollpb.Pod) {
-	r.add(fmt.Sprintf("-%d:%s", p.GetId(), p.GetContainerId()))
+func (r *recorder) PodRemoved(p *Pod) {
+	r.add(fmt.Sprintf("-%d:%s", p.ID, p.ContainerID))
 }
 func (r *recorder) add(s string) {
 	r.mu.Lock()
@@ -140,7 +138,7 @@ func open(t *testing.T, dir string, obs ...Observer) *Registry {
 	return r
 }
 
-func mustEnroll(t *testing.T, r *Registry, p *enrollpb.Pod) *enrollpb.Pod {
+func mustEnroll(t *testing.T, r *Registry, p *Pod) *Pod {
 	t.Helper()
 	got, err := r.Enroll(p)
 	if err != nil {
@@ -153,14 +151,14 @@ func TestEnrollAssignsIncreasingIDsAndEnrollTime(t *testing.T) {
 	r := open(t, t.TempDir())
 	a := mustEnroll(t, r, pod("a"))
 	b := mustEnroll(t, r, pod("b"))
-	if a.GetId() != 1 || b.GetId() != 2 {
-		t.Fatalf("ids = %d, %d, want 1, 2", a.GetId(), b.GetId())
+	if a.ID != 1 || b.ID != 2 {
+		t.Fatalf("ids = %d, %d, want 1, 2", a.ID, b.ID)
 	}
-	if a.GetEnrolledAt() == nil || !a.GetEnrolledAt().AsTime().Before(b.GetEnrolledAt().AsTime()) {
-		t.Fatalf("enrolledAt not set in order: %v, %v", a.GetEnrolledAt(), b.GetEnrolledAt())
+	if a.EnrolledAt.IsZero() || !a.EnrolledAt.Before(b.EnrolledAt) {
+		t.Fatalf("enrolledAt not set in order: %v, %v", a.EnrolledAt, b.EnrolledAt)
 	}
 	got, ok := r.Get(KeyOf(pod("a")))
-	if !ok || got.GetName() != "pod-a" || got.GetId() != 1 {
+	if !ok || got.Name != "pod-a" || got.ID != 1 {
 		t.Fatalf("Get(a) = %v, %v", got, ok)
 	}
 }
@@ -181,15 +179,15 @@ func TestReenrollKeepsIDAndReplacesRecord(t *testing.T) {
 	mustEnroll(t, r, pod("b"))
 
 	again := pod("a")
-	again.Ips = []*enrollpb.IPConfig{{Address: "10.0.0.9/24"}}
+	again.IPs = []IPConfig{{Address: "10.0.0.9/24"}}
 	second := mustEnroll(t, r, again)
-	if second.GetId() != first.GetId() {
-		t.Fatalf("re-enroll changed id %d -> %d", first.GetId(), second.GetId())
+	if second.ID != first.ID {
+		t.Fatalf("re-enroll changed id %d -> %d", first.ID, second.ID)
 	}
-	if !second.GetEnrolledAt().AsTime().Equal(first.GetEnrolledAt().AsTime()) {
+	if !second.EnrolledAt.Equal(first.EnrolledAt) {
 		t.Errorf("re-enroll of the same netns changed enrolledAt")
 	}
-	if got := second.GetIps()[0].GetAddress(); got != "10.0.0.9/24" {
+	if got := second.IPs[0].Address; got != "10.0.0.9/24" {
 		t.Errorf("re-enroll did not replace ips: %s", got)
 	}
 	if n := len(r.List()); n != 2 {
@@ -200,8 +198,8 @@ func TestReenrollKeepsIDAndReplacesRecord(t *testing.T) {
 	moved := pod("a")
 	moved.NetnsInode = 4026539999
 	third := mustEnroll(t, r, moved)
-	if third.GetId() != first.GetId() || third.GetEnrolledAt().AsTime().Equal(first.GetEnrolledAt().AsTime()) {
-		t.Errorf("netns change: id %d enrolledAt %v; want same id, new time", third.GetId(), third.GetEnrolledAt())
+	if third.ID != first.ID || third.EnrolledAt.Equal(first.EnrolledAt) {
+		t.Errorf("netns change: id %d enrolledAt %v; want same id, new time", third.ID, third.EnrolledAt)
 	}
 	if got, want := rec.String(), "+1:a +2:b +1:a -1:a +1:a"; got != want {
 		t.Fatalf("observer events = %q, want %q", got, want)
@@ -221,18 +219,18 @@ func TestRestartKeepsPodsIDsAndNeverReusesIDs(t *testing.T) {
 	rec := &recorder{}
 	r2 := open(t, dir, rec)
 	pods := r2.List()
-	if len(pods) != 2 || pods[0].GetContainerId() != "a" || pods[0].GetId() != 1 || pods[1].GetId() != 2 {
+	if len(pods) != 2 || pods[0].ContainerID != "a" || pods[0].ID != 1 || pods[1].ID != 2 {
 		t.Fatalf("after restart List = %v", pods)
 	}
-	if pods[0].GetName() != "pod-a" || pods[0].GetIps()[0].GetGateway() != "10.0.0.1" || pods[0].GetEnrolledAt() == nil {
+	if pods[0].Name != "pod-a" || pods[0].IPs[0].Gateway != "10.0.0.1" || pods[0].EnrolledAt.IsZero() {
 		t.Fatalf("after restart pod a lost fields: %v", pods[0])
 	}
 	if got := rec.String(); got != "+1:a +2:b" {
 		t.Fatalf("observers at Open saw %q, want every loaded pod", got)
 	}
 	d := mustEnroll(t, r2, pod("d"))
-	if d.GetId() != 4 {
-		t.Fatalf("new pod after restart got id %d, want 4 (3 was used before)", d.GetId())
+	if d.ID != 4 {
+		t.Fatalf("new pod after restart got id %d, want 4 (3 was used before)", d.ID)
 	}
 	fi, err := os.Stat(filepath.Join(dir, FileName))
 	if err != nil {
@@ -262,7 +260,7 @@ func TestLeftoverTempFileFromCrashIsIgnoredAndRemoved(t *testing.T) {
 		}
 		r2 := open(t, dir)
 		pods := r2.List()
-		if len(pods) != 1 || pods[0].GetContainerId() != "a" {
+		if len(pods) != 1 || pods[0].ContainerID != "a" {
 			t.Fatalf("after crash List = %v, want only pod a", pods)
 		}
 		if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
@@ -299,8 +297,8 @@ func TestFailedPersistIsNotAcknowledgedNorApplied(t *testing.T) {
 
 	r.beforeRename = nil
 	b := mustEnroll(t, r, pod("b"))
-	if b.GetId() != 2 {
-		t.Fatalf("id after failed enroll = %d, want 2 (failed attempt consumes no id)", b.GetId())
+	if b.ID != 2 {
+		t.Fatalf("id after failed enroll = %d, want 2 (failed attempt consumes no id)", b.ID)
 	}
 	if n := len(open(t, dir).List()); n != 2 {
 		t.Fatalf("restart sees %d pods, want 2", n)
@@ -376,12 +374,12 @@ func TestGCDropsOnlyInvalidAttachmentsOfThatNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != 1 || removed[0].GetContainerId() != "stale" {
+	if len(removed) != 1 || removed[0].ContainerID != "stale" {
 		t.Fatalf("GC removed %v, want only stale", removed)
 	}
 	var left []string
 	for _, p := range r.List() {
-		left = append(left, p.GetContainerId())
+		left = append(left, p.ContainerID)
 	}
 	if strings.Join(left, ",") != "keep,other-net" {
 		t.Fatalf("left %v", left)
@@ -405,10 +403,10 @@ func TestConcurrentEnrollsGetDistinctIDs(t *testing.T) {
 	wg.Wait()
 	seen := map[uint32]bool{}
 	for _, p := range open(t, dir).List() {
-		if seen[p.GetId()] {
-			t.Fatalf("id %d assigned twice", p.GetId())
+		if seen[p.ID] {
+			t.Fatalf("id %d assigned twice", p.ID)
 		}
-		seen[p.GetId()] = true
+		seen[p.ID] = true
 	}
 	if len(seen) != 20 {
 		t.Fatalf("%d pods persisted, want 20", len(seen))

@@ -15,6 +15,7 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
 	dashboardsdk "github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
@@ -271,7 +272,7 @@ func TestDashboardQueriesUseExportedMetrics(t *testing.T) {
 		for _, vs := range parser.ExtractSelectors(e) {
 			var name string
 			for _, m := range vs {
-				if m.Name == labels.MetricName && m.Type == labels.MatchEqual {
+				if m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual {
 					name = m.Value
 				}
 			}
@@ -282,7 +283,7 @@ func TestDashboardQueriesUseExportedMetrics(t *testing.T) {
 			}
 			used[base] = true
 			for _, m := range vs {
-				if m.Name == labels.MetricName || slices.Contains(targetLabels, m.Name) {
+				if m.Name == model.MetricNameLabel || slices.Contains(targetLabels, m.Name) {
 					continue
 				}
 				if m.Name == "le" && base != name {
@@ -338,6 +339,7 @@ func TestDashboardMatchesGrafanaSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	//lint:ignore SA1019 weir.json is a classic (v1) dashboard, the format Grafana imports from a file; v1 is its schema
 	var d dashboardsdk.Dashboard
 	if err := d.UnmarshalJSONStrict(data); !noErrors(err) {
 		t.Fatalf("weir.json does not match Grafana's dashboard schema: %v", err)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -563,7 +562,7 @@ func weirInstall(t *testing.T) string {
 			return
 		}
 		installBin = filepath.Join(dir, "weir-install")
-		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", installBin,
+		out, err := exec.Command("go", "build", "-o", installBin,
 			"github.com/weirnet/weir/install/cmd/weir-install").CombinedOutput()
 		if err != nil {
 			installErr = errors.New(string(out))

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/weirnet/weir/daemon/identity"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 	"github.com/weirnet/weir/tests/harness"
 )
 
@@ -60,18 +60,18 @@ func TestIdentityReadsPodLabelsAndContainerNamesFromContainerd(t *testing.T) {
 		{harness.CRIPod{Namespace: "jobs", Name: "nightly-b7z2m", UID: harness.RandomID()[:32],
 			Labels: map[string]string{"tier": "batch"}}, "nightly"},
 	}
-	enrolled := make([]*enrollpb.Pod, len(pods))
+	enrolled := make([]*registry.Pod, len(pods))
 	for i, p := range pods {
 		id, err := c.RunPod(ctx, p.spec)
 		if err != nil {
 			t.Fatalf("crictl runp %s/%s: %v", p.spec.Namespace, p.spec.Name, err)
 		}
-		enrolled[i] = &enrollpb.Pod{ContainerId: id, Namespace: p.spec.Namespace, Name: p.spec.Name, Uid: p.spec.UID}
+		enrolled[i] = &registry.Pod{ContainerID: id, Namespace: p.spec.Namespace, Name: p.spec.Name, UID: p.spec.UID}
 		r.PodEnrolled(enrolled[i])
 	}
 
 	for i, p := range pods {
-		sandbox := enrolled[i].GetContainerId()
+		sandbox := enrolled[i].ContainerID
 		waitUntil(t, "labels of "+p.spec.Name, func() bool { return r.Labels(sandbox) != nil })
 		if got := r.Service(enrolled[i]); got != p.want {
 			t.Errorf("%s/%s: service %q, want %q", p.spec.Namespace, p.spec.Name, got, p.want)
@@ -88,7 +88,7 @@ func TestIdentityReadsPodLabelsAndContainerNamesFromContainerd(t *testing.T) {
 	checkout := enrolled[0]
 	ctrIDs := map[string]string{}
 	for _, name := range []string{"server", "sidecar"} {
-		id, err := c.CreateContainer(ctx, checkout.GetContainerId(), pods[0].spec, name, harness.PauseImageRef)
+		id, err := c.CreateContainer(ctx, checkout.ContainerID, pods[0].spec, name, harness.PauseImageRef)
 		if err != nil {
 			t.Fatalf("crictl create %s: %v", name, err)
 		}
@@ -99,11 +99,11 @@ func TestIdentityReadsPodLabelsAndContainerNamesFromContainerd(t *testing.T) {
 	}
 	for name, id := range ctrIDs {
 		waitUntil(t, "container name "+name, func() bool {
-			return r.ContainerName(checkout.GetContainerId(), id) == name
+			return r.ContainerName(checkout.ContainerID, id) == name
 		})
 	}
 	// A container id of another sandbox is not named through this one.
-	if got := r.ContainerName(enrolled[1].GetContainerId(), ctrIDs["server"]); got != "" {
+	if got := r.ContainerName(enrolled[1].ContainerID, ctrIDs["server"]); got != "" {
 		t.Errorf("container of checkout named %q through cart's sandbox", got)
 	}
 

@@ -184,7 +184,7 @@ func store(t *testing.T, m memStore, raw []byte, ts time.Time) int {
 	n := 0
 	add := func(name string, metric *dto.Metric, v float64, extra ...string) {
 		b := labels.NewBuilder(labels.EmptyLabels())
-		b.Set(labels.MetricName, name)
+		b.Set(model.MetricNameLabel, name)
 		for _, l := range metric.GetLabel() {
 			b.Set(l.GetName(), l.GetValue())
 		}

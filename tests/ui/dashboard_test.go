@@ -11,12 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/dashboard"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // The canned answers follow the aggregation API (daemon/metrics) field for
@@ -94,15 +92,15 @@ func seriesJSON() string {
 	return b.String()
 }
 
-type fakePods []*enrollpb.Pod
+type fakePods []*registry.Pod
 
-func (f fakePods) List() []*enrollpb.Pod { return f }
+func (f fakePods) List() []*registry.Pod { return f }
 
 func demoPods() fakePods {
-	at := timestamppb.New(time.Date(2026, 11, 25, 1, 0, 0, 0, time.UTC))
-	pod := func(id uint32, ns, name, ip, veth string) *enrollpb.Pod {
-		return &enrollpb.Pod{Id: id, Namespace: ns, Name: name, Netns: "/run/netns/wdemo-" + name, NetnsInode: 4026532000 + uint64(id),
-			HostVeth: veth, Ips: []*enrollpb.IPConfig{{Address: ip}}, EnrolledAt: at}
+	at := time.Date(2026, 11, 25, 1, 0, 0, 0, time.UTC)
+	pod := func(id uint32, ns, name, ip, veth string) *registry.Pod {
+		return &registry.Pod{ID: id, Namespace: ns, Name: name, Netns: "/run/netns/wdemo-" + name, NetnsInode: 4026532000 + uint64(id),
+			HostVeth: veth, IPs: []registry.IPConfig{{Address: ip}}, EnrolledAt: at}
 	}
 	return fakePods{pod(1, "shop", "frontend", "10.213.7.2/24", "veth1a2b3c"), pod(2, "data", "catalog", "10.213.7.3/24", "veth4d5e6f"),
 		pod(3, "data", "reviews", "10.213.7.4/24", "veth7a8b9c"), pod(4, "shop", "loadgen", "10.213.7.5/24", "vethabcdef")}

@@ -11,39 +11,37 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	"github.com/weirnet/weir/daemon/api"
 	"github.com/weirnet/weir/daemon/api/wire"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
-type podList []*enrollpb.Pod
+type podList []*registry.Pod
 
-func (l podList) List() []*enrollpb.Pod { return l }
+func (l podList) List() []*registry.Pod { return l }
 
 // daemonAPI serves the real API handler over HTTP with the given pods.
-func daemonAPI(t *testing.T, pods ...*enrollpb.Pod) string {
+func daemonAPI(t *testing.T, pods ...*registry.Pod) string {
 	t.Helper()
 	ts := httptest.NewServer(api.New(podList(pods), slog.New(slog.DiscardHandler)))
 	t.Cleanup(ts.Close)
 	return ts.URL
 }
 
-func pods() []*enrollpb.Pod {
-	return []*enrollpb.Pod{
+func pods() []*registry.Pod {
+	return []*registry.Pod{
 		{
-			Id: 2, Network: "kindnet", ContainerId: "0123456789abcdef0123", Ifname: "eth0",
-			NetnsInode: 4026532002, HostVeth: "veth2", Namespace: "shop", Name: "web-1", Uid: "uid-web-1",
-			Ips:        []*enrollpb.IPConfig{{Address: "10.0.0.2/24"}, {Address: "fd00::2/64"}},
-			EnrolledAt: timestamppb.New(now.Add(-90 * time.Minute)),
+			ID: 2, Network: "kindnet", ContainerID: "0123456789abcdef0123", Ifname: "eth0",
+			NetnsInode: 4026532002, HostVeth: "veth2", Namespace: "shop", Name: "web-1", UID: "uid-web-1",
+			IPs:        []registry.IPConfig{{Address: "10.0.0.2/24"}, {Address: "fd00::2/64"}},
+			EnrolledAt: now.Add(-90 * time.Minute),
 		},
 		{
-			Id: 1, Network: "kindnet", ContainerId: "abc", Ifname: "eth0",
-			NetnsInode: 4026532001, Namespace: "default", Name: "db-0", Uid: "uid-db-0",
-			EnrolledAt: timestamppb.New(now.Add(-30 * time.Second)),
+			ID: 1, Network: "kindnet", ContainerID: "abc", Ifname: "eth0",
+			NetnsInode: 4026532001, Namespace: "default", Name: "db-0", UID: "uid-db-0",
+			EnrolledAt: now.Add(-30 * time.Second),
 		},
 	}
 }

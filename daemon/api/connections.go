@@ -1,13 +1,15 @@
-package capture
+package api
 
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/weirnet/weir/daemon/api/wire"
+	"github.com/weirnet/weir/daemon/capture"
 )
 
 // MaxListLimit bounds the limit parameter of the connections API.
@@ -16,14 +18,23 @@ const MaxListLimit = 100000
 // DefaultListLimit is the number of connections returned without limit=.
 const DefaultListLimit = 1000
 
-// Handler serves GET /api/v1/connections?pod=NS/NAME&state=open|closed&limit=N
-// as a JSON array of wire.ConnInfo, newest first. Invalid parameters get 400 with
-// a JSON {"error": "..."} body naming the parameter.
-func (t *Table) Handler() http.Handler {
-	return http.HandlerFunc(t.serveConnections)
+// ConnectionLister is where /api/v1/connections reads from: the capture
+// table.
+type ConnectionLister interface {
+	Connections(capture.Filter) []wire.ConnInfo
 }
 
-func (t *Table) serveConnections(w http.ResponseWriter, r *http.Request) {
+// ConnectionsHandler serves GET /api/v1/connections?pod=NS/NAME&state=open|closed&limit=N
+// from src as a JSON array of wire.ConnInfo, newest first. Invalid parameters
+// get 400 with a JSON {"error": "..."} body naming the parameter.
+func ConnectionsHandler(src ConnectionLister, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveConnections(src, log, w, r) })
+}
+
+func serveConnections(src ConnectionLister, log *slog.Logger, w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		wire.WriteError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed", r.Method))
@@ -34,17 +45,17 @@ func (t *Table) serveConnections(w http.ResponseWriter, r *http.Request) {
 		wire.WriteError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	conns := t.Connections(f)
+	conns := src.Connections(f)
 	w.Header().Set("Content-Type", "application/json")
 	if err := json.NewEncoder(w).Encode(conns); err != nil {
-		t.log.Debug("writing connections response", "err", err)
+		log.Debug("writing connections response", "err", err)
 	}
 }
 
 // parseFilter validates the query of a connections request.
-func parseFilter(r *http.Request) (Filter, error) {
+func parseFilter(r *http.Request) (capture.Filter, error) {
 	q := r.URL.Query()
-	f := Filter{Limit: DefaultListLimit}
+	f := capture.Filter{Limit: DefaultListLimit}
 	for k, v := range q {
 		if len(v) != 1 {
 			return f, fmt.Errorf("parameter %q given %d times, want once", k, len(v))

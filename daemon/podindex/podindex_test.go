@@ -1,4 +1,4 @@
-package monitor
+package podindex
 
 import (
 	"io"
@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/weirnet/weir/daemon/identity"
-	"github.com/weirnet/weir/enrollapi/enrollpb"
+	"github.com/weirnet/weir/daemon/registry"
 )
 
 // labelResolver answers from a map that changes after enrollment, as the
@@ -18,10 +18,10 @@ type labelResolver struct {
 	gen      uint64
 }
 
-func (r *labelResolver) Selected(p *enrollpb.Pod) bool { return r.selected[r.Service(p)] }
+func (r *labelResolver) Selected(p *registry.Pod) bool { return r.selected[r.Service(p)] }
 
-func (r *labelResolver) Service(p *enrollpb.Pod) string {
-	if n, ok := r.names[p.GetName()]; ok {
+func (r *labelResolver) Service(p *registry.Pod) string {
+	if n, ok := r.names[p.Name]; ok {
 		return n
 	}
 	return identity.Owner{}.Service(p)
@@ -31,21 +31,21 @@ func (r *labelResolver) Generation() uint64 { return r.gen }
 
 func TestPodsAreNamedAgainWhenTheResolverLearnsMore(t *testing.T) {
 	r := &labelResolver{names: map[string]string{}, selected: map[string]bool{"storefront": true}}
-	x := newPodIndex(r)
+	x := New(r)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	x.add(&enrollpb.Pod{Id: 3, Namespace: "shop", Name: "web-7d9f8b6c4d-x2x9z",
-		Ips: []*enrollpb.IPConfig{{Address: "10.1.0.3/24"}}}, log)
+	x.Add(&registry.Pod{ID: 3, Namespace: "shop", Name: "web-7d9f8b6c4d-x2x9z",
+		IPs: []registry.IPConfig{{Address: "10.1.0.3/24"}}}, log)
 
-	before := x.byPodID(3)
+	before := x.ByPodID(3)
 	if before.Service != "web" {
 		t.Fatalf("owner name = %q, want web", before.Service)
 	}
 	r.names["web-7d9f8b6c4d-x2x9z"] = "storefront"
-	if got := x.byPodID(3).Service; got != "web" {
+	if got := x.ByPodID(3).Service; got != "web" {
 		t.Fatalf("name changed to %q without a new generation", got)
 	}
 	r.gen++
-	after := x.byPodID(3)
+	after := x.ByPodID(3)
 	if after.Service != "storefront" || !after.Selected || before.Selected {
 		t.Fatalf("after the resolver learned the Service: %q (selected %t, before %t), want storefront, selected",
 			after.Service, after.Selected, before.Selected)
@@ -53,7 +53,7 @@ func TestPodsAreNamedAgainWhenTheResolverLearnsMore(t *testing.T) {
 	if before.Service != "web" || before == after {
 		t.Fatal("a flow.Pod already handed out was modified in place")
 	}
-	if p := x.byAddr(netip.MustParseAddr("10.1.0.3")); p != after {
+	if p := x.ByAddr(netip.MustParseAddr("10.1.0.3")); p != after {
 		t.Fatalf("by address: %+v, want the renamed pod", p)
 	}
 }
@@ -71,18 +71,18 @@ func (r *namingResolver) ContainerName(sandboxID, containerID string) string {
 
 func TestContainersAreNamedThroughThePodsSandbox(t *testing.T) {
 	r := &namingResolver{}
-	x := newPodIndex(r)
-	x.add(&enrollpb.Pod{Id: 4, ContainerId: "sandbox-1", Namespace: "shop", Name: "web-0"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if got := x.containerName(4, "c0ffee"); got != "web" {
+	x := New(r)
+	x.Add(&registry.Pod{ID: 4, ContainerID: "sandbox-1", Namespace: "shop", Name: "web-0"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if got := x.ContainerName(4, "c0ffee"); got != "web" {
 		t.Fatalf("container name %q, want web", got)
 	}
 	if len(r.asked) != 1 || r.asked[0] != "sandbox-1/c0ffee" {
 		t.Fatalf("resolver asked %q, want the pod's sandbox and the container", r.asked)
 	}
-	if got := x.containerName(99, "c0ffee"); got != "" {
+	if got := x.ContainerName(99, "c0ffee"); got != "" {
 		t.Fatalf("unknown pod: %q, want empty", got)
 	}
-	if got := newPodIndex(identity.Owner{}).containerName(4, "c0ffee"); got != "" {
+	if got := New(identity.Owner{}).ContainerName(4, "c0ffee"); got != "" {
 		t.Fatalf("a resolver that cannot name containers gave %q", got)
 	}
 }

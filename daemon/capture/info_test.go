@@ -2,14 +2,11 @@ package capture
 
 import (
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/weirnet/weir/bpf/event"
-	"github.com/weirnet/weir/daemon/api/wire"
 )
 
 func TestConnInfoJSONShape(t *testing.T) {
@@ -80,7 +77,7 @@ func TestConnInfoJSONShape(t *testing.T) {
 	}
 }
 
-func TestConnectionsHandlerFiltersAndOrders(t *testing.T) {
+func TestConnectionsFiltersAndOrders(t *testing.T) {
 	pods := map[uint32][2]string{1: {"shop", "cart-0"}, 2: {"shop", "web-0"}}
 	tab, _ := newTestTable(t, Config{Pods: func(id uint32) (string, string, bool) {
 		p, ok := pods[id]
@@ -95,68 +92,22 @@ func TestConnectionsHandlerFiltersAndOrders(t *testing.T) {
 	}
 	tab.ConnClose(closeEv(1, 101, 5, 10_000))
 	tab.ConnClose(closeEv(2, 102, 5, 10_000))
-	srv := httptest.NewServer(tab.Handler())
-	t.Cleanup(srv.Close)
 
 	for _, tc := range []struct {
-		query string
-		want  []uint64
+		f    Filter
+		want []uint64
 	}{
-		{"", []uint64{6, 5, 4, 3, 2, 1}},
-		{"?state=open", []uint64{6, 5, 4, 3}},
-		{"?state=closed", []uint64{2, 1}},
-		{"?pod=shop/cart-0", []uint64{5, 3, 1}},
-		{"?pod=shop/web-0&state=closed", []uint64{2}},
-		{"?pod=other/x", []uint64{}},
-		{"?limit=2", []uint64{6, 5}},
+		{Filter{}, []uint64{6, 5, 4, 3, 2, 1}},
+		{Filter{State: "open"}, []uint64{6, 5, 4, 3}},
+		{Filter{State: "closed"}, []uint64{2, 1}},
+		{Filter{Namespace: "shop", Pod: "cart-0"}, []uint64{5, 3, 1}},
+		{Filter{Namespace: "shop", Pod: "web-0", State: "closed"}, []uint64{2}},
+		{Filter{Namespace: "other", Pod: "x"}, []uint64{}},
+		{Filter{Limit: 2}, []uint64{6, 5}},
 	} {
-		resp, err := http.Get(srv.URL + "/api/v1/connections" + tc.query)
-		if err != nil {
-			t.Fatal(err)
+		if g := ids(tab.Connections(tc.f)); len(g) != len(tc.want) || (len(g) > 0 && !equalIDs(g, tc.want)) {
+			t.Errorf("%+v: ids %v, want %v", tc.f, g, tc.want)
 		}
-		var got []wire.ConnInfo
-		err = json.NewDecoder(resp.Body).Decode(&got)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
-			t.Fatalf("%s: status %d, content type %q, decode error %v", tc.query, resp.StatusCode, resp.Header.Get("Content-Type"), err)
-		}
-		if g := ids(got); len(g) != len(tc.want) || (len(g) > 0 && !equalIDs(g, tc.want)) {
-			t.Errorf("%s: ids %v, want %v", tc.query, g, tc.want)
-		}
-	}
-
-	for _, tc := range []struct {
-		query, wantMsg string
-	}{
-		{"?state=dead", "state"},
-		{"?limit=0", "limit"},
-		{"?limit=abc", "limit"},
-		{"?limit=1000001", "limit"},
-		{"?pod=justname", "NAMESPACE/NAME"},
-		{"?pod=a/b/c", "NAMESPACE/NAME"},
-		{"?pod=/b", "NAMESPACE/NAME"},
-		{"?state=open&state=closed", "once"},
-		{"?color=red", "unknown parameter"},
-	} {
-		resp, err := http.Get(srv.URL + "/api/v1/connections" + tc.query)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var body struct{ Error string }
-		_ = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body.Error, tc.wantMsg) {
-			t.Errorf("%s: status %d error %q, want 400 mentioning %q", tc.query, resp.StatusCode, body.Error, tc.wantMsg)
-		}
-	}
-
-	resp, err := http.Post(srv.URL+"/api/v1/connections", "text/plain", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("POST: status %d, want 405", resp.StatusCode)
 	}
 }
 

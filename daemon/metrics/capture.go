@@ -1,30 +1,38 @@
-package capture
+package metrics
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/capture"
 )
 
-// Collector exposes the capture layer's self-metrics (events read, drops by
-// reason, connections tracked) for the daemon to register. Values are read
-// from Stats at scrape time, so the event path pays nothing for them.
-type Collector struct {
-	table *Table
+// CaptureStats is where CaptureCollector reads from: the capture table.
+type CaptureStats interface {
+	Stats() capture.Stats
+}
+
+// CaptureCollector exposes the capture layer's self-metrics (events read,
+// drops by reason, connections tracked) for the daemon to register. Values
+// are read from Stats at scrape time, so the event path pays nothing for
+// them.
+type CaptureCollector struct {
+	table CaptureStats
 
 	events, drops, flushes, gaps, gapBytes, lost, reordered, truncated *prometheus.Desc
 	skipped, payload                                                   *prometheus.Desc
 	conns, connsCreated, connsClosed, buffered, fdReused               *prometheus.Desc
 }
 
-var _ prometheus.Collector = (*Collector)(nil)
+var _ prometheus.Collector = (*CaptureCollector)(nil)
 
-// NewCollector returns a collector over t. The cgroup resolver's metrics
-// are identity.CgroupCollector's.
-func NewCollector(t *Table) *Collector {
+// NewCaptureCollector returns a collector over t's Stats. The cgroup
+// resolver's metrics are identity.CgroupCollector's.
+func NewCaptureCollector(t CaptureStats) *CaptureCollector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("weir_capture_"+name, help, labels, nil)
 	}
-	return &Collector{
+	return &CaptureCollector{
 		table:     t,
 		events:    d("events_total", "Events received from the kernel reader, by kind.", "kind"),
 		drops:     d("drops_total", "Events or connections dropped by user-space capture, by reason.", "reason"),
@@ -46,7 +54,7 @@ func NewCollector(t *Table) *Collector {
 }
 
 // Describe implements prometheus.Collector.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+func (c *CaptureCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.events, c.drops, c.flushes, c.gaps, c.gapBytes, c.lost, c.reordered,
 		c.truncated, c.skipped, c.payload, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused} {
 		ch <- d
@@ -54,7 +62,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+func (c *CaptureCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.table.Stats()
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
@@ -92,10 +100,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.conns, s.ConnsTracked, "open")
 	gauge(c.conns, s.ConnsRetained, "closed")
 	counter(c.connsCreated, s.ConnsCreated)
-	counter(c.connsClosed, s.ConnsDropped, ReasonEvicted)
-	counter(c.connsClosed, s.ConnsExpired, ReasonIdle)
+	counter(c.connsClosed, s.ConnsDropped, capture.ReasonEvicted)
+	counter(c.connsClosed, s.ConnsExpired, capture.ReasonIdle)
 	counter(c.fdReused, s.FDReused)
-	counter(c.connsClosed, s.ConnsClosed, ReasonClosed)
-	counter(c.connsClosed, s.ConnsExited, ReasonExited)
+	counter(c.connsClosed, s.ConnsClosed, capture.ReasonClosed)
+	counter(c.connsClosed, s.ConnsExited, capture.ReasonExited)
 	gauge(c.buffered, s.BufferedBytes)
 }

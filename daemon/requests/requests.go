@@ -1,4 +1,6 @@
-package monitor
+// Package requests keeps the latest HTTP exchanges the pipeline parsed, in
+// a bounded ring, and serves them as GET /api/v1/requests.
+package requests
 
 import (
 	"fmt"
@@ -15,29 +17,32 @@ import (
 	"github.com/weirnet/weir/daemon/protocol"
 )
 
-// DefaultRequestsLimit is how many requests the API returns without limit=.
-const DefaultRequestsLimit = 100
+// DefaultLimit is how many requests the API returns without limit=.
+const DefaultLimit = 100
 
-// requestRing keeps the latest exchanges for the API. Identities are
+// Ring keeps the latest exchanges for the API. Identities are
 // resolved once, at insertion, which keeps the entry correct even after
 // the pod is gone; an entry is otherwise kept compact (the connection's
 // identity shared by its exchanges, times in the event clock) and turned
 // into the API's form when read: the ring is written for every exchange
 // and scanned by every garbage collection, and is read rarely.
-type requestRing struct {
+type Ring struct {
 	boot time.Time // wall-clock time of the event clock's zero
 
 	mu      sync.Mutex
-	entries []requestEntry
+	entries []entry
 	next    int
 	full    bool
 	// overwritten counts entries pushed out by newer ones.
 	overwritten atomic.Uint64
 }
 
-// requestEntry is one exchange in the ring: what wire.Request shows of it.
-type requestEntry struct {
-	conn                *shownConn
+// Overwritten counts the exchanges pushed out of the ring by newer ones.
+func (r *Ring) Overwritten() uint64 { return r.overwritten.Load() }
+
+// entry is one exchange in the ring: what wire.Request shows of it.
+type entry struct {
+	conn                *Conn
 	protocol            protocol.Protocol
 	method, path, host  string
 	traceID             string
@@ -48,18 +53,20 @@ type requestEntry struct {
 	incomplete          bool
 }
 
-func newRequestRing(n int, boot time.Time) *requestRing {
-	return &requestRing{boot: boot, entries: make([]requestEntry, max(n, 1))}
+// NewRing returns a ring of n exchanges (at least one) whose event
+// timestamps count from boot.
+func NewRing(n int, boot time.Time) *Ring {
+	return &Ring{boot: boot, entries: make([]entry, max(n, 1))}
 }
 
-// add keeps exchange rec of the connection shown as sc, which must not
+// Add keeps exchange rec of the connection shown as sc, which must not
 // change afterwards.
-func (r *requestRing) add(sc *shownConn, rec *protocol.Record) {
+func (r *Ring) Add(sc *Conn, rec *protocol.Record) {
 	r.mu.Lock()
 	if r.full {
 		r.overwritten.Add(1)
 	}
-	r.entries[r.next] = requestEntry{
+	r.entries[r.next] = entry{
 		conn:       sc,
 		protocol:   rec.Protocol,
 		method:     rec.Method,
@@ -81,8 +88,8 @@ func (r *requestRing) add(sc *shownConn, rec *protocol.Record) {
 	r.mu.Unlock()
 }
 
-// latest returns up to limit entries of pod ("" for all), newest first.
-func (r *requestRing) latest(pod string, limit int) []wire.Request {
+// Latest returns up to limit entries of pod ("" for all), newest first.
+func (r *Ring) Latest(pod string, limit int) []wire.Request {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := r.next
@@ -99,10 +106,10 @@ func (r *requestRing) latest(pod string, limit int) []wire.Request {
 	return out
 }
 
-// shownConn is a connection's identity as the API shows it. It is
-// formatted once per flow.Connection value (they are immutable) rather than
-// for every exchange, and shared by the entries of its exchanges.
-type shownConn struct {
+// Conn is a connection's identity as the API shows it. It is formatted
+// once per flow.Connection value (they are immutable) rather than for every
+// exchange, and shared by the entries of its exchanges.
+type Conn struct {
 	conn         *flow.Connection
 	pod, peerPod string
 	peer         string // remote address, "" when unknown
@@ -110,8 +117,9 @@ type shownConn struct {
 	id           uint64
 }
 
-func showConn(fc *flow.Connection) *shownConn {
-	sc := &shownConn{
+// Show formats fc's identity.
+func Show(fc *flow.Connection) *Conn {
+	sc := &Conn{
 		conn:    fc,
 		pod:     podName(fc.Local.Pod),
 		peerPod: podName(fc.Remote.Pod),
@@ -124,8 +132,11 @@ func showConn(fc *flow.Connection) *shownConn {
 	return sc
 }
 
+// Flow returns the connection value c was formatted from.
+func (c *Conn) Flow() *flow.Connection { return c.conn }
+
 // request returns the entry as the API shows it.
-func (e *requestEntry) request(boot time.Time) wire.Request {
+func (e *entry) request(boot time.Time) wire.Request {
 	req := wire.Request{
 		Time:         e.reqStart.Time(boot),
 		Pod:          e.conn.pod,
@@ -153,18 +164,21 @@ func (e *requestEntry) request(boot time.Time) wire.Request {
 	return req
 }
 
-// serveRequests serves GET /api/v1/requests?pod=NS/NAME&limit=N.
-func (m *Monitor) serveRequests(w http.ResponseWriter, r *http.Request) {
-	pod, limit, err := parseRequestsQuery(r, m.cfg.Requests.Keep)
-	if err != nil {
-		wire.WriteError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	wire.WriteJSON(w, http.StatusOK, m.requests.latest(pod, limit))
+// Handler serves GET /api/v1/requests?pod=NS/NAME&limit=N from r; keep is
+// the ring's size (requests.keep), the largest limit accepted.
+func Handler(r *Ring, keep int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		pod, limit, err := parseQuery(req, keep)
+		if err != nil {
+			wire.WriteError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		wire.WriteJSON(w, http.StatusOK, r.Latest(pod, limit))
+	})
 }
 
-func parseRequestsQuery(r *http.Request, keep int) (pod string, limit int, err error) {
-	limit = min(DefaultRequestsLimit, keep)
+func parseQuery(r *http.Request, keep int) (pod string, limit int, err error) {
+	limit = min(DefaultLimit, keep)
 	for k, v := range r.URL.Query() {
 		if len(v) != 1 {
 			return "", 0, fmt.Errorf("parameter %q given %d times, want once", k, len(v))
@@ -189,11 +203,24 @@ func parseRequestsQuery(r *http.Request, keep int) (pod string, limit int, err e
 	return pod, limit, nil
 }
 
-func (r *requestRing) len() int {
+// Len returns how many exchanges the ring holds.
+func (r *Ring) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.full {
 		return len(r.entries)
 	}
 	return r.next
+}
+
+// podName formats a pod as "namespace/name" ("" for nil), the way the API
+// and the CLI show pods.
+func podName(p *flow.Pod) string {
+	if p == nil {
+		return ""
+	}
+	if p.Name == "" {
+		return p.Service
+	}
+	return strings.Join([]string{p.Namespace, p.Name}, "/")
 }

@@ -1,4 +1,4 @@
-package capture
+package metrics
 
 import (
 	"testing"
@@ -7,16 +7,22 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/daemon/capture"
 )
 
-func TestCollectorExportsEventsDropsAndConnections(t *testing.T) {
-	tab, _ := newTestTable(t, Config{MaxConns: 1})
-	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
-	tab.ConnOpen(openEv(2, 100, 6, event.RoleClient, 2000)) // evicts 1
-	feed(tab, newGen(1, 100, 5, 100).syscall(event.Egress, []byte("late"))...)
+// statsOf is a CaptureStats answering fixed values.
+type statsOf capture.Stats
+
+func (s statsOf) Stats() capture.Stats { return capture.Stats(s) }
+
+func TestCaptureCollectorExportsEventsDropsAndConnections(t *testing.T) {
+	tab := statsOf{EventsOpen: 2, EventsData: 1, ConnsDropped: 1, LateData: 1, ConnsTracked: 1, ConnsRetained: 1,
+		Flushes: map[string]uint64{capture.FlushTimeout: 0}, PayloadBytes: 18}
+	tab.SkippedBytes[event.SkipH2Data] = 90
+	tab.SkippedBytes[event.SkipBudget] = 47
 
 	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(NewCollector(tab)); err != nil {
+	if err := reg.Register(NewCaptureCollector(tab)); err != nil {
 		t.Fatalf("register: %v", err)
 	}
 	mfs, err := reg.Gather()
@@ -26,7 +32,7 @@ func TestCollectorExportsEventsDropsAndConnections(t *testing.T) {
 	got := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
-			key := mf.GetName() + labelString(m)
+			key := mf.GetName() + captureLabelString(m)
 			switch {
 			case m.Counter != nil:
 				got[key] = m.Counter.GetValue()
@@ -44,6 +50,10 @@ func TestCollectorExportsEventsDropsAndConnections(t *testing.T) {
 		`weir_capture_connections{state="closed"}`:                1,
 		`weir_capture_connections_closed_total{reason="evicted"}`: 1,
 		`weir_capture_reorder_flushes_total{reason="timeout"}`:    0,
+		`weir_capture_skipped_bytes_total{reason="h2_data"}`:      90,
+		`weir_capture_skipped_bytes_total{reason="budget"}`:       47,
+		`weir_capture_skipped_bytes_total{reason="chunk_limit"}`:  0,
+		`weir_capture_payload_bytes_total`:                        18,
 	} {
 		if v, ok := got[k]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", k, v, ok, want)
@@ -51,7 +61,7 @@ func TestCollectorExportsEventsDropsAndConnections(t *testing.T) {
 	}
 }
 
-func labelString(m *dto.Metric) string {
+func captureLabelString(m *dto.Metric) string {
 	if len(m.GetLabel()) == 0 {
 		return ""
 	}
