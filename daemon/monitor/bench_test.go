@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -58,6 +59,7 @@ const benchConns = 32
 // Its table is the sink the eBPF reader would feed.
 func benchPipeline(b *testing.B, more ...flow.Consumer) *Monitor {
 	b.Helper()
+	daemonGC(b)
 	agg, err := aggregate.New(aggregate.Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -80,6 +82,24 @@ func benchPipeline(b *testing.B, more ...flow.Consumer) *Monitor {
 	m.PodEnrolled(serverPod)
 	m.PodEnrolled(clientPod)
 	return m
+}
+
+// daemonGC gives the benchmark the garbage collector settings weir-daemon
+// runs with (config.GC: GOGC and the soft memory limit), so that cpu-ns/op
+// counts the collection the daemon pays. GOGC or GOMEMLIMIT in the
+// environment win, as they do for the daemon (for comparing settings).
+func daemonGC(b *testing.B) {
+	_, envGC := os.LookupEnv("GOGC")
+	_, envLimit := os.LookupEnv("GOMEMLIMIT")
+	percent, limit := config.Default().GC(envGC, envLimit)
+	if percent > 0 {
+		old := debug.SetGCPercent(percent)
+		b.Cleanup(func() { debug.SetGCPercent(old) })
+	}
+	if limit > 0 {
+		old := debug.SetMemoryLimit(limit)
+		b.Cleanup(func() { debug.SetMemoryLimit(old) })
+	}
 }
 
 // processCPU returns the CPU time the process used so far, garbage
