@@ -29,13 +29,18 @@ const afInet = 2
 // Counters.
 type readerStats struct {
 	records      atomic.Uint64
+	drains       atomic.Uint64
 	decodeErrors atomic.Uint64
 	scanDropped  atomic.Uint64
 }
 
 // ReaderStats are user-space counters of the collector.
 type ReaderStats struct {
-	Records      uint64 // ring buffer records read
+	Records uint64 // ring buffer records read
+	// Drains counts the times Run read the ring until it was empty, after
+	// at least one record: Records/Drains is the mean burst the reader
+	// handles per wakeup (Config.PollInterval sets how often it wakes).
+	Drains       uint64
 	DecodeErrors uint64 // records that were malformed or of unknown type
 	ScanDropped  uint64 // processes found by Enroll's scan that did not fit the queue
 	HintFailures uint64 // HintHTTP1/SkipBody/ForgetHint calls that failed
@@ -49,6 +54,7 @@ type ReaderStats struct {
 func (c *Collector) ReaderStats() ReaderStats {
 	return ReaderStats{
 		Records:      c.stats.records.Load(),
+		Drains:       c.stats.drains.Load(),
 		DecodeErrors: c.stats.decodeErrors.Load(),
 		ScanDropped:  c.stats.scanDropped.Load(),
 		HintFailures: c.hints.failures.Load(),
@@ -85,6 +91,7 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 	defer tick.Stop()
 	var rec ringbuf.Record
 	dec := decoder{reasons: c.dropReasons}
+	drained := 0 // records read since the ring was last empty
 	for {
 		c.deliverProcesses(ps)
 		err := c.reader.ReadInto(&rec)
@@ -98,6 +105,10 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 			if c.reader.AvailableBytes() > 0 {
 				continue // written while we drained
 			}
+			if drained > 0 {
+				c.stats.drains.Add(1)
+				drained = 0
+			}
 			select {
 			case <-ctx.Done():
 				return nil
@@ -106,6 +117,7 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 			}
 		case err == nil:
 			c.stats.records.Add(1)
+			drained++
 			if err := dec.decode(rec.RawSample, sink, ps); err != nil {
 				c.stats.decodeErrors.Add(1)
 				c.log.Debug("skipping ring buffer record", "error", err)
