@@ -49,12 +49,10 @@ func (d dropReasons) drops(slots []captureDropSlot) []event.Drop {
 }
 
 // sendMetrics converts what the kernel accumulated during one send
-// syscall. Fields whose bit is not in Measured are left zero.
-func (d dropReasons) sendMetrics(m *captureSendMetrics) *event.SendMetrics {
-	if m.Measured == 0 {
-		return nil
-	}
-	out := &event.SendMetrics{
+// syscall into out, which it returns. Fields whose bit is not in Measured
+// are left zero.
+func (d dropReasons) sendMetrics(out *event.SendMetrics, m *captureSendMetrics) *event.SendMetrics {
+	*out = event.SendMetrics{
 		Measured:    event.Metric(m.Measured),
 		Packets:     m.Packets,
 		PacketBytes: m.PacketBytes,
@@ -88,12 +86,10 @@ func (d dropReasons) sendMetrics(m *captureSendMetrics) *event.SendMetrics {
 }
 
 // recvMetrics converts what the kernel accumulated during one receive
-// syscall; the queue split is zero unless measured.
-func recvMetrics(r *captureRecvMetrics) *event.RecvMetrics {
-	if r.Measured == 0 {
-		return nil
-	}
-	out := &event.RecvMetrics{
+// syscall into out, which it returns; the queue split is zero unless
+// measured.
+func recvMetrics(out *event.RecvMetrics, r *captureRecvMetrics) *event.RecvMetrics {
+	*out = event.RecvMetrics{
 		Measured:    event.Metric(r.Measured),
 		IfIndex:     r.Ifindex,
 		Packets:     r.Packets,

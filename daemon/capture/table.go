@@ -59,8 +59,16 @@ type Stats struct {
 	ConnsClosed  uint64 // closed by a ConnClose event
 	ConnsExited  uint64 // closed because their process exited holding them
 
-	UnknownConnData   uint64 // data events that created a connection never opened
-	UnknownConnClose  uint64 // closes of a connection never seen (ignored)
+	UnknownConnData  uint64 // data events that created a connection never opened
+	UnknownConnClose uint64 // closes of a connection never seen (ignored)
+	// LateCloses counts close events of a connection that had already
+	// ended (ignored). Mostly a process that exited holding sockets: the
+	// kernel reports the exit before it closes the process's files, and
+	// the socket tier then reports each socket's close (wrk at the end of
+	// a run). Not a loss of data: the connection's bytes and exchanges
+	// were delivered when it ended; only the close's kernel totals are not
+	// applied.
+	LateCloses        uint64
 	UnknownRetransmit uint64 // retransmits of a connection not in the table (ignored)
 	LateOpen          uint64 // opens for a connection already closed (ignored)
 	LateData          uint64 // data events for a connection already closed (dropped)
@@ -172,7 +180,11 @@ func (t *Table) ConnClose(e event.ConnClose) {
 	t.stats.EventsClose++
 	c := t.conns[e.Conn]
 	if c == nil {
-		t.stats.UnknownConnClose++
+		if t.closed.has(e.Conn) {
+			t.stats.LateCloses++
+		} else {
+			t.stats.UnknownConnClose++
+		}
 		return
 	}
 	c.closeTime = e.End

@@ -349,6 +349,11 @@ func TestLateDataAfterCloseIsDroppedNotResurrected(t *testing.T) {
 	if st := tab.Stats(); st.UnknownConnClose != 1 {
 		t.Errorf("UnknownConnClose=%d, want 1", st.UnknownConnClose)
 	}
+	// A close of a connection that already ended is late, not unknown.
+	tab.ConnClose(closeEv(1, 100, 5, 5_000_000))
+	if st := tab.Stats(); st.LateCloses != 1 || st.UnknownConnClose != 1 {
+		t.Errorf("second close: LateCloses=%d UnknownConnClose=%d, want 1 1", st.LateCloses, st.UnknownConnClose)
+	}
 }
 
 func TestConnBoundEvictsLeastRecentlyActive(t *testing.T) {
@@ -531,6 +536,14 @@ func TestExitOfTheProcessClosesItsConnections(t *testing.T) {
 	tab.Process(event.ProcessEvent{Kind: event.ProcessExit, Proc: event.Process{TGID: 100, TID: 100}, Time: 9500})
 	if st := tab.Stats(); st.ConnsExited != 2 {
 		t.Fatalf("exited=%d after a second exit, want 2", st.ConnsExited)
+	}
+	// The kernel reports the exit before it closes the process's files,
+	// and the socket tier reports those closes: late, not unknown, and
+	// the observer hears of the connection's end only once.
+	tab.ConnClose(closeEv(1, 100, 5, 9600))
+	if st := tab.Stats(); st.LateCloses != 1 || st.UnknownConnClose != 0 || len(obs.closes) != 2 {
+		t.Fatalf("close after exit: late=%d unknown=%d observer closes %d, want 1 0 2",
+			st.LateCloses, st.UnknownConnClose, len(obs.closes))
 	}
 }
 

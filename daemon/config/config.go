@@ -86,6 +86,15 @@ const (
 	MaxMaxPods = 1 << 20
 	// MaxMaxProcs caps maxProcs.
 	MaxMaxProcs = 1024
+	// DefaultGCPercent and DefaultMemoryLimit are the garbage collector's
+	// settings when neither the config nor the GOGC/GOMEMLIMIT variables
+	// set them (see GC).
+	DefaultGCPercent   = 300
+	DefaultMemoryLimit = 90 << 20
+	// MinGCPercent, MaxGCPercent and MinMemoryLimit bound the settings.
+	MinGCPercent   = 25
+	MaxGCPercent   = 10000
+	MinMemoryLimit = 16 << 20
 )
 
 // Config is weir-daemon's configuration. The json tags are the YAML keys.
@@ -120,6 +129,20 @@ type Config struct {
 	// ring fills: the kernel's drops are counted
 	// (weir_bpf_events_lost_total{reason="ringbuf_full"}), never silent.
 	MaxProcs int `json:"maxProcs"`
+	// GCPercent is the garbage collector's GOGC: the heap grows by this
+	// percentage of the live heap between collections. 0 is automatic:
+	// see GC. The daemon allocates per captured request, and at Go's
+	// default of 100 collection took about a tenth of its CPU; a larger
+	// value trades memory for CPU, within MemoryLimit.
+	GCPercent int `json:"gcPercent"`
+	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT) in
+	// bytes: near it the collector runs more often whatever GCPercent
+	// says, so the daemon's RSS stays under its budget (150 MB under load,
+	// of which the binary's pages and the mapped ring buffer are not Go's
+	// memory). 0 is automatic: see GC. It is soft: a live heap above it
+	// is not freed, only collected harder (the runtime caps that at about
+	// half the daemon's CPU).
+	MemoryLimit int64 `json:"memoryLimit"`
 	// AllowedUIDs are the uids admitted on the enrollment socket.
 	AllowedUIDs []uint32 `json:"allowedUIDs"`
 	// Repair enrolls, every ReconcileInterval, pods that live on the node
@@ -255,6 +278,30 @@ func (c Config) Procs(cpus, current int, fromEnv bool) int {
 		auto = min(auto, current)
 	}
 	return auto
+}
+
+// GC returns the garbage collector's GOGC percentage and soft memory limit
+// in bytes. An explicit GCPercent or MemoryLimit wins; then the GOGC or
+// GOMEMLIMIT variable (envGC, envLimit say it is set: the runtime already
+// applied it, and 0 is returned to leave it); otherwise DefaultGCPercent
+// and DefaultMemoryLimit. Together the defaults collect a third as often
+// as Go's own under load and never let the heap's growth alone take the
+// daemon past its memory budget (a node with many idle connections has a
+// large live heap, which GOGC alone would multiply).
+func (c Config) GC(envGC, envLimit bool) (percent int, limit int64) {
+	switch {
+	case c.GCPercent > 0:
+		percent = c.GCPercent
+	case !envGC:
+		percent = DefaultGCPercent
+	}
+	switch {
+	case c.MemoryLimit > 0:
+		limit = c.MemoryLimit
+	case !envLimit:
+		limit = DefaultMemoryLimit
+	}
+	return percent, limit
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s") in
@@ -442,6 +489,8 @@ var flags = map[string]string{
 	"reconcileInterval": "reconcile-interval",
 	"maxPods":           "max-pods",
 	"maxProcs":          "max-procs",
+	"gcPercent":         "gc-percent",
+	"memoryLimit":       "memory-limit",
 	"allowedUIDs":       "allowed-uids",
 	"repair":            "repair",
 	"cniCacheDir":       "cni-cache-dir",
@@ -506,6 +555,10 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 	fs.IntVar(&cfg.MaxPods, "max-pods", cfg.MaxPods, "maximum enrolled pod attachments")
 	fs.IntVar(&cfg.MaxProcs, "max-procs", cfg.MaxProcs,
 		"cores the daemon runs on at once (GOMAXPROCS); 0: a quarter of the node's, at least 2 and at most 4")
+	fs.IntVar(&cfg.GCPercent, "gc-percent", cfg.GCPercent,
+		fmt.Sprintf("garbage collector's GOGC; 0: %d unless the GOGC variable is set", DefaultGCPercent))
+	fs.Int64Var(&cfg.MemoryLimit, "memory-limit", cfg.MemoryLimit,
+		fmt.Sprintf("Go runtime's soft memory limit in `bytes` (GOMEMLIMIT); 0: %d MiB unless the GOMEMLIMIT variable is set", DefaultMemoryLimit>>20))
 	fs.Var((*uidList)(&cfg.AllowedUIDs), "allowed-uids", "comma-separated `uids` allowed on the enrollment socket")
 	fs.BoolVar(&cfg.Repair, "repair", cfg.Repair,
 		"enroll pods found on the node (CRI sandboxes, CNI cache) that never reached the registry")
@@ -655,6 +708,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxProcs < 0 || c.MaxProcs > MaxMaxProcs {
 		return &Error{Key: "maxProcs", Err: fmt.Errorf("must be between 0 (automatic) and %d, got %d", MaxMaxProcs, c.MaxProcs)}
+	}
+	if c.GCPercent != 0 && (c.GCPercent < MinGCPercent || c.GCPercent > MaxGCPercent) {
+		return &Error{Key: "gcPercent", Err: fmt.Errorf("must be 0 (automatic) or between %d and %d, got %d", MinGCPercent, MaxGCPercent, c.GCPercent)}
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
+		return &Error{Key: "memoryLimit", Err: fmt.Errorf("must be 0 (automatic) or at least %d bytes, got %d", MinMemoryLimit, c.MemoryLimit)}
 	}
 	if err := abs("cniCacheDir", c.CNICacheDir); err != nil {
 		return err

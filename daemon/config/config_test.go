@@ -123,6 +123,9 @@ func TestInvalidValuesNameTheKey(t *testing.T) {
 		{name: "string as int", file: "maxPods: many\n", key: "maxPods"},
 		{name: "zero max pods", args: []string{"--max-pods", "0"}, key: "maxPods"},
 		{name: "negative max procs", args: []string{"--max-procs", "-1"}, key: "maxProcs"},
+		{name: "gc percent below the floor", args: []string{"--gc-percent", "5"}, key: "gcPercent"},
+		{name: "negative gc percent (GOGC=off)", file: "gcPercent: -1\n", key: "gcPercent"},
+		{name: "tiny memory limit", args: []string{"--memory-limit", "1048576"}, key: "memoryLimit"},
 		{name: "non-number max pods flag", args: []string{"--max-pods", "lots"}, key: "maxPods"},
 		{name: "relative state dir", args: []string{"--state-dir", "var/lib/weir"}, key: "stateDir"},
 		{name: "relative socket", file: "socket: weir.sock\n", key: "socket"},
@@ -347,5 +350,38 @@ func TestProcsBoundsTheDaemonsParallelism(t *testing.T) {
 			t.Errorf("maxProcs=%d on %d cpus (runtime %d, env %v): %d, want %d",
 				tc.maxProcs, tc.cpus, tc.current, tc.env, got, tc.want)
 		}
+	}
+}
+
+// TestGCSettingsDefaultsAndPrecedence pins the garbage collector's
+// settings: GOGC 300 and a 90 MiB soft limit by default, the GOGC and
+// GOMEMLIMIT variables (already applied by the runtime, so 0 leaves them)
+// beat the defaults, and explicit config beats both.
+func TestGCSettingsDefaultsAndPrecedence(t *testing.T) {
+	for _, tc := range []struct {
+		percent         int
+		limit           int64
+		envGC, envLimit bool
+		wantPct         int
+		wantLimit       int64
+	}{
+		{0, 0, false, false, DefaultGCPercent, DefaultMemoryLimit},
+		{0, 0, true, false, 0, DefaultMemoryLimit},
+		{0, 0, false, true, DefaultGCPercent, 0},
+		{150, 64 << 20, true, true, 150, 64 << 20},
+	} {
+		c := Default()
+		c.GCPercent, c.MemoryLimit = tc.percent, tc.limit
+		if p, l := c.GC(tc.envGC, tc.envLimit); p != tc.wantPct || l != tc.wantLimit {
+			t.Errorf("gcPercent=%d memoryLimit=%d env GOGC %v GOMEMLIMIT %v: got %d, %d; want %d, %d",
+				tc.percent, tc.limit, tc.envGC, tc.envLimit, p, l, tc.wantPct, tc.wantLimit)
+		}
+	}
+	c, err := Load([]string{"--gc-percent", "200", "--memory-limit", "134217728"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GCPercent != 200 || c.MemoryLimit != 128<<20 {
+		t.Fatalf("flags gave gcPercent %d, memoryLimit %d", c.GCPercent, c.MemoryLimit)
 	}
 }

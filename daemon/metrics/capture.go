@@ -21,7 +21,7 @@ type CaptureCollector struct {
 
 	events, drops, flushes, gaps, gapBytes, lost, reordered, truncated *prometheus.Desc
 	skipped, payload                                                   *prometheus.Desc
-	conns, connsCreated, connsClosed, buffered, fdReused               *prometheus.Desc
+	conns, connsCreated, connsClosed, buffered, fdReused, lateCloses   *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*CaptureCollector)(nil)
@@ -50,13 +50,16 @@ func NewCaptureCollector(t CaptureStats) *CaptureCollector {
 		fdReused:     d("fd_reused_total", "Open connections whose fd a new connection took before their close arrived."),
 		connsClosed:  d("connections_closed_total", "Connections that left the table, by reason.", "reason"),
 		buffered:     d("buffered_bytes", "Payload bytes held in reorder buffers."),
+		lateCloses: d("late_closes_total", "Close events of a connection that had already ended, mostly "+
+			"by its process's exit, which the kernel reports before it closes the sockets (ignored: no data is lost)."),
 	}
 }
 
 // Describe implements prometheus.Collector.
 func (c *CaptureCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.events, c.drops, c.flushes, c.gaps, c.gapBytes, c.lost, c.reordered,
-		c.truncated, c.skipped, c.payload, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused} {
+		c.truncated, c.skipped, c.payload, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused,
+		c.lateCloses} {
 		ch <- d
 	}
 }
@@ -103,6 +106,7 @@ func (c *CaptureCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.connsClosed, s.ConnsDropped, capture.ReasonEvicted)
 	counter(c.connsClosed, s.ConnsExpired, capture.ReasonIdle)
 	counter(c.fdReused, s.FDReused)
+	counter(c.lateCloses, s.LateCloses)
 	counter(c.connsClosed, s.ConnsClosed, capture.ReasonClosed)
 	counter(c.connsClosed, s.ConnsExited, capture.ReasonExited)
 	gauge(c.buffered, s.BufferedBytes)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirnet/weir/bpf"
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/export/skywalking"
@@ -57,6 +59,7 @@ const benchConns = 32
 // Its table is the sink the eBPF reader would feed.
 func benchPipeline(b *testing.B, more ...flow.Consumer) *Monitor {
 	b.Helper()
+	daemonGC(b)
 	agg, err := aggregate.New(aggregate.Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -81,6 +84,24 @@ func benchPipeline(b *testing.B, more ...flow.Consumer) *Monitor {
 	return m
 }
 
+// daemonGC gives the benchmark the garbage collector settings weir-daemon
+// runs with (config.GC: GOGC and the soft memory limit), so that cpu-ns/op
+// counts the collection the daemon pays. GOGC or GOMEMLIMIT in the
+// environment win, as they do for the daemon (for comparing settings).
+func daemonGC(b *testing.B) {
+	_, envGC := os.LookupEnv("GOGC")
+	_, envLimit := os.LookupEnv("GOMEMLIMIT")
+	percent, limit := config.Default().GC(envGC, envLimit)
+	if percent > 0 {
+		old := debug.SetGCPercent(percent)
+		b.Cleanup(func() { debug.SetGCPercent(old) })
+	}
+	if limit > 0 {
+		old := debug.SetMemoryLimit(limit)
+		b.Cleanup(func() { debug.SetMemoryLimit(old) })
+	}
+}
+
 // processCPU returns the CPU time the process used so far, garbage
 // collection included. Per op it is the figure the daemon's budget is
 // about, and unlike ns/op it does not grow when other processes take the
@@ -100,22 +121,40 @@ type benchConn struct {
 	requests       int // made so far
 }
 
-// benchSyscall returns the one chunk of a syscall moving b on g, with the
-// kernel's metrics of the syscall, which ride on its last chunk. They are
-// allocated per chunk as the reader does.
-func (g *connGen) benchSyscall(sys event.Syscall, dir event.Direction, b []byte, start, end event.Timestamp) event.Data {
+// benchRing stands for the ring buffer between the kernel side and the
+// reader: each syscall's chunk is written as the kernel side writes its
+// record (bpf.AppendDataRecord), then decoded by the reader's decoder
+// (bpf.Decoder) into the sink, so an op includes the decode of its records
+// and the allocations the decode makes.
+type benchRing struct {
+	b    *testing.B
+	sink event.Sink
+	dec  bpf.Decoder
+	buf  []byte
+	send event.SendMetrics
+	recv event.RecvMetrics
+}
+
+// syscall has the reader decode the one chunk of a syscall moving p on g,
+// with the kernel's metrics of the syscall, which ride on its last chunk.
+func (r *benchRing) syscall(g *connGen, sys event.Syscall, dir event.Direction, p []byte, start, end event.Timestamp) {
 	e := event.Data{
 		Conn: g.id, Proc: g.proc, FD: 5, Direction: dir, Syscall: sys, Seq: g.seq[dir], StreamOffset: g.off[dir],
-		Size: uint32(len(b)), Payload: b, Start: start, End: end,
+		Size: uint32(len(p)), Payload: p, Start: start, End: end,
 	}
 	if dir == event.Egress {
-		e.Send = &event.SendMetrics{Measured: event.MetricPackets | event.MetricRetransmits, Packets: 1, PacketBytes: uint64(len(b)) + 66}
+		r.send = event.SendMetrics{Measured: event.MetricPackets | event.MetricRetransmits, Packets: 1, PacketBytes: uint64(len(p)) + 66}
+		e.Send = &r.send
 	} else {
-		e.Recv = &event.RecvMetrics{Measured: event.MetricPackets, Packets: 1, PacketBytes: uint64(len(b)) + 66}
+		r.recv = event.RecvMetrics{Measured: event.MetricPackets, Packets: 1, PacketBytes: uint64(len(p)) + 66}
+		e.Recv = &r.recv
 	}
 	g.seq[dir]++
-	g.off[dir] += uint64(len(b))
-	return e
+	g.off[dir] += uint64(len(p))
+	r.buf = bpf.AppendDataRecord(r.buf[:0], e)
+	if err := r.dec.Decode(r.buf, r.sink); err != nil {
+		r.b.Fatal(err)
+	}
 }
 
 // BenchmarkPipelineHTTP1KeepAlive is the daemon's user-space cost of one
@@ -125,9 +164,10 @@ func (g *connGen) benchSyscall(sys event.Syscall, dir event.Direction, b []byte,
 // the wrk-against-nginx load benchmark (32 keep-alive connections, small
 // responses). One op is one request: the client's write, the server's
 // read, the server's writev and the client's read, each one chunk carrying
-// the syscall's kernel metrics, on connections taken in turn. Decoding
-// the ring buffer records (package bpf) is not included, but its
-// allocations are: the four chunks' kernel metrics are 4 of allocs/op.
+// the syscall's kernel metrics, on connections taken in turn. Each chunk
+// is decoded from the record the kernel side writes for it, by the
+// reader's decoder (see benchRing); reading the ring buffer itself is not
+// included.
 //
 // cpu-ns/op is the CPU time of the whole process per request, garbage
 // collection on other cores included: the figure to hold against the
@@ -200,6 +240,7 @@ func benchmarkPipeline(b *testing.B, clientStart, serverStart []byte, next func(
 func runBenchConns(b *testing.B, m *Monitor, clientStart, serverStart []byte, next func(n int) (req, resp []byte),
 	pace func(n int)) (time.Duration, int) {
 	sink := m.table
+	ring := &benchRing{b: b, sink: sink}
 	conns := make([]*benchConn, benchConns)
 	ts := event.Timestamp(1_000_000)
 	for i := range conns {
@@ -212,10 +253,10 @@ func runBenchConns(b *testing.B, m *Monitor, clientStart, serverStart []byte, ne
 		sink.ConnOpen(c.client.open(event.RoleClient, cli, "10.0.0.2:80", 1000))
 		sink.ConnOpen(c.server.open(event.RoleServer, "10.0.0.2:80", cli, 1100))
 		if clientStart != nil {
-			sink.Data(c.client.benchSyscall(event.SysWrite, event.Egress, clientStart, ts, ts+5_000))
-			sink.Data(c.server.benchSyscall(event.SysRead, event.Ingress, clientStart, ts+20_000, ts+22_000))
-			sink.Data(c.server.benchSyscall(event.SysWrite, event.Egress, serverStart, ts+40_000, ts+48_000))
-			sink.Data(c.client.benchSyscall(event.SysRead, event.Ingress, serverStart, ts+60_000, ts+62_000))
+			ring.syscall(&c.client, event.SysWrite, event.Egress, clientStart, ts, ts+5_000)
+			ring.syscall(&c.server, event.SysRead, event.Ingress, clientStart, ts+20_000, ts+22_000)
+			ring.syscall(&c.server, event.SysWrite, event.Egress, serverStart, ts+40_000, ts+48_000)
+			ring.syscall(&c.client, event.SysRead, event.Ingress, serverStart, ts+60_000, ts+62_000)
 			ts += 100_000
 		}
 		conns[i] = c
@@ -229,10 +270,10 @@ func runBenchConns(b *testing.B, m *Monitor, clientStart, serverStart []byte, ne
 		req, resp := next(c.requests)
 		c.requests++
 		i++
-		sink.Data(c.client.benchSyscall(event.SysWrite, event.Egress, req, ts, ts+5_000))
-		sink.Data(c.server.benchSyscall(event.SysRead, event.Ingress, req, ts+20_000, ts+22_000))
-		sink.Data(c.server.benchSyscall(event.SysWritev, event.Egress, resp, ts+40_000, ts+48_000))
-		sink.Data(c.client.benchSyscall(event.SysRead, event.Ingress, resp, ts+60_000, ts+62_000))
+		ring.syscall(&c.client, event.SysWrite, event.Egress, req, ts, ts+5_000)
+		ring.syscall(&c.server, event.SysRead, event.Ingress, req, ts+20_000, ts+22_000)
+		ring.syscall(&c.server, event.SysWritev, event.Egress, resp, ts+40_000, ts+48_000)
+		ring.syscall(&c.client, event.SysRead, event.Ingress, resp, ts+60_000, ts+62_000)
 		ts += 100_000
 		if pace != nil && i%256 == 0 {
 			pace(i)

@@ -118,8 +118,9 @@ type connState struct {
 	// connection's protocol is known (see flow.OpConsumer).
 	opened *flow.KernelOp
 	// opBlock holds the read/write operations not handed out yet of the
-	// block allocated last (see newOp).
+	// block allocated last (see newOp); exBlock the same of exchanges.
 	opBlock []flow.KernelOp
+	exBlock []pendingExchange
 	// exchanges wait until no operation overlapping them is pending.
 	exchanges []*pendingExchange
 
@@ -576,6 +577,18 @@ func (cs *connState) newOp() *flow.KernelOp {
 	return op
 }
 
+// newExchange returns a zero pending exchange for the connection, from a
+// block of opsPerBlock as newOp does: a request and its response make an
+// exchange on each end of a connection, so a block lasts a few requests.
+func (cs *connState) newExchange() *pendingExchange {
+	if len(cs.exBlock) == 0 {
+		cs.exBlock = make([]pendingExchange, opsPerBlock)
+	}
+	pe := &cs.exBlock[0]
+	cs.exBlock = cs.exBlock[1:]
+	return pe
+}
+
 func (p *pipeline) emitOp(op *flow.KernelOp) {
 	p.metrics.ops[op.Kind].Add(1)
 	for _, c := range p.consumers {
@@ -591,7 +604,9 @@ func (cs *connState) record(r *protocol.Record) {
 		cs.shown = requests.Show(fc)
 	}
 	cs.p.requests.Add(cs.shown, r)
-	cs.exchanges = append(cs.exchanges, &pendingExchange{Exchange: flow.Exchange{Conn: fc, Record: r}})
+	pe := cs.newExchange()
+	pe.Exchange = flow.Exchange{Conn: fc, Record: r}
+	cs.exchanges = append(cs.exchanges, pe)
 	if len(cs.exchanges) > PendingExchangesPerConn {
 		cs.p.metrics.exchangesForced.Add(1)
 		cs.deliverFirst()

@@ -403,7 +403,7 @@ func (r *Report) Markdown() string {
 				}
 				p("| %s | %.0f | %.0f | %.0f | %.0f | %.3f |\n", g.Name, g.NsPerOp, cpu, g.BytesPerOp, g.AllocsPerOp, cpu*10_000/1e9)
 			}
-			p("\nOne op is one request on a keep-alive connection as both of its ends report it (four data syscalls, two exchanges), fed through the real table, parsers, aggregator and requests ring without the kernel side; CPU ns/op is process CPU time including GC. The DaemonHTTP*Export benchmarks add the SkyWalking exporter sending over gRPC to the bench's receiver (run in a process of its own, not counted).\n")
+			p("\nOne op is one request on a keep-alive connection as both of its ends report it (four data syscalls, two exchanges), each chunk decoded by the ring buffer reader's decoder from the record the kernel side writes, then fed through the real table, parsers, aggregator and requests ring (no kernel, no ring buffer); CPU ns/op is process CPU time including GC, at the daemon's garbage collector settings (gcPercent, memoryLimit). The DaemonHTTP*Export benchmarks add the SkyWalking exporter sending over gRPC to the bench's receiver (run in a process of its own, not counted).\n")
 			for _, s := range stageSplit(r.Pipeline) {
 				p("- %s\n", s)
 			}

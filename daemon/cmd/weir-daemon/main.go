@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
+	rtmetrics "runtime/metrics"
 	"syscall"
 
 	"google.golang.org/grpc/grpclog"
@@ -64,6 +66,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	procs := cfg.Procs(runtime.NumCPU(), runtime.GOMAXPROCS(0), fromEnv)
 	runtime.GOMAXPROCS(procs)
 	log.Info("daemon parallelism", "gomaxprocs", procs, "cpus", runtime.NumCPU(), "maxProcs", cfg.MaxProcs)
+	_, envGC := os.LookupEnv("GOGC")
+	_, envLimit := os.LookupEnv("GOMEMLIMIT")
+	percent, limit := cfg.GC(envGC, envLimit)
+	if percent > 0 {
+		debug.SetGCPercent(percent)
+	}
+	if limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
+	gc := []rtmetrics.Sample{{Name: "/gc/gogc:percent"}, {Name: "/gc/gomemlimit:bytes"}}
+	rtmetrics.Read(gc)
+	log.Info("garbage collector", "gcPercent", gc[0].Value.Uint64(), "memoryLimit", gc[1].Value.Uint64(),
+		"configGCPercent", cfg.GCPercent, "configMemoryLimit", cfg.MemoryLimit)
 	grpclog.SetLoggerV2(enroll.GRPCLogger(log))
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
