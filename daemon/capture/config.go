@@ -42,6 +42,14 @@ type Config struct {
 	ReorderEvents int
 	ReorderBytes  int
 	ReorderDelay  time.Duration
+	// KernelCloses says the capture reports each socket's close where the
+	// kernel closes it (the socket tier's inet_sock_set_state), including
+	// the sockets a process's exit closes. A process exit then ends none of
+	// its connections: their closes follow it on the ring, with the kernel's
+	// byte totals, and a socket another process still holds stays open.
+	// Without it (the syscall tier sees close syscalls only) an exit ends
+	// the process's connections.
+	KernelCloses bool
 	// ClosedRing is how many closed connections are kept for the API.
 	ClosedRing int
 	// IdleTimeout expires connections with no event for that long.

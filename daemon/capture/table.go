@@ -62,12 +62,11 @@ type Stats struct {
 	UnknownConnData  uint64 // data events that created a connection never opened
 	UnknownConnClose uint64 // closes of a connection never seen (ignored)
 	// LateCloses counts close events of a connection that had already
-	// ended (ignored). Mostly a process that exited holding sockets: the
-	// kernel reports the exit before it closes the process's files, and
-	// the socket tier then reports each socket's close (wrk at the end of
-	// a run). Not a loss of data: the connection's bytes and exchanges
-	// were delivered when it ended; only the close's kernel totals are not
-	// applied.
+	// ended (ignored): evicted or idle-expired before its close arrived, or
+	// ended at its process's exit although the kernel's close followed
+	// (Config.KernelCloses unset). Not a loss of data: the connection's
+	// bytes and exchanges were delivered when it ended; only the close's
+	// kernel totals are not applied.
 	LateCloses        uint64
 	UnknownRetransmit uint64 // retransmits of a connection not in the table (ignored)
 	LateOpen          uint64 // opens for a connection already closed (ignored)
@@ -402,9 +401,10 @@ func (t *Table) uncount(c *Conn) {
 // sockets makes no close syscall: the kernel closes them. The kernel side
 // reports a process's exit once, when its last thread exits (whichever
 // thread that is), and the process's connections end here, with a close
-// at the exit time (kernel byte totals unknown).
+// at the exit time (kernel byte totals unknown) -- unless Config.KernelCloses
+// says the kernel's own close of each socket follows.
 func (t *Table) Process(e event.ProcessEvent) {
-	if e.Kind != event.ProcessExit {
+	if e.Kind != event.ProcessExit || t.cfg.KernelCloses {
 		return
 	}
 	t.mu.Lock()

@@ -537,13 +537,46 @@ func TestExitOfTheProcessClosesItsConnections(t *testing.T) {
 	if st := tab.Stats(); st.ConnsExited != 2 {
 		t.Fatalf("exited=%d after a second exit, want 2", st.ConnsExited)
 	}
-	// The kernel reports the exit before it closes the process's files,
-	// and the socket tier reports those closes: late, not unknown, and
-	// the observer hears of the connection's end only once.
+	// A close reported anyway (a collector that reports kernel closes
+	// without saying so in Config) is late, not unknown, and the observer
+	// hears of the connection's end only once.
 	tab.ConnClose(closeEv(1, 100, 5, 9600))
 	if st := tab.Stats(); st.LateCloses != 1 || st.UnknownConnClose != 0 || len(obs.closes) != 2 {
 		t.Fatalf("close after exit: late=%d unknown=%d observer closes %d, want 1 0 2",
 			st.LateCloses, st.UnknownConnClose, len(obs.closes))
+	}
+}
+
+// Under the socket tier the kernel reports the exit of a process before it
+// closes the process's files, and reports each of those closes: the exit
+// must leave the connections open so that their closes, with the kernel's
+// byte totals, end them -- and a socket another process still holds stays
+// open.
+func TestKernelClosesEndConnectionsAfterTheirProcessExits(t *testing.T) {
+	obs := &closeObserver{}
+	tab, rec := newTestTable(t, Config{Observer: obs, KernelCloses: true})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
+	tab.ConnOpen(openEv(2, 100, 6, event.RoleServer, 1000))
+
+	tab.Process(event.ProcessEvent{Kind: event.ProcessExit, Proc: event.Process{TGID: 100, TID: 100}, Time: 9000})
+	if st := tab.Stats(); st.ConnsExited != 0 || st.ConnsTracked != 2 || len(obs.closes) != 0 {
+		t.Fatalf("the exit ended connections: %+v, observer closes %d", st, len(obs.closes))
+	}
+	c := closeEv(1, 100, 5, 9100)
+	c.BytesSent, c.BytesRecv = 4096, 512
+	tab.ConnClose(c)
+	st := tab.Stats()
+	if st.ConnsClosed != 1 || st.LateCloses != 0 || st.UnknownConnClose != 0 || st.ConnsTracked != 1 {
+		t.Fatalf("close after exit: %+v, want it to close connection 1", st)
+	}
+	if len(obs.closes) != 1 || obs.closes[0].BytesSent != 4096 || obs.closes[0].BytesRecv != 512 {
+		t.Fatalf("observer closes %+v, want one with the kernel's totals", obs.closes)
+	}
+	if ci := connInfo(t, tab, 1); ci.State != "closed" || ci.CloseReason != ReasonClosed {
+		t.Errorf("conn 1 state %q reason %q, want closed by its close", ci.State, ci.CloseReason)
+	}
+	if rec.Stream(2).Closed() {
+		t.Error("a connection without a close ended at its process's exit")
 	}
 }
 

@@ -50,8 +50,8 @@ func NewCaptureCollector(t CaptureStats) *CaptureCollector {
 		fdReused:     d("fd_reused_total", "Open connections whose fd a new connection took before their close arrived."),
 		connsClosed:  d("connections_closed_total", "Connections that left the table, by reason.", "reason"),
 		buffered:     d("buffered_bytes", "Payload bytes held in reorder buffers."),
-		lateCloses: d("late_closes_total", "Close events of a connection that had already ended, mostly "+
-			"by its process's exit, which the kernel reports before it closes the sockets (ignored: no data is lost)."),
+		lateCloses: d("late_closes_total", "Close events of a connection that had already ended (evicted, idle, or "+
+			"ended at its process's exit by a capture that does not report kernel closes); ignored."),
 	}
 }
 

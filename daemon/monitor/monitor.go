@@ -197,25 +197,6 @@ func New(opts Options) (*Monitor, error) {
 	} else {
 		m.cgroups = cg
 	}
-	tcfg := capture.Config{
-		MaxConns:         cfg.Capture.MaxConnections,
-		MaxBufferedBytes: cfg.Capture.MaxBufferedBytes,
-		IdleTimeout:      cfg.Capture.IdleTimeout.Duration,
-		StreamFactory:    m.pipe.newStream,
-		Observer:         m.pipe,
-		Pods:             m.pods.Names,
-		BootTime:         m.boot,
-		Clock:            m.clock,
-		Logger:           log,
-	}
-	if m.cgroups != nil {
-		tcfg.ContainerID = m.cgroups.ContainerID
-	}
-	var err error
-	if m.table, err = capture.NewTable(tcfg); err != nil {
-		return nil, fmt.Errorf("monitor: %w", err)
-	}
-
 	switch {
 	case opts.Collector != nil:
 		m.coll = opts.Collector
@@ -249,6 +230,29 @@ func New(opts Options) (*Monitor, error) {
 	default:
 		m.log.Info("eBPF capture disabled by configuration (capture.enabled=false): pods are enrolled, not monitored")
 	}
+	tcfg := capture.Config{
+		MaxConns:         cfg.Capture.MaxConnections,
+		MaxBufferedBytes: cfg.Capture.MaxBufferedBytes,
+		IdleTimeout:      cfg.Capture.IdleTimeout.Duration,
+		StreamFactory:    m.pipe.newStream,
+		Observer:         m.pipe,
+		Pods:             m.pods.Names,
+		BootTime:         m.boot,
+		Clock:            m.clock,
+		Logger:           log,
+		// The socket tier reports the kernel's close of every socket,
+		// after the exit of the process that held it.
+		KernelCloses: captureTier(m.coll) == bpf.CaptureSocket,
+	}
+	if m.cgroups != nil {
+		tcfg.ContainerID = m.cgroups.ContainerID
+	}
+	var err error
+	if m.table, err = capture.NewTable(tcfg); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+
 	if ctl, ok := m.coll.(captureController); ok {
 		m.pipe.ctl = ctl
 	}
@@ -264,6 +268,15 @@ func New(opts Options) (*Monitor, error) {
 		}
 	}
 	return m, nil
+}
+
+// captureTier is the capture tier coll runs, CaptureAuto for a collector
+// that is not the eBPF one (tests' fakes, capture disabled).
+func captureTier(coll any) bpf.CaptureTier {
+	if f, ok := coll.(interface{ Features() bpf.Features }); ok {
+		return f.Features().Capture
+	}
+	return bpf.CaptureAuto
 }
 
 // Explain turns an error of New into one line for an operator, naming what

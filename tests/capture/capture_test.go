@@ -206,6 +206,37 @@ func TestShortLivedProcessesAreCapturedCompletely(t *testing.T) {
 	}
 }
 
+// A process that exits holding its socket makes no close(2): the kernel
+// closes it during the exit, after it reported the exit. Under the socket
+// tier that close is reported and ends the connection with the kernel's
+// byte totals; the syscall tier ends it at the exit.
+func TestConnectionsOfAProcessThatExitsHoldingThemAreClosed(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	srv := f.startServer(t)
+	const runs = 5
+	reps := make([]peers.ShortReport, runs)
+	for i := range reps {
+		if err := peers.RunJSON(runCtx(t), f.client, &reps[i], "short", "-no-close", "-addr", srv.String(), "-path", fmt.Sprintf("/held/%d", i), "-record", t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conns := make([]peers.ConnReport, runs)
+	for i, r := range reps {
+		conns[i] = r.Conn
+	}
+	want := "closed"
+	if f.captureTier(t) == "syscall" {
+		want = "process-exit"
+	}
+	got := f.waitClosed(t, f.client, "local", locals(t, conns))
+	for i, r := range reps {
+		f.checkClientConn(t, got[i], r.Conn, srv, r.PID)
+		if got[i].CloseReason != want {
+			t.Errorf("connection %s: close reason %q, want %q", r.Conn.Local, got[i].CloseReason, want)
+		}
+	}
+}
+
 // IPv6 between two pods of a dual-stack network: IPv6 addresses, roles and
 // the bytes of both directions.
 func TestIPv6ConnectionsBetweenPodsAreCaptured(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/tests/harness"
 	"github.com/weirnet/weir/tests/peers"
 )
@@ -238,4 +239,20 @@ func describe(cs []harness.Connection) string {
 			c.SyscallsSent, c.SyscallsRecv, c.Gaps, c.FirstSeen.Format("15:04:05.000000"), c.LastSeen.Format("15:04:05.000000"), c.Connect)
 	}
 	return b.String()
+}
+
+// captureTier is the capture tier the daemon runs ("socket" or "syscall"),
+// as /api/v1/features says.
+func (f *fixture) captureTier(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var feat wire.Features
+	if err := f.daemon.GetJSON(ctx, "/api/v1/features", &feat); err != nil {
+		t.Fatal(err)
+	}
+	if feat.CaptureTier == "" {
+		t.Fatal("/api/v1/features names no capture tier")
+	}
+	return feat.CaptureTier
 }

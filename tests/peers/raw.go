@@ -108,6 +108,7 @@ func runShort(ctx context.Context, args []string, stdout io.Writer) error {
 	addr := fs.String("addr", "", "server host:port")
 	path := fs.String("path", "/", "request path")
 	recordDir := fs.String("record", "", "write the connection's sent and received bytes here")
+	noClose := fs.Bool("no-close", false, "exit holding the socket: the kernel closes it at exit, no close(2)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -119,7 +120,9 @@ func runShort(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("dial %s: %w", *addr, err)
 	}
 	conn := rec.wrap(c)
-	defer conn.Close()
+	if !*noClose {
+		defer conn.Close()
+	}
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", *path, *addr); err != nil {
 		return fmt.Errorf("write request: %w", err)
@@ -128,7 +131,9 @@ func runShort(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("read response: %w", err)
 	}
-	_ = conn.Close()
+	if !*noClose {
+		_ = conn.Close()
+	}
 	status := 0
 	if r, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(resp)), nil); err == nil {
 		status = r.StatusCode
