@@ -4,8 +4,11 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/weirnet/weir/bpf"
+	"github.com/weirnet/weir/daemon/capture"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/enroll"
+	"github.com/weirnet/weir/daemon/protocol/record"
 	"github.com/weirnet/weir/daemon/registry"
 	"github.com/weirnet/weir/enrollapi"
 	"github.com/weirnet/weir/enrollapi/spool"
@@ -62,5 +65,39 @@ func TestDaemonMaxPodsDefaultIsTheRegistrys(t *testing.T) {
 func TestDaemonAllowedUIDsDefaultIsTheListeners(t *testing.T) {
 	if got, want := config.Default().AllowedUIDs, enroll.DefaultAllowedUIDs(); !slices.Equal(got, want) {
 		t.Errorf("config.Default().AllowedUIDs = %v, enroll.DefaultAllowedUIDs() = %v: must be equal", got, want)
+	}
+}
+
+// The capture table, the eBPF collector and the protocol parsers apply
+// their own defaults and bounds when given none; the daemon always passes
+// its configured values. config names them as literals (weir-install links
+// config; bpf would bring cilium/ebpf with it), so each pair is pinned
+// here: the README's documented defaults are the components' own.
+func TestPipelineDefaultsAndBoundsAreTheComponents(t *testing.T) {
+	d := config.Default()
+	lim := record.DefaultLimits()
+	for _, c := range []struct {
+		name          string
+		config, owner int64
+	}{
+		{"capture.maxConnections", int64(d.Capture.MaxConnections), capture.DefaultMaxConns},
+		{"capture.maxBufferedBytes", int64(d.Capture.MaxBufferedBytes), capture.DefaultMaxBufferedBytes},
+		{"capture.idleTimeout", int64(d.Capture.IdleTimeout.Duration), int64(capture.DefaultIdleTimeout)},
+		{"bpf.ringBufferSize", int64(d.BPF.RingBufferSize), bpf.DefaultRingBufferSize},
+		{"bpf.chunkSize", int64(d.BPF.ChunkSize), bpf.DefaultChunkSize},
+		{"bpf.captureLimit", int64(d.BPF.CaptureLimit), bpf.DefaultCaptureLimit},
+		{"bpf.maxFrameCopy", int64(d.BPF.MaxFrameCopy), bpf.DefaultMaxFrameCopy},
+		{"bpf.hintMapSize", int64(d.BPF.HintMapSize), bpf.DefaultHintMapSize},
+		{"bpf.pollInterval", int64(d.BPF.PollInterval.Duration), int64(bpf.DefaultPollInterval)},
+		{"protocol.maxHeaderBytes", int64(d.Protocol.MaxHeaderBytes), int64(lim.MaxHeaderBytes)},
+		{"protocol.maxStreams", int64(d.Protocol.MaxStreams), int64(lim.MaxStreams)},
+		{"protocol.maxPending", int64(d.Protocol.MaxPending), int64(lim.MaxPending)},
+		{"bound: bpf.chunkSize", config.MaxChunkSize, bpf.MaxChunkSize},
+		{"bound: bpf.maxFrameCopy (min)", config.MinMaxFrameCopy, bpf.MinMaxFrameCopy},
+		{"bound: bpf.maxFrameCopy (max)", config.MaxMaxFrameCopy, bpf.MaxMaxFrameCopy},
+	} {
+		if c.config != c.owner {
+			t.Errorf("%s: config has %d, its component %d: must be equal", c.name, c.config, c.owner)
+		}
 	}
 }
