@@ -5,8 +5,6 @@ import (
 	"log/slog"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/weirnet/weir/bpf/event"
 )
 
@@ -120,23 +118,13 @@ func (c Config) withDefaults() (Config, error) {
 		c.StreamFactory = func(*Conn) Stream { return NopStream{} }
 	}
 	if c.Clock == nil {
-		c.Clock = MonotonicNow
+		c.Clock = event.Now
 	}
 	if c.BootTime.IsZero() {
-		c.BootTime = time.Now().Add(-time.Duration(c.Clock()))
+		c.BootTime = event.BootTime()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c, nil
-}
-
-// MonotonicNow reads CLOCK_MONOTONIC, the clock of event timestamps.
-func MonotonicNow() event.Timestamp {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		// CLOCK_MONOTONIC cannot fail on Linux; keep the signature simple.
-		panic(fmt.Sprintf("clock_gettime(CLOCK_MONOTONIC): %v", err))
-	}
-	return event.Timestamp(ts.Nano())
 }

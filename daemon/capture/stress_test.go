@@ -39,7 +39,7 @@ func TestConcurrentReadersDuringIngestAreRaceFree(t *testing.T) {
 	readers := []func(){
 		func() { tab.Connections(Filter{State: "open", Limit: 10}) },
 		func() { tab.Stats() },
-		func() { tab.Sweep(MonotonicNow()) },
+		func() { tab.Sweep(event.Now()) },
 		func() { tab.Connections(Filter{State: "closed"}) },
 	}
 	for _, read := range readers {

@@ -156,7 +156,7 @@ func New(opts Options) (*Monitor, error) {
 		clock:  opts.Clock,
 	}
 	if m.clock == nil {
-		m.clock = capture.MonotonicNow
+		m.clock = event.Now
 	}
 	if m.boot.IsZero() {
 		m.boot = time.Now().Add(-time.Duration(m.clock()))

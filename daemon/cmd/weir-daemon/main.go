@@ -18,9 +18,11 @@ import (
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc/grpclog"
 
+	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon"
 	"github.com/weirnet/weir/daemon/config"
 	"github.com/weirnet/weir/daemon/conntrack"
@@ -83,12 +85,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	comps, cerr := components(cfg, log)
+	// One reading of the event clock's origin for every component that
+	// turns event timestamps into wall-clock times, so that they agree.
+	boot := event.BootTime()
+	comps, cerr := components(cfg, boot, log)
 	if cerr != nil {
 		log.Error("invalid configuration", "error", cerr, "key", cerr.Key)
 		return exitConfig
 	}
-	mon, err := monitor.New(monitor.Options{Config: cfg, Logger: log, Consumers: comps.consumers, Services: comps.names})
+	mon, err := monitor.New(monitor.Options{Config: cfg, Logger: log, Consumers: comps.consumers, Services: comps.names, BootTime: boot})
 	if err != nil {
 		log.Error("eBPF capture cannot start", "error", err, "cause", monitor.Explain(err))
 		return exitRuntime
@@ -124,7 +129,7 @@ type parts struct {
 // components builds aggregation, the SkyWalking exporter (when --oap is
 // set), pod naming and the dashboard. A setting they reject is a
 // configuration error naming its key.
-func components(cfg config.Config, log *slog.Logger) (parts, *config.Error) {
+func components(cfg config.Config, boot time.Time, log *slog.Logger) (parts, *config.Error) {
 	var p parts
 	agg, err := metrics.New(metrics.Options{
 		RoutePatterns:          cfg.Metrics.RoutePatterns,
@@ -142,6 +147,7 @@ func components(cfg config.Config, log *slog.Logger) (parts, *config.Error) {
 		exp, err := skywalking.New(skywalking.Config{
 			OAP: cfg.OAP.Address, Token: cfg.OAP.Token, CAFile: cfg.OAP.CAFile, Insecure: cfg.OAP.Insecure,
 			ServerName: cfg.OAP.ServerName, Cluster: cfg.Cluster, NodeName: cfg.NodeName,
+			BootTime:    boot,
 			FlushPeriod: cfg.OAP.FlushPeriod.Duration, BatchSize: cfg.OAP.BatchSize, QueueSize: cfg.OAP.QueueSize,
 			ExcludeNamespaces: cfg.ExcludeNamespaces, ServiceNameTemplate: cfg.ServiceNameTemplate,
 			// The daemon runs in the host's network namespace, where

@@ -55,7 +55,6 @@ import (
 	"text/template"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
@@ -121,7 +120,7 @@ type Config struct {
 	// NodeName is the node info's name; default os.Hostname().
 	NodeName string
 	// BootTime is the wall-clock time of CLOCK_MONOTONIC's zero, which
-	// event timestamps count from. Default: MonotonicBootTime().
+	// event timestamps count from. Default: event.BootTime().
 	BootTime time.Time
 	// NetInterfaces are the node's interfaces; default HostInterfaces().
 	NetInterfaces []NetInterface
@@ -169,11 +168,7 @@ func (c *Config) setDefaults() error {
 		c.NodeName = h
 	}
 	if c.BootTime.IsZero() {
-		t, err := MonotonicBootTime()
-		if err != nil {
-			return err
-		}
-		c.BootTime = t
+		c.BootTime = event.BootTime()
 	}
 	if c.NetInterfaces == nil {
 		ifs, err := HostInterfaces()
@@ -339,19 +334,6 @@ func transportCredentials(cfg Config) (credentials.TransportCredentials, error) 
 		tc.RootCAs = pool
 	}
 	return credentials.NewTLS(tc), nil
-}
-
-// MonotonicBootTime returns the wall-clock time at which CLOCK_MONOTONIC
-// (bpf_ktime_get_ns, the clock of event timestamps) was zero. Unlike the
-// kernel's btime it excludes suspended time, so timestamp + boot time is
-// the wall-clock time of the event.
-func MonotonicBootTime() (time.Time, error) {
-	var ts unix.Timespec
-	now := time.Now()
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return time.Time{}, fmt.Errorf("skywalking: reading CLOCK_MONOTONIC: %w", err)
-	}
-	return now.Add(-time.Duration(ts.Nano())), nil
 }
 
 // HostInterfaces lists the interfaces of the calling process's network
