@@ -40,7 +40,7 @@ import (
 	"github.com/weirnet/weir/daemon/identity"
 	"github.com/weirnet/weir/daemon/podindex"
 	"github.com/weirnet/weir/daemon/podnetns"
-	"github.com/weirnet/weir/daemon/protocol"
+	"github.com/weirnet/weir/daemon/protocol/record"
 	"github.com/weirnet/weir/daemon/requests"
 	"github.com/weirnet/weir/daemon/streamdump"
 )
@@ -121,7 +121,7 @@ type Monitor struct {
 	coll     Collector // nil when capture is disabled
 	table    *capture.Table
 	cgroups  *identity.CgroupResolver
-	pstats   *protocol.Stats
+	pstats   *record.Stats
 	pods     *podindex.Index
 	enroller *podnetns.Enroller
 	tls      *tlsGate // nil: TLS plaintext is not captured
@@ -151,7 +151,7 @@ func New(opts Options) (*Monitor, error) {
 	m := &Monitor{
 		log:    log.With("component", "monitor"),
 		cfg:    cfg,
-		pstats: &protocol.Stats{},
+		pstats: &record.Stats{},
 		boot:   opts.BootTime,
 		clock:  opts.Clock,
 	}
@@ -165,7 +165,7 @@ func New(opts Options) (*Monitor, error) {
 	m.pods = podindex.New(services)
 	m.metrics = newMetrics(m)
 
-	limits := protocol.DefaultLimits()
+	limits := record.DefaultLimits()
 	limits.MaxHeaderBytes = cfg.Protocol.MaxHeaderBytes
 	limits.MaxStreams = cfg.Protocol.MaxStreams
 	limits.MaxPending = cfg.Protocol.MaxPending

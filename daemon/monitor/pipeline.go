@@ -22,8 +22,8 @@ type pipelineConfig struct {
 	consumers []flow.Consumer
 	pods      *podindex.Index
 	requests  *requests.Ring
-	pstats    *protocol.Stats
-	limits    protocol.Limits
+	pstats    *record.Stats
+	limits    record.Limits
 	dump      *streamdump.Writer
 	metrics   *metrics
 	ctl       captureController // nil: the parsers cannot steer the capture
@@ -598,7 +598,7 @@ func (p *pipeline) emitOp(op *flow.KernelOp) {
 
 // record is the parsers' sink: the exchange goes to the requests ring at
 // once and to consumers when its operations are complete.
-func (cs *connState) record(r *protocol.Record) {
+func (cs *connState) record(r *record.Record) {
 	fc := cs.flow()
 	if cs.shown == nil || cs.shown.Flow() != fc {
 		cs.shown = requests.Show(fc)
@@ -615,7 +615,7 @@ func (cs *connState) record(r *protocol.Record) {
 }
 
 // window is the time span of an exchange's bytes.
-func window(r *protocol.Record) (event.Timestamp, event.Timestamp) {
+func window(r *record.Record) (event.Timestamp, event.Timestamp) {
 	return r.ReqStart, max(r.ReqEnd, r.RespEnd, r.ReqStart)
 }
 
@@ -710,7 +710,7 @@ type claimer struct {
 	hasResp            bool
 }
 
-func claim(role event.Role, r *protocol.Record) claimer {
+func claim(role event.Role, r *record.Record) claimer {
 	c := claimer{
 		reqKind: flow.OpRead, respKind: flow.OpWrite,
 		reqStart: r.ReqStart, reqEnd: max(r.ReqEnd, r.ReqStart),

@@ -5,6 +5,7 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/protocol/internal/capture"
+	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
 // benchConn replays captures through a fresh Conn per iteration, as the
@@ -20,9 +21,9 @@ func benchConn(b *testing.B, names ...string) {
 			bytes += int64(len(c.Data))
 		}
 	}
-	st := &Stats{}
+	st := &record.Stats{}
 	recs := 0
-	sink := func(*Record) { recs++ }
+	sink := func(*record.Record) { recs++ }
 	b.SetBytes(bytes)
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/protocol/internal/capture"
+	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the parsers' output")
@@ -116,9 +117,9 @@ func TestHTTP1LargeBodiesBeyondCaptureLimit(t *testing.T) {
 	for _, name := range []string{"nginx-h1-1.cap"} {
 		cs := load(t, name)
 		want, _, _ := feed(t, cs)
-		var got []*Record
-		st := &Stats{}
-		c, err := NewConn(event.RoleServer, st, func(r *Record) { got = append(got, r) })
+		var got []*record.Record
+		st := &record.Stats{}
+		c, err := NewConn(event.RoleServer, st, func(r *record.Record) { got = append(got, r) })
 		if err != nil {
 			t.Fatal(err)
 		}

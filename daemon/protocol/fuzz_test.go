@@ -6,6 +6,7 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/protocol/internal/capture"
+	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
 // FuzzDetect drives a Conn of any role with arbitrary client and server
@@ -23,12 +24,12 @@ func FuzzDetect(f *testing.F) {
 	f.Add([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}, uint64(3), uint8(0), uint8(3))
 	f.Add([]byte("GET /fake HTTP/1.1\r\n\r\nGET /a HTTP/1.1\r\n\r\n"), []byte("GET /fake HTTP/1.1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), uint64(9), uint8(0x81), uint8(0))
 	f.Fuzz(func(t *testing.T, client, server []byte, seed uint64, role, skipEvery uint8) {
-		lim := DefaultLimits()
+		lim := record.DefaultLimits()
 		lim.MaxHeaderBytes, lim.MaxBuffered, lim.MaxStreams, lim.MaxPending = 4096, 8192, 16, 8
 		n := 0
-		st := &Stats{}
+		st := &record.Stats{}
 		// Bit 7 of role: the connection's start was not seen.
-		c, err := NewConn(event.Role(role%3), st, func(r *Record) { n++ }, WithLimits(lim), WithStartSeen(role&0x80 == 0),
+		c, err := NewConn(event.Role(role%3), st, func(r *record.Record) { n++ }, WithLimits(lim), WithStartSeen(role&0x80 == 0),
 			WithCaptureControl(nopControl{}, 1))
 		if err != nil {
 			t.Fatal(err)

@@ -8,15 +8,16 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/protocol/internal/capture"
+	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
 // feed replays a capture into a server-role Conn (client bytes are
 // Ingress), giving chunk i the timestamps [10i, 10i+5].
-func feed(t testing.TB, cs []capture.Chunk, opts ...Option) ([]*Record, *Stats, *Conn) {
+func feed(t testing.TB, cs []capture.Chunk, opts ...Option) ([]*record.Record, *record.Stats, *Conn) {
 	t.Helper()
-	var recs []*Record
-	st := &Stats{}
-	c, err := NewConn(event.RoleServer, st, func(r *Record) { recs = append(recs, r) }, opts...)
+	var recs []*record.Record
+	st := &record.Stats{}
+	c, err := NewConn(event.RoleServer, st, func(r *record.Record) { recs = append(recs, r) }, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func load(t testing.TB, name string) []capture.Chunk {
 }
 
 // summary renders the fields a test pins down, one record per line.
-func summary(recs []*Record) string {
+func summary(recs []*record.Record) string {
 	var b strings.Builder
 	for _, r := range recs {
 		fmt.Fprintf(&b, "%s %s %s host=%s st=%d", r.Protocol, r.Method, r.Path, r.Host, r.Status)

@@ -28,17 +28,6 @@ import (
 	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
-// Aliases so callers need only this package.
-type (
-	Record   = record.Record
-	Limits   = record.Limits
-	Stats    = record.Stats
-	Protocol = record.Protocol
-)
-
-// DefaultLimits returns the default per-connection bounds.
-func DefaultLimits() Limits { return record.DefaultLimits() }
-
 // Kind is what a connection was classified as.
 type Kind uint8
 
@@ -119,7 +108,7 @@ const (
 type Option func(*Conn) error
 
 // WithLimits sets the per-connection bounds (default DefaultLimits).
-func WithLimits(l Limits) Option {
+func WithLimits(l record.Limits) Option {
 	return func(c *Conn) error {
 		if err := l.Validate(); err != nil {
 			return err
@@ -169,9 +158,9 @@ func WithCaptureControl(ctl CaptureControl, minBody uint64) Option {
 // the order the bytes moved within each direction.
 type Conn struct {
 	role  event.Role
-	lim   Limits
-	stats *Stats
-	sink  func(*Record)
+	lim   record.Limits
+	stats *record.Stats
+	sink  func(*record.Record)
 	log   *slog.Logger
 
 	kind Kind
@@ -204,11 +193,11 @@ type detBuf struct {
 // role. sink receives every finished record and owns it from then on: the
 // parser never touches a record after emitting it. stats must not be nil and
 // is normally shared by all connections.
-func NewConn(role event.Role, stats *Stats, sink func(*Record), opts ...Option) (*Conn, error) {
+func NewConn(role event.Role, stats *record.Stats, sink func(*record.Record), opts ...Option) (*Conn, error) {
 	if stats == nil || sink == nil {
 		return nil, fmt.Errorf("protocol: NewConn needs non-nil stats and sink")
 	}
-	c := &Conn{role: role, lim: DefaultLimits(), stats: stats, sink: sink, log: slog.New(slog.DiscardHandler)}
+	c := &Conn{role: role, lim: record.DefaultLimits(), stats: stats, sink: sink, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, fmt.Errorf("protocol: %w", err)

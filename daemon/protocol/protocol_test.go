@@ -5,13 +5,14 @@ import (
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/protocol/internal/capture"
+	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
-func newTestConn(t *testing.T, role event.Role, opts ...Option) (*Conn, *[]*Record, *Stats) {
+func newTestConn(t *testing.T, role event.Role, opts ...Option) (*Conn, *[]*record.Record, *record.Stats) {
 	t.Helper()
-	var recs []*Record
-	st := &Stats{}
-	c, err := NewConn(role, st, func(r *Record) { recs = append(recs, r) }, opts...)
+	var recs []*record.Record
+	st := &record.Stats{}
+	c, err := NewConn(role, st, func(r *record.Record) { recs = append(recs, r) }, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,12 +143,12 @@ func TestH2CUpgradeThroughConn(t *testing.T) {
 }
 
 func TestLimitsValidated(t *testing.T) {
-	l := DefaultLimits()
+	l := record.DefaultLimits()
 	l.MaxStreams = 0
-	if _, err := NewConn(event.RoleServer, &Stats{}, func(*Record) {}, WithLimits(l)); err == nil {
+	if _, err := NewConn(event.RoleServer, &record.Stats{}, func(*record.Record) {}, WithLimits(l)); err == nil {
 		t.Fatal("want an error naming MaxStreams")
 	}
-	if _, err := NewConn(event.RoleServer, nil, func(*Record) {}); err == nil {
+	if _, err := NewConn(event.RoleServer, nil, func(*record.Record) {}); err == nil {
 		t.Fatal("want an error for nil stats")
 	}
 }

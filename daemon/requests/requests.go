@@ -14,7 +14,7 @@ import (
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/flow"
-	"github.com/weirnet/weir/daemon/protocol"
+	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
 // DefaultLimit is how many requests the API returns without limit=.
@@ -43,7 +43,7 @@ func (r *Ring) Overwritten() uint64 { return r.overwritten.Load() }
 // entry is one exchange in the ring: what wire.Request shows of it.
 type entry struct {
 	conn                *Conn
-	protocol            protocol.Protocol
+	protocol            record.Protocol
 	method, path, host  string
 	traceID             string
 	reqStart, respEnd   event.Timestamp
@@ -61,7 +61,7 @@ func NewRing(n int, boot time.Time) *Ring {
 
 // Add keeps exchange rec of the connection shown as sc, which must not
 // change afterwards.
-func (r *Ring) Add(sc *Conn, rec *protocol.Record) {
+func (r *Ring) Add(sc *Conn, rec *record.Record) {
 	r.mu.Lock()
 	if r.full {
 		r.overwritten.Add(1)

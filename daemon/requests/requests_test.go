@@ -12,7 +12,7 @@ import (
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/flow"
-	"github.com/weirnet/weir/daemon/protocol"
+	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
 var boot = time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
@@ -27,7 +27,7 @@ func TestRingKeepsTheNewestAndCountsWhatItPushesOut(t *testing.T) {
 	r := NewRing(2, boot)
 	web, db := conn(1, "shop", "web-0"), conn(2, "data", "db-0")
 	for i, c := range []*Conn{web, db, web} {
-		r.Add(c, &protocol.Record{Method: "GET", Path: "/" + string(rune('a'+i)), Status: 200, GRPCStatus: -1,
+		r.Add(c, &record.Record{Method: "GET", Path: "/" + string(rune('a'+i)), Status: 200, GRPCStatus: -1,
 			ReqStart: event.Timestamp(time.Second), RespEnd: event.Timestamp(time.Second + 3*time.Millisecond)})
 	}
 	if r.Len() != 2 || r.Overwritten() != 1 {
@@ -46,7 +46,7 @@ func TestRingKeepsTheNewestAndCountsWhatItPushesOut(t *testing.T) {
 
 func TestHandlerRejectsBadParametersByName(t *testing.T) {
 	r := NewRing(5, boot)
-	r.Add(conn(1, "shop", "web-0"), &protocol.Record{Path: "/", GRPCStatus: -1})
+	r.Add(conn(1, "shop", "web-0"), &record.Record{Path: "/", GRPCStatus: -1})
 	srv := httptest.NewServer(Handler(r, 5))
 	t.Cleanup(srv.Close)
 	get := func(q string) (int, []byte) {
