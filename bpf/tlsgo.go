@@ -1,0 +1,202 @@
+package bpf
+
+import (
+	"debug/buildinfo"
+	"debug/elf"
+	"debug/gosym"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// Go crypto/tls is probed in the Go binary itself: a Go program links its
+// TLS stack statically, so the file probed is the executable.
+//
+// Two functions carry every byte of plaintext: (*Conn).Write and
+// (*Conn).Read. Their entry gets a uprobe; their returns get a uprobe at
+// each RET instruction, found by disassembling the function. A uretprobe
+// would replace the return address on the goroutine's stack, which the Go
+// runtime copies when the stack grows and reads when it unwinds (traceback,
+// panics, GC): it crashes or corrupts Go programs.
+//
+// A third, (*Conn).handshakeContext (Go 1.17+), moves no plaintext but
+// tells which socket a *Conn is on when its handshake runs before any Read
+// or Write (net/http's server): the first application record can arrive
+// with the handshake and be served by a Read that does no socket I/O.
+const (
+	goTLSWrite     = "crypto/tls.(*Conn).Write"
+	goTLSRead      = "crypto/tls.(*Conn).Read"
+	goTLSHandshake = "crypto/tls.(*Conn).handshakeContext"
+)
+
+// ErrNotGoTLS is returned for a file that is not a Go binary, or a Go
+// binary that does not contain crypto/tls: there is nothing to probe and
+// nothing to report.
+var ErrNotGoTLS = errors.New("not a Go binary using crypto/tls")
+
+// goFunc is one probed function of a Go binary: the file offsets of its
+// entry and of each of its RET instructions.
+type goFunc struct {
+	name  string
+	entry uint64   // file offset
+	rets  []uint64 // file offsets
+}
+
+// goTLSBinary is what probing a Go binary's crypto/tls needs.
+type goTLSBinary struct {
+	version   string // Go version that built it ("go1.22.5")
+	write     goFunc
+	read      goFunc
+	handshake goFunc // entry 0: not found (the socket is learnt later)
+}
+
+// inspectGoTLS finds (*Conn).Write and (*Conn).Read in the Go binary at
+// path: from .symtab, or from .gopclntab when the binary is stripped (Go
+// keeps its pclntab for the runtime, so `-ldflags=-s -w` still leaves it).
+// It fails with ErrNotGoTLS for files it has nothing to do with, and with
+// an error naming the problem for Go binaries it cannot probe (another
+// architecture, a Go version without the register ABI, no symbols at all).
+func inspectGoTLS(path string) (*goTLSBinary, error) {
+	bi, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return nil, ErrNotGoTLS
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read ELF %s: %w", path, err)
+	}
+	defer f.Close()
+	if f.Machine != elf.EM_X86_64 {
+		return nil, fmt.Errorf("%s: Go binary for %s: only amd64 is probed", path, f.Machine)
+	}
+	if !goRegisterABI(bi.GoVersion) {
+		return nil, fmt.Errorf("%s: built by %s: crypto/tls is probed from Go 1.17 (register ABI)", path, bi.GoVersion)
+	}
+	funcs, err := goFuncBounds(f, goTLSWrite, goTLSRead, goTLSHandshake)
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s): %w", path, bi.GoVersion, err)
+	}
+	if len(funcs) == 0 {
+		return nil, ErrNotGoTLS // crypto/tls not linked in
+	}
+	b := &goTLSBinary{version: bi.GoVersion}
+	for _, fn := range []struct {
+		name string
+		out  *goFunc
+	}{{goTLSWrite, &b.write}, {goTLSRead, &b.read}} {
+		bounds, ok := funcs[fn.name]
+		if !ok {
+			// crypto/tls is linked but the linker dropped this method:
+			// the program never calls it through a *tls.Conn.
+			return nil, fmt.Errorf("%s (%s): %s not in the binary", path, bi.GoVersion, fn.name)
+		}
+		g, err := goFuncOffsets(f, fn.name, bounds[0], bounds[1])
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", path, bi.GoVersion, err)
+		}
+		*fn.out = g
+	}
+	if bounds, ok := funcs[goTLSHandshake]; ok {
+		g, err := goFuncOffsets(f, goTLSHandshake, bounds[0], bounds[1])
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", path, bi.GoVersion, err)
+		}
+		b.handshake = g
+	}
+	return b, nil
+}
+
+// goRegisterABI reports whether version ("go1.22.5", "go1.26rc1",
+// "devel ...") passes arguments in registers on amd64 (Go 1.17+).
+func goRegisterABI(version string) bool {
+	v, ok := strings.CutPrefix(version, "go1.")
+	if !ok {
+		return strings.HasPrefix(version, "devel")
+	}
+	end := 0
+	for end < len(v) && v[end] >= '0' && v[end] <= '9' {
+		end++
+	}
+	minor, err := strconv.Atoi(v[:end])
+	return err == nil && minor >= 17
+}
+
+// goFuncBounds returns [start, end) virtual addresses of the named
+// functions, from .symtab or else .gopclntab.
+func goFuncBounds(f *elf.File, names ...string) (map[string][2]uint64, error) {
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	out := make(map[string][2]uint64)
+	if syms, err := f.Symbols(); err == nil && len(syms) > 0 {
+		for _, s := range syms {
+			if want[s.Name] && elf.ST_TYPE(s.Info) == elf.STT_FUNC && s.Size > 0 {
+				out[s.Name] = [2]uint64{s.Value, s.Value + s.Size}
+			}
+		}
+		if len(out) > 0 {
+			return out, nil
+		}
+	}
+	pcln := f.Section(".gopclntab")
+	text := f.Section(".text")
+	if pcln == nil || text == nil {
+		return nil, errors.New("stripped: no .symtab and no .gopclntab")
+	}
+	data, err := pcln.Data()
+	if err != nil {
+		return nil, fmt.Errorf("read .gopclntab: %w", err)
+	}
+	tab, err := gosym.NewTable(nil, gosym.NewLineTable(data, text.Addr))
+	if err != nil {
+		return nil, fmt.Errorf("parse .gopclntab: %w", err)
+	}
+	for _, fn := range tab.Funcs {
+		if want[fn.Name] {
+			out[fn.Name] = [2]uint64{fn.Entry, fn.End}
+		}
+	}
+	return out, nil
+}
+
+// goFuncOffsets disassembles the function at [start, end) and returns the
+// file offsets of its entry and its RET instructions.
+func goFuncOffsets(f *elf.File, name string, start, end uint64) (goFunc, error) {
+	var prog *elf.Prog
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && start >= p.Vaddr && end <= p.Vaddr+p.Filesz {
+			prog = p
+			break
+		}
+	}
+	if prog == nil {
+		return goFunc{}, fmt.Errorf("%s at %#x: not in an executable segment", name, start)
+	}
+	if end-start > 1<<20 {
+		return goFunc{}, fmt.Errorf("%s: implausible size %d", name, end-start)
+	}
+	code := make([]byte, end-start)
+	if _, err := prog.ReadAt(code, int64(start-prog.Vaddr)); err != nil {
+		return goFunc{}, fmt.Errorf("read %s: %w", name, err)
+	}
+	toFile := func(vaddr uint64) uint64 { return vaddr - prog.Vaddr + prog.Off }
+	g := goFunc{name: name, entry: toFile(start)}
+	for pc := 0; pc < len(code); {
+		inst, err := x86asm.Decode(code[pc:], 64)
+		if err != nil {
+			return goFunc{}, fmt.Errorf("disassemble %s at +%#x: %w", name, pc, err)
+		}
+		if inst.Op == x86asm.RET {
+			g.rets = append(g.rets, toFile(start+uint64(pc)))
+		}
+		pc += inst.Len
+	}
+	if len(g.rets) == 0 {
+		return goFunc{}, fmt.Errorf("%s: no RET instruction found", name)
+	}
+	return g, nil
+}
