@@ -201,7 +201,8 @@ func (t *TLS) Acquire(owner, path string) (bool, error) {
 // a file that is not a Go binary with crypto/tls, and an error naming the
 // problem for one that cannot be probed (report it: its plaintext is
 // missed).
-func (t *TLS) AcquireGo(owner, path string) (bool, error) {
+// name is the path the file is listed under (path may be /proc/PID/exe).
+func (t *TLS) AcquireGo(owner, path, name string) (bool, error) {
 	id, err := statFile(path)
 	if err != nil {
 		return false, err
@@ -232,9 +233,9 @@ func (t *TLS) AcquireGo(owner, path string) (bool, error) {
 	if bin.handshake.entry != 0 {
 		syms = append(syms, goTLSHandshake)
 	}
-	t.files[id] = &tlsFile{path: path, library: "go", symbols: syms, links: links,
+	t.files[id] = &tlsFile{path: name, library: "go", symbols: syms, links: links,
 		users: map[string]struct{}{owner: {}}}
-	t.log.Info("Go crypto/tls probed", "path", path, "go", bin.version, "device", id.dev, "inode", id.ino,
+	t.log.Info("Go crypto/tls probed", "path", name, "go", bin.version, "device", id.dev, "inode", id.ino,
 		"uprobes", len(links))
 	return true, nil
 }

@@ -173,7 +173,7 @@ func TestGoTLSPlaintextOfEveryOneShotClient(t *testing.T) {
 			t.Errorf("TLS Close: %v", err)
 		}
 	})
-	if attached, err := tl.AcquireGo("test", bin); err != nil || !attached {
+	if attached, err := tl.AcquireGo("test", bin, bin); err != nil || !attached {
 		t.Fatalf("AcquireGo: attached %v, %v", attached, err)
 	}
 	if libs := tl.Libraries(); len(libs) != 1 || libs[0].Library != "go" || len(libs[0].Symbols) != 3 {

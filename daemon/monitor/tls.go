@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -42,6 +43,9 @@ type tlsGate struct {
 	mu     sync.Mutex
 	failed map[string]error // library path -> why it could not be probed
 	roots  map[rootKey]bool // roots scanned per enrolled namespace
+	// exes are the executable files inspected for Go crypto/tls per
+	// enrolled namespace (rootKey's dev and ino are the file's).
+	exes map[rootKey]bool
 	// late counts library files first probed at an exec rather than at
 	// enrollment.
 	late atomic.Uint64
@@ -49,7 +53,7 @@ type tlsGate struct {
 
 func newTLSGate(t *bpf.TLS, log *slog.Logger) *tlsGate {
 	return &tlsGate{tls: t, log: log, nodeRoot: "/proc/1/root", failed: make(map[string]error),
-		roots: make(map[rootKey]bool)}
+		roots: make(map[rootKey]bool), exes: make(map[rootKey]bool)}
 }
 
 func tlsOwner(netns uint64) string { return "netns:" + strconv.FormatUint(netns, 10) }
@@ -71,6 +75,60 @@ func (g *tlsGate) enrolled(netns uint64) {
 			g.mu.Unlock()
 		}
 		g.probeRoot(netns, root, false)
+	}
+	for _, pid := range processesIn(netns) {
+		if g.newExe(netns, pid) {
+			g.probeExe(netns, pid, false)
+		}
+	}
+}
+
+// newExe reports whether the executable of pid is one not yet inspected
+// for netns's pod, and marks it inspected.
+func (g *tlsGate) newExe(netns uint64, pid uint32) bool {
+	var st syscall.Stat_t
+	if syscall.Stat(fmt.Sprintf("/proc/%d/exe", pid), &st) != nil {
+		return false
+	}
+	key := rootKey{netns: netns, dev: st.Dev, ino: st.Ino}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.exes[key] || !g.roots[rootKey{netns: netns}] {
+		return false
+	}
+	g.exes[key] = true
+	return true
+}
+
+// probeExe probes crypto/tls in pid's executable when it is a Go binary
+// that has it. A Go binary that cannot be probed (stripped of every
+// symbol table, another architecture, a Go before the register ABI) is
+// reported as unprobed under its path and the process that revealed it.
+func (g *tlsGate) probeExe(netns uint64, pid uint32, late bool) {
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	name := exe
+	if target, err := os.Readlink(exe); err == nil {
+		name = target
+	}
+	attached, err := g.tls.AcquireGo(tlsOwner(netns), exe, name)
+	if errors.Is(err, bpf.ErrNotGoTLS) {
+		return
+	}
+	key := fmt.Sprintf("%s (pid %d)", name, pid)
+	g.mu.Lock()
+	if err != nil {
+		g.failed[key] = err
+	}
+	g.mu.Unlock()
+	switch {
+	case err != nil:
+		g.log.Warn("Go binary not probed: its TLS plaintext is not captured", "path", name, "pid", pid, "error", err)
+	case attached && late:
+		g.late.Add(1)
+		g.log.Info("Go crypto/tls probed at the exec of its first process: that process's first calls may be missed",
+			"path", name, "pid", pid, "netns", netns)
+	case attached:
+		g.log.Info("Go crypto/tls probed at enrollment", "path", name, "pid", pid, "netns", netns)
 	}
 }
 
@@ -109,6 +167,9 @@ func (g *tlsGate) probeRoot(netns uint64, root string, late bool) {
 // later processes of that root are covered from their first call.
 // Runs on the reader's goroutine: a root already seen costs one stat.
 func (g *tlsGate) exec(netns uint64, pid uint32) {
+	if g.newExe(netns, pid) {
+		go g.probeExe(netns, pid, true)
+	}
 	root := fmt.Sprintf("/proc/%d/root", pid)
 	var st syscall.Stat_t
 	if syscall.Stat(root, &st) != nil {
@@ -140,6 +201,11 @@ func (g *tlsGate) unenrolled(netns uint64) {
 			delete(g.roots, k)
 		}
 	}
+	for k := range g.exes {
+		if k.netns == netns {
+			delete(g.exes, k)
+		}
+	}
 }
 
 // status lists the probed libraries and those that could not be probed.
@@ -158,24 +224,35 @@ func (g *tlsGate) status() *wire.TLSFeatures {
 	return st
 }
 
-// processRoots lists the distinct roots (/proc/PID/root) of the processes
-// whose network namespace is netns.
-func processRoots(netns uint64) []string {
+// processesIn lists the processes whose network namespace is netns.
+func processesIn(netns uint64) []uint32 {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	seen := make(map[[2]uint64]bool)
-	var out []string
+	var out []uint32
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil {
 			continue
 		}
 		var st syscall.Stat_t
 		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) != nil || st.Ino != netns {
 			continue
 		}
-		root := fmt.Sprintf("/proc/%s/root", e.Name())
+		out = append(out, uint32(pid))
+	}
+	return out
+}
+
+// processRoots lists the distinct roots (/proc/PID/root) of the processes
+// whose network namespace is netns.
+func processRoots(netns uint64) []string {
+	seen := make(map[[2]uint64]bool)
+	var out []string
+	for _, pid := range processesIn(netns) {
+		var st syscall.Stat_t
+		root := fmt.Sprintf("/proc/%d/root", pid)
 		if syscall.Stat(root, &st) != nil || seen[[2]uint64{st.Dev, st.Ino}] {
 			continue
 		}
