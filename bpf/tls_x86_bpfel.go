@@ -284,7 +284,9 @@ type tlsSslCall struct {
 	PodId     uint32
 	Dir       uint8
 	Handshake uint8
-	Pad       [2]uint8
+	Reported  uint8
+	Pad       [1]uint8
+	Len       uint64
 }
 
 type tlsSslKey struct {

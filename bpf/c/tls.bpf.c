@@ -47,7 +47,9 @@ struct ssl_call {
 	__u32 pod_id;
 	__u8 dir;        /* enum direction */
 	__u8 handshake;  /* Go: a handshake, only to learn the socket */
-	__u8 _pad[2];
+	__u8 reported;   /* Go write: reported at its first socket send */
+	__u8 _pad[1];
+	__u64 len;       /* Go write: bytes asked to be written */
 };
 
 /* pid_tgid -> the thread's SSL call. LRU: a thread killed inside a call
@@ -262,6 +264,7 @@ static __always_inline int go_tls_enter(struct pt_regs *ctx, __u8 dir)
 		return 0;
 	c.ssl = ctx->ax; /* *tls.Conn: remembers the socket for buffered reads */
 	c.buf = ctx->bx;
+	c.len = ctx->cx;
 	c.dir = dir;
 	c.start_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&go_calls, &k, &c, BPF_ANY);
@@ -276,7 +279,7 @@ static __always_inline int go_tls_exit(struct pt_regs *ctx, __u8 label)
 
 	if (!c)
 		return 0;
-	if (n > 0)
+	if (n > 0 && !c->reported)
 		tls_report(c, k.tgid, n, label);
 	bpf_map_delete_elem(&go_calls, &k);
 	return 0;
@@ -378,8 +381,25 @@ static __always_inline int tls_sock_op(struct sock *sk)
 	c = current_tls_call(id);
 	if (!c || !sock_is_tcp(sk))
 		return 0;
+	if (c->dir == DIR_EGRESS && c->len && !c->reported && c->cookie == 0) {
+		/* A Go write is reported at its first socket send, not at
+		 * its return: its goroutine returns later than the peer's
+		 * answer can be read by another goroutine (net/http's
+		 * readLoop), and the plaintext must keep the order in
+		 * which the connection carried it. (*Conn).Write sends all
+		 * of b or fails on a broken connection. */
+		c->cookie = bpf_get_socket_cookie(sk);
+		c->sk = (__u64)sk;
+		c->reported = 1;
+		tls_report(c, id >> 32, c->len, SYS_GO_TLS_WRITE);
+	}
 	c->cookie = bpf_get_socket_cookie(sk);
 	c->sk = (__u64)sk;
+	/* A read's bytes are timed by the socket read that brought them, not
+	 * by the call's entry: Go's readLoop enters (*Conn).Read before its
+	 * request is even written and parks until the response arrives. */
+	if (c->dir == DIR_INGRESS)
+		c->start_ns = bpf_ktime_get_ns();
 	{
 		struct ssl_key k = {.tgid = id >> 32, .ssl = c->ssl};
 		struct ssl_sock s = {.cookie = c->cookie, .sk = c->sk};

@@ -77,8 +77,11 @@ func (g *tlsGate) enrolled(netns uint64) {
 		g.probeRoot(netns, root, false)
 	}
 	for _, pid := range processesIn(netns) {
-		if g.newExe(netns, pid) {
-			g.probeExe(netns, pid, false)
+		if !g.newExe(netns, pid) {
+			continue
+		}
+		if exe, name, err := openExe(pid); err == nil {
+			g.probeExe(netns, pid, exe, name, false)
 		}
 	}
 }
@@ -100,17 +103,30 @@ func (g *tlsGate) newExe(netns uint64, pid uint32) bool {
 	return true
 }
 
-// probeExe probes crypto/tls in pid's executable when it is a Go binary
-// that has it. A Go binary that cannot be probed (stripped of every
-// symbol table, another architecture, a Go before the register ABI) is
-// reported as unprobed under its path and the process that revealed it.
-func (g *tlsGate) probeExe(netns uint64, pid uint32, late bool) {
+// openExe opens pid's executable, so the file can be inspected and probed
+// after the process is gone (a one-shot client can exit within
+// milliseconds of its exec), with the path it was executed from.
+func openExe(pid uint32) (*os.File, string, error) {
 	exe := fmt.Sprintf("/proc/%d/exe", pid)
-	name := exe
-	if target, err := os.Readlink(exe); err == nil {
-		name = target
+	f, err := os.Open(exe)
+	if err != nil {
+		return nil, "", err
 	}
-	attached, err := g.tls.AcquireGo(tlsOwner(netns), exe, name)
+	name, err := os.Readlink(exe)
+	if err != nil {
+		name = exe
+	}
+	return f, name, nil
+}
+
+// probeExe probes crypto/tls in pid's executable (exe, opened by openExe,
+// closed here) when it is a Go binary that has it. A Go binary that cannot
+// be probed (stripped of every symbol table, another architecture, a Go
+// before the register ABI) is reported as unprobed under its path and the
+// process that revealed it.
+func (g *tlsGate) probeExe(netns uint64, pid uint32, exe *os.File, name string, late bool) {
+	defer exe.Close()
+	attached, err := g.tls.AcquireGo(tlsOwner(netns), fmt.Sprintf("/proc/self/fd/%d", exe.Fd()), name)
 	if errors.Is(err, bpf.ErrNotGoTLS) {
 		return
 	}
@@ -168,7 +184,9 @@ func (g *tlsGate) probeRoot(netns uint64, root string, late bool) {
 // Runs on the reader's goroutine: a root already seen costs one stat.
 func (g *tlsGate) exec(netns uint64, pid uint32) {
 	if g.newExe(netns, pid) {
-		go g.probeExe(netns, pid, true)
+		if exe, name, err := openExe(pid); err == nil {
+			go g.probeExe(netns, pid, exe, name, true)
+		}
 	}
 	root := fmt.Sprintf("/proc/%d/root", pid)
 	var st syscall.Stat_t

@@ -97,8 +97,12 @@ func get(url string, n int, h2 bool) error {
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	}
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
 	for i := range n {
-		resp, err := c.Get(fmt.Sprintf("%s?i=%d", url, i))
+		resp, err := c.Get(fmt.Sprintf("%s%si=%d", url, sep, i))
 		if err != nil {
 			return err
 		}
