@@ -251,7 +251,7 @@ func (t *TLS) attachGo(path string, bin *goTLSBinary) ([]link.Link, error) {
 	attach := func(fn goFunc, prog string, off uint64) error {
 		l, err := ex.Uprobe(fn.name, t.coll.Programs[prog], &link.UprobeOptions{Address: off})
 		if err != nil {
-			return fmt.Errorf("uprobe %s:%s+%#x: %w", path, fn.name, off-fn.entry, err)
+			return fmt.Errorf("uprobe %s:%s at file offset %#x: %w", path, fn.name, off, err)
 		}
 		links = append(links, l)
 		return nil

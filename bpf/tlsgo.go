@@ -38,11 +38,21 @@ const (
 var ErrNotGoTLS = errors.New("not a Go binary using crypto/tls")
 
 // goFunc is one probed function of a Go binary: the file offsets of its
-// entry and of each of its RET instructions.
+// entry probe and of each of its RET instructions.
 type goFunc struct {
 	name  string
-	entry uint64   // file offset
+	entry uint64   // file offset: the function's first instruction, or its stack check's jump
 	rets  []uint64 // file offsets
+}
+
+// isCondJump reports whether op is a conditional jump (Jcc).
+func isCondJump(op x86asm.Op) bool {
+	switch op {
+	case x86asm.JA, x86asm.JAE, x86asm.JB, x86asm.JBE, x86asm.JE, x86asm.JNE, x86asm.JG, x86asm.JGE,
+		x86asm.JL, x86asm.JLE, x86asm.JO, x86asm.JNO, x86asm.JP, x86asm.JNP, x86asm.JS, x86asm.JNS:
+		return true
+	}
+	return false
 }
 
 // goTLSBinary is what probing a Go binary's crypto/tls needs.
@@ -185,13 +195,27 @@ func goFuncOffsets(f *elf.File, name string, start, end uint64) (goFunc, error) 
 	}
 	toFile := func(vaddr uint64) uint64 { return vaddr - prog.Vaddr + prog.Off }
 	g := goFunc{name: name, entry: toFile(start)}
-	for pc := 0; pc < len(code); {
+	// The entry probe goes on the stack check's conditional jump when the
+	// function starts with one (LEAQ/CMPQ against g.stackguard0 in R14,
+	// then JBE to morestack): the kernel emulates a jump, where it would
+	// single-step the CMPQ (about ten times the cost per hit, paid by
+	// every process running the file, enrolled or not). Nothing before the
+	// jump writes AX, BX, CX or R14. When the stack grows the function
+	// starts over and the entry is simply recorded again.
+	prologue := true
+	for pc, n := 0, 0; pc < len(code); n++ {
 		inst, err := x86asm.Decode(code[pc:], 64)
 		if err != nil {
 			return goFunc{}, fmt.Errorf("disassemble %s at +%#x: %w", name, pc, err)
 		}
-		if inst.Op == x86asm.RET {
+		switch {
+		case inst.Op == x86asm.RET:
 			g.rets = append(g.rets, toFile(start+uint64(pc)))
+		case prologue && isCondJump(inst.Op):
+			g.entry = toFile(start + uint64(pc))
+			prologue = false
+		case prologue && (n >= 2 || (inst.Op != x86asm.LEA && inst.Op != x86asm.CMP)):
+			prologue = false
 		}
 		pc += inst.Len
 	}

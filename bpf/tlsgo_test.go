@@ -271,3 +271,49 @@ func TestGoTLSPlaintextOfEveryOneShotClient(t *testing.T) {
 		t.Errorf("unenrolled namespace: %d data and %d open events, want none", len(got.data), len(got.opens))
 	}
 }
+
+// TestGoTLSUnenrolledCallCost is a measurement, not an assertion: what a
+// (*Conn).Read costs a process outside every enrolled namespace when its
+// Go binary is probed (the Read entry and RET probes and handshakeContext's,
+// each trap followed by the entry programs' namespace check) against the
+// same binary unprobed, rounds alternating. Root and real eBPF; runs when
+// WEIR_BPF_TLS_COST=1.
+func TestGoTLSUnenrolledCallCost(t *testing.T) {
+	if os.Getenv("WEIR_BPF_TLS_COST") != "1" {
+		t.Skip("a measurement: set WEIR_BPF_TLS_COST=1 (root) to run it")
+	}
+	bin := filepath.Join(t.TempDir(), "tlsgocost")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/tlsgocost")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	r := socketTier(t, Config{})
+	tl, err := r.LoadTLS(testLogger(t))
+	if err != nil {
+		t.Fatalf("LoadTLS: %v", err)
+	}
+	t.Cleanup(func() { tl.Close() })
+	const calls, rounds = 200000, 3
+	run := func() float64 {
+		out, err := exec.Command(bin, fmt.Sprint(calls)).Output()
+		if err != nil {
+			t.Fatalf("tlsgocost: %v", err)
+		}
+		var ns float64
+		if _, err := fmt.Sscan(string(out), &ns); err != nil {
+			t.Fatalf("parse %q: %v", out, err)
+		}
+		return ns
+	}
+	for round := range rounds {
+		if _, err := tl.AcquireGo("test", bin, bin); err != nil {
+			t.Fatal(err)
+		}
+		probed := run()
+		tl.Release("test")
+		plain := run()
+		t.Logf("round %d: (*Conn).Read from an unenrolled process: %.0f ns probed, %.0f ns unprobed: +%.0f ns per call (4 probe hits: 2 entries, 2 RETs)",
+			round, probed, plain, probed-plain)
+	}
+}
