@@ -230,8 +230,8 @@ func (t *TLS) AcquireGo(owner, path, name string) (bool, error) {
 		return false, err
 	}
 	syms := []string{goTLSWrite, goTLSRead}
-	if bin.handshake.entry != 0 {
-		syms = append(syms, goTLSHandshake)
+	for _, h := range bin.handshakes {
+		syms = append(syms, h.name)
 	}
 	t.files[id] = &tlsFile{path: name, library: "go", symbols: syms, links: links,
 		users: map[string]struct{}{owner: {}}}
@@ -256,20 +256,22 @@ func (t *TLS) attachGo(path string, bin *goTLSBinary) ([]link.Link, error) {
 		links = append(links, l)
 		return nil
 	}
-	for _, p := range []struct {
+	// Write has no return probe (see go_tls_write_enter in c/tls.bpf.c).
+	type probe struct {
 		fn          goFunc
 		enter, exit string
-	}{
-		{bin.write, "go_tls_write_enter", "go_tls_write_exit"},
-		{bin.read, "go_tls_read_enter", "go_tls_read_exit"},
-		{bin.handshake, "go_tls_handshake_enter", "go_tls_handshake_exit"},
-	} {
-		if p.fn.entry == 0 {
-			continue
-		}
+	}
+	probes := []probe{{bin.write, "go_tls_write_enter", ""}, {bin.read, "go_tls_read_enter", "go_tls_read_exit"}}
+	for _, h := range bin.handshakes {
+		probes = append(probes, probe{h, "go_tls_handshake_enter", "go_tls_handshake_exit"})
+	}
+	for _, p := range probes {
 		// Returns first: an entry seen without its return would leave
 		// a call in flight until the LRU evicts it.
 		for _, r := range p.fn.rets {
+			if p.exit == "" {
+				break
+			}
 			if err := attach(p.fn, p.exit, r); err != nil {
 				_ = closeLinks(links)
 				return nil, err

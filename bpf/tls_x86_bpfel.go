@@ -273,20 +273,20 @@ type tlsSockScratch struct {
 }
 
 type tlsSslCall struct {
-	_         structs.HostLayout
-	Ssl       uint64
-	Buf       uint64
-	OutLen    uint64
-	Cookie    uint64
-	Sk        uint64
-	StartNs   uint64
-	Netns     uint64
-	PodId     uint32
-	Dir       uint8
-	Handshake uint8
-	Reported  uint8
-	Pad       [1]uint8
-	Len       uint64
+	_        structs.HostLayout
+	Ssl      uint64
+	Buf      uint64
+	OutLen   uint64
+	Cookie   uint64
+	Sk       uint64
+	StartNs  uint64
+	Netns    uint64
+	PodId    uint32
+	Dir      uint8
+	Kind     uint8
+	Reported uint8
+	Pad      [1]uint8
+	Len      uint64
 }
 
 type tlsSslKey struct {
@@ -412,7 +412,6 @@ const (
 	tlsProgGoTlsReadEnter      = "go_tls_read_enter"
 	tlsProgGoTlsReadExit       = "go_tls_read_exit"
 	tlsProgGoTlsWriteEnter     = "go_tls_write_enter"
-	tlsProgGoTlsWriteExit      = "go_tls_write_exit"
 	tlsProgOnDevQueue          = "on_dev_queue"
 	tlsProgOnDevStartXmit      = "on_dev_start_xmit"
 	tlsProgOnDevXmit           = "on_dev_xmit"
@@ -527,7 +526,6 @@ type tlsProgramSpecs struct {
 	GoTlsReadEnter      *ebpf.ProgramSpec `ebpf:"go_tls_read_enter"`
 	GoTlsReadExit       *ebpf.ProgramSpec `ebpf:"go_tls_read_exit"`
 	GoTlsWriteEnter     *ebpf.ProgramSpec `ebpf:"go_tls_write_enter"`
-	GoTlsWriteExit      *ebpf.ProgramSpec `ebpf:"go_tls_write_exit"`
 	OnDevQueue          *ebpf.ProgramSpec `ebpf:"on_dev_queue"`
 	OnDevStartXmit      *ebpf.ProgramSpec `ebpf:"on_dev_start_xmit"`
 	OnDevXmit           *ebpf.ProgramSpec `ebpf:"on_dev_xmit"`
@@ -716,7 +714,6 @@ type tlsPrograms struct {
 	GoTlsReadEnter      *ebpf.Program `ebpf:"go_tls_read_enter"`
 	GoTlsReadExit       *ebpf.Program `ebpf:"go_tls_read_exit"`
 	GoTlsWriteEnter     *ebpf.Program `ebpf:"go_tls_write_enter"`
-	GoTlsWriteExit      *ebpf.Program `ebpf:"go_tls_write_exit"`
 	OnDevQueue          *ebpf.Program `ebpf:"on_dev_queue"`
 	OnDevStartXmit      *ebpf.Program `ebpf:"on_dev_start_xmit"`
 	OnDevXmit           *ebpf.Program `ebpf:"on_dev_xmit"`
@@ -784,7 +781,6 @@ func (p *tlsPrograms) Close() error {
 		p.GoTlsReadEnter,
 		p.GoTlsReadExit,
 		p.GoTlsWriteEnter,
-		p.GoTlsWriteExit,
 		p.OnDevQueue,
 		p.OnDevStartXmit,
 		p.OnDevXmit,

@@ -22,14 +22,17 @@ import (
 // runtime copies when the stack grows and reads when it unwinds (traceback,
 // panics, GC): it crashes or corrupts Go programs.
 //
-// A third, (*Conn).handshakeContext (Go 1.17+), moves no plaintext but
-// tells which socket a *Conn is on when its handshake runs before any Read
-// or Write (net/http's server): the first application record can arrive
-// with the handshake and be served by a Read that does no socket I/O.
+// The handshake functions, (*Conn).clientHandshake and serverHandshake,
+// move no plaintext but tell which socket a *Conn is on when its handshake
+// runs before any Read or Write (net/http's server): the first application
+// record can arrive with the handshake and be served by a Read that does
+// no socket I/O. Not handshakeContext: every Read and Write passes through
+// it (its fast path), and its RET would be one more single-step per call.
 const (
-	goTLSWrite     = "crypto/tls.(*Conn).Write"
-	goTLSRead      = "crypto/tls.(*Conn).Read"
-	goTLSHandshake = "crypto/tls.(*Conn).handshakeContext"
+	goTLSWrite           = "crypto/tls.(*Conn).Write"
+	goTLSRead            = "crypto/tls.(*Conn).Read"
+	goTLSClientHandshake = "crypto/tls.(*Conn).clientHandshake"
+	goTLSServerHandshake = "crypto/tls.(*Conn).serverHandshake"
 )
 
 // ErrNotGoTLS is returned for a file that is not a Go binary, or a Go
@@ -57,10 +60,10 @@ func isCondJump(op x86asm.Op) bool {
 
 // goTLSBinary is what probing a Go binary's crypto/tls needs.
 type goTLSBinary struct {
-	version   string // Go version that built it ("go1.22.5")
-	write     goFunc
-	read      goFunc
-	handshake goFunc // entry 0: not found (the socket is learnt later)
+	version    string // Go version that built it ("go1.22.5")
+	write      goFunc
+	read       goFunc
+	handshakes []goFunc // those found: clientHandshake, serverHandshake
 }
 
 // inspectGoTLS finds (*Conn).Write and (*Conn).Read in the Go binary at
@@ -85,7 +88,7 @@ func inspectGoTLS(path string) (*goTLSBinary, error) {
 	if !goRegisterABI(bi.GoVersion) {
 		return nil, fmt.Errorf("%s: built by %s: crypto/tls is probed from Go 1.17 (register ABI)", path, bi.GoVersion)
 	}
-	funcs, err := goFuncBounds(f, goTLSWrite, goTLSRead, goTLSHandshake)
+	funcs, err := goFuncBounds(f, goTLSWrite, goTLSRead, goTLSClientHandshake, goTLSServerHandshake)
 	if err != nil {
 		return nil, fmt.Errorf("%s (%s): %w", path, bi.GoVersion, err)
 	}
@@ -109,12 +112,16 @@ func inspectGoTLS(path string) (*goTLSBinary, error) {
 		}
 		*fn.out = g
 	}
-	if bounds, ok := funcs[goTLSHandshake]; ok {
-		g, err := goFuncOffsets(f, goTLSHandshake, bounds[0], bounds[1])
+	for _, name := range []string{goTLSClientHandshake, goTLSServerHandshake} {
+		bounds, ok := funcs[name]
+		if !ok {
+			continue // a program that only dials, or only serves
+		}
+		g, err := goFuncOffsets(f, name, bounds[0], bounds[1])
 		if err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", path, bi.GoVersion, err)
 		}
-		b.handshake = g
+		b.handshakes = append(b.handshakes, g)
 	}
 	return b, nil
 }

@@ -43,7 +43,10 @@ func TestGoTLSFunctionsFromSymtabOrPclntab(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inspect stripped: %v", err)
 	}
-	for _, fn := range []goFunc{full.write, full.read, full.handshake} {
+	if len(full.handshakes) != 2 {
+		t.Errorf("%d handshake functions found, want client and server", len(full.handshakes))
+	}
+	for _, fn := range append([]goFunc{full.write, full.read}, full.handshakes...) {
 		if len(fn.rets) == 0 || fn.entry == 0 {
 			t.Errorf("%s: entry %#x, %d RETs", fn.name, fn.entry, len(fn.rets))
 		}
@@ -176,8 +179,8 @@ func TestGoTLSPlaintextOfEveryOneShotClient(t *testing.T) {
 	if attached, err := tl.AcquireGo("test", bin, bin); err != nil || !attached {
 		t.Fatalf("AcquireGo: attached %v, %v", attached, err)
 	}
-	if libs := tl.Libraries(); len(libs) != 1 || libs[0].Library != "go" || len(libs[0].Symbols) != 3 {
-		t.Fatalf("Libraries() = %+v, want the Go binary with 3 functions", libs)
+	if libs := tl.Libraries(); len(libs) != 1 || libs[0].Library != "go" || len(libs[0].Symbols) != 4 {
+		t.Fatalf("Libraries() = %+v, want the Go binary with 4 functions", libs)
 	}
 	enrolled, other := newNetns(t), newNetns(t)
 	if err := r.Enroll(enrolled.ino, 43); err != nil {
@@ -273,10 +276,10 @@ func TestGoTLSPlaintextOfEveryOneShotClient(t *testing.T) {
 }
 
 // TestGoTLSUnenrolledCallCost is a measurement, not an assertion: what a
-// (*Conn).Read costs a process outside every enrolled namespace when its
-// Go binary is probed (the Read entry and RET probes and handshakeContext's,
-// each trap followed by the entry programs' namespace check) against the
-// same binary unprobed, rounds alternating. Root and real eBPF; runs when
+// (*Conn).Read and a (*Conn).Write cost a process outside every enrolled
+// namespace when its Go binary is probed (each probe hit: a trap, and for
+// an entry the program's namespace check) against the same binary
+// unprobed, rounds alternating. Root and real eBPF; runs when
 // WEIR_BPF_TLS_COST=1.
 func TestGoTLSUnenrolledCallCost(t *testing.T) {
 	if os.Getenv("WEIR_BPF_TLS_COST") != "1" {
@@ -295,25 +298,24 @@ func TestGoTLSUnenrolledCallCost(t *testing.T) {
 	}
 	t.Cleanup(func() { tl.Close() })
 	const calls, rounds = 200000, 3
-	run := func() float64 {
+	run := func() (read, write float64) {
 		out, err := exec.Command(bin, fmt.Sprint(calls)).Output()
 		if err != nil {
 			t.Fatalf("tlsgocost: %v", err)
 		}
-		var ns float64
-		if _, err := fmt.Sscan(string(out), &ns); err != nil {
+		if _, err := fmt.Sscan(string(out), &read, &write); err != nil {
 			t.Fatalf("parse %q: %v", out, err)
 		}
-		return ns
+		return read, write
 	}
 	for round := range rounds {
 		if _, err := tl.AcquireGo("test", bin, bin); err != nil {
 			t.Fatal(err)
 		}
-		probed := run()
+		pr, pw := run()
 		tl.Release("test")
-		plain := run()
-		t.Logf("round %d: (*Conn).Read from an unenrolled process: %.0f ns probed, %.0f ns unprobed: +%.0f ns per call (4 probe hits: 2 entries, 2 RETs)",
-			round, probed, plain, probed-plain)
+		ur, uw := run()
+		t.Logf("round %d, from an unenrolled process: (*Conn).Read %.0f ns probed, %.0f unprobed: +%.0f ns (entry on a jump, emulated; a RET, single-stepped); "+
+			"(*Conn).Write %.0f ns probed, %.0f unprobed: +%.0f ns (entry only)", round, pr, ur, pr-ur, pw, uw, pw-uw)
 	}
 }

@@ -35,6 +35,12 @@
  * that never reaches the top bit. */
 #define TLS_KEY_BIT (1ULL << 63)
 
+enum call_kind {
+	CALL_IO,        /* OpenSSL call or Go Read: ends at its return */
+	CALL_HANDSHAKE, /* Go handshake: only learns the *Conn's socket */
+	CALL_GO_WRITE,  /* Go Write: no return probe, reported at its first send */
+};
+
 /* An SSL call in flight on a thread, from entry to return. */
 struct ssl_call {
 	__u64 ssl;       /* SSL * */
@@ -46,7 +52,7 @@ struct ssl_call {
 	__u64 netns;
 	__u32 pod_id;
 	__u8 dir;        /* enum direction */
-	__u8 handshake;  /* Go: a handshake, only to learn the socket */
+	__u8 kind;       /* enum call_kind */
 	__u8 reported;   /* Go write: reported at its first socket send */
 	__u8 _pad[1];
 	__u64 len;       /* Go write: bytes asked to be written */
@@ -231,8 +237,8 @@ int BPF_KRETPROBE(ssl_read_ex_exit, int ret)
  * 1.17+, amd64). Arguments arrive in registers: AX = *Conn, BX = b's data,
  * CX = b's length; at a RET, AX = n. No uretprobes: they replace the
  * return address on the goroutine's stack, which Go moves and unwinds.
- * User space finds the function's RET instructions by disassembly and
- * attaches go_tls_*_exit at each.
+ * User space finds Read's RET instructions by disassembly and attaches
+ * go_tls_read_exit at each (Write needs none, see go_tls_write_enter).
  *
  * A goroutine can move between threads inside a call (a Read that parks
  * in the netpoller resumes on any thread), so a call in flight is keyed
@@ -255,7 +261,7 @@ struct {
 	__type(value, struct ssl_call);
 } go_calls SEC(".maps");
 
-static __always_inline int go_tls_enter(struct pt_regs *ctx, __u8 dir)
+static __always_inline int go_tls_enter(struct pt_regs *ctx, __u8 dir, __u8 kind)
 {
 	struct go_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = ctx->r14};
 	struct ssl_call c = {};
@@ -266,6 +272,7 @@ static __always_inline int go_tls_enter(struct pt_regs *ctx, __u8 dir)
 	c.buf = ctx->bx;
 	c.len = ctx->cx;
 	c.dir = dir;
+	c.kind = kind;
 	c.start_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&go_calls, &k, &c, BPF_ANY);
 	return 0;
@@ -279,29 +286,29 @@ static __always_inline int go_tls_exit(struct pt_regs *ctx, __u8 label)
 
 	if (!c)
 		return 0;
-	if (n > 0 && !c->reported)
+	if (n > 0)
 		tls_report(c, k.tgid, n, label);
 	bpf_map_delete_elem(&go_calls, &k);
 	return 0;
 }
 
+/* (*Conn).Write has an entry probe only: a RET is single-stepped, not
+ * emulated (~13 us a hit here, against <1 us for the entry), and every
+ * process running the file would pay it on every write. The write is
+ * reported at its first socket send (tls_sock_op), with b's length:
+ * (*Conn).Write sends all of b or fails on a broken connection. Without a
+ * return the entry stays behind; the next entry on the goroutine replaces
+ * it, and tls_sock_op ignores a write once reported. */
 SEC("uprobe/go_tls_write")
 int go_tls_write_enter(struct pt_regs *ctx)
 {
-	return go_tls_enter(ctx, DIR_EGRESS);
-}
-
-/* At each RET of (*Conn).Write. */
-SEC("uprobe/go_tls_write_ret")
-int go_tls_write_exit(struct pt_regs *ctx)
-{
-	return go_tls_exit(ctx, SYS_GO_TLS_WRITE);
+	return go_tls_enter(ctx, DIR_EGRESS, CALL_GO_WRITE);
 }
 
 SEC("uprobe/go_tls_read")
 int go_tls_read_enter(struct pt_regs *ctx)
 {
-	return go_tls_enter(ctx, DIR_INGRESS);
+	return go_tls_enter(ctx, DIR_INGRESS, CALL_IO);
 }
 
 /* At each RET of (*Conn).Read. */
@@ -317,20 +324,24 @@ int go_tls_read_exit(struct pt_regs *ctx)
  * (net/http's server does it before its first Read). The application
  * record that arrives with the peer's Finished is then served by a Read
  * with no socket I/O of its own: the socket must already be known for the
- * *Conn. A handshake run inside a Read or Write leaves that call's entry
- * alone (BPF_NOEXIST) and the call learns the socket itself.
+ * *Conn. A handshake run inside a Read or a Write not yet reported leaves
+ * that call's entry alone and the call learns the socket itself; a write
+ * already reported is a leftover (writes have no return probe).
  */
 SEC("uprobe/go_tls_handshake")
 int go_tls_handshake_enter(struct pt_regs *ctx)
 {
 	struct go_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = ctx->r14};
-	struct ssl_call c = {};
+	struct ssl_call c = {}, *cur;
 
 	if (!current_pod(&c.pod_id, &c.netns))
 		return 0;
+	cur = bpf_map_lookup_elem(&go_calls, &k);
+	if (cur && !(cur->kind == CALL_GO_WRITE && cur->reported))
+		return 0;
 	c.ssl = ctx->ax;
-	c.handshake = 1;
-	bpf_map_update_elem(&go_calls, &k, &c, BPF_NOEXIST);
+	c.kind = CALL_HANDSHAKE;
+	bpf_map_update_elem(&go_calls, &k, &c, BPF_ANY);
 	return 0;
 }
 
@@ -341,7 +352,7 @@ int go_tls_handshake_exit(struct pt_regs *ctx)
 	struct go_key k = {.tgid = bpf_get_current_pid_tgid() >> 32, .g = ctx->r14};
 	struct ssl_call *c = bpf_map_lookup_elem(&go_calls, &k);
 
-	if (c && c->handshake)
+	if (c && c->kind == CALL_HANDSHAKE)
 		bpf_map_delete_elem(&go_calls, &k);
 	return 0;
 }
@@ -369,10 +380,11 @@ static __always_inline struct ssl_call *current_tls_call(__u64 id)
  * or a Go crypto/tls call, this is the call's socket. Recorded whatever the op moved (a read that
  * found nothing still names the socket). One hash lookup per enrolled
  * socket op when no SSL call is in flight. */
-static __always_inline int tls_sock_op(struct sock *sk)
+static __always_inline int tls_sock_op(struct sock *sk, bool send)
 {
-	__u64 id, netns;
+	__u64 id, netns, cookie;
 	struct ssl_call *c;
+	struct ssl_sock *known;
 	__u32 pod;
 
 	if (!sock_pod(sk, &pod, &netns))
@@ -381,44 +393,56 @@ static __always_inline int tls_sock_op(struct sock *sk)
 	c = current_tls_call(id);
 	if (!c || !sock_is_tcp(sk))
 		return 0;
-	if (c->dir == DIR_EGRESS && c->len && !c->reported && c->cookie == 0) {
-		/* A Go write is reported at its first socket send, not at
-		 * its return: its goroutine returns later than the peer's
-		 * answer can be read by another goroutine (net/http's
-		 * readLoop), and the plaintext must keep the order in
-		 * which the connection carried it. (*Conn).Write sends all
-		 * of b or fails on a broken connection. */
-		c->cookie = bpf_get_socket_cookie(sk);
+	cookie = bpf_get_socket_cookie(sk);
+	struct ssl_key k = {.tgid = id >> 32, .ssl = c->ssl};
+	struct ssl_sock s = {.cookie = cookie, .sk = (__u64)sk};
+
+	if (c->kind == CALL_GO_WRITE) {
+		/* Reported already, or a leftover of a write that never
+		 * sent (it failed first): this op is not the write's. A
+		 * *Conn's socket, once known, is the only one its write
+		 * can move bytes on. */
+		if (c->reported)
+			return 0;
+		known = bpf_map_lookup_elem(&ssl_socks, &k);
+		if (known && known->cookie != cookie)
+			return 0;
+		c->cookie = cookie;
 		c->sk = (__u64)sk;
-		c->reported = 1;
-		tls_report(c, id >> 32, c->len, SYS_GO_TLS_WRITE);
+		if (!known)
+			bpf_map_update_elem(&ssl_socks, &k, &s, BPF_ANY);
+		if (send && c->len) {
+			/* Reported at its first send, not at its return: the
+			 * peer's answer can be read by another goroutine
+			 * (net/http's readLoop) before the writer would
+			 * return, and the plaintext must keep the order in
+			 * which the connection carried it. */
+			c->reported = 1;
+			tls_report(c, id >> 32, c->len, SYS_GO_TLS_WRITE);
+		}
+		return 0;
 	}
-	c->cookie = bpf_get_socket_cookie(sk);
+	c->cookie = cookie;
 	c->sk = (__u64)sk;
 	/* A read's bytes are timed by the socket read that brought them, not
 	 * by the call's entry: Go's readLoop enters (*Conn).Read before its
 	 * request is even written and parks until the response arrives. */
 	if (c->dir == DIR_INGRESS)
 		c->start_ns = bpf_ktime_get_ns();
-	{
-		struct ssl_key k = {.tgid = id >> 32, .ssl = c->ssl};
-		struct ssl_sock s = {.cookie = c->cookie, .sk = c->sk};
-
-		bpf_map_update_elem(&ssl_socks, &k, &s, BPF_ANY);
-	}
+	bpf_map_update_elem(&ssl_socks, &k, &s, BPF_ANY);
 	return 0;
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(tls_sock_send, struct sock *sk, int ret, int flags)
 {
-	return tls_sock_op(sk);
+	return tls_sock_op(sk, true);
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(tls_sock_recv, struct sock *sk, int ret, int flags)
 {
-	return tls_sock_op(sk);
+	return tls_sock_op(sk, false);
 }
 
 /* The socket is gone: its plaintext state goes with it (the capture core
