@@ -16,12 +16,14 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/weirnet/weir/bpf/gotls"
 )
 
 // TLS is the TLS program set (c/tls.bpf.c): uprobes on OpenSSL's
 // SSL_write[_ex] and SSL_read[_ex] (Acquire), and on Go crypto/tls's
 // (*Conn).Write and (*Conn).Read in Go binaries (AcquireGo, see
-// tlsgo.go), that report each call's plaintext as Data events of the TCP
+// package gotls), that report each call's plaintext as Data events of the TCP
 // connection underneath (event.SysSSLWrite/SysSSLRead,
 // event.SysGoTLSWrite/SysGoTLSRead), with the same walker, typed skips and
 // budget as socket data. It needs the socket capture tier: the plaintext is joined to its
@@ -197,7 +199,7 @@ func (t *TLS) Acquire(owner, path string) (bool, error) {
 }
 
 // AcquireGo probes crypto/tls in the Go binary at path for owner, as
-// Acquire does a libssl. It returns ErrNotGoTLS, which callers ignore, for
+// Acquire does a libssl. It returns gotls.ErrNotGoTLS, which callers ignore, for
 // a file that is not a Go binary with crypto/tls, and an error naming the
 // problem for one that cannot be probed (report it: its plaintext is
 // missed).
@@ -215,7 +217,7 @@ func (t *TLS) AcquireGo(owner, path, name string) (bool, error) {
 	}
 	t.mu.Unlock()
 	// Inspect outside the lock: reading a large binary takes milliseconds.
-	bin, err := inspectGoTLS(path)
+	bin, err := gotls.Inspect(path)
 	if err != nil {
 		return false, err
 	}
@@ -229,46 +231,46 @@ func (t *TLS) AcquireGo(owner, path, name string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	syms := []string{goTLSWrite, goTLSRead}
-	for _, h := range bin.handshakes {
-		syms = append(syms, h.name)
+	syms := []string{gotls.WriteSym, gotls.ReadSym}
+	for _, h := range bin.Handshakes {
+		syms = append(syms, h.Name)
 	}
 	t.files[id] = &tlsFile{path: name, library: "go", symbols: syms, links: links,
 		users: map[string]struct{}{owner: {}}}
-	t.log.Info("Go crypto/tls probed", "path", name, "go", bin.version, "device", id.dev, "inode", id.ino,
+	t.log.Info("Go crypto/tls probed", "path", name, "go", bin.Version, "device", id.dev, "inode", id.ino,
 		"uprobes", len(links))
 	return true, nil
 }
 
 // attachGo attaches the entry program at each function's entry and the
 // return program at each of its RETs, by file offset.
-func (t *TLS) attachGo(path string, bin *goTLSBinary) ([]link.Link, error) {
+func (t *TLS) attachGo(path string, bin *gotls.Binary) ([]link.Link, error) {
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", path, err)
 	}
 	var links []link.Link
-	attach := func(fn goFunc, prog string, off uint64) error {
-		l, err := ex.Uprobe(fn.name, t.coll.Programs[prog], &link.UprobeOptions{Address: off})
+	attach := func(fn gotls.Func, prog string, off uint64) error {
+		l, err := ex.Uprobe(fn.Name, t.coll.Programs[prog], &link.UprobeOptions{Address: off})
 		if err != nil {
-			return fmt.Errorf("uprobe %s:%s at file offset %#x: %w", path, fn.name, off, err)
+			return fmt.Errorf("uprobe %s:%s at file offset %#x: %w", path, fn.Name, off, err)
 		}
 		links = append(links, l)
 		return nil
 	}
 	// Write has no return probe (see go_tls_write_enter in c/tls.bpf.c).
 	type probe struct {
-		fn          goFunc
+		fn          gotls.Func
 		enter, exit string
 	}
-	probes := []probe{{bin.write, "go_tls_write_enter", ""}, {bin.read, "go_tls_read_enter", "go_tls_read_exit"}}
-	for _, h := range bin.handshakes {
+	probes := []probe{{bin.Write, "go_tls_write_enter", ""}, {bin.Read, "go_tls_read_enter", "go_tls_read_exit"}}
+	for _, h := range bin.Handshakes {
 		probes = append(probes, probe{h, "go_tls_handshake_enter", "go_tls_handshake_exit"})
 	}
 	for _, p := range probes {
 		// Returns first: an entry seen without its return would leave
 		// a call in flight until the LRU evicts it.
-		for _, r := range p.fn.rets {
+		for _, r := range p.fn.Rets {
 			if p.exit == "" {
 				break
 			}
@@ -277,7 +279,7 @@ func (t *TLS) attachGo(path string, bin *goTLSBinary) ([]link.Link, error) {
 				return nil, err
 			}
 		}
-		if err := attach(p.fn, p.enter, p.fn.entry); err != nil {
+		if err := attach(p.fn, p.enter, p.fn.Entry); err != nil {
 			_ = closeLinks(links)
 			return nil, err
 		}

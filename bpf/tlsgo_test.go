@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,64 +25,6 @@ func buildTLSGo(t *testing.T, flags ...string) string {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build tlsgo: %v\n%s", err, b)
-	}
-	return out
-}
-
-// TestGoTLSFunctionsFromSymtabOrPclntab pins how a Go binary's
-// crypto/tls is found: the same entry and RET offsets from .symtab and,
-// in the same program stripped of it (-ldflags=-s -w), from .gopclntab;
-// files without crypto/tls are ErrNotGoTLS, not errors to report.
-func TestGoTLSFunctionsFromSymtabOrPclntab(t *testing.T) {
-	full, err := inspectGoTLS(buildTLSGo(t))
-	if err != nil {
-		t.Fatalf("inspect: %v", err)
-	}
-	stripped, err := inspectGoTLS(buildTLSGo(t, "-ldflags=-s -w"))
-	if err != nil {
-		t.Fatalf("inspect stripped: %v", err)
-	}
-	if len(full.handshakes) != 2 {
-		t.Errorf("%d handshake functions found, want client and server", len(full.handshakes))
-	}
-	for _, fn := range append([]goFunc{full.write, full.read}, full.handshakes...) {
-		if len(fn.rets) == 0 || fn.entry == 0 {
-			t.Errorf("%s: entry %#x, %d RETs", fn.name, fn.entry, len(fn.rets))
-		}
-		t.Logf("%s: entry %#x, RETs %#x", fn.name, fn.entry, fn.rets)
-	}
-	// Stripping moves code (no symbol table before it), so compare the
-	// shape: RETs at the same distances from the entry.
-	rel := func(fn goFunc) string {
-		var b strings.Builder
-		for _, r := range fn.rets {
-			fmt.Fprintf(&b, "+%#x ", r-fn.entry)
-		}
-		return b.String()
-	}
-	if rel(full.write) != rel(stripped.write) || rel(full.read) != rel(stripped.read) {
-		t.Errorf("symtab and pclntab disagree: Write %s vs %s, Read %s vs %s",
-			rel(full.write), rel(stripped.write), rel(full.read), rel(stripped.read))
-	}
-	for _, path := range []string{"/bin/true", buildGoWithoutTLS(t)} {
-		if _, err := inspectGoTLS(path); !errors.Is(err, ErrNotGoTLS) {
-			t.Errorf("%s: %v, want ErrNotGoTLS", path, err)
-		}
-	}
-}
-
-func buildGoWithoutTLS(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	src := filepath.Join(dir, "main.go")
-	if err := os.WriteFile(src, []byte("package main\n\nfunc main() { println(\"no tls\") }\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "notls")
-	cmd := exec.Command("go", "build", "-o", out, src)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GO111MODULE=off")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
 	}
 	return out
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/weirnet/weir/bpf"
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/bpf/gotls"
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/capture"
 )
@@ -127,7 +128,7 @@ func openExe(pid uint32) (*os.File, string, error) {
 func (g *tlsGate) probeExe(netns uint64, pid uint32, exe *os.File, name string, late bool) {
 	defer exe.Close()
 	attached, err := g.tls.AcquireGo(tlsOwner(netns), fmt.Sprintf("/proc/self/fd/%d", exe.Fd()), name)
-	if errors.Is(err, bpf.ErrNotGoTLS) {
+	if errors.Is(err, gotls.ErrNotGoTLS) {
 		return
 	}
 	key := fmt.Sprintf("%s (pid %d)", name, pid)

@@ -1,4 +1,9 @@
-package bpf
+// Package gotls finds what the TLS program set probes in a Go binary:
+// crypto/tls's (*Conn).Write, (*Conn).Read and handshake functions, their
+// entry probe points and RET instructions, from .symtab or .gopclntab.
+// The files inspected come from pods, so nothing here trusts them: any
+// malformed input is an error, never a panic.
+package gotls
 
 import (
 	"debug/buildinfo"
@@ -29,10 +34,10 @@ import (
 // no socket I/O. Not handshakeContext: every Read and Write passes through
 // it (its fast path), and its RET would be one more single-step per call.
 const (
-	goTLSWrite           = "crypto/tls.(*Conn).Write"
-	goTLSRead            = "crypto/tls.(*Conn).Read"
-	goTLSClientHandshake = "crypto/tls.(*Conn).clientHandshake"
-	goTLSServerHandshake = "crypto/tls.(*Conn).serverHandshake"
+	WriteSym           = "crypto/tls.(*Conn).Write"
+	ReadSym            = "crypto/tls.(*Conn).Read"
+	ClientHandshakeSym = "crypto/tls.(*Conn).clientHandshake"
+	ServerHandshakeSym = "crypto/tls.(*Conn).serverHandshake"
 )
 
 // ErrNotGoTLS is returned for a file that is not a Go binary, or a Go
@@ -40,12 +45,12 @@ const (
 // nothing to report.
 var ErrNotGoTLS = errors.New("not a Go binary using crypto/tls")
 
-// goFunc is one probed function of a Go binary: the file offsets of its
+// Func is one probed function of a Go binary: the file offsets of its
 // entry probe and of each of its RET instructions.
-type goFunc struct {
-	name  string
-	entry uint64   // file offset: the function's first instruction, or its stack check's jump
-	rets  []uint64 // file offsets
+type Func struct {
+	Name  string
+	Entry uint64   // file offset: the function's first instruction, or its stack check's jump
+	Rets  []uint64 // file offsets
 }
 
 // isCondJump reports whether op is a conditional jump (Jcc).
@@ -58,21 +63,28 @@ func isCondJump(op x86asm.Op) bool {
 	return false
 }
 
-// goTLSBinary is what probing a Go binary's crypto/tls needs.
-type goTLSBinary struct {
-	version    string // Go version that built it ("go1.22.5")
-	write      goFunc
-	read       goFunc
-	handshakes []goFunc // those found: clientHandshake, serverHandshake
+// Binary is what probing a Go binary's crypto/tls needs.
+type Binary struct {
+	Version    string // Go version that built it ("go1.22.5")
+	Write      Func
+	Read       Func
+	Handshakes []Func // those found: clientHandshake, serverHandshake
 }
 
-// inspectGoTLS finds (*Conn).Write and (*Conn).Read in the Go binary at
+// Inspect finds (*Conn).Write and (*Conn).Read in the Go binary at
 // path: from .symtab, or from .gopclntab when the binary is stripped (Go
 // keeps its pclntab for the runtime, so `-ldflags=-s -w` still leaves it).
 // It fails with ErrNotGoTLS for files it has nothing to do with, and with
 // an error naming the problem for Go binaries it cannot probe (another
 // architecture, a Go version without the register ABI, no symbols at all).
-func inspectGoTLS(path string) (*goTLSBinary, error) {
+func Inspect(path string) (b *Binary, err error) {
+	defer func() {
+		// debug/elf and debug/gosym are not hardened against every
+		// malformed file; a pod's binary must not take the daemon down.
+		if r := recover(); r != nil {
+			b, err = nil, fmt.Errorf("%s: malformed binary: %v", path, r)
+		}
+	}()
 	bi, err := buildinfo.ReadFile(path)
 	if err != nil {
 		return nil, ErrNotGoTLS
@@ -85,50 +97,50 @@ func inspectGoTLS(path string) (*goTLSBinary, error) {
 	if f.Machine != elf.EM_X86_64 {
 		return nil, fmt.Errorf("%s: Go binary for %s: only amd64 is probed", path, f.Machine)
 	}
-	if !goRegisterABI(bi.GoVersion) {
+	if !registerABI(bi.GoVersion) {
 		return nil, fmt.Errorf("%s: built by %s: crypto/tls is probed from Go 1.17 (register ABI)", path, bi.GoVersion)
 	}
-	funcs, err := goFuncBounds(f, goTLSWrite, goTLSRead, goTLSClientHandshake, goTLSServerHandshake)
+	funcs, err := funcBounds(f, WriteSym, ReadSym, ClientHandshakeSym, ServerHandshakeSym)
 	if err != nil {
 		return nil, fmt.Errorf("%s (%s): %w", path, bi.GoVersion, err)
 	}
 	if len(funcs) == 0 {
 		return nil, ErrNotGoTLS // crypto/tls not linked in
 	}
-	b := &goTLSBinary{version: bi.GoVersion}
+	b = &Binary{Version: bi.GoVersion}
 	for _, fn := range []struct {
 		name string
-		out  *goFunc
-	}{{goTLSWrite, &b.write}, {goTLSRead, &b.read}} {
+		out  *Func
+	}{{WriteSym, &b.Write}, {ReadSym, &b.Read}} {
 		bounds, ok := funcs[fn.name]
 		if !ok {
 			// crypto/tls is linked but the linker dropped this method:
 			// the program never calls it through a *tls.Conn.
 			return nil, fmt.Errorf("%s (%s): %s not in the binary", path, bi.GoVersion, fn.name)
 		}
-		g, err := goFuncOffsets(f, fn.name, bounds[0], bounds[1])
+		g, err := funcOffsets(f, fn.name, bounds[0], bounds[1])
 		if err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", path, bi.GoVersion, err)
 		}
 		*fn.out = g
 	}
-	for _, name := range []string{goTLSClientHandshake, goTLSServerHandshake} {
+	for _, name := range []string{ClientHandshakeSym, ServerHandshakeSym} {
 		bounds, ok := funcs[name]
 		if !ok {
 			continue // a program that only dials, or only serves
 		}
-		g, err := goFuncOffsets(f, name, bounds[0], bounds[1])
+		g, err := funcOffsets(f, name, bounds[0], bounds[1])
 		if err != nil {
 			return nil, fmt.Errorf("%s (%s): %w", path, bi.GoVersion, err)
 		}
-		b.handshakes = append(b.handshakes, g)
+		b.Handshakes = append(b.Handshakes, g)
 	}
 	return b, nil
 }
 
-// goRegisterABI reports whether version ("go1.22.5", "go1.26rc1",
+// registerABI reports whether version ("go1.22.5", "go1.26rc1",
 // "devel ...") passes arguments in registers on amd64 (Go 1.17+).
-func goRegisterABI(version string) bool {
+func registerABI(version string) bool {
 	v, ok := strings.CutPrefix(version, "go1.")
 	if !ok {
 		return strings.HasPrefix(version, "devel")
@@ -141,9 +153,9 @@ func goRegisterABI(version string) bool {
 	return err == nil && minor >= 17
 }
 
-// goFuncBounds returns [start, end) virtual addresses of the named
+// funcBounds returns [start, end) virtual addresses of the named
 // functions, from .symtab or else .gopclntab.
-func goFuncBounds(f *elf.File, names ...string) (map[string][2]uint64, error) {
+func funcBounds(f *elf.File, names ...string) (map[string][2]uint64, error) {
 	want := make(map[string]bool, len(names))
 	for _, n := range names {
 		want[n] = true
@@ -180,9 +192,9 @@ func goFuncBounds(f *elf.File, names ...string) (map[string][2]uint64, error) {
 	return out, nil
 }
 
-// goFuncOffsets disassembles the function at [start, end) and returns the
+// funcOffsets disassembles the function at [start, end) and returns the
 // file offsets of its entry and its RET instructions.
-func goFuncOffsets(f *elf.File, name string, start, end uint64) (goFunc, error) {
+func funcOffsets(f *elf.File, name string, start, end uint64) (Func, error) {
 	var prog *elf.Prog
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && start >= p.Vaddr && end <= p.Vaddr+p.Filesz {
@@ -191,17 +203,17 @@ func goFuncOffsets(f *elf.File, name string, start, end uint64) (goFunc, error) 
 		}
 	}
 	if prog == nil {
-		return goFunc{}, fmt.Errorf("%s at %#x: not in an executable segment", name, start)
+		return Func{}, fmt.Errorf("%s at %#x: not in an executable segment", name, start)
 	}
 	if end-start > 1<<20 {
-		return goFunc{}, fmt.Errorf("%s: implausible size %d", name, end-start)
+		return Func{}, fmt.Errorf("%s: implausible size %d", name, end-start)
 	}
 	code := make([]byte, end-start)
 	if _, err := prog.ReadAt(code, int64(start-prog.Vaddr)); err != nil {
-		return goFunc{}, fmt.Errorf("read %s: %w", name, err)
+		return Func{}, fmt.Errorf("read %s: %w", name, err)
 	}
 	toFile := func(vaddr uint64) uint64 { return vaddr - prog.Vaddr + prog.Off }
-	g := goFunc{name: name, entry: toFile(start)}
+	g := Func{Name: name, Entry: toFile(start)}
 	// The entry probe goes on the stack check's conditional jump when the
 	// function starts with one (LEAQ/CMPQ against g.stackguard0 in R14,
 	// then JBE to morestack): the kernel emulates a jump, where it would
@@ -213,21 +225,21 @@ func goFuncOffsets(f *elf.File, name string, start, end uint64) (goFunc, error) 
 	for pc, n := 0, 0; pc < len(code); n++ {
 		inst, err := x86asm.Decode(code[pc:], 64)
 		if err != nil {
-			return goFunc{}, fmt.Errorf("disassemble %s at +%#x: %w", name, pc, err)
+			return Func{}, fmt.Errorf("disassemble %s at +%#x: %w", name, pc, err)
 		}
 		switch {
 		case inst.Op == x86asm.RET:
-			g.rets = append(g.rets, toFile(start+uint64(pc)))
+			g.Rets = append(g.Rets, toFile(start+uint64(pc)))
 		case prologue && isCondJump(inst.Op):
-			g.entry = toFile(start + uint64(pc))
+			g.Entry = toFile(start + uint64(pc))
 			prologue = false
 		case prologue && (n >= 2 || (inst.Op != x86asm.LEA && inst.Op != x86asm.CMP)):
 			prologue = false
 		}
 		pc += inst.Len
 	}
-	if len(g.rets) == 0 {
-		return goFunc{}, fmt.Errorf("%s: no RET instruction found", name)
+	if len(g.Rets) == 0 {
+		return Func{}, fmt.Errorf("%s: no RET instruction found", name)
 	}
 	return g, nil
 }
