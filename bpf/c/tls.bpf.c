@@ -296,9 +296,10 @@ static __always_inline int go_tls_exit(struct pt_regs *ctx, __u8 label)
  * emulated (~13 us a hit here, against <1 us for the entry), and every
  * process running the file would pay it on every write. The write is
  * reported at its first socket send (tls_sock_op), with b's length:
- * (*Conn).Write sends all of b or fails on a broken connection. Without a
- * return the entry stays behind; the next entry on the goroutine replaces
- * it, and tls_sock_op ignores a write once reported. */
+ * (*Conn).Write sends all of b or fails on a broken connection, and its
+ * entry is removed then. A write that fails before sending leaves its
+ * entry behind: the goroutine's next entry replaces it, and tls_sock_op
+ * ignores it on any socket but its *Conn's. */
 SEC("uprobe/go_tls_write")
 int go_tls_write_enter(struct pt_regs *ctx)
 {
@@ -360,29 +361,29 @@ int go_tls_handshake_exit(struct pt_regs *ctx)
 /* The TLS call the current thread is inside of, if any: an OpenSSL call
  * (by thread) or a Go crypto/tls call of the goroutine the thread runs
  * (by the R14 the syscall was made with). */
-static __always_inline struct ssl_call *current_tls_call(__u64 id)
+static __always_inline struct ssl_call *current_tls_call(__u64 id, struct go_key *k)
 {
 	struct ssl_call *c = bpf_map_lookup_elem(&ssl_calls, &id);
 	struct pt_regs *regs;
-	struct go_key k;
 
 	if (c)
 		return c;
 	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	if (!regs)
 		return NULL;
-	k.tgid = id >> 32;
-	k.g = BPF_CORE_READ(regs, r14);
-	return bpf_map_lookup_elem(&go_calls, &k);
+	k->tgid = id >> 32;
+	k->g = BPF_CORE_READ(regs, r14);
+	return bpf_map_lookup_elem(&go_calls, k);
 }
 
 /* A socket op of an enrolled socket: if the thread is inside an SSL call
- * or a Go crypto/tls call, this is the call's socket. Recorded whatever the op moved (a read that
- * found nothing still names the socket). One hash lookup per enrolled
- * socket op when no SSL call is in flight. */
+ * or a Go crypto/tls call, this is the call's socket. Recorded whatever
+ * the op moved (a read that found nothing still names the socket). Two
+ * hash lookups per enrolled socket op when no TLS call is in flight. */
 static __always_inline int tls_sock_op(struct sock *sk, bool send)
 {
 	__u64 id, netns, cookie;
+	struct go_key gk = {};
 	struct ssl_call *c;
 	struct ssl_sock *known;
 	__u32 pod;
@@ -390,7 +391,7 @@ static __always_inline int tls_sock_op(struct sock *sk, bool send)
 	if (!sock_pod(sk, &pod, &netns))
 		return 0;
 	id = bpf_get_current_pid_tgid();
-	c = current_tls_call(id);
+	c = current_tls_call(id, &gk);
 	if (!c || !sock_is_tcp(sk))
 		return 0;
 	cookie = bpf_get_socket_cookie(sk);
@@ -419,6 +420,10 @@ static __always_inline int tls_sock_op(struct sock *sk, bool send)
 			 * which the connection carried it. */
 			c->reported = 1;
 			tls_report(c, id >> 32, c->len, SYS_GO_TLS_WRITE);
+			/* Done: the write's later sends are nothing more,
+			 * and the entry must not linger (no return probe
+			 * would remove it; in-flight reads share the map). */
+			bpf_map_delete_elem(&go_calls, &gk);
 		}
 		return 0;
 	}
