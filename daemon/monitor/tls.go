@@ -77,6 +77,18 @@ func (g *tlsGate) enrolled(netns uint64) {
 		}
 		g.probeRoot(netns, root, false)
 	}
+	// The roots of the pod's processes that are not the node's (nor the
+	// daemon's) are container roots: their Go programs are probed now.
+	var node [2]syscall.Stat_t
+	_ = syscall.Stat(g.nodeRoot, &node[0])
+	_ = syscall.Stat("/", &node[1])
+	for _, root := range roots[2:] {
+		var st syscall.Stat_t
+		if syscall.Stat(root, &st) != nil || sameFile(st, node[0]) || sameFile(st, node[1]) {
+			continue
+		}
+		g.scanGoBinaries(netns, root)
+	}
 	for _, pid := range processesIn(netns) {
 		if !g.newExe(netns, pid) {
 			continue
@@ -204,8 +216,68 @@ func (g *tlsGate) exec(netns uint64, pid uint32) {
 	}
 	g.roots[key] = true
 	g.mu.Unlock()
-	go g.probeRoot(netns, root, true)
+	go func() {
+		g.probeRoot(netns, root, true)
+		g.scanGoBinaries(netns, root)
+	}()
 }
+
+// goBinDirs are where container images keep their programs.
+var goBinDirs = []string{"bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "app", "ko-app"}
+
+// maxGoScan bounds the files looked at per root.
+const maxGoScan = 4096
+
+// scanGoBinaries probes the Go binaries with crypto/tls in a container
+// root's program directories, so that processes started from them later
+// (an exec into the container, a restart, a one-shot client) are covered
+// from their first call; only the process that revealed the root raced its
+// probes. Never the node's root: its Go programs (the container runtime,
+// the kubelet) are not the pod's, and would pay the probes on every call.
+// Files are inspected once per pod (by inode); those not Go or without
+// crypto/tls cost a stat from then on.
+func (g *tlsGate) scanGoBinaries(netns uint64, root string) {
+	seen := 0
+	for _, d := range goBinDirs {
+		ents, err := os.ReadDir(filepath.Join(root, d))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if seen++; seen > maxGoScan {
+				g.log.Warn("TLS gate: too many programs in a container root; the rest are probed at their exec",
+					"root", root, "limit", maxGoScan)
+				return
+			}
+			path := filepath.Join(root, d, e.Name())
+			var st syscall.Stat_t
+			if syscall.Stat(path, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Mode&0o111 == 0 {
+				continue
+			}
+			key := rootKey{netns: netns, dev: st.Dev, ino: st.Ino}
+			g.mu.Lock()
+			fresh := !g.exes[key] && g.roots[rootKey{netns: netns}]
+			g.exes[key] = true
+			g.mu.Unlock()
+			if !fresh {
+				continue
+			}
+			attached, err := g.tls.AcquireGo(tlsOwner(netns), path, path)
+			switch {
+			case errors.Is(err, gotls.ErrNotGoTLS):
+			case err != nil:
+				g.mu.Lock()
+				g.failed[path] = err
+				g.mu.Unlock()
+				g.log.Warn("Go binary not probed: its TLS plaintext is not captured", "path", path, "error", err)
+			case attached:
+				g.log.Info("Go crypto/tls probed in a container root before it ran", "path", path, "netns", netns)
+			}
+		}
+	}
+}
+
+func sameFile(a, b syscall.Stat_t) bool { return a.Dev == b.Dev && a.Ino == b.Ino }
 
 // rootKey is a root directory scanned for a pod's namespace.
 type rootKey struct{ netns, dev, ino uint64 }

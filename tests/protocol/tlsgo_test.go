@@ -32,7 +32,9 @@ import (
 // each, never seen) are probed only when their exec reaches the daemon,
 // racing the process's first call. Each such file is counted
 // (weir_tls_late_probes_total); the share of first requests missed is
-// logged.
+// logged. Last, a container root first seen at an exec has its programs
+// probed then: a client started from it afterwards is recorded from its
+// first request.
 func TestGoTLSFromTheFirstRequest(t *testing.T) {
 	harness.RequireRoot(t)
 	f := &fixture{bins: harness.FindBinaries(t, needBin, needCNI)}
@@ -165,6 +167,43 @@ func TestGoTLSFromTheFirstRequest(t *testing.T) {
 	t.Logf("late path, %d Go clients each from a file never seen (probed asynchronously after the exec event): "+
 		"%d files probed late (the others' processes were gone first), first requests recorded %d of %d, second %d of %d",
 		copies, late, first, copies, second, copies)
+
+	// A container root first seen at an exec (here a chroot): its
+	// programs are probed then, so a Go client started from it later is
+	// recorded from its first request, although its file never ran.
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "usr/local/bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "usr/local/bin/tlsgo"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	clientIno, err := harness.Inode(filepath.Join(root, "usr/local/bin/tlsgo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "main.go")
+	if err := os.WriteFile(src, []byte("package main\n\nimport \"time\"\n\nfunc main() { time.Sleep(time.Second) }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sleeper := exec.Command("go", "build", "-o", filepath.Join(root, "sleeper"), src)
+	sleeper.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := sleeper.CombinedOutput(); err != nil {
+		t.Fatalf("build sleeper: %v\n%s", err, out)
+	}
+	if out, err := f.client.Exec(runCtx(t), "chroot", root, "/sleeper"); err != nil {
+		t.Fatalf("chroot sleeper: %v\n%s", err, out)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	waitGoProbed(ctx, t, f.daemon, clientIno, f.client)
+	u := url + "/rootfs/x?c=rootfs"
+	if out, err := f.client.Exec(runCtx(t), "chroot", root, "/usr/local/bin/tlsgo", "get", u, "2", "h1"); err != nil {
+		t.Fatalf("chroot tlsgo: %v\n%s", err, out)
+	}
+	truth = f.goTruth(t, caseMarker("rootfs"), 2)
+	f.checkRecords(t, expect{pod: f.client, role: "client", peer: f.server, protocol: "HTTP/1.1", match: caseMarker("rootfs")}, truth)
+	f.checkRecords(t, expect{pod: f.server, role: "server", peer: f.client, protocol: "HTTP/1.1", match: caseMarker("rootfs")}, truth)
 }
 
 // waitGoProbed waits until the Go binary of inode ino is probed for pod.
