@@ -16,13 +16,17 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/weirnet/weir/bpf/gotls"
 )
 
 // TLS is the TLS program set (c/tls.bpf.c): uprobes on OpenSSL's
-// SSL_write[_ex] and SSL_read[_ex] that report each call's plaintext as
-// Data events of the TCP connection underneath (event.SysSSLWrite and
-// event.SysSSLRead), with the same walker, typed skips and budget as socket
-// data. It needs the socket capture tier: the plaintext is joined to its
+// SSL_write[_ex] and SSL_read[_ex] (Acquire), and on Go crypto/tls's
+// (*Conn).Write and (*Conn).Read in Go binaries (AcquireGo, see
+// package gotls), that report each call's plaintext as Data events of the TCP
+// connection underneath (event.SysSSLWrite/SysSSLRead,
+// event.SysGoTLSWrite/SysGoTLSRead), with the same walker, typed skips and
+// budget as socket data. It needs the socket capture tier: the plaintext is joined to its
 // connection by the socket cookie of the socket the calling thread moves
 // bytes on inside the call.
 //
@@ -46,15 +50,17 @@ type TLS struct {
 type fileID struct{ dev, ino uint64 }
 
 type tlsFile struct {
-	path  string
-	links []link.Link
-	users map[string]struct{}
+	path    string
+	library string   // "openssl", "go"
+	symbols []string // functions probed
+	links   []link.Link
+	users   map[string]struct{}
 }
 
 // TLSLibrary is one probed library file.
 type TLSLibrary struct {
 	Path    string   `json:"path"`
-	Library string   `json:"library"` // "openssl"
+	Library string   `json:"library"` // "openssl", "go"
 	Device  uint64   `json:"device"`
 	Inode   uint64   `json:"inode"`
 	Symbols []string `json:"symbols"` // functions probed
@@ -90,7 +96,7 @@ func (c *Collector) LoadTLS(log *slog.Logger) (*TLS, error) {
 	// The object holds the capture core it includes: only the programs
 	// defined in tls.bpf.c are loaded.
 	for name := range spec.Programs {
-		if !strings.HasPrefix(name, "ssl_") && !strings.HasPrefix(name, "tls_") {
+		if !strings.HasPrefix(name, "ssl_") && !strings.HasPrefix(name, "tls_") && !strings.HasPrefix(name, "go_tls_") {
 			delete(spec.Programs, name)
 		}
 	}
@@ -182,32 +188,121 @@ func (t *TLS) Acquire(owner, path string) (bool, error) {
 		f.users[owner] = struct{}{}
 		return false, nil
 	}
-	links, err := t.attachFile(path)
+	links, syms, err := t.attachFile(path)
 	if err != nil {
 		return false, err
 	}
-	t.files[id] = &tlsFile{path: path, links: links, users: map[string]struct{}{owner: {}}}
+	t.files[id] = &tlsFile{path: path, library: "openssl", symbols: syms, links: links,
+		users: map[string]struct{}{owner: {}}}
 	t.log.Info("TLS library probed", "path", path, "device", id.dev, "inode", id.ino, "uprobes", len(links))
 	return true, nil
 }
 
-// attachFile attaches entry and return probes on every OpenSSL function
-// the file exports.
-func (t *TLS) attachFile(path string) ([]link.Link, error) {
-	syms, err := exportedSymbols(path)
+// AcquireGo probes crypto/tls in the Go binary at path for owner, as
+// Acquire does a libssl. It returns gotls.ErrNotGoTLS, which callers ignore, for
+// a file that is not a Go binary with crypto/tls, and an error naming the
+// problem for one that cannot be probed (report it: its plaintext is
+// missed).
+// name is the path the file is listed under (path may be /proc/PID/exe).
+func (t *TLS) AcquireGo(owner, path, name string) (bool, error) {
+	id, err := statFile(path)
 	if err != nil {
-		return nil, err
+		return false, err
 	}
+	t.mu.Lock()
+	if f := t.files[id]; f != nil {
+		f.users[owner] = struct{}{}
+		t.mu.Unlock()
+		return false, nil
+	}
+	t.mu.Unlock()
+	// Inspect outside the lock: reading a large binary takes milliseconds.
+	bin, err := gotls.Inspect(path)
+	if err != nil {
+		return false, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if f := t.files[id]; f != nil {
+		f.users[owner] = struct{}{}
+		return false, nil
+	}
+	links, err := t.attachGo(path, bin)
+	if err != nil {
+		return false, err
+	}
+	syms := []string{gotls.WriteSym, gotls.ReadSym}
+	for _, h := range bin.Handshakes {
+		syms = append(syms, h.Name)
+	}
+	t.files[id] = &tlsFile{path: name, library: "go", symbols: syms, links: links,
+		users: map[string]struct{}{owner: {}}}
+	t.log.Info("Go crypto/tls probed", "path", name, "go", bin.Version, "device", id.dev, "inode", id.ino,
+		"uprobes", len(links))
+	return true, nil
+}
+
+// attachGo attaches the entry program at each function's entry and the
+// return program at each of its RETs, by file offset.
+func (t *TLS) attachGo(path string, bin *gotls.Binary) ([]link.Link, error) {
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", path, err)
 	}
 	var links []link.Link
-	fail := func(err error) ([]link.Link, error) {
-		for _, l := range links {
-			l.Close()
+	attach := func(fn gotls.Func, prog string, off uint64) error {
+		l, err := ex.Uprobe(fn.Name, t.coll.Programs[prog], &link.UprobeOptions{Address: off})
+		if err != nil {
+			return fmt.Errorf("uprobe %s:%s at file offset %#x: %w", path, fn.Name, off, err)
 		}
-		return nil, err
+		links = append(links, l)
+		return nil
+	}
+	// Write has no return probe (see go_tls_write_enter in c/tls.bpf.c).
+	type probe struct {
+		fn          gotls.Func
+		enter, exit string
+	}
+	probes := []probe{{bin.Write, "go_tls_write_enter", ""}, {bin.Read, "go_tls_read_enter", "go_tls_read_exit"}}
+	for _, h := range bin.Handshakes {
+		probes = append(probes, probe{h, "go_tls_handshake_enter", "go_tls_handshake_exit"})
+	}
+	for _, p := range probes {
+		// Returns first: an entry seen without its return would leave
+		// a call in flight until the LRU evicts it.
+		for _, r := range p.fn.Rets {
+			if p.exit == "" {
+				break
+			}
+			if err := attach(p.fn, p.exit, r); err != nil {
+				_ = closeLinks(links)
+				return nil, err
+			}
+		}
+		if err := attach(p.fn, p.enter, p.fn.Entry); err != nil {
+			_ = closeLinks(links)
+			return nil, err
+		}
+	}
+	return links, nil
+}
+
+// attachFile attaches entry and return probes on every OpenSSL function
+// the file exports.
+func (t *TLS) attachFile(path string) ([]link.Link, []string, error) {
+	syms, err := exportedSymbols(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %s for uprobes: %w", path, err)
+	}
+	var links []link.Link
+	var probed []string
+	fail := func(err error) ([]link.Link, []string, error) {
+		_ = closeLinks(links)
+		return nil, nil, err
 	}
 	for _, s := range tlsSymbols {
 		if !syms[s.sym] {
@@ -226,8 +321,9 @@ func (t *TLS) attachFile(path string) ([]link.Link, error) {
 			return fail(fmt.Errorf("uretprobe %s:%s: %w", path, s.sym, err))
 		}
 		links = append(links, l)
+		probed = append(probed, s.sym)
 	}
-	return links, nil
+	return links, probed, nil
 }
 
 // Release drops owner from every probed file; files left without users
@@ -256,17 +352,12 @@ func (t *TLS) Libraries() []TLSLibrary {
 	defer t.mu.Unlock()
 	out := make([]TLSLibrary, 0, len(t.files))
 	for id, f := range t.files {
-		lib := TLSLibrary{Path: f.path, Library: "openssl", Device: id.dev, Inode: id.ino}
+		lib := TLSLibrary{Path: f.path, Library: f.library, Device: id.dev, Inode: id.ino,
+			Symbols: slices.Clone(f.symbols)}
 		for u := range f.users {
 			lib.Users = append(lib.Users, u)
 		}
 		sort.Strings(lib.Users)
-		syms, _ := exportedSymbols(f.path)
-		for _, s := range tlsSymbols {
-			if syms[s.sym] {
-				lib.Symbols = append(lib.Symbols, s.sym)
-			}
-		}
 		out = append(out, lib)
 	}
 	slices.SortFunc(out, func(a, b TLSLibrary) int { return strings.Compare(a.Path, b.Path) })

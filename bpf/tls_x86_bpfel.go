@@ -205,6 +205,12 @@ type tlsDevKey struct {
 	Ingress uint32
 }
 
+type tlsGoKey struct {
+	_    structs.HostLayout
+	Tgid uint64
+	G    uint64
+}
+
 type tlsH1Hint struct {
 	_        structs.HostLayout
 	BodyFrom [2]uint64
@@ -267,17 +273,20 @@ type tlsSockScratch struct {
 }
 
 type tlsSslCall struct {
-	_       structs.HostLayout
-	Ssl     uint64
-	Buf     uint64
-	OutLen  uint64
-	Cookie  uint64
-	Sk      uint64
-	StartNs uint64
-	Netns   uint64
-	PodId   uint32
-	Dir     uint8
-	Pad     [3]uint8
+	_        structs.HostLayout
+	Ssl      uint64
+	Buf      uint64
+	OutLen   uint64
+	Cookie   uint64
+	Sk       uint64
+	StartNs  uint64
+	Netns    uint64
+	PodId    uint32
+	Dir      uint8
+	Kind     uint8
+	Reported uint8
+	Pad      [1]uint8
+	Len      uint64
 }
 
 type tlsSslKey struct {
@@ -348,90 +357,96 @@ type tlsSyscallArgs struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tlsMapCloseScratch     = "close_scratch"
-	tlsMapClosing          = "closing"
-	tlsMapConns            = "conns"
-	tlsMapCounters         = "counters"
-	tlsMapEnrolledNetns    = "enrolled_netns"
-	tlsMapEvents           = "events"
-	tlsMapH1Hints          = "h1_hints"
-	tlsMapInflight         = "inflight"
-	tlsMapMmsgAt           = "mmsg_at"
-	tlsMapPodDev           = "pod_dev"
-	tlsMapPodDrops         = "pod_drops"
-	tlsMapProcs            = "procs"
-	tlsMapRxStamps         = "rx_stamps"
-	tlsMapScratch          = "scratch"
-	tlsMapSockScratch      = "sock_scratch"
-	tlsMapSocks            = "socks"
-	tlsMapSslCalls         = "ssl_calls"
-	tlsMapSslSocks         = "ssl_socks"
-	tlsMapTlsArgs          = "tls_args"
-	tlsProgEnterAccept     = "enter_accept"
-	tlsProgEnterAccept4    = "enter_accept4"
-	tlsProgEnterClose      = "enter_close"
-	tlsProgEnterConnect    = "enter_connect"
-	tlsProgEnterRead       = "enter_read"
-	tlsProgEnterReadv      = "enter_readv"
-	tlsProgEnterRecvfrom   = "enter_recvfrom"
-	tlsProgEnterRecvmmsg   = "enter_recvmmsg"
-	tlsProgEnterRecvmsg    = "enter_recvmsg"
-	tlsProgEnterSendfile   = "enter_sendfile"
-	tlsProgEnterSendmmsg   = "enter_sendmmsg"
-	tlsProgEnterSendmsg    = "enter_sendmsg"
-	tlsProgEnterSendto     = "enter_sendto"
-	tlsProgEnterWrite      = "enter_write"
-	tlsProgEnterWritev     = "enter_writev"
-	tlsProgExitAccept      = "exit_accept"
-	tlsProgExitAccept4     = "exit_accept4"
-	tlsProgExitClose       = "exit_close"
-	tlsProgExitConnect     = "exit_connect"
-	tlsProgExitRead        = "exit_read"
-	tlsProgExitReadv       = "exit_readv"
-	tlsProgExitRecvfrom    = "exit_recvfrom"
-	tlsProgExitRecvmmsg    = "exit_recvmmsg"
-	tlsProgExitRecvmsg     = "exit_recvmsg"
-	tlsProgExitSendfile    = "exit_sendfile"
-	tlsProgExitSendmmsg    = "exit_sendmmsg"
-	tlsProgExitSendmsg     = "exit_sendmsg"
-	tlsProgExitSendto      = "exit_sendto"
-	tlsProgExitWrite       = "exit_write"
-	tlsProgExitWritev      = "exit_writev"
-	tlsProgOnDevQueue      = "on_dev_queue"
-	tlsProgOnDevStartXmit  = "on_dev_start_xmit"
-	tlsProgOnDevXmit       = "on_dev_xmit"
-	tlsProgOnExec          = "on_exec"
-	tlsProgOnExit          = "on_exit"
-	tlsProgOnFork          = "on_fork"
-	tlsProgOnKfreeSkb      = "on_kfree_skb"
-	tlsProgOnNetifReceive  = "on_netif_receive"
-	tlsProgOnRetransmit    = "on_retransmit"
-	tlsProgOnSkbCopy       = "on_skb_copy"
-	tlsProgOnSockRecv      = "on_sock_recv"
-	tlsProgOnSockSend      = "on_sock_send"
-	tlsProgOnSockState     = "on_sock_state"
-	tlsProgOnTcpProbe      = "on_tcp_probe"
-	tlsProgOnTcpSendmsg    = "on_tcp_sendmsg"
-	tlsProgSslReadEnter    = "ssl_read_enter"
-	tlsProgSslReadExEnter  = "ssl_read_ex_enter"
-	tlsProgSslReadExExit   = "ssl_read_ex_exit"
-	tlsProgSslReadExit     = "ssl_read_exit"
-	tlsProgSslWriteEnter   = "ssl_write_enter"
-	tlsProgSslWriteExEnter = "ssl_write_ex_enter"
-	tlsProgSslWriteExExit  = "ssl_write_ex_exit"
-	tlsProgSslWriteExit    = "ssl_write_exit"
-	tlsProgTcPodEgress     = "tc_pod_egress"
-	tlsProgTcPodIngress    = "tc_pod_ingress"
-	tlsProgTlsSockRecv     = "tls_sock_recv"
-	tlsProgTlsSockSend     = "tls_sock_send"
-	tlsProgTlsSockState    = "tls_sock_state"
-	tlsVarCaptureLimit     = "capture_limit"
-	tlsVarCapturePayload   = "capture_payload"
-	tlsVarChunkSize        = "chunk_size"
-	tlsVarMaxFrameCopy     = "max_frame_copy"
-	tlsVarNextConnId       = "next_conn_id"
-	tlsVarSocketTier       = "socket_tier"
-	tlsVarUnusedBtfAnchor  = "unused_btf_anchor"
+	tlsMapCloseScratch         = "close_scratch"
+	tlsMapClosing              = "closing"
+	tlsMapConns                = "conns"
+	tlsMapCounters             = "counters"
+	tlsMapEnrolledNetns        = "enrolled_netns"
+	tlsMapEvents               = "events"
+	tlsMapGoCalls              = "go_calls"
+	tlsMapH1Hints              = "h1_hints"
+	tlsMapInflight             = "inflight"
+	tlsMapMmsgAt               = "mmsg_at"
+	tlsMapPodDev               = "pod_dev"
+	tlsMapPodDrops             = "pod_drops"
+	tlsMapProcs                = "procs"
+	tlsMapRxStamps             = "rx_stamps"
+	tlsMapScratch              = "scratch"
+	tlsMapSockScratch          = "sock_scratch"
+	tlsMapSocks                = "socks"
+	tlsMapSslCalls             = "ssl_calls"
+	tlsMapSslSocks             = "ssl_socks"
+	tlsMapTlsArgs              = "tls_args"
+	tlsProgEnterAccept         = "enter_accept"
+	tlsProgEnterAccept4        = "enter_accept4"
+	tlsProgEnterClose          = "enter_close"
+	tlsProgEnterConnect        = "enter_connect"
+	tlsProgEnterRead           = "enter_read"
+	tlsProgEnterReadv          = "enter_readv"
+	tlsProgEnterRecvfrom       = "enter_recvfrom"
+	tlsProgEnterRecvmmsg       = "enter_recvmmsg"
+	tlsProgEnterRecvmsg        = "enter_recvmsg"
+	tlsProgEnterSendfile       = "enter_sendfile"
+	tlsProgEnterSendmmsg       = "enter_sendmmsg"
+	tlsProgEnterSendmsg        = "enter_sendmsg"
+	tlsProgEnterSendto         = "enter_sendto"
+	tlsProgEnterWrite          = "enter_write"
+	tlsProgEnterWritev         = "enter_writev"
+	tlsProgExitAccept          = "exit_accept"
+	tlsProgExitAccept4         = "exit_accept4"
+	tlsProgExitClose           = "exit_close"
+	tlsProgExitConnect         = "exit_connect"
+	tlsProgExitRead            = "exit_read"
+	tlsProgExitReadv           = "exit_readv"
+	tlsProgExitRecvfrom        = "exit_recvfrom"
+	tlsProgExitRecvmmsg        = "exit_recvmmsg"
+	tlsProgExitRecvmsg         = "exit_recvmsg"
+	tlsProgExitSendfile        = "exit_sendfile"
+	tlsProgExitSendmmsg        = "exit_sendmmsg"
+	tlsProgExitSendmsg         = "exit_sendmsg"
+	tlsProgExitSendto          = "exit_sendto"
+	tlsProgExitWrite           = "exit_write"
+	tlsProgExitWritev          = "exit_writev"
+	tlsProgGoTlsHandshakeEnter = "go_tls_handshake_enter"
+	tlsProgGoTlsHandshakeExit  = "go_tls_handshake_exit"
+	tlsProgGoTlsReadEnter      = "go_tls_read_enter"
+	tlsProgGoTlsReadExit       = "go_tls_read_exit"
+	tlsProgGoTlsWriteEnter     = "go_tls_write_enter"
+	tlsProgOnDevQueue          = "on_dev_queue"
+	tlsProgOnDevStartXmit      = "on_dev_start_xmit"
+	tlsProgOnDevXmit           = "on_dev_xmit"
+	tlsProgOnExec              = "on_exec"
+	tlsProgOnExit              = "on_exit"
+	tlsProgOnFork              = "on_fork"
+	tlsProgOnKfreeSkb          = "on_kfree_skb"
+	tlsProgOnNetifReceive      = "on_netif_receive"
+	tlsProgOnRetransmit        = "on_retransmit"
+	tlsProgOnSkbCopy           = "on_skb_copy"
+	tlsProgOnSockRecv          = "on_sock_recv"
+	tlsProgOnSockSend          = "on_sock_send"
+	tlsProgOnSockState         = "on_sock_state"
+	tlsProgOnTcpProbe          = "on_tcp_probe"
+	tlsProgOnTcpSendmsg        = "on_tcp_sendmsg"
+	tlsProgSslReadEnter        = "ssl_read_enter"
+	tlsProgSslReadExEnter      = "ssl_read_ex_enter"
+	tlsProgSslReadExExit       = "ssl_read_ex_exit"
+	tlsProgSslReadExit         = "ssl_read_exit"
+	tlsProgSslWriteEnter       = "ssl_write_enter"
+	tlsProgSslWriteExEnter     = "ssl_write_ex_enter"
+	tlsProgSslWriteExExit      = "ssl_write_ex_exit"
+	tlsProgSslWriteExit        = "ssl_write_exit"
+	tlsProgTcPodEgress         = "tc_pod_egress"
+	tlsProgTcPodIngress        = "tc_pod_ingress"
+	tlsProgTlsSockRecv         = "tls_sock_recv"
+	tlsProgTlsSockSend         = "tls_sock_send"
+	tlsProgTlsSockState        = "tls_sock_state"
+	tlsVarCaptureLimit         = "capture_limit"
+	tlsVarCapturePayload       = "capture_payload"
+	tlsVarChunkSize            = "chunk_size"
+	tlsVarMaxFrameCopy         = "max_frame_copy"
+	tlsVarNextConnId           = "next_conn_id"
+	tlsVarSocketTier           = "socket_tier"
+	tlsVarUnusedBtfAnchor      = "unused_btf_anchor"
 )
 
 // loadTls returns the embedded CollectionSpec for tls.
@@ -476,64 +491,69 @@ type tlsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tlsProgramSpecs struct {
-	EnterAccept     *ebpf.ProgramSpec `ebpf:"enter_accept"`
-	EnterAccept4    *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterClose      *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterConnect    *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterRead       *ebpf.ProgramSpec `ebpf:"enter_read"`
-	EnterReadv      *ebpf.ProgramSpec `ebpf:"enter_readv"`
-	EnterRecvfrom   *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
-	EnterRecvmmsg   *ebpf.ProgramSpec `ebpf:"enter_recvmmsg"`
-	EnterRecvmsg    *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
-	EnterSendfile   *ebpf.ProgramSpec `ebpf:"enter_sendfile"`
-	EnterSendmmsg   *ebpf.ProgramSpec `ebpf:"enter_sendmmsg"`
-	EnterSendmsg    *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
-	EnterSendto     *ebpf.ProgramSpec `ebpf:"enter_sendto"`
-	EnterWrite      *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev     *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitAccept      *ebpf.ProgramSpec `ebpf:"exit_accept"`
-	ExitAccept4     *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitClose       *ebpf.ProgramSpec `ebpf:"exit_close"`
-	ExitConnect     *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitRead        *ebpf.ProgramSpec `ebpf:"exit_read"`
-	ExitReadv       *ebpf.ProgramSpec `ebpf:"exit_readv"`
-	ExitRecvfrom    *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
-	ExitRecvmmsg    *ebpf.ProgramSpec `ebpf:"exit_recvmmsg"`
-	ExitRecvmsg     *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
-	ExitSendfile    *ebpf.ProgramSpec `ebpf:"exit_sendfile"`
-	ExitSendmmsg    *ebpf.ProgramSpec `ebpf:"exit_sendmmsg"`
-	ExitSendmsg     *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
-	ExitSendto      *ebpf.ProgramSpec `ebpf:"exit_sendto"`
-	ExitWrite       *ebpf.ProgramSpec `ebpf:"exit_write"`
-	ExitWritev      *ebpf.ProgramSpec `ebpf:"exit_writev"`
-	OnDevQueue      *ebpf.ProgramSpec `ebpf:"on_dev_queue"`
-	OnDevStartXmit  *ebpf.ProgramSpec `ebpf:"on_dev_start_xmit"`
-	OnDevXmit       *ebpf.ProgramSpec `ebpf:"on_dev_xmit"`
-	OnExec          *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit          *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnFork          *ebpf.ProgramSpec `ebpf:"on_fork"`
-	OnKfreeSkb      *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
-	OnNetifReceive  *ebpf.ProgramSpec `ebpf:"on_netif_receive"`
-	OnRetransmit    *ebpf.ProgramSpec `ebpf:"on_retransmit"`
-	OnSkbCopy       *ebpf.ProgramSpec `ebpf:"on_skb_copy"`
-	OnSockRecv      *ebpf.ProgramSpec `ebpf:"on_sock_recv"`
-	OnSockSend      *ebpf.ProgramSpec `ebpf:"on_sock_send"`
-	OnSockState     *ebpf.ProgramSpec `ebpf:"on_sock_state"`
-	OnTcpProbe      *ebpf.ProgramSpec `ebpf:"on_tcp_probe"`
-	OnTcpSendmsg    *ebpf.ProgramSpec `ebpf:"on_tcp_sendmsg"`
-	SslReadEnter    *ebpf.ProgramSpec `ebpf:"ssl_read_enter"`
-	SslReadExEnter  *ebpf.ProgramSpec `ebpf:"ssl_read_ex_enter"`
-	SslReadExExit   *ebpf.ProgramSpec `ebpf:"ssl_read_ex_exit"`
-	SslReadExit     *ebpf.ProgramSpec `ebpf:"ssl_read_exit"`
-	SslWriteEnter   *ebpf.ProgramSpec `ebpf:"ssl_write_enter"`
-	SslWriteExEnter *ebpf.ProgramSpec `ebpf:"ssl_write_ex_enter"`
-	SslWriteExExit  *ebpf.ProgramSpec `ebpf:"ssl_write_ex_exit"`
-	SslWriteExit    *ebpf.ProgramSpec `ebpf:"ssl_write_exit"`
-	TcPodEgress     *ebpf.ProgramSpec `ebpf:"tc_pod_egress"`
-	TcPodIngress    *ebpf.ProgramSpec `ebpf:"tc_pod_ingress"`
-	TlsSockRecv     *ebpf.ProgramSpec `ebpf:"tls_sock_recv"`
-	TlsSockSend     *ebpf.ProgramSpec `ebpf:"tls_sock_send"`
-	TlsSockState    *ebpf.ProgramSpec `ebpf:"tls_sock_state"`
+	EnterAccept         *ebpf.ProgramSpec `ebpf:"enter_accept"`
+	EnterAccept4        *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterClose          *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterConnect        *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterRead           *ebpf.ProgramSpec `ebpf:"enter_read"`
+	EnterReadv          *ebpf.ProgramSpec `ebpf:"enter_readv"`
+	EnterRecvfrom       *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg       *ebpf.ProgramSpec `ebpf:"enter_recvmmsg"`
+	EnterRecvmsg        *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
+	EnterSendfile       *ebpf.ProgramSpec `ebpf:"enter_sendfile"`
+	EnterSendmmsg       *ebpf.ProgramSpec `ebpf:"enter_sendmmsg"`
+	EnterSendmsg        *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
+	EnterSendto         *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterWrite          *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev         *ebpf.ProgramSpec `ebpf:"enter_writev"`
+	ExitAccept          *ebpf.ProgramSpec `ebpf:"exit_accept"`
+	ExitAccept4         *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitClose           *ebpf.ProgramSpec `ebpf:"exit_close"`
+	ExitConnect         *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitRead            *ebpf.ProgramSpec `ebpf:"exit_read"`
+	ExitReadv           *ebpf.ProgramSpec `ebpf:"exit_readv"`
+	ExitRecvfrom        *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg        *ebpf.ProgramSpec `ebpf:"exit_recvmmsg"`
+	ExitRecvmsg         *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendfile        *ebpf.ProgramSpec `ebpf:"exit_sendfile"`
+	ExitSendmmsg        *ebpf.ProgramSpec `ebpf:"exit_sendmmsg"`
+	ExitSendmsg         *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto          *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitWrite           *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev          *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	GoTlsHandshakeEnter *ebpf.ProgramSpec `ebpf:"go_tls_handshake_enter"`
+	GoTlsHandshakeExit  *ebpf.ProgramSpec `ebpf:"go_tls_handshake_exit"`
+	GoTlsReadEnter      *ebpf.ProgramSpec `ebpf:"go_tls_read_enter"`
+	GoTlsReadExit       *ebpf.ProgramSpec `ebpf:"go_tls_read_exit"`
+	GoTlsWriteEnter     *ebpf.ProgramSpec `ebpf:"go_tls_write_enter"`
+	OnDevQueue          *ebpf.ProgramSpec `ebpf:"on_dev_queue"`
+	OnDevStartXmit      *ebpf.ProgramSpec `ebpf:"on_dev_start_xmit"`
+	OnDevXmit           *ebpf.ProgramSpec `ebpf:"on_dev_xmit"`
+	OnExec              *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit              *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnFork              *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnKfreeSkb          *ebpf.ProgramSpec `ebpf:"on_kfree_skb"`
+	OnNetifReceive      *ebpf.ProgramSpec `ebpf:"on_netif_receive"`
+	OnRetransmit        *ebpf.ProgramSpec `ebpf:"on_retransmit"`
+	OnSkbCopy           *ebpf.ProgramSpec `ebpf:"on_skb_copy"`
+	OnSockRecv          *ebpf.ProgramSpec `ebpf:"on_sock_recv"`
+	OnSockSend          *ebpf.ProgramSpec `ebpf:"on_sock_send"`
+	OnSockState         *ebpf.ProgramSpec `ebpf:"on_sock_state"`
+	OnTcpProbe          *ebpf.ProgramSpec `ebpf:"on_tcp_probe"`
+	OnTcpSendmsg        *ebpf.ProgramSpec `ebpf:"on_tcp_sendmsg"`
+	SslReadEnter        *ebpf.ProgramSpec `ebpf:"ssl_read_enter"`
+	SslReadExEnter      *ebpf.ProgramSpec `ebpf:"ssl_read_ex_enter"`
+	SslReadExExit       *ebpf.ProgramSpec `ebpf:"ssl_read_ex_exit"`
+	SslReadExit         *ebpf.ProgramSpec `ebpf:"ssl_read_exit"`
+	SslWriteEnter       *ebpf.ProgramSpec `ebpf:"ssl_write_enter"`
+	SslWriteExEnter     *ebpf.ProgramSpec `ebpf:"ssl_write_ex_enter"`
+	SslWriteExExit      *ebpf.ProgramSpec `ebpf:"ssl_write_ex_exit"`
+	SslWriteExit        *ebpf.ProgramSpec `ebpf:"ssl_write_exit"`
+	TcPodEgress         *ebpf.ProgramSpec `ebpf:"tc_pod_egress"`
+	TcPodIngress        *ebpf.ProgramSpec `ebpf:"tc_pod_ingress"`
+	TlsSockRecv         *ebpf.ProgramSpec `ebpf:"tls_sock_recv"`
+	TlsSockSend         *ebpf.ProgramSpec `ebpf:"tls_sock_send"`
+	TlsSockState        *ebpf.ProgramSpec `ebpf:"tls_sock_state"`
 }
 
 // tlsMapSpecs contains maps before they are loaded into the kernel.
@@ -546,6 +566,7 @@ type tlsMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	EnrolledNetns *ebpf.MapSpec `ebpf:"enrolled_netns"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	GoCalls       *ebpf.MapSpec `ebpf:"go_calls"`
 	H1Hints       *ebpf.MapSpec `ebpf:"h1_hints"`
 	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
 	MmsgAt        *ebpf.MapSpec `ebpf:"mmsg_at"`
@@ -600,6 +621,7 @@ type tlsMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	EnrolledNetns *ebpf.Map `ebpf:"enrolled_netns"`
 	Events        *ebpf.Map `ebpf:"events"`
+	GoCalls       *ebpf.Map `ebpf:"go_calls"`
 	H1Hints       *ebpf.Map `ebpf:"h1_hints"`
 	Inflight      *ebpf.Map `ebpf:"inflight"`
 	MmsgAt        *ebpf.Map `ebpf:"mmsg_at"`
@@ -623,6 +645,7 @@ func (m *tlsMaps) Close() error {
 		m.Counters,
 		m.EnrolledNetns,
 		m.Events,
+		m.GoCalls,
 		m.H1Hints,
 		m.Inflight,
 		m.MmsgAt,
@@ -656,64 +679,69 @@ type tlsVariables struct {
 //
 // It can be passed to loadTlsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tlsPrograms struct {
-	EnterAccept     *ebpf.Program `ebpf:"enter_accept"`
-	EnterAccept4    *ebpf.Program `ebpf:"enter_accept4"`
-	EnterClose      *ebpf.Program `ebpf:"enter_close"`
-	EnterConnect    *ebpf.Program `ebpf:"enter_connect"`
-	EnterRead       *ebpf.Program `ebpf:"enter_read"`
-	EnterReadv      *ebpf.Program `ebpf:"enter_readv"`
-	EnterRecvfrom   *ebpf.Program `ebpf:"enter_recvfrom"`
-	EnterRecvmmsg   *ebpf.Program `ebpf:"enter_recvmmsg"`
-	EnterRecvmsg    *ebpf.Program `ebpf:"enter_recvmsg"`
-	EnterSendfile   *ebpf.Program `ebpf:"enter_sendfile"`
-	EnterSendmmsg   *ebpf.Program `ebpf:"enter_sendmmsg"`
-	EnterSendmsg    *ebpf.Program `ebpf:"enter_sendmsg"`
-	EnterSendto     *ebpf.Program `ebpf:"enter_sendto"`
-	EnterWrite      *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev     *ebpf.Program `ebpf:"enter_writev"`
-	ExitAccept      *ebpf.Program `ebpf:"exit_accept"`
-	ExitAccept4     *ebpf.Program `ebpf:"exit_accept4"`
-	ExitClose       *ebpf.Program `ebpf:"exit_close"`
-	ExitConnect     *ebpf.Program `ebpf:"exit_connect"`
-	ExitRead        *ebpf.Program `ebpf:"exit_read"`
-	ExitReadv       *ebpf.Program `ebpf:"exit_readv"`
-	ExitRecvfrom    *ebpf.Program `ebpf:"exit_recvfrom"`
-	ExitRecvmmsg    *ebpf.Program `ebpf:"exit_recvmmsg"`
-	ExitRecvmsg     *ebpf.Program `ebpf:"exit_recvmsg"`
-	ExitSendfile    *ebpf.Program `ebpf:"exit_sendfile"`
-	ExitSendmmsg    *ebpf.Program `ebpf:"exit_sendmmsg"`
-	ExitSendmsg     *ebpf.Program `ebpf:"exit_sendmsg"`
-	ExitSendto      *ebpf.Program `ebpf:"exit_sendto"`
-	ExitWrite       *ebpf.Program `ebpf:"exit_write"`
-	ExitWritev      *ebpf.Program `ebpf:"exit_writev"`
-	OnDevQueue      *ebpf.Program `ebpf:"on_dev_queue"`
-	OnDevStartXmit  *ebpf.Program `ebpf:"on_dev_start_xmit"`
-	OnDevXmit       *ebpf.Program `ebpf:"on_dev_xmit"`
-	OnExec          *ebpf.Program `ebpf:"on_exec"`
-	OnExit          *ebpf.Program `ebpf:"on_exit"`
-	OnFork          *ebpf.Program `ebpf:"on_fork"`
-	OnKfreeSkb      *ebpf.Program `ebpf:"on_kfree_skb"`
-	OnNetifReceive  *ebpf.Program `ebpf:"on_netif_receive"`
-	OnRetransmit    *ebpf.Program `ebpf:"on_retransmit"`
-	OnSkbCopy       *ebpf.Program `ebpf:"on_skb_copy"`
-	OnSockRecv      *ebpf.Program `ebpf:"on_sock_recv"`
-	OnSockSend      *ebpf.Program `ebpf:"on_sock_send"`
-	OnSockState     *ebpf.Program `ebpf:"on_sock_state"`
-	OnTcpProbe      *ebpf.Program `ebpf:"on_tcp_probe"`
-	OnTcpSendmsg    *ebpf.Program `ebpf:"on_tcp_sendmsg"`
-	SslReadEnter    *ebpf.Program `ebpf:"ssl_read_enter"`
-	SslReadExEnter  *ebpf.Program `ebpf:"ssl_read_ex_enter"`
-	SslReadExExit   *ebpf.Program `ebpf:"ssl_read_ex_exit"`
-	SslReadExit     *ebpf.Program `ebpf:"ssl_read_exit"`
-	SslWriteEnter   *ebpf.Program `ebpf:"ssl_write_enter"`
-	SslWriteExEnter *ebpf.Program `ebpf:"ssl_write_ex_enter"`
-	SslWriteExExit  *ebpf.Program `ebpf:"ssl_write_ex_exit"`
-	SslWriteExit    *ebpf.Program `ebpf:"ssl_write_exit"`
-	TcPodEgress     *ebpf.Program `ebpf:"tc_pod_egress"`
-	TcPodIngress    *ebpf.Program `ebpf:"tc_pod_ingress"`
-	TlsSockRecv     *ebpf.Program `ebpf:"tls_sock_recv"`
-	TlsSockSend     *ebpf.Program `ebpf:"tls_sock_send"`
-	TlsSockState    *ebpf.Program `ebpf:"tls_sock_state"`
+	EnterAccept         *ebpf.Program `ebpf:"enter_accept"`
+	EnterAccept4        *ebpf.Program `ebpf:"enter_accept4"`
+	EnterClose          *ebpf.Program `ebpf:"enter_close"`
+	EnterConnect        *ebpf.Program `ebpf:"enter_connect"`
+	EnterRead           *ebpf.Program `ebpf:"enter_read"`
+	EnterReadv          *ebpf.Program `ebpf:"enter_readv"`
+	EnterRecvfrom       *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmmsg       *ebpf.Program `ebpf:"enter_recvmmsg"`
+	EnterRecvmsg        *ebpf.Program `ebpf:"enter_recvmsg"`
+	EnterSendfile       *ebpf.Program `ebpf:"enter_sendfile"`
+	EnterSendmmsg       *ebpf.Program `ebpf:"enter_sendmmsg"`
+	EnterSendmsg        *ebpf.Program `ebpf:"enter_sendmsg"`
+	EnterSendto         *ebpf.Program `ebpf:"enter_sendto"`
+	EnterWrite          *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev         *ebpf.Program `ebpf:"enter_writev"`
+	ExitAccept          *ebpf.Program `ebpf:"exit_accept"`
+	ExitAccept4         *ebpf.Program `ebpf:"exit_accept4"`
+	ExitClose           *ebpf.Program `ebpf:"exit_close"`
+	ExitConnect         *ebpf.Program `ebpf:"exit_connect"`
+	ExitRead            *ebpf.Program `ebpf:"exit_read"`
+	ExitReadv           *ebpf.Program `ebpf:"exit_readv"`
+	ExitRecvfrom        *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg        *ebpf.Program `ebpf:"exit_recvmmsg"`
+	ExitRecvmsg         *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendfile        *ebpf.Program `ebpf:"exit_sendfile"`
+	ExitSendmmsg        *ebpf.Program `ebpf:"exit_sendmmsg"`
+	ExitSendmsg         *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto          *ebpf.Program `ebpf:"exit_sendto"`
+	ExitWrite           *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev          *ebpf.Program `ebpf:"exit_writev"`
+	GoTlsHandshakeEnter *ebpf.Program `ebpf:"go_tls_handshake_enter"`
+	GoTlsHandshakeExit  *ebpf.Program `ebpf:"go_tls_handshake_exit"`
+	GoTlsReadEnter      *ebpf.Program `ebpf:"go_tls_read_enter"`
+	GoTlsReadExit       *ebpf.Program `ebpf:"go_tls_read_exit"`
+	GoTlsWriteEnter     *ebpf.Program `ebpf:"go_tls_write_enter"`
+	OnDevQueue          *ebpf.Program `ebpf:"on_dev_queue"`
+	OnDevStartXmit      *ebpf.Program `ebpf:"on_dev_start_xmit"`
+	OnDevXmit           *ebpf.Program `ebpf:"on_dev_xmit"`
+	OnExec              *ebpf.Program `ebpf:"on_exec"`
+	OnExit              *ebpf.Program `ebpf:"on_exit"`
+	OnFork              *ebpf.Program `ebpf:"on_fork"`
+	OnKfreeSkb          *ebpf.Program `ebpf:"on_kfree_skb"`
+	OnNetifReceive      *ebpf.Program `ebpf:"on_netif_receive"`
+	OnRetransmit        *ebpf.Program `ebpf:"on_retransmit"`
+	OnSkbCopy           *ebpf.Program `ebpf:"on_skb_copy"`
+	OnSockRecv          *ebpf.Program `ebpf:"on_sock_recv"`
+	OnSockSend          *ebpf.Program `ebpf:"on_sock_send"`
+	OnSockState         *ebpf.Program `ebpf:"on_sock_state"`
+	OnTcpProbe          *ebpf.Program `ebpf:"on_tcp_probe"`
+	OnTcpSendmsg        *ebpf.Program `ebpf:"on_tcp_sendmsg"`
+	SslReadEnter        *ebpf.Program `ebpf:"ssl_read_enter"`
+	SslReadExEnter      *ebpf.Program `ebpf:"ssl_read_ex_enter"`
+	SslReadExExit       *ebpf.Program `ebpf:"ssl_read_ex_exit"`
+	SslReadExit         *ebpf.Program `ebpf:"ssl_read_exit"`
+	SslWriteEnter       *ebpf.Program `ebpf:"ssl_write_enter"`
+	SslWriteExEnter     *ebpf.Program `ebpf:"ssl_write_ex_enter"`
+	SslWriteExExit      *ebpf.Program `ebpf:"ssl_write_ex_exit"`
+	SslWriteExit        *ebpf.Program `ebpf:"ssl_write_exit"`
+	TcPodEgress         *ebpf.Program `ebpf:"tc_pod_egress"`
+	TcPodIngress        *ebpf.Program `ebpf:"tc_pod_ingress"`
+	TlsSockRecv         *ebpf.Program `ebpf:"tls_sock_recv"`
+	TlsSockSend         *ebpf.Program `ebpf:"tls_sock_send"`
+	TlsSockState        *ebpf.Program `ebpf:"tls_sock_state"`
 }
 
 func (p *tlsPrograms) Close() error {
@@ -748,6 +776,11 @@ func (p *tlsPrograms) Close() error {
 		p.ExitSendto,
 		p.ExitWrite,
 		p.ExitWritev,
+		p.GoTlsHandshakeEnter,
+		p.GoTlsHandshakeExit,
+		p.GoTlsReadEnter,
+		p.GoTlsReadExit,
+		p.GoTlsWriteEnter,
 		p.OnDevQueue,
 		p.OnDevStartXmit,
 		p.OnDevXmit,

@@ -66,6 +66,8 @@ enum syscall_id {
 	SYS_IO_URING,  /* socket tier: an io_uring operation */
 	SYS_SSL_WRITE, /* TLS set: plaintext of SSL_write/SSL_write_ex (tls.bpf.c) */
 	SYS_SSL_READ,  /* TLS set: plaintext of SSL_read/SSL_read_ex */
+	SYS_GO_TLS_WRITE, /* TLS set: plaintext of Go crypto/tls (*Conn).Write */
+	SYS_GO_TLS_READ,  /* TLS set: plaintext of Go crypto/tls (*Conn).Read */
 };
 
 /*

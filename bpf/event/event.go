@@ -80,16 +80,25 @@ const (
 	// with stream offsets and Seq of their own: the plaintext stream.
 	SysSSLWrite
 	SysSSLRead
+	// SysGoTLSWrite and SysGoTLSRead are TLS plaintext of Go crypto/tls
+	// ((*Conn).Write and (*Conn).Read in a Go binary), as SysSSLWrite and
+	// SysSSLRead are of OpenSSL.
+	SysGoTLSWrite
+	SysGoTLSRead
 )
 
 // TLS reports whether s is a TLS library call: its Data is the plaintext
 // stream of the connection, not the bytes on the socket.
-func (s Syscall) TLS() bool { return s == SysSSLWrite || s == SysSSLRead }
+func (s Syscall) TLS() bool { return s >= SysSSLWrite && s <= SysGoTLSRead }
 
-// TLSLibrary names the TLS library whose calls s reports, or "".
+// TLSLibrary names the TLS library whose calls s reports ("openssl",
+// "go"), or "".
 func (s Syscall) TLSLibrary() string {
-	if s.TLS() {
+	switch s {
+	case SysSSLWrite, SysSSLRead:
 		return "openssl"
+	case SysGoTLSWrite, SysGoTLSRead:
+		return "go"
 	}
 	return ""
 }
@@ -100,6 +109,7 @@ var syscallNames = [...]string{
 	SysSendto: "sendto", SysRecvfrom: "recvfrom", SysSendmsg: "sendmsg", SysRecvmsg: "recvmsg",
 	SysSendmmsg: "sendmmsg", SysRecvmmsg: "recvmmsg", SysSendfile: "sendfile",
 	SysSplice: "splice", SysIOUring: "io_uring", SysSSLWrite: "ssl_write", SysSSLRead: "ssl_read",
+	SysGoTLSWrite: "go_tls_write", SysGoTLSRead: "go_tls_read",
 }
 
 func (s Syscall) String() string {

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/weirnet/weir/bpf"
 	"github.com/weirnet/weir/bpf/event"
+	"github.com/weirnet/weir/bpf/gotls"
 	"github.com/weirnet/weir/daemon/api/wire"
 	"github.com/weirnet/weir/daemon/capture"
 )
@@ -42,6 +44,9 @@ type tlsGate struct {
 	mu     sync.Mutex
 	failed map[string]error // library path -> why it could not be probed
 	roots  map[rootKey]bool // roots scanned per enrolled namespace
+	// exes are the executable files inspected for Go crypto/tls per
+	// enrolled namespace (rootKey's dev and ino are the file's).
+	exes map[rootKey]bool
 	// late counts library files first probed at an exec rather than at
 	// enrollment.
 	late atomic.Uint64
@@ -49,7 +54,7 @@ type tlsGate struct {
 
 func newTLSGate(t *bpf.TLS, log *slog.Logger) *tlsGate {
 	return &tlsGate{tls: t, log: log, nodeRoot: "/proc/1/root", failed: make(map[string]error),
-		roots: make(map[rootKey]bool)}
+		roots: make(map[rootKey]bool), exes: make(map[rootKey]bool)}
 }
 
 func tlsOwner(netns uint64) string { return "netns:" + strconv.FormatUint(netns, 10) }
@@ -72,6 +77,88 @@ func (g *tlsGate) Enrolled(netns uint64) {
 			g.mu.Unlock()
 		}
 		g.probeRoot(netns, root, false)
+	}
+	// The roots of the pod's processes that are not the node's (nor the
+	// daemon's) are container roots: their Go programs are probed now.
+	var node [2]syscall.Stat_t
+	_ = syscall.Stat(g.nodeRoot, &node[0])
+	_ = syscall.Stat("/", &node[1])
+	for _, root := range roots[2:] {
+		var st syscall.Stat_t
+		if syscall.Stat(root, &st) != nil || sameFile(st, node[0]) || sameFile(st, node[1]) {
+			continue
+		}
+		g.scanGoBinaries(netns, root)
+	}
+	for _, pid := range processesIn(netns) {
+		if !g.newExe(netns, pid) {
+			continue
+		}
+		if exe, name, err := openExe(pid); err == nil {
+			g.probeExe(netns, pid, exe, name, false)
+		}
+	}
+}
+
+// newExe reports whether the executable of pid is one not yet inspected
+// for netns's pod, and marks it inspected.
+func (g *tlsGate) newExe(netns uint64, pid uint32) bool {
+	var st syscall.Stat_t
+	if syscall.Stat(fmt.Sprintf("/proc/%d/exe", pid), &st) != nil {
+		return false
+	}
+	key := rootKey{netns: netns, dev: st.Dev, ino: st.Ino}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.exes[key] || !g.roots[rootKey{netns: netns}] {
+		return false
+	}
+	g.exes[key] = true
+	return true
+}
+
+// openExe opens pid's executable, so the file can be inspected and probed
+// after the process is gone (a one-shot client can exit within
+// milliseconds of its exec), with the path it was executed from.
+func openExe(pid uint32) (*os.File, string, error) {
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	f, err := os.Open(exe)
+	if err != nil {
+		return nil, "", err
+	}
+	name, err := os.Readlink(exe)
+	if err != nil {
+		name = exe
+	}
+	return f, name, nil
+}
+
+// probeExe probes crypto/tls in pid's executable (exe, opened by openExe,
+// closed here) when it is a Go binary that has it. A Go binary that cannot
+// be probed (stripped of every symbol table, another architecture, a Go
+// before the register ABI) is reported as unprobed under its path and the
+// process that revealed it.
+func (g *tlsGate) probeExe(netns uint64, pid uint32, exe *os.File, name string, late bool) {
+	defer exe.Close()
+	attached, err := g.tls.AcquireGo(tlsOwner(netns), fmt.Sprintf("/proc/self/fd/%d", exe.Fd()), name)
+	if errors.Is(err, gotls.ErrNotGoTLS) {
+		return
+	}
+	key := fmt.Sprintf("%s (pid %d)", name, pid)
+	g.mu.Lock()
+	if err != nil {
+		g.failed[key] = err
+	}
+	g.mu.Unlock()
+	switch {
+	case err != nil:
+		g.log.Warn("Go binary not probed: its TLS plaintext is not captured", "path", name, "pid", pid, "error", err)
+	case attached && late:
+		g.late.Add(1)
+		g.log.Info("Go crypto/tls probed at the exec of its first process: that process's first calls may be missed",
+			"path", name, "pid", pid, "netns", netns)
+	case attached:
+		g.log.Info("Go crypto/tls probed at enrollment", "path", name, "pid", pid, "netns", netns)
 	}
 }
 
@@ -110,6 +197,11 @@ func (g *tlsGate) probeRoot(netns uint64, root string, late bool) {
 // later processes of that root are covered from their first call.
 // Runs on the reader's goroutine: a root already seen costs one stat.
 func (g *tlsGate) exec(netns uint64, pid uint32) {
+	if g.newExe(netns, pid) {
+		if exe, name, err := openExe(pid); err == nil {
+			go g.probeExe(netns, pid, exe, name, true)
+		}
+	}
 	root := fmt.Sprintf("/proc/%d/root", pid)
 	var st syscall.Stat_t
 	if syscall.Stat(root, &st) != nil {
@@ -125,8 +217,68 @@ func (g *tlsGate) exec(netns uint64, pid uint32) {
 	}
 	g.roots[key] = true
 	g.mu.Unlock()
-	go g.probeRoot(netns, root, true)
+	go func() {
+		g.probeRoot(netns, root, true)
+		g.scanGoBinaries(netns, root)
+	}()
 }
+
+// goBinDirs are where container images keep their programs.
+var goBinDirs = []string{"bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "app", "ko-app"}
+
+// maxGoScan bounds the files looked at per root.
+const maxGoScan = 4096
+
+// scanGoBinaries probes the Go binaries with crypto/tls in a container
+// root's program directories, so that processes started from them later
+// (an exec into the container, a restart, a one-shot client) are covered
+// from their first call; only the process that revealed the root raced its
+// probes. Never the node's root: its Go programs (the container runtime,
+// the kubelet) are not the pod's, and would pay the probes on every call.
+// Files are inspected once per pod (by inode); those not Go or without
+// crypto/tls cost a stat from then on.
+func (g *tlsGate) scanGoBinaries(netns uint64, root string) {
+	seen := 0
+	for _, d := range goBinDirs {
+		ents, err := os.ReadDir(filepath.Join(root, d))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if seen++; seen > maxGoScan {
+				g.log.Warn("TLS gate: too many programs in a container root; the rest are probed at their exec",
+					"root", root, "limit", maxGoScan)
+				return
+			}
+			path := filepath.Join(root, d, e.Name())
+			var st syscall.Stat_t
+			if syscall.Stat(path, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Mode&0o111 == 0 {
+				continue
+			}
+			key := rootKey{netns: netns, dev: st.Dev, ino: st.Ino}
+			g.mu.Lock()
+			fresh := !g.exes[key] && g.roots[rootKey{netns: netns}]
+			g.exes[key] = true
+			g.mu.Unlock()
+			if !fresh {
+				continue
+			}
+			attached, err := g.tls.AcquireGo(tlsOwner(netns), path, path)
+			switch {
+			case errors.Is(err, gotls.ErrNotGoTLS):
+			case err != nil:
+				g.mu.Lock()
+				g.failed[path] = err
+				g.mu.Unlock()
+				g.log.Warn("Go binary not probed: its TLS plaintext is not captured", "path", path, "error", err)
+			case attached:
+				g.log.Info("Go crypto/tls probed in a container root before it ran", "path", path, "netns", netns)
+			}
+		}
+	}
+}
+
+func sameFile(a, b syscall.Stat_t) bool { return a.Dev == b.Dev && a.Ino == b.Ino }
 
 // rootKey is a root directory scanned for a pod's namespace.
 type rootKey struct{ netns, dev, ino uint64 }
@@ -139,6 +291,11 @@ func (g *tlsGate) Unenrolled(netns uint64) {
 	for k := range g.roots {
 		if k.netns == netns {
 			delete(g.roots, k)
+		}
+	}
+	for k := range g.exes {
+		if k.netns == netns {
+			delete(g.exes, k)
 		}
 	}
 }
@@ -159,24 +316,35 @@ func (g *tlsGate) status() *wire.TLSFeatures {
 	return st
 }
 
-// processRoots lists the distinct roots (/proc/PID/root) of the processes
-// whose network namespace is netns.
-func processRoots(netns uint64) []string {
+// processesIn lists the processes whose network namespace is netns.
+func processesIn(netns uint64) []uint32 {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	seen := make(map[[2]uint64]bool)
-	var out []string
+	var out []uint32
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil {
 			continue
 		}
 		var st syscall.Stat_t
 		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) != nil || st.Ino != netns {
 			continue
 		}
-		root := fmt.Sprintf("/proc/%s/root", e.Name())
+		out = append(out, uint32(pid))
+	}
+	return out
+}
+
+// processRoots lists the distinct roots (/proc/PID/root) of the processes
+// whose network namespace is netns.
+func processRoots(netns uint64) []string {
+	seen := make(map[[2]uint64]bool)
+	var out []string
+	for _, pid := range processesIn(netns) {
+		var st syscall.Stat_t
+		root := fmt.Sprintf("/proc/%d/root", pid)
 		if syscall.Stat(root, &st) != nil || seen[[2]uint64{st.Dev, st.Ino}] {
 			continue
 		}

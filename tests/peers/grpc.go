@@ -2,6 +2,7 @@ package peers
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
@@ -64,14 +66,24 @@ func (testService) StreamingOutputCall(req *testpb.StreamingOutputCallRequest, s
 func runGRPCServer(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("grpc-server")
 	listen := fs.String("listen", ":9090", "address to listen on")
+	certFile := fs.String("tls-cert", "", "serve gRPC over TLS with this PEM certificate (and -tls-key)")
+	keyFile := fs.String("tls-key", "", "PEM key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var opts []grpc.ServerOption
+	if *certFile != "" {
+		creds, err := credentials.NewServerTLSFromFile(*certFile, *keyFile)
+		if err != nil {
+			return fmt.Errorf("TLS: %w", err)
+		}
+		opts = append(opts, grpc.Creds(creds))
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *listen, err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	testpb.RegisterTestServiceServer(srv, testService{})
 	go func() {
 		<-ctx.Done()
@@ -111,6 +123,7 @@ func runGRPCClient(ctx context.Context, args []string, stdout io.Writer) error {
 	errCode := fs.Int("error-code", int(codes.NotFound), "status code of the error calls")
 	size := fs.Int("size", 100, "response payload bytes")
 	timeout := fs.Duration("timeout", 30*time.Second, "bound on the whole run")
+	useTLS := fs.Bool("tls", false, "gRPC over TLS (the server's certificate is not verified)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -120,8 +133,12 @@ func runGRPCClient(ctx context.Context, args []string, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	rec := &recorder{}
+	creds := insecure.NewCredentials()
+	if *useTLS {
+		creds = credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})
+	}
 	cc, err := grpc.NewClient(*addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
 			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", a)
 			if err != nil {

@@ -3,6 +3,7 @@ package peers
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,6 +66,8 @@ func runHTTPServer(ctx context.Context, args []string, stdout io.Writer) error {
 	h2c := fs.Bool("h2c", false, "also serve HTTP/2 over cleartext (prior knowledge)")
 	logPath := fs.String("log", "", "append a JSON line per request to this file")
 	name := fs.String("name", "peer", "name in the greeting body")
+	certFile := fs.String("tls-cert", "", "serve HTTPS (HTTP/1.1 and h2 by ALPN) with this PEM certificate (and -tls-key)")
+	keyFile := fs.String("tls-key", "", "PEM key of -tls-cert")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -109,6 +112,9 @@ func runHTTPServer(ctx context.Context, args []string, stdout io.Writer) error {
 	if *h2c {
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
+	if *certFile != "" {
+		srv.Protocols.SetHTTP2(true)
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *listen, err)
@@ -120,7 +126,11 @@ func runHTTPServer(ctx context.Context, args []string, stdout io.Writer) error {
 		_ = srv.Shutdown(shut)
 	}()
 	printReady(stdout, ln.Addr().String())
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serve := func() error { return srv.Serve(ln) }
+	if *certFile != "" {
+		serve = func() error { return srv.ServeTLS(ln, *certFile, *keyFile) }
+	}
+	if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
@@ -211,6 +221,7 @@ func runHTTPClient(ctx context.Context, args []string, stdout io.Writer) error {
 	n := fs.Int("n", 1, "number of requests")
 	newConn := fs.Bool("new-conn", false, "a new connection per request (Connection: close)")
 	h2c := fs.Bool("h2c", false, "HTTP/2 over cleartext with prior knowledge")
+	h2 := fs.Bool("h2", false, "HTTP/2 over TLS (an https -url): ALPN h2 only")
 	conc := fs.Int("concurrency", 1, "requests in flight")
 	recordDir := fs.String("record", "", "write each connection's sent and received bytes here")
 	recordLimit := fs.Int("record-limit", defaultRecordLimit, "bound on recorded bytes per connection direction")
@@ -243,11 +254,16 @@ func runHTTPClient(ctx context.Context, args []string, stdout io.Writer) error {
 		DisableKeepAlives:   *newConn,
 		MaxIdleConnsPerHost: *conc,
 		DisableCompression:  true,
+		// https: the servers' certificates are self-signed.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
 	}
 	tr.Protocols = new(http.Protocols)
-	if *h2c {
+	switch {
+	case *h2c:
 		tr.Protocols.SetUnencryptedHTTP2(true)
-	} else {
+	case *h2:
+		tr.Protocols.SetHTTP2(true)
+	default:
 		tr.Protocols.SetHTTP1(true)
 	}
 	client := &http.Client{Transport: tr}
@@ -265,7 +281,7 @@ func runHTTPClient(ctx context.Context, args []string, stdout io.Writer) error {
 		}()
 	}
 	start := 0
-	if *h2c {
+	if *h2c || *h2 {
 		// One request alone first: concurrent first requests would each
 		// dial, and the HTTP/2 cases want all streams on one connection.
 		results[0] = doRequest(ctx, client, *base, pathList[0])
