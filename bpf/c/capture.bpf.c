@@ -937,13 +937,12 @@ static __always_inline __u8 stop_drop(__u32 skip)
  * space hinted as HTTP/1, everything but the hinted body range; anything
  * else, capture_limit bytes, then the first chunk of each syscall.
  * key is the connection's key in conns: (tgid, fd) in the syscall tier,
- * the socket cookie in the socket tier.
+ * the socket cookie in the socket tier; cs its state there if the caller
+ * looked it up already (else NULL), now the operation's end.
  */
-static __always_inline void report_data(struct syscall_args *a, long ret, __u8 dir, __u8 syscall, __u8 label,
-					__u64 key)
+static __always_inline void report_data_of(struct syscall_args *a, long ret, __u8 dir, __u8 syscall, __u8 label,
+					   __u64 key, struct conn_state *cs, __u64 now)
 {
-	__u64 now = bpf_ktime_get_ns();
-	struct conn_state *cs = bpf_map_lookup_elem(&conns, &key);
 	struct data_scratch *s;
 	struct chunk_loop *l;
 	struct h1_hint *hint;
@@ -1130,6 +1129,16 @@ static __always_inline void report_data(struct syscall_args *a, long ret, __u8 d
 	cs->bytes[dir] = l->offset;
 	cs->captured[dir] = l->captured;
 	cs->walk[dir] = l->w;
+}
+
+/* report_data_of for a caller that has neither the connection's state
+ * (looked up on key) nor the time. */
+static __always_inline void report_data(struct syscall_args *a, long ret, __u8 dir, __u8 syscall, __u8 label,
+					__u64 key)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	report_data_of(a, ret, dir, syscall, label, key, bpf_map_lookup_elem(&conns, &key), now);
 }
 
 /* ---- syscall enter: filter, resolve the socket, save the arguments ------- */
@@ -1603,11 +1612,15 @@ struct {
 
 static __always_inline struct sock_scratch *sock_scratch_of(__u32 slot)
 {
-	struct sock_scratch *s = bpf_map_lookup_elem(&sock_scratch, &slot);
+	return bpf_map_lookup_elem(&sock_scratch, &slot);
+}
 
-	if (s)
-		__builtin_memset(&s->sc, 0, sizeof(s->sc));
-	return s;
+/* The scratch's socket entry, zeroed: only the paths that store a new
+ * entry pay for clearing it. */
+static __always_inline struct sock_conn *fresh_sock_conn(struct sock_scratch *x)
+{
+	__builtin_memset(&x->sc, 0, sizeof(x->sc));
+	return &x->sc;
 }
 
 /* The pod of socket sk, if its network namespace is enrolled: the filter,
@@ -1753,6 +1766,7 @@ static __always_inline void socket_tier_state(const struct sock *sk, int oldstat
 
 		if (!x)
 			return;
+		fresh_sock_conn(x);
 		x->sc.start_ns = now;
 		x->sc.fd = role == ROLE_CLIENT ? connect_fd() : -1;
 		sock_proc(&x->sc.proc, pod, netns);
@@ -1969,7 +1983,7 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 	struct sock_op op;
 	struct conn_state *cs;
 	struct sock_conn *sc;
-	__u64 cookie, skp = (__u64)sk, netns;
+	__u64 cookie, skp = (__u64)sk, netns, now;
 	__u32 pod;
 
 	if (!sock_pod(sk, &pod, &netns))
@@ -1993,7 +2007,10 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 	a = &x->a;
 	a->pod_id = pod;
 	a->netns = netns;
-	a->start_ns = bpf_ktime_get_ns();
+	/* One clock read per op: a read starts and ends here, a send
+	 * started where its window opened. */
+	now = bpf_ktime_get_ns();
+	a->start_ns = now;
 	a->window = window;
 	if (window && w) {
 		__builtin_memcpy(&a->m, &w->m, OP_METRICS_SIZE);
@@ -2017,7 +2034,7 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 	if (!cs) {
 		/* First sight of a socket this tier did not see open (it
 		 * predates the load or the enrollment): of unknown role. */
-		struct sock_conn *fresh = &x->sc;
+		struct sock_conn *fresh = fresh_sock_conn(x);
 
 		cs = open_conn(cookie, new_conn_id(), skp, ROLE_UNKNOWN);
 		if (!cs)
@@ -2049,7 +2066,7 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 	a->buf = op.buf;
 	a->count = op.count;
 	a->syscall = op.label;
-	report_data(a, ret, dir, op.walk, op.label, cookie);
+	report_data_of(a, ret, dir, op.walk, op.label, cookie, cs, now);
 	return 0;
 }
 
@@ -2170,10 +2187,11 @@ SEC("tp_btf/net_dev_xmit")
 int BPF_PROG(on_dev_xmit, struct sk_buff *skb, int rc, struct net_device *dev, unsigned int len)
 {
 	struct syscall_args *a = send_of_skb(skb);
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now;
 
 	if (!a || !a->start_ts)
 		return 0;
+	now = bpf_ktime_get_ns();
 	a->m.l2_ns += now - a->queue_ts;
 	a->m.ready_ns += a->start_ts - a->queue_ts;
 	a->m.device_ns += now - a->start_ts;
@@ -2432,14 +2450,27 @@ SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(on_netif_receive, struct sk_buff *skb)
 {
 	__u64 ino = skb->dev->nd_net.net->ns.inum;
-	struct rx_stamp st = {};
+	struct rx_stamp fresh = {}, *st;
 	__u64 key = (__u64)skb;
 
 	if (!bpf_map_lookup_elem(&enrolled_netns, &ino))
 		return 0;
-	st.rx_ns = bpf_ktime_get_ns();
-	st.ifindex = skb->dev->ifindex;
-	if (bpf_map_update_elem(&rx_stamps, &key, &st, BPF_ANY))
+	/* skb heads come back from a per-CPU cache, so the stamp of an
+	 * earlier skb at this address is usually still here: overwritten in
+	 * place. An LRU update would take a free node from the LRU list and
+	 * push the replaced one back on every packet, which perf showed as
+	 * two thirds of this program's time. Only one skb lives at an address
+	 * at a time, so no reader of the old stamp remains. */
+	st = bpf_map_lookup_elem(&rx_stamps, &key);
+	if (st) {
+		st->rx_ns = bpf_ktime_get_ns();
+		st->queue_ns = 0;
+		st->ifindex = skb->dev->ifindex;
+		return 0;
+	}
+	fresh.rx_ns = bpf_ktime_get_ns();
+	fresh.ifindex = skb->dev->ifindex;
+	if (bpf_map_update_elem(&rx_stamps, &key, &fresh, BPF_ANY))
 		count(DROP_RX_STAMP_MAP_FULL);
 	return 0;
 }
