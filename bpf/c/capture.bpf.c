@@ -366,17 +366,20 @@ static __always_inline __u64 tcp_sock_of_fd(__s32 fd)
 	return (__u64)sk;
 }
 
-/* Identity of the current thread. */
+/* Identity of the current thread. Plain loads through current's BTF
+ * pointer read what bpf_get_current_{pid_tgid,cgroup_id,comm} would (the
+ * cgroup v2 id, global ids, the padded comm) without three helper calls:
+ * perf put those at about a tenth of a socket op. */
 static __always_inline void fill_proc(struct proc_info *p, __u32 pod, __u64 netns)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	struct task_struct *t = bpf_get_current_task_btf();
 
 	p->netns = netns;
-	p->cgroup_id = bpf_get_current_cgroup_id();
-	p->tgid = id >> 32;
-	p->tid = (__u32)id;
+	p->cgroup_id = t->cgroups->dfl_cgrp->kn->id;
+	p->tgid = t->tgid;
+	p->tid = t->pid;
 	p->pod_id = pod;
-	bpf_get_current_comm(p->comm, sizeof(p->comm));
+	__builtin_memcpy(p->comm, t->comm, sizeof(p->comm));
 }
 
 /* Puts *a in flight on the current thread (a->syscall is set). */
@@ -700,8 +703,8 @@ static long walk_step(__u32 i, void *ctx)
 	struct walk_state *w;
 	__u64 avail, n;
 	__u8 skip = SKIP_NONE;
-	bool hdr = false;
-	__u32 pos, hh;
+	bool hdr = false, copied;
+	__u32 pos = 0, hh;
 
 	if (!s)
 		return 1;
@@ -756,6 +759,7 @@ static long walk_step(__u32 i, void *ctx)
 	if (l->tail)
 		skip = SKIP_CHUNK_LIMIT;
 
+	copied = false;
 	if (skip == SKIP_NONE) {
 		/* A copy after a skipped suffix, or into a full event, starts
 		 * a new event; the last event a syscall may have instead
@@ -776,6 +780,7 @@ static long walk_step(__u32 i, void *ctx)
 			return 1;
 		}
 		l->fill += n;
+		copied = true;
 		if (w->mode != W_H2)
 			l->budget -= min64(l->budget, n);
 	} else if (l->skip != skip && l->skip) {
@@ -798,7 +803,15 @@ static long walk_step(__u32 i, void *ctx)
 		hh = *(volatile __u8 *)&w->hdr_have;
 		if (hh > 8 || n > 9)
 			return 1;
-		if (bpf_probe_read_user(w->hdr + hh, n, (const void *)l->base)) {
+		if (copied) {
+			/* Just copied into the event: taken from there rather
+			 * than read from user memory a second time. */
+			for (int j = 0; j < 9; j++) {
+				if (j >= n)
+					break;
+				w->hdr[hh + j] = s->payload[(pos + j) & (2 * MAX_CHUNK_SIZE - 1)];
+			}
+		} else if (bpf_probe_read_user(w->hdr + hh, n, (const void *)l->base)) {
 			l->stop = SKIP_READ_FAILED;
 			return 1;
 		}
