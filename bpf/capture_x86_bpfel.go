@@ -430,6 +430,7 @@ const (
 	captureMapH1Hints         = "h1_hints"
 	captureMapInflight        = "inflight"
 	captureMapMmsgAt          = "mmsg_at"
+	captureMapNetnsBits       = "netns_bits"
 	captureMapPodDev          = "pod_dev"
 	captureMapPodDrops        = "pod_drops"
 	captureMapProcs           = "procs"
@@ -597,6 +598,7 @@ type captureMapSpecs struct {
 	H1Hints       *ebpf.MapSpec `ebpf:"h1_hints"`
 	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
 	MmsgAt        *ebpf.MapSpec `ebpf:"mmsg_at"`
+	NetnsBits     *ebpf.MapSpec `ebpf:"netns_bits"`
 	PodDev        *ebpf.MapSpec `ebpf:"pod_dev"`
 	PodDrops      *ebpf.MapSpec `ebpf:"pod_drops"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
@@ -648,6 +650,7 @@ type captureMaps struct {
 	H1Hints       *ebpf.Map `ebpf:"h1_hints"`
 	Inflight      *ebpf.Map `ebpf:"inflight"`
 	MmsgAt        *ebpf.Map `ebpf:"mmsg_at"`
+	NetnsBits     *ebpf.Map `ebpf:"netns_bits"`
 	PodDev        *ebpf.Map `ebpf:"pod_dev"`
 	PodDrops      *ebpf.Map `ebpf:"pod_drops"`
 	Procs         *ebpf.Map `ebpf:"procs"`
@@ -668,6 +671,7 @@ func (m *captureMaps) Close() error {
 		m.H1Hints,
 		m.Inflight,
 		m.MmsgAt,
+		m.NetnsBits,
 		m.PodDev,
 		m.PodDrops,
 		m.Procs,

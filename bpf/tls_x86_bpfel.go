@@ -357,6 +357,7 @@ const (
 	tlsMapH1Hints          = "h1_hints"
 	tlsMapInflight         = "inflight"
 	tlsMapMmsgAt           = "mmsg_at"
+	tlsMapNetnsBits        = "netns_bits"
 	tlsMapPodDev           = "pod_dev"
 	tlsMapPodDrops         = "pod_drops"
 	tlsMapProcs            = "procs"
@@ -549,6 +550,7 @@ type tlsMapSpecs struct {
 	H1Hints       *ebpf.MapSpec `ebpf:"h1_hints"`
 	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
 	MmsgAt        *ebpf.MapSpec `ebpf:"mmsg_at"`
+	NetnsBits     *ebpf.MapSpec `ebpf:"netns_bits"`
 	PodDev        *ebpf.MapSpec `ebpf:"pod_dev"`
 	PodDrops      *ebpf.MapSpec `ebpf:"pod_drops"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
@@ -603,6 +605,7 @@ type tlsMaps struct {
 	H1Hints       *ebpf.Map `ebpf:"h1_hints"`
 	Inflight      *ebpf.Map `ebpf:"inflight"`
 	MmsgAt        *ebpf.Map `ebpf:"mmsg_at"`
+	NetnsBits     *ebpf.Map `ebpf:"netns_bits"`
 	PodDev        *ebpf.Map `ebpf:"pod_dev"`
 	PodDrops      *ebpf.Map `ebpf:"pod_drops"`
 	Procs         *ebpf.Map `ebpf:"procs"`
@@ -626,6 +629,7 @@ func (m *tlsMaps) Close() error {
 		m.H1Hints,
 		m.Inflight,
 		m.MmsgAt,
+		m.NetnsBits,
 		m.PodDev,
 		m.PodDrops,
 		m.Procs,

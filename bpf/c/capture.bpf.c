@@ -60,6 +60,42 @@ __u64 next_conn_id = 0;
 #include "shared.h"
 
 /*
+ * A filter in front of enrolled_netns: bit (inode % 4096) is set for every
+ * enrolled namespace (user space sets it before the hash entry and clears
+ * it after the last namespace that maps to it is gone). Array lookups are
+ * inlined by the verifier, so a namespace whose bit is clear -- nearly
+ * every unenrolled one while few pods are enrolled -- is turned away with a
+ * few loads, no helper call. That is the gate every syscall (syscall tier),
+ * socket op (socket tier) and received packet of the node passes; calls
+ * are what costs there (a return is slow under the SRSO mitigation).
+ */
+#define NETNS_BITS_WORDS 64
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NETNS_BITS_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} netns_bits SEC(".maps");
+
+/* Whether namespace ino may be enrolled: false means it is not. */
+static __always_inline bool netns_maybe_enrolled(__u64 ino)
+{
+	__u32 k = (ino >> 6) & (NETNS_BITS_WORDS - 1);
+	__u64 *w = bpf_map_lookup_elem(&netns_bits, &k);
+
+	return w && ((*w >> (ino & 63)) & 1);
+}
+
+/* The pod id of network namespace ino if it is enrolled, else NULL. */
+static __always_inline __u32 *enrolled_pod(__u64 ino)
+{
+	if (!netns_maybe_enrolled(ino))
+		return NULL;
+	return bpf_map_lookup_elem(&enrolled_netns, &ino);
+}
+
+/*
  * The HTTP/2 frame walker's position in one direction of a connection.
  * Frame boundaries cross syscalls and iovec segments, so this lives with the
  * connection. mode starts W_UNDECIDED and is decided by the direction's
@@ -309,7 +345,7 @@ static __always_inline bool task_pod(struct task_struct *t, __u32 *pod, __u64 *n
 
 	if (!ino)
 		return false; /* exiting task: nsproxy already gone */
-	p = bpf_map_lookup_elem(&enrolled_netns, &ino);
+	p = enrolled_pod(ino);
 	if (!p)
 		return false;
 	*pod = *p;
@@ -1645,7 +1681,7 @@ static __always_inline struct sock_conn *fresh_sock_conn(struct sock_scratch *x)
 static __always_inline bool sock_pod(const struct sock *sk, __u32 *pod, __u64 *netns)
 {
 	__u64 ino = sk->__sk_common.skc_net.net->ns.inum;
-	__u32 *p = bpf_map_lookup_elem(&enrolled_netns, &ino);
+	__u32 *p = enrolled_pod(ino);
 
 	if (!p)
 		return false;
@@ -2016,7 +2052,7 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 		return 0;
 	/* The op is over: close its window (whatever comes next), keeping
 	 * what the per-packet hooks added to it for the event below. */
-	w = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	w = inflight_of(bpf_get_current_task_btf());
 	if (w && w->syscall != SYS_UNKNOWN) {
 		window = w->sk == skp && w->syscall == (dir == DIR_EGRESS ? SYS_SENDMSG : SYS_RECVMSG);
 		w->syscall = SYS_UNKNOWN;
@@ -2109,7 +2145,7 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 static __always_inline struct syscall_args *op_window(const struct sock *sk, __u8 label, bool *opened)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
-	struct syscall_args *a = bpf_task_storage_get(&inflight, t, 0, 0);
+	struct syscall_args *a = inflight_of(t);
 	__u64 netns;
 	__u32 pod;
 
@@ -2482,7 +2518,7 @@ int BPF_PROG(on_netif_receive, struct sk_buff *skb)
 	struct rx_stamp fresh = {}, *st;
 	__u64 key = (__u64)skb;
 
-	if (!bpf_map_lookup_elem(&enrolled_netns, &ino))
+	if (!enrolled_pod(ino))
 		return 0;
 	/* skb heads come back from a per-CPU cache, so the stamp of an
 	 * earlier skb at this address is usually still here: overwritten in
@@ -2509,7 +2545,13 @@ SEC("tp_btf/tcp_probe")
 int BPF_PROG(on_tcp_probe, struct sock *sk, const struct sk_buff *skb)
 {
 	__u64 key = (__u64)skb;
-	struct rx_stamp *st = bpf_map_lookup_elem(&rx_stamps, &key);
+	struct rx_stamp *st;
+
+	/* Only skbs of enrolled namespaces were stamped: the others' sockets
+	 * are turned away by the filter bits before the stamp lookup. */
+	if (!netns_maybe_enrolled(sk->__sk_common.skc_net.net->ns.inum))
+		return 0;
+	st = bpf_map_lookup_elem(&rx_stamps, &key);
 
 	if (st && !st->queue_ns)
 		st->queue_ns = bpf_ktime_get_ns();
