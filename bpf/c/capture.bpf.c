@@ -68,6 +68,9 @@ __u64 next_conn_id = 0;
  * few loads, no helper call. That is the gate every syscall (syscall tier),
  * socket op (socket tier) and received packet of the node passes; calls
  * are what costs there (a return is slow under the SRSO mitigation).
+ * Hooks that only gather numbers for a later exact decision (op windows,
+ * receive stamps) use the bits alone: a namespace that shares a bit with
+ * an enrolled one (inodes 4096 apart) costs them work nobody reads.
  */
 #define NETNS_BITS_WORDS 64
 
@@ -1046,7 +1049,9 @@ static __always_inline void report_data_of(struct syscall_args *a, long ret, __u
 	l->budget = ~0ULL;
 	if (capture_limit)
 		l->budget = capture_limit > l->captured ? capture_limit - l->captured : 0;
-	hint = bpf_map_lookup_elem(&h1_hints, &cs->conn_id);
+	/* An HTTP/2 direction is walked by frames, whatever user space
+	 * hinted: its hint is not looked up (a lookup is a helper call). */
+	hint = l->w.mode == W_H2 ? NULL : bpf_map_lookup_elem(&h1_hints, &cs->conn_id);
 	if (hint) {
 		l->h1 = 1;
 		l->body_from = hint->body_from[dir];
@@ -2146,14 +2151,16 @@ static __always_inline struct syscall_args *op_window(const struct sock *sk, __u
 {
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct syscall_args *a = inflight_of(t);
-	__u64 netns;
-	__u32 pod;
 
 	if (!sk)
 		return NULL;
 	if (a && a->syscall == label && a->sk == (__u64)sk)
 		return a; /* the op's window is open: TCP's send loop, a later skb */
-	if (!sock_pod(sk, &pod, &netns))
+	/* The filter bits alone, no enrolled_netns lookup: a window only
+	 * collects numbers for the op's event, and sock_io's exact filter
+	 * decides whether there is one. A namespace that shares a bit with an
+	 * enrolled one gets windows nobody reads, nothing else. */
+	if (!netns_maybe_enrolled(sk->__sk_common.skc_net.net->ns.inum))
 		return NULL;
 	if (!a) {
 		a = bpf_task_storage_get(&inflight, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -2518,7 +2525,10 @@ int BPF_PROG(on_netif_receive, struct sk_buff *skb)
 	struct rx_stamp fresh = {}, *st;
 	__u64 key = (__u64)skb;
 
-	if (!enrolled_pod(ino))
+	/* The filter bits alone, as in op_window: a stamp only serves the
+	 * reads of enrolled sockets, and a namespace sharing a bit with an
+	 * enrolled one costs stamps nobody reads, nothing else. */
+	if (!netns_maybe_enrolled(ino))
 		return 0;
 	/* skb heads come back from a per-CPU cache, so the stamp of an
 	 * earlier skb at this address is usually still here: overwritten in
