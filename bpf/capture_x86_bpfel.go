@@ -417,6 +417,12 @@ const (
 	captureSyscallIdSYS_SSL_READ  captureSyscallId = 19
 )
 
+type captureXmitSlot struct {
+	_       structs.HostLayout
+	Skb     uint64
+	StartTs uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -438,6 +444,7 @@ const (
 	captureMapScratch         = "scratch"
 	captureMapSockScratch     = "sock_scratch"
 	captureMapSocks           = "socks"
+	captureMapXmitAt          = "xmit_at"
 	captureProgEnterAccept    = "enter_accept"
 	captureProgEnterAccept4   = "enter_accept4"
 	captureProgEnterClose     = "enter_close"
@@ -606,6 +613,7 @@ type captureMapSpecs struct {
 	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
 	SockScratch   *ebpf.MapSpec `ebpf:"sock_scratch"`
 	Socks         *ebpf.MapSpec `ebpf:"socks"`
+	XmitAt        *ebpf.MapSpec `ebpf:"xmit_at"`
 }
 
 // captureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -658,6 +666,7 @@ type captureMaps struct {
 	Scratch       *ebpf.Map `ebpf:"scratch"`
 	SockScratch   *ebpf.Map `ebpf:"sock_scratch"`
 	Socks         *ebpf.Map `ebpf:"socks"`
+	XmitAt        *ebpf.Map `ebpf:"xmit_at"`
 }
 
 func (m *captureMaps) Close() error {
@@ -679,6 +688,7 @@ func (m *captureMaps) Close() error {
 		m.Scratch,
 		m.SockScratch,
 		m.Socks,
+		m.XmitAt,
 	)
 }
 

@@ -344,6 +344,12 @@ type tlsSyscallArgs struct {
 	}
 }
 
+type tlsXmitSlot struct {
+	_       structs.HostLayout
+	Skb     uint64
+	StartTs uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -368,6 +374,7 @@ const (
 	tlsMapSslCalls         = "ssl_calls"
 	tlsMapSslSocks         = "ssl_socks"
 	tlsMapTlsArgs          = "tls_args"
+	tlsMapXmitAt           = "xmit_at"
 	tlsProgEnterAccept     = "enter_accept"
 	tlsProgEnterAccept4    = "enter_accept4"
 	tlsProgEnterClose      = "enter_close"
@@ -561,6 +568,7 @@ type tlsMapSpecs struct {
 	SslCalls      *ebpf.MapSpec `ebpf:"ssl_calls"`
 	SslSocks      *ebpf.MapSpec `ebpf:"ssl_socks"`
 	TlsArgs       *ebpf.MapSpec `ebpf:"tls_args"`
+	XmitAt        *ebpf.MapSpec `ebpf:"xmit_at"`
 }
 
 // tlsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -616,6 +624,7 @@ type tlsMaps struct {
 	SslCalls      *ebpf.Map `ebpf:"ssl_calls"`
 	SslSocks      *ebpf.Map `ebpf:"ssl_socks"`
 	TlsArgs       *ebpf.Map `ebpf:"tls_args"`
+	XmitAt        *ebpf.Map `ebpf:"xmit_at"`
 }
 
 func (m *tlsMaps) Close() error {
@@ -640,6 +649,7 @@ func (m *tlsMaps) Close() error {
 		m.SslCalls,
 		m.SslSocks,
 		m.TlsArgs,
+		m.XmitAt,
 	)
 }
 

@@ -2224,6 +2224,33 @@ static __always_inline struct syscall_args *send_of_skb(const void *skb)
 	return a;
 }
 
+/* The packet of a send (syscall or op window) now in this CPU's device
+ * path, and when the driver got it: net_dev_start_xmit and net_dev_xmit
+ * compare the skb here (an array lookup the verifier inlines) instead of
+ * looking up the thread's task storage for every packet, and net_dev_xmit
+ * looks it up only for the packet that matches. A transmit runs its
+ * three tracepoints on one CPU with bottom halves off, so no other packet
+ * of this CPU is transmitted in between (a packet a qdisc held back leaves
+ * later, and the thread's cur_skb check still decides). */
+struct xmit_slot {
+	__u64 skb;
+	__u64 start_ts;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xmit_slot);
+} xmit_at SEC(".maps");
+
+static __always_inline struct xmit_slot *cpu_xmit_slot(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&xmit_at, &zero);
+}
+
 /* A packet enters the device layer (__dev_queue_xmit). */
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(on_dev_queue, struct sk_buff *skb)
@@ -2231,6 +2258,7 @@ int BPF_PROG(on_dev_queue, struct sk_buff *skb)
 	/* tp_btf arguments are BTF pointers: plain loads, no probe reads,
 	 * in the hooks that run for every packet on the node. */
 	struct syscall_args *a = send_of((__u64)skb->sk);
+	struct xmit_slot *x;
 
 	if (!a)
 		return 0;
@@ -2240,6 +2268,11 @@ int BPF_PROG(on_dev_queue, struct sk_buff *skb)
 	a->cur_skb = (__u64)skb;
 	a->queue_ts = bpf_ktime_get_ns();
 	a->start_ts = 0;
+	x = cpu_xmit_slot();
+	if (x) {
+		x->skb = (__u64)skb;
+		x->start_ts = 0;
+	}
 	return 0;
 }
 
@@ -2247,10 +2280,10 @@ int BPF_PROG(on_dev_queue, struct sk_buff *skb)
 SEC("tp_btf/net_dev_start_xmit")
 int BPF_PROG(on_dev_start_xmit, const struct sk_buff *skb, const struct net_device *dev)
 {
-	struct syscall_args *a = send_of_skb(skb);
+	struct xmit_slot *x = cpu_xmit_slot();
 
-	if (a)
-		a->start_ts = bpf_ktime_get_ns();
+	if (x && x->skb == (__u64)skb)
+		x->start_ts = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -2258,17 +2291,23 @@ int BPF_PROG(on_dev_start_xmit, const struct sk_buff *skb, const struct net_devi
 SEC("tp_btf/net_dev_xmit")
 int BPF_PROG(on_dev_xmit, struct sk_buff *skb, int rc, struct net_device *dev, unsigned int len)
 {
-	struct syscall_args *a = send_of_skb(skb);
-	__u64 now;
+	struct xmit_slot *x = cpu_xmit_slot();
+	struct syscall_args *a;
+	__u64 now, start;
 
-	if (!a || !a->start_ts)
+	if (!x || x->skb != (__u64)skb || !x->start_ts)
+		return 0;
+	start = x->start_ts;
+	x->skb = x->start_ts = 0;
+	a = send_of_skb(skb);
+	if (!a)
 		return 0;
 	now = bpf_ktime_get_ns();
 	a->m.l2_ns += now - a->queue_ts;
-	a->m.ready_ns += a->start_ts - a->queue_ts;
-	a->m.device_ns += now - a->start_ts;
+	a->m.ready_ns += start - a->queue_ts;
+	a->m.device_ns += now - start;
 	a->m.xmit_seen++;
-	a->queue_ts = a->start_ts = a->cur_skb = 0;
+	a->queue_ts = a->cur_skb = 0;
 	return 0;
 }
 
