@@ -419,6 +419,12 @@ const (
 	captureSyscallIdSYS_GO_TLS_READ  captureSyscallId = 21
 )
 
+type captureXmitSlot struct {
+	_       structs.HostLayout
+	Skb     uint64
+	StartTs uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -432,6 +438,7 @@ const (
 	captureMapH1Hints         = "h1_hints"
 	captureMapInflight        = "inflight"
 	captureMapMmsgAt          = "mmsg_at"
+	captureMapNetnsBits       = "netns_bits"
 	captureMapPodDev          = "pod_dev"
 	captureMapPodDrops        = "pod_drops"
 	captureMapProcs           = "procs"
@@ -439,6 +446,7 @@ const (
 	captureMapScratch         = "scratch"
 	captureMapSockScratch     = "sock_scratch"
 	captureMapSocks           = "socks"
+	captureMapXmitAt          = "xmit_at"
 	captureProgEnterAccept    = "enter_accept"
 	captureProgEnterAccept4   = "enter_accept4"
 	captureProgEnterClose     = "enter_close"
@@ -599,6 +607,7 @@ type captureMapSpecs struct {
 	H1Hints       *ebpf.MapSpec `ebpf:"h1_hints"`
 	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
 	MmsgAt        *ebpf.MapSpec `ebpf:"mmsg_at"`
+	NetnsBits     *ebpf.MapSpec `ebpf:"netns_bits"`
 	PodDev        *ebpf.MapSpec `ebpf:"pod_dev"`
 	PodDrops      *ebpf.MapSpec `ebpf:"pod_drops"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
@@ -606,6 +615,7 @@ type captureMapSpecs struct {
 	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
 	SockScratch   *ebpf.MapSpec `ebpf:"sock_scratch"`
 	Socks         *ebpf.MapSpec `ebpf:"socks"`
+	XmitAt        *ebpf.MapSpec `ebpf:"xmit_at"`
 }
 
 // captureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -650,6 +660,7 @@ type captureMaps struct {
 	H1Hints       *ebpf.Map `ebpf:"h1_hints"`
 	Inflight      *ebpf.Map `ebpf:"inflight"`
 	MmsgAt        *ebpf.Map `ebpf:"mmsg_at"`
+	NetnsBits     *ebpf.Map `ebpf:"netns_bits"`
 	PodDev        *ebpf.Map `ebpf:"pod_dev"`
 	PodDrops      *ebpf.Map `ebpf:"pod_drops"`
 	Procs         *ebpf.Map `ebpf:"procs"`
@@ -657,6 +668,7 @@ type captureMaps struct {
 	Scratch       *ebpf.Map `ebpf:"scratch"`
 	SockScratch   *ebpf.Map `ebpf:"sock_scratch"`
 	Socks         *ebpf.Map `ebpf:"socks"`
+	XmitAt        *ebpf.Map `ebpf:"xmit_at"`
 }
 
 func (m *captureMaps) Close() error {
@@ -670,6 +682,7 @@ func (m *captureMaps) Close() error {
 		m.H1Hints,
 		m.Inflight,
 		m.MmsgAt,
+		m.NetnsBits,
 		m.PodDev,
 		m.PodDrops,
 		m.Procs,
@@ -677,6 +690,7 @@ func (m *captureMaps) Close() error {
 		m.Scratch,
 		m.SockScratch,
 		m.Socks,
+		m.XmitAt,
 	)
 }
 

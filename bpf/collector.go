@@ -205,6 +205,7 @@ type Collector struct {
 	coll     *ebpf.Collection
 	tierColl *ebpf.Collection // the richer tier's programs, if loaded
 	netns    *ebpf.Map        // enrolled_netns, procs and counters, from coll
+	netnsBit *ebpf.Map        // netns_bits: the kernel side's filter in front of netns
 	procs    *ebpf.Map
 	counters *ebpf.Map
 	hints    hints // h1_hints: user space's HTTP/1 hints (hint.go)
@@ -323,6 +324,7 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		return nil, permissionError("load eBPF programs", err)
 	}
 	c.netns = c.coll.Maps[captureMapEnrolledNetns]
+	c.netnsBit = c.coll.Maps[captureMapNetnsBits]
 	c.procs = c.coll.Maps[captureMapProcs]
 	c.counters = c.coll.Maps[captureMapCounters]
 	c.hints.m = c.coll.Maps[captureMapH1Hints]

@@ -61,6 +61,11 @@ func (c *Collector) Enroll(netnsInode uint64, podID uint32) error {
 func (c *Collector) enrollNetns(netnsInode uint64, podID uint32) error {
 	c.packet.mu.Lock()
 	defer c.packet.mu.Unlock()
+	// The filter bit first: the kernel side looks a namespace up in
+	// enrolled_netns only when its bit is set.
+	if err := c.setNetnsBitLocked(netnsInode); err != nil {
+		return fmt.Errorf("enroll netns %d as pod %d: %w", netnsInode, podID, err)
+	}
 	if err := c.netns.Put(netnsInode, podID); err != nil {
 		return fmt.Errorf("enroll netns %d as pod %d (at most %d namespaces): %w",
 			netnsInode, podID, c.netns.MaxEntries(), err)
@@ -69,7 +74,69 @@ func (c *Collector) enrollNetns(netnsInode uint64, podID uint32) error {
 		if derr := c.netns.Delete(netnsInode); derr != nil {
 			err = errors.Join(err, fmt.Errorf("undo enrollment: %w", derr))
 		}
+		if derr := c.syncNetnsBitsLocked(); derr != nil {
+			err = errors.Join(err, derr)
+		}
 		return fmt.Errorf("enroll netns %d as pod %d: %w", netnsInode, podID, err)
+	}
+	return nil
+}
+
+// netnsBitsWords is NETNS_BITS_WORDS of capture.bpf.c: netns_bits holds
+// one bit per inode modulo 64*64.
+const netnsBitsWords = 64
+
+// netnsBit is the word of netns_bits and the bit in it of a namespace.
+func netnsBit(netnsInode uint64) (word uint32, bit uint64) {
+	return uint32(netnsInode>>6) % netnsBitsWords, 1 << (netnsInode & 63)
+}
+
+// setNetnsBitLocked sets the namespace's filter bit (c.packet.mu held:
+// the read-modify-write of a word must not race another enrollment).
+func (c *Collector) setNetnsBitLocked(netnsInode uint64) error {
+	k, bit := netnsBit(netnsInode)
+	var w uint64
+	if err := c.netnsBit.Lookup(k, &w); err != nil {
+		return fmt.Errorf("read netns filter word %d: %w", k, err)
+	}
+	if w&bit != 0 {
+		return nil
+	}
+	if err := c.netnsBit.Put(k, w|bit); err != nil {
+		return fmt.Errorf("set netns filter bit: %w", err)
+	}
+	return nil
+}
+
+// syncNetnsBitsLocked rewrites the filter words that differ from what the
+// enrolled namespaces need (c.packet.mu held), clearing the bits no
+// enrolled namespace maps to any more. A bit left set costs the kernel
+// side a hash lookup; a bit missing would hide an enrolled namespace, so
+// bits are set before entries are added and cleared only after they are
+// gone.
+func (c *Collector) syncNetnsBitsLocked() error {
+	var want [netnsBitsWords]uint64
+	var ino uint64
+	var pod uint32
+	it := c.netns.Iterate()
+	for it.Next(&ino, &pod) {
+		k, bit := netnsBit(ino)
+		want[k] |= bit
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list enrolled namespaces: %w", err)
+	}
+	for k := range uint32(netnsBitsWords) {
+		var have uint64
+		if err := c.netnsBit.Lookup(k, &have); err != nil {
+			return fmt.Errorf("read netns filter word %d: %w", k, err)
+		}
+		if have == want[k] {
+			continue
+		}
+		if err := c.netnsBit.Put(k, want[k]); err != nil {
+			return fmt.Errorf("write netns filter word %d: %w", k, err)
+		}
 	}
 	return nil
 }
@@ -81,6 +148,10 @@ func (c *Collector) unenrollNetns(netnsInode uint64) error {
 	defer c.packet.mu.Unlock()
 	if err := c.netns.Delete(netnsInode); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unenroll netns %d: %w", netnsInode, err)
+	}
+	if err := c.syncNetnsBitsLocked(); err != nil {
+		// A stale bit only costs the kernel side a lookup.
+		c.log.Warn("clear netns filter bit", "netns", netnsInode, "error", err)
 	}
 	var next uint64
 	if err := c.netns.NextKey(nil, &next); errors.Is(err, ebpf.ErrKeyNotExist) {

@@ -353,6 +353,12 @@ type tlsSyscallArgs struct {
 	}
 }
 
+type tlsXmitSlot struct {
+	_       structs.HostLayout
+	Skb     uint64
+	StartTs uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -367,6 +373,7 @@ const (
 	tlsMapH1Hints              = "h1_hints"
 	tlsMapInflight             = "inflight"
 	tlsMapMmsgAt               = "mmsg_at"
+	tlsMapNetnsBits            = "netns_bits"
 	tlsMapPodDev               = "pod_dev"
 	tlsMapPodDrops             = "pod_drops"
 	tlsMapProcs                = "procs"
@@ -377,6 +384,7 @@ const (
 	tlsMapSslCalls             = "ssl_calls"
 	tlsMapSslSocks             = "ssl_socks"
 	tlsMapTlsArgs              = "tls_args"
+	tlsMapXmitAt               = "xmit_at"
 	tlsProgEnterAccept         = "enter_accept"
 	tlsProgEnterAccept4        = "enter_accept4"
 	tlsProgEnterClose          = "enter_close"
@@ -570,6 +578,7 @@ type tlsMapSpecs struct {
 	H1Hints       *ebpf.MapSpec `ebpf:"h1_hints"`
 	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
 	MmsgAt        *ebpf.MapSpec `ebpf:"mmsg_at"`
+	NetnsBits     *ebpf.MapSpec `ebpf:"netns_bits"`
 	PodDev        *ebpf.MapSpec `ebpf:"pod_dev"`
 	PodDrops      *ebpf.MapSpec `ebpf:"pod_drops"`
 	Procs         *ebpf.MapSpec `ebpf:"procs"`
@@ -580,6 +589,7 @@ type tlsMapSpecs struct {
 	SslCalls      *ebpf.MapSpec `ebpf:"ssl_calls"`
 	SslSocks      *ebpf.MapSpec `ebpf:"ssl_socks"`
 	TlsArgs       *ebpf.MapSpec `ebpf:"tls_args"`
+	XmitAt        *ebpf.MapSpec `ebpf:"xmit_at"`
 }
 
 // tlsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -625,6 +635,7 @@ type tlsMaps struct {
 	H1Hints       *ebpf.Map `ebpf:"h1_hints"`
 	Inflight      *ebpf.Map `ebpf:"inflight"`
 	MmsgAt        *ebpf.Map `ebpf:"mmsg_at"`
+	NetnsBits     *ebpf.Map `ebpf:"netns_bits"`
 	PodDev        *ebpf.Map `ebpf:"pod_dev"`
 	PodDrops      *ebpf.Map `ebpf:"pod_drops"`
 	Procs         *ebpf.Map `ebpf:"procs"`
@@ -635,6 +646,7 @@ type tlsMaps struct {
 	SslCalls      *ebpf.Map `ebpf:"ssl_calls"`
 	SslSocks      *ebpf.Map `ebpf:"ssl_socks"`
 	TlsArgs       *ebpf.Map `ebpf:"tls_args"`
+	XmitAt        *ebpf.Map `ebpf:"xmit_at"`
 }
 
 func (m *tlsMaps) Close() error {
@@ -649,6 +661,7 @@ func (m *tlsMaps) Close() error {
 		m.H1Hints,
 		m.Inflight,
 		m.MmsgAt,
+		m.NetnsBits,
 		m.PodDev,
 		m.PodDrops,
 		m.Procs,
@@ -659,6 +672,7 @@ func (m *tlsMaps) Close() error {
 		m.SslCalls,
 		m.SslSocks,
 		m.TlsArgs,
+		m.XmitAt,
 	)
 }
 

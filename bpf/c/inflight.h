@@ -67,11 +67,22 @@ struct {
 	__type(value, struct syscall_args);
 } inflight SEC(".maps");
 
-/* The current thread's in-flight syscall, or NULL. Never creates storage:
- * the hooks that use this run for every thread on the node. */
+/* Thread t's inflight slot, or NULL; never creates one. A thread with no
+ * task storage at all (every thread that never used an enrolled socket,
+ * unless another BPF user gave it some) is told apart by a plain load,
+ * without the helper call: the hooks that use this run for every packet
+ * and thread on the node. */
+static __always_inline __attribute__((unused)) struct syscall_args *inflight_of(struct task_struct *t)
+{
+	if (!t->bpf_storage)
+		return NULL;
+	return bpf_task_storage_get(&inflight, t, 0, 0);
+}
+
+/* The current thread's in-flight syscall, or NULL. Never creates storage. */
 static __always_inline __attribute__((unused)) struct syscall_args *current_args(void)
 {
-	struct syscall_args *a = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	struct syscall_args *a = inflight_of(bpf_get_current_task_btf());
 
 	if (!a || a->syscall == SYS_UNKNOWN)
 		return NULL;
