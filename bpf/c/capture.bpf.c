@@ -36,12 +36,17 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define EINPROGRESS 115
 #define EISCONN 106
 
-/* Load-time knobs, set from Go through CollectionSpec.Variables. */
-volatile const __u32 chunk_size = 4096;           /* 1..MAX_CHUNK_SIZE */
-volatile const __u64 capture_limit = 1ULL << 20;  /* budget per conn and direction (see report_data); 0 = unlimited */
-volatile const __u32 capture_payload = 1;         /* 0: events carry sizes and metrics, never payload */
-volatile const __u32 max_frame_copy = 64 << 10;   /* HTTP/2 non-DATA frame payloads copied up to this */
-volatile const __u8 socket_tier = 0;              /* 1: connections come from the socket tier's hooks */
+/* Load-time knobs, set from Go through CollectionSpec.Variables:
+ * chunk_size      1..MAX_CHUNK_SIZE;
+ * capture_limit   budget per connection and direction (see report_data), 0 = unlimited;
+ * capture_payload 0: events carry sizes and metrics, never payload;
+ * max_frame_copy  HTTP/2 non-DATA frame payloads are copied up to this;
+ * socket_tier     1: connections come from the socket tier's hooks. */
+volatile const __u32 chunk_size = 4096;
+volatile const __u64 capture_limit = 1ULL << 20;
+volatile const __u32 capture_payload = 1;
+volatile const __u32 max_frame_copy = 64 << 10;
+volatile const __u8 socket_tier = 0;
 
 /* HTTP/2 DATA payloads up to this many bytes are copied even past the
  * budget: a data event's header is about this large, so copying is cheaper
@@ -123,8 +128,9 @@ struct walk_state {
 	__u8 hdr_have;   /* 0..8: header bytes seen; 9: in the payload */
 	__u8 skip_reason;
 	__u8 _pad[5];
-	__u8 hdr[24];    /* the frame header being collected (9 used; room for
-			  * the verifier's bound on a read at hdr_have) */
+	/* The frame header being collected (9 used; room for the verifier's
+	 * bound on a read at hdr_have). */
+	__u8 hdr[24];
 };
 
 /* Per-connection state, keyed by tgid << 32 | fd in the syscall tier and by
@@ -138,8 +144,8 @@ struct conn_state {
 	__u64 bytes[2];    /* stream offset per direction (= bytes moved) */
 	__u64 captured[2]; /* payload bytes emitted per direction */
 	__u8 role;
-	__u8 pending;      /* socket tier: open not reported yet (first I/O will) */
-	__u8 closed;       /* socket tier: close reported, socket not yet gone */
+	__u8 pending; /* socket tier: open not reported yet (first I/O will) */
+	__u8 closed;  /* socket tier: close reported, socket not yet gone */
 	__u8 _pad[5];
 	struct walk_state walk[2];
 };
@@ -240,20 +246,20 @@ struct chunk_loop {
 	__u64 budget;   /* bytes this direction may still copy (unknown protocols,
 			 * HTTP/2 DATA payloads); ~0 = unlimited */
 	__u64 seq;
-	__u64 offset;   /* stream offset of the event being gathered */
+	__u64 offset; /* stream offset of the event being gathered */
 	__u64 captured;
-	__u64 pos;      /* stream offset of the next byte walked */
+	__u64 pos;                /* stream offset of the next byte walked */
 	__u64 body_from, body_to; /* HTTP/1 hint: skipped body range */
 	__u32 iov_idx;
 	__u32 iov_cnt;
-	__u32 stop;     /* skip_reason that ended the walk early, or 0 */
-	__u32 events;   /* events emitted */
+	__u32 stop;   /* skip_reason that ended the walk early, or 0 */
+	__u32 events; /* events emitted */
 	/* The event being gathered: cover stream bytes, the first fill copied. */
 	__u32 cover;
 	__u32 fill;
-	__u8 skip;      /* skip_reason of the gathered event's suffix */
-	__u8 h1;        /* user space hinted HTTP/1 */
-	__u8 tail;      /* out of events: the rest is skipped, still walked */
+	__u8 skip;       /* skip_reason of the gathered event's suffix */
+	__u8 h1;         /* user space hinted HTTP/1 */
+	__u8 tail;       /* out of events: the rest is skipped, still walked */
 	__u8 budget_hit; /* a run was skipped for the budget */
 	__u8 _pad[4];
 	struct walk_state w;
@@ -480,8 +486,8 @@ static __always_inline void fill_sock_stats(struct sock_stats *st, struct sock *
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return;
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	st->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;  /* stored << 3 */
-	st->mdev_us = BPF_CORE_READ(tp, mdev_us) >> 2;  /* stored << 2 */
+	st->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3; /* stored << 3 */
+	st->mdev_us = BPF_CORE_READ(tp, mdev_us) >> 2; /* stored << 2 */
 	st->total_retrans = BPF_CORE_READ(tp, total_retrans);
 	st->measured |= METRIC_RTT | METRIC_RETRANSMITS;
 }
@@ -492,8 +498,8 @@ static __always_inline void fill_sock_stats(struct sock_stats *st, struct sock *
  * connect has already cleared it from the socket by the time it returns.
  */
 static __always_inline void fill_conn(struct conn_event *e, __u8 type, const struct conn_state *cs,
-				      const struct syscall_args *a, __u8 syscall, __s32 fd,
-				      __u64 sk_ptr, __u64 end_ns, long ret)
+				      const struct syscall_args *a, __u8 syscall, __s32 fd, __u64 sk_ptr,
+				      __u64 end_ns, long ret)
 {
 	struct sock *sk = (struct sock *)sk_ptr;
 
@@ -548,9 +554,8 @@ static __always_inline void fill_conn(struct conn_event *e, __u8 type, const str
  */
 #define RB_FLAGS BPF_RB_NO_WAKEUP
 
-static __always_inline void emit_conn(__u8 type, const struct conn_state *cs,
-				      const struct syscall_args *a, __u8 syscall, __s32 fd,
-				      __u64 sk_ptr, __u64 end_ns, long ret)
+static __always_inline void emit_conn(__u8 type, const struct conn_state *cs, const struct syscall_args *a,
+				      __u8 syscall, __s32 fd, __u64 sk_ptr, __u64 end_ns, long ret)
 {
 	struct conn_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -579,8 +584,8 @@ static __always_inline struct conn_state *open_conn(__u64 key, __u64 conn_id, __
 }
 
 /* Records which connection socket sk carries, for the socket-context hooks. */
-static __always_inline void track_sock(__u64 sk, const struct conn_state *cs,
-				       const struct syscall_args *a, __s32 fd, bool connecting)
+static __always_inline void track_sock(__u64 sk, const struct conn_state *cs, const struct syscall_args *a,
+				       __s32 fd, bool connecting)
 {
 	struct sock_conn sc = {
 		.conn_id = cs->conn_id,
@@ -758,7 +763,8 @@ static long walk_step(__u32 i, void *ctx)
 			l->stop = SKIP_IOV_LIMIT;
 			return 1;
 		}
-		if (bpf_probe_read_user(&v, sizeof(v), (const void *)(l->iov + (__u64)l->iov_idx * sizeof(v)))) {
+		if (bpf_probe_read_user(&v, sizeof(v),
+					(const void *)(l->iov + (__u64)l->iov_idx * sizeof(v)))) {
 			l->stop = SKIP_READ_FAILED;
 			return 1;
 		}
@@ -995,8 +1001,8 @@ static __always_inline __u8 stop_drop(__u32 skip)
  * the socket cookie in the socket tier; cs its state there if the caller
  * looked it up already (else NULL), now the operation's end.
  */
-static __always_inline void report_data_of(struct syscall_args *a, long ret, __u8 dir, __u8 syscall, __u8 label,
-					   __u64 key, struct conn_state *cs, __u64 now)
+static __always_inline void report_data_of(struct syscall_args *a, long ret, __u8 dir, __u8 syscall,
+					   __u8 label, __u64 key, struct conn_state *cs, __u64 now)
 {
 	struct data_scratch *s;
 	struct chunk_loop *l;
@@ -1230,16 +1236,16 @@ static __always_inline int data_exit(long ret, __u8 dir, __u8 syscall)
 }
 
 /* read/write family: args are (fd, buf or iovec or msghdr, count or vlen). */
-#define DATA_HOOKS(name, id, dir)                                                    \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                  \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                      \
-	{                                                                            \
-		return data_enter(id, ctx->args[0], ctx->args[1], ctx->args[2]);     \
-	}                                                                            \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                   \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx)                        \
-	{                                                                            \
-		return data_exit(ctx->ret, dir, id);                                 \
+#define DATA_HOOKS(name, id, dir)                                                \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                              \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                  \
+	{                                                                        \
+		return data_enter(id, ctx->args[0], ctx->args[1], ctx->args[2]); \
+	}                                                                        \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                               \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)                    \
+	{                                                                        \
+		return data_exit(ctx->ret, dir, id);                             \
 	}
 
 DATA_HOOKS(read, SYS_READ, DIR_INGRESS)
@@ -1317,7 +1323,7 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
-	struct conn_state *cs, failed = { .role = ROLE_CLIENT };
+	struct conn_state *cs, failed = {.role = ROLE_CLIENT};
 	struct syscall_args a;
 	long ret = ctx->ret;
 	bool same;
@@ -1735,7 +1741,8 @@ static __always_inline bool sock_is_tcp(const struct sock *sk)
 	__u16 protocol = sk->sk_protocol;
 	__u16 family = sk->__sk_common.skc_family;
 
-	return (protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP) && (family == AF_INET || family == AF_INET6);
+	return (protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP) &&
+	       (family == AF_INET || family == AF_INET6);
 }
 
 static __always_inline void fill_addrs(struct conn_event *e, const struct sock *sk)
@@ -1882,16 +1889,15 @@ static __always_inline void socket_tier_state(const struct sock *sk, int oldstat
 	}
 
 	if (!cs->closed &&
-	    (newstate == TCP_CLOSE ||
-	     ((newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) &&
-	      BPF_CORE_READ(sk, sk_shutdown) == SHUTDOWN_MASK))) {
+	    (newstate == TCP_CLOSE || ((newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) &&
+				       BPF_CORE_READ(sk, sk_shutdown) == SHUTDOWN_MASK))) {
 		if (cs->pending) {
 			/* Never used for I/O: reported now, with the
 			 * closing process if this is its thread. */
 			if (!sc->proc.tgid)
 				sock_proc(&sc->proc, pod, netns);
-			sock_emit(EVENT_CONN_OPEN, sk, cs, sc, cs->role == ROLE_SERVER ? SYS_ACCEPT : SYS_CONNECT,
-				  sc->start_ns, 0);
+			sock_emit(EVENT_CONN_OPEN, sk, cs, sc,
+				  cs->role == ROLE_SERVER ? SYS_ACCEPT : SYS_CONNECT, sc->start_ns, 0);
 			cs->pending = 0;
 		}
 		sc->start_ns = now;
@@ -2123,8 +2129,8 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
 		if (sc) {
 			sc->fd = op.fd;
 			fill_proc(&sc->proc, pod, netns);
-			sock_emit(EVENT_CONN_OPEN, sk, cs, sc, cs->role == ROLE_SERVER ? SYS_ACCEPT : SYS_CONNECT,
-				  a->start_ns, 0);
+			sock_emit(EVENT_CONN_OPEN, sk, cs, sc,
+				  cs->role == ROLE_SERVER ? SYS_ACCEPT : SYS_CONNECT, a->start_ns, 0);
 		}
 		cs->pending = 0;
 	}
@@ -2380,7 +2386,7 @@ int BPF_PROG(on_retransmit, const struct sock *sk, const struct sk_buff *skb)
  */
 static __always_inline void count_pod_drop(__u32 pod, __u32 reason)
 {
-	struct pod_drop_key k = { .pod_id = pod, .reason = reason };
+	struct pod_drop_key k = {.pod_id = pod, .reason = reason};
 	__u64 one = 1, *v = bpf_map_lookup_elem(&pod_drops, &k);
 
 	if (v) {
@@ -2511,7 +2517,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
  */
 static __always_inline int count_dev(struct __sk_buff *skb, __u32 ingress)
 {
-	struct dev_key k = { .ifindex = skb->ifindex, .ingress = ingress };
+	struct dev_key k = {.ifindex = skb->ifindex, .ingress = ingress};
 	struct dev_counters *c = bpf_map_lookup_elem(&pod_dev, &k);
 
 	if (c) {
@@ -2555,7 +2561,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct rx_stamp);
 } rx_stamps SEC(".maps");
-
 
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(on_netif_receive, struct sk_buff *skb)

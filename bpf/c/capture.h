@@ -62,10 +62,10 @@ enum syscall_id {
 	SYS_SENDMMSG,
 	SYS_RECVMMSG,
 	SYS_SENDFILE,
-	SYS_SPLICE,    /* socket tier: splice/vmsplice into or out of a socket */
-	SYS_IO_URING,  /* socket tier: an io_uring operation */
-	SYS_SSL_WRITE, /* TLS set: plaintext of SSL_write/SSL_write_ex (tls.bpf.c) */
-	SYS_SSL_READ,  /* TLS set: plaintext of SSL_read/SSL_read_ex */
+	SYS_SPLICE,       /* socket tier: splice/vmsplice into or out of a socket */
+	SYS_IO_URING,     /* socket tier: an io_uring operation */
+	SYS_SSL_WRITE,    /* TLS set: plaintext of SSL_write/SSL_write_ex (tls.bpf.c) */
+	SYS_SSL_READ,     /* TLS set: plaintext of SSL_read/SSL_read_ex */
 	SYS_GO_TLS_WRITE, /* TLS set: plaintext of Go crypto/tls (*Conn).Write */
 	SYS_GO_TLS_READ,  /* TLS set: plaintext of Go crypto/tls (*Conn).Read */
 };
@@ -76,33 +76,33 @@ enum syscall_id {
  * "DROP_" and lowercasing (DROP_RINGBUF_FULL -> "ringbuf_full").
  */
 enum drop_reason {
-	DROP_RINGBUF_FULL = 0,    /* ring buffer full: record dropped, Seq gap */
-	DROP_CHUNK_TRUNCATED,     /* syscall moved more than MAX_CHUNKS chunks: rest size-only */
-	DROP_CAPTURE_LIMIT,       /* per-connection capture limit reached: size-only */
-	DROP_IOV_LIMIT,           /* more iovecs than MAX_IOVECS: rest size-only */
-	DROP_MMSG_PAYLOAD,        /* send/recvmmsg message size-only: after the first (syscall tier),
+	DROP_RINGBUF_FULL = 0,   /* ring buffer full: record dropped, Seq gap */
+	DROP_CHUNK_TRUNCATED,    /* syscall moved more than MAX_CHUNKS chunks: rest size-only */
+	DROP_CAPTURE_LIMIT,      /* per-connection capture limit reached: size-only */
+	DROP_IOV_LIMIT,          /* more iovecs than MAX_IOVECS: rest size-only */
+	DROP_MMSG_PAYLOAD,       /* send/recvmmsg message size-only: after the first (syscall tier),
 				   * or its place in the vector not trusted (socket tier) */
-	DROP_MMSG_LIMIT,          /* more than MAX_MMSGS messages: bytes not counted */
-	DROP_READ_USER_FAILED,    /* user memory not readable: size-only */
-	DROP_CONN_MAP_FULL,       /* connection state could not be stored */
-	DROP_ARGS_MAP_FULL,       /* syscall arguments could not be stored (task storage
+	DROP_MMSG_LIMIT,         /* more than MAX_MMSGS messages: bytes not counted */
+	DROP_READ_USER_FAILED,   /* user memory not readable: size-only */
+	DROP_CONN_MAP_FULL,      /* connection state could not be stored */
+	DROP_ARGS_MAP_FULL,      /* syscall arguments could not be stored (task storage
 				   * not allocated, or busy in a nested program): syscall missed */
-	DROP_PROC_MAP_FULL,       /* process could not be stored */
-	DROP_SOCK_MAP_FULL,       /* socket -> connection entry could not be stored:
+	DROP_PROC_MAP_FULL,      /* process could not be stored */
+	DROP_SOCK_MAP_FULL,      /* socket -> connection entry could not be stored:
 				   * no connect-failure or drop attribution for it */
-	DROP_DROP_SLOTS_FULL,     /* more distinct drop reasons than slots: count lost */
-	DROP_POD_DROPS_MAP_FULL,  /* per-pod drop counter could not be created */
-	DROP_RX_STAMP_MAP_FULL,   /* received skb could not be stamped */
-	DROP_RX_UNSTAMPED,        /* a read copied from an skb without both base stamps */
-	DROP_RX_TIMES_MAP_FULL,   /* richer tier: received skb's L3/L4 times could not be stored */
-	DROP_RX_UNTIMED,          /* richer tier: a read copied from an skb without complete
+	DROP_DROP_SLOTS_FULL,    /* more distinct drop reasons than slots: count lost */
+	DROP_POD_DROPS_MAP_FULL, /* per-pod drop counter could not be created */
+	DROP_RX_STAMP_MAP_FULL,  /* received skb could not be stamped */
+	DROP_RX_UNSTAMPED,       /* a read copied from an skb without both base stamps */
+	DROP_RX_TIMES_MAP_FULL,  /* richer tier: received skb's L3/L4 times could not be stored */
+	DROP_RX_UNTIMED,         /* richer tier: a read copied from an skb without complete
 				   * L3/L4 times (see tier.bpf.c): its read claims no L3/L4 */
-	DROP_H2_FRAME_LIMIT,      /* HTTP/2 non-DATA frame larger than max_frame_copy: size-only */
-	DROP_H2_DESYNC,           /* HTTP/2 walker lost the frame boundaries: the direction
+	DROP_H2_FRAME_LIMIT,     /* HTTP/2 non-DATA frame larger than max_frame_copy: size-only */
+	DROP_H2_DESYNC,          /* HTTP/2 walker lost the frame boundaries: the direction
 				   * falls back to the capture budget for good */
-	DROP_UNCAPTURED_OP,       /* socket tier: socket I/O not through a user buffer syscall
+	DROP_UNCAPTURED_OP,      /* socket tier: socket I/O not through a user buffer syscall
 				   * (sendfile, splice, io_uring, kernel thread, MSG_TRUNC): size-only */
-	DROP_TLS_UNLINKED,        /* TLS set: an SSL call's plaintext whose TCP connection was
+	DROP_TLS_UNLINKED,       /* TLS set: an SSL call's plaintext whose TCP connection was
 				   * not found (no socket I/O seen for its SSL object): lost */
 	DROP_MAX,
 };
@@ -115,17 +115,17 @@ enum drop_reason {
  */
 enum skip_reason {
 	SKIP_NONE = 0,
-	SKIP_H2_DATA,      /* HTTP/2 DATA payload the walker skipped: benign */
-	SKIP_BODY,         /* HTTP/1 body range user space hinted: benign */
-	SKIP_BUDGET,       /* unclassified connection past its capture budget */
-	SKIP_FRAME_LIMIT,  /* HTTP/2 non-DATA frame larger than max_frame_copy */
-	SKIP_CHUNK_LIMIT,  /* syscall needed more than MAX_CHUNKS events or walker steps */
-	SKIP_IOV_LIMIT,    /* more iovec segments than MAX_IOVECS */
-	SKIP_MMSG,         /* sendmmsg/recvmmsg message not walked (see DROP_MMSG_PAYLOAD) */
-	SKIP_READ_FAILED,  /* user memory not readable */
-	SKIP_SENDFILE,     /* sendfile: the bytes came from a file */
-	SKIP_NO_PAYLOAD,   /* payload capture is off (bpf.payload=false) */
-	SKIP_NOT_USER,     /* socket tier: the op's registers name no user buffer of it
+	SKIP_H2_DATA,     /* HTTP/2 DATA payload the walker skipped: benign */
+	SKIP_BODY,        /* HTTP/1 body range user space hinted: benign */
+	SKIP_BUDGET,      /* unclassified connection past its capture budget */
+	SKIP_FRAME_LIMIT, /* HTTP/2 non-DATA frame larger than max_frame_copy */
+	SKIP_CHUNK_LIMIT, /* syscall needed more than MAX_CHUNKS events or walker steps */
+	SKIP_IOV_LIMIT,   /* more iovec segments than MAX_IOVECS */
+	SKIP_MMSG,        /* sendmmsg/recvmmsg message not walked (see DROP_MMSG_PAYLOAD) */
+	SKIP_READ_FAILED, /* user memory not readable */
+	SKIP_SENDFILE,    /* sendfile: the bytes came from a file */
+	SKIP_NO_PAYLOAD,  /* payload capture is off (bpf.payload=false) */
+	SKIP_NOT_USER,    /* socket tier: the op's registers name no user buffer of it
 			    * (splice, io_uring, kernel thread, MSG_TRUNC) */
 	SKIP_MAX,
 };
@@ -173,21 +173,21 @@ struct drop_slot {
  * the net/tcp/skb tracepoints that fire on the syscall's own thread for
  * skbs of its socket. */
 struct send_metrics {
-	__u32 measured;    /* METRIC_* bits */
-	__u32 packets;     /* skbs queued to a device (net_dev_queue) */
+	__u32 measured; /* METRIC_* bits */
+	__u32 packets;  /* skbs queued to a device (net_dev_queue) */
 	__u64 packet_bytes;
-	__u32 retrans;     /* tcp_retransmit_skb on this socket, this thread */
-	__u32 ifindex;     /* device of the last packet */
-	__u64 l2_ns;       /* sum over packets of net_dev_queue -> net_dev_xmit */
-	__u64 ready_ns;    /* ... net_dev_queue -> net_dev_start_xmit */
-	__u64 device_ns;   /* ... net_dev_start_xmit -> net_dev_xmit */
-	__u32 xmit_seen;   /* packets whose whole device path ran on this thread */
-	__u32 nf_count;    /* fentry/kprobe tier: nf_hook_slow calls */
-	__u64 nf_ns;       /* ... and their time */
-	__u64 l4_ns;       /* ... time in tcp_sendmsg */
-	__u64 l3_ns;       /* ... time in __ip_queue_xmit */
-	__u64 arp_ns;      /* ... time in neigh_resolve_output */
-	__u32 arp_count;   /* ... its calls */
+	__u32 retrans;   /* tcp_retransmit_skb on this socket, this thread */
+	__u32 ifindex;   /* device of the last packet */
+	__u64 l2_ns;     /* sum over packets of net_dev_queue -> net_dev_xmit */
+	__u64 ready_ns;  /* ... net_dev_queue -> net_dev_start_xmit */
+	__u64 device_ns; /* ... net_dev_start_xmit -> net_dev_xmit */
+	__u32 xmit_seen; /* packets whose whole device path ran on this thread */
+	__u32 nf_count;  /* fentry/kprobe tier: nf_hook_slow calls */
+	__u64 nf_ns;     /* ... and their time */
+	__u64 l4_ns;     /* ... time in tcp_sendmsg */
+	__u64 l3_ns;     /* ... time in __ip_queue_xmit */
+	__u64 arp_ns;    /* ... time in neigh_resolve_output */
+	__u32 arp_count; /* ... its calls */
 	__u32 _pad;
 	struct drop_slot drops[SYSCALL_DROP_SLOTS];
 };
@@ -199,20 +199,20 @@ struct send_metrics {
  * the skbs the read copied from, once per skb. */
 struct recv_metrics {
 	__u32 measured;
-	__u32 packets;      /* distinct skbs copied from */
-	__u64 packet_bytes; /* bytes copied */
-	__u32 ifindex;      /* receiving device of the last stamped skb */
-	__u32 unstamped;    /* skbs without both stamps (e.g. arrived in the handshake) */
-	__u64 to_queue_ns;  /* sum: device receive -> TCP receive */
+	__u32 packets;       /* distinct skbs copied from */
+	__u64 packet_bytes;  /* bytes copied */
+	__u32 ifindex;       /* receiving device of the last stamped skb */
+	__u32 unstamped;     /* skbs without both stamps (e.g. arrived in the handshake) */
+	__u64 to_queue_ns;   /* sum: device receive -> TCP receive */
 	__u64 from_queue_ns; /* sum: TCP receive -> copied to the reader */
-	__u64 last_skb;     /* last skb counted, so partial copies count once */
+	__u64 last_skb;      /* last skb counted, so partial copies count once */
 	/* fentry/kprobe tier, IPv6 through ipv6_rcv, ip6_input, tcp_v6_rcv: */
-	__u64 l3_ns;        /* l3_recv_ns + l3_local_ns */
-	__u64 l3_recv_ns;   /* ip_rcv -> ip_local_deliver (routing, PRE_ROUTING hooks) */
-	__u64 l3_local_ns;  /* ip_local_deliver -> tcp_v4_rcv (LOCAL_IN hooks) */
-	__u64 l4_ns;        /* time in tcp_v4_rcv */
-	__u64 nf_ns;        /* time in nf_hook_slow for the skbs on their way up */
-	__u32 nf_count;     /* its calls */
+	__u64 l3_ns;       /* l3_recv_ns + l3_local_ns */
+	__u64 l3_recv_ns;  /* ip_rcv -> ip_local_deliver (routing, PRE_ROUTING hooks) */
+	__u64 l3_local_ns; /* ip_local_deliver -> tcp_v4_rcv (LOCAL_IN hooks) */
+	__u64 l4_ns;       /* time in tcp_v4_rcv */
+	__u64 nf_ns;       /* time in nf_hook_slow for the skbs on their way up */
+	__u32 nf_count;    /* its calls */
 	__u32 _pad;
 };
 
@@ -287,8 +287,8 @@ struct data_event {
 	__u8 syscall;
 	__u8 truncated;
 	__s32 fd;
-	__u8 last;   /* last event of its syscall: carries the metrics */
-	__u8 skip;   /* enum skip_reason of the uncaptured suffix (size - captured) */
+	__u8 last; /* last event of its syscall: carries the metrics */
+	__u8 skip; /* enum skip_reason of the uncaptured suffix (size - captured) */
 	__u8 _pad0[6];
 	__u64 conn_id;
 	__u64 seq;    /* per connection and direction, from 0 */
@@ -320,8 +320,8 @@ struct process_event {
  * counted in that syscall's send_metrics instead, so each is reported once. */
 struct retransmit_event {
 	__u8 type;
-	__u8 state;  /* TCP state of the socket (TCP_ESTABLISHED, ...) */
-	__u16 segs;  /* segments the retransmitted skb carried */
+	__u8 state; /* TCP state of the socket (TCP_ESTABLISHED, ...) */
+	__u16 segs; /* segments the retransmitted skb carried */
 	__u8 _pad[4];
 	__u64 conn_id;
 	__u64 ts;

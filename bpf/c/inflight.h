@@ -20,22 +20,22 @@
  */
 struct syscall_args {
 	__u64 start_ns;
-	__u64 sk;       /* struct sock * of fd, resolved at enter */
-	__u64 buf;      /* buffer, iovec array, msghdr or mmsghdr vector */
+	__u64 sk;  /* struct sock * of fd, resolved at enter */
+	__u64 buf; /* buffer, iovec array, msghdr or mmsghdr vector */
 	__u64 netns;
-	__u32 count;    /* iovcnt or vlen */
+	__u32 count; /* iovcnt or vlen */
 	__s32 fd;
 	__u32 pod_id;
 	__u8 syscall;
-	__u8 window;    /* socket tier: the metrics below are an op window's */
+	__u8 window; /* socket tier: the metrics below are an op window's */
 	__u8 _pad[2];
-	__u8 addr[28];  /* connect: the sockaddr asked for */
+	__u8 addr[28]; /* connect: the sockaddr asked for */
 	__u32 _pad2;
 	/* Send syscalls: what the tracepoints saw happen to this socket's
 	 * skbs on this thread while the syscall ran (see the metrics section). */
-	__u64 cur_skb;   /* the packet now in the device path */
-	__u64 queue_ts;  /* its net_dev_queue */
-	__u64 start_ts;  /* its net_dev_start_xmit */
+	__u64 cur_skb;  /* the packet now in the device path */
+	__u64 queue_ts; /* its net_dev_queue */
+	__u64 start_ts; /* its net_dev_start_xmit */
 	/* Richer tiers: entry times of the functions being timed, and the
 	 * packets netfilter and neighbour resolution are timed for (an exit
 	 * matches its entry by the skb pointer: the skb itself may be gone). */
@@ -57,8 +57,9 @@ struct syscall_args {
 	};
 };
 
-#define OP_METRICS_SIZE \
-	(sizeof(struct send_metrics) > sizeof(struct recv_metrics) ? sizeof(struct send_metrics) : sizeof(struct recv_metrics))
+#define OP_METRICS_SIZE                                                                            \
+	(sizeof(struct send_metrics) > sizeof(struct recv_metrics) ? sizeof(struct send_metrics) : \
+								     sizeof(struct recv_metrics))
 
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
@@ -110,6 +111,5 @@ static __always_inline __attribute__((unused)) struct syscall_args *send_of(__u6
 	}
 	return NULL;
 }
-
 
 #endif /* WEIR_INFLIGHT_H */

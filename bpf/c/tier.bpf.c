@@ -165,15 +165,15 @@ static __always_inline void arp_exit(__u64 skb, bool know_skb)
 
 /* A received skb's times, from its softirq to the read that copies it. */
 struct rx_times {
-	__u64 local_ts;  /* ip_local_deliver / ip6_input entry */
-	__u64 l4_ts;     /* tcp_v4_rcv / tcp_v6_rcv entry */
-	__u64 recv_ns;   /* ip_rcv entry -> ip_local_deliver entry (have_recv) */
-	__u64 local_ns;  /* ip_local_deliver entry -> tcp_v4_rcv entry */
-	__u64 l4_ns;     /* tcp_v4_rcv entry -> exit */
-	__u64 nf_ns;     /* nf_hook_slow on this skb, PRE_ROUTING and LOCAL_IN */
+	__u64 local_ts; /* ip_local_deliver / ip6_input entry */
+	__u64 l4_ts;    /* tcp_v4_rcv / tcp_v6_rcv entry */
+	__u64 recv_ns;  /* ip_rcv entry -> ip_local_deliver entry (have_recv) */
+	__u64 local_ns; /* ip_local_deliver entry -> tcp_v4_rcv entry */
+	__u64 l4_ns;    /* tcp_v4_rcv entry -> exit */
+	__u64 nf_ns;    /* nf_hook_slow on this skb, PRE_ROUTING and LOCAL_IN */
 	__u32 nf_count;
-	__u8 have_recv;  /* came through ip_rcv (not ip_list_rcv) */
-	__u8 stage;      /* RX_LOCAL, RX_L4, RX_DONE, RX_COPIED */
+	__u8 have_recv; /* came through ip_rcv (not ip_list_rcv) */
+	__u8 stage;     /* RX_LOCAL, RX_L4, RX_DONE, RX_COPIED */
 	__u8 _pad[2];
 };
 
@@ -199,16 +199,16 @@ struct {
  * nf_hook_slow belongs to, for kretprobes (they do not see arguments).
  * Softirqs do not nest on a CPU, so one slot of each suffices. */
 struct rx_cpu {
-	__u64 rcv_skb;      /* skb inside this CPU's ip_rcv */
-	__u64 rcv_ts;       /* its ip_rcv entry */
-	__u64 rcv_nf_ns;    /* its PRE_ROUTING netfilter time and passes */
+	__u64 rcv_skb;   /* skb inside this CPU's ip_rcv */
+	__u64 rcv_ts;    /* its ip_rcv entry */
+	__u64 rcv_nf_ns; /* its PRE_ROUTING netfilter time and passes */
 	__u32 rcv_nf_count;
-	__u8 rcv_tracked;   /* it was received in an enrolled namespace */
-	__u8 rcv_local;     /* it reached ip_local_deliver: rx_times has it */
-	__u8 nf_pre;        /* the running nf_hook_slow is a PRE_ROUTING one */
+	__u8 rcv_tracked; /* it was received in an enrolled namespace */
+	__u8 rcv_local;   /* it reached ip_local_deliver: rx_times has it */
+	__u8 nf_pre;      /* the running nf_hook_slow is a PRE_ROUTING one */
 	__u8 _pad;
-	__u64 l4_skb;       /* skb of the running tcp_v4_rcv, if tracked */
-	__u64 nf_skb;       /* skb of the running nf_hook_slow, if tracked */
+	__u64 l4_skb; /* skb of the running tcp_v4_rcv, if tracked */
+	__u64 nf_skb; /* skb of the running nf_hook_slow, if tracked */
 	__u64 nf_ts;
 };
 

@@ -43,19 +43,19 @@ enum call_kind {
 
 /* An SSL call in flight on a thread, from entry to return. */
 struct ssl_call {
-	__u64 ssl;       /* SSL * */
-	__u64 buf;       /* plaintext buffer */
-	__u64 out_len;   /* _ex: size_t * receiving the bytes moved; else 0 */
-	__u64 cookie;    /* socket the call moved bytes on, 0 until seen */
+	__u64 ssl;     /* SSL * */
+	__u64 buf;     /* plaintext buffer */
+	__u64 out_len; /* _ex: size_t * receiving the bytes moved; else 0 */
+	__u64 cookie;  /* socket the call moved bytes on, 0 until seen */
 	__u64 sk;
 	__u64 start_ns;
 	__u64 netns;
 	__u32 pod_id;
-	__u8 dir;        /* enum direction */
-	__u8 kind;       /* enum call_kind */
-	__u8 reported;   /* Go write: reported at its first socket send */
+	__u8 dir;      /* enum direction */
+	__u8 kind;     /* enum call_kind */
+	__u8 reported; /* Go write: reported at its first socket send */
 	__u8 _pad[1];
-	__u64 len;       /* Go write: bytes asked to be written */
+	__u64 len; /* Go write: bytes asked to be written */
 };
 
 /* pid_tgid -> the thread's SSL call. LRU: a thread killed inside a call
