@@ -797,6 +797,14 @@ func (p *Parser) request(d *dir, x *exchange, h *fields, n int, end event.Timest
 }
 
 func (p *Parser) trace(d *dir, r *record.Record) {
+	if d.trace.Empty() {
+		// No trace header, as in most requests: the context is the zero
+		// one, and a context Result returns is zero unless its Kind is set.
+		if r.Trace.Kind != tracectx.KindNone {
+			r.Trace = tracectx.Context{}
+		}
+		return
+	}
 	ctx, bad := d.trace.Result()
 	if bad > 0 {
 		p.stats.TraceMalformed.Add(uint64(bad))
