@@ -38,42 +38,102 @@ func (h *fields) parse(b []byte, tc *tracectx.Collector) bool {
 		if c <= 0 {
 			return false
 		}
-		name, value := line[:c], trimOWS(line[c+1:])
-		switch len(name) {
-		case 4:
-			if equalFold(name, "host") {
-				h.host = value
-				continue
-			}
-		case 7:
-			if equalFold(name, "upgrade") {
-				h.upgrade = value
-				continue
-			}
-		case 10:
-			if equalFold(name, "connection") {
-				if containsToken(value, "upgrade") {
-					h.connUpgrade = true
-				}
-				continue
-			}
-		case 14:
-			if equalFold(name, "content-length") {
-				n, ok := parseDec(value)
-				if !ok || (h.contentLength >= 0 && h.contentLength != n) {
-					return false
-				}
-				h.contentLength = n
-				continue
-			}
-		case 17:
-			if equalFold(name, "transfer-encoding") {
-				h.chunked = lastTokenIs(value, "chunked")
-				continue
-			}
+		if !h.field(line[:c], trimOWS(line[c+1:]), tc) {
+			return false
 		}
-		tc.Observe(name, value)
 	}
+	return true
+}
+
+// scanHead is sectionEnd and parse in one pass, for what nearly every
+// message is: a whole header section at the start of b, every line of it
+// ending in CRLF, no line folded. It skips the start line, parses the field
+// lines as parse does and returns the section's length through its blank
+// line. For anything else (no complete section yet, a bare LF, a folded or
+// malformed line) it returns -1, perhaps having offered some fields to tc,
+// and the caller takes the general path, sectionEnd then parse, which
+// agrees with scanHead wherever scanHead succeeds (FuzzScanHead checks it).
+//
+// It looks for each line's end once, where the general path searches every
+// line twice for its LF and once more for its colon; names are short, so
+// the colon is found by a plain loop.
+func (h *fields) scanHead(b []byte, tc *tracectx.Collector) int {
+	*h = fields{contentLength: -1}
+	i := bytes.IndexByte(b, '\n')
+	if i < 2 || b[i-1] != '\r' {
+		return -1
+	}
+	for i++; ; {
+		// b[i:] starts a line.
+		if i >= len(b) || b[i] == ' ' || b[i] == '\t' {
+			return -1
+		}
+		if b[i] == '\r' {
+			if i+1 < len(b) && b[i+1] == '\n' {
+				return i + 2
+			}
+			return -1
+		}
+		c := i
+		for c < len(b) && b[c] != ':' && b[c] != '\n' {
+			c++
+		}
+		if c >= len(b) || b[c] != ':' || c == i {
+			return -1
+		}
+		j := bytes.IndexByte(b[c+1:], '\n')
+		if j < 0 {
+			return -1
+		}
+		e := c + 1 + j // the line's LF
+		if b[e-1] != '\r' {
+			return -1
+		}
+		if !h.field(b[i:c], trimOWS(b[c+1:e-1]), tc) {
+			return -1
+		}
+		i = e + 1
+	}
+}
+
+// field takes one field line's name and value (without surrounding
+// whitespace). It reports false for a Content-Length that is invalid or
+// conflicts with an earlier one.
+func (h *fields) field(name, value []byte, tc *tracectx.Collector) bool {
+	switch len(name) {
+	case 4:
+		if equalFold(name, "host") {
+			h.host = value
+			return true
+		}
+	case 7:
+		if equalFold(name, "upgrade") {
+			h.upgrade = value
+			return true
+		}
+	case 10:
+		if equalFold(name, "connection") {
+			if containsToken(value, "upgrade") {
+				h.connUpgrade = true
+			}
+			return true
+		}
+	case 14:
+		if equalFold(name, "content-length") {
+			n, ok := parseDec(value)
+			if !ok || (h.contentLength >= 0 && h.contentLength != n) {
+				return false
+			}
+			h.contentLength = n
+			return true
+		}
+	case 17:
+		if equalFold(name, "transfer-encoding") {
+			h.chunked = lastTokenIs(value, "chunked")
+			return true
+		}
+	}
+	tc.Observe(name, value)
 	return true
 }
 

@@ -1,12 +1,14 @@
 package http1
 
 import (
-	"github.com/weirnet/weir/bpf/event"
+	"bytes"
 	"path/filepath"
 	"testing"
 
+	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/protocol/internal/capture"
 	"github.com/weirnet/weir/daemon/protocol/record"
+	"github.com/weirnet/weir/daemon/protocol/tracectx"
 )
 
 // FuzzHTTP1 feeds arbitrary request and response streams, cut and skipped
@@ -89,5 +91,44 @@ func FuzzHTTP1MidStream(f *testing.F) {
 			t.Fatalf("offsets %d/%d, moved %v", p.Offset(Request), p.Offset(Response), moved)
 		}
 		p.Close(ts + 1)
+	})
+}
+
+// FuzzScanHead holds the one-pass header scan to the general path it
+// stands in for: wherever scanHead finds a section, sectionEnd must find
+// the same one and parse must read the same fields and trace headers from
+// it; and parse must succeed there, since scanHead refuses what parse
+// refuses.
+func FuzzScanHead(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nUpgrade: h2c\r\nConnection: x, Upgrade\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nsw8: 1-abc\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\nHost: a\n\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\n\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast, slow fields
+		var fastTC, slowTC tracectx.Collector
+		n := fast.scanHead(b, &fastTC)
+		if n < 0 {
+			return
+		}
+		if want := sectionEnd(b, 0); n != want {
+			t.Fatalf("scanHead found a section of %d bytes, sectionEnd %d", n, want)
+		}
+		nl := bytes.IndexByte(b, '\n')
+		if !slow.parse(b[nl+1:n], &slowTC) {
+			t.Fatalf("scanHead took a section parse refuses: %q", b[:n])
+		}
+		if fast.contentLength != slow.contentLength || fast.chunked != slow.chunked ||
+			fast.connUpgrade != slow.connUpgrade || !bytes.Equal(fast.host, slow.host) ||
+			!bytes.Equal(fast.upgrade, slow.upgrade) || (fast.host == nil) != (slow.host == nil) ||
+			(fast.upgrade == nil) != (slow.upgrade == nil) {
+			t.Fatalf("fields differ: scanHead %+v, parse %+v", fast, slow)
+		}
+		if fastTC != slowTC {
+			t.Fatalf("trace headers differ: scanHead %+v, parse %+v", fastTC, slowTC)
+		}
 	})
 }

@@ -501,8 +501,16 @@ func (p *Parser) header(d *dir, b []byte, start, end event.Timestamp) (int, Swit
 	var sec []byte
 	used := 0
 	fromBuf := len(d.buf) > 0
+	var h fields
+	pre := false // h holds sec's fields, parsed by scanHead
 	if !fromBuf {
-		i := sectionEnd(b, 0)
+		d.trace.Reset()
+		// A section longer than the limit is refused below whichever
+		// path finds it: scanHead need not look further.
+		i := h.scanHead(b[:min(len(b), p.lim.MaxHeaderBytes)], &d.trace)
+		if pre = i >= 0; !pre {
+			i = sectionEnd(b, 0)
+		}
 		if i < 0 {
 			if len(b) > p.lim.MaxHeaderBytes {
 				p.stats.HeaderLimit.Add(1)
@@ -531,7 +539,11 @@ func (p *Parser) header(d *dir, b []byte, start, end event.Timestamp) (int, Swit
 		p.stats.HeaderLimit.Add(1)
 		return -1, Stay, nil
 	}
-	sw, ok := p.message(d, sec, end)
+	var hp *fields
+	if pre {
+		hp = &h
+	}
+	sw, ok := p.message(d, sec, hp, end)
 	d.buf, d.scan = d.buf[:0], 0
 	if sw == ToHTTP2 && d.side == Request {
 		// The HTTP/2 preface starts this section: hand over all of it.
@@ -608,7 +620,9 @@ func (p *Parser) begin(d *dir) *exchange {
 
 // message parses a complete header section. ok is false for a malformed
 // section or when the pending limit was hit (the direction is then opaque).
-func (p *Parser) message(d *dir, sec []byte, end event.Timestamp) (Switch, bool) {
+// pre, when not nil, holds the section's fields already parsed (scanHead),
+// their trace headers in d.trace.
+func (p *Parser) message(d *dir, sec []byte, pre *fields, end event.Timestamp) (Switch, bool) {
 	nl := bytes.IndexByte(sec, '\n')
 	line := trimCR(sec[:nl])
 	if d.side == Request && bytes.HasPrefix(line, []byte("PRI * HTTP/2.0")) && p.h2c != nil {
@@ -640,14 +654,18 @@ func (p *Parser) message(d *dir, sec []byte, end event.Timestamp) (Switch, bool)
 		d.cur = nil
 		return Stay, false
 	}
-	h := fields{}
-	d.trace.Reset()
-	if !h.parse(sec[nl+1:], &d.trace) {
-		if d.side == Request {
-			p.pending = p.pending[:len(p.pending)-1]
+	var h fields
+	if pre != nil {
+		h = *pre
+	} else {
+		d.trace.Reset()
+		if !h.parse(sec[nl+1:], &d.trace) {
+			if d.side == Request {
+				p.pending = p.pending[:len(p.pending)-1]
+			}
+			d.cur = nil
+			return Stay, false
 		}
-		d.cur = nil
-		return Stay, false
 	}
 	if d.side == Request {
 		if d.msgTurn && p.dirs[Response].st == stResync {
@@ -779,6 +797,14 @@ func (p *Parser) request(d *dir, x *exchange, h *fields, n int, end event.Timest
 }
 
 func (p *Parser) trace(d *dir, r *record.Record) {
+	if d.trace.Empty() {
+		// No trace header, as in most requests: the context is the zero
+		// one, and a context Result returns is zero unless its Kind is set.
+		if r.Trace.Kind != tracectx.KindNone {
+			r.Trace = tracectx.Context{}
+		}
+		return
+	}
 	ctx, bad := d.trace.Result()
 	if bad > 0 {
 		p.stats.TraceMalformed.Add(uint64(bad))

@@ -72,6 +72,11 @@ func (c *Collector) Reset() {
 	}
 }
 
+// Empty reports whether the collector kept no trace header since its
+// last Reset, so that Result would return the zero Context: what most
+// messages carry, answered without Result's work.
+func (c *Collector) Empty() bool { return c.seen == 0 }
+
 // Observe offers one header field. name may be in any case. It reports
 // whether the field was a trace header (and was kept).
 func (c *Collector) Observe(name, value []byte) bool {
