@@ -200,7 +200,9 @@ func (r *Report) Markdown() string {
 	if len(r.TLSArgs) > 0 {
 		p("HTTPS (nginx and h2load both on Debian's OpenSSL `libssl3`) runs only without Weir and with Weir as `%s`: TLS plaintext read by uprobes on `SSL_read`/`SSL_write`; its figures are reported, the issue sets them no target. ", strings.Join(r.TLSArgs, " "))
 	}
-	p("Hooks only = a second weir-daemon with every hook attached and an empty registry, so the two pods are unenrolled and every program returns at the netns filter: what Weir costs traffic it does not watch, with the default capture tier (socket where the kernel has it) and, in the same rounds, with `--bpf.capture-tier=syscall`. ")
+	if slices.ContainsFunc(r.Scenarios, func(s *Scenario) bool { return len(s.HooksOnly) > 0 }) || len(r.Unrelated) > 0 {
+		p("Hooks only = a second weir-daemon with every hook attached and an empty registry, so the two pods are unenrolled and every program returns at the netns filter: what Weir costs traffic it does not watch, with the default capture tier (socket where the kernel has it) and, in the same rounds, with `--bpf.capture-tier=syscall`. ")
+	}
 	p("%d rounds of %s per variant, the order rotating each round; every figure is the median over rounds, ", r.Rounds, r.Duration)
 	p("and every ratio compares medians from this same run; brackets give the range over rounds. ")
 	p("Machine load average (1 min) %s at the start, %s at the end.\n\n", r.LoadBefore, r.LoadAfter)
