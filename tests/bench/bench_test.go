@@ -72,7 +72,34 @@ type benchConfig struct {
 	// OAPFlag is the weir-daemon flag taking a SkyWalking OAP address
 	// (WEIR_BENCH_OAP_FLAG, default "oap"; empty disables export).
 	OAPFlag string
+	// Only is WEIR_BENCH_ONLY, the parts to run (benchParts), comma
+	// separated; nil runs them all. A developer proving one scenario
+	// works runs it alone instead of the whole bench.
+	Only map[string]bool
 }
+
+// benchParts are the names WEIR_BENCH_ONLY accepts: the load scenarios
+// (http1, h2c, https) and the other measurements.
+var benchParts = []string{"http1", "h2c", "https", "unrelated", "paced", "conns", "grpc"}
+
+// parseOnly reads WEIR_BENCH_ONLY: "" selects everything (nil).
+func parseOnly(v string) (map[string]bool, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	only := map[string]bool{}
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if !slices.Contains(benchParts, f) {
+			return nil, fmt.Errorf("unknown part %q: want a comma-separated list of %s", f, strings.Join(benchParts, ", "))
+		}
+		only[f] = true
+	}
+	return only, nil
+}
+
+// runs says whether the part is selected.
+func (c benchConfig) runs(part string) bool { return c.Only == nil || c.Only[part] }
 
 func loadConfig(t *testing.T, repo string) benchConfig {
 	t.Helper()
@@ -113,6 +140,11 @@ func loadConfig(t *testing.T, repo string) benchConfig {
 	if v := os.Getenv("WEIR_BENCH_REPORT"); v != "" {
 		c.Report = v
 	}
+	only, err := parseOnly(os.Getenv("WEIR_BENCH_ONLY"))
+	if err != nil {
+		t.Fatalf("WEIR_BENCH_ONLY: %v", err)
+	}
+	c.Only = only
 	c.ParserOut = os.Getenv("WEIR_BENCH_PARSER_OUT")
 	c.PipelineOut = os.Getenv("WEIR_BENCH_PIPELINE_OUT")
 	return c
@@ -121,6 +153,7 @@ func loadConfig(t *testing.T, repo string) benchConfig {
 const (
 	httpPort  = 8080 // nginx HTTP/1.1
 	h2cPort   = 8081 // nginx h2c (prior knowledge)
+	httpsPort = 8443 // nginx HTTPS: TLS 1.3, ALPN h2 and http/1.1
 	connsPort = 9090 // the many-connections helper server
 	// slack added to a load run's duration for its hard timeout.
 	runSlack = 30 * time.Second
@@ -185,15 +218,36 @@ func TestBench(t *testing.T) {
 	ip := srv.IPv4().String()
 	startNginx(t, srv, cli, ip)
 
-	scenarios := []*Scenario{
-		{Name: fmt.Sprintf("HTTP/1.1 (wrk -t1 -c32 -d%s)", secs(cfg.Duration)), Short: "HTTP/1.1"},
-		{Name: fmt.Sprintf("HTTP/2 h2c (h2load -c16 -m10 -D %s)", secs(cfg.Duration)), Short: "HTTP/2"},
+	// The "with Weir" side of a TLS scenario is the same daemon with
+	// TLS plaintext capture on (--bpf.tls, off by default); the other
+	// scenarios never run with it, so their figures stay comparable.
+	tlsArgs := append(slices.Clone(cfg.DaemonArgs), "--bpf.tls")
+	hasTLS := daemonHasFlag(t, bins.Path("weir-daemon"), "bpf.tls")
+	var scenarios []*Scenario
+	var runners []func(t *testing.T) (LoadResult, error)
+	if cfg.runs("http1") {
+		scenarios = append(scenarios, &Scenario{Name: fmt.Sprintf("HTTP/1.1 (wrk -t1 -c32 -d%s)", secs(cfg.Duration)), Short: "HTTP/1.1"})
+		runners = append(runners, func(t *testing.T) (LoadResult, error) { return runWrk(t, cli, ip, cfg.Duration) })
+	}
+	if cfg.runs("h2c") {
+		scenarios = append(scenarios, &Scenario{Name: fmt.Sprintf("HTTP/2 h2c (h2load -c16 -m10 -D %s)", secs(cfg.Duration)), Short: "HTTP/2"})
+		runners = append(runners, func(t *testing.T) (LoadResult, error) {
+			return runH2load(t, cli, fmt.Sprintf("http://%s:%d/", ip, h2cPort), cfg.Duration, 0)
+		})
+	}
+	if cfg.runs("https") {
+		if hasTLS {
+			scenarios = append(scenarios, &Scenario{Name: fmt.Sprintf("HTTPS h2 over TLS 1.3 (h2load -c16 -m10 -D %s)", secs(cfg.Duration)),
+				Short: "HTTPS", TLS: true, Reported: true})
+			runners = append(runners, func(t *testing.T) (LoadResult, error) {
+				return runH2load(t, cli, fmt.Sprintf("https://%s:%d/", ip, httpsPort), cfg.Duration, 0)
+			})
+			rep.TLSArgs = tlsArgs
+		} else {
+			rep.Notes = append(rep.Notes, "weir-daemon has no --bpf.tls flag: the HTTPS scenario is not part of this run.")
+		}
 	}
 	rep.Scenarios = scenarios
-	runners := []func(t *testing.T) (LoadResult, error){
-		func(t *testing.T) (LoadResult, error) { return runWrk(t, cli, ip, cfg.Duration) },
-		func(t *testing.T) (LoadResult, error) { return runH2load(t, cli, ip, cfg.Duration, 0) },
-	}
 
 	// Warm up nginx, the bridge and the neighbour tables once, unmeasured.
 	if _, err := runWrkArgs(t, cli, ip, 2*time.Second); err != nil {
@@ -204,8 +258,14 @@ func TestBench(t *testing.T) {
 	// The kernel-metrics-only variant: the same daemon with payload
 	// capture off (no HTTP parsing), for issue #4's overhead target.
 	kernelArgs := append(slices.Clone(cfg.DaemonArgs), "--bpf.payload=false")
-	variants := []variant{baseline, withWeir}
-	if daemonHasFlag(t, bins.Path("weir-daemon"), "bpf.payload") {
+	plain := slices.ContainsFunc(scenarios, func(s *Scenario) bool { return !s.TLS })
+	variants := []variant{baseline}
+	if plain {
+		variants = append(variants, withWeir)
+	}
+	if !plain {
+		// Nothing for the kernel-metrics-only variant to measure.
+	} else if daemonHasFlag(t, bins.Path("weir-daemon"), "bpf.payload") {
 		variants = append(variants, kernelOnly)
 		rep.KernelOnly = true
 		rep.KernelArgs = kernelArgs
@@ -216,21 +276,29 @@ func TestBench(t *testing.T) {
 	// (empty) registry, so no pod is enrolled and every program returns at
 	// the netns filter. What remains is the cost of having syscall
 	// tracepoints attached at all, which any design hooking syscalls pays.
-	idle := harness.NewDaemon(t, bins, harness.DaemonOptions{})
-	variants = append(variants, hooksOnly)
-	// The same with the syscall capture tier, the design of tools that
-	// hook syscalls, so the report shows what the socket tier bought.
-	var idleSyscall *harness.Daemon
-	if daemonHasFlag(t, bins.Path("weir-daemon"), "bpf.capture-tier") {
-		idleSyscall = harness.NewDaemon(t, bins, harness.DaemonOptions{ExtraArgs: []string{"--bpf.capture-tier=syscall"}})
-		variants = append(variants, hooksOnlySyscall)
-	} else {
-		rep.Notes = append(rep.Notes, "weir-daemon has no --bpf.capture-tier flag: the syscall-tier variant is not part of this run.")
+	var idle, idleSyscall *harness.Daemon
+	if plain || cfg.runs("unrelated") {
+		idle = harness.NewDaemon(t, bins, harness.DaemonOptions{})
+		variants = append(variants, hooksOnly)
+		// The same with the syscall capture tier, the design of tools that
+		// hook syscalls, so the report shows what the socket tier bought.
+		if daemonHasFlag(t, bins.Path("weir-daemon"), "bpf.capture-tier") {
+			idleSyscall = harness.NewDaemon(t, bins, harness.DaemonOptions{ExtraArgs: []string{"--bpf.capture-tier=syscall"}})
+			variants = append(variants, hooksOnlySyscall)
+		} else {
+			rep.Notes = append(rep.Notes, "weir-daemon has no --bpf.capture-tier flag: the syscall-tier variant is not part of this run.")
+		}
+	}
+	if slices.ContainsFunc(scenarios, func(s *Scenario) bool { return s.TLS }) {
+		variants = append(variants, withWeirTLS)
 	}
 	// Work unrelated to Weir (dd, getppid) in the variants where no pod
 	// is watched: baseline, then each idle daemon.
-	unrelated := map[variant]*UnrelatedResult{
-		baseline: {Variant: "baseline"}, hooksOnly: {Variant: "default capture tier"}, hooksOnlySyscall: {Variant: "syscall tier"},
+	unrelated := map[variant]*UnrelatedResult{}
+	if cfg.runs("unrelated") {
+		unrelated = map[variant]*UnrelatedResult{
+			baseline: {Variant: "baseline"}, hooksOnly: {Variant: "default capture tier"}, hooksOnlySyscall: {Variant: "syscall tier"},
+		}
 	}
 	for round := range cfg.Rounds {
 		// Each round rotates the order, so no variant always runs first
@@ -240,6 +308,9 @@ func TestBench(t *testing.T) {
 			switch v {
 			case withWeir:
 				d.SetExtraArgs(cfg.DaemonArgs)
+				startDaemon(t, d)
+			case withWeirTLS:
+				d.SetExtraArgs(tlsArgs)
 				startDaemon(t, d)
 			case kernelOnly:
 				d.SetExtraArgs(kernelArgs)
@@ -260,6 +331,9 @@ func TestBench(t *testing.T) {
 				t.Logf("round %d unrelated work, %s: dd %v, getppid %.0f ns", round, u.Variant, run.DD, run.Getppid)
 			}
 			for i, s := range scenarios {
+				if !s.runsIn(v) {
+					continue
+				}
 				if v == hooksOnly || v == hooksOnlySyscall {
 					res, err := runners[i](t)
 					if err != nil {
@@ -306,39 +380,48 @@ func TestBench(t *testing.T) {
 				stopDaemon(t, idle)
 			case hooksOnlySyscall:
 				stopDaemon(t, idleSyscall)
-			case withWeir, kernelOnly:
+			case withWeir, kernelOnly, withWeirTLS:
 				stopDaemon(t, d)
 			}
 		}
 	}
 	d.SetExtraArgs(cfg.DaemonArgs)
-	rep.Unrelated = []UnrelatedResult{*unrelated[baseline], *unrelated[hooksOnly]}
-	if idleSyscall != nil {
-		rep.Unrelated = append(rep.Unrelated, *unrelated[hooksOnlySyscall])
+	if len(unrelated) > 0 {
+		rep.Unrelated = []UnrelatedResult{*unrelated[baseline], *unrelated[hooksOnly]}
+		if idleSyscall != nil {
+			rep.Unrelated = append(rep.Unrelated, *unrelated[hooksOnlySyscall])
+		}
 	}
 
 	// Where the CPU goes at saturation, from runs of their own (bpf_stats
 	// costs every program run two clock reads, so no other figure may
 	// come from a run with it on).
 	for i, s := range scenarios {
-		rep.Costs = append(rep.Costs, measureCost(t, d, s.Short, func() (LoadResult, error) { return runners[i](t) }))
+		if s.TLS {
+			d.SetExtraArgs(tlsArgs)
+		}
+		c := measureCost(t, d, s.Short, func() (LoadResult, error) { return runners[i](t) })
+		c.Reported = s.Reported
+		rep.Costs = append(rep.Costs, c)
+		d.SetExtraArgs(cfg.DaemonArgs)
 	}
 
-	if cfg.Paced {
+	if cfg.Paced && cfg.runs("paced") {
 		// Below saturation the latency target is about the time Weir adds
 		// to each request, not about CPU the load generator lacks: each
 		// rate runs without the daemon too, for the p99 ratio.
 		for _, rate := range []int{10_000, TargetLossRate} {
 			pr := PacedRun{Name: fmt.Sprintf("h2load paced at %dk req/s", rate/1000), Target: float64(rate)}
 			perClient := rate / 16
-			base, err := runH2load(t, cli, ip, cfg.Duration, perClient)
+			url := fmt.Sprintf("http://%s:%d/", ip, h2cPort)
+			base, err := runH2load(t, cli, url, cfg.Duration, perClient)
 			if err != nil {
 				pr.BaseErr = err.Error()
 				t.Errorf("%s baseline: %v", pr.Name, err)
 			}
 			pr.Base = base
 			startDaemon(t, d)
-			w, err := measureWeir(t, d, oap, func() (LoadResult, error) { return runH2load(t, cli, ip, cfg.Duration, perClient) })
+			w, err := measureWeir(t, d, oap, func() (LoadResult, error) { return runH2load(t, cli, url, cfg.Duration, perClient) })
 			if err != nil {
 				pr.Err = err.Error()
 				t.Errorf("%s: %v", pr.Name, err)
@@ -351,13 +434,13 @@ func TestBench(t *testing.T) {
 		}
 	}
 
-	if cfg.Conns > 0 {
+	if cfg.Conns > 0 && cfg.runs("conns") {
 		startDaemon(t, d) // fresh process: its VmHWM belongs to this scenario alone
 		rep.Conns = holdConns(t, d, srv, cli, ip, cfg.Conns)
 		stopDaemon(t, d)
 	}
 
-	if cfg.GRPC {
+	if cfg.GRPC && cfg.runs("grpc") {
 		startDaemon(t, d)
 		rep.GRPC = longGRPC(t, d, srv, cli, ip)
 		stopDaemon(t, d)
@@ -537,7 +620,22 @@ const (
 	kernelOnly
 	hooksOnly        // a daemon with every hook attached and no pod enrolled
 	hooksOnlySyscall // the same, forced to the syscall capture tier
+	withWeirTLS      // the daemon as configured plus --bpf.tls (TLS scenarios only)
 )
+
+// runsIn says whether the scenario runs in the variant: a TLS scenario
+// against no daemon and the daemon with --bpf.tls, every other one in
+// every variant but that.
+func (s *Scenario) runsIn(v variant) bool {
+	switch v {
+	case baseline:
+		return true
+	case withWeirTLS:
+		return s.TLS
+	default:
+		return !s.TLS
+	}
+}
 
 // daemonHasFlag says whether the weir-daemon binary has --name.
 func daemonHasFlag(t *testing.T, daemon, name string) bool {
@@ -624,15 +722,32 @@ http {
     listen {{H2C}} http2;
     location / { return 200 "hello from the weir benchmark\n"; }
   }
+  # HTTPS: TLS 1.3 only, ALPN offers h2 and http/1.1 (listen ... http2).
+  # One handshake per keep-alive connection, so no session cache.
+  server {
+    listen {{HTTPS}} ssl http2;
+    ssl_protocols TLSv1.3;
+    ssl_certificate {{CERT}};
+    ssl_certificate_key {{KEY}};
+    location / { return 200 "hello from the weir benchmark\n"; }
+  }
 }
 `
 
-// startNginx runs nginx in pod srv and waits until both ports answer from
-// pod cli.
+// nginxConfig is nginxConf for an nginx whose prefix (pid, logs, temp
+// files) is dir, serving HTTPS with the certificate and key files given.
+func nginxConfig(dir, cert, key string) string {
+	return strings.NewReplacer("{{DIR}}", dir, "{{HTTP}}", strconv.Itoa(httpPort), "{{H2C}}", strconv.Itoa(h2cPort),
+		"{{HTTPS}}", strconv.Itoa(httpsPort), "{{CERT}}", cert, "{{KEY}}", key).Replace(nginxConf)
+}
+
+// startNginx runs nginx in pod srv and waits until every port answers from
+// pod cli (HTTPS over both ALPN protocols, TLS 1.3).
 func startNginx(t *testing.T, srv, cli *harness.Pod, ip string) {
 	t.Helper()
 	dir := t.TempDir()
-	conf := strings.NewReplacer("{{DIR}}", dir, "{{HTTP}}", strconv.Itoa(httpPort), "{{H2C}}", strconv.Itoa(h2cPort)).Replace(nginxConf)
+	cert, key := peers.SelfSignedCert(t, dir)
+	conf := nginxConfig(dir, cert, key)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatalf("write nginx.conf: %v", err)
@@ -642,12 +757,21 @@ func startNginx(t *testing.T, srv, cli *harness.Pod, ip string) {
 	for _, probe := range [][]string{
 		{"curl", "-sf", "--max-time", "2", fmt.Sprintf("http://%s:%d/", ip, httpPort)},
 		{"curl", "-sf", "--max-time", "2", "--http2-prior-knowledge", fmt.Sprintf("http://%s:%d/", ip, h2cPort)},
+		// -k: self-signed. -w proves the protocol each ALPN choice got.
+		{"curl", "-skf", "--max-time", "2", "--tlsv1.3", "--http2", "-w", "HTTP/%{http_version}", fmt.Sprintf("https://%s:%d/", ip, httpsPort)},
+		{"curl", "-skf", "--max-time", "2", "--tlsv1.3", "--http1.1", "-w", "HTTP/%{http_version}", fmt.Sprintf("https://%s:%d/", ip, httpsPort)},
 	} {
+		want := ""
+		if slices.Contains(probe, "--http2") {
+			want = "HTTP/2"
+		} else if slices.Contains(probe, "--http1.1") {
+			want = "HTTP/1.1"
+		}
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			out, err := cli.Exec(ctx, probe...)
 			cancel()
-			if err == nil && strings.Contains(string(out), "weir benchmark") {
+			if err == nil && strings.Contains(string(out), "weir benchmark") && strings.HasSuffix(string(out), want) {
 				break
 			}
 			if exited, werr := proc.Exited(); exited {
@@ -684,16 +808,17 @@ func runWrk(t *testing.T, cli *harness.Pod, ip string, d time.Duration) (LoadRes
 	return r, nil
 }
 
-// runH2load runs h2load for d; rpsPerClient > 0 paces each of the 16
-// clients. Percentiles come from h2load's per-request log.
-func runH2load(t *testing.T, cli *harness.Pod, ip string, d time.Duration, rpsPerClient int) (LoadResult, error) {
+// runH2load runs h2load against url for d; rpsPerClient > 0 paces each of
+// the 16 clients. Percentiles come from h2load's per-request log. Over
+// https it checks that TLS 1.3 and ALPN h2 were negotiated.
+func runH2load(t *testing.T, cli *harness.Pod, url string, d time.Duration, rpsPerClient int) (LoadResult, error) {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "h2load.log")
 	args := []string{"h2load", "-c16", "-m10", "-D", strconv.Itoa(int(d.Seconds())), "--log-file=" + logPath}
 	if rpsPerClient > 0 {
 		args = append(args, "--rps="+strconv.Itoa(rpsPerClient))
 	}
-	args = append(args, fmt.Sprintf("http://%s:%d/", ip, h2cPort))
+	args = append(args, url)
 	ctx, cancel := context.WithTimeout(context.Background(), d+runSlack)
 	defer cancel()
 	out, err := cli.Exec(ctx, args...)
@@ -706,6 +831,11 @@ func runH2load(t *testing.T, cli *harness.Pod, ip string, d time.Duration, rpsPe
 	}
 	if r.Errors > 0 {
 		return r, fmt.Errorf("h2load saw %d failed requests:\n%s", r.Errors, out)
+	}
+	if strings.HasPrefix(url, "https:") {
+		if proto, alpn := H2loadTLS(string(out)); proto != "TLSv1.3" || alpn != "h2" {
+			return r, fmt.Errorf("h2load negotiated %q with ALPN %q, want TLSv1.3 and h2:\n%s", proto, alpn, out)
+		}
 	}
 	f, err := os.Open(logPath)
 	if err != nil {
@@ -877,8 +1007,8 @@ func measureCost(t *testing.T, d *harness.Daemon, scenario string, load func() (
 	c.WeirCPU = perReq(busy1-busy0, w)
 	c.Daemon = perReq(d1.CPU-d0.CPU, w)
 	c.Receiver = perReq(self1.CPU-self0.CPU, w)
-	c.BPF, c.Top = bpfDelta(runs0, runs1, float64(max(w.Requests+w.Errors, 1)), 5)
-	t.Logf("cost of %s: %v CPU per request without Weir, %v with (eBPF %v, daemon %v, receiver %v); bound %.3f",
-		scenario, c.BaseCPU, c.WeirCPU, c.BPF, c.Daemon, c.Receiver, c.Bound())
+	c.BPF, c.Top, c.UprobeRuns = bpfDelta(runs0, runs1, float64(max(w.Requests+w.Errors, 1)), 5)
+	t.Logf("cost of %s: %v CPU per request without Weir, %v with (eBPF %v, daemon %v, receiver %v, rest %v; %.2f uprobe runs per request); bound %.3f",
+		scenario, c.BaseCPU, c.WeirCPU, c.BPF, c.Daemon, c.Receiver, c.Rest(), c.UprobeRuns, c.Bound())
 	return c
 }

@@ -32,9 +32,24 @@ type Cost struct {
 	// Receiver is the bench process's CPU per request: the in-process
 	// OAP receiver, which would run off-node in a cluster.
 	Receiver time.Duration
-	// Top are the programs with the most run time, most first.
+	// Top are the programs with the most run time, most first, then
+	// every uprobe program that ran and is not among them.
 	Top []ProgCost
-	Err string
+	// UprobeRuns is how many times per request a uprobe program ran
+	// (TLS capture): each run is a trap into the kernel, whose cost is
+	// in Rest, not in BPF.
+	UprobeRuns float64
+	// Reported marks a scenario with no target (see Scenario.Reported).
+	Reported bool
+	Err      string
+}
+
+// Rest is the CPU per request Weir added that none of the other columns
+// accounts for: syscall-tracepoint and uprobe dispatch (a uprobe's trap
+// and single-step), the kernel's work for the ring buffer, cache effects.
+// Negative (noise) is reported as is.
+func (c Cost) Rest() time.Duration {
+	return c.WeirCPU - c.BaseCPU - c.BPF - c.Daemon - c.Receiver
 }
 
 // Bound is the throughput ratio Weir could reach at saturation if nothing
@@ -47,9 +62,11 @@ func (c Cost) Bound() float64 {
 
 // ProgCost is one eBPF program's share of a Cost.
 type ProgCost struct {
-	Name     string
-	PerReq   time.Duration // run time per request
-	NsPerRun float64
+	Name       string
+	PerReq     time.Duration // run time per request
+	NsPerRun   float64
+	RunsPerReq float64
+	Uprobe     bool
 }
 
 // progRun is a program's cumulative stats at one moment.
@@ -57,6 +74,9 @@ type progRun struct {
 	name    string
 	runtime time.Duration
 	runs    uint64
+	// uprobe: a program of kprobe type, which on this kernel (no
+	// kprobes under lockdown) Weir attaches only as a uprobe.
+	uprobe bool
 }
 
 // ProgramIDs lists the eBPF programs loaded on the machine now, so that a
@@ -98,22 +118,26 @@ func programRuns(exclude map[ebpf.ProgramID]bool) (map[ebpf.ProgramID]progRun, e
 		}
 		st, err := p.Stats()
 		var name string
+		var uprobe bool
 		if info, ierr := p.Info(); ierr == nil {
-			name = info.Name
+			name, uprobe = info.Name, info.Type == ebpf.Kprobe
 		}
 		p.Close()
 		if err != nil {
 			return nil, fmt.Errorf("stats of eBPF program %d: %w", id, err)
 		}
-		out[id] = progRun{name: name, runtime: st.Runtime, runs: st.RunCount}
+		out[id] = progRun{name: name, runtime: st.Runtime, runs: st.RunCount, uprobe: uprobe}
 	}
 	return out, nil
 }
 
-// bpfDelta is the run time programs accumulated between two snapshots, and
-// the top n of them by run time per request.
-func bpfDelta(before, after map[ebpf.ProgramID]progRun, reqs float64, n int) (time.Duration, []ProgCost) {
+// bpfDelta is the run time programs accumulated between two snapshots per
+// request, the top n of them by run time per request followed by every
+// other uprobe program that ran (so TLS capture's share is always shown),
+// and the uprobe programs' runs per request.
+func bpfDelta(before, after map[ebpf.ProgramID]progRun, reqs float64, n int) (time.Duration, []ProgCost, float64) {
 	var total time.Duration
+	var uprobeRuns uint64
 	var progs []ProgCost
 	for id, a := range after {
 		b := before[id] // zero for a program loaded during the run
@@ -122,13 +146,22 @@ func bpfDelta(before, after map[ebpf.ProgramID]progRun, reqs float64, n int) (ti
 			continue
 		}
 		total += dt
-		progs = append(progs, ProgCost{Name: a.name, PerReq: time.Duration(float64(dt) / reqs), NsPerRun: float64(dt) / float64(runs)})
+		if a.uprobe {
+			uprobeRuns += runs
+		}
+		progs = append(progs, ProgCost{Name: a.name, PerReq: time.Duration(float64(dt) / reqs), NsPerRun: float64(dt) / float64(runs),
+			RunsPerReq: float64(runs) / reqs, Uprobe: a.uprobe})
 	}
-	slices.SortFunc(progs, func(x, y ProgCost) int { return int(y.PerReq - x.PerReq) })
+	slices.SortFunc(progs, func(x, y ProgCost) int {
+		if x.PerReq != y.PerReq {
+			return int(y.PerReq - x.PerReq)
+		}
+		return strings.Compare(x.Name, y.Name)
+	})
 	if len(progs) > n {
-		progs = progs[:n]
+		progs = slices.Concat(progs[:n], slices.DeleteFunc(progs[n:], func(p ProgCost) bool { return !p.Uprobe }))
 	}
-	return time.Duration(float64(total) / reqs), progs
+	return time.Duration(float64(total) / reqs), progs, float64(uprobeRuns) / reqs
 }
 
 // userHZ is the unit of /proc/stat's CPU times on Linux (USER_HZ).

@@ -37,7 +37,10 @@ func TestBPFDeltaDividesRunTimeByRequestsAndRanksPrograms(t *testing.T) {
 		3: {name: "on_exec", runtime: 0, runs: 0},        // loaded, never ran
 		4: {name: "on_tcp_probe", runtime: 600, runs: 6}, // loaded during the run
 	}
-	total, top := bpfDelta(before, after, 100, 2)
+	total, top, uprobes := bpfDelta(before, after, 100, 2)
+	if uprobes != 0 {
+		t.Fatalf("uprobe runs = %v per request, want 0 (no uprobe program)", uprobes)
+	}
 	if total != 66 { // (4000+2000+600) ns / 100 requests
 		t.Fatalf("total = %v, want 66ns per request", total)
 	}
@@ -57,9 +60,9 @@ func TestCostSectionStatesTheBoundAgainstTheTarget(t *testing.T) {
 	r.costMarkdown(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) })
 	md := b.String()
 	for _, want := range []string{
-		"| HTTP/1.1 | 10.00 µs | 30.00 µs | 5.00 µs | 8.00 µs | 4.00 µs | 0.667 | ≥ 0.95 | **no** |",
+		"| HTTP/1.1 | 10.00 µs | 30.00 µs | 5.00 µs | 8.00 µs | 4.00 µs | 3.00 µs | 0.667 | ≥ 0.95 | **no** |",
 		"| HTTP/2 | — | failed: wrk: exit 1 more |",
-		"| HTTP/1.1 | exit_writev | 0.90 µs | 480 |",
+		"| HTTP/1.1 | exit_writev | 0.90 µs | 480 | 0.00 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("cost section lacks %q:\n%s", want, md)

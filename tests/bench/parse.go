@@ -97,6 +97,24 @@ var (
 
 // ParseH2load reads h2load's summary. Its latency statistics have no
 // percentiles, so those come from the per-request log (ParseH2loadLog).
+// H2loadTLS returns the TLS version and the ALPN protocol h2load reports
+// having negotiated ("TLS Protocol:", "Application protocol:"), "" for
+// each it does not report (a cleartext run reports neither).
+func H2loadTLS(out string) (proto, alpn string) {
+	if m := h2TLSProto.FindStringSubmatch(out); m != nil {
+		proto = m[1]
+	}
+	if m := h2ALPN.FindStringSubmatch(out); m != nil {
+		alpn = m[1]
+	}
+	return proto, alpn
+}
+
+var (
+	h2TLSProto = regexp.MustCompile(`(?m)^TLS Protocol: (\S+)`)
+	h2ALPN     = regexp.MustCompile(`(?m)^Application protocol: (\S+)`)
+)
+
 func ParseH2load(out string) (LoadResult, error) {
 	var r LoadResult
 	m := h2Finished.FindStringSubmatch(out)

@@ -12,6 +12,8 @@
 #   WEIR_BENCH_DURATION     length of each load run (default 10s)
 #   WEIR_BENCH_CONNS        idle connections for the RSS scenario (default 10000; 0 skips)
 #   WEIR_BENCH_PACED        0 skips the paced 10k and 20k req/s runs
+#   WEIR_BENCH_ONLY         comma-separated parts to run alone (default all): http1, h2c,
+#                           https, unrelated, paced, conns, grpc
 #   WEIR_BENCH_DAEMON_ARGS  extra weir-daemon flags for the "with Weir" side (e.g. --oap ...)
 #   WEIR_BENCH_REPORT       where to write the report (default tests/bench/REPORT.md)
 set -euo pipefail
@@ -35,7 +37,8 @@ echo "==> daemon pipeline benchmarks (./daemon/monitor)"
 "$GO" test -run '^$' -bench 'Pipeline|DaemonHTTP' -benchmem -count 3 ./daemon/monitor/ | tee "$work/pipeline.txt"
 
 echo "==> pod-to-pod benchmark (./tests/bench)"
-# The whole run is bounded: about 3 rounds x 4 runs x 10 s, 2 paced runs,
+# The whole run is bounded: about 3 rounds x 5 variants x 2-3 runs x 10 s
+# (HTTPS only without Weir and with --bpf.tls), 2 paced runs,
 # one connection scenario; the timeout only catches a hang.
 WEIR_BENCH=1 WEIR_BENCH_PARSER_OUT="$work/parser.txt" WEIR_BENCH_PIPELINE_OUT="$work/pipeline.txt" \
   "$GO" test -count=1 -timeout 15m -run '^TestBench$' -v ./tests/bench/
