@@ -421,6 +421,23 @@ func (c *Collector) Features() Features {
 // drop_reason in c/capture.h), each summed over CPUs.
 type Counters map[string]uint64
 
+// CounterLoses reports whether the kernel counter named reason counts losses:
+// a ring buffer record, a syscall, or the connection or process of an
+// operation the kernel side could not report at all, bytes it did not count,
+// plaintext it could not link to a connection. Every other counter counts
+// partial reports -- payload sent size-only past a bound (the event's skip
+// reason says why), or a kernel metric or drop attribution missing (the
+// event's measured bits say which) -- where the event itself was delivered.
+// The two are exported apart, so that an alert on losses does not fire on a
+// large transfer passing the capture limit.
+func CounterLoses(reason string) bool {
+	switch reason {
+	case "ringbuf_full", "conn_map_full", "args_map_full", "proc_map_full", "mmsg_limit", "tls_unlinked":
+		return true
+	}
+	return false
+}
+
 // Counters reads the kernel side's drop counters.
 func (c *Collector) Counters() (Counters, error) {
 	out := make(Counters, len(c.counterNames))

@@ -285,3 +285,39 @@ func TestDecodeAttachesMetricsOnlyWhereMeasured(t *testing.T) {
 		t.Fatalf("socket stats decoded as %+v", s)
 	}
 }
+
+// Every kernel counter is exported as a loss or as a partial report
+// (CounterLoses); a counter added to enum drop_reason must be placed here
+// on purpose, since an alert on losses must neither miss a new loss nor fire
+// on a new kind of partial report.
+func TestEveryKernelCounterIsClassifiedAsLossOrPartial(t *testing.T) {
+	spec, err := loadCapture()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := counterNames(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	losses := map[string]bool{
+		"ringbuf_full": true, "conn_map_full": true, "args_map_full": true, "proc_map_full": true,
+		"mmsg_limit": true, "tls_unlinked": true,
+	}
+	partial := map[string]bool{
+		"chunk_truncated": true, "capture_limit": true, "iov_limit": true, "mmsg_payload": true,
+		"read_user_failed": true, "sock_map_full": true, "drop_slots_full": true, "pod_drops_map_full": true,
+		"rx_stamp_map_full": true, "rx_unstamped": true, "rx_times_map_full": true, "rx_untimed": true,
+		"h2_frame_limit": true, "h2_desync": true, "uncaptured_op": true,
+	}
+	for _, n := range names {
+		switch {
+		case losses[n] == partial[n]:
+			t.Errorf("kernel counter %q is in neither list (or both): classify it here and in CounterLoses", n)
+		case CounterLoses(n) != losses[n]:
+			t.Errorf("CounterLoses(%q) = %v, want %v", n, CounterLoses(n), losses[n])
+		}
+	}
+	if len(names) != len(losses)+len(partial) {
+		t.Errorf("%d kernel counters, %d classified: the lists name counters the C no longer has", len(names), len(losses)+len(partial))
+	}
+}

@@ -24,13 +24,13 @@ type metrics struct {
 	lateChunks      atomic.Uint64
 	ioUnclaimed     [numIOReasons]atomic.Uint64
 
-	bpfLost, bpfRecords, bpfDrains, bpfDecodeErrors, bpfScanDropped, hookTier, captureEnabled *prometheus.Desc
-	bpfHintFailures                                                                           *prometheus.Desc
-	ringUsed, ringSize                                                                        *prometheus.Desc
-	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs                     *prometheus.Desc
-	protoDiscarded, protoUnsynced, protoHints                                                 *prometheus.Desc
-	opsDesc, exch, exchForced, reqKept, reqOverwritten, enrollErrors, dumpSkipped             *prometheus.Desc
-	dumpErrors, monitoredPods, lateChunksDesc, ioUnclaimedDesc                                *prometheus.Desc
+	bpfLost, bpfPartial, bpfRecords, bpfDrains, bpfDecodeErrors, bpfScanDropped, hookTier, captureEnabled *prometheus.Desc
+	bpfHintFailures                                                                                       *prometheus.Desc
+	ringUsed, ringSize                                                                                    *prometheus.Desc
+	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs                                 *prometheus.Desc
+	protoDiscarded, protoUnsynced, protoHints                                                             *prometheus.Desc
+	opsDesc, exch, exchForced, reqKept, reqOverwritten, enrollErrors, dumpSkipped                         *prometheus.Desc
+	dumpErrors, monitoredPods, lateChunksDesc, ioUnclaimedDesc                                            *prometheus.Desc
 }
 
 func newMetrics(m *Monitor) *metrics {
@@ -38,8 +38,11 @@ func newMetrics(m *Monitor) *metrics {
 		return prometheus.NewDesc("weir_"+name, help, labels, nil)
 	}
 	return &metrics{
-		m:          m,
-		bpfLost:    d("bpf_events_lost_total", "Events the eBPF side dropped or could not report fully, by reason.", "reason"),
+		m: m,
+		bpfLost: d("bpf_events_lost_total", "What the eBPF side could not report at all, by reason: ring buffer records, "+
+			"syscalls, operations of connections or processes it could not track, bytes not counted, unlinked TLS plaintext.", "reason"),
+		bpfPartial: d("bpf_events_partial_total", "Events the eBPF side delivered in part, by reason: payload sent size-only "+
+			"past a bound (the event's skip reason says why), or a kernel metric or drop attribution missing (marked unmeasured).", "reason"),
 		bpfRecords: d("bpf_records_total", "Ring buffer records read."),
 		bpfDrains: d("bpf_ring_drains_total", "Times the reader read the ring buffer until it was empty: "+
 			"bpf_records_total over this is the mean burst of records per wakeup (bpf.pollInterval)."),
@@ -121,7 +124,7 @@ func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
 
 // Describe implements prometheus.Collector.
 func (x *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfRecords, x.bpfDrains, x.bpfDecodeErrors, x.bpfScanDropped, x.bpfHintFailures, x.hookTier, x.ringUsed, x.ringSize,
+	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfPartial, x.bpfRecords, x.bpfDrains, x.bpfDecodeErrors, x.bpfScanDropped, x.bpfHintFailures, x.hookTier, x.ringUsed, x.ringSize,
 		x.captureEnabled, x.protoRecords, x.protoIncomplete, x.protoLimits, x.protoErrors, x.protoResyncs,
 		x.protoDiscarded, x.protoUnsynced, x.protoHints, x.opsDesc,
 		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.lateChunksDesc, x.ioUnclaimedDesc} {
@@ -159,7 +162,11 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.NewInvalidMetric(x.bpfLost, err)
 		} else {
 			for reason, v := range cs {
-				counter(x.bpfLost, v, reason)
+				if bpf.CounterLoses(reason) {
+					counter(x.bpfLost, v, reason)
+				} else {
+					counter(x.bpfPartial, v, reason)
+				}
 			}
 		}
 		rs := m.coll.ReaderStats()

@@ -613,10 +613,12 @@ func TestMetricsExposeCollectorAndPipeline(t *testing.T) {
 	g := &connGen{id: 5, proc: proc(1)}
 	h.sink.ConnOpen(g.open(event.RoleClient, "10.0.0.2:40000", "192.0.2.9:80", 1000))
 	expected := `
-# HELP weir_bpf_events_lost_total Events the eBPF side dropped or could not report fully, by reason.
+# HELP weir_bpf_events_lost_total What the eBPF side could not report at all, by reason: ring buffer records, syscalls, operations of connections or processes it could not track, bytes not counted, unlinked TLS plaintext.
 # TYPE weir_bpf_events_lost_total counter
-weir_bpf_events_lost_total{reason="chunk_truncated"} 0
 weir_bpf_events_lost_total{reason="ringbuf_full"} 7
+# HELP weir_bpf_events_partial_total Events the eBPF side delivered in part, by reason: payload sent size-only past a bound (the event's skip reason says why), or a kernel metric or drop attribution missing (marked unmeasured).
+# TYPE weir_bpf_events_partial_total counter
+weir_bpf_events_partial_total{reason="chunk_truncated"} 0
 # HELP weir_hook_tier eBPF hook tiers in use, 1 for each active one: the capture tier (socket or syscall) and the richest per-function tier (base, fentry or kprobe).
 # TYPE weir_hook_tier gauge
 weir_hook_tier{tier="base"} 1
@@ -642,7 +644,7 @@ weir_bpf_ring_buffer_used_bytes 4096
 weir_bpf_ring_buffer_size_bytes 1.048576e+06
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(expected),
-		"weir_bpf_events_lost_total", "weir_hook_tier", "weir_pipeline_kernel_ops_total", "weir_bpf_records_total",
+		"weir_bpf_events_lost_total", "weir_bpf_events_partial_total", "weir_hook_tier", "weir_pipeline_kernel_ops_total", "weir_bpf_records_total",
 		"weir_bpf_ring_buffer_used_bytes", "weir_bpf_ring_buffer_size_bytes"); err != nil {
 		t.Fatal(err)
 	}
