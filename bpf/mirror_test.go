@@ -1,13 +1,19 @@
 package bpf
 
 import (
-	"os"
+	"embed"
 	"regexp"
 	"strconv"
 	"testing"
 
 	"github.com/weirnet/weir/bpf/walker"
 )
+
+// cSources are the eBPF C sources, embedded so that the test also runs where
+// only the test binary is (the kernels runner's guests).
+//
+//go:embed c/*.h c/*.c
+var cSources embed.FS
 
 // cDefines returns the integer #defines of the eBPF C sources. Bounds that
 // Go mirrors are preprocessor constants, which BTF does not carry, so the
@@ -16,8 +22,13 @@ func cDefines(t *testing.T) map[string]int64 {
 	t.Helper()
 	re := regexp.MustCompile(`(?m)^#define\s+([A-Z0-9_]+)\s+(0x[0-9a-fA-F]+|[0-9]+)\b`)
 	out := map[string]int64{}
-	for _, f := range []string{"c/capture.h", "c/capture.bpf.c", "c/inflight.h", "c/shared.h"} {
-		src, err := os.ReadFile(f)
+	files, err := cSources.ReadDir("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range files {
+		f := "c/" + e.Name()
+		src, err := cSources.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
