@@ -118,6 +118,13 @@ func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
 		if err := r.Register(late); err != nil {
 			return fmt.Errorf("monitor: register TLS metrics: %w", err)
 		}
+		unlisted := prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weir_tls_unprobed_unlisted_total",
+			Help: "Files that could not be probed but were not listed in /api/v1/features: the list was full (1024 entries).",
+		}, func() float64 { return float64(m.tls.unprobedOverflow.Load()) })
+		if err := r.Register(unlisted); err != nil {
+			return fmt.Errorf("monitor: register TLS metrics: %w", err)
+		}
 	}
 	return nil
 }

@@ -41,9 +41,13 @@ type tlsGate struct {
 	// nodeRoot is where the node's own libraries are seen from.
 	nodeRoot string
 
-	mu     sync.Mutex
-	failed map[string]error // library path -> why it could not be probed
-	roots  map[rootKey]bool // roots scanned per enrolled namespace
+	mu sync.Mutex
+	// failed maps a file that could not be probed (a Go binary's entry
+	// names its process) to why; bounded by maxUnprobed, the rest counted
+	// in unprobedOverflow.
+	failed           map[string]error
+	unprobedOverflow atomic.Uint64
+	roots            map[rootKey]bool // roots scanned per enrolled namespace
 	// exes are the executable files inspected for Go crypto/tls per
 	// enrolled namespace (rootKey's dev and ino are the file's).
 	exes map[rootKey]bool
@@ -147,7 +151,7 @@ func (g *tlsGate) probeExe(netns uint64, pid uint32, exe *os.File, name string, 
 	key := fmt.Sprintf("%s (pid %d)", name, pid)
 	g.mu.Lock()
 	if err != nil {
-		g.failed[key] = err
+		g.noteFailed(key, err)
 	}
 	g.mu.Unlock()
 	switch {
@@ -170,7 +174,7 @@ func (g *tlsGate) probeRoot(netns uint64, root string, late bool) {
 		attached, err := g.tls.Acquire(tlsOwner(netns), lib)
 		g.mu.Lock()
 		if err != nil {
-			g.failed[lib] = err
+			g.noteFailed(lib, err)
 		} else {
 			delete(g.failed, lib)
 		}
@@ -226,6 +230,21 @@ func (g *tlsGate) exec(netns uint64, pid uint32) {
 // goBinDirs are where container images keep their programs.
 var goBinDirs = []string{"bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "app", "ko-app"}
 
+// maxUnprobed bounds the files listed as not probeable: a Go binary is
+// listed per process (a stripped one run every minute would grow the list
+// without end). Files past the bound are logged and counted
+// (weir_tls_unprobed_unlisted_total).
+const maxUnprobed = 1024
+
+// noteFailed records that key could not be probed. g.mu must be held.
+func (g *tlsGate) noteFailed(key string, err error) {
+	if _, ok := g.failed[key]; !ok && len(g.failed) >= maxUnprobed {
+		g.unprobedOverflow.Add(1)
+		return
+	}
+	g.failed[key] = err
+}
+
 // maxGoScan bounds the files looked at per root.
 const maxGoScan = 4096
 
@@ -268,7 +287,7 @@ func (g *tlsGate) scanGoBinaries(netns uint64, root string) {
 			case errors.Is(err, gotls.ErrNotGoTLS):
 			case err != nil:
 				g.mu.Lock()
-				g.failed[path] = err
+				g.noteFailed(path, err)
 				g.mu.Unlock()
 				g.log.Warn("Go binary not probed: its TLS plaintext is not captured", "path", path, "error", err)
 			case attached:
