@@ -1,7 +1,7 @@
 package bpf
 
 import (
-	"os"
+	"embed"
 	"regexp"
 	"strconv"
 	"testing"
@@ -11,13 +11,19 @@ import (
 
 // cDefines returns the integer #defines of the eBPF C sources. Bounds that
 // Go mirrors are preprocessor constants, which BTF does not carry, so the
-// generated types cannot pin them: this test reads them from the source.
+// generated types cannot pin them: this test reads them from the source,
+// embedded so that the test binary carries it (tests/kernels runs it in a
+// guest that has no source tree).
+//
+//go:embed c/capture.h c/capture.bpf.c c/inflight.h c/shared.h
+var cSources embed.FS
+
 func cDefines(t *testing.T) map[string]int64 {
 	t.Helper()
 	re := regexp.MustCompile(`(?m)^#define\s+([A-Z0-9_]+)\s+(0x[0-9a-fA-F]+|[0-9]+)\b`)
 	out := map[string]int64{}
 	for _, f := range []string{"c/capture.h", "c/capture.bpf.c", "c/inflight.h", "c/shared.h"} {
-		src, err := os.ReadFile(f)
+		src, err := cSources.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}

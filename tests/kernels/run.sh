@@ -95,7 +95,21 @@ else
   die "cannot resolve kernel package ${pkg:-from $meta} with apt-cache, and nothing is cached in $cache"
 fi
 
+# decompress_modules DIR: Debian's 6.1 kernels ship *.ko; from 6.12 on they
+# ship *.ko.xz, which the guest could load only through the kernel's own
+# decompression (finit_module's MODULE_INIT_COMPRESSED_FILE, a config
+# option). The harness indexes and packs plain *.ko, so they are
+# decompressed on the host, once, in the cache entry.
+decompress_modules() {
+  find "$1" -name '*.ko.xz' -print0 | xargs -0 -r xz -d -f || return 1
+  find "$1" -name '*.ko.zst' -print0 | xargs -0 -r zstd -q -d -f --rm || return 1
+}
+
 if [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/config" ] && [ -f "$kdir/release" ]; then
+  if [ -n "$(find "$kdir/modules" \( -name '*.ko.xz' -o -name '*.ko.zst' \) -print -quit)" ]; then
+    say "decompressing the modules of cached $(basename "$kdir")"
+    decompress_modules "$kdir/modules" || die "cannot decompress the modules in $kdir"
+  fi
   say "kernel $(basename "$kdir") from cache $kdir"
 else
   say "downloading $pkg $version"
@@ -112,6 +126,7 @@ else
   mv "$vmlinuz" "$dl/k/vmlinuz"
   mv "$dl"/x/boot/config-* "$dl/k/config"
   mv "$dl"/x/lib/modules/* "$dl/k/modules/"
+  decompress_modules "$dl/k/modules" || die "cannot decompress the modules of $pkg"
   echo "$pkg $version" >"$dl/k/package"
   # Publish atomically: a cache entry is complete or absent. A concurrent
   # run may have published the same kernel meanwhile; that copy is as good.
