@@ -100,7 +100,7 @@ static __always_inline __attribute__((unused)) struct syscall_args *current_args
  * hook accumulates or matches on, not the payload fields sock_io fills.
  */
 static __always_inline __attribute__((unused)) void window_open(struct syscall_args *a, __u64 sk, __u8 label,
-								 __u64 now)
+								__u64 now)
 {
 	a->sk = sk;
 	a->syscall = label;
