@@ -58,7 +58,9 @@ func ParseCaptureTier(s string) (CaptureTier, error) {
 // socketTierHooks are the hooks only the socket tier attaches. The value
 // says whether the tier needs the hook: without tcp_sendmsg_locked the tier
 // still runs, but its sends have no op window for the per-packet hooks, so
-// their packets and L2 times are reported unavailable.
+// their packets and L2 times are reported unavailable -- unless the richer
+// tier runs, which opens send windows at tcp_sendmsg (Linux 6.12 is such a
+// kernel: socket tracepoints, no tcp_sendmsg_locked).
 var socketTierHooks = map[string]bool{
 	"tp_btf/sock_send_length":   true,
 	"tp_btf/sock_recv_length":   true,

@@ -491,10 +491,23 @@ func ssRetrans(ns *testNetns, remote string) (uint64, string, error) {
 // before close is the independent source: the total at close must be at
 // least what ss saw and at most 20% above it (retransmits may still happen
 // between the two readings).
+// sendOpsConfig is the Config of a test that checks per-send packet
+// metrics: the default, except on a kernel whose socket tier has no send
+// windows (no tcp:tcp_sendmsg_locked, 6.12), where the syscall tier runs
+// (what the richer tier adds there is pinned by TestRicherTierFillsFineFields).
+func sendOpsConfig(t *testing.T) Config {
+	requireRoot(t)
+	if os.Getenv("WEIR_TEST_CAPTURE_TIER") == "" && kernelHasSocketTier(t) && !kernelHasSendWindow(t) {
+		t.Log("socket tier without tcp_sendmsg_locked: no send windows; running the syscall tier")
+		return Config{CaptureTier: CaptureSyscall}
+	}
+	return Config{}
+}
+
 func TestRetransmitsFollowInjectedLoss(t *testing.T) {
 	// Per-operation attribution: either capture tier
 	// (WEIR_TEST_CAPTURE_TIER), the socket tier through its op windows.
-	r := startCollector(t, Config{})
+	r := startCollector(t, sendOpsConfig(t))
 	a, b := newNetns(t), newNetns(t)
 	if err := r.Enroll(a.ino, 43); err != nil {
 		t.Fatal(err)
@@ -690,7 +703,7 @@ func TestRTTFollowsNetemDelay(t *testing.T) {
 		// tests/kernels runs this test on 6.1, which has it.
 		t.Skip("this kernel has no sch_netem qdisc: delay injection needs it (runs in the tests/kernels guest)")
 	}
-	r := startCollector(t, Config{})
+	r := startCollector(t, sendOpsConfig(t))
 	a, b := newNetns(t), newNetns(t)
 	if err := r.Enroll(a.ino, 44); err != nil {
 		t.Fatal(err)
@@ -824,7 +837,12 @@ func TestFeaturesListEveryMetric(t *testing.T) {
 		}
 		byName[m.Name] = m
 	}
+	hasWindow := f.Capture != CaptureSocket || f.Tier != TierBase || kernelHasSendWindow(t)
 	for _, name := range []string{"packets", "retransmits", "drops", "rtt", "l2_duration", "l2_queue", "recv_queue"} {
+		if sendWindowMetrics[name] {
+			checkSendWindowMetric(t, byName[name], hasWindow)
+			continue
+		}
 		if !byName[name].Available {
 			t.Errorf("%s: %+v, want available on the base tier", name, byName[name])
 		}
@@ -891,15 +909,28 @@ func TestPodCountersMatchVethCounters(t *testing.T) {
 // TestRicherTierFillsFineFields drives sends over a veth whose neighbour
 // entry is made stale first (so the next packet goes through
 // neigh_resolve_output) and checks the fine fields against what the tier
-// probes found. Where fentry or kprobes work (the tests/kernels 6.1 guest)
-// each tier is loaded in turn and must measure L4 and L3 time, netfilter
-// and ARP counts, plausibly: L3 within L4, L4 within the syscall, an ARP
-// pass for the stale neighbour. Where neither works (the lockdown host),
-// the collector must run the base tier and leave those fields unmeasured
-// rather than zero.
+// probes found, under each capture tier the kernel has: the richer tier
+// adds to the syscall tier's in-flight syscall and to the socket tier's op
+// windows alike. Where fentry or kprobes work (the tests/kernels 6.1 and
+// 6.12 guests; 6.12 has the socket tier too) each tier is loaded in turn
+// and must measure L4 and L3 time, netfilter and ARP counts, plausibly: L3
+// within L4, L4 within the operation, an ARP pass for the stale neighbour.
+// Where neither works (the lockdown host), the collector must run the base
+// tier and leave those fields unmeasured rather than zero.
 func TestRicherTierFillsFineFields(t *testing.T) {
 	requireRoot(t)
 	tiers := probeTiers()
+	for _, capture := range []CaptureTier{CaptureSyscall, CaptureSocket} {
+		t.Run(capture.String(), func(t *testing.T) {
+			if capture == CaptureSocket {
+				requireSocketTier(t)
+			}
+			testRicherTierFillsFineFields(t, tiers, capture)
+		})
+	}
+}
+
+func testRicherTierFillsFineFields(t *testing.T, tiers []TierStatus, capture CaptureTier) {
 	for _, tc := range []struct {
 		tier       Tier
 		skipFentry bool
@@ -909,9 +940,11 @@ func TestRicherTierFillsFineFields(t *testing.T) {
 			if tc.tier == TierKprobe && !available && tiers[TierFentry].Available {
 				t.Fatalf("fentry works but kprobes do not: %+v", tiers)
 			}
-			// The richer tier times syscalls of the syscall capture tier.
-			r := startCollector(t, Config{SkipFentry: tc.skipFentry, RichTier: true, CaptureTier: CaptureSyscall})
+			r := startCollector(t, Config{SkipFentry: tc.skipFentry, RichTier: true, CaptureTier: capture})
 			f := r.Features()
+			if f.Capture != capture {
+				t.Fatalf("capture tier %s, want %s (%s)", f.Capture, capture, f.CaptureReason)
+			}
 			want := tc.tier
 			if !available {
 				want = TierBase

@@ -177,9 +177,11 @@ func metricStatus(attached map[string]bool, active Tier, tiers []TierStatus, hav
 		return []string{"kprobe/" + fn, "kretprobe/" + fn}
 	}
 	// The socket tier opens a send's window for the device hooks at
-	// tcp_sendmsg_locked (the syscall tier at the syscall's entry).
+	// tcp_sendmsg_locked (the syscall tier at the syscall's entry), and the
+	// richer tier, when it runs, at tcp_sendmsg's entry: either will do
+	// (6.12 has no tcp_sendmsg_locked tracepoint).
 	var sendWindow []string
-	if attached["tp_btf/sock_send_length"] {
+	if attached["tp_btf/sock_send_length"] && !(active != TierBase && attached[tierHook("tcp_sendmsg")[0]]) {
 		sendWindow = []string{"tp_btf/tcp_sendmsg_locked"}
 	}
 	out := make([]MetricStatus, 0, len(metricNames))
@@ -238,7 +240,7 @@ func metricStatus(attached map[string]bool, active Tier, tiers []TierStatus, hav
 			fn := map[event.Metric]string{event.MetricL4Duration: "tcp_sendmsg", event.MetricL3Duration: "__ip_queue_xmit",
 				event.MetricNetfilter: "nf_hook_slow", event.MetricResolveMAC: "neigh_resolve_output"}[mn.m]
 			if need(append(tierHook("tcp_sendmsg"), tierHook(fn)...)...) {
-				st.Reason = "send syscalls on TCP sockets, " + active.String() + " tier (" + fn + ")"
+				st.Reason = "sends on TCP sockets, " + active.String() + " tier (" + fn + ")"
 				if mn.m != event.MetricResolveMAC {
 					st.Reason += "; " + recvTierReason(attached, tierHook)
 				}

@@ -39,6 +39,38 @@ func kernelHasSocketTier(t *testing.T) bool {
 	return true
 }
 
+// kernelHasSendWindow says whether the running kernel has the
+// tcp:tcp_sendmsg_locked tracepoint (Linux 6.13 on), where the socket tier
+// opens a send's op window for the per-packet hooks. Without it (6.12) the
+// base socket tier reports the per-send packet metrics unavailable; the
+// richer tier, where it attaches, opens the window at tcp_sendmsg instead.
+func kernelHasSendWindow(t *testing.T) bool {
+	t.Helper()
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = kernel.AnyTypeByName("btf_trace_tcp_sendmsg_locked")
+	return err == nil
+}
+
+// sendWindowMetrics are the metrics a socket-tier send has only through
+// its op window.
+var sendWindowMetrics = map[string]bool{"packets": true, "l2_duration": true, "l2_queue": true}
+
+// checkSendWindowMetric checks metric m of a socket-tier collector with
+// the base tier: available where the kernel has tcp_sendmsg_locked, else
+// unavailable, naming it.
+func checkSendWindowMetric(t *testing.T, m MetricStatus, hasWindow bool) {
+	t.Helper()
+	if hasWindow && !m.Available {
+		t.Errorf("%s: %+v, want available (op windows at tcp_sendmsg_locked)", m.Name, m)
+	}
+	if !hasWindow && (m.Available || !strings.Contains(m.Reason, "tcp_sendmsg_locked")) {
+		t.Errorf("%s: %+v, want unavailable naming tcp_sendmsg_locked (the kernel has no such tracepoint)", m.Name, m)
+	}
+}
+
 // socketTier starts a collector that must run the socket tier: these tests
 // pin what that tier does. On a kernel without the socket tracepoints
 // (the 6.1 guest of tests/kernels) there is no socket tier to test; what
@@ -116,15 +148,22 @@ func TestSocketTierIsDefaultAndAttachesNoSyscallTracepoint(t *testing.T) {
 			t.Errorf("hook %s left out without a reason", h.Name)
 		}
 	}
-	for _, h := range []string{"tp_btf/sock_send_length", "tp_btf/sock_recv_length", "tp_btf/inet_sock_set_state",
-		"tp_btf/tcp_sendmsg_locked", "tp_btf/net_dev_queue", "tp_btf/skb_copy_datagram_iovec"} {
+	hasWindow := kernelHasSendWindow(t)
+	hooks := []string{"tp_btf/sock_send_length", "tp_btf/sock_recv_length", "tp_btf/inet_sock_set_state",
+		"tp_btf/net_dev_queue", "tp_btf/skb_copy_datagram_iovec"}
+	if hasWindow {
+		hooks = append(hooks, "tp_btf/tcp_sendmsg_locked")
+	}
+	for _, h := range hooks {
 		if !attached[h] {
 			t.Errorf("socket tier hook %s not attached", h)
 		}
 	}
 	for _, m := range f.Metrics {
 		switch m.Name {
-		case "packets", "l2_duration", "l2_queue", "recv_queue", "rtt", "retransmits", "drops":
+		case "packets", "l2_duration", "l2_queue":
+			checkSendWindowMetric(t, m, hasWindow)
+		case "recv_queue", "rtt", "retransmits", "drops":
 			if !m.Available {
 				t.Errorf("%s: %+v, want available (op windows, socket state and socket hooks)", m.Name, m)
 			}
@@ -289,8 +328,14 @@ func TestSocketTierPerPacketHooksStopAtTheGateForUnenrolledSockets(t *testing.T)
 	if err := r.Enroll(enrolled.ino, 23); err != nil {
 		t.Fatal(err)
 	}
-	progs := []string{captureProgOnTcpSendmsg, captureProgOnDevQueue, captureProgOnDevStartXmit, captureProgOnDevXmit,
+	progs := []string{captureProgOnDevQueue, captureProgOnDevStartXmit, captureProgOnDevXmit,
 		captureProgOnNetifReceive, captureProgOnTcpProbe, captureProgOnSkbCopy}
+	// Without tcp:tcp_sendmsg_locked (6.12) sends get no window: the
+	// device hooks still run and must stop at the gate.
+	hasWindow := kernelHasSendWindow(t)
+	if hasWindow {
+		progs = append(progs, captureProgOnTcpSendmsg)
+	}
 	before := map[string]*ebpf.ProgramStats{}
 	for _, p := range progs {
 		st, err := r.coll.Programs[p].Stats()
@@ -330,7 +375,7 @@ func TestSocketTierPerPacketHooksStopAtTheGateForUnenrolledSockets(t *testing.T)
 				queue = queue || d.Recv.Measured&event.MetricRecvQueue != 0
 			}
 		}
-		return send && l2 && recv && queue
+		return (send && l2 || !hasWindow) && recv && queue
 	})
 }
 

@@ -19,7 +19,9 @@ import (
 // holds each function hook as fentry/fexit and as kprobe/kretprobe; Load
 // keeps the set of the best tier the probes found usable (plus the tp_btf
 // program, which both need) and loads it with the base collection's
-// inflight, enrolled_netns and counters maps. The tier is optional: when it
+// inflight, enrolled_netns, netns_bits and counters maps. It runs under
+// either capture tier: it adds to the syscall tier's in-flight syscall, or
+// to the socket tier's op window (which it opens at tcp_sendmsg's entry). The tier is optional: when it
 // cannot load or attach, the collector runs the base tier and says why in
 // Features.
 
@@ -74,10 +76,18 @@ func (c *Collector) loadRichTier(t Tier, kernel *btf.Spec) ([]HookStatus, []link
 				Reason: fmt.Sprintf("kernel function %s not found in BTF (renamed or inlined): %v", fn, err)})
 		}
 	}
+	if c.features.Capture == CaptureSocket {
+		// No syscall in flight: the tier opens and adds to the socket
+		// tier's op windows (c/tier.bpf.c, socket_tier).
+		if err := spec.Variables[tierVarSocketTier].Set(uint8(1)); err != nil {
+			return status, nil, nil, fmt.Errorf("set socket_tier: %w", err)
+		}
+	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{
 			tierMapInflight:      c.coll.Maps[captureMapInflight],
 			tierMapEnrolledNetns: c.coll.Maps[captureMapEnrolledNetns],
+			tierMapNetnsBits:     c.coll.Maps[captureMapNetnsBits],
 			tierMapCounters:      c.coll.Maps[captureMapCounters],
 		},
 		Programs: ebpf.ProgramOptions{KernelTypes: kernel},
@@ -116,12 +126,6 @@ func (c *Collector) loadRichTier(t Tier, kernel *btf.Spec) ([]HookStatus, []link
 func (c *Collector) attachRichTier(kernel *btf.Spec) {
 	t, ok := chooseTier(c.features.Tiers, c.cfg.SkipFentry)
 	if !ok {
-		return
-	}
-	if c.features.Capture == CaptureSocket {
-		// Its programs time functions inside a syscall the syscall tier
-		// tracks in flight (inflight); the socket tier has none.
-		c.features.TierError = fmt.Sprintf("the %s tier times syscalls of the syscall capture tier; the socket tier runs (bpf.captureTier=syscall to use it)", t)
 		return
 	}
 	if !c.cfg.RichTier {

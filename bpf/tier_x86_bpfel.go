@@ -101,6 +101,7 @@ const (
 	tierMapCounters                     = "counters"
 	tierMapEnrolledNetns                = "enrolled_netns"
 	tierMapInflight                     = "inflight"
+	tierMapNetnsBits                    = "netns_bits"
 	tierMapRxCpus                       = "rx_cpus"
 	tierMapRxTimes                      = "rx_times"
 	tierProgFentryIp6Input              = "fentry_ip6_input"
@@ -140,6 +141,7 @@ const (
 	tierProgKretprobeTcpV4Rcv           = "kretprobe_tcp_v4_rcv"
 	tierProgKretprobeTcpV6Rcv           = "kretprobe_tcp_v6_rcv"
 	tierProgTierSkbCopy                 = "tier_skb_copy"
+	tierVarSocketTier                   = "socket_tier"
 )
 
 // loadTier returns the embedded CollectionSpec for tier.
@@ -230,6 +232,7 @@ type tierMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	EnrolledNetns *ebpf.MapSpec `ebpf:"enrolled_netns"`
 	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
+	NetnsBits     *ebpf.MapSpec `ebpf:"netns_bits"`
 	RxCpus        *ebpf.MapSpec `ebpf:"rx_cpus"`
 	RxTimes       *ebpf.MapSpec `ebpf:"rx_times"`
 }
@@ -238,6 +241,7 @@ type tierMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tierVariableSpecs struct {
+	SocketTier *ebpf.VariableSpec `ebpf:"socket_tier"`
 }
 
 // tierObjects contains all objects after they have been loaded into the kernel.
@@ -263,6 +267,7 @@ type tierMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	EnrolledNetns *ebpf.Map `ebpf:"enrolled_netns"`
 	Inflight      *ebpf.Map `ebpf:"inflight"`
+	NetnsBits     *ebpf.Map `ebpf:"netns_bits"`
 	RxCpus        *ebpf.Map `ebpf:"rx_cpus"`
 	RxTimes       *ebpf.Map `ebpf:"rx_times"`
 }
@@ -272,6 +277,7 @@ func (m *tierMaps) Close() error {
 		m.Counters,
 		m.EnrolledNetns,
 		m.Inflight,
+		m.NetnsBits,
 		m.RxCpus,
 		m.RxTimes,
 	)
@@ -281,6 +287,7 @@ func (m *tierMaps) Close() error {
 //
 // It can be passed to loadTierObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tierVariables struct {
+	SocketTier *ebpf.Variable `ebpf:"socket_tier"`
 }
 
 // tierPrograms contains all programs after they have been loaded into the kernel.

@@ -63,40 +63,9 @@ volatile const __u8 socket_tier = 0;
 /* Source of connection ids; 0 is never handed out. */
 __u64 next_conn_id = 0;
 
-/* enrolled_netns (netns inode -> pod id) and the drop counters are in
- * shared.h: the richer tier reuses them. */
+/* enrolled_netns (netns inode -> pod id), its filter bits (netns_bits)
+ * and the drop counters are in shared.h: the richer tier reuses them. */
 #include "shared.h"
-
-/*
- * A filter in front of enrolled_netns: bit (inode % 4096) is set for every
- * enrolled namespace (user space sets it before the hash entry and clears
- * it after the last namespace that maps to it is gone). Array lookups are
- * inlined by the verifier, so a namespace whose bit is clear -- nearly
- * every unenrolled one while few pods are enrolled -- is turned away with a
- * few loads, no helper call. That is the gate every syscall (syscall tier),
- * socket op (socket tier) and received packet of the node passes; calls
- * are what costs there (a return is slow under the SRSO mitigation).
- * Hooks that only gather numbers for a later exact decision (op windows,
- * receive stamps) use the bits alone: a namespace that shares a bit with
- * an enrolled one (inodes 4096 apart) costs them work nobody reads.
- */
-#define NETNS_BITS_WORDS 64
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, NETNS_BITS_WORDS);
-	__type(key, __u32);
-	__type(value, __u64);
-} netns_bits SEC(".maps");
-
-/* Whether namespace ino may be enrolled: false means it is not. */
-static __always_inline bool netns_maybe_enrolled(__u64 ino)
-{
-	__u32 k = (ino >> 6) & (NETNS_BITS_WORDS - 1);
-	__u64 *w = bpf_map_lookup_elem(&netns_bits, &k);
-
-	return w && ((*w >> (ino & 63)) & 1);
-}
 
 /* The pod id of network namespace ino if it is enrolled, else NULL. */
 static __always_inline __u32 *enrolled_pod(__u64 ino)

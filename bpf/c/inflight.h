@@ -90,6 +90,28 @@ static __always_inline __attribute__((unused)) struct syscall_args *current_args
 	return a;
 }
 
+/*
+ * Socket capture tier: opens an op window on slot a -- the per-operation
+ * state the per-packet hooks and the richer tier's hooks add to, as they
+ * do to a syscall tier's in-flight syscall (label is SYS_SENDMSG for a
+ * send, SYS_RECVMSG for a receive; sock_io closes it). Shared by the base
+ * object (op_window) and the richer tier (tier.bpf.c), whichever of their
+ * hooks sees the op first, so both reset the same fields: everything a
+ * hook accumulates or matches on, not the payload fields sock_io fills.
+ */
+static __always_inline __attribute__((unused)) void window_open(struct syscall_args *a, __u64 sk, __u8 label,
+								__u64 now)
+{
+	a->sk = sk;
+	a->syscall = label;
+	a->start_ns = now;
+	a->cur_skb = a->queue_ts = a->start_ts = 0;
+	a->l4_ts = a->l3_ts = a->nf_ts = a->arp_ts = 0;
+	a->nf_skb = a->arp_skb = a->rx_skb = 0;
+	a->rx_missing = 0;
+	__builtin_memset(&a->m, 0, OP_METRICS_SIZE);
+}
+
 /* The in-flight send syscall of the current thread, if it is on sk. */
 static __always_inline __attribute__((unused)) struct syscall_args *send_of(__u64 sk)
 {

@@ -27,6 +27,37 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/*
+ * A filter in front of enrolled_netns: bit (inode % 4096) is set for every
+ * enrolled namespace (user space sets it before the hash entry and clears
+ * it after the last namespace that maps to it is gone). Array lookups are
+ * inlined by the verifier, so a namespace whose bit is clear -- nearly
+ * every unenrolled one while few pods are enrolled -- is turned away with a
+ * few loads, no helper call. That is the gate every syscall (syscall tier),
+ * socket op (socket tier) and received packet of the node passes; calls
+ * are what costs there (a return is slow under the SRSO mitigation).
+ * Hooks that only gather numbers for a later exact decision (op windows,
+ * receive stamps) use the bits alone: a namespace that shares a bit with
+ * an enrolled one (inodes 4096 apart) costs them work nobody reads.
+ */
+#define NETNS_BITS_WORDS 64
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NETNS_BITS_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} netns_bits SEC(".maps");
+
+/* Whether namespace ino may be enrolled: false means it is not. */
+static __always_inline __attribute__((unused)) bool netns_maybe_enrolled(__u64 ino)
+{
+	__u32 k = (ino >> 6) & (NETNS_BITS_WORDS - 1);
+	__u64 *w = bpf_map_lookup_elem(&netns_bits, &k);
+
+	return w && ((*w >> (ino & 63)) & 1);
+}
+
 static __always_inline void count(__u32 reason)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &reason);

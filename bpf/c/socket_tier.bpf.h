@@ -574,6 +574,10 @@ static __always_inline int sock_io(struct sock *sk, int ret, int flags, __u8 dir
  * receive -- and sock_io closes it and puts its metrics on the op's event.
  * A thread that never used an enrolled socket has no inflight storage: for
  * its packets each per-packet hook returns after one task-storage lookup.
+ * The richer tier (tier.bpf.c), when loaded, opens a send's window earlier,
+ * at tcp_sendmsg's entry (so its L4 time lies inside the op), and may open
+ * a receive's window at the first copy if its program runs before this
+ * one: both through window_open (inflight.h), so the window is the same.
  */
 static __always_inline struct syscall_args *op_window(const struct sock *sk, __u8 label, bool *opened)
 {
@@ -598,11 +602,7 @@ static __always_inline struct syscall_args *op_window(const struct sock *sk, __u
 		}
 	}
 	*opened = true;
-	a->sk = (__u64)sk;
-	a->syscall = label;
-	a->start_ns = bpf_ktime_get_ns();
-	a->cur_skb = a->queue_ts = a->start_ts = 0;
-	__builtin_memset(&a->m, 0, OP_METRICS_SIZE);
+	window_open(a, (__u64)sk, label, bpf_ktime_get_ns());
 	return a;
 }
 

@@ -9,7 +9,8 @@
  * syscall's metrics the base tier reports.
  *
  * Attribution is the base tier's: the work is the current thread's, while
- * it is inside a send syscall on the same socket. Entry programs stamp the
+ * it is inside a send syscall on the same socket (syscall capture tier) or
+ * inside a send's op window on it (socket capture tier; see socket_tier). Entry programs stamp the
  * thread's inflight entry; exit programs add the elapsed time. These
  * functions do nest on one thread, though not for the same socket: on veth
  * and loopback the receiver's softirq runs inside the sender's
@@ -38,15 +39,68 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+/* Set from Go (Collector.loadRichTier) when the base object runs the
+ * socket capture tier. There is no in-flight syscall then: the work is
+ * attributed to the thread's op window instead (window_open in
+ * inflight.h), which the base object opens at tcp_sendmsg_locked or the
+ * first skb copied and closes at sock_send_length/sock_recv_length. This
+ * tier opens a send's window itself, at tcp_sendmsg's entry, so that the
+ * L4 time it starts there falls inside the op; the exits and the skb
+ * functions then find it as they find an in-flight send syscall (its label
+ * is SYS_SENDMSG, a send for send_of). */
+volatile const __u8 socket_tier = 0;
+
+/* Socket tier: the current thread's op window on sk, labelled label. With
+ * fresh set (tcp_sendmsg's entry: an op begins) a new window is opened
+ * whatever was open; otherwise an open window of the op is reused and one
+ * is opened only when there is none. A socket whose namespace bit is clear
+ * (netns_bits, the base object's map: nearly every unenrolled one) gets
+ * none, after one inlined array lookup. As in the base object's
+ * op_window, the bits alone decide: sock_io's exact filter decides whether
+ * the op is reported. */
+static __always_inline struct syscall_args *tier_window(__u64 sk, __u64 ino, __u8 label, bool fresh)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct syscall_args *a = inflight_of(t);
+
+	if (!sk)
+		return NULL;
+	if (!fresh && a && a->syscall == label && a->sk == sk)
+		return a;
+	if (!netns_maybe_enrolled(ino))
+		return NULL;
+	if (!a) {
+		a = bpf_task_storage_get(&inflight, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (!a) {
+			count(DROP_ARGS_MAP_FULL);
+			return NULL;
+		}
+	}
+	window_open(a, sk, label, bpf_ktime_get_ns());
+	return a;
+}
+
 /* What a send syscall gets measured once this tier sees it enter
  * tcp_sendmsg: a function that was never called (no netfilter rule, no
  * ARP) counted zero, which is a measurement. */
 #define TIER_METRICS (METRIC_L4_DURATION | METRIC_L3_DURATION | METRIC_NETFILTER | METRIC_RESOLVE_MAC)
 
-static __always_inline void l4_enter(struct sock *sk)
+/* tcp_sendmsg entry. ino is sk's network namespace inode, read by the
+ * caller (a plain load under fentry, a probe read under kprobes) and only
+ * under the socket tier, where it gates the window. */
+static __always_inline void l4_enter(struct sock *sk, __u64 ino)
 {
-	struct syscall_args *a = send_of((__u64)sk);
+	struct syscall_args *a;
 
+	if (socket_tier) {
+		a = tier_window((__u64)sk, ino, SYS_SENDMSG, true);
+		if (!a)
+			return;
+		a->m.measured |= TIER_METRICS;
+		a->l4_ts = a->start_ns; /* the op starts here */
+		return;
+	}
+	a = send_of((__u64)sk);
 	if (!a)
 		return;
 	a->m.measured |= TIER_METRICS;
@@ -392,12 +446,25 @@ static __always_inline void rx_nf_exit(__u64 skb, bool know_skb)
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(tier_skb_copy, const struct sk_buff *skb, int len)
 {
-	struct syscall_args *a = current_args();
+	struct syscall_args *a;
 	__u64 key = (__u64)skb;
 	__u32 missing = TIER_RECV_METRICS;
 	struct rx_times *t;
+	struct sock *sk = skb->sk;
 
-	if (!a || a->sk != (__u64)skb->sk)
+	if (socket_tier) {
+		/* The read's op window: the base object's on_skb_copy opens it
+		 * at the first copy, or this does if it runs first (the order
+		 * of two programs on one tracepoint is not a contract). */
+		if (!sk)
+			return 0;
+		a = tier_window((__u64)sk, sk->__sk_common.skc_net.net->ns.inum, SYS_RECVMSG, false);
+		if (!a)
+			return 0;
+		goto copy;
+	}
+	a = current_args();
+	if (!a || a->sk != (__u64)sk)
 		return 0;
 	switch (a->syscall) {
 	case SYS_READ:
@@ -409,6 +476,7 @@ int BPF_PROG(tier_skb_copy, const struct sk_buff *skb, int len)
 	default:
 		return 0;
 	}
+copy:
 	if (a->rx_skb == key)
 		return 0;
 	a->rx_skb = key;
@@ -443,7 +511,7 @@ int BPF_PROG(tier_skb_copy, const struct sk_buff *skb, int len)
 SEC("fentry/tcp_sendmsg")
 int BPF_PROG(fentry_tcp_sendmsg, struct sock *sk)
 {
-	l4_enter(sk);
+	l4_enter(sk, socket_tier ? sk->__sk_common.skc_net.net->ns.inum : 0);
 	return 0;
 }
 
@@ -503,7 +571,7 @@ int BPF_PROG(fexit_neigh_resolve_output, struct neighbour *n, struct sk_buff *sk
 SEC("kprobe/tcp_sendmsg")
 int BPF_KPROBE(kprobe_tcp_sendmsg, struct sock *sk)
 {
-	l4_enter(sk);
+	l4_enter(sk, socket_tier ? BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) : 0);
 	return 0;
 }
 

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Runs Weir's eBPF tests on a second kernel: Debian's 6.1 cloud kernel, booted
-# under QEMU's software emulation (TCG) with an initramfs whose /init is a
-# static Go program (tests/kernels/guestinit). The development and CI hosts
-# run a kernel without kprobes and with fentry locked down; 6.1 has both, and
-# is the oldest kernel Weir's CO-RE objects must load on. It has no
-# sock:sock_send_length/sock_recv_length tracepoints (6.3+), so the guest runs
-# the syscall capture tier (bpf.TestCaptureTierFollowsTheKernel pins that); the
-# socket-tier tests say so and do not apply there.
+# Runs Weir's eBPF tests on other kernels, one after the other: by default
+# Debian's 6.1 cloud kernel and its 6.12 cloud kernel, each booted under
+# QEMU's software emulation (TCG) with an initramfs whose /init is a static Go
+# program (tests/kernels/guestinit). The development and CI hosts run a kernel
+# without kprobes and with fentry locked down; both guests have them. 6.1 is
+# the oldest kernel Weir's CO-RE objects must load on; it has no
+# sock:sock_send_length/sock_recv_length tracepoints (6.3+), so it runs the
+# syscall capture tier (bpf.TestCaptureTierFollowsTheKernel pins that) and the
+# socket-tier tests say so and do not apply there. 6.12 has the socket
+# tracepoints and fentry, so there the richer fentry/kprobe tier runs with the
+# socket capture tier (bpf.TestRicherTierFillsFineFields); it has no
+# tcp:tcp_sendmsg_locked (6.13+), so the base socket tier has no send windows.
 #
 # Steps: fetch the kernel package (cached), build the guest init and the test
 # binaries (CGO_ENABLED=0: the guest has no libc), then tests/kernels/vmrun
@@ -15,8 +19,14 @@
 # result. Needs root (apt-get download), qemu-system-x86 and timeout(1).
 #
 # Environment (all optional):
-#   WEIR_KERNEL_PACKAGE       kernel package to boot; default: what
-#                             $WEIR_KERNEL_META depends on, "-unsigned"
+#   WEIR_KERNEL_PACKAGES      kernels to run, in order, space-separated: package
+#                             names, or "meta" for what $WEIR_KERNEL_META
+#                             depends on (default "meta $default_612", below);
+#                             each is a full run of this script, and the
+#                             status is non-zero when any failed
+#   WEIR_KERNEL_PACKAGE       one kernel package to boot (instead of the list;
+#                             empty: what $WEIR_KERNEL_META depends on,
+#                             "-unsigned")
 #   WEIR_KERNEL_META          metapackage tracking the current 6.1 cloud
 #                             kernel (default linux-image-cloud-amd64)
 #   WEIR_KERNEL_CACHE         where extracted kernels are kept
@@ -44,6 +54,7 @@
 #                             guest on stale patched kernel text, issue #4;
 #                             see defaultAccel in tests/kernels/vmrun/boot.go)
 set -euo pipefail
+self=$(readlink -f "$0")
 cd "$(dirname "$0")/../.."
 export PATH=/usr/local/go/bin:$PATH
 export GOFLAGS=${GOFLAGS:--buildvcs=false}
@@ -57,6 +68,25 @@ log_dir=${WEIR_KERNEL_LOG_DIR:-bin/kernels}
 say() { echo "kernels: $*"; }
 die() { echo "kernels: FAIL: $*" >&2; exit 1; }
 start=$(date +%s)
+
+# Debian 12's 6.12 cloud kernel (bookworm-backports): socket tracepoints and
+# fentry in one kernel.
+default_612=linux-image-6.12.107+deb12-cloud-amd64-unsigned
+
+# --- 0. The list of kernels ---------------------------------------------------
+# Without WEIR_KERNEL_PACKAGE (unset, not empty) this runs itself once per
+# kernel of the list, with WEIR_KERNEL_PACKAGE set.
+if [ -z "${WEIR_KERNEL_PACKAGE+set}" ]; then
+  failed=()
+  for k in ${WEIR_KERNEL_PACKAGES:-meta $default_612}; do
+    [ "$k" = meta ] && k=
+    say "=== kernel ${k:-from $meta}"
+    WEIR_KERNEL_PACKAGE=$k "$self" || failed+=("${k:-$meta}")
+  done
+  say "all kernels: wall time $(($(date +%s) - start)) s"
+  [ ${#failed[@]} -eq 0 ] || die "failed on: ${failed[*]}"
+  exit 0
+fi
 
 # --- 1. The kernel -----------------------------------------------------------
 
@@ -95,7 +125,21 @@ else
   die "cannot resolve kernel package ${pkg:-from $meta} with apt-cache, and nothing is cached in $cache"
 fi
 
+# decompress_modules DIR: Debian's 6.1 kernels ship *.ko; from 6.12 on they
+# ship *.ko.xz, which the guest could load only through the kernel's own
+# decompression (finit_module's MODULE_INIT_COMPRESSED_FILE, a config
+# option). The harness indexes and packs plain *.ko, so they are
+# decompressed on the host, once, in the cache entry.
+decompress_modules() {
+  find "$1" -name '*.ko.xz' -print0 | xargs -0 -r xz -d -f || return 1
+  find "$1" -name '*.ko.zst' -print0 | xargs -0 -r zstd -q -d -f --rm || return 1
+}
+
 if [ -f "$kdir/vmlinuz" ] && [ -f "$kdir/config" ] && [ -f "$kdir/release" ]; then
+  if [ -n "$(find "$kdir/modules" \( -name '*.ko.xz' -o -name '*.ko.zst' \) -print -quit)" ]; then
+    say "decompressing the modules of cached $(basename "$kdir")"
+    decompress_modules "$kdir/modules" || die "cannot decompress the modules in $kdir"
+  fi
   say "kernel $(basename "$kdir") from cache $kdir"
 else
   say "downloading $pkg $version"
@@ -112,6 +156,7 @@ else
   mv "$vmlinuz" "$dl/k/vmlinuz"
   mv "$dl"/x/boot/config-* "$dl/k/config"
   mv "$dl"/x/lib/modules/* "$dl/k/modules/"
+  decompress_modules "$dl/k/modules" || die "cannot decompress the modules of $pkg"
   echo "$pkg $version" >"$dl/k/package"
   # Publish atomically: a cache entry is complete or absent. A concurrent
   # run may have published the same kernel meanwhile; that copy is as good.

@@ -33,9 +33,10 @@ func Canonical(name string) string {
 
 // NewIndex indexes every *.ko file below root (for example the package's
 // lib/modules/<release>) and the modules.builtin lists there, so that asking
-// for a module the kernel has built in is not an error. Compressed modules are not supported: Debian's 6.1
-// kernels ship them uncompressed, and finit_module would need the kernel's
-// decompression support otherwise.
+// for a module the kernel has built in is not an error. Compressed modules
+// (*.ko.xz, as Debian ships from 6.12 on) are not indexed: tests/kernels/run.sh
+// decompresses them on the host, since finit_module would otherwise need the
+// kernel's own decompression support.
 func NewIndex(root string) (*Index, error) {
 	idx := &Index{root: root, files: map[string]string{}, builtin: map[string]bool{}}
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
@@ -61,7 +62,7 @@ func NewIndex(root string) (*Index, error) {
 		return nil, fmt.Errorf("indexing modules under %s: %w", root, err)
 	}
 	if len(idx.files) == 0 {
-		return nil, fmt.Errorf("no *.ko modules under %s (compressed modules are not supported)", root)
+		return nil, fmt.Errorf("no *.ko modules under %s (compressed *.ko.xz/*.ko.zst are not indexed: decompress them first, as tests/kernels/run.sh does)", root)
 	}
 	return idx, nil
 }
