@@ -681,8 +681,12 @@ func TestRetransmitsOutsideSyscallsAreReported(t *testing.T) {
 		t.Fatalf("socket stats at close not measured: %+v", cl.Socket)
 	}
 	t.Logf("loss by %s for 1.3 s: %d retransmit events, %d in send syscalls, %d at close", how, events, st.retransmits, cl.Socket.Retransmits)
-	if events < 2 {
-		t.Fatalf("%d retransmit events for a request resent by the timer for 1.3 s, want at least 2", events)
+	// How often the kernel resends in 1.3 s depends on its timers (under an
+	// emulated guest the first RTO can take most of it): the kernel's own
+	// count at close is the truth, and at least one resend happened outside
+	// any send syscall.
+	if events < 1 {
+		t.Fatalf("no retransmit event for a request resent by the timer for 1.3 s (kernel count at close %d)", cl.Socket.Retransmits)
 	}
 	if segs+st.retransmits != uint64(cl.Socket.Retransmits) {
 		t.Fatalf("retransmitted segments: %d in events + %d in send syscalls, socket total at close %d: want equal", segs, st.retransmits, cl.Socket.Retransmits)
