@@ -59,20 +59,12 @@ func busyCPU(t *testing.T) time.Duration {
 // from bpf_stats, per program too). Rounds rotate the order; medians.
 // Root, real eBPF, nginx and wrk/h2load; runs when WEIR_BPF_ENROLLED_WRK=1.
 func TestEnrolledCPUPerRequestPerCaptureTier(t *testing.T) {
-	if os.Getenv("WEIR_BPF_ENROLLED_WRK") != "1" {
-		t.Skip("a measurement: set WEIR_BPF_ENROLLED_WRK=1 (root, nginx, wrk, h2load) to run it")
-	}
-	requireRoot(t)
 	h2c := os.Getenv("WEIR_BPF_ENROLLED_PROTO") == "h2c"
 	tool := "wrk"
 	if h2c {
 		tool = "h2load"
 	}
-	for _, bin := range []string{"nginx", tool} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s: %v", bin, err)
-		}
-	}
+	measurement(t, "WEIR_BPF_ENROLLED_WRK", "nginx", tool)
 	const secs = 5
 	client, server := newNetns(t), newNetns(t)
 	vethPair(t, client, server)

@@ -18,15 +18,7 @@ import (
 // so a loss seen in make bench can be told by its reason. Root, real eBPF,
 // nginx and h2load; runs when WEIR_BPF_H2LOAD_COUNTERS=1.
 func TestH2LoadCountersByReason(t *testing.T) {
-	if os.Getenv("WEIR_BPF_H2LOAD_COUNTERS") != "1" {
-		t.Skip("a measurement: set WEIR_BPF_H2LOAD_COUNTERS=1 (root, nginx, h2load) to run it")
-	}
-	requireRoot(t)
-	for _, bin := range []string{"nginx", "h2load"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s: %v", bin, err)
-		}
-	}
+	measurement(t, "WEIR_BPF_H2LOAD_COUNTERS", "nginx", "h2load")
 	client, server := newNetns(t), newNetns(t)
 	vethPair(t, client, server)
 	dir := t.TempDir()

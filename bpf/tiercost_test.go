@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -19,10 +18,7 @@ import (
 // run time per round trip (bpf_stats, which adds two clock reads per run).
 // Root and real eBPF; runs when WEIR_BPF_TIER_COST=1.
 func TestCaptureCostPerRoundTripPerTier(t *testing.T) {
-	if os.Getenv("WEIR_BPF_TIER_COST") != "1" {
-		t.Skip("a measurement: set WEIR_BPF_TIER_COST=1 (root) to run it")
-	}
-	requireRoot(t)
+	measurement(t, "WEIR_BPF_TIER_COST")
 	const trips, rounds = 20000, 3
 	type variant struct {
 		name string

@@ -25,15 +25,7 @@ import (
 // Weir, and the per-packet hooks' gates, cost traffic Weir does not watch. Root, real eBPF, nginx and wrk; runs when
 // WEIR_BPF_UNENROLLED_WRK=1 (WEIR_BPF_UNENROLLED_WRK_SECONDS, default 5).
 func TestUnenrolledThroughputPerCaptureTier(t *testing.T) {
-	if os.Getenv("WEIR_BPF_UNENROLLED_WRK") != "1" {
-		t.Skip("a measurement: set WEIR_BPF_UNENROLLED_WRK=1 (root, nginx, wrk) to run it")
-	}
-	requireRoot(t)
-	for _, bin := range []string{"nginx", "wrk"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs %s: %v", bin, err)
-		}
-	}
+	measurement(t, "WEIR_BPF_UNENROLLED_WRK", "nginx", "wrk")
 	secs := 5
 	if v := os.Getenv("WEIR_BPF_UNENROLLED_WRK_SECONDS"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -126,15 +126,7 @@ func TestOpenSSLFromTheFirstRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := filepath.Join(t.TempDir(), "main.go")
-	if err := os.WriteFile(src, []byte("package main\n\nimport \"time\"\n\nfunc main() { time.Sleep(3 * time.Second) }\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-o", filepath.Join(root, "sleeper"), src)
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build sleeper: %v\n%s", err, out)
-	}
+	buildSleeper(t, filepath.Join(root, "sleeper"), "3 * time.Second")
 	if out, err := f.client.Exec(runCtx(t), "chroot", root, "/sleeper"); err != nil {
 		t.Fatalf("chroot: %v\n%s", err, out)
 	}
@@ -151,5 +143,21 @@ func TestOpenSSLFromTheFirstRequest(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("the copy of libssl in a root first seen at an exec was not probed for the client pod: %v (%+v)", err, feat.TLS.Libraries)
+	}
+}
+
+// buildSleeper builds, at path, a static program that sleeps for d (a Go
+// duration expression) and exits: a process to run from a chroot, which
+// reveals that root to the daemon's TLS gate without making a TLS call.
+func buildSleeper(t *testing.T, path, d string) {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "main.go")
+	if err := os.WriteFile(src, []byte("package main\n\nimport \"time\"\n\nfunc main() { time.Sleep("+d+") }\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", path, src)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build sleeper: %v\n%s", err, out)
 	}
 }

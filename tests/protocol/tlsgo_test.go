@@ -182,15 +182,7 @@ func TestGoTLSFromTheFirstRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := filepath.Join(t.TempDir(), "main.go")
-	if err := os.WriteFile(src, []byte("package main\n\nimport \"time\"\n\nfunc main() { time.Sleep(time.Second) }\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sleeper := exec.Command("go", "build", "-o", filepath.Join(root, "sleeper"), src)
-	sleeper.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := sleeper.CombinedOutput(); err != nil {
-		t.Fatalf("build sleeper: %v\n%s", err, out)
-	}
+	buildSleeper(t, filepath.Join(root, "sleeper"), "time.Second")
 	if out, err := f.client.Exec(runCtx(t), "chroot", root, "/sleeper"); err != nil {
 		t.Fatalf("chroot sleeper: %v\n%s", err, out)
 	}
