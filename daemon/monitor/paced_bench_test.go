@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -211,51 +212,133 @@ const (
 	pacedSliceGap = 200 * time.Microsecond
 )
 
+// pacedSetting is one way of running the daemon's drains.
+type pacedSetting struct {
+	name  string
+	idle  bool // no drains: the application alone
+	procs int  // GOMAXPROCS, 0: the process's
+	nice  int  // nice value of every daemon thread
+	slice int  // requests per slice of a drain, 0: the drain at once
+}
+
+// pacedSettings are the settings BenchmarkPacedDrain rotates through.
+var pacedSettings = []pacedSetting{
+	{name: "idle", idle: true},
+	{name: "drain"},
+	{name: "procs1", procs: 1},
+	{name: "nice10", nice: 10},
+	{name: "nice19", nice: 19},
+	{name: "procs1-nice19", procs: 1, nice: 19},
+	{name: "sliced", slice: 25},
+}
+
+// pacedPhase is how many polls each setting runs for in a round.
+const pacedPhase = 50
+
 // BenchmarkPacedDrain is the paced application's wakeup delay while the
 // daemon's work runs as the ring reader hands it over: every pacedPoll, the
-// records of pacedPoll of requests at pacedRate decoded into the pipeline,
-// the Aggregator and the SkyWalking exporter, which sends to the bench's
-// receiver in a process of its own. One op is one drain. Sub-benchmarks:
+// records of pacedPoll of requests at pacedRate are decoded into the
+// pipeline, the Aggregator and the SkyWalking exporter, which sends to the
+// bench's receiver in a process of its own. One op is a round: pacedPhase
+// polls under each of pacedSettings in turn:
 //
-//   - idle: the application alone (the daemon's process sleeps): the
-//     machine's own delay, the baseline of the ratios;
+//   - idle: the application alone (the daemon's process sleeps);
 //   - drain: the daemon's work at the process's GOMAXPROCS;
-//   - drain-procs1: with GOMAXPROCS 1 (config maxProcs);
-//   - drain-nice10: with every thread of the daemon at nice 10, so that a
-//     waking application thread preempts it.
+//   - procs1: with GOMAXPROCS 1 (config maxProcs);
+//   - nice10, nice19: every thread of the daemon at that nice value, so
+//     that a waking application thread preempts it;
+//   - procs1-nice19: both;
+//   - sliced: each drain in slices of 25 requests with pacedSliceGap
+//     between them (a paced drain).
 //
-// Metrics: app-p50-us, app-p99-us, app-p999-us (wakeup delay percentiles),
-// cpu-ns/req (the daemon's process CPU per request, receiver excluded).
-// Run several times, interleaved: the delays depend on what else the
-// machine runs.
+// Rotating every half second puts every setting under the same noise from
+// the rest of the machine, which on a shared VM moves the delays more than
+// the settings do. Metrics, for each setting, medians over the rounds:
+// <setting>-p99-us and -p50-us (wakeup delay percentiles of the phase), and
+// for the drains <setting>-p99-x, the phase's p99 over that of the round's
+// idle phase, and <setting>-cpu-ns/req, the daemon's process CPU per
+// request (the receiver's excluded). Changing the nice value back is
+// privileged (CI is root).
 func BenchmarkPacedDrain(b *testing.B) {
-	for _, c := range []struct {
-		name  string
-		idle  bool
-		procs int
-		nice  int
-		slice int
-	}{
-		{name: "idle", idle: true},
-		{name: "drain"},
-		{name: "drain-procs1", procs: 1},
-		{name: "drain-nice10", nice: 10},
-		{name: "drain-nice19", nice: 19},
-		{name: "drain-procs1-nice19", procs: 1, nice: 19},
-		{name: "drain-sliced", slice: 25},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			if c.procs > 0 {
-				old := runtime.GOMAXPROCS(c.procs)
-				b.Cleanup(func() { runtime.GOMAXPROCS(old) })
+	r := startReceiverProc(b)
+	// The bench's receiver stands for an OAP on another node: at nice 19
+	// it takes no core the application wants, and the delays measured
+	// are the daemon's.
+	reniceProc(b, r.pid, 19)
+	e, err := skywalking.New(skywalking.Config{
+		OAP: r.addr, Insecure: true, NodeName: "node-a", BootTime: testBoot,
+		NetInterfaces: []skywalking.NetInterface{{Name: "lo", Index: 1, MTU: 65536}},
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
+	m := benchPipeline(b, e)
+	app := startApp(b)
+	d := newDrainer(b, m)
+	perDrain := int(pacedRate * pacedPoll / time.Second)
+	tick := time.NewTicker(pacedPoll)
+	defer tick.Stop()
+	procs := runtime.GOMAXPROCS(0)
+	type phase struct{ p50, p99, cpu float64 }
+	got := make(map[string][]phase)
+	var ratios = make(map[string][]float64)
+	b.ReportAllocs()
+	for b.Loop() {
+		var idle float64
+		for _, st := range pacedSettings {
+			runtime.GOMAXPROCS(cmp.Or(st.procs, procs))
+			setNiceAll(b, st.nice)
+			<-tick.C
+			app.ask(b, "reset")
+			cpu := processCPU(b)
+			for range pacedPhase {
+				if !st.idle {
+					d.drain(perDrain, st.slice)
+				}
+				<-tick.C
 			}
-			if c.nice != 0 {
-				// Privileged when it lowers the value again (CI is root).
-				setNiceAll(b, c.nice)
-				b.Cleanup(func() { setNiceAll(b, 0) })
+			used := processCPU(b) - cpu
+			v := app.ask(b, "report")
+			if len(v) != 4 || v[0] == 0 {
+				b.Fatalf("paced app reported %v", v)
 			}
-			benchmarkPacedDrain(b, c.idle, c.slice)
-		})
+			ph := phase{p50: float64(v[1]) / 1e3, p99: float64(v[2]) / 1e3}
+			if st.idle {
+				idle = ph.p99
+			} else {
+				ph.cpu = float64(used) / float64(pacedPhase*perDrain)
+				ratios[st.name] = append(ratios[st.name], ph.p99/idle)
+			}
+			got[st.name] = append(got[st.name], ph)
+		}
+	}
+	b.StopTimer()
+	runtime.GOMAXPROCS(procs)
+	setNiceAll(b, 0)
+	med := func(v []float64) float64 {
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	for _, st := range pacedSettings {
+		var p50, p99, cpu []float64
+		for _, ph := range got[st.name] {
+			p50, p99, cpu = append(p50, ph.p50), append(p99, ph.p99), append(cpu, ph.cpu)
+		}
+		b.ReportMetric(med(p50), st.name+"-p50-us")
+		b.ReportMetric(med(p99), st.name+"-p99-us")
+		if !st.idle {
+			b.ReportMetric(med(ratios[st.name]), st.name+"-p99-x")
+			b.ReportMetric(med(cpu), st.name+"-cpu-ns/req")
+		}
 	}
 }
 
@@ -277,114 +360,54 @@ func reniceProc(b *testing.B, pid, nice int) {
 // setNiceAll sets the nice value of every thread of the process: on Linux
 // it is a thread's, and threads made later inherit their creator's.
 func setNiceAll(b *testing.B, nice int) {
-	ents, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if err := unix.Setpriority(unix.PRIO_PROCESS, tid, nice); err != nil && err != unix.ESRCH {
-			b.Fatalf("setpriority(%d, %d): %v", tid, nice, err)
-		}
-	}
+	reniceProc(b, os.Getpid(), nice)
 }
 
-func benchmarkPacedDrain(b *testing.B, idle bool, slice int) {
-	r := startReceiverProc(b)
-	// The bench's receiver stands for an OAP on another node: at nice 19
-	// it takes no core the application wants, and the delays measured
-	// are the daemon's. (Privileged, like setNiceAll.)
-	reniceProc(b, r.pid, 19)
-	e, err := skywalking.New(skywalking.Config{
-		OAP: r.addr, Insecure: true, NodeName: "node-a", BootTime: testBoot,
-		NetInterfaces: []skywalking.NetInterface{{Name: "lo", Index: 1, MTU: 65536}},
-	}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-	})
-	m := benchPipeline(b, e)
-	app := startApp(b)
-	perDrain := int(pacedRate * pacedPoll / time.Second)
-	tick := time.NewTicker(pacedPoll)
-	defer tick.Stop()
-	var cpu time.Duration
-	n := 0
-	if idle {
-		app.ask(b, "reset")
-		cpu = processCPU(b)
-		for b.Loop() {
-			<-tick.C
-		}
-		n = b.N * perDrain
-	} else {
-		cpu, n = runPaced(b, m, perDrain, slice, tick.C, func() { app.ask(b, "reset") })
-	}
-	b.StopTimer()
-	b.ReportMetric(float64(processCPU(b)-cpu)/float64(n), "cpu-ns/req")
-	v := app.ask(b, "report")
-	if len(v) != 4 || v[0] == 0 {
-		b.Fatalf("paced app reported %v", v)
-	}
-	b.ReportMetric(float64(v[1])/1e3, "app-p50-us")
-	b.ReportMetric(float64(v[2])/1e3, "app-p99-us")
-	b.ReportMetric(float64(v[3])/1e3, "app-p999-us")
+// drainer feeds runBenchConns' HTTP/1.1 requests into a Monitor's table a
+// drain at a time, as the ring reader does after a poll.
+type drainer struct {
+	ring      *benchRing
+	conns     []*benchConn
+	req, resp []byte
+	ts        event.Timestamp
+	n         int // requests made
 }
 
-// runPaced is runBenchConns' HTTP/1.1 loop a drain at a time: each op
-// feeds perDrain requests' records into m's table at once, as the reader
-// does after a poll, then waits for the next tick; with slice > 0 it sleeps
-// pacedSliceGap after every slice requests of a drain (a paced drain). ready
-// is called once the
-// connections are open, before the first drain. It returns the process CPU
-// time when the drains began and the number of requests made.
-func runPaced(b *testing.B, m *Monitor, perDrain, slice int, tick <-chan time.Time, ready func()) (time.Duration, int) {
-	req, resp := []byte(benchRequest), []byte(benchResponse)
-	sink := m.table
-	ring := &benchRing{b: b, sink: sink}
-	conns := make([]*benchConn, benchConns)
-	ts := event.Timestamp(1_000_000)
-	for i := range conns {
+// newDrainer opens benchConns connections from the client pod to the
+// server pod.
+func newDrainer(b *testing.B, m *Monitor) *drainer {
+	d := &drainer{
+		ring: &benchRing{b: b, sink: m.table}, conns: make([]*benchConn, benchConns),
+		req: []byte(benchRequest), resp: []byte(benchResponse), ts: 1_000_000,
+	}
+	for i := range d.conns {
 		port := uint16(40000 + i)
 		c := &benchConn{
 			client: connGen{id: event.ConnID(2*i + 1), proc: proc(2)},
 			server: connGen{id: event.ConnID(2*i + 2), proc: proc(1)},
 		}
 		cli := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.3"), port).String()
-		sink.ConnOpen(c.client.open(event.RoleClient, cli, "10.0.0.2:80", 1000))
-		sink.ConnOpen(c.server.open(event.RoleServer, "10.0.0.2:80", cli, 1100))
-		conns[i] = c
+		m.table.ConnOpen(c.client.open(event.RoleClient, cli, "10.0.0.2:80", 1000))
+		m.table.ConnOpen(c.server.open(event.RoleServer, "10.0.0.2:80", cli, 1100))
+		d.conns[i] = c
 	}
-	ready()
-	<-tick
-	i := 0
-	b.ReportAllocs()
-	cpu := processCPU(b)
-	for b.Loop() {
-		for k := range perDrain {
-			if slice > 0 && k > 0 && k%slice == 0 {
-				time.Sleep(pacedSliceGap)
-			}
-			c := conns[i%len(conns)]
-			i++
-			ring.syscall(&c.client, event.SysWrite, event.Egress, req, ts, ts+5_000)
-			ring.syscall(&c.server, event.SysRead, event.Ingress, req, ts+20_000, ts+22_000)
-			ring.syscall(&c.server, event.SysWritev, event.Egress, resp, ts+40_000, ts+48_000)
-			ring.syscall(&c.client, event.SysRead, event.Ingress, resp, ts+60_000, ts+62_000)
-			ts += 100_000
+	return d
+}
+
+// drain makes n requests on the connections in turn; with slice > 0 it
+// sleeps pacedSliceGap after every slice requests.
+func (d *drainer) drain(n, slice int) {
+	for k := range n {
+		if slice > 0 && k > 0 && k%slice == 0 {
+			time.Sleep(pacedSliceGap)
 		}
-		<-tick
+		c := d.conns[d.n%len(d.conns)]
+		d.n++
+		ts := d.ts
+		d.ring.syscall(&c.client, event.SysWrite, event.Egress, d.req, ts, ts+5_000)
+		d.ring.syscall(&c.server, event.SysRead, event.Ingress, d.req, ts+20_000, ts+22_000)
+		d.ring.syscall(&c.server, event.SysWritev, event.Egress, d.resp, ts+40_000, ts+48_000)
+		d.ring.syscall(&c.client, event.SysRead, event.Ingress, d.resp, ts+60_000, ts+62_000)
+		d.ts += 100_000
 	}
-	return cpu, i
 }
