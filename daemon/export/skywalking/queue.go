@@ -99,8 +99,9 @@ type arena struct {
 }
 
 // encodeRoom is the free space a chunk must have for an entry to be encoded
-// straight into it. Entries are a few hundred bytes; one that outgrows the
-// room left is moved to a chunk of its own (see add).
+// straight into it, besides its strings (see entryRoom). Entries are a few
+// hundred bytes; one that outgrows the room left anyway is copied to the
+// next chunk (see add).
 const encodeRoom = 4 << 10
 
 // add encodes e. The item's bytes never move and are not written again
@@ -113,8 +114,8 @@ const encodeRoom = 4 << 10
 func (a *arena) add(e entry) item {
 	a.mu.Lock()
 	it := item{conn: e.conn(), proto: e.proto}
-	if a.cur == nil || cap(a.cur.b)-len(a.cur.b) < encodeRoom {
-		a.next(0)
+	if need := entryRoom(e); a.cur == nil || cap(a.cur.b)-len(a.cur.b) < need {
+		a.next(need)
 	}
 	c := a.cur
 	n := len(c.b)
@@ -135,6 +136,19 @@ func (a *arena) add(e entry) item {
 	a.mu.Unlock()
 	it.size = sizeItem + int64(len(it.b))
 	return it
+}
+
+// entryRoom is the room add makes sure of before encoding e: encodeRoom,
+// plus an exchange's strings, which alone may be long (a path up to the
+// parser's header bound). An entry that needs more still outgrows it
+// safely, at the cost of a copy.
+func entryRoom(e entry) int {
+	n := encodeRoom
+	if e.ex != nil && e.ex.Record != nil {
+		r := e.ex.Record
+		n += len(r.Path) + len(r.Host) + len(r.Trace.TraceID) + len(r.Trace.SegmentID) + len(r.Trace.SpanID)
+	}
+	return n
 }
 
 // appendEntry appends e's encoding (see item.b) to buf and fills in what
