@@ -137,9 +137,9 @@ type Config struct {
 	// application thread that wakes during a burst preempts the daemon
 	// sooner instead of waiting for a core. In BenchmarkPacedDrain
 	// (daemon/monitor) nice 10 lowered a paced application's p99 wakeup
-	// delay during the daemon's drains in five runs of six (median 0.81
-	// of nice 0's) on a noisy 2-core VM: not yet enough to make it the
-	// default. The price is the daemon's share of a saturated node: it
+	// delay during the daemon's drains in eight runs of nine (median 0.81
+	// of nice 0's) on a noisy 2-core VM, for 2-11% more CPU: not enough
+	// to make it the default before make bench measures it. The price is the daemon's share of a saturated node: it
 	// falls behind sooner, and the ring's overflow is counted
 	// (weir_bpf_events_lost_total{reason="ringbuf_full"}).
 	Nice int `json:"nice"`
