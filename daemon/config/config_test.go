@@ -123,6 +123,8 @@ func TestInvalidValuesNameTheKey(t *testing.T) {
 		{name: "string as int", file: "maxPods: many\n", key: "maxPods"},
 		{name: "zero max pods", args: []string{"--max-pods", "0"}, key: "maxPods"},
 		{name: "negative max procs", args: []string{"--max-procs", "-1"}, key: "maxProcs"},
+		{name: "negative nice (needs privilege, raises priority)", args: []string{"--nice", "-5"}, key: "nice"},
+		{name: "nice above Linux's range", file: "nice: 20\n", key: "nice"},
 		{name: "gc percent below the floor", args: []string{"--gc-percent", "5"}, key: "gcPercent"},
 		{name: "negative gc percent (GOGC=off)", file: "gcPercent: -1\n", key: "gcPercent"},
 		{name: "tiny memory limit", args: []string{"--memory-limit", "1048576"}, key: "memoryLimit"},

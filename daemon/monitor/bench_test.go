@@ -351,6 +351,7 @@ func serveReceiver(in io.Reader, out io.Writer) error {
 
 // receiverProc is the receiver in its own process.
 type receiverProc struct {
+	pid  int
 	addr string
 	in   io.WriteCloser
 	out  *bufio.Reader
@@ -376,7 +377,7 @@ func startReceiverProc(b *testing.B) *receiverProc {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { in.Close(); _ = cmd.Wait() })
-	r := &receiverProc{in: in, out: bufio.NewReader(outPipe)}
+	r := &receiverProc{pid: cmd.Process.Pid, in: in, out: bufio.NewReader(outPipe)}
 	line, err := r.out.ReadString('\n')
 	if err != nil {
 		b.Fatalf("receiver process: %v", err)

@@ -68,6 +68,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	procs := cfg.Procs(runtime.NumCPU(), runtime.GOMAXPROCS(0), fromEnv)
 	runtime.GOMAXPROCS(procs)
 	log.Info("daemon parallelism", "gomaxprocs", procs, "cpus", runtime.NumCPU(), "maxProcs", cfg.MaxProcs)
+	if cfg.Nice > 0 {
+		if err := setNice(cfg.Nice); err != nil {
+			log.Error("cannot lower the daemon's priority", "error", err, "nice", cfg.Nice)
+			return exitRuntime
+		}
+		log.Info("daemon priority", "nice", cfg.Nice)
+	}
 	_, envGC := os.LookupEnv("GOGC")
 	_, envLimit := os.LookupEnv("GOMEMLIMIT")
 	percent, limit := cfg.GC(envGC, envLimit)

@@ -93,54 +93,87 @@ type chunk struct {
 // of what the daemon allocated per exported request, and allocation is
 // what sets the pace of garbage collection.
 type arena struct {
-	mu      sync.Mutex
-	scratch []byte
-	cur     *chunk // cur.b[:len] is used, the rest free
-	free    []*chunk
+	mu   sync.Mutex
+	cur  *chunk // cur.b[:len] is used, the rest free
+	free []*chunk
 }
+
+// encodeRoom is the free space a chunk must have for an entry to be encoded
+// straight into it, besides its strings (see entryRoom). Entries are a few
+// hundred bytes; one that outgrows the room left anyway is copied to the
+// next chunk (see add).
+const encodeRoom = 4 << 10
 
 // add encodes e. The item's bytes never move and are not written again
 // until the item is released.
+//
+// It encodes straight into the current chunk rather than into a scratch
+// buffer that is then copied: the bytes are written once, while the flow
+// values are hot. A chunk with less than encodeRoom left is retired first,
+// which wastes at most that much of each chunk.
 func (a *arena) add(e entry) item {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	buf := a.scratch[:0]
 	it := item{conn: e.conn(), proto: e.proto}
-	switch {
-	case e.op != nil:
-		buf = appendKernelLog(buf, fMsgKernelLogs, e.op)
-		it.logs = 1
-		it.closes = e.op.Kind == flow.OpClose
-	default:
-		for _, op := range e.ex.Ops {
-			if op != nil {
-				buf = appendKernelLog(buf, fMsgKernelLogs, op)
-				it.logs++
-				it.closes = op.Kind == flow.OpClose
-			}
-		}
-		it.proto = recordProto(e.ex.Record)
-		if unexportable(e.ex.Record) == "" {
-			// Not a protocol log otherwise: its kernel operations are
-			// still sent (see builder.assemble).
-			buf = appendHTTPLog(buf, fMsgProtocolLog, e.ex.Record)
-			it.exchange = true
-		}
-	}
-	if a.cur == nil || len(buf) > cap(a.cur.b)-len(a.cur.b) {
-		a.next(len(buf))
+	if need := entryRoom(e); a.cur == nil || cap(a.cur.b)-len(a.cur.b) < need {
+		a.next(need)
 	}
 	c := a.cur
 	n := len(c.b)
-	c.b = append(c.b, buf...)
+	buf := appendEntry(c.b, e, &it)
+	if cap(buf) != cap(c.b) {
+		// Outgrew the chunk (append moved it): an unusually large
+		// exchange. Its bytes go to the next chunk, or to one of their
+		// own; the chunk itself is left as it was.
+		enc := buf[n:]
+		a.next(len(enc))
+		c = a.cur
+		n = len(c.b)
+		buf = append(c.b, enc...)
+	}
+	c.b = buf
 	c.refs.Add(1)
 	it.b, it.chunk = c.b[n:len(c.b):len(c.b)], c
-	if cap(buf) > arenaChunk {
-		buf = nil // an unusually large exchange: do not keep its scratch
-	}
-	a.scratch = buf
+	a.mu.Unlock()
 	it.size = sizeItem + int64(len(it.b))
 	return it
+}
+
+// entryRoom is the room add makes sure of before encoding e: encodeRoom,
+// plus an exchange's strings, which alone may be long (a path up to the
+// parser's header bound). An entry that needs more still outgrows it
+// safely, at the cost of a copy.
+func entryRoom(e entry) int {
+	n := encodeRoom
+	if e.ex != nil && e.ex.Record != nil {
+		r := e.ex.Record
+		n += len(r.Path) + len(r.Host) + len(r.Trace.TraceID) + len(r.Trace.SegmentID) + len(r.Trace.SpanID)
+	}
+	return n
+}
+
+// appendEntry appends e's encoding (see item.b) to buf and fills in what
+// it says of it.
+func appendEntry(buf []byte, e entry, it *item) []byte {
+	if e.op != nil {
+		it.logs = 1
+		it.closes = e.op.Kind == flow.OpClose
+		return appendKernelLog(buf, fMsgKernelLogs, e.op)
+	}
+	for _, op := range e.ex.Ops {
+		if op != nil {
+			buf = appendKernelLog(buf, fMsgKernelLogs, op)
+			it.logs++
+			it.closes = op.Kind == flow.OpClose
+		}
+	}
+	it.proto = recordProto(e.ex.Record)
+	if unexportable(e.ex.Record) == "" {
+		// Not a protocol log otherwise: its kernel operations are
+		// still sent (see builder.assemble).
+		buf = appendHTTPLog(buf, fMsgProtocolLog, e.ex.Record)
+		it.exchange = true
+	}
+	return buf
 }
 
 // next makes a chunk with room for n bytes current. a.mu is held.

@@ -2,10 +2,12 @@ package skywalking
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/flow"
+	"github.com/weirnet/weir/daemon/protocol/record"
 )
 
 func seqEntry(seq uint64, size int64) item {
@@ -187,5 +189,51 @@ func TestArenaReusesChunksOnlyWhenAllTheirItemsAreReleased(t *testing.T) {
 		if c.refs.Load() < 1 {
 			t.Errorf("a chunk holding a kept item has %d references", c.refs.Load())
 		}
+	}
+}
+
+// Entries are encoded straight into the arena's chunks: a long exchange
+// (past the room a chunk keeps, or past a chunk) lands whole in a chunk
+// with room for it, and neither it nor the entries before and after it
+// are overwritten.
+func TestArenaKeepsEveryEntryIntactAroundLongOnes(t *testing.T) {
+	var a arena
+	c := conn(1, event.RoleServer, podCatalog, 8080, remoteFrontend, podFrontend)
+	var entries []entry
+	for i, n := range []int{10, 3 << 10, 5 << 10, 10, 70 << 10, 10, 60 << 10, 10} {
+		for range 40 { // enough to fill chunks and cross their ends
+			path := "/" + strings.Repeat(string(rune('a'+i)), n)
+			entries = append(entries, entry{ex: exchange(c, record.HTTP11, "GET", path, 200,
+				seqOp(c, flow.OpRead, uint64(len(entries))))})
+		}
+	}
+	// A write whose drop list alone is longer than the room a chunk
+	// keeps: add cannot foresee it and moves it after encoding.
+	drops := make([]event.Drop, 300)
+	for i := range drops {
+		drops[i] = event.Drop{Reason: "NETFILTER_DROP_" + strings.Repeat("z", 20), Count: uint32(i + 1)}
+	}
+	for range 40 {
+		op := seqOp(c, flow.OpWrite, uint64(len(entries)))
+		op.Send = &event.SendMetrics{Measured: event.MetricDrops, Drops: drops}
+		entries = append(entries, entry{op: op}, entry{ex: exchange(c, record.HTTP11, "GET", "/short", 200)})
+	}
+	items := make([]item, len(entries))
+	for i, e := range entries {
+		items[i] = a.add(e)
+	}
+	for i, e := range entries {
+		var want item
+		want.b = appendEntry(nil, e, &want)
+		if !bytes.Equal(items[i].b, want.b) {
+			t.Fatalf("entry %d: %d encoded bytes differ from its encoding alone (%d)", i, len(items[i].b), len(want.b))
+		}
+		if items[i].logs != want.logs || items[i].exchange != want.exchange {
+			t.Errorf("entry %d: logs %d exchange %v, want %d %v", i, items[i].logs, items[i].exchange, want.logs, want.exchange)
+		}
+	}
+	a.release(items)
+	if len(a.free) == 0 {
+		t.Error("no chunk kept for reuse after every entry was released")
 	}
 }
