@@ -146,7 +146,10 @@ static __always_inline long walk_run(struct data_scratch *s)
 		l->iov_idx++;
 		l->base = (__u64)v.iov_base;
 		l->seg_left = min64(v.iov_len, l->left);
-		return 0; /* a zero-length segment uses up a step */
+		/* The segment's first run is walked in this same step: a step
+		 * is a call and a return. A zero-length segment uses one up. */
+		if (!l->seg_left)
+			return 0;
 	}
 	avail = min64(l->seg_left, l->left);
 
