@@ -427,8 +427,8 @@ func TestBench(t *testing.T) {
 					break
 				}
 				f.Runs = append(f.Runs, r)
-				t.Logf("floor %s round %d: baseline %v CPU per request; Weir eBPF %v (socket ops %v, %.0f ns per run); floor %v (%.0f ns per run, %.2f runs), empty %.0f/%.0f ns per run; %d records, %d lost",
-					l.name, round, r.BaseCPU, r.Weir, r.WeirSock, r.WeirSockNs, r.Floor, r.FloorNs, r.FloorRuns, r.EmptySockNs, r.EmptyPacketNs, r.Records, r.Lost)
+				t.Logf("floor %s round %d: baseline %v CPU per request; Weir eBPF %v (%.1f runs; socket ops %v, %.0f ns per run); floor %v (%.0f ns per run, %.2f runs), empty %.0f/%.0f ns per run; %d records, %d lost",
+					l.name, round, r.BaseCPU, r.Weir, r.WeirRuns, r.WeirSock, r.WeirSockNs, r.Floor, r.FloorNs, r.FloorRuns, r.EmptySockNs, r.EmptyPacketNs, r.Records, r.Lost)
 			}
 			rep.Floor = append(rep.Floor, f)
 		}

@@ -25,6 +25,10 @@ type FloorRun struct {
 	// that of its two socket ops (on_sock_send, on_sock_recv).
 	Weir, WeirSock time.Duration
 	WeirSockNs     float64 // ns per run of the socket ops
+	// WeirRuns is how many times per request any of Weir's programs ran
+	// (socket ops, per-packet hooks, TCX): times EmptyPacketNs, what
+	// dispatch and bpf_stats' own accounting alone cost it.
+	WeirRuns float64
 	// Floor is floor_send + floor_recv per request, FloorRuns their runs
 	// per request, FloorNs ns per run.
 	Floor     time.Duration
@@ -51,7 +55,7 @@ type FloorResult struct {
 func floorSplit(before, after map[ebpf.ProgramID]progRun, roles map[ebpf.ProgramID]floor.Role, reqs float64) FloorRun {
 	var r FloorRun
 	var weir, weirSock, fl time.Duration
-	var sockRuns, flRuns, esRuns, epRuns uint64
+	var weirRuns, sockRuns, flRuns, esRuns, epRuns uint64
 	var esTime, epTime time.Duration
 	for id, a := range after {
 		b := before[id]
@@ -63,6 +67,7 @@ func floorSplit(before, after map[ebpf.ProgramID]progRun, roles map[ebpf.Program
 		switch {
 		case !isFloor:
 			weir += dt
+			weirRuns += runs
 			if a.name == "on_sock_send" || a.name == "on_sock_recv" {
 				weirSock += dt
 				sockRuns += runs
@@ -82,7 +87,7 @@ func floorSplit(before, after map[ebpf.ProgramID]progRun, roles map[ebpf.Program
 	perRun := func(d time.Duration, n uint64) float64 { return ratio(float64(d), float64(n)) }
 	r.Weir, r.WeirSock, r.Floor = per(weir), per(weirSock), per(fl)
 	r.WeirSockNs, r.FloorNs = perRun(weirSock, sockRuns), perRun(fl, flRuns)
-	r.FloorRuns = float64(flRuns) / reqs
+	r.FloorRuns, r.WeirRuns = float64(flRuns)/reqs, float64(weirRuns)/reqs
 	r.EmptySockNs, r.EmptyPacketNs = perRun(esTime, esRuns), perRun(epTime, epRuns)
 	r.Requests = reqs
 	return r
@@ -124,7 +129,7 @@ func (r *Report) floorMarkdown(p func(format string, a ...any)) {
 			spread(wr, wrAll, x), spread(sock, sockAll, us), spread(fl, flAll, us), spread(fr, frAll, x), TargetBPFPerRequest,
 			met(fr <= TargetBPFPerRequest))
 	}
-	p("\n| scenario | Weir socket op, ns per run | floor socket op, ns per run | floor runs per request | empty program on a socket hook | empty program on a packet hook | floor records drained / lost |\n|---|---|---|---|---|---|---|\n")
+	p("\n| scenario | Weir socket op, ns per run | floor socket op, ns per run | Weir ÷ floor per run | floor runs per request | empty program on a socket hook | empty program on a packet hook | Weir's program runs per request | their dispatch floor (runs × empty) | floor records drained / lost |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range r.Floor {
 		if f.Err != "" {
 			continue
@@ -138,11 +143,18 @@ func (r *Report) floorMarkdown(p func(format string, a ...any)) {
 			recs += run.Records
 			lost += run.Lost
 		}
-		p("| %s | %s | %s | %.2f | %s | %s | %d / %d |\n", f.Scenario, med(func(r FloorRun) float64 { return r.WeirSockNs }),
-			med(func(r FloorRun) float64 { return r.FloorNs }), Median(collect(f.Runs, func(r FloorRun) float64 { return r.FloorRuns })),
-			med(func(r FloorRun) float64 { return r.EmptySockNs }), med(func(r FloorRun) float64 { return r.EmptyPacketNs }), recs, lost)
+		perRun := collect(f.Runs, func(r FloorRun) float64 { return ratio(r.WeirSockNs, r.FloorNs) })
+		dispatch := collect(f.Runs, func(r FloorRun) float64 { return r.WeirRuns * r.EmptyPacketNs })
+		p("| %s | %s | %s | %s | %.2f | %s | %s | %.1f | %s | %d / %d |\n", f.Scenario, med(func(r FloorRun) float64 { return r.WeirSockNs }),
+			med(func(r FloorRun) float64 { return r.FloorNs }), spread(Median(perRun), perRun, x),
+			Median(collect(f.Runs, func(r FloorRun) float64 { return r.FloorRuns })),
+			med(func(r FloorRun) float64 { return r.EmptySockNs }), med(func(r FloorRun) float64 { return r.EmptyPacketNs }),
+			Median(collect(f.Runs, func(r FloorRun) float64 { return r.WeirRuns })), spread(Median(dispatch), dispatch, us), recs, lost)
 	}
 	p("\nWeir's eBPF per request less the floor's is what Weir's own work costs: connection state, per-operation kernel metrics (op windows, ")
 	p("the per-packet hooks), the protocol walk. A floor ratio above the target means the target is out of reach for any capture of these ")
-	p("operations on this machine, whatever it leaves out.\n")
+	p("operations on this machine, whatever it leaves out. The dispatch floor is what Weir's program runs would cost if each returned at once ")
+	p("(dispatch plus bpf_stats' two clock reads per run): with the capture floor, the least a design with Weir's hooks can be charged here. ")
+	p("Weir ÷ floor per run compares programs that ran on the same operations of the same run, so it moves far less with the machine's load than ")
+	p("either figure alone: it is the figure to compare builds by.\n")
 }

@@ -112,7 +112,7 @@ func TestFloorSplitSortsProgramsByRole(t *testing.T) {
 	roles := map[ebpf.ProgramID]floor.Role{10: floor.Capture, 11: floor.Capture, 12: floor.EmptySock, 13: floor.EmptyPacket}
 	got := floorSplit(before, after, roles, 100)
 	want := FloorRun{
-		Weir:     time.Duration((800*200 + 600*200 + 100*400) / 100),
+		Weir: time.Duration((800*200 + 600*200 + 100*400) / 100), WeirRuns: 8,
 		WeirSock: time.Duration((800*200 + 600*200) / 100), WeirSockNs: 700,
 		Floor: time.Duration((300*200 + 200*200) / 100), FloorRuns: 4, FloorNs: 250,
 		EmptySockNs: 40, EmptyPacketNs: 30, Requests: 100,
