@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,5 +120,32 @@ func TestFloorSplitSortsProgramsByRole(t *testing.T) {
 	}
 	if got != want {
 		t.Errorf("floorSplit:\n got %+v\nwant %+v", got, want)
+	}
+	// The floor for Weir's hooks: the capture floor plus the dispatch of
+	// Weir's runs beyond the floor's (8 - 4 runs of 30 ns).
+	if hs := got.HookSetFloor(); hs != got.Floor+120 {
+		t.Errorf("HookSetFloor %v, want %v", hs, got.Floor+120)
+	}
+}
+
+// TestFloorReportJudgesBothFloorsAgainstTheTarget pins the floor section:
+// the capture floor and the floor for Weir's hooks are judged against the
+// 0.15 target from ratios to the same round's baseline, whether or not
+// the run had capture scenarios (part "floor" alone has none).
+func TestFloorReportJudgesBothFloorsAgainstTheTarget(t *testing.T) {
+	run := FloorRun{BaseCPU: 20 * time.Microsecond, Weir: 6 * time.Microsecond, WeirRuns: 31,
+		Floor: 1500 * time.Nanosecond, FloorRuns: 4, FloorNs: 370, WeirSockNs: 740, EmptyPacketNs: 52, EmptySockNs: 52}
+	r := &Report{Duration: 5 * time.Second, Floor: []FloorResult{{Scenario: "HTTP/1.1", Runs: []FloorRun{run}}}}
+	md := r.Markdown()
+	// 1.5/20 = 0.075 (within); (1.5 + 27 × 0.052)/20 = 0.145 (within).
+	for _, want := range []string{"| HTTP/1.1 | 20.00 µs | 6.00 µs | 0.300 × | ", "| 0.075 × | 0.145 × | ≤ 0.15 | yes | yes |", "| 2.000 × |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	run.EmptyPacketNs = 60 // (1.5 + 27 × 0.060)/20 = 0.156
+	r.Floor[0].Runs[0] = run
+	if md := r.Markdown(); !strings.Contains(md, "| 0.075 × | 0.156 × | ≤ 0.15 | yes | **no** |") {
+		t.Errorf("hook-set floor over the target not judged so:\n%s", md)
 	}
 }
