@@ -2,12 +2,13 @@ package floor
 
 import (
 	"fmt"
-	"os"
 	"runtime"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weirnet/weir/internal/testenv"
 )
 
 // inNewNetns runs f on a thread of its own, in a new network namespace
@@ -129,9 +130,7 @@ func byteSum(ps ...[]byte) uint64 {
 // reads are copied too; a namespace not enrolled gets nothing. Privileged:
 // loads eBPF.
 func TestFloorCopiesEnrolledSocketPayloadIntoItsRing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root (loads eBPF, creates network namespaces): run as root, as CI does")
-	}
+	testenv.Privileged(t, "loads eBPF programs and creates network namespaces")
 	var set *Set
 	t.Cleanup(func() {
 		if set != nil {
