@@ -66,6 +66,7 @@ type Set struct {
 
 	dirs      [2]dirCounts // send, receive
 	malformed atomic.Uint64
+	closed    bool
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	readErr   error
@@ -209,13 +210,17 @@ func (s *Set) Lost() (uint64, error) {
 }
 
 // Close detaches the programs, stops the reader and frees everything; it
-// returns the reader's error, if it failed.
+// returns the reader's error, if it failed. A second Close does nothing.
 func (s *Set) Close() error {
 	s.close()
 	return s.readErr
 }
 
 func (s *Set) close() {
+	if s.closed {
+		return
+	}
+	s.closed = true
 	for _, l := range s.links {
 		l.Close()
 	}
