@@ -114,13 +114,12 @@ static __always_inline void frame_begin(struct chunk_loop *l)
 }
 
 /*
- * One bpf_loop iteration: walks one run of the syscall's bytes, copied into
- * the event being gathered or added to its skipped suffix. Returns 1 when
- * the syscall is done or the walk cannot go on (l->stop says why).
+ * One step of the walk: one run of the syscall's bytes, copied into the
+ * event being gathered or added to its skipped suffix. Returns 1 when the
+ * syscall is done or the walk cannot go on (l->stop says why).
  */
-static long walk_step(__u32 i, void *ctx)
+static __always_inline long walk_run(struct data_scratch *s)
 {
-	struct data_scratch *s = cpu_scratch();
 	struct chunk_loop *l;
 	struct walk_state *w;
 	__u64 avail, n;
@@ -128,8 +127,6 @@ static long walk_step(__u32 i, void *ctx)
 	bool hdr = false, copied;
 	__u32 pos = 0, hh;
 
-	if (!s)
-		return 1;
 	l = &s->loop;
 	w = &l->w;
 	if (!l->left)
@@ -149,7 +146,10 @@ static long walk_step(__u32 i, void *ctx)
 		l->iov_idx++;
 		l->base = (__u64)v.iov_base;
 		l->seg_left = min64(v.iov_len, l->left);
-		return 0; /* a zero-length segment uses up a step */
+		/* The segment's first run is walked in this same step: a step
+		 * is a call and a return. A zero-length segment uses one up. */
+		if (!l->seg_left)
+			return 0;
 	}
 	avail = min64(l->seg_left, l->left);
 
@@ -262,6 +262,14 @@ static long walk_step(__u32 i, void *ctx)
 	 * and a return, and with the kernel's SRSO mitigation (Safe RET) a
 	 * return costs more than the few loads the step would do. */
 	return !l->left;
+}
+
+/* One bpf_loop iteration: walk_run on this CPU's scratch. */
+static long walk_step(__u32 i, void *ctx)
+{
+	struct data_scratch *s = cpu_scratch();
+
+	return s ? walk_run(s) : 1;
 }
 
 /* Adds msg_len of message i+1 of a mmsghdr vector (UAPI layout) to the
@@ -542,8 +550,13 @@ static __always_inline void report_data_of(struct syscall_args *a, long ret, __u
 		else
 			l->w.mode = W_OPAQUE;
 	}
-	if (!l->stop && l->left)
-		bpf_loop(MAX_WALK_STEPS, walk_step, NULL, 0);
+	/* The first run is walked here, the rest by bpf_loop: most socket
+	 * ops of a request-response protocol are one buffer taken whole (a
+	 * write, a read), done in one run without the loop helper, its
+	 * callback and the callback's scratch lookup -- three calls and
+	 * returns, each costly under the SRSO mitigation. */
+	if (!l->stop && l->left && !walk_run(s))
+		bpf_loop(MAX_WALK_STEPS - 1, walk_step, NULL, 0);
 	if (l->left) {
 		/* The walk stopped early: the rest is size-only, and the
 		 * walker no longer knows where frames start. */

@@ -200,7 +200,7 @@ func (l *loop) frameBegin() {
 	}
 }
 
-// step mirrors walk_step; false ends the walk.
+// step mirrors walk_run (one step of the walk); false ends the walk.
 func (l *loop) step() bool {
 	w := &l.w
 	if l.left == 0 {
@@ -214,7 +214,10 @@ func (l *loop) step() bool {
 		l.cur = l.segs[l.iovIdx]
 		l.iovIdx++
 		l.segLeft = min(uint64(len(l.cur)), l.left)
-		return true
+		if l.segLeft == 0 {
+			return true // a zero-length segment uses up a step
+		}
+		// Else its first run is walked in this same step.
 	}
 	avail := min(l.segLeft, l.left)
 	var n uint64

@@ -80,7 +80,7 @@ type benchConfig struct {
 
 // benchParts are the names WEIR_BENCH_ONLY accepts: the load scenarios
 // (http1, h2c, https) and the other measurements.
-var benchParts = []string{"http1", "h2c", "https", "unrelated", "paced", "conns", "grpc"}
+var benchParts = []string{"http1", "h2c", "https", "unrelated", "paced", "conns", "grpc", "floor"}
 
 // parseOnly reads WEIR_BENCH_ONLY: "" selects everything (nil).
 func parseOnly(v string) (map[string]bool, error) {
@@ -406,6 +406,34 @@ func TestBench(t *testing.T) {
 		d.SetExtraArgs(cfg.DaemonArgs)
 	}
 
+	if cfg.runs("floor") {
+		// The capture floor beside Weir, HTTP/1.1 and h2c (floor.go).
+		loads := []struct {
+			name string
+			run  func() (LoadResult, error)
+		}{
+			{"HTTP/1.1", func() (LoadResult, error) { return runWrk(t, cli, ip, cfg.Duration) }},
+			{"HTTP/2", func() (LoadResult, error) {
+				return runH2load(t, cli, fmt.Sprintf("http://%s:%d/", ip, h2cPort), cfg.Duration, 0)
+			}},
+		}
+		for _, l := range loads {
+			f := FloorResult{Scenario: l.name}
+			for round := range cfg.Rounds {
+				r, err := measureFloor(t, d, []*harness.Pod{srv, cli}, l.run)
+				if err != nil {
+					f.Err = err.Error()
+					t.Errorf("floor %s round %d: %v", l.name, round, err)
+					break
+				}
+				f.Runs = append(f.Runs, r)
+				t.Logf("floor %s round %d: baseline %v CPU per request; Weir eBPF %v (%.1f runs; socket ops %v, %.0f ns per run); floor %v (%.0f ns per run, %.2f runs), empty %.0f/%.0f ns per run; %d records, %d lost",
+					l.name, round, r.BaseCPU, r.Weir, r.WeirRuns, r.WeirSock, r.WeirSockNs, r.Floor, r.FloorNs, r.FloorRuns, r.EmptySockNs, r.EmptyPacketNs, r.Records, r.Lost)
+			}
+			rep.Floor = append(rep.Floor, f)
+		}
+	}
+
 	if cfg.Paced && cfg.runs("paced") {
 		// Below saturation the latency target is about the time Weir adds
 		// to each request, not about CPU the load generator lacks: each
@@ -450,7 +478,7 @@ func TestBench(t *testing.T) {
 	if cfg.PipelineOut != "" {
 		rep.Pipeline, rep.PipelineNote = parserResults(cfg.PipelineOut)
 	}
-	if !rep.capturing() {
+	if !rep.capturing() && len(scenarios) > 0 {
 		rep.Notes = append(rep.Notes, notCapturingExplanation+".")
 	}
 	rep.Notes = append(rep.Notes,

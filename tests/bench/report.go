@@ -135,6 +135,9 @@ type Report struct {
 	Conns      *ConnsResult
 	GRPC       *GRPCResult // long-lived gRPC connection
 	Costs      []Cost      // where the CPU goes, one per scenario
+	// Floor is the capture floor beside Weir (part "floor"), one per
+	// load (floor.go).
+	Floor      []FloorResult
 	Parser     []GoBench
 	ParserNote string
 	// Pipeline are the daemon pipeline benchmarks: CPU per request
@@ -209,7 +212,7 @@ func (r *Report) Markdown() string {
 	if r.ForeignBPF > 0 {
 		p("> **Baseline caveat:** up to %d tracepoint/tracing eBPF programs from other runs on this machine were attached during baseline runs; they tax every syscall on both sides, so ratios understate Weir's cost on a clean node.\n\n", r.ForeignBPF)
 	}
-	if !r.capturing() {
+	if !r.capturing() && len(r.Scenarios) > 0 {
 		p("> **Note:** %s.\n\n", notCapturingExplanation)
 	}
 
@@ -391,6 +394,7 @@ func (r *Report) Markdown() string {
 		maxRate, allLost, TargetLossRate, r.judged(allLost == 0))
 
 	r.costMarkdown(p)
+	r.floorMarkdown(p)
 
 	p("\n## Parser throughput (`go test -run '^$' -bench . -benchmem ./daemon/protocol/`)\n\n")
 	if len(r.Parser) == 0 {

@@ -13,7 +13,8 @@
 #   WEIR_BENCH_CONNS        idle connections for the RSS scenario (default 10000; 0 skips)
 #   WEIR_BENCH_PACED        0 skips the paced 10k and 20k req/s runs
 #   WEIR_BENCH_ONLY         comma-separated parts to run alone (default all): http1, h2c,
-#                           https, unrelated, paced, conns, grpc
+#                           https, unrelated, paced, conns, grpc, floor (the capture
+#                           floor beside Weir: bpf/floor, see REPORT.md)
 #   WEIR_BENCH_DAEMON_ARGS  extra weir-daemon flags for the "with Weir" side (e.g. --oap ...)
 #   WEIR_BENCH_REPORT       where to write the report (default tests/bench/REPORT.md)
 set -euo pipefail
