@@ -38,10 +38,11 @@ const (
 	ioConnBound             // pushed out by OpsPerConn newer operations (bound hit)
 	ioExchangeBound         // its exchange already held OpsPerExchange (bound hit)
 	ioClosed                // the connection closed with no exchange claiming it
+	ioTLS                   // its exchanges were parsed from TLS plaintext, whose offsets are not the socket's
 	numIOReasons
 )
 
-var ioReasonNames = [numIOReasons]string{"not_http", "before_exchange", "held_too_long", "conn_bound", "exchange_bound", "closed"}
+var ioReasonNames = [numIOReasons]string{"not_http", "before_exchange", "held_too_long", "conn_bound", "exchange_bound", "closed", "tls_plaintext"}
 
 // pipeline is the capture.Observer and StreamFactory of the table. All its
 // methods run with the table's lock held (Observer and Stream calls are
@@ -245,6 +246,10 @@ func (ps *plainStream) begin() *protocol.Conn {
 			cs.sniffed, cs.tls = true, true
 			cs.parser = nil
 		}
+		// Records now come from the plaintext stream, whose offsets say
+		// nothing about the socket's: no exchange claims its reads and
+		// writes.
+		cs.releaseHeld(len(cs.held), ioTLS)
 	}
 	return cs.ensureParser()
 }
@@ -488,6 +493,10 @@ func (cs *connState) complete(d event.Direction, last bool) {
 		cs.p.metrics.opsIncomplete.Add(1)
 	}
 	cs.p.emitOp(&op.KernelOp)
+	if cs.decrypted {
+		cs.connOp(&op.KernelOp, ioTLS)
+		return
+	}
 	if len(cs.exchanges) == 0 && cs.parser != nil && cs.parser.Kind() == protocol.KindTCP {
 		// No exchange can claim it: the connection is not HTTP (or the
 		// parser gave up on it).
@@ -651,6 +660,9 @@ func (cs *connState) deliver(force bool) {
 // r's range there. The parser made r from bytes already delivered, so
 // every operation before the pending one is complete.
 func (cs *connState) settled(r *record.Record) bool {
+	if cs.decrypted {
+		return true // r's offsets are the plaintext's: no socket operation is r's
+	}
 	req, resp := cs.directions()
 	return before(r.ReqOff, r.ReqEndOff, cs.pending[req]) && before(r.RespOff, r.RespEndOff, cs.pending[resp])
 }
