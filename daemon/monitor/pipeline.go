@@ -84,9 +84,11 @@ func newPipeline(cfg pipelineConfig) *pipeline {
 }
 
 // ioOp is a read or write with the range of its direction's stream its
-// syscall moved, [from, to): what exchanges claim it by.
+// syscall moved, [from, to): what exchanges claim it by. The range stays
+// with the pipeline, beside the operation consumers get (a nil KernelOp is
+// no operation).
 type ioOp struct {
-	flow.KernelOp
+	*flow.KernelOp
 	from, to uint64
 }
 
@@ -117,17 +119,17 @@ type connState struct {
 	// only when events were lost is it completed without it: when the
 	// next syscall's first event comes, the connection ends, or (nothing
 	// following) after IOHoldDelay, counted in opsIncomplete.
-	pending [2]*ioOp
+	pending [2]ioOp
 	// held are the complete reads and writes no exchange has claimed yet,
 	// in order of completion (at most OpsPerConn): each goes either into
 	// one exchange's Ops or, on its own, to OpConsumers (releaseHeld).
-	held []*ioOp
+	held []ioOp
 	// opened is the connect or accept held back from OpConsumers until the
 	// connection's protocol is known (see flow.OpConsumer).
 	opened *flow.KernelOp
 	// opBlock holds the read/write operations not handed out yet of the
 	// block allocated last (see newOp); exBlock the same of exchanges.
-	opBlock []ioOp
+	opBlock []flow.KernelOp
 	exBlock []pendingExchange
 	// exchanges wait, in record order, until the operations covering the
 	// ends of their request and response are complete.
@@ -200,22 +202,18 @@ func (cs *connState) skip(dir event.Direction, n uint64, start, end event.Timest
 // whose last event was lost.
 func (cs *connState) track(s *capture.Segment) {
 	d := s.Dir
-	op := cs.pending[d]
-	if op != nil && (op.Syscall != s.Syscall || op.Start != s.Start || op.End != s.End) {
+	op := &cs.pending[d]
+	if op.KernelOp != nil && (op.Syscall != s.Syscall || op.Start != s.Start || op.End != s.End) {
 		cs.complete(d, false)
-		op = nil
 	}
-	if op == nil {
+	if op.KernelOp == nil {
 		kind := flow.OpWrite
 		if d == event.Ingress {
 			kind = flow.OpRead
 		}
-		op = cs.newOp()
-		*op = ioOp{
-			KernelOp: flow.KernelOp{Conn: cs.flow(), Kind: kind, Syscall: s.Syscall, Start: s.Start, End: s.End, Success: true},
-			from:     s.Offset, to: s.Offset,
-		}
-		cs.pending[d] = op
+		k := cs.newOp()
+		*k = flow.KernelOp{Conn: cs.flow(), Kind: kind, Syscall: s.Syscall, Start: s.Start, End: s.End, Success: true}
+		*op = ioOp{KernelOp: k, from: s.Offset, to: s.Offset}
 		if !cs.waiting {
 			cs.waiting = true
 			cs.p.waiting[cs] = struct{}{}
@@ -459,7 +457,7 @@ func (p *pipeline) Retransmitted(c *capture.Conn, e event.Retransmit) {
 func (p *pipeline) Swept(now event.Timestamp) {
 	for cs := range p.waiting {
 		for d := range cs.pending {
-			if op := cs.pending[d]; op != nil && now > op.End && time.Duration(now-op.End) >= IOHoldDelay {
+			if op := cs.pending[d]; op.KernelOp != nil && now > op.End && time.Duration(now-op.End) >= IOHoldDelay {
 				cs.complete(event.Direction(d), false)
 			}
 		}
@@ -474,7 +472,7 @@ func (p *pipeline) Swept(now event.Timestamp) {
 		if op := cs.opened; op != nil && now > op.End && time.Duration(now-op.End) >= IOHoldDelay {
 			cs.releaseOpened()
 		}
-		if cs.pending[0] == nil && cs.pending[1] == nil && len(cs.held) == 0 && cs.opened == nil {
+		if cs.pending[0].KernelOp == nil && cs.pending[1].KernelOp == nil && len(cs.held) == 0 && cs.opened == nil {
 			delete(p.waiting, cs)
 			cs.waiting = false
 		}
@@ -485,16 +483,16 @@ func (p *pipeline) Swept(now event.Timestamp) {
 // syscall's last event arrived (otherwise events were lost: counted).
 func (cs *connState) complete(d event.Direction, last bool) {
 	op := cs.pending[d]
-	if op == nil {
+	if op.KernelOp == nil {
 		return
 	}
-	cs.pending[d] = nil
+	cs.pending[d] = ioOp{}
 	if !last {
 		cs.p.metrics.opsIncomplete.Add(1)
 	}
-	cs.p.emitOp(&op.KernelOp)
+	cs.p.emitOp(op.KernelOp)
 	if cs.decrypted {
-		cs.connOp(&op.KernelOp, ioTLS)
+		cs.connOp(op.KernelOp, ioTLS)
 		return
 	}
 	if len(cs.exchanges) == 0 && cs.parser != nil && cs.parser.Kind() == protocol.KindTCP {
@@ -502,7 +500,7 @@ func (cs *connState) complete(d event.Direction, last bool) {
 		// parser gave up on it).
 		cs.releaseOpened()
 		cs.releaseHeld(len(cs.held), ioNotHTTP)
-		cs.connOp(&op.KernelOp, ioNotHTTP)
+		cs.connOp(op.KernelOp, ioNotHTTP)
 		return
 	}
 	cs.hold(op)
@@ -561,7 +559,7 @@ func (cs *connState) releaseOpened() {
 
 // hold keeps op for the exchanges that may claim it. At the bound the
 // oldest held operation goes on its own, counted.
-func (cs *connState) hold(op *ioOp) {
+func (cs *connState) hold(op ioOp) {
 	if len(cs.held) >= OpsPerConn {
 		cs.releaseHeld(1, ioConnBound)
 	}
@@ -580,7 +578,7 @@ func (cs *connState) releaseHeld(n int, reason int) {
 		return
 	}
 	for _, op := range cs.held[:n] {
-		cs.connOp(&op.KernelOp, reason)
+		cs.connOp(op.KernelOp, reason)
 	}
 	// Shifting down keeps the slice's array for the next operations.
 	rest := copy(cs.held, cs.held[n:])
@@ -597,9 +595,9 @@ const opsPerBlock = 4
 // newOp returns a zero operation for the connection. Operations are made
 // once per syscall, and taking them from blocks spares most of their
 // allocations.
-func (cs *connState) newOp() *ioOp {
+func (cs *connState) newOp() *flow.KernelOp {
 	if len(cs.opBlock) == 0 {
-		cs.opBlock = make([]ioOp, opsPerBlock)
+		cs.opBlock = make([]flow.KernelOp, opsPerBlock)
 	}
 	op := &cs.opBlock[0]
 	cs.opBlock = cs.opBlock[1:]
@@ -669,8 +667,8 @@ func (cs *connState) settled(r *record.Record) bool {
 
 // before says the stream range [from, to) ends before op begins (or is
 // empty, or there is no op).
-func before(from, to uint64, op *ioOp) bool {
-	return to <= from || op == nil || to <= op.from
+func before(from, to uint64, op ioOp) bool {
+	return to <= from || op.KernelOp == nil || to <= op.from
 }
 
 // directions returns the directions of the connection's requests and
@@ -706,7 +704,7 @@ func (cs *connState) deliverFirst() {
 	// Ops is allocated once, at its size.
 	k := 0
 	for _, op := range cs.held {
-		if c.claims(op) {
+		if c.claims(&op) {
 			k++
 		}
 	}
@@ -725,12 +723,12 @@ func (cs *connState) deliverFirst() {
 	kept := cs.held[:0]
 	for _, op := range cs.held {
 		switch {
-		case c.claims(op) && len(ex.Ops) < k:
-			ex.Ops = append(ex.Ops, &op.KernelOp)
-		case c.claims(op):
-			cs.connOp(&op.KernelOp, ioExchangeBound)
-		case inOrder && c.precedes(op):
-			cs.connOp(&op.KernelOp, ioBeforeExchange)
+		case c.claims(&op) && len(ex.Ops) < k:
+			ex.Ops = append(ex.Ops, op.KernelOp)
+		case c.claims(&op):
+			cs.connOp(op.KernelOp, ioExchangeBound)
+		case inOrder && c.precedes(&op):
+			cs.connOp(op.KernelOp, ioBeforeExchange)
 		default:
 			kept = append(kept, op)
 		}
