@@ -83,7 +83,7 @@ func (h *half) account(s *Stats, e event.Data, captured int) {
 
 // reassemble delivers an event now if it is the next one, holds it if it is
 // early, drops it if its place has passed, then enforces the reorder bounds.
-func (t *Table) reassemble(c *Conn, h *half, k chunk, payload []byte) {
+func (t *Table) reassemble(c *Conn, h *half, k *chunk, payload []byte) {
 	seq, end := k.seq, k.end
 	switch {
 	case seq < h.nextSeq:
@@ -91,7 +91,7 @@ func (t *Table) reassemble(c *Conn, h *half, k chunk, payload []byte) {
 		t.stats.BytesDropped += uint64(k.size)
 		return
 	case seq == h.nextSeq:
-		t.deliver(c, h, &k, payload)
+		t.deliver(c, h, k, payload)
 		t.drain(c, h)
 	default:
 		i := sort.Search(len(h.held), func(i int) bool { return h.held[i].seq >= seq })
@@ -103,10 +103,10 @@ func (t *Table) reassemble(c *Conn, h *half, k chunk, payload []byte) {
 		t.stats.Reordered++
 		buf := t.pool.get(len(payload))
 		copy(*buf, payload)
-		k.buf = buf
 		h.held = append(h.held, chunk{})
 		copy(h.held[i+1:], h.held[i:])
-		h.held[i] = k
+		h.held[i] = *k
+		h.held[i].buf = buf
 		h.heldLen += len(payload)
 		t.buffered += len(payload)
 		t.pending[c] = struct{}{}
@@ -197,9 +197,12 @@ func (t *Table) deliver(c *Conn, h *half, k *chunk, payload []byte) {
 	if uint64(len(payload)) > evEnd-off {
 		payload = payload[:evEnd-off] // only when evEnd was clamped
 	}
+	// Field by field: a composite literal stored through the pointer
+	// costs a copy of the whole Segment per event.
 	s := &t.seg
-	*s = Segment{Dir: h.dir, Syscall: k.sys, Start: k.start, End: k.end, Offset: off, Size: evEnd - off,
-		PrevEnd: h.lastEnd, Why: k.skip, Last: k.last, Send: k.send, Recv: k.recv}
+	s.Dir, s.Syscall, s.Start, s.End, s.Offset, s.Size = h.dir, k.sys, k.start, k.end, off, evEnd-off
+	s.PrevEnd, s.Why, s.Last, s.Send, s.Recv = h.lastEnd, k.skip, k.last, k.send, k.recv
+	s.Gap, s.Payload, s.Suffix = 0, nil, 0
 	if off > h.nextOff {
 		gap := off - h.nextOff
 		h.gaps++

@@ -255,7 +255,8 @@ func (t *Table) Data(e event.Data) {
 		c.TLSLibrary = e.Syscall.TLSLibrary()
 	}
 	h.account(&t.stats, e, len(payload))
-	t.reassemble(c, h, chunkOf(&e), payload)
+	k := chunkOf(&e)
+	t.reassemble(c, h, &k, payload)
 }
 
 // Sweep flushes reorder buffers that waited longer than ReorderDelay and

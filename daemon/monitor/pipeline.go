@@ -211,8 +211,10 @@ func (cs *connState) track(s *capture.Segment) {
 		if d == event.Ingress {
 			kind = flow.OpRead
 		}
+		// newOp's operations are zero: setting the fields spares a copy
+		// of the whole KernelOp.
 		k := cs.newOp()
-		*k = flow.KernelOp{Conn: cs.flow(), Kind: kind, Syscall: s.Syscall, Start: s.Start, End: s.End, Success: true}
+		k.Conn, k.Kind, k.Syscall, k.Start, k.End, k.Success = cs.flow(), kind, s.Syscall, s.Start, s.End, true
 		*op = ioOp{KernelOp: k, from: s.Offset, to: s.Offset}
 		if !cs.waiting {
 			cs.waiting = true
