@@ -58,7 +58,7 @@ func chunkOf(e *event.Data) chunk {
 // account updates the per-direction counters on arrival. Chunks of one
 // syscall share the syscall's start and end, which is how they are counted
 // as one syscall.
-func (h *half) account(s *Stats, e event.Data, captured int) {
+func (h *half) account(s *Stats, e *event.Data, captured int) {
 	h.events++
 	s.PayloadBytes += uint64(captured)
 	if h.events == 1 || e.Start != h.lastSysStart || e.End != h.lastSysEnd || e.Syscall != h.lastSys {

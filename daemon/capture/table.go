@@ -254,7 +254,7 @@ func (t *Table) Data(e event.Data) {
 		h = &c.dirs[plainHalf+int(e.Direction)]
 		c.TLSLibrary = e.Syscall.TLSLibrary()
 	}
-	h.account(&t.stats, e, len(payload))
+	h.account(&t.stats, &e, len(payload))
 	k := chunkOf(&e)
 	t.reassemble(c, h, &k, payload)
 }
