@@ -260,6 +260,7 @@ func (dec *decoder) decode(b []byte, sink event.Sink, ps event.ProcessSink) erro
 			Skip:         event.SkipReason(h.Skip),
 			Start:        event.Timestamp(h.StartNs),
 			End:          event.Timestamp(h.EndNs),
+			Last:         h.Last != 0,
 		}
 		switch {
 		case h.Last == 0:
@@ -376,7 +377,9 @@ func (d *Decoder) Decode(raw []byte, sink event.Sink) error {
 // AppendDataRecord appends to b the ring buffer record the kernel side
 // writes for the chunk e, padded to 8 bytes as the ring buffer pads it, and
 // returns the extended buffer: the inverse of decoding, for replaying
-// captured traffic through the reader's decode. Drops in e's metrics are
+// captured traffic through the reader's decode. The record is marked last
+// of its syscall when e.Last is set or e carries metrics (the kernel puts
+// them on the last event only). Drops in e's metrics are
 // not carried (the kernel reports them by enum value, which names only the
 // running kernel's BTF has).
 func AppendDataRecord(b []byte, e event.Data) []byte {
@@ -400,6 +403,9 @@ func AppendDataRecord(b []byte, e event.Data) []byte {
 	}
 	if e.Truncated {
 		h.Truncated = 1
+	}
+	if e.Last {
+		h.Last = 1
 	}
 	for i := 0; i < len(h.Proc.Comm)-1 && i < len(e.Proc.Comm); i++ {
 		h.Proc.Comm[i] = int8(e.Proc.Comm[i])

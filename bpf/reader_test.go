@@ -9,25 +9,28 @@ import (
 
 // TestAppendDataRecordDecodesToTheSameChunk pins AppendDataRecord as the
 // inverse of the reader's decode: replaying a chunk through it gives back
-// the chunk, kernel metrics included, so a benchmark that replays records
+// the chunk, kernel metrics and the last-event mark included, so a benchmark that replays records
 // measures the decode of what the kernel writes.
 func TestAppendDataRecordDecodesToTheSameChunk(t *testing.T) {
 	proc := event.Process{TGID: 10, TID: 11, Comm: "nginx", CgroupID: 12, PodID: 3, NetnsIno: 4026531840}
 	for _, want := range []event.Data{
 		{
 			Conn: 7, Proc: proc, FD: 5, Direction: event.Egress, Syscall: event.SysWritev, Seq: 9, StreamOffset: 4096,
-			Size: 11, Payload: []byte("HTTP/1.1 20"), Start: 100, End: 200,
+			Size: 11, Payload: []byte("HTTP/1.1 20"), Start: 100, End: 200, Last: true,
 			Send: &event.SendMetrics{Measured: event.MetricPackets | event.MetricRetransmits | event.MetricL2Queue,
 				Packets: 2, PacketBytes: 1500, Retransmits: 1, EnterQueueCount: 2, ReadySendDuration: 30,
 				DeviceSendDuration: 40},
 		},
 		{
 			Conn: 8, Proc: proc, FD: 6, Direction: event.Ingress, Syscall: event.SysRead, Seq: 1, StreamOffset: 0,
-			Size: 1000, Payload: []byte("GET /"), Truncated: true, Skip: event.SkipBody, Start: 300, End: 400,
+			Size: 1000, Payload: []byte("GET /"), Truncated: true, Skip: event.SkipBody, Start: 300, End: 400, Last: true,
 			Recv: &event.RecvMetrics{Measured: event.MetricPackets | event.MetricRecvQueue, Packets: 1,
 				PacketBytes: 1066, ToQueueDuration: 5, FromQueueDuration: 6},
 		},
 		{Conn: 9, Proc: proc, Direction: event.Ingress, Syscall: event.SysRecvfrom, Size: 3, Payload: []byte("abc")},
+		// The last event of a syscall the kernel measured nothing for.
+		{Conn: 9, Proc: proc, Direction: event.Ingress, Syscall: event.SysRecvfrom, Seq: 1, StreamOffset: 3, Size: 2,
+			Payload: []byte("de"), Last: true},
 	} {
 		b := AppendDataRecord(nil, want)
 		if len(b)%8 != 0 {

@@ -259,6 +259,11 @@ type Data struct {
 	Skip SkipReason
 	// Start and End bracket the syscall that moved the bytes.
 	Start, End Timestamp
+	// Last marks the syscall's last event: the kernel emits a syscall's
+	// events in Seq order and sets it on the final one, so a syscall
+	// whose Last event arrived is complete (unless events before it were
+	// lost, which a gap in Seq shows).
+	Last bool
 	// Kernel measurements of the whole syscall, set on its last chunk only
 	// (nil when the kernel side measured nothing): Send for Egress, Recv
 	// for Ingress.

@@ -5,7 +5,12 @@
 // package event and calls a Table, which implements event.Sink, from a single
 // goroutine in ring buffer order. The Table keeps one Conn per event.ConnID
 // with its process, addresses, role and counters, and hands each direction's
-// bytes to a Stream (the protocol parsers) strictly in stream order.
+// events to a Stream (the pipeline, which feeds the protocol parsers)
+// strictly in stream order, once each, as Segments: the event's bytes and
+// the facts of the syscall that moved them (stream offsets, times, the
+// kernel's last-event mark and metrics). That is the only way data leaves
+// the Table; an Observer hears of the rest (opens, closes, retransmits,
+// sweeps).
 //
 // Why reassembly is needed at all: the kernel side numbers data events per
 // connection and direction (Seq) and reports where each chunk sits in the
@@ -13,8 +18,9 @@
 // CPUs can be committed out of order and records are lost when the ring is
 // full. The Table therefore holds early events in a small bounded reorder
 // buffer, and when a missing event does not show up in time it tells the
-// Stream exactly how many bytes are missing (Skip) instead of silently
-// splicing unrelated bytes together, which would desynchronise a parser.
+// Stream exactly how many bytes are missing (Segment.Gap) instead of
+// silently splicing unrelated bytes together, which would desynchronise a
+// parser.
 //
 // Every structure here is bounded: tracked connections, retained closed
 // connections, reorder buffers per direction and buffered bytes in total.

@@ -68,7 +68,8 @@ func newGen(id event.ConnID, tgid uint32, fd int32, chunk int) *streamGen {
 	return &streamGen{id: id, tgid: tgid, fd: fd, chunk: chunk, ts: 1_000_000}
 }
 
-// syscall returns the events of one syscall moving b in direction dir.
+// syscall returns the events of one syscall moving b in direction dir, the
+// last one marked so.
 func (g *streamGen) syscall(dir event.Direction, b []byte) []event.Data {
 	g.ts += 1000
 	var out []event.Data
@@ -90,6 +91,7 @@ func (g *streamGen) syscall(dir event.Direction, b []byte) []event.Data {
 			break
 		}
 	}
+	out[len(out)-1].Last = true
 	return out
 }
 

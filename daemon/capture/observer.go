@@ -5,12 +5,10 @@ import (
 	"github.com/weirnet/weir/daemon/api/wire"
 )
 
-// Observer follows the table's connections event by event, next to the
-// byte streams the Streams receive. The Stream sees reassembled bytes; an
-// Observer sees the events themselves — one per syscall chunk, in arrival
-// order, with their kernel timings and measurements — which is what
-// per-syscall reporting (kernel operations, metrics) needs and what
-// reassembly deliberately hides.
+// Observer follows what happens to the table's connections apart from
+// their data: opens, closes, retransmits and sweeps. Data reaches the
+// pipeline by one path only, the connection's Stream, in stream order (see
+// Segment), so nothing here is about bytes or the syscalls that moved them.
 //
 // The Table calls an Observer with its lock held, from whichever goroutine
 // drives it (the Sink goroutine, or Run's sweeps), so calls are serialised
@@ -20,10 +18,6 @@ type Observer interface {
 	// ConnOpened is called after a ConnOpen event was applied to c (not
 	// for opens of connections already closed, which are dropped).
 	ConnOpened(c *Conn, e event.ConnOpen)
-	// DataArrived is called for every Data event accepted for c, on
-	// arrival and before its bytes are handed to c's Stream: in ring
-	// buffer order, not necessarily stream order.
-	DataArrived(c *Conn, e event.Data)
 	// ConnFinished is called when c leaves the table, after its Stream's
 	// Close, with the summary the API keeps. closeEv is the ConnClose
 	// event that ended it, nil when it left for another reason (idle,

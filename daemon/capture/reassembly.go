@@ -10,7 +10,7 @@ import (
 // half is the reassembly state of one direction of a connection.
 //
 // Invariant: everything before (nextSeq, nextOff) has been handed to the
-// Stream as Data or Skip; held contains only events with Seq > nextSeq-1,
+// Stream as Segments; held contains only events with Seq > nextSeq-1,
 // sorted by Seq, without duplicates.
 type half struct {
 	dir     event.Direction
@@ -34,20 +34,31 @@ type half struct {
 	lastSysStart, lastSysEnd event.Timestamp
 }
 
-// chunk is a held (out of order) event with its payload copied.
+// chunk is an event as reassembly keeps it: held out of order with its
+// payload copied into buf, or (buf nil) about to be delivered.
 type chunk struct {
 	seq        uint64
 	off        uint64
 	size       uint32
-	skip       event.SkipReason // why the bytes past buf were not copied
+	skip       event.SkipReason // why the bytes past the payload were not copied
+	sys        event.Syscall
+	last       bool
 	buf        *[]byte
 	start, end event.Timestamp
+	send       *event.SendMetrics
+	recv       *event.RecvMetrics
+}
+
+// chunkOf is e as reassembly keeps it, without its payload.
+func chunkOf(e *event.Data) chunk {
+	return chunk{seq: e.Seq, off: e.StreamOffset, size: e.Size, skip: e.Skip, sys: e.Syscall, last: e.Last,
+		start: e.Start, end: e.End, send: e.Send, recv: e.Recv}
 }
 
 // account updates the per-direction counters on arrival. Chunks of one
 // syscall share the syscall's start and end, which is how they are counted
 // as one syscall.
-func (h *half) account(s *Stats, e event.Data, captured int) {
+func (h *half) account(s *Stats, e *event.Data, captured int) {
 	h.events++
 	s.PayloadBytes += uint64(captured)
 	if h.events == 1 || e.Start != h.lastSysStart || e.End != h.lastSysEnd || e.Syscall != h.lastSys {
@@ -72,20 +83,21 @@ func (h *half) account(s *Stats, e event.Data, captured int) {
 
 // reassemble delivers an event now if it is the next one, holds it if it is
 // early, drops it if its place has passed, then enforces the reorder bounds.
-func (t *Table) reassemble(c *Conn, h *half, seq, off uint64, size uint32, skip event.SkipReason, payload []byte, start, end event.Timestamp) {
+func (t *Table) reassemble(c *Conn, h *half, k *chunk, payload []byte) {
+	seq, end := k.seq, k.end
 	switch {
 	case seq < h.nextSeq:
 		t.stats.OutOfWindow++
-		t.stats.BytesDropped += uint64(size)
+		t.stats.BytesDropped += uint64(k.size)
 		return
 	case seq == h.nextSeq:
-		t.deliver(c, h, seq, off, size, skip, payload, start, end)
+		t.deliver(c, h, k, payload)
 		t.drain(c, h)
 	default:
 		i := sort.Search(len(h.held), func(i int) bool { return h.held[i].seq >= seq })
 		if i < len(h.held) && h.held[i].seq == seq {
 			t.stats.Duplicates++
-			t.stats.BytesDropped += uint64(size)
+			t.stats.BytesDropped += uint64(k.size)
 			return
 		}
 		t.stats.Reordered++
@@ -93,7 +105,8 @@ func (t *Table) reassemble(c *Conn, h *half, seq, off uint64, size uint32, skip 
 		copy(*buf, payload)
 		h.held = append(h.held, chunk{})
 		copy(h.held[i+1:], h.held[i:])
-		h.held[i] = chunk{seq: seq, off: off, size: size, skip: skip, buf: buf, start: start, end: end}
+		h.held[i] = *k
+		h.held[i].buf = buf
 		h.heldLen += len(payload)
 		t.buffered += len(payload)
 		t.pending[c] = struct{}{}
@@ -144,7 +157,7 @@ func (t *Table) drain(c *Conn, h *half) {
 	n := 0
 	for n < len(h.held) && h.held[n].seq == h.nextSeq {
 		k := &h.held[n]
-		t.deliver(c, h, k.seq, k.off, k.size, k.skip, *k.buf, k.start, k.end)
+		t.deliver(c, h, k, *k.buf)
 		h.heldLen -= len(*k.buf)
 		t.buffered -= len(*k.buf)
 		t.pool.put(k.buf)
@@ -167,49 +180,57 @@ func (t *Table) updatePending(c *Conn) {
 	delete(t.pending, c)
 }
 
-// deliver hands one in-sequence event to the stream. The stream offsets are
-// the authority on bytes: a hole before the event is skipped, bytes already
-// delivered are trimmed, and the part of the event that was not captured
-// (truncation) is skipped, so Data and Skip always add up to the offset.
-// A Stream that implements ReasonedSkipper learns why: skip for the
-// event's suffix, event.SkipNone for a hole of lost events.
-func (t *Table) deliver(c *Conn, h *half, seq, off uint64, size uint32, skip event.SkipReason, payload []byte, start, end event.Timestamp) {
-	h.nextSeq = seq + 1
+// deliver hands one in-sequence event to the stream as a Segment. The
+// stream offsets are the authority on bytes: a hole before the event is its
+// Gap, bytes already delivered are trimmed, and the part of the event that
+// was not captured is its Suffix, so the Segments always add up to the
+// offset. An event whose bytes were all delivered before still goes, with
+// none: its syscall's facts (Last, metrics) are news.
+func (t *Table) deliver(c *Conn, h *half, k *chunk, payload []byte) {
+	h.nextSeq = k.seq + 1
 	stream := c.stream
 	if h.plain {
 		stream = plaintextOf(stream)
 	}
-	evEnd := addClamp(off, size)
+	off := k.off
+	evEnd := addClamp(off, k.size)
 	if uint64(len(payload)) > evEnd-off {
 		payload = payload[:evEnd-off] // only when evEnd was clamped
 	}
+	// Field by field: a composite literal stored through the pointer
+	// costs a copy of the whole Segment per event.
+	s := &t.seg
+	s.Dir, s.Syscall, s.Start, s.End, s.Offset, s.Size = h.dir, k.sys, k.start, k.end, off, evEnd-off
+	s.PrevEnd, s.Why, s.Last, s.Send, s.Recv = h.lastEnd, k.skip, k.last, k.send, k.recv
+	s.Gap, s.Payload, s.Suffix = 0, nil, 0
 	if off > h.nextOff {
 		gap := off - h.nextOff
 		h.gaps++
 		h.gapBytes += gap
 		t.stats.Gaps++
 		t.stats.GapBytes += gap
-		skipTo(stream, h.dir, gap, event.SkipNone, h.lastEnd, start)
+		s.Gap = gap
 		h.nextOff = off
 	}
 	if evEnd <= h.nextOff {
-		if size > 0 {
+		if k.size > 0 {
 			t.stats.Overlaps++
-			t.stats.BytesDropped += uint64(size)
+			t.stats.BytesDropped += uint64(k.size)
 		}
-		h.lastEnd = end
-		return
+	} else {
+		trim := h.nextOff - off // < size, so it fits an int
+		if trim < uint64(len(payload)) {
+			s.Payload = payload[trim:]
+		}
+		capEnd := max(off+uint64(len(payload)), h.nextOff)
+		if evEnd > capEnd {
+			s.Suffix = evEnd - capEnd
+		}
+		h.nextOff = evEnd
 	}
-	trim := h.nextOff - off // < size, so it fits an int
-	if trim < uint64(len(payload)) {
-		stream.Data(h.dir, payload[trim:], start, end)
-	}
-	capEnd := max(off+uint64(len(payload)), h.nextOff)
-	if evEnd > capEnd {
-		skipTo(stream, h.dir, evEnd-capEnd, skip, start, end)
-	}
-	h.nextOff = evEnd
-	h.lastEnd = end
+	h.lastEnd = k.end
+	stream.Segment(s)
+	s.Payload, s.Send, s.Recv = nil, nil, nil // nothing kept past the call
 }
 
 // addClamp returns off+size, saturating instead of wrapping on input whose

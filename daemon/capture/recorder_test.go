@@ -20,29 +20,42 @@ type RecordedOp struct {
 	End   event.Timestamp
 }
 
-// RecordingStream records every call, for tests of the Table. It is safe for concurrent use, so a test may inspect it while
-// events are still being fed.
+// RecordingStream records every call, for tests of the Table: each
+// Segment as it came (without its payload) and as the bytes it delivers,
+// a "skip" of its Gap, a "data" of its Payload and a "skip" of its Suffix,
+// each only when not empty. It is safe for concurrent use, so a test may
+// inspect it while events are still being fed.
 type RecordingStream struct {
 	mu     sync.Mutex
 	ops    []RecordedOp
+	segs   []Segment
 	closed bool
 }
 
-func (s *RecordingStream) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
+func (s *RecordingStream) Segment(g *Segment) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ops = append(s.ops, RecordedOp{Kind: "data", Dir: dir, Bytes: append([]byte(nil), b...), N: uint64(len(b)), Start: start, End: end})
+	kept := *g
+	kept.Payload = nil
+	s.segs = append(s.segs, kept)
+	if g.Gap > 0 {
+		s.ops = append(s.ops, RecordedOp{Kind: "skip", Dir: g.Dir, N: g.Gap, Why: event.SkipNone, Start: g.PrevEnd, End: g.Start})
+	}
+	if len(g.Payload) > 0 {
+		s.ops = append(s.ops, RecordedOp{Kind: "data", Dir: g.Dir, Bytes: append([]byte(nil), g.Payload...),
+			N: uint64(len(g.Payload)), Start: g.Start, End: g.End})
+	}
+	if g.Suffix > 0 {
+		s.ops = append(s.ops, RecordedOp{Kind: "skip", Dir: g.Dir, N: g.Suffix, Why: g.Why, Start: g.Start, End: g.End})
+	}
 }
 
-func (s *RecordingStream) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
-	s.SkipBecause(dir, n, event.SkipNone, start, end)
-}
-
-// SkipBecause implements ReasonedSkipper, recording the reason.
-func (s *RecordingStream) SkipBecause(dir event.Direction, n uint64, why event.SkipReason, start, end event.Timestamp) {
+// Segments returns a copy of the Segments received so far, without their
+// payloads.
+func (s *RecordingStream) Segments() []Segment {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ops = append(s.ops, RecordedOp{Kind: "skip", Dir: dir, N: n, Why: why, Start: start, End: end})
+	return append([]Segment(nil), s.segs...)
 }
 
 func (s *RecordingStream) Close(t event.Timestamp) {

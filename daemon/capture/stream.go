@@ -2,47 +2,60 @@ package capture
 
 import "github.com/weirnet/weir/bpf/event"
 
-// Stream consumes the two byte streams of one connection. The protocol
-// parsers implement it; the Table calls it from the Sink goroutine only, so an
-// implementation needs no locking of its own.
+// Segment is one data event as the Table delivers it: once, in stream
+// order, with everything known about it. It carries the event's bytes as
+// the stream's next bytes (Gap, Payload, Suffix: they add up to where the
+// direction's stream stands) and the facts of the syscall that moved them
+// (Syscall, Start, End, Last, the kernel's metrics), so a reader that wants
+// per-syscall operations builds them from the same ordered calls the
+// parsers read bytes from.
 //
-// For each direction the calls describe the stream without holes or overlaps:
-// the sum of len(b) over Data calls plus n over Skip calls equals the stream
-// offset reached. Skip marks bytes that were moved by the process but are not
-// available (lost events or truncated captures); a parser that cannot
-// resynchronise over n unknown bytes should drop its state for that direction.
+// For each direction the Segments describe the stream without holes or
+// overlaps: the sum of Gap + len(Payload) + Suffix over the Segments equals
+// the stream offset reached.
+type Segment struct {
+	Dir     event.Direction
+	Syscall event.Syscall
+	// Start and End bracket the syscall that moved the bytes.
+	Start, End event.Timestamp
+	// Offset and Size place the event in the direction's stream:
+	// [Offset, Offset+Size). Bytes of it already delivered by an earlier
+	// event (an overlap) are not delivered again, so the bytes below may
+	// be fewer than Size, or none.
+	Offset uint64
+	Size   uint64
+	// Gap is how many bytes just before this event's new bytes no event
+	// delivered: events lost on the way (ring buffer overflow, reorder
+	// timeout), bytes nobody knows anything about. PrevEnd is the End of
+	// the event delivered before in this direction, where the gap starts.
+	Gap     uint64
+	PrevEnd event.Timestamp
+	// Payload is the event's captured bytes not delivered before. It is
+	// only valid during the call: keep a copy if needed.
+	Payload []byte
+	// Suffix is how many of the event's bytes after Payload were not
+	// captured, and Why the kernel's reason (event.SkipH2Data and
+	// event.SkipBody are left out on purpose, see event.SkipReason.Benign).
+	Suffix uint64
+	Why    event.SkipReason
+	// Last marks the syscall's last event (event.Data.Last); Send and Recv
+	// are the kernel's measurements of the syscall, on its last event.
+	Last bool
+	Send *event.SendMetrics
+	Recv *event.RecvMetrics
+}
+
+// Stream consumes the two directions of one connection, Segment by
+// Segment. The pipeline (package monitor) implements it; the Table calls it
+// with its lock held, from one goroutine at a time, so an implementation
+// needs no locking of its own and must not call back into the Table.
 type Stream interface {
-	// Data delivers the next bytes of direction dir. b is only valid during
-	// the call: keep a copy if needed. start and end bracket the syscall
-	// that moved the bytes.
-	Data(dir event.Direction, b []byte, start, end event.Timestamp)
-	// Skip says the next n bytes of direction dir are missing. start and
-	// end bound when they were moved as far as the Table knows.
-	Skip(dir event.Direction, n uint64, start, end event.Timestamp)
+	// Segment delivers the next event of direction s.Dir. s and its
+	// Payload are only valid during the call.
+	Segment(s *Segment)
 	// Close is called once, when the connection is closed, expired or
 	// evicted; no call follows it.
 	Close(t event.Timestamp)
-}
-
-// ReasonedSkipper is implemented by a Stream that wants to know why bytes
-// were skipped. The Table then calls SkipBecause in place of Skip (the
-// Stream interface is unchanged): why is the kernel's reason for an
-// event's uncopied suffix (event.SkipH2Data and event.SkipBody are bytes
-// the kernel left out on purpose, see event.SkipReason.Benign), or
-// event.SkipNone for a hole where events were lost on the way (ring buffer
-// overflow, reorder timeout): bytes nobody knows anything about. Whether a
-// skip hurts is still the parser's to decide from its own framing state.
-type ReasonedSkipper interface {
-	SkipBecause(dir event.Direction, n uint64, why event.SkipReason, start, end event.Timestamp)
-}
-
-// skipTo tells s that n bytes of dir were skipped for why.
-func skipTo(s Stream, dir event.Direction, n uint64, why event.SkipReason, start, end event.Timestamp) {
-	if r, ok := s.(ReasonedSkipper); ok {
-		r.SkipBecause(dir, n, why, start, end)
-		return
-	}
-	s.Skip(dir, n, start, end)
 }
 
 // StreamFactory creates the Stream for a newly tracked connection. It is
@@ -56,9 +69,8 @@ type StreamFactory func(c *Conn) Stream
 // configured.
 type NopStream struct{}
 
-func (NopStream) Data(event.Direction, []byte, event.Timestamp, event.Timestamp) {}
-func (NopStream) Skip(event.Direction, uint64, event.Timestamp, event.Timestamp) {}
-func (NopStream) Close(event.Timestamp)                                          {}
+func (NopStream) Segment(*Segment)      {}
+func (NopStream) Close(event.Timestamp) {}
 
 // TLSStream is a Stream that also takes its connection's TLS plaintext
 // (event.Syscall.TLS): Plaintext returns the Stream those bytes go to,

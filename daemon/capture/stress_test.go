@@ -69,26 +69,26 @@ func TestConcurrentReadersDuringIngestAreRaceFree(t *testing.T) {
 	}
 }
 
-// countingStream checks the Stream contract while counting bytes: no empty
-// calls, nothing after Close, Close once.
+// countingStream checks the Stream contract while counting bytes: nothing
+// after Close, Close once, each direction's Segments in stream order (an
+// event's new bytes start where the last ones ended, after its gap, within
+// the event's own range).
 type countingStream struct {
 	t      *testing.T
 	total  [2]uint64
 	closed int
 }
 
-func (s *countingStream) Data(dir event.Direction, b []byte, _, _ event.Timestamp) {
-	if len(b) == 0 || s.closed > 0 {
-		s.t.Fatalf("Data(%s, %d bytes) after close=%d", dir, len(b), s.closed)
+func (s *countingStream) Segment(g *Segment) {
+	if s.closed > 0 {
+		s.t.Fatalf("Segment(%s) after close=%d", g.Dir, s.closed)
 	}
-	s.total[dir] += uint64(len(b))
-}
-
-func (s *countingStream) Skip(dir event.Direction, n uint64, _, _ event.Timestamp) {
-	if n == 0 || s.closed > 0 {
-		s.t.Fatalf("Skip(%s, %d) after close=%d", dir, n, s.closed)
+	from := s.total[g.Dir] + g.Gap
+	to := from + uint64(len(g.Payload)) + g.Suffix
+	if from != to && (from < g.Offset || to != g.Offset+g.Size) {
+		s.t.Fatalf("Segment(%s) delivers [%d,%d) of an event at [%d,%d)", g.Dir, from, to, g.Offset, g.Offset+g.Size)
 	}
-	s.total[dir] += n
+	s.total[g.Dir] = to
 }
 
 func (s *countingStream) Close(event.Timestamp) { s.closed++ }

@@ -107,6 +107,9 @@ type Table struct {
 	cfg  Config
 	log  *slog.Logger
 	pool bufPool
+	// seg is the Segment being delivered, reused for every event: a
+	// Stream keeps nothing of it past the call.
+	seg Segment
 
 	mu       sync.Mutex
 	conns    map[event.ConnID]*Conn
@@ -239,9 +242,6 @@ func (t *Table) Data(e event.Data) {
 		c.openSyscall = e.Syscall
 	}
 	t.touch(c, e.End)
-	if t.cfg.Observer != nil {
-		t.cfg.Observer.DataArrived(c, e)
-	}
 
 	payload := e.Payload
 	if uint64(len(payload)) > uint64(e.Size) {
@@ -254,8 +254,9 @@ func (t *Table) Data(e event.Data) {
 		h = &c.dirs[plainHalf+int(e.Direction)]
 		c.TLSLibrary = e.Syscall.TLSLibrary()
 	}
-	h.account(&t.stats, e, len(payload))
-	t.reassemble(c, h, e.Seq, e.StreamOffset, e.Size, e.Skip, payload, e.Start, e.End)
+	h.account(&t.stats, &e, len(payload))
+	k := chunkOf(&e)
+	t.reassemble(c, h, &k, payload)
 }
 
 // Sweep flushes reorder buffers that waited longer than ReorderDelay and

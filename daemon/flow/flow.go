@@ -107,8 +107,10 @@ type KernelOp struct {
 
 // Exchange is one HTTP request and its response on a connection. Ops are
 // the read and write operations of the connection whose syscalls carried
-// the exchange's bytes: the request's direction within the request's
-// span, the response's within the response's. Each read and write is in
+// the exchange's bytes: those of the request's direction whose bytes
+// overlap the request's in that stream, and those of the response's
+// direction that overlap the response's (by stream offset, see
+// record.Record's ReqOff..RespEndOff). Each read and write is in
 // the Ops of at most one exchange (the first delivered that claims it), so
 // a consumer that counts them per exchange counts each once; those no
 // exchange claimed go to OpConsumer.ConnOp instead. Ops is bounded
@@ -152,7 +154,8 @@ const (
 // ConnOp is called once the operation's place is known: a read or write
 // when no exchange can claim it any more (the connection is not HTTP,
 // an HTTP/1 exchange after it was delivered, it waited IOHoldDelay, the
-// per-connection bound pushed it out, or the connection closed); a
+// per-connection bound pushed it out, the connection closed, or its
+// exchanges were parsed from TLS plaintext); a
 // connect or accept once the connection's first bytes classified it (so
 // that proto says what the connection carries), or when it failed, closed,
 // or stayed without data for IOHoldDelay. proto is the connection's

@@ -140,7 +140,7 @@ type benchRing struct {
 func (r *benchRing) syscall(g *connGen, sys event.Syscall, dir event.Direction, p []byte, start, end event.Timestamp) {
 	e := event.Data{
 		Conn: g.id, Proc: g.proc, FD: 5, Direction: dir, Syscall: sys, Seq: g.seq[dir], StreamOffset: g.off[dir],
-		Size: uint32(len(p)), Payload: p, Start: start, End: end,
+		Size: uint32(len(p)), Payload: p, Start: start, End: end, Last: true,
 	}
 	if dir == event.Egress {
 		r.send = event.SendMetrics{Measured: event.MetricPackets | event.MetricRetransmits, Packets: 1, PacketBytes: uint64(len(p)) + 66}

@@ -21,7 +21,7 @@ type metrics struct {
 	ops             [flow.OpRead + 1]atomic.Uint64 // by flow.OpKind
 	exchanges       atomic.Uint64
 	exchangesForced atomic.Uint64
-	lateChunks      atomic.Uint64
+	opsIncomplete   atomic.Uint64
 	ioUnclaimed     [numIOReasons]atomic.Uint64
 
 	bpfLost, bpfPartial, bpfRecords, bpfDrains, bpfDecodeErrors, bpfScanDropped, hookTier, captureEnabled *prometheus.Desc
@@ -30,7 +30,7 @@ type metrics struct {
 	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs                                 *prometheus.Desc
 	protoDiscarded, protoUnsynced, protoHints                                                             *prometheus.Desc
 	opsDesc, exch, exchForced, reqKept, reqOverwritten, enrollErrors, dumpSkipped                         *prometheus.Desc
-	dumpErrors, monitoredPods, lateChunksDesc, ioUnclaimedDesc                                            *prometheus.Desc
+	dumpErrors, monitoredPods, opsIncompleteDesc, ioUnclaimedDesc                                         *prometheus.Desc
 }
 
 func newMetrics(m *Monitor) *metrics {
@@ -64,17 +64,17 @@ func newMetrics(m *Monitor) *metrics {
 			"Bytes a parser ignored while looking for a provable message start, by protocol.", "protocol"),
 		protoHints: d("protocol_capture_hints_total",
 			"HTTP/1 hints handed to the capture layer (connection is HTTP/1, body range to send size-only), by result.", "result"),
-		opsDesc:         d("pipeline_kernel_ops_total", "Kernel operations handed to consumers, by kind.", "kind"),
-		exch:            d("pipeline_exchanges_total", "HTTP exchanges handed to consumers."),
-		exchForced:      d("pipeline_exchanges_forced_total", "Exchanges delivered before their operations completed (per-connection bound)."),
-		reqKept:         d("requests_kept", "HTTP exchanges held for /api/v1/requests."),
-		reqOverwritten:  d("requests_overwritten_total", "HTTP exchanges pushed out of the requests ring by newer ones."),
-		enrollErrors:    d("monitor_enroll_errors_total", "Network namespaces that could not be (un)enrolled with the eBPF collector."),
-		dumpSkipped:     d("dump_skipped_connections_total", "Connections not dumped because the dump was at its bound."),
-		dumpErrors:      d("dump_errors_total", "Stream dump file failures."),
-		monitoredPods:   d("monitor_pods", "Pods whose identities the pipeline knows."),
-		lateChunksDesc:  d("pipeline_late_chunks_total", "Data chunks that arrived after their syscall's operation was delivered."),
-		ioUnclaimedDesc: d("pipeline_io_unclaimed_total", "Reads and writes handed to once-only consumers (the SkyWalking exporter) on their own rather than in an exchange, by reason.", "reason"),
+		opsDesc:           d("pipeline_kernel_ops_total", "Kernel operations handed to consumers, by kind.", "kind"),
+		exch:              d("pipeline_exchanges_total", "HTTP exchanges handed to consumers."),
+		exchForced:        d("pipeline_exchanges_forced_total", "Exchanges delivered before their operations completed (per-connection bound)."),
+		reqKept:           d("requests_kept", "HTTP exchanges held for /api/v1/requests."),
+		reqOverwritten:    d("requests_overwritten_total", "HTTP exchanges pushed out of the requests ring by newer ones."),
+		enrollErrors:      d("monitor_enroll_errors_total", "Network namespaces that could not be (un)enrolled with the eBPF collector."),
+		dumpSkipped:       d("dump_skipped_connections_total", "Connections not dumped because the dump was at its bound."),
+		dumpErrors:        d("dump_errors_total", "Stream dump file failures."),
+		monitoredPods:     d("monitor_pods", "Pods whose identities the pipeline knows."),
+		opsIncompleteDesc: d("pipeline_ops_incomplete_total", "Reads and writes completed without their syscall's last event (events lost on the way)."),
+		ioUnclaimedDesc:   d("pipeline_io_unclaimed_total", "Reads and writes handed to once-only consumers (the SkyWalking exporter) on their own rather than in an exchange, by reason.", "reason"),
 	}
 }
 
@@ -134,7 +134,7 @@ func (x *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfPartial, x.bpfRecords, x.bpfDrains, x.bpfDecodeErrors, x.bpfScanDropped, x.bpfHintFailures, x.hookTier, x.ringUsed, x.ringSize,
 		x.captureEnabled, x.protoRecords, x.protoIncomplete, x.protoLimits, x.protoErrors, x.protoResyncs,
 		x.protoDiscarded, x.protoUnsynced, x.protoHints, x.opsDesc,
-		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.lateChunksDesc, x.ioUnclaimedDesc} {
+		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.opsIncompleteDesc, x.ioUnclaimedDesc} {
 		ch <- d
 	}
 }
@@ -214,7 +214,7 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(x.exch, x.exchanges.Load())
 	counter(x.exchForced, x.exchangesForced.Load())
-	counter(x.lateChunksDesc, x.lateChunks.Load())
+	counter(x.opsIncompleteDesc, x.opsIncomplete.Load())
 	for i, n := range ioReasonNames {
 		counter(x.ioUnclaimedDesc, x.ioUnclaimed[i].Load(), n)
 	}

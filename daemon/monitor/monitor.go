@@ -60,16 +60,13 @@ const (
 	// IOHoldDelay is how long (event clock) a read or write waits for an
 	// exchange to claim it before it goes to OpConsumers on its own: HTTP/2
 	// control frames, and requests whose response takes longer than this.
+	// It is also how long an operation whose syscall's last event was lost,
+	// with nothing after it, waits before it is taken as complete.
 	IOHoldDelay = 30 * time.Second
 	// PendingExchangesPerConn bounds the exchanges of a connection that
 	// wait for their last operation to complete; beyond it the oldest is
 	// delivered with the operations known so far (counted).
 	PendingExchangesPerConn = 64
-	// OpFlushDelay is how long (event clock) a syscall's operation waits
-	// for more chunks before it is taken as complete. The kernel emits
-	// all chunks of a syscall at its exit, back to back, so this only has
-	// to cover ring buffer interleaving.
-	OpFlushDelay = 50 * time.Millisecond
 )
 
 // Collector is the kernel side as the Monitor uses it: *bpf.Collector, or

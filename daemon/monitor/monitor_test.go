@@ -232,8 +232,8 @@ func (g *connGen) open(role event.Role, local, remote string, ts event.Timestamp
 	}
 }
 
-// syscall returns the chunks of one syscall moving b, chunk bytes each.
-// captured limits how many bytes of each chunk carry payload.
+// syscall returns the chunks of one syscall moving b, chunk bytes each,
+// the last one marked so as the kernel marks it.
 func (g *connGen) syscall(dir event.Direction, b []byte, chunk int, start, end event.Timestamp) []event.Data {
 	sys := event.SysWrite
 	if dir == event.Ingress {
@@ -249,6 +249,9 @@ func (g *connGen) syscall(dir event.Direction, b []byte, chunk int, start, end e
 		g.seq[dir]++
 		g.off[dir] += uint64(n)
 		b = b[n:]
+	}
+	if len(out) > 0 {
+		out[len(out)-1].Last = true
 	}
 	return out
 }
@@ -333,25 +336,61 @@ func TestRetransmitOutsideSyscallsReachesTheConsumersWithItsConnection(t *testin
 	}
 }
 
-func TestPendingOperationCompletesAfterQuietPeriod(t *testing.T) {
+// TestOperationCompletesAtItsLastEvent: a syscall's operation is complete
+// when its last event arrives, marked by the kernel, with no metrics, no
+// next syscall and no time passing; its exchange goes at once.
+func TestOperationCompletesAtItsLastEvent(t *testing.T) {
 	h := start(t, testConfig(), serverPod)
 	g := &connGen{id: 7, proc: proc(1)}
 	h.sink.ConnOpen(g.open(event.RoleClient, "10.0.0.2:40000", "192.0.2.9:80", 1000))
-	feed(h.sink, g.syscall(event.Egress, []byte(httpReq), 4096, 2000, 2100))
-	feed(h.sink, g.syscall(event.Ingress, []byte(httpResp), 4096, 3000, 3100))
-	// Nothing says these syscalls are over: no metrics, no next syscall.
-	time.Sleep(250 * time.Millisecond) // several sweeps at the same clock
-	// The write is over (the read started after it returned); the read
-	// waits for the quiet period.
-	if got, want := h.rec.snapshot(), []string{"op connect bytes=0", fmt.Sprintf("op write bytes=%d", len(httpReq))}; !slices.Equal(got, want) {
-		t.Fatalf("before the quiet period: %v, want %v", got, want)
-	}
-	h.now.Store(uint64(3100 + OpFlushDelay))
-	waitFor(t, "the exchange after the quiet period", func() bool { return len(h.rec.snapshot()) == 4 })
+	feed(h.sink, g.syscall(event.Egress, []byte(httpReq), 20, 2000, 2100))
+	feed(h.sink, g.syscall(event.Ingress, []byte(httpResp), 20, 3000, 3100))
 	want := []string{"op connect bytes=0", fmt.Sprintf("op write bytes=%d", len(httpReq)),
 		fmt.Sprintf("op read bytes=%d", len(httpResp)), "exchange GET /items?id=1 200 ops=2"}
 	if got := h.rec.snapshot(); !slices.Equal(got, want) {
 		t.Fatalf("consumer saw %v, want %v", got, want)
+	}
+	if n := h.m.metrics.opsIncomplete.Load(); n != 0 {
+		t.Errorf("incomplete operations = %d, want 0", n)
+	}
+}
+
+// TestOperationWithoutItsLastEventCompletesWhenLossShows: when a syscall's
+// last event never comes, its operation completes (counted) at the next
+// syscall of its direction, or, with nothing after it, after IOHoldDelay;
+// the exchange waiting for it goes then.
+func TestOperationWithoutItsLastEventCompletesWhenLossShows(t *testing.T) {
+	h := start(t, testConfig(), serverPod)
+	g := &connGen{id: 7, proc: proc(1)}
+	h.sink.ConnOpen(g.open(event.RoleClient, "10.0.0.2:40000", "192.0.2.9:80", 1000))
+	unmarked := func(evs []event.Data) []event.Data {
+		evs[len(evs)-1].Last = false
+		return evs
+	}
+	feed(h.sink, g.syscall(event.Egress, []byte(httpReq), 4096, 2000, 2100))
+	feed(h.sink, unmarked(g.syscall(event.Ingress, []byte(httpResp), 4096, 3000, 3100)))
+	feed(h.sink, g.syscall(event.Egress, []byte(httpReq), 4096, 4000, 4100))
+	// The next read shows the first one over.
+	feed(h.sink, unmarked(g.syscall(event.Ingress, []byte(httpResp), 4096, 5000, 5100)))
+	first := []string{"op connect bytes=0", fmt.Sprintf("op write bytes=%d", len(httpReq)),
+		fmt.Sprintf("op write bytes=%d", len(httpReq)), fmt.Sprintf("op read bytes=%d", len(httpResp)),
+		"exchange GET /items?id=1 200 ops=2"}
+	if got := h.rec.snapshot(); !slices.Equal(got, first) {
+		t.Fatalf("consumer saw %v, want %v", got, first)
+	}
+	// Nothing follows the second read: it waits for IOHoldDelay.
+	time.Sleep(100 * time.Millisecond) // sweeps at the same clock
+	if got := h.rec.snapshot(); !slices.Equal(got, first) {
+		t.Fatalf("before IOHoldDelay: %v, want %v", got, first)
+	}
+	h.now.Store(uint64(5100 + IOHoldDelay))
+	waitFor(t, "the exchange after IOHoldDelay", func() bool { return len(h.rec.snapshot()) == len(first)+2 })
+	want := append(first, fmt.Sprintf("op read bytes=%d", len(httpResp)), "exchange GET /items?id=1 200 ops=2")
+	if got := h.rec.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("consumer saw %v, want %v", got, want)
+	}
+	if n := h.m.metrics.opsIncomplete.Load(); n != 2 {
+		t.Errorf("incomplete operations = %d, want 2", n)
 	}
 }
 
@@ -701,17 +740,18 @@ func TestPlainTCPConnectionReportsOpsAndNoRequests(t *testing.T) {
 	write := g.syscall(event.Egress, first, 10, 2000, 2100)
 	feed(h.sink, write[:len(write)-1])
 	feed(h.sink, g.syscall(event.Ingress, []byte("N"), 4096, 3000, 3100))
-	// The write's last chunk loses the race with the read: it is late.
+	// The write's last chunk comes after the read's (ring buffer order):
+	// the write is still one operation with all its bytes, complete at it.
 	feed(h.sink, write[len(write)-1:])
 	feed(h.sink, g.syscall(event.Egress, []byte("more"), 4096, 4000, 4100))
 	h.sink.ConnClose(event.ConnClose{Conn: 11, Proc: g.proc, FD: 5, Start: 5000, End: 5100, Success: true})
-	want := []string{"op connect bytes=0", fmt.Sprintf("op write bytes=%d", len(first)-len(write[len(write)-1].Payload)),
-		"op read bytes=1", "op write bytes=4", "op close bytes=0"}
+	want := []string{"op connect bytes=0", "op read bytes=1", fmt.Sprintf("op write bytes=%d", len(first)),
+		"op write bytes=4", "op close bytes=0"}
 	if got := h.rec.snapshot(); !slices.Equal(got, want) {
 		t.Fatalf("consumer saw %v, want %v", got, want)
 	}
-	if n := h.m.metrics.lateChunks.Load(); n != 1 {
-		t.Errorf("late chunks = %d, want 1", n)
+	if n := h.m.metrics.opsIncomplete.Load(); n != 0 {
+		t.Errorf("incomplete operations = %d, want 0", n)
 	}
 	if n := len(h.m.requests.Latest("", 100)); n != 0 {
 		t.Errorf("%d requests recorded for a non-HTTP connection", n)

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -295,4 +296,75 @@ func TestConnectWithoutDataIsNotHeldForever(t *testing.T) {
 	}
 	h.now.Store(uint64(1100 + IOHoldDelay.Nanoseconds() + 1))
 	waitFor(t, "the idle connection's connect after IOHoldDelay", func() bool { return connects() == 2 })
+}
+
+// TestDecryptedTLSExchangesClaimNoSocketOperations: a connection whose
+// requests are parsed from a TLS library's plaintext has records placed in
+// the plaintext stream, which says nothing of the socket's offsets: its
+// exchanges claim no socket read or write, and those go on their own at
+// once, each exactly once.
+func TestDecryptedTLSExchangesClaimNoSocketOperations(t *testing.T) {
+	h := start(t, testConfig(), serverPod)
+	sock := &connGen{id: 31, proc: proc(1)}
+	h.sink.ConnOpen(sock.open(event.RoleClient, "10.0.0.2:40000", "192.0.2.9:443", 1000))
+	plain := &connGen{id: 31, proc: proc(1)} // the plaintext stream's own Seq and offsets
+	tlsSyscall := func(g *connGen, sys event.Syscall, dir event.Direction, b []byte, start event.Timestamp) []event.Data {
+		evs := g.syscall(dir, b, 4096, start, start+100)
+		for i := range evs {
+			evs[i].Syscall = sys
+		}
+		return evs
+	}
+	feed(h.sink, sock.syscall(event.Egress, []byte("\x16\x03\x01\x00\x05hello"), 4096, 2000, 2100))
+	feed(h.sink, tlsSyscall(plain, event.SysSSLWrite, event.Egress, []byte(httpReq), 3000))
+	feed(h.sink, sock.syscall(event.Egress, make([]byte, 90), 4096, 3010, 3050))
+	feed(h.sink, sock.syscall(event.Ingress, make([]byte, 80), 4096, 4010, 4050))
+	feed(h.sink, tlsSyscall(plain, event.SysSSLRead, event.Ingress, []byte(httpResp), 4000))
+	if got := h.m.metrics.ioUnclaimed[ioTLS].Load(); got != 3 {
+		t.Errorf("socket operations on their own as tls_plaintext: %d, want 3", got)
+	}
+	h.rec.mu.Lock()
+	exchanges := len(h.rec.exchanges)
+	var claimed int
+	for _, ex := range h.rec.exchanges {
+		claimed += len(ex.Ops)
+	}
+	h.rec.mu.Unlock()
+	if exchanges != 1 || claimed != 0 {
+		t.Fatalf("%d exchanges claiming %d operations, want 1 claiming none", exchanges, claimed)
+	}
+	onceAccounting(t, h.rec)
+}
+
+// TestSyscallsOverlappingInTimeAreClaimedByTheirBytes: two threads write
+// the requests of streams 1 and 3, the write of stream 3 blocking from
+// before stream 1's write until after it. The times overlap; the bytes do
+// not, and each stream claims the write that carried its HEADERS.
+func TestSyscallsOverlappingInTimeAreClaimedByTheirBytes(t *testing.T) {
+	h := start(t, testConfig(), serverPod)
+	g := &connGen{id: 25, proc: proc(1)}
+	h.sink.ConnOpen(g.open(event.RoleClient, "10.0.0.2:40000", "192.0.2.9:80", 1000))
+	clientStart, serverStart, next := h2cBench()
+	req1, resp1 := next(0)
+	req1, resp1 = slices.Clone(req1), slices.Clone(resp1)
+	req3, resp3 := next(1)
+	feed(h.sink, g.syscall(event.Egress, clientStart, 4096, 1000, 1100))
+	feed(h.sink, g.syscall(event.Ingress, serverStart, 4096, 1200, 1300))
+	feed(h.sink, g.syscall(event.Egress, req1, 4096, 2000, 2100))
+	feed(h.sink, g.syscall(event.Egress, req3, 4096, 1900, 6000))
+	feed(h.sink, g.syscall(event.Ingress, resp1, 4096, 7000, 7100))
+	feed(h.sink, g.syscall(event.Ingress, resp3, 4096, 8000, 8100))
+	h.sink.ConnClose(event.ConnClose{Conn: 25, Proc: g.proc, FD: 5, Start: 9000, End: 9100, Success: true})
+
+	onceAccounting(t, h.rec)
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	got := map[uint32]string{}
+	for _, ex := range h.rec.exchanges {
+		got[ex.Record.StreamID] = opsOf(ex)
+	}
+	want := map[uint32]string{1: "write@2000 read@7000", 3: "write@1900 read@8000"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("exchanges' operations by stream = %v, want %v", got, want)
+	}
 }

@@ -38,24 +38,32 @@ const (
 	ioConnBound             // pushed out by OpsPerConn newer operations (bound hit)
 	ioExchangeBound         // its exchange already held OpsPerExchange (bound hit)
 	ioClosed                // the connection closed with no exchange claiming it
+	ioTLS                   // its exchanges were parsed from TLS plaintext, whose offsets are not the socket's
 	numIOReasons
 )
 
-var ioReasonNames = [numIOReasons]string{"not_http", "before_exchange", "held_too_long", "conn_bound", "exchange_bound", "closed"}
+var ioReasonNames = [numIOReasons]string{"not_http", "before_exchange", "held_too_long", "conn_bound", "exchange_bound", "closed", "tls_plaintext"}
 
 // pipeline is the capture.Observer and StreamFactory of the table. All its
 // methods run with the table's lock held (Observer and Stream calls are
 // serialised by the table), so its state needs no lock of its own.
+//
+// Data comes one way: each data event reaches a connection's Stream once,
+// in stream order, as a capture.Segment carrying its bytes and its
+// syscall. The bytes go to the parser; the syscall becomes an operation
+// covering a range of the direction's stream, complete at the syscall's
+// last event. A record says which stream ranges its request and response
+// took, and claims the operations that overlap them: matching is by
+// offset, in one place (deliverFirst).
 type pipeline struct {
 	pipelineConfig
 	conns map[event.ConnID]*connState
 	// opConsumers are the consumers that take each operation once (see
 	// flow.OpConsumer).
 	opConsumers []flow.OpConsumer
-	// waiting holds the connections with a syscall whose operation is
-	// not known to be complete yet, for Swept, and connections whose
-	// operations completed since the last sweep (connState.waiting says
-	// which are in it).
+	// waiting holds the connections with an operation not complete yet
+	// or held for an exchange, for Swept (connState.waiting says which
+	// are in it).
 	waiting map[*connState]struct{}
 }
 
@@ -75,10 +83,13 @@ func newPipeline(cfg pipelineConfig) *pipeline {
 	return p
 }
 
-// opKey identifies one syscall's chunks on a connection and direction.
-type opKey struct {
-	sys        event.Syscall
-	start, end event.Timestamp
+// ioOp is a read or write with the range of its direction's stream its
+// syscall moved, [from, to): what exchanges claim it by. The range stays
+// with the pipeline, beside the operation consumers get (a nil KernelOp is
+// no operation).
+type ioOp struct {
+	*flow.KernelOp
+	from, to uint64
 }
 
 // connState is the pipeline's side of one tracked connection: its parser,
@@ -103,17 +114,16 @@ type connState struct {
 	// library's plaintext of it arrived, which the parser then reads.
 	sniffed, tls, decrypted bool
 
-	// pending is the operation of the syscall being reported in each
-	// direction: the kernel reports a syscall as several chunks and says
-	// nothing about which is the last, so the operation is complete when
-	// the next syscall starts, kernel metrics arrive (they ride on the last
-	// chunk), the connection ends, or OpFlushDelay passes.
-	pending [2]*flow.KernelOp
-	done    [2]opKey // the last completed syscall per direction
+	// pending is the operation of the syscall being delivered in each
+	// direction. It is complete at the syscall's last event (event.Data.Last);
+	// only when events were lost is it completed without it: when the
+	// next syscall's first event comes, the connection ends, or (nothing
+	// following) after IOHoldDelay, counted in opsIncomplete.
+	pending [2]ioOp
 	// held are the complete reads and writes no exchange has claimed yet,
 	// in order of completion (at most OpsPerConn): each goes either into
-	// one exchange's Ops or, on its own, to OpConsumers (releaseIO).
-	held []*flow.KernelOp
+	// one exchange's Ops or, on its own, to OpConsumers (releaseHeld).
+	held []ioOp
 	// opened is the connect or accept held back from OpConsumers until the
 	// connection's protocol is known (see flow.OpConsumer).
 	opened *flow.KernelOp
@@ -121,7 +131,8 @@ type connState struct {
 	// block allocated last (see newOp); exBlock the same of exchanges.
 	opBlock []flow.KernelOp
 	exBlock []pendingExchange
-	// exchanges wait until no operation overlapping them is pending.
+	// exchanges wait, in record order, until the operations covering the
+	// ends of their request and response are complete.
 	exchanges []*pendingExchange
 
 	dump *streamdump.Conn
@@ -136,8 +147,27 @@ func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
 	return cs
 }
 
-// Data implements capture.Stream.
-func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
+// Segment implements capture.Stream: the event's syscall goes into its
+// operation, its bytes to the parser, and the operation is complete once
+// its last event's bytes are parsed (so the records they finish find it).
+func (cs *connState) Segment(s *capture.Segment) {
+	cs.track(s)
+	if s.Gap > 0 {
+		cs.skip(s.Dir, s.Gap, s.PrevEnd, s.Start)
+	}
+	if len(s.Payload) > 0 {
+		cs.data(s.Dir, s.Payload, s.Start, s.End)
+	}
+	if s.Suffix > 0 {
+		cs.skip(s.Dir, s.Suffix, s.Start, s.End)
+	}
+	if s.Last {
+		cs.complete(s.Dir, true)
+	}
+}
+
+// data feeds the parser the next captured bytes of dir.
+func (cs *connState) data(dir event.Direction, b []byte, start, end event.Timestamp) {
 	cs.dump.Data(dir, b)
 	if !cs.sniffed {
 		cs.sniffed = true
@@ -154,8 +184,8 @@ func (cs *connState) Data(dir event.Direction, b []byte, start, end event.Timest
 	}
 }
 
-// Skip implements capture.Stream.
-func (cs *connState) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
+// skip tells the parser n bytes of dir were not captured.
+func (cs *connState) skip(dir event.Direction, n uint64, start, end event.Timestamp) {
 	cs.dump.Skip(dir, n)
 	if cs.tls {
 		return
@@ -163,6 +193,38 @@ func (cs *connState) Skip(dir event.Direction, n uint64, start, end event.Timest
 	if pc := cs.ensureParser(); pc != nil {
 		pc.Skip(dir, n, start, end)
 		cs.parsed()
+	}
+}
+
+// track adds the event's syscall to the operation of its direction: a
+// syscall is one operation carrying its total bytes and the stream range
+// they took. The first event of another syscall ends a pending operation
+// whose last event was lost.
+func (cs *connState) track(s *capture.Segment) {
+	d := s.Dir
+	op := &cs.pending[d]
+	if op.KernelOp != nil && (op.Syscall != s.Syscall || op.Start != s.Start || op.End != s.End) {
+		cs.complete(d, false)
+	}
+	if op.KernelOp == nil {
+		kind := flow.OpWrite
+		if d == event.Ingress {
+			kind = flow.OpRead
+		}
+		// newOp's operations are zero: setting the fields spares a copy
+		// of the whole KernelOp.
+		k := cs.newOp()
+		k.Conn, k.Kind, k.Syscall, k.Start, k.End, k.Success = cs.flow(), kind, s.Syscall, s.Start, s.End, true
+		*op = ioOp{KernelOp: k, from: s.Offset, to: s.Offset}
+		if !cs.waiting {
+			cs.waiting = true
+			cs.p.waiting[cs] = struct{}{}
+		}
+	}
+	op.Bytes += s.Size
+	op.to = max(op.to, s.Offset+s.Size)
+	if s.Send != nil || s.Recv != nil {
+		op.Send, op.Recv = s.Send, s.Recv
 	}
 }
 
@@ -184,22 +246,32 @@ func (ps *plainStream) begin() *protocol.Conn {
 			cs.sniffed, cs.tls = true, true
 			cs.parser = nil
 		}
+		// Records now come from the plaintext stream, whose offsets say
+		// nothing about the socket's: no exchange claims its reads and
+		// writes.
+		cs.releaseHeld(len(cs.held), ioTLS)
 	}
 	return cs.ensureParser()
 }
 
-func (ps *plainStream) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
-	if pc := ps.begin(); pc != nil {
-		pc.Data(dir, b, start, end)
-		(*connState)(ps).parsed()
+// Segment feeds the plaintext's bytes to the parser. Its syscalls are no
+// kernel operations: the socket reads and writes that carried the
+// ciphertext are.
+func (ps *plainStream) Segment(s *capture.Segment) {
+	pc := ps.begin()
+	if pc == nil {
+		return
 	}
-}
-
-func (ps *plainStream) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
-	if pc := ps.begin(); pc != nil {
-		pc.Skip(dir, n, start, end)
-		(*connState)(ps).parsed()
+	if s.Gap > 0 {
+		pc.Skip(s.Dir, s.Gap, s.PrevEnd, s.Start)
 	}
+	if len(s.Payload) > 0 {
+		pc.Data(s.Dir, s.Payload, s.Start, s.End)
+	}
+	if s.Suffix > 0 {
+		pc.Skip(s.Dir, s.Suffix, s.Start, s.End)
+	}
+	(*connState)(ps).parsed()
 }
 
 // Close: the connection's Close closes the parser.
@@ -207,9 +279,8 @@ func (ps *plainStream) Close(event.Timestamp) {}
 
 // parsed releases what waited for the parser's classification: the held
 // connect or accept once the protocol is known, and held reads and writes
-// once the connection turned out not to be HTTP. (The table reports a
-// chunk to the Observer before the Stream, so the first operation can
-// complete before the parser has seen its bytes.)
+// once the connection turned out not to be HTTP (TLS plaintext can
+// classify a connection after its first socket operations completed).
 func (cs *connState) parsed() {
 	if cs.opened == nil && len(cs.held) == 0 {
 		return
@@ -335,56 +406,6 @@ func (p *pipeline) ConnOpened(c *capture.Conn, e event.ConnOpen) {
 	}
 }
 
-// DataArrived implements capture.Observer: every read and write syscall
-// becomes one operation carrying the syscall's total bytes.
-func (p *pipeline) DataArrived(c *capture.Conn, e event.Data) {
-	cs, ok := c.Stream().(*connState) // what p.conns holds, without a lookup per chunk
-	if !ok || e.Syscall.TLS() {
-		// TLS plaintext is no kernel operation: the socket reads and
-		// writes that carried it are.
-		return
-	}
-	d := e.Direction
-	key := opKey{e.Syscall, e.Start, e.End}
-	if key == cs.done[d] {
-		// A chunk of a syscall already taken as complete (it lost a race
-		// with the other direction's next syscall): its bytes are in the
-		// stream, but the operation was delivered and stays as it is.
-		p.metrics.lateChunks.Add(1)
-		return
-	}
-	if op := cs.pending[d]; op != nil && (op.Syscall != e.Syscall || op.Start != e.Start || op.End != e.End) {
-		cs.complete(d)
-	}
-	// A syscall in the other direction that started after the pending one
-	// returned means the pending one is over: the kernel emits all of a
-	// syscall's chunks before the syscall returns. (Only another thread
-	// starting within microseconds of that return can beat its last
-	// chunk; that chunk is then counted as late.)
-	if op := cs.pending[1-d]; op != nil && e.Start > op.End {
-		cs.complete(1 - d)
-	}
-	op := cs.pending[d]
-	if op == nil {
-		kind := flow.OpWrite
-		if d == event.Ingress {
-			kind = flow.OpRead
-		}
-		op = cs.newOp()
-		*op = flow.KernelOp{Conn: cs.flow(), Kind: kind, Syscall: e.Syscall, Start: e.Start, End: e.End, Success: true}
-		cs.pending[d] = op
-		if !cs.waiting {
-			cs.waiting = true
-			p.waiting[cs] = struct{}{}
-		}
-	}
-	op.Bytes += uint64(e.Size)
-	if e.Send != nil || e.Recv != nil {
-		op.Send, op.Recv = e.Send, e.Recv
-		cs.complete(d)
-	}
-}
-
 // ConnFinished implements capture.Observer.
 func (p *pipeline) ConnFinished(c *capture.Conn, info wire.ConnInfo, ev *event.ConnClose) {
 	cs := p.conns[c.ID]
@@ -392,8 +413,8 @@ func (p *pipeline) ConnFinished(c *capture.Conn, info wire.ConnInfo, ev *event.C
 		return
 	}
 	delete(p.conns, c.ID)
-	cs.complete(event.Egress)
-	cs.complete(event.Ingress)
+	cs.complete(event.Egress, false)
+	cs.complete(event.Ingress, false)
 	delete(p.waiting, cs)
 	cs.waiting = false
 	cs.deliver(true)
@@ -428,17 +449,18 @@ func (p *pipeline) Retransmitted(c *capture.Conn, e event.Retransmit) {
 	}
 }
 
-// Swept implements capture.Observer: operations whose syscall has been
-// quiet for OpFlushDelay are complete, and held reads and writes no
-// exchange claimed within IOHoldDelay go on their own. Connections that
+// Swept implements capture.Observer: held reads and writes no exchange
+// claimed within IOHoldDelay go on their own, and so does an operation
+// still waiting for its syscall's last event after IOHoldDelay (the event
+// was lost and nothing followed it to tell). Connections that
 // have nothing pending or held any more leave the waiting set here rather
 // than at every completed operation, which would cost two map updates per
 // syscall.
 func (p *pipeline) Swept(now event.Timestamp) {
 	for cs := range p.waiting {
 		for d := range cs.pending {
-			if op := cs.pending[d]; op != nil && now > op.End && time.Duration(now-op.End) >= OpFlushDelay {
-				cs.complete(event.Direction(d))
+			if op := cs.pending[d]; op.KernelOp != nil && now > op.End && time.Duration(now-op.End) >= IOHoldDelay {
+				cs.complete(event.Direction(d), false)
 			}
 		}
 		old := 0
@@ -452,28 +474,35 @@ func (p *pipeline) Swept(now event.Timestamp) {
 		if op := cs.opened; op != nil && now > op.End && time.Duration(now-op.End) >= IOHoldDelay {
 			cs.releaseOpened()
 		}
-		if cs.pending[0] == nil && cs.pending[1] == nil && len(cs.held) == 0 && cs.opened == nil {
+		if cs.pending[0].KernelOp == nil && cs.pending[1].KernelOp == nil && len(cs.held) == 0 && cs.opened == nil {
 			delete(p.waiting, cs)
 			cs.waiting = false
 		}
 	}
 }
 
-// complete delivers the pending operation of direction d.
-func (cs *connState) complete(d event.Direction) {
+// complete delivers the pending operation of direction d; last says its
+// syscall's last event arrived (otherwise events were lost: counted).
+func (cs *connState) complete(d event.Direction, last bool) {
 	op := cs.pending[d]
-	if op == nil {
+	if op.KernelOp == nil {
 		return
 	}
-	cs.pending[d] = nil
-	cs.done[d] = opKey{op.Syscall, op.Start, op.End}
-	cs.p.emitOp(op)
+	cs.pending[d] = ioOp{}
+	if !last {
+		cs.p.metrics.opsIncomplete.Add(1)
+	}
+	cs.p.emitOp(op.KernelOp)
+	if cs.decrypted {
+		cs.connOp(op.KernelOp, ioTLS)
+		return
+	}
 	if len(cs.exchanges) == 0 && cs.parser != nil && cs.parser.Kind() == protocol.KindTCP {
 		// No exchange can claim it: the connection is not HTTP (or the
 		// parser gave up on it).
 		cs.releaseOpened()
 		cs.releaseHeld(len(cs.held), ioNotHTTP)
-		cs.connOp(op, ioNotHTTP)
+		cs.connOp(op.KernelOp, ioNotHTTP)
 		return
 	}
 	cs.hold(op)
@@ -532,7 +561,7 @@ func (cs *connState) releaseOpened() {
 
 // hold keeps op for the exchanges that may claim it. At the bound the
 // oldest held operation goes on its own, counted.
-func (cs *connState) hold(op *flow.KernelOp) {
+func (cs *connState) hold(op ioOp) {
 	if len(cs.held) >= OpsPerConn {
 		cs.releaseHeld(1, ioConnBound)
 	}
@@ -551,7 +580,7 @@ func (cs *connState) releaseHeld(n int, reason int) {
 		return
 	}
 	for _, op := range cs.held[:n] {
-		cs.connOp(op, reason)
+		cs.connOp(op.KernelOp, reason)
 	}
 	// Shifting down keeps the slice's array for the next operations.
 	rest := copy(cs.held, cs.held[n:])
@@ -614,26 +643,44 @@ func (cs *connState) record(r *record.Record) {
 	cs.deliver(false)
 }
 
-// window is the time span of an exchange's bytes.
-func window(r *record.Record) (event.Timestamp, event.Timestamp) {
-	return r.ReqStart, max(r.ReqEnd, r.RespEnd, r.ReqStart)
-}
-
-// deliver hands waiting exchanges to consumers in order, as long as no
-// pending operation may still belong to them (all when force).
+// deliver hands waiting exchanges to consumers in order, as long as the
+// operations covering the ends of their bytes are complete (all when
+// force).
 func (cs *connState) deliver(force bool) {
 	for len(cs.exchanges) > 0 {
-		if !force {
-			_, end := window(cs.exchanges[0].Record)
-			if op := cs.pending[0]; op != nil && op.Start <= end {
-				return
-			}
-			if op := cs.pending[1]; op != nil && op.Start <= end {
-				return
-			}
+		if !force && !cs.settled(cs.exchanges[0].Record) {
+			return
 		}
 		cs.deliverFirst()
 	}
+}
+
+// settled says no operation that may carry r's bytes is pending: in each
+// direction, the pending operation (if any) starts at or after the end of
+// r's range there. The parser made r from bytes already delivered, so
+// every operation before the pending one is complete.
+func (cs *connState) settled(r *record.Record) bool {
+	if cs.decrypted {
+		return true // r's offsets are the plaintext's: no socket operation is r's
+	}
+	req, resp := cs.directions()
+	return before(r.ReqOff, r.ReqEndOff, cs.pending[req]) && before(r.RespOff, r.RespEndOff, cs.pending[resp])
+}
+
+// before says the stream range [from, to) ends before op begins (or is
+// empty, or there is no op).
+func before(from, to uint64, op ioOp) bool {
+	return to <= from || op.KernelOp == nil || to <= op.from
+}
+
+// directions returns the directions of the connection's requests and
+// responses: the monitored process reads requests as a server (or when
+// its role is unknown) and writes them as a client.
+func (cs *connState) directions() (req, resp event.Direction) {
+	if cs.c.Role == event.RoleClient {
+		return event.Egress, event.Ingress
+	}
+	return event.Ingress, event.Egress
 }
 
 // pendingExchange is an exchange with room for the operations an exchange
@@ -653,12 +700,13 @@ func (cs *connState) deliverFirst() {
 	cs.exchanges[rest] = nil
 	cs.exchanges = cs.exchanges[:rest]
 	c := claim(ex.Conn.Role, ex.Record)
+	inOrder := ex.Record.Protocol != record.HTTP2
 	// Held operations are in order of completion; consumers get the
 	// claimed ones in order of their start. They are counted first so that
 	// Ops is allocated once, at its size.
 	k := 0
 	for _, op := range cs.held {
-		if c.claims(op) {
+		if c.claims(&op) {
 			k++
 		}
 	}
@@ -672,18 +720,17 @@ func (cs *connState) deliverFirst() {
 	}
 	// One pass moves the claimed operations into Ops and keeps the rest
 	// held, in order. HTTP/1 exchanges come in order of their messages, so
-	// an operation before this exchange's request that none claimed never
-	// will be: it goes on its own.
-	inOrder := ex.Record.Protocol != record.HTTP2
+	// an operation before this exchange's bytes in its direction that none
+	// claimed never will be: it goes on its own.
 	kept := cs.held[:0]
 	for _, op := range cs.held {
 		switch {
-		case c.claims(op) && len(ex.Ops) < k:
-			ex.Ops = append(ex.Ops, op)
-		case c.claims(op):
-			cs.connOp(op, ioExchangeBound)
-		case inOrder && op.End < c.reqStart:
-			cs.connOp(op, ioBeforeExchange)
+		case c.claims(&op) && len(ex.Ops) < k:
+			ex.Ops = append(ex.Ops, op.KernelOp)
+		case c.claims(&op):
+			cs.connOp(op.KernelOp, ioExchangeBound)
+		case inOrder && c.precedes(&op):
+			cs.connOp(op.KernelOp, ioBeforeExchange)
 		default:
 			kept = append(kept, op)
 		}
@@ -698,27 +745,22 @@ func (cs *connState) deliverFirst() {
 }
 
 // claimer says which operations carried an exchange's bytes: those of the
-// request's direction that overlap the request's syscalls, and those of the
-// response's direction that overlap the response's. Taking each direction
-// within its own span, rather than anything within the exchange's window,
-// keeps the other exchanges of a connection (concurrent HTTP/2 streams,
-// pipelined HTTP/1 requests) from claiming each other's syscalls.
+// request's direction whose stream range overlaps the request's bytes, and
+// those of the response's direction that overlap the response's. Ranges of
+// the stream, not times, keep the other exchanges of a connection
+// (concurrent HTTP/2 streams, pipelined HTTP/1 requests) from claiming each
+// other's syscalls; an operation several exchanges' bytes share goes to the
+// first delivered.
 type claimer struct {
-	reqKind, respKind  flow.OpKind
-	reqStart, reqEnd   event.Timestamp
-	respStart, respEnd event.Timestamp
-	hasResp            bool
+	reqKind, respKind flow.OpKind
+	reqOff, reqEnd    uint64
+	respOff, respEnd  uint64
 }
 
 func claim(role event.Role, r *record.Record) claimer {
 	c := claimer{
 		reqKind: flow.OpRead, respKind: flow.OpWrite,
-		reqStart: r.ReqStart, reqEnd: max(r.ReqEnd, r.ReqStart),
-		respStart: r.RespStart, respEnd: max(r.RespEnd, r.RespStart),
-		hasResp: r.RespEnd != 0,
-	}
-	if c.respStart == 0 {
-		c.respStart = c.respEnd
+		reqOff: r.ReqOff, reqEnd: r.ReqEndOff, respOff: r.RespOff, respEnd: r.RespEndOff,
 	}
 	if role == event.RoleClient {
 		c.reqKind, c.respKind = flow.OpWrite, flow.OpRead
@@ -726,12 +768,24 @@ func claim(role event.Role, r *record.Record) claimer {
 	return c
 }
 
-func (c *claimer) claims(op *flow.KernelOp) bool {
+func (c *claimer) claims(op *ioOp) bool {
 	switch op.Kind {
 	case c.reqKind:
-		return op.Start <= c.reqEnd && op.End >= c.reqStart
+		return c.reqEnd > c.reqOff && op.from < c.reqEnd && op.to > c.reqOff
 	case c.respKind:
-		return c.hasResp && op.Start <= c.respEnd && op.End >= c.respStart
+		return c.respEnd > c.respOff && op.from < c.respEnd && op.to > c.respOff
+	}
+	return false
+}
+
+// precedes says op ended before the exchange's bytes in its direction
+// began (only a range that was seen counts).
+func (c *claimer) precedes(op *ioOp) bool {
+	switch op.Kind {
+	case c.reqKind:
+		return c.reqEnd > c.reqOff && op.to <= c.reqOff
+	case c.respKind:
+		return c.respEnd > c.respOff && op.to <= c.respOff
 	}
 	return false
 }

@@ -226,16 +226,19 @@ func (c *Conn) Data(dir event.Direction, b []byte, start, end event.Timestamp) {
 		c.detect(dir, b, start, end, before, turn)
 		return
 	}
-	c.dispatch(dir, b, start, end)
+	c.dispatch(dir, b, before.Off, start, end)
 }
 
 // dispatch hands bytes to the direction's parser (the cursor is already
-// past them).
-func (c *Conn) dispatch(dir event.Direction, b []byte, start, end event.Timestamp) {
+// past them); off is the stream offset of b[0]. The HTTP/1 parser follows
+// the offsets itself (it starts where the stream stands); the HTTP/2 one is
+// told, since it may take over mid-way (h2c upgrade).
+func (c *Conn) dispatch(dir event.Direction, b []byte, off uint64, start, end event.Timestamp) {
 	switch c.mode[dir] {
 	case modeH1:
-		c.dataH1(dir, b, start, end)
+		c.dataH1(dir, b, off, start, end)
 	case modeH2:
+		c.h2.At(c.h2Side(dir), off)
 		c.h2.Data(c.h2Side(dir), b, start, end)
 		if c.h2.Opaque() {
 			c.toTCP("http2 limit")
@@ -248,6 +251,7 @@ func (c *Conn) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
 	if n == 0 || dir > event.Ingress {
 		return
 	}
+	off := c.cur[dir].Off
 	c.cur[dir].Advance(&c.cur[1-dir], n, start)
 	switch c.mode[dir] {
 	case modeDetect:
@@ -256,6 +260,7 @@ func (c *Conn) Skip(dir event.Direction, n uint64, start, end event.Timestamp) {
 	case modeH1:
 		c.h1.Skip(c.h1Side(dir), n, start, end)
 	case modeH2:
+		c.h2.At(c.h2Side(dir), off)
 		c.h2.Skip(c.h2Side(dir), n, start, end)
 	}
 }
@@ -285,7 +290,7 @@ func (c *Conn) h2Side(dir event.Direction) http2.Side {
 	return http2.Server
 }
 
-func (c *Conn) dataH1(dir event.Direction, b []byte, start, end event.Timestamp) {
+func (c *Conn) dataH1(dir event.Direction, b []byte, off uint64, start, end event.Timestamp) {
 	sw, carry, n := c.h1.Data(c.h1Side(dir), b, start, end)
 	switch sw {
 	case http1.ToHTTP2:
@@ -300,6 +305,9 @@ func (c *Conn) dataH1(dir event.Direction, b []byte, start, end event.Timestamp)
 		c.mode[dir] = modeH2
 		c.kind = KindHTTP2
 		c.log.Debug("h2c upgrade", "direction", dir)
+		// carry is what the HTTP/1 parser held of the bytes just
+		// before b[n:].
+		c.h2.At(c.h2Side(dir), off+uint64(n)-min(uint64(len(carry)), off+uint64(n)))
 		if len(carry) > 0 {
 			c.h2.Data(c.h2Side(dir), carry, start, end)
 		}
@@ -434,7 +442,7 @@ func (c *Conn) detectMidStream(dir event.Direction, b []byte, start, end event.T
 	cur := c.cur
 	cur[dir] = before
 	c.startMid(k, dir, isReq, cur)
-	c.dispatch(dir, b, start, end)
+	c.dispatch(dir, b, before.Off, start, end)
 }
 
 // startMid is start for a connection parsed mid-stream; cur says where
@@ -515,8 +523,10 @@ func (c *Conn) start(k Kind, dir event.Direction, isReq bool) {
 }
 
 // replay feeds the parser what detection held for both directions, then the
-// rest of the current chunk.
+// rest of the current chunk. What a direction held are its last bytes
+// before rest (dir) or before where it stands (the other direction).
 func (c *Conn) replay(dir event.Direction, rest []byte, start, end event.Timestamp) {
+	restOff := c.cur[dir].Off - uint64(len(rest))
 	for _, dd := range [2]event.Direction{1 - dir, dir} {
 		d := &c.det[dd]
 		held := d.b
@@ -525,10 +535,14 @@ func (c *Conn) replay(dir event.Direction, rest []byte, start, end event.Timesta
 			c.h1.Skip(c.h1Side(dd), d.skipped, d.start, d.start)
 		}
 		if len(held) > 0 {
-			c.dispatch(dd, held, d.start, d.end)
+			to := c.cur[dd].Off
+			if dd == dir {
+				to = restOff
+			}
+			c.dispatch(dd, held, to-uint64(len(held)), d.start, d.end)
 		}
 	}
 	if len(rest) > 0 {
-		c.dispatch(dir, rest, start, end)
+		c.dispatch(dir, rest, restOff, start, end)
 	}
 }

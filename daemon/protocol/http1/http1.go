@@ -149,6 +149,7 @@ type dir struct {
 	cur       *exchange
 	lost      bool // bytes of the current message were lost
 	msgStart  event.Timestamp
+	msgOff    uint64 // stream offset of the current message's first byte
 	lastEnd   event.Timestamp
 	trace     tracectx.Collector
 
@@ -254,6 +255,7 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) (sw Switch, 
 				continue
 			}
 			d.msgStart = start
+			d.msgOff = base + uint64(total-len(b))
 			d.msgTurn = turn && len(b) == total
 			d.st = stHeader
 		case stHeader:
@@ -599,6 +601,7 @@ func (p *Parser) begin(d *dir) *exchange {
 		x := p.newExchange()
 		x.rec.GRPCStatus = -1
 		x.rec.ReqStart = d.msgStart
+		x.rec.ReqOff = d.msgOff
 		p.pending = append(p.pending, x)
 		d.cur = x
 		return x
@@ -773,6 +776,7 @@ func (p *Parser) request(d *dir, x *exchange, h *fields, n int, end event.Timest
 	r := &x.rec
 	r.ReqHeaderBytes += uint64(n)
 	r.ReqEnd = end
+	r.ReqEndOff = d.cur0.Off
 	if len(h.host) > 0 {
 		r.Host = reuse(&p.host, h.host)
 	}
@@ -816,8 +820,14 @@ func (p *Parser) trace(d *dir, r *record.Record) {
 
 func (p *Parser) response(d *dir, x *exchange, h *fields, n int, end event.Timestamp) Switch {
 	r := &x.rec
+	if r.RespHeaderBytes == 0 {
+		// The response's bytes begin with its first message, an
+		// interim 1xx one included (its bytes are counted too).
+		r.RespOff = d.msgOff
+	}
 	r.RespHeaderBytes += uint64(n)
 	r.RespEnd = end
+	r.RespEndOff = d.cur0.Off
 	st := r.Status
 	if st >= 100 && st < 200 && st != 101 {
 		// Interim (100 Continue, 103 Early Hints): not the final response.
@@ -901,14 +911,15 @@ func (p *Parser) done(d *dir, end event.Timestamp) {
 	if x == nil {
 		return
 	}
+	// Where the direction stands is past the bytes that ended the message.
 	if d.side == Request {
-		x.rec.ReqEnd = end
+		x.rec.ReqEnd, x.rec.ReqEndOff = end, d.cur0.Off
 		x.reqDone = true
 		if x.upgrade != upNone && !x.respDone {
 			d.st = stAfterUpgrade
 		}
 	} else {
-		x.rec.RespEnd = end
+		x.rec.RespEnd, x.rec.RespEndOff = end, d.cur0.Off
 		x.respDone = true
 		if len(p.pending) > 0 && p.pending[0] == x {
 			// Shifting down (at most MaxPending pointers, usually

@@ -148,6 +148,8 @@ type stream struct {
 	reqSeen  bool // request headers decoded
 	respSeen bool // final response headers decoded
 	reqDone  bool
+	// respAt: rec.RespOff holds the offset of the response's first frame.
+	respAt bool
 	// uncertain: a field of the record could be wrong or missing.
 	uncertain bool
 }
@@ -169,6 +171,9 @@ type dir struct {
 	// gap: some wanted payload bytes of the current frame were not captured.
 	gap        bool
 	frameStart event.Timestamp
+	// off is the stream offset of the direction's next byte; frameOff
+	// that of the current frame's header.
+	off, frameOff uint64
 
 	// Header block being assembled (HEADERS/PUSH_PROMISE + CONTINUATION).
 	hb       []byte
@@ -179,6 +184,7 @@ type dir struct {
 	hbEnd    bool   // END_STREAM on the HEADERS frame
 	hbBytes  uint64
 	hbStart  event.Timestamp
+	hbOff    uint64 // stream offset of the block's HEADERS/PUSH_PROMISE frame
 	hbLost   bool
 
 	dec *hpackDecoder
@@ -230,9 +236,19 @@ func NewMidStream(lim record.Limits, stats *record.Stats, sink func(*record.Reco
 // hit); the caller then treats it as TCP.
 func (p *Parser) Opaque() bool { return p.dead }
 
+// At says the next bytes of side s (Data or Skip) begin at stream offset
+// off. The parser counts offsets from 0 by itself; a caller whose parser
+// started after the stream did (mid-stream, h2c upgrade) says where it is.
+func (p *Parser) At(s Side, off uint64) { p.dirs[s].off = off }
+
+// frameEnd is the stream offset past the current frame.
+func (d *dir) frameEnd() uint64 { return d.frameOff + frameHeaderLen + uint64(d.flen) }
+
 // Data feeds captured bytes of one direction.
 func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) {
 	d := &p.dirs[s]
+	base, total := d.off, len(b)
+	d.off += uint64(len(b))
 	if p.dead {
 		return
 	}
@@ -260,6 +276,7 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) {
 		case stHeader:
 			if d.hn == 0 {
 				d.frameStart = start
+				d.frameOff = base + uint64(total-len(b))
 				if len(b) >= frameHeaderLen { // fast path: whole header here
 					d.beginFrame(b[:frameHeaderLen])
 					b = b[frameHeaderLen:]
@@ -320,6 +337,7 @@ func (p *Parser) Data(s Side, b []byte, start, end event.Timestamp) {
 // Skip accounts for n bytes of a direction that were moved but not captured.
 func (p *Parser) Skip(s Side, n uint64, start, end event.Timestamp) {
 	d := &p.dirs[s]
+	d.off += n
 	if p.dead || n == 0 {
 		return
 	}
@@ -437,13 +455,14 @@ func (p *Parser) endFrame(d *dir, payload []byte, end event.Timestamp) {
 		}
 		if d.side == Client {
 			s.rec.ReqBodyBytes += body
-			s.rec.ReqEnd = end
+			s.rec.ReqEnd, s.rec.ReqEndOff = end, d.frameEnd()
 			if d.flags&flagEndStream != 0 {
 				s.reqDone = true
 			}
 		} else {
+			s.respFrom(d.frameOff)
 			s.rec.RespBodyBytes += body
-			s.rec.RespEnd = end
+			s.rec.RespEnd, s.rec.RespEndOff = end, d.frameEnd()
 			if d.flags&flagEndStream != 0 {
 				p.finish(s)
 			}
@@ -491,9 +510,10 @@ func (p *Parser) endFrame(d *dir, payload []byte, end event.Timestamp) {
 			s.rec.ResetCode = binary.BigEndian.Uint32(payload)
 		}
 		if d.side == Server {
-			s.rec.RespEnd = end
+			s.respFrom(d.frameOff)
+			s.rec.RespEnd, s.rec.RespEndOff = end, d.frameEnd()
 		} else {
-			s.rec.ReqEnd = end
+			s.rec.ReqEnd, s.rec.ReqEndOff = end, d.frameEnd()
 		}
 		p.finish(s)
 	case frameGoAway:
@@ -522,7 +542,7 @@ func (p *Parser) headersFrame(d *dir, payload []byte, end event.Timestamp) {
 	d.hbStream, d.hbSid = d.sid, d.sid
 	d.hbEnd = d.ftype == frameHeaders && d.flags&flagEndStream != 0
 	d.hbBytes = uint64(frameHeaderLen) + uint64(d.flen)
-	d.hbStart = d.frameStart
+	d.hbStart, d.hbOff = d.frameStart, d.frameOff
 	frag := payload
 	if !d.gap {
 		pad := 0
@@ -612,7 +632,7 @@ func (p *Parser) block(d *dir, frag []byte, end event.Timestamp) {
 	switch d.side {
 	case Client:
 		s.rec.ReqHeaderBytes += d.hbBytes
-		s.rec.ReqEnd = end
+		s.rec.ReqEnd, s.rec.ReqEndOff = end, d.frameEnd()
 		if d.hbFrame == framePushPromise {
 			return
 		}
@@ -625,8 +645,9 @@ func (p *Parser) block(d *dir, frag []byte, end event.Timestamp) {
 			s.rec.ReqHeaderBytes += d.hbBytes
 			return
 		}
+		s.respFrom(d.hbOff)
 		s.rec.RespHeaderBytes += d.hbBytes
-		s.rec.RespEnd = end
+		s.rec.RespEnd, s.rec.RespEndOff = end, d.frameEnd()
 		if kind == blockResponse && s.respSeen {
 			s.rec.RespStart = d.hbStart
 		}
@@ -644,7 +665,9 @@ func (p *Parser) target(d *dir) (*stream, blockKind) {
 		if d.side != Server || s != nil {
 			return nil, blockIgnored
 		}
-		s = p.open(id, d.hbStart)
+		// The promised request's bytes are the server's, not in the
+		// request direction: it claims none (ReqEndOff stays 0).
+		s = p.open(id, d.hbStart, d.hbOff)
 		if s == nil {
 			return nil, blockIgnored
 		}
@@ -663,7 +686,7 @@ func (p *Parser) target(d *dir) (*stream, blockKind) {
 			return nil, blockIgnored // trailers of a finished stream
 		}
 		p.lastClient = id
-		s = p.open(id, d.hbStart)
+		s = p.open(id, d.hbStart, d.hbOff)
 		if s == nil {
 			return nil, blockIgnored
 		}
@@ -675,7 +698,7 @@ func (p *Parser) target(d *dir) (*stream, blockKind) {
 			return nil, blockIgnored // response after the stream was reset
 		}
 		// A response whose request was not seen.
-		s = p.open(id, 0)
+		s = p.open(id, 0, 0)
 		if s == nil {
 			return nil, blockIgnored
 		}
@@ -689,7 +712,18 @@ func (p *Parser) target(d *dir) (*stream, blockKind) {
 	return s, blockResponse
 }
 
-func (p *Parser) open(id uint32, t event.Timestamp) *stream {
+// respFrom records off as where the stream's response begins, unless an
+// earlier frame of it did.
+func (s *stream) respFrom(off uint64) {
+	if !s.respAt {
+		s.respAt = true
+		s.rec.RespOff = off
+	}
+}
+
+// open starts the record of stream id, whose request began at time t and
+// stream offset off.
+func (p *Parser) open(id uint32, t event.Timestamp, off uint64) *stream {
 	if len(p.streams) >= p.lim.MaxStreams {
 		p.stats.StreamLimit.Add(1)
 		p.degrade()
@@ -700,7 +734,7 @@ func (p *Parser) open(id uint32, t event.Timestamp) *stream {
 	s.rec.Protocol = record.HTTP2
 	s.rec.StreamID = id
 	s.rec.GRPCStatus = -1
-	s.rec.ReqStart = t
+	s.rec.ReqStart, s.rec.ReqOff = t, off
 	p.streams[id] = s
 	return s
 }

@@ -37,6 +37,17 @@ const (
 // Timestamps come from the syscalls that moved the bytes: ReqStart is the
 // start of the syscall that carried the first byte of the request, RespEnd the
 // end of the one that carried the last byte of the response.
+//
+// Offsets place the exchange in the connection's byte streams, the request
+// in the request direction's and the response in the response direction's
+// (the stream offsets of package capture): [ReqOff, ReqEndOff) holds the
+// request's bytes and [RespOff, RespEndOff) the response's. A range starts
+// at its message's first byte (HTTP/1 start line, HTTP/2 first HEADERS
+// frame) and ends past its last (HTTP/2: the frame that ended the stream in
+// that direction; HTTP/1: the end of the bytes delivered with the last byte,
+// so at most the end of that syscall's chunk). A range whose end is not
+// past its start was not seen (a response without its request, a request
+// pushed by the server), and claims no bytes.
 type Record struct {
 	Protocol Protocol
 	Method   string
@@ -55,6 +66,8 @@ type Record struct {
 	RespHeaderBytes, RespBodyBytes uint64
 
 	ReqStart, ReqEnd, RespStart, RespEnd event.Timestamp
+
+	ReqOff, ReqEndOff, RespOff, RespEndOff uint64
 
 	Trace tracectx.Context
 
