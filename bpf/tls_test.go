@@ -20,20 +20,24 @@ import (
 	"github.com/weirnet/weir/bpf/event"
 )
 
-// tlsProbed loads the TLS set on a socket-tier collector and probes the
-// node's libssl files.
-func tlsProbed(t *testing.T) (running, *TLS) {
+// tlsProbed loads the TLS set on a collector of the given capture tier and
+// probes the node's libssl files.
+func tlsProbed(t *testing.T, tier CaptureTier) (running, *TLS) {
 	t.Helper()
-	requireSocketTier(t)
+	requireRoot(t)
+	if tier == CaptureSocket {
+		requireSocketTier(t)
+	}
 	if inGuest() {
-		t.Skip("needs openssl and curl, which the tests/kernels guest does not have (runs on the host)")
+		t.Skip("needs nginx and curl, dynamically linked against libc and libssl, which the tests/kernels guest " +
+			"(a static Go init and test binaries, no libc) does not have: runs on the host")
 	}
 	for _, bin := range []string{"openssl", "curl"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			t.Fatalf("%s not installed: %v", bin, err)
 		}
 	}
-	r := socketTier(t, Config{})
+	r := startCollector(t, Config{CaptureTier: tier})
 	tl, err := r.LoadTLS(testLogger(t))
 	if err != nil {
 		t.Fatalf("LoadTLS: %v", err)
@@ -142,15 +146,23 @@ http {
 	return pids
 }
 
-// TestOpenSSLPlaintextOfEveryOneShotClient pins the TLS set: each one-shot
-// curl process's first and only request is reported as plaintext
-// (SysSSLWrite) on the TCP connection the socket tier reports for that
-// process, with the server's SSL_read of the same request on the server's
-// connection; the ciphertext on the socket is reported as before. A pair
-// in a namespace that is not enrolled, using the same probed libssl,
-// yields nothing at all.
+// TestOpenSSLPlaintextOfEveryOneShotClient pins the TLS set under each
+// capture tier the kernel has: each one-shot curl process's first and only
+// request is reported as plaintext (SysSSLWrite) on the TCP connection the
+// tier reports for that process, with the server's SSL_read of the same
+// request on the server's connection; the ciphertext on the socket is
+// reported as before. A pair in a namespace that is not enrolled, using
+// the same probed libssl, yields nothing at all.
 func TestOpenSSLPlaintextOfEveryOneShotClient(t *testing.T) {
-	r, _ := tlsProbed(t)
+	for _, tier := range []CaptureTier{CaptureSocket, CaptureSyscall} {
+		t.Run(tier.String(), func(t *testing.T) {
+			r, _ := tlsProbed(t, tier)
+			testOpenSSLOneShotClients(t, r)
+		})
+	}
+}
+
+func testOpenSSLOneShotClients(t *testing.T, r running) {
 	enrolled, other := newNetns(t), newNetns(t)
 	if err := r.Enroll(enrolled.ino, 41); err != nil {
 		t.Fatal(err)
@@ -251,7 +263,7 @@ func TestTLSUnenrolledCallCost(t *testing.T) {
 	if os.Getenv("WEIR_BPF_TLS_COST") != "1" {
 		t.Skip("a measurement: set WEIR_BPF_TLS_COST=1 (root) to run it")
 	}
-	_, tl := tlsProbed(t)
+	_, tl := tlsProbed(t, CaptureAuto)
 	libs := FindOpenSSL("/")
 	const calls, rounds = 200000, 3
 	run := func() float64 {
