@@ -54,7 +54,7 @@ type fileID struct{ dev, ino uint64 }
 
 type tlsFile struct {
 	path    string
-	library string   // "openssl", "go"
+	library string   // "openssl", "boringssl", "go"
 	symbols []string // functions probed
 	links   []link.Link
 	users   map[string]struct{}
@@ -63,7 +63,7 @@ type tlsFile struct {
 // TLSLibrary is one probed library file.
 type TLSLibrary struct {
 	Path    string   `json:"path"`
-	Library string   `json:"library"` // "openssl", "go"
+	Library string   `json:"library"` // "openssl", "boringssl", "go"
 	Device  uint64   `json:"device"`
 	Inode   uint64   `json:"inode"`
 	Symbols []string `json:"symbols"` // functions probed
@@ -206,7 +206,7 @@ func (c *Collector) setCaptureVariables(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
-// Acquire probes the OpenSSL library at path for owner (a pod) unless its
+// Acquire probes the OpenSSL or BoringSSL libssl at path for owner (a pod) unless its
 // file is probed already, in which case owner is added to its users. It
 // returns whether this call attached the probes.
 func (t *TLS) Acquire(owner, path string) (bool, error) {
@@ -220,13 +220,14 @@ func (t *TLS) Acquire(owner, path string) (bool, error) {
 		f.users[owner] = struct{}{}
 		return false, nil
 	}
-	links, syms, err := t.attachFile(path)
+	links, lib, syms, err := t.attachFile(path)
 	if err != nil {
 		return false, err
 	}
-	t.files[id] = &tlsFile{path: path, library: "openssl", symbols: syms, links: links,
+	t.files[id] = &tlsFile{path: path, library: lib, symbols: syms, links: links,
 		users: map[string]struct{}{owner: {}}}
-	t.log.Info("TLS library probed", "path", path, "device", id.dev, "inode", id.ino, "uprobes", len(links))
+	t.log.Info("TLS library probed", "path", path, "library", lib, "device", id.dev, "inode", id.ino,
+		"uprobes", len(links))
 	return true, nil
 }
 
@@ -319,27 +320,44 @@ func (t *TLS) attachGo(path string, bin *gotls.Binary) ([]link.Link, error) {
 	return links, nil
 }
 
-// attachFile attaches entry and return probes on every OpenSSL function
-// the file exports.
-func (t *TLS) attachFile(path string) ([]link.Link, []string, error) {
+// boringSSLMarker is a function BoringSSL's libssl exports and OpenSSL's
+// does not: BoringSSL keeps OpenSSL's soname (libssl.so) and its SSL_read
+// and SSL_write, so the file's symbols are what tell them apart.
+const boringSSLMarker = "SSL_CTX_set_grease_enabled"
+
+// Attach cookies of the OpenSSL-API probes (TLS_LIB_* in c/tls.bpf.c):
+// which library's syscall ids the plaintext is reported under.
+const (
+	tlsLibOpenSSL   = 0
+	tlsLibBoringSSL = 1
+)
+
+// attachFile attaches entry and return probes on every OpenSSL-API
+// function the file exports, and names the library ("openssl" or
+// "boringssl").
+func (t *TLS) attachFile(path string) ([]link.Link, string, []string, error) {
 	syms, err := exportedSymbols(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
+	}
+	lib, cookie := "openssl", uint64(tlsLibOpenSSL)
+	if syms[boringSSLMarker] {
+		lib, cookie = "boringssl", tlsLibBoringSSL
 	}
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open %s for uprobes: %w", path, err)
+		return nil, "", nil, fmt.Errorf("open %s for uprobes: %w", path, err)
 	}
 	var links []link.Link
 	var probed []string
-	fail := func(err error) ([]link.Link, []string, error) {
+	fail := func(err error) ([]link.Link, string, []string, error) {
 		_ = closeLinks(links)
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	for _, s := range tlsSymbols {
 		if !syms[s.sym] {
 			if s.required {
-				return fail(fmt.Errorf("%s: no symbol %s: not an OpenSSL libssl, or stripped", path, s.sym))
+				return fail(fmt.Errorf("%s: no symbol %s: not an OpenSSL or BoringSSL libssl, or stripped", path, s.sym))
 			}
 			continue
 		}
@@ -348,14 +366,21 @@ func (t *TLS) attachFile(path string) ([]link.Link, []string, error) {
 			return fail(fmt.Errorf("uprobe %s:%s: %w", path, s.sym, err))
 		}
 		links = append(links, l)
-		l, err = ex.Uretprobe(s.sym, t.coll.Programs[s.exit], nil)
+		// The cookie only where it is read (the return), and only when
+		// not 0: a zero cookie attaches the way kernels without
+		// cookies do.
+		var opts *link.UprobeOptions
+		if cookie != tlsLibOpenSSL {
+			opts = &link.UprobeOptions{Cookie: cookie}
+		}
+		l, err = ex.Uretprobe(s.sym, t.coll.Programs[s.exit], opts)
 		if err != nil {
 			return fail(fmt.Errorf("uretprobe %s:%s: %w", path, s.sym, err))
 		}
 		links = append(links, l)
 		probed = append(probed, s.sym)
 	}
-	return links, probed, nil
+	return links, lib, probed, nil
 }
 
 // Release drops owner from every probed file; files left without users
@@ -463,11 +488,14 @@ func exportedSymbols(path string) (map[string]bool, error) {
 var libDirs = []string{
 	"lib", "lib64", "usr/lib", "usr/lib64", "usr/local/lib", "usr/local/lib64",
 	"lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu",
+	// Debian's android-libboringssl: BoringSSL's libssl.so.0, apart
+	// from OpenSSL's (programs find it by their RUNPATH).
+	"usr/lib/x86_64-linux-gnu/android",
 }
 
-// FindOpenSSL lists the OpenSSL libssl files under root's library
-// directories (one path per distinct file), for probing before any process
-// of that root runs.
+// FindOpenSSL lists the libssl files (OpenSSL's, or BoringSSL's, which
+// keeps the name) under root's library directories (one path per distinct
+// file), for probing before any process of that root runs.
 func FindOpenSSL(root string) []string {
 	seen := make(map[fileID]bool)
 	var out []string

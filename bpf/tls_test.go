@@ -290,3 +290,164 @@ func TestTLSUnenrolledCallCost(t *testing.T) {
 			round, probed, plain, probed-plain, probed/plain)
 	}
 }
+
+// Debian's android-libboringssl(-dev): BoringSSL as a shared libssl, with
+// its headers apart from OpenSSL's.
+const (
+	boringSSLLibDir     = "/usr/lib/x86_64-linux-gnu/android"
+	boringSSLIncludeDir = "/usr/include/android"
+)
+
+// buildSSLPeer compiles testdata/sslpeer against the BoringSSL of
+// android-libboringssl(-dev) with the system C compiler and returns the
+// binary and the libssl file it loads; it skips, naming the packages,
+// where they are not installed.
+func buildSSLPeer(t *testing.T) (string, string) {
+	t.Helper()
+	lib := filepath.Join(boringSSLLibDir, "libssl.so")
+	if _, err := os.Stat(filepath.Join(boringSSLIncludeDir, "openssl", "ssl.h")); err != nil {
+		t.Skipf("BoringSSL headers not installed (apt install android-libboringssl-dev; tests/install-deps.sh does): %v", err)
+	}
+	real, err := filepath.EvalSymlinks(lib)
+	if err != nil {
+		t.Skipf("BoringSSL not installed (apt install android-libboringssl): %v", err)
+	}
+	cc, err := exec.LookPath("cc")
+	if err != nil {
+		t.Skipf("no C compiler: %v", err)
+	}
+	out := filepath.Join(t.TempDir(), "sslpeer")
+	cmd := exec.Command(cc, "-O1", "-o", out, "-I", boringSSLIncludeDir, "testdata/sslpeer/sslpeer.c",
+		"-L", boringSSLLibDir, "-Wl,-rpath,"+boringSSLLibDir, "-lssl", "-lcrypto")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cc sslpeer against BoringSSL: %v\n%s", err, b)
+	}
+	return out, real
+}
+
+// TestBoringSSLPlaintextOfEveryOneShotClient pins BoringSSL as a probed
+// library: a libssl that is BoringSSL (android-libboringssl) is probed
+// through the OpenSSL API it shares (SSL_read, SSL_write) and listed as
+// "boringssl"; each one-shot client process's request is reported as
+// BoringSSL plaintext (SysBoringSSLWrite, TLSLibrary "boringssl") on the
+// client connection it opened, at stream offset 0, the server's
+// SSL_read of it likewise, under each capture tier the kernel has; a pair
+// in a namespace that is not enrolled yields nothing.
+func TestBoringSSLPlaintextOfEveryOneShotClient(t *testing.T) {
+	requireRoot(t)
+	if inGuest() {
+		t.Skip("needs a C compiler and BoringSSL (libc), which the tests/kernels guest does not have: runs on the host")
+	}
+	peer, lib := buildSSLPeer(t)
+	for _, tier := range []CaptureTier{CaptureSocket, CaptureSyscall} {
+		t.Run(tier.String(), func(t *testing.T) {
+			if tier == CaptureSocket {
+				requireSocketTier(t)
+			}
+			testBoringSSLOneShotClients(t, startCollector(t, Config{CaptureTier: tier}), peer, lib)
+		})
+	}
+}
+
+func testBoringSSLOneShotClients(t *testing.T, r running, peer, lib string) {
+	tl, err := r.LoadTLS(testLogger(t))
+	if err != nil {
+		t.Fatalf("LoadTLS: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tl.Close(); err != nil {
+			t.Errorf("TLS Close: %v", err)
+		}
+	})
+	if _, err := tl.Acquire("test", lib); err != nil {
+		t.Fatalf("Acquire %s: %v", lib, err)
+	}
+	if libs := tl.Libraries(); len(libs) != 1 || libs[0].Library != "boringssl" {
+		t.Fatalf("Libraries() = %+v, want %s as boringssl", libs, lib)
+	}
+	enrolled, other := newNetns(t), newNetns(t)
+	if err := r.Enroll(enrolled.ino, 44); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	srvPid, pids := sslPeers(t, enrolled, peer, n)
+	sslPeers(t, other, peer, 3)
+
+	want := []byte("GET /hello HTTP/1.1\r\n")
+	eventually(t, 10*time.Second, "a plaintext request of every client and the server's read of it", func() bool {
+		s := r.rec.snapshot(enrolled.ino)
+		for _, pid := range pids {
+			if !hasPlain(s, uint32(pid), event.SysBoringSSLWrite, want) {
+				return false
+			}
+		}
+		reads := 0
+		for _, b := range plainStreams(s, uint32(srvPid), event.SysBoringSSLRead) {
+			reads += bytes.Count(b, want)
+		}
+		return reads == n
+	})
+	s := r.rec.snapshot(enrolled.ino)
+	for _, pid := range pids {
+		w := firstPlain(s, uint32(pid), event.SysBoringSSLWrite)
+		if w.StreamOffset != 0 || w.Seq != 0 || w.Syscall.TLSLibrary() != "boringssl" {
+			t.Errorf("pid %d: first plaintext at offset %d seq %d, library %q; want 0/0 boringssl", pid,
+				w.StreamOffset, w.Seq, w.Syscall.TLSLibrary())
+		}
+		open := false
+		for _, o := range s.opens {
+			if o.Conn == w.Conn && o.Proc.TGID == uint32(pid) && o.Role == event.RoleClient {
+				open = true
+			}
+		}
+		if !open {
+			t.Errorf("pid %d: plaintext on conn %d, which is not a client connection it opened", pid, w.Conn)
+		}
+		if !bytes.Contains(plainStreams(s, uint32(pid), event.SysBoringSSLRead)[w.Conn], []byte("hello over tls\n")) {
+			t.Errorf("pid %d: the response's plaintext was not read on its connection", pid)
+		}
+	}
+	for _, e := range s.data {
+		if e.Syscall == event.SysSSLWrite || e.Syscall == event.SysSSLRead {
+			t.Fatalf("BoringSSL plaintext reported as OpenSSL's (%s)", e.Syscall)
+		}
+	}
+	if c := mustCounters(t, r)["tls_unlinked"]; c != 0 {
+		t.Errorf("tls_unlinked = %d, want 0", c)
+	}
+	if got := r.rec.snapshot(other.ino); len(got.data)+len(got.opens) != 0 {
+		t.Errorf("unenrolled namespace: %d data and %d open events, want none", len(got.data), len(got.opens))
+	}
+}
+
+// sslPeers runs `sslpeer serve` in ns and n one-shot `sslpeer get` clients
+// against it, one after the other, and returns the server's and the
+// clients' pids.
+func sslPeers(t *testing.T, ns *testNetns, peer string, n int) (int, []int) {
+	t.Helper()
+	cert, key := testCert(t, t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	srv := exec.CommandContext(ctx, peer, "serve", cert, key, fmt.Sprint(n))
+	srv.Stderr = os.Stderr
+	out, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, in(ns, srv.Start), 5*time.Second)
+	t.Cleanup(func() { cancel(); _ = srv.Wait() })
+	var port int
+	if _, err := fmt.Fscan(out, &port); err != nil {
+		t.Fatalf("sslpeer serve printed no port: %v", err)
+	}
+	var pids []int
+	for range n {
+		cmd := exec.Command(peer, "get", fmt.Sprint(port))
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := <-in(ns, cmd.Run); err != nil {
+			t.Fatalf("sslpeer get: %v: %s", err, errb.String())
+		}
+		pids = append(pids, cmd.Process.Pid)
+	}
+	return srv.Process.Pid, pids
+}

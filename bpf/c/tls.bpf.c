@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR MIT)
 /*
  * TLS plaintext: uprobes on OpenSSL's SSL_write/SSL_write_ex and
- * SSL_read/SSL_read_ex (1.1 and 3.x share these signatures), and on Go
+ * SSL_read/SSL_read_ex (1.1 and 3.x share these signatures; BoringSSL's
+ * libssl has SSL_write/SSL_read with the same ones), and on Go
  * crypto/tls's (*Conn).Write and (*Conn).Read in Go binaries, for
  * processes whose network namespace is enrolled.
  *
@@ -165,9 +166,15 @@ static __always_inline void tls_report(struct ssl_call *c, __u64 tgid, __u64 n, 
 	report_data(a, n, c->dir, SYS_READ, label, key);
 }
 
+/* The attach cookie of the OpenSSL-API probes: which library the probed
+ * file is, so its plaintext is labelled with that library's syscall ids. */
+#define TLS_LIB_OPENSSL 0
+#define TLS_LIB_BORINGSSL 1
+
 /* Return of any of the four calls: n plaintext bytes moved (ret for
- * SSL_read/SSL_write, *out_len when the _ex call returned 1). */
-static __always_inline int ssl_exit(long ret, __u8 label)
+ * SSL_read/SSL_write, *out_len when the _ex call returned 1). label is
+ * OpenSSL's; a file attached as BoringSSL reports BoringSSL's. */
+static __always_inline int ssl_exit(struct pt_regs *ctx, long ret, __u8 label)
 {
 	__u64 id = bpf_get_current_pid_tgid(), n = 0;
 	struct ssl_call *c = bpf_map_lookup_elem(&ssl_calls, &id);
@@ -180,6 +187,8 @@ static __always_inline int ssl_exit(long ret, __u8 label)
 	} else if (ret > 0) {
 		n = ret;
 	}
+	if (bpf_get_attach_cookie(ctx) == TLS_LIB_BORINGSSL)
+		label = label == SYS_SSL_WRITE ? SYS_BORINGSSL_WRITE : SYS_BORINGSSL_READ;
 	if (n)
 		tls_report(c, id >> 32, n, label);
 	bpf_map_delete_elem(&ssl_calls, &id);
@@ -195,7 +204,7 @@ int BPF_KPROBE(ssl_write_enter, void *ssl, const void *buf, int num)
 SEC("uretprobe/SSL_write")
 int BPF_KRETPROBE(ssl_write_exit, int ret)
 {
-	return ssl_exit(ret, SYS_SSL_WRITE);
+	return ssl_exit(ctx, ret, SYS_SSL_WRITE);
 }
 
 SEC("uprobe/SSL_write_ex")
@@ -207,7 +216,7 @@ int BPF_KPROBE(ssl_write_ex_enter, void *ssl, const void *buf, __u64 num, __u64 
 SEC("uretprobe/SSL_write_ex")
 int BPF_KRETPROBE(ssl_write_ex_exit, int ret)
 {
-	return ssl_exit(ret, SYS_SSL_WRITE);
+	return ssl_exit(ctx, ret, SYS_SSL_WRITE);
 }
 
 SEC("uprobe/SSL_read")
@@ -219,7 +228,7 @@ int BPF_KPROBE(ssl_read_enter, void *ssl, void *buf, int num)
 SEC("uretprobe/SSL_read")
 int BPF_KRETPROBE(ssl_read_exit, int ret)
 {
-	return ssl_exit(ret, SYS_SSL_READ);
+	return ssl_exit(ctx, ret, SYS_SSL_READ);
 }
 
 SEC("uprobe/SSL_read_ex")
@@ -231,7 +240,7 @@ int BPF_KPROBE(ssl_read_ex_enter, void *ssl, void *buf, __u64 num, __u64 *readby
 SEC("uretprobe/SSL_read_ex")
 int BPF_KRETPROBE(ssl_read_ex_exit, int ret)
 {
-	return ssl_exit(ret, SYS_SSL_READ);
+	return ssl_exit(ctx, ret, SYS_SSL_READ);
 }
 
 /*
