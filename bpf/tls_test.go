@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -16,6 +17,9 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/weirnet/weir/bpf/event"
 )
@@ -38,15 +42,7 @@ func tlsProbed(t *testing.T, tier CaptureTier) (running, *TLS) {
 		}
 	}
 	r := startCollector(t, Config{CaptureTier: tier})
-	tl, err := r.LoadTLS(testLogger(t))
-	if err != nil {
-		t.Fatalf("LoadTLS: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := tl.Close(); err != nil {
-			t.Errorf("TLS Close: %v", err)
-		}
-	})
+	tl := loadTLS(t, r)
 	libs := FindOpenSSL("/")
 	if len(libs) == 0 {
 		t.Fatal("no libssl under /")
@@ -57,6 +53,26 @@ func tlsProbed(t *testing.T, tier CaptureTier) (running, *TLS) {
 		}
 	}
 	return r, tl
+}
+
+// loadTLS loads the TLS set on r's collector, closed when t ends. A
+// verifier rejection fails t with the verifier's whole log: the kernels
+// that reject differ from the host's (tests/kernels).
+func loadTLS(t *testing.T, r running) *TLS {
+	t.Helper()
+	tl, err := r.LoadTLS(testLogger(t))
+	if err != nil {
+		if ve := (*ebpf.VerifierError)(nil); errors.As(err, &ve) {
+			t.Fatalf("LoadTLS: %v\n%+v", err, ve)
+		}
+		t.Fatalf("LoadTLS: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tl.Close(); err != nil {
+			t.Errorf("TLS Close: %v", err)
+		}
+	})
+	return tl
 }
 
 // testCert writes a self-signed certificate and key into dir.
@@ -350,15 +366,7 @@ func TestBoringSSLPlaintextOfEveryOneShotClient(t *testing.T) {
 }
 
 func testBoringSSLOneShotClients(t *testing.T, r running, peer, lib string) {
-	tl, err := r.LoadTLS(testLogger(t))
-	if err != nil {
-		t.Fatalf("LoadTLS: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := tl.Close(); err != nil {
-			t.Errorf("TLS Close: %v", err)
-		}
-	})
+	tl := loadTLS(t, r)
 	if _, err := tl.Acquire("test", lib); err != nil {
 		t.Fatalf("Acquire %s: %v", lib, err)
 	}
@@ -450,4 +458,67 @@ func sslPeers(t *testing.T, ns *testNetns, peer string, n int) (int, []int) {
 		pids = append(pids, cmd.Process.Pid)
 	}
 	return srv.Process.Pid, pids
+}
+
+// TestTLSSyscallTierLinkCost is a measurement, not an assertion: what the
+// TLS set's syscall-tier hook (tls_sys_enter on the read/write syscalls)
+// adds to plain TCP that makes no TLS call, 64-byte round trips in an
+// enrolled netns under the syscall tier without and with the TLS set
+// loaded, rounds alternating; and its eBPF run time per run. Root and real
+// eBPF; runs when WEIR_BPF_TLS_COST=1.
+func TestTLSSyscallTierLinkCost(t *testing.T) {
+	measurement(t, "WEIR_BPF_TLS_COST")
+	const trips, rounds = 20000, 4
+	wall := map[bool][]float64{}
+	for round := range rounds {
+		for _, withTLS := range []bool{round%2 == 0, round%2 != 0} {
+			// One collector at a time: each is closed before the next.
+			c, err := Load(Config{CaptureTier: CaptureSyscall}, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ns := newNetns(t)
+			if err := c.Enroll(ns.ino, 1); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx, &recorder{}) }()
+			var tl *TLS
+			if withTLS {
+				if tl, err = c.LoadTLS(testLogger(t)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before *ebpf.ProgramStats
+			if tl != nil {
+				before, _ = tl.coll.Programs["tls_sys_enter"].Stats()
+			}
+			d := roundTrips(t, ns, trips)
+			if tl != nil {
+				if after, err := tl.coll.Programs["tls_sys_enter"].Stats(); err == nil && before != nil {
+					n := after.RunCount - before.RunCount
+					if n > 0 {
+						t.Logf("round %d: tls_sys_enter %.1f runs per round trip, %v per run", round,
+							float64(n)/trips, (after.Runtime-before.Runtime)/time.Duration(n))
+					}
+				}
+				tl.Close()
+			}
+			stats.Close()
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			wall[withTLS] = append(wall[withTLS], float64(d.Nanoseconds())/trips)
+		}
+	}
+	without, with := median(wall[false]), median(wall[true])
+	t.Logf("syscall tier, enrolled plain TCP: %.0f ns per 64 B round trip without the TLS set, %.0f with: %+.0f ns (ratio %.3f; medians of %d)",
+		without, with, with-without, with/without, rounds)
 }

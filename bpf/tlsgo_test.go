@@ -141,15 +141,7 @@ func TestGoTLSPlaintextOfEveryOneShotClient(t *testing.T) {
 
 func testGoTLSOneShotClients(t *testing.T, r running) {
 	bin := tlsGo(t)
-	tl, err := r.LoadTLS(testLogger(t))
-	if err != nil {
-		t.Fatalf("LoadTLS: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := tl.Close(); err != nil {
-			t.Errorf("TLS Close: %v", err)
-		}
-	})
+	tl := loadTLS(t, r)
 	if attached, err := tl.AcquireGo("test", bin, bin); err != nil || !attached {
 		t.Fatalf("AcquireGo: attached %v, %v", attached, err)
 	}
@@ -271,11 +263,7 @@ func TestGoTLSUnenrolledCallCost(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	r := socketTier(t, Config{})
-	tl, err := r.LoadTLS(testLogger(t))
-	if err != nil {
-		t.Fatalf("LoadTLS: %v", err)
-	}
-	t.Cleanup(func() { tl.Close() })
+	tl := loadTLS(t, r)
 	const calls, rounds = 200000, 3
 	run := func() (read, write float64) {
 		out, err := exec.Command(bin, fmt.Sprint(calls)).Output()
