@@ -395,28 +395,30 @@ type captureSyscallArgs struct {
 type captureSyscallId uint32
 
 const (
-	captureSyscallIdSYS_UNKNOWN      captureSyscallId = 0
-	captureSyscallIdSYS_CONNECT      captureSyscallId = 1
-	captureSyscallIdSYS_ACCEPT       captureSyscallId = 2
-	captureSyscallIdSYS_ACCEPT4      captureSyscallId = 3
-	captureSyscallIdSYS_CLOSE        captureSyscallId = 4
-	captureSyscallIdSYS_READ         captureSyscallId = 5
-	captureSyscallIdSYS_WRITE        captureSyscallId = 6
-	captureSyscallIdSYS_READV        captureSyscallId = 7
-	captureSyscallIdSYS_WRITEV       captureSyscallId = 8
-	captureSyscallIdSYS_SENDTO       captureSyscallId = 9
-	captureSyscallIdSYS_RECVFROM     captureSyscallId = 10
-	captureSyscallIdSYS_SENDMSG      captureSyscallId = 11
-	captureSyscallIdSYS_RECVMSG      captureSyscallId = 12
-	captureSyscallIdSYS_SENDMMSG     captureSyscallId = 13
-	captureSyscallIdSYS_RECVMMSG     captureSyscallId = 14
-	captureSyscallIdSYS_SENDFILE     captureSyscallId = 15
-	captureSyscallIdSYS_SPLICE       captureSyscallId = 16
-	captureSyscallIdSYS_IO_URING     captureSyscallId = 17
-	captureSyscallIdSYS_SSL_WRITE    captureSyscallId = 18
-	captureSyscallIdSYS_SSL_READ     captureSyscallId = 19
-	captureSyscallIdSYS_GO_TLS_WRITE captureSyscallId = 20
-	captureSyscallIdSYS_GO_TLS_READ  captureSyscallId = 21
+	captureSyscallIdSYS_UNKNOWN         captureSyscallId = 0
+	captureSyscallIdSYS_CONNECT         captureSyscallId = 1
+	captureSyscallIdSYS_ACCEPT          captureSyscallId = 2
+	captureSyscallIdSYS_ACCEPT4         captureSyscallId = 3
+	captureSyscallIdSYS_CLOSE           captureSyscallId = 4
+	captureSyscallIdSYS_READ            captureSyscallId = 5
+	captureSyscallIdSYS_WRITE           captureSyscallId = 6
+	captureSyscallIdSYS_READV           captureSyscallId = 7
+	captureSyscallIdSYS_WRITEV          captureSyscallId = 8
+	captureSyscallIdSYS_SENDTO          captureSyscallId = 9
+	captureSyscallIdSYS_RECVFROM        captureSyscallId = 10
+	captureSyscallIdSYS_SENDMSG         captureSyscallId = 11
+	captureSyscallIdSYS_RECVMSG         captureSyscallId = 12
+	captureSyscallIdSYS_SENDMMSG        captureSyscallId = 13
+	captureSyscallIdSYS_RECVMMSG        captureSyscallId = 14
+	captureSyscallIdSYS_SENDFILE        captureSyscallId = 15
+	captureSyscallIdSYS_SPLICE          captureSyscallId = 16
+	captureSyscallIdSYS_IO_URING        captureSyscallId = 17
+	captureSyscallIdSYS_SSL_WRITE       captureSyscallId = 18
+	captureSyscallIdSYS_SSL_READ        captureSyscallId = 19
+	captureSyscallIdSYS_GO_TLS_WRITE    captureSyscallId = 20
+	captureSyscallIdSYS_GO_TLS_READ     captureSyscallId = 21
+	captureSyscallIdSYS_BORINGSSL_WRITE captureSyscallId = 22
+	captureSyscallIdSYS_BORINGSSL_READ  captureSyscallId = 23
 )
 
 type captureXmitSlot struct {

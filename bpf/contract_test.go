@@ -59,8 +59,8 @@ func TestKernelEnumsMatchPackageEvent(t *testing.T) {
 			t.Fatalf("C %s = %d is event.Syscall %q", v.Name, v.Value, got)
 		}
 	}
-	if len(sys.Values) != int(event.SysGoTLSRead)+1 {
-		t.Fatalf("C has %d syscalls, package event %d", len(sys.Values), event.SysGoTLSRead+1)
+	if len(sys.Values) != int(event.SysBoringSSLRead)+1 {
+		t.Fatalf("C has %d syscalls, package event %d", len(sys.Values), event.SysBoringSSLRead+1)
 	}
 	pairs := []struct {
 		c, ev uint32

@@ -26,9 +26,11 @@ import (
 // package gotls), that report each call's plaintext as Data events of the TCP
 // connection underneath (event.SysSSLWrite/SysSSLRead,
 // event.SysGoTLSWrite/SysGoTLSRead), with the same walker, typed skips and
-// budget as socket data. It needs the socket capture tier: the plaintext is joined to its
-// connection by the socket cookie of the socket the calling thread moves
-// bytes on inside the call.
+// budget as socket data. The plaintext is joined to the TCP connection the
+// calling thread (or goroutine) moves bytes on inside the call, as the
+// capture tier names it: under the socket tier by the socket's cookie, seen
+// by tracepoints on the socket ops; under the syscall tier by (process, fd),
+// from the thread's in-flight read or write syscall.
 //
 // Uprobes are attached per library file (device and inode), not per
 // process: one attachment covers every process that maps the file, from its
@@ -39,8 +41,9 @@ import (
 type TLS struct {
 	log  *slog.Logger
 	coll *ebpf.Collection
-	// sockLinks are the tp_btf programs that link calls to sockets.
-	sockLinks []link.Link
+	// linkHooks are the capture tier's programs that link calls to
+	// connections (tlsSockHooks or tlsSysHooks).
+	linkHooks []link.Link
 
 	mu    sync.Mutex
 	files map[fileID]*tlsFile
@@ -51,7 +54,7 @@ type fileID struct{ dev, ino uint64 }
 
 type tlsFile struct {
 	path    string
-	library string   // "openssl", "go"
+	library string   // "openssl", "boringssl", "go"
 	symbols []string // functions probed
 	links   []link.Link
 	users   map[string]struct{}
@@ -60,7 +63,7 @@ type tlsFile struct {
 // TLSLibrary is one probed library file.
 type TLSLibrary struct {
 	Path    string   `json:"path"`
-	Library string   `json:"library"` // "openssl", "go"
+	Library string   `json:"library"` // "openssl", "boringssl", "go"
 	Device  uint64   `json:"device"`
 	Inode   uint64   `json:"inode"`
 	Symbols []string `json:"symbols"` // functions probed
@@ -79,24 +82,42 @@ var tlsSymbols = []struct {
 	{"SSL_read_ex", "ssl_read_ex_enter", "ssl_read_ex_exit", false},
 }
 
-// ErrTLSNeedsSocketTier is returned by LoadTLS under the syscall capture
-// tier, which keys connections by (process, fd) rather than socket cookie.
-var ErrTLSNeedsSocketTier = errors.New("TLS plaintext capture needs the socket capture tier")
+// tlsHook is one attachment of a TLS-set program that links calls to
+// connections: a tp_btf program (event empty), or a program on the
+// syscalls tracepoint event.
+type tlsHook struct{ prog, event string }
+
+// tlsSockHooks link calls to connections under the socket capture tier,
+// tlsSysHooks under the syscall tier: one program on the sys_enter
+// tracepoints of the syscalls a TLS library moves records with (see
+// tls_sys_enter). Each tier's are loaded and attached only with that tier:
+// the other's hooks may not exist on the kernel.
+var (
+	tlsSockHooks = []tlsHook{{"tls_sock_send", ""}, {"tls_sock_recv", ""}, {"tls_sock_state", ""}}
+	tlsSysHooks  = []tlsHook{{"tls_sys_enter", "sys_enter_read"}, {"tls_sys_enter", "sys_enter_write"},
+		{"tls_sys_enter", "sys_enter_readv"}, {"tls_sys_enter", "sys_enter_writev"},
+		{"tls_sys_enter", "sys_enter_recvfrom"}, {"tls_sys_enter", "sys_enter_sendto"},
+		{"tls_sys_enter", "sys_enter_recvmsg"}, {"tls_sys_enter", "sys_enter_sendmsg"}}
+)
 
 // LoadTLS loads the TLS program set with the capture collection's maps and
-// attaches its socket hooks. No library is probed until Acquire.
+// attaches the hooks that link calls to connections under the collector's
+// capture tier. No library is probed until Acquire.
 func (c *Collector) LoadTLS(log *slog.Logger) (*TLS, error) {
-	if c.features.Capture != CaptureSocket {
-		return nil, ErrTLSNeedsSocketTier
-	}
 	spec, err := loadTls()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded TLS object: %w", err)
 	}
+	hooks, other := tlsSockHooks, tlsSysHooks
+	if c.features.Capture != CaptureSocket {
+		hooks, other = tlsSysHooks, tlsSockHooks
+	}
 	// The object holds the capture core it includes: only the programs
-	// defined in tls.bpf.c are loaded.
+	// defined in tls.bpf.c are loaded, and of the linking hooks only the
+	// capture tier's.
 	for name := range spec.Programs {
-		if !strings.HasPrefix(name, "ssl_") && !strings.HasPrefix(name, "tls_") && !strings.HasPrefix(name, "go_tls_") {
+		if !strings.HasPrefix(name, "ssl_") && !strings.HasPrefix(name, "tls_") && !strings.HasPrefix(name, "go_tls_") ||
+			slices.ContainsFunc(other, func(h tlsHook) bool { return h.prog == name }) {
 			delete(spec.Programs, name)
 		}
 	}
@@ -129,20 +150,31 @@ func (c *Collector) LoadTLS(log *slog.Logger) (*TLS, error) {
 		return nil, permissionError("load TLS programs", err)
 	}
 	t := &TLS{log: log, coll: coll, files: make(map[fileID]*tlsFile)}
-	for _, name := range []string{"tls_sock_send", "tls_sock_recv", "tls_sock_state"} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[name]})
+	for _, h := range hooks {
+		prog := coll.Programs[h.prog]
+		var l link.Link
+		if h.event != "" {
+			// Attached after the capture core's program on the
+			// same tracepoint, which fills the slot this one reads.
+			l, err = link.Tracepoint("syscalls", h.event, prog, nil)
+		} else {
+			l, err = link.AttachTracing(link.TracingOptions{Program: prog})
+		}
 		if err != nil {
 			t.Close()
-			return nil, permissionError("attach "+name, err)
+			return nil, permissionError("attach "+h.prog+" "+h.event, err)
 		}
-		t.sockLinks = append(t.sockLinks, l)
+		t.linkHooks = append(t.linkHooks, l)
 	}
 	return t, nil
 }
 
 // setCaptureVariables gives spec (an object including the capture core)
 // the constants the capture collection was loaded with, so the shared
-// report_data makes the same decisions in both.
+// report_data makes the same decisions in both. All but socket_tier, set
+// under either tier: report_data then claims per-operation kernel metrics
+// only for an op window (syscall_args.window), which a TLS call never has:
+// plaintext carries no packet metrics, they belong to the ciphertext.
 func (c *Collector) setCaptureVariables(spec *ebpf.CollectionSpec) error {
 	limit := c.cfg.CaptureLimit
 	if limit == NoCaptureLimit {
@@ -174,7 +206,7 @@ func (c *Collector) setCaptureVariables(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
-// Acquire probes the OpenSSL library at path for owner (a pod) unless its
+// Acquire probes the OpenSSL or BoringSSL libssl at path for owner (a pod) unless its
 // file is probed already, in which case owner is added to its users. It
 // returns whether this call attached the probes.
 func (t *TLS) Acquire(owner, path string) (bool, error) {
@@ -188,13 +220,14 @@ func (t *TLS) Acquire(owner, path string) (bool, error) {
 		f.users[owner] = struct{}{}
 		return false, nil
 	}
-	links, syms, err := t.attachFile(path)
+	links, lib, syms, err := t.attachFile(path)
 	if err != nil {
 		return false, err
 	}
-	t.files[id] = &tlsFile{path: path, library: "openssl", symbols: syms, links: links,
+	t.files[id] = &tlsFile{path: path, library: lib, symbols: syms, links: links,
 		users: map[string]struct{}{owner: {}}}
-	t.log.Info("TLS library probed", "path", path, "device", id.dev, "inode", id.ino, "uprobes", len(links))
+	t.log.Info("TLS library probed", "path", path, "library", lib, "device", id.dev, "inode", id.ino,
+		"uprobes", len(links))
 	return true, nil
 }
 
@@ -287,27 +320,44 @@ func (t *TLS) attachGo(path string, bin *gotls.Binary) ([]link.Link, error) {
 	return links, nil
 }
 
-// attachFile attaches entry and return probes on every OpenSSL function
-// the file exports.
-func (t *TLS) attachFile(path string) ([]link.Link, []string, error) {
+// boringSSLMarker is a function BoringSSL's libssl exports and OpenSSL's
+// does not: BoringSSL keeps OpenSSL's soname (libssl.so) and its SSL_read
+// and SSL_write, so the file's symbols are what tell them apart.
+const boringSSLMarker = "SSL_CTX_set_grease_enabled"
+
+// Attach cookies of the OpenSSL-API probes (TLS_LIB_* in c/tls.bpf.c):
+// which library's syscall ids the plaintext is reported under.
+const (
+	tlsLibOpenSSL   = 0
+	tlsLibBoringSSL = 1
+)
+
+// attachFile attaches entry and return probes on every OpenSSL-API
+// function the file exports, and names the library ("openssl" or
+// "boringssl").
+func (t *TLS) attachFile(path string) ([]link.Link, string, []string, error) {
 	syms, err := exportedSymbols(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
+	}
+	lib, cookie := "openssl", uint64(tlsLibOpenSSL)
+	if syms[boringSSLMarker] {
+		lib, cookie = "boringssl", tlsLibBoringSSL
 	}
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open %s for uprobes: %w", path, err)
+		return nil, "", nil, fmt.Errorf("open %s for uprobes: %w", path, err)
 	}
 	var links []link.Link
 	var probed []string
-	fail := func(err error) ([]link.Link, []string, error) {
+	fail := func(err error) ([]link.Link, string, []string, error) {
 		_ = closeLinks(links)
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	for _, s := range tlsSymbols {
 		if !syms[s.sym] {
 			if s.required {
-				return fail(fmt.Errorf("%s: no symbol %s: not an OpenSSL libssl, or stripped", path, s.sym))
+				return fail(fmt.Errorf("%s: no symbol %s: not an OpenSSL or BoringSSL libssl, or stripped", path, s.sym))
 			}
 			continue
 		}
@@ -316,14 +366,21 @@ func (t *TLS) attachFile(path string) ([]link.Link, []string, error) {
 			return fail(fmt.Errorf("uprobe %s:%s: %w", path, s.sym, err))
 		}
 		links = append(links, l)
-		l, err = ex.Uretprobe(s.sym, t.coll.Programs[s.exit], nil)
+		// The cookie only where it is read (the return), and only when
+		// not 0: a zero cookie attaches the way kernels without
+		// cookies do.
+		var opts *link.UprobeOptions
+		if cookie != tlsLibOpenSSL {
+			opts = &link.UprobeOptions{Cookie: cookie}
+		}
+		l, err = ex.Uretprobe(s.sym, t.coll.Programs[s.exit], opts)
 		if err != nil {
 			return fail(fmt.Errorf("uretprobe %s:%s: %w", path, s.sym, err))
 		}
 		links = append(links, l)
 		probed = append(probed, s.sym)
 	}
-	return links, probed, nil
+	return links, lib, probed, nil
 }
 
 // Release drops owner from every probed file; files left without users
@@ -386,10 +443,10 @@ func (t *TLS) Close() error {
 		}
 		delete(t.files, id)
 	}
-	for _, l := range t.sockLinks {
+	for _, l := range t.linkHooks {
 		errs = append(errs, l.Close())
 	}
-	t.sockLinks = nil
+	t.linkHooks = nil
 	if t.coll != nil {
 		t.coll.Close()
 		t.coll = nil
@@ -431,11 +488,14 @@ func exportedSymbols(path string) (map[string]bool, error) {
 var libDirs = []string{
 	"lib", "lib64", "usr/lib", "usr/lib64", "usr/local/lib", "usr/local/lib64",
 	"lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu",
+	// Debian's android-libboringssl: BoringSSL's libssl.so.0, apart
+	// from OpenSSL's (programs find it by their RUNPATH).
+	"usr/lib/x86_64-linux-gnu/android",
 }
 
-// FindOpenSSL lists the OpenSSL libssl files under root's library
-// directories (one path per distinct file), for probing before any process
-// of that root runs.
+// FindOpenSSL lists the libssl files (OpenSSL's, or BoringSSL's, which
+// keeps the name) under root's library directories (one path per distinct
+// file), for probing before any process of that root runs.
 func FindOpenSSL(root string) []string {
 	seen := make(map[fileID]bool)
 	var out []string

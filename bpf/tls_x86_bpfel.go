@@ -277,7 +277,7 @@ type tlsSslCall struct {
 	Ssl      uint64
 	Buf      uint64
 	OutLen   uint64
-	Cookie   uint64
+	Conn     uint64
 	Sk       uint64
 	StartNs  uint64
 	Netns    uint64
@@ -296,9 +296,9 @@ type tlsSslKey struct {
 }
 
 type tlsSslSock struct {
-	_      structs.HostLayout
-	Cookie uint64
-	Sk     uint64
+	_    structs.HostLayout
+	Conn uint64
+	Sk   uint64
 }
 
 type tlsSyscallArgs struct {
@@ -448,6 +448,7 @@ const (
 	tlsProgTlsSockRecv         = "tls_sock_recv"
 	tlsProgTlsSockSend         = "tls_sock_send"
 	tlsProgTlsSockState        = "tls_sock_state"
+	tlsProgTlsSysEnter         = "tls_sys_enter"
 	tlsVarCaptureLimit         = "capture_limit"
 	tlsVarCapturePayload       = "capture_payload"
 	tlsVarChunkSize            = "chunk_size"
@@ -562,6 +563,7 @@ type tlsProgramSpecs struct {
 	TlsSockRecv         *ebpf.ProgramSpec `ebpf:"tls_sock_recv"`
 	TlsSockSend         *ebpf.ProgramSpec `ebpf:"tls_sock_send"`
 	TlsSockState        *ebpf.ProgramSpec `ebpf:"tls_sock_state"`
+	TlsSysEnter         *ebpf.ProgramSpec `ebpf:"tls_sys_enter"`
 }
 
 // tlsMapSpecs contains maps before they are loaded into the kernel.
@@ -756,6 +758,7 @@ type tlsPrograms struct {
 	TlsSockRecv         *ebpf.Program `ebpf:"tls_sock_recv"`
 	TlsSockSend         *ebpf.Program `ebpf:"tls_sock_send"`
 	TlsSockState        *ebpf.Program `ebpf:"tls_sock_state"`
+	TlsSysEnter         *ebpf.Program `ebpf:"tls_sys_enter"`
 }
 
 func (p *tlsPrograms) Close() error {
@@ -823,6 +826,7 @@ func (p *tlsPrograms) Close() error {
 		p.TlsSockRecv,
 		p.TlsSockSend,
 		p.TlsSockState,
+		p.TlsSysEnter,
 	)
 }
 

@@ -15,6 +15,27 @@ import (
 	"github.com/weirnet/weir/bpf/event"
 )
 
+// tlsGoEnv names a prebuilt testdata/tlsgo binary (CGO_ENABLED=0): the
+// tests/kernels guest has no Go toolchain, so tests/kernels/run.sh builds
+// it on the host and ships it.
+const tlsGoEnv = "WEIR_TEST_TLSGO"
+
+// tlsGo returns the Go crypto/tls peers: $WEIR_TEST_TLSGO, else
+// testdata/tlsgo built now.
+func tlsGo(t *testing.T) string {
+	t.Helper()
+	if bin := os.Getenv(tlsGoEnv); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("%s: %v", tlsGoEnv, err)
+		}
+		return bin
+	}
+	if inGuest() {
+		t.Fatalf("in the kernel guest without %s: tests/kernels/run.sh ships testdata/tlsgo", tlsGoEnv)
+	}
+	return buildTLSGo(t)
+}
+
 // buildTLSGo builds testdata/tlsgo (the Go crypto/tls peers) with extra
 // go build flags and returns the binary's path.
 func buildTLSGo(t *testing.T, flags ...string) string {
@@ -96,32 +117,31 @@ func plainStreams(s snapshot, pid uint32, sys event.Syscall) map[event.ConnID][]
 // h2Preface is what every HTTP/2 client writes first.
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-// TestGoTLSPlaintextOfEveryOneShotClient pins the Go crypto/tls probes: a
-// Go binary probed before any process runs it (as its file is at
-// enrollment), one-shot client processes making their requests the moment
-// they start against a Go net/http server, both in an enrolled namespace:
-// every client's plaintext, its first request at stream offset 0, is
-// reported (SysGoTLSWrite) on the client connection the socket tier opened
-// for that process, for HTTP/1.1 and for h2 by ALPN; the server's
-// (*Conn).Read plaintext carries every request. The same binary in a
-// namespace that is not enrolled yields nothing.
+// TestGoTLSPlaintextOfEveryOneShotClient pins the Go crypto/tls probes
+// under each capture tier the kernel has (the socket tier links a call to
+// its connection by the socket ops it makes, the syscall tier by its read
+// and write syscalls): a Go binary probed before any process runs it (as
+// its file is at enrollment), one-shot client processes making their
+// requests the moment they start against a Go net/http server, both in an
+// enrolled namespace: every client's plaintext, its first request at
+// stream offset 0, is reported (SysGoTLSWrite) on the client connection
+// the tier opened for that process, for HTTP/1.1 and for h2 by ALPN; the
+// server's (*Conn).Read plaintext carries every request. The same binary
+// in a namespace that is not enrolled yields nothing.
 func TestGoTLSPlaintextOfEveryOneShotClient(t *testing.T) {
-	// The tier first: a kernel without the socket tracepoints (the 6.1
-	// guest, which has no Go toolchain either) skips before the build.
-	r := socketTier(t, Config{})
-	if inGuest() {
-		t.Skip("needs the Go toolchain, which the tests/kernels guest does not have (runs on the host)")
+	for _, tier := range []CaptureTier{CaptureSocket, CaptureSyscall} {
+		t.Run(tier.String(), func(t *testing.T) {
+			if tier == CaptureSocket {
+				requireSocketTier(t)
+			}
+			testGoTLSOneShotClients(t, startCollector(t, Config{CaptureTier: tier}))
+		})
 	}
-	bin := buildTLSGo(t)
-	tl, err := r.LoadTLS(testLogger(t))
-	if err != nil {
-		t.Fatalf("LoadTLS: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := tl.Close(); err != nil {
-			t.Errorf("TLS Close: %v", err)
-		}
-	})
+}
+
+func testGoTLSOneShotClients(t *testing.T, r running) {
+	bin := tlsGo(t)
+	tl := loadTLS(t, r)
 	if attached, err := tl.AcquireGo("test", bin, bin); err != nil || !attached {
 		t.Fatalf("AcquireGo: attached %v, %v", attached, err)
 	}
@@ -132,7 +152,12 @@ func TestGoTLSPlaintextOfEveryOneShotClient(t *testing.T) {
 	if err := r.Enroll(enrolled.ino, 43); err != nil {
 		t.Fatal(err)
 	}
-	const n, perClient = 10, 3
+	// Fewer clients under the guest's emulated CPU: each process start
+	// costs about a second there.
+	n, perClient := 10, 3
+	if inGuest() {
+		n = 4
+	}
 	addr, srvPid := goTLSServer(t, enrolled, bin)
 	url := "https://" + addr + "/hello"
 	h1 := goTLSClients(t, enrolled, bin, n, "get", url, fmt.Sprint(perClient), "h1")
@@ -238,11 +263,7 @@ func TestGoTLSUnenrolledCallCost(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	r := socketTier(t, Config{})
-	tl, err := r.LoadTLS(testLogger(t))
-	if err != nil {
-		t.Fatalf("LoadTLS: %v", err)
-	}
-	t.Cleanup(func() { tl.Close() })
+	tl := loadTLS(t, r)
 	const calls, rounds = 200000, 3
 	run := func() (read, write float64) {
 		out, err := exec.Command(bin, fmt.Sprint(calls)).Output()

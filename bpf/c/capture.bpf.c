@@ -310,6 +310,11 @@ static __always_inline __u64 conn_key(__u64 pid_tgid, __s32 fd)
 	return (pid_tgid & 0xffffffff00000000ULL) | (__u32)fd;
 }
 
+/* The conns key of a connection's TLS plaintext (tls.bpf.c): its TCP
+ * connection's key with the top bit set, which neither a socket cookie (a
+ * 64-bit counter) nor tgid << 32 | fd (tgid < 2^22) ever has. */
+#define TLS_KEY_BIT (1ULL << 63)
+
 static __always_inline __u64 new_conn_id(void)
 {
 	return __sync_fetch_and_add(&next_conn_id, 1) + 1;

@@ -62,12 +62,14 @@ enum syscall_id {
 	SYS_SENDMMSG,
 	SYS_RECVMMSG,
 	SYS_SENDFILE,
-	SYS_SPLICE,       /* socket tier: splice/vmsplice into or out of a socket */
-	SYS_IO_URING,     /* socket tier: an io_uring operation */
-	SYS_SSL_WRITE,    /* TLS set: plaintext of SSL_write/SSL_write_ex (tls.bpf.c) */
-	SYS_SSL_READ,     /* TLS set: plaintext of SSL_read/SSL_read_ex */
-	SYS_GO_TLS_WRITE, /* TLS set: plaintext of Go crypto/tls (*Conn).Write */
-	SYS_GO_TLS_READ,  /* TLS set: plaintext of Go crypto/tls (*Conn).Read */
+	SYS_SPLICE,          /* socket tier: splice/vmsplice into or out of a socket */
+	SYS_IO_URING,        /* socket tier: an io_uring operation */
+	SYS_SSL_WRITE,       /* TLS set: plaintext of SSL_write/SSL_write_ex (tls.bpf.c) */
+	SYS_SSL_READ,        /* TLS set: plaintext of SSL_read/SSL_read_ex */
+	SYS_GO_TLS_WRITE,    /* TLS set: plaintext of Go crypto/tls (*Conn).Write */
+	SYS_GO_TLS_READ,     /* TLS set: plaintext of Go crypto/tls (*Conn).Read */
+	SYS_BORINGSSL_WRITE, /* TLS set: plaintext of BoringSSL's SSL_write */
+	SYS_BORINGSSL_READ,  /* TLS set: plaintext of BoringSSL's SSL_read */
 };
 
 /*

@@ -125,7 +125,7 @@ static __always_inline long walk_run(struct data_scratch *s)
 	__u64 avail, n;
 	__u8 skip = SKIP_NONE;
 	bool hdr = false, copied;
-	__u32 pos = 0, hh;
+	__u32 pos = 0, hh, off, len;
 
 	l = &s->loop;
 	w = &l->w;
@@ -198,7 +198,16 @@ static __always_inline long walk_run(struct data_scratch *s)
 		pos = *(volatile __u32 *)&l->fill;
 		if (pos >= MAX_CHUNK_SIZE || n > MAX_CHUNK_SIZE)
 			return 1;
-		if (bpf_probe_read_user(s->payload + pos, n, (const void *)l->base)) {
+		/* Bounded again next to the call, on the copies the call
+		 * gets: where the compiler spills pos or n and reloads them
+		 * for the call (it does in tls_sys_enter), 6.1's verifier has
+		 * lost the bounds checked on another reload. */
+		off = pos;
+		len = n;
+		asm volatile("" : "+r"(off), "+r"(len));
+		if (off >= MAX_CHUNK_SIZE || len > MAX_CHUNK_SIZE)
+			return 1;
+		if (bpf_probe_read_user(s->payload + off, len, (const void *)l->base)) {
 			l->stop = SKIP_READ_FAILED;
 			return 1;
 		}
@@ -234,9 +243,16 @@ static __always_inline long walk_run(struct data_scratch *s)
 					break;
 				w->hdr[hh + j] = s->payload[(pos + j) & (2 * MAX_CHUNK_SIZE - 1)];
 			}
-		} else if (bpf_probe_read_user(w->hdr + hh, n, (const void *)l->base)) {
-			l->stop = SKIP_READ_FAILED;
-			return 1;
+		} else {
+			/* Bounded next to the call, as the copy above is. */
+			off = hh;
+			len = n;
+			asm volatile("" : "+r"(off), "+r"(len));
+			if (off > 8 || len > 9 ||
+			    bpf_probe_read_user(w->hdr + off, len, (const void *)l->base)) {
+				l->stop = SKIP_READ_FAILED;
+				return 1;
+			}
 		}
 	}
 	l->cover += n;
@@ -307,7 +323,7 @@ static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop
 	struct walk_state *w = &l->w;
 	__u8 b[24];
 	__u64 at = l->base, len = l->seg_left;
-	__u32 n;
+	__u32 n, cnt;
 
 	w->mode = W_OPAQUE;
 	if (l->iov) {
@@ -321,9 +337,15 @@ static __always_inline void walk_detect(struct conn_state *cs, struct chunk_loop
 	len = min64(len, l->left);
 	n = len > sizeof(b) ? sizeof(b) : len;
 	/* Bounded where the helper's argument is: 6.1's verifier loses the
-	 * bound of a min() computed in 64 bits by the time of the call. */
+	 * bound of a min() computed in 64 bits by the time of the call, and
+	 * does not follow the single range check the compiler can make of
+	 * the two tests below: the length passed is checked on its own. */
 	asm volatile("" : "+r"(n));
-	if (n < 4 || n > sizeof(b) || bpf_probe_read_user(b, n, (const void *)at))
+	if (n < 4 || n > sizeof(b))
+		return;
+	cnt = n;
+	asm volatile("" : "+r"(cnt));
+	if (cnt > sizeof(b) || bpf_probe_read_user(b, cnt, (const void *)at))
 		return;
 	/* SETTINGS, no flags, stream 0, a whole number of settings. */
 	if (n >= 9 && b[3] == 0x4 && b[4] == 0 && !b[5] && !b[6] && !b[7] && !b[8] &&

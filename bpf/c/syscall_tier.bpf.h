@@ -287,6 +287,10 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	bpf_map_delete_elem(&h1_hints, &cs->conn_id);
 	bpf_map_delete_elem(&conns, &key);
 	bpf_map_delete_elem(&socks, &a.sk);
+	/* Its TLS plaintext's state, if the TLS set made one: the fd number
+	 * is reused, and a new connection must not continue its offsets. */
+	key |= TLS_KEY_BIT;
+	bpf_map_delete_elem(&conns, &key);
 	return 0;
 }
 

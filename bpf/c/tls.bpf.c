@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR MIT)
 /*
  * TLS plaintext: uprobes on OpenSSL's SSL_write/SSL_write_ex and
- * SSL_read/SSL_read_ex (1.1 and 3.x share these signatures), and on Go
+ * SSL_read/SSL_read_ex (1.1 and 3.x share these signatures; BoringSSL's
+ * libssl has SSL_write/SSL_read with the same ones), and on Go
  * crypto/tls's (*Conn).Write and (*Conn).Read in Go binaries, for
  * processes whose network namespace is enrolled.
  *
@@ -13,27 +14,30 @@
  * counters, enrolled_netns...) in place of this object's copies, so both
  * sets share one state. No code of the capture core is duplicated.
  *
- * How plaintext joins its TCP connection: the socket tier's connection is
- * keyed by socket cookie. While a thread is inside an SSL call (ssl_calls,
- * keyed by pid_tgid), this set's own tp_btf on sock_send_length and
- * sock_recv_length records the cookie of the socket the thread moves bytes
- * on, and remembers it for the SSL object (ssl_socks): an SSL_read served
- * from OpenSSL's buffer does no socket I/O of its own. At the call's
- * return, the plaintext is reported under the TCP connection's conn id,
- * with its own sequence numbers and stream offsets (a conn_state keyed by
- * cookie | TLS_KEY_BIT) and the syscall id SYS_SSL_WRITE/SYS_SSL_READ, by
- * which user space tells plaintext from the ciphertext the capture core
- * reports for the same connection.
+ * How plaintext joins its TCP connection: while a thread is inside an SSL
+ * call (ssl_calls, keyed by pid_tgid) or a goroutine inside a crypto/tls
+ * call (go_calls), the socket I/O the thread does names the connection
+ * (tls_link), which is remembered for the SSL object too (ssl_socks): an
+ * SSL_read served from OpenSSL's buffer does no socket I/O of its own.
+ * Each capture tier names it with its own key of conns:
+ *  - socket tier: this set's tp_btf on sock_send_length and
+ *    sock_recv_length, by the socket's cookie;
+ *  - syscall tier (no socket tracepoints, e.g. 6.1): this set's program
+ *    on the sys_enter tracepoints of the read/write syscalls, by the
+ *    thread's in-flight syscall slot the capture core filled for the same
+ *    syscall (tgid << 32 | fd, and the socket).
+ * At the call's return, the plaintext is reported under the TCP
+ * connection's conn id, with its own sequence numbers and stream offsets
+ * (a conn_state keyed by the connection's key | TLS_KEY_BIT) and the
+ * syscall id SYS_SSL_WRITE/SYS_SSL_READ, by which user space tells
+ * plaintext from the ciphertext the capture core reports for the same
+ * connection.
  *
  * Cost: the uprobes are attached per library file (inode), so every
  * process mapping that file traps; a process outside an enrolled namespace
  * pays the trap and one map lookup (task_pod) and nothing else.
  */
 #include "capture.bpf.c"
-
-/* The conns key of a connection's plaintext: cookies are a 64-bit counter
- * that never reaches the top bit. */
-#define TLS_KEY_BIT (1ULL << 63)
 
 enum call_kind {
 	CALL_IO,        /* OpenSSL call or Go Read: ends at its return */
@@ -46,7 +50,7 @@ struct ssl_call {
 	__u64 ssl;     /* SSL * */
 	__u64 buf;     /* plaintext buffer */
 	__u64 out_len; /* _ex: size_t * receiving the bytes moved; else 0 */
-	__u64 cookie;  /* socket the call moved bytes on, 0 until seen */
+	__u64 conn;    /* conns key of the connection the call moved bytes on, 0 until seen */
 	__u64 sk;
 	__u64 start_ns;
 	__u64 netns;
@@ -73,7 +77,7 @@ struct ssl_key {
 };
 
 struct ssl_sock {
-	__u64 cookie;
+	__u64 conn; /* conns key: socket cookie, or tgid << 32 | fd */
 	__u64 sk;
 };
 
@@ -122,7 +126,7 @@ static __always_inline void tls_report(struct ssl_call *c, __u64 tgid, __u64 n, 
 	__u32 zero = 0;
 	__u64 key;
 
-	if (!c->cookie) {
+	if (!c->conn) {
 		/* No socket I/O in this call: the SSL object's socket. */
 		struct ssl_key k = {.tgid = tgid, .ssl = c->ssl};
 		struct ssl_sock *s = bpf_map_lookup_elem(&ssl_socks, &k);
@@ -131,16 +135,16 @@ static __always_inline void tls_report(struct ssl_call *c, __u64 tgid, __u64 n, 
 			count(DROP_TLS_UNLINKED);
 			return;
 		}
-		c->cookie = s->cookie;
+		c->conn = s->conn;
 		c->sk = s->sk;
 	}
-	key = c->cookie | TLS_KEY_BIT;
+	key = c->conn | TLS_KEY_BIT;
 	cs = bpf_map_lookup_elem(&conns, &key);
 	if (!cs || cs->sk != c->sk) {
 		/* First plaintext of this connection: it takes the TCP
 		 * connection's id and role, and streams of its own. */
-		tcp = bpf_map_lookup_elem(&conns, &c->cookie);
-		if (!tcp || tcp->closed) {
+		tcp = bpf_map_lookup_elem(&conns, &c->conn);
+		if (!tcp || tcp->closed || tcp->sk != c->sk) {
 			count(DROP_TLS_UNLINKED);
 			return;
 		}
@@ -162,9 +166,15 @@ static __always_inline void tls_report(struct ssl_call *c, __u64 tgid, __u64 n, 
 	report_data(a, n, c->dir, SYS_READ, label, key);
 }
 
+/* The attach cookie of the OpenSSL-API probes: which library the probed
+ * file is, so its plaintext is labelled with that library's syscall ids. */
+#define TLS_LIB_OPENSSL 0
+#define TLS_LIB_BORINGSSL 1
+
 /* Return of any of the four calls: n plaintext bytes moved (ret for
- * SSL_read/SSL_write, *out_len when the _ex call returned 1). */
-static __always_inline int ssl_exit(long ret, __u8 label)
+ * SSL_read/SSL_write, *out_len when the _ex call returned 1). label is
+ * OpenSSL's; a file attached as BoringSSL reports BoringSSL's. */
+static __always_inline int ssl_exit(struct pt_regs *ctx, long ret, __u8 label)
 {
 	__u64 id = bpf_get_current_pid_tgid(), n = 0;
 	struct ssl_call *c = bpf_map_lookup_elem(&ssl_calls, &id);
@@ -177,6 +187,8 @@ static __always_inline int ssl_exit(long ret, __u8 label)
 	} else if (ret > 0) {
 		n = ret;
 	}
+	if (bpf_get_attach_cookie(ctx) == TLS_LIB_BORINGSSL)
+		label = label == SYS_SSL_WRITE ? SYS_BORINGSSL_WRITE : SYS_BORINGSSL_READ;
 	if (n)
 		tls_report(c, id >> 32, n, label);
 	bpf_map_delete_elem(&ssl_calls, &id);
@@ -192,7 +204,7 @@ int BPF_KPROBE(ssl_write_enter, void *ssl, const void *buf, int num)
 SEC("uretprobe/SSL_write")
 int BPF_KRETPROBE(ssl_write_exit, int ret)
 {
-	return ssl_exit(ret, SYS_SSL_WRITE);
+	return ssl_exit(ctx, ret, SYS_SSL_WRITE);
 }
 
 SEC("uprobe/SSL_write_ex")
@@ -204,7 +216,7 @@ int BPF_KPROBE(ssl_write_ex_enter, void *ssl, const void *buf, __u64 num, __u64 
 SEC("uretprobe/SSL_write_ex")
 int BPF_KRETPROBE(ssl_write_ex_exit, int ret)
 {
-	return ssl_exit(ret, SYS_SSL_WRITE);
+	return ssl_exit(ctx, ret, SYS_SSL_WRITE);
 }
 
 SEC("uprobe/SSL_read")
@@ -216,7 +228,7 @@ int BPF_KPROBE(ssl_read_enter, void *ssl, void *buf, int num)
 SEC("uretprobe/SSL_read")
 int BPF_KRETPROBE(ssl_read_exit, int ret)
 {
-	return ssl_exit(ret, SYS_SSL_READ);
+	return ssl_exit(ctx, ret, SYS_SSL_READ);
 }
 
 SEC("uprobe/SSL_read_ex")
@@ -228,7 +240,7 @@ int BPF_KPROBE(ssl_read_ex_enter, void *ssl, void *buf, __u64 num, __u64 *readby
 SEC("uretprobe/SSL_read_ex")
 int BPF_KRETPROBE(ssl_read_ex_exit, int ret)
 {
-	return ssl_exit(ret, SYS_SSL_READ);
+	return ssl_exit(ctx, ret, SYS_SSL_READ);
 }
 
 /*
@@ -376,27 +388,23 @@ static __always_inline struct ssl_call *current_tls_call(__u64 id, struct go_key
 	return bpf_map_lookup_elem(&go_calls, k);
 }
 
-/* A socket op of an enrolled socket: if the thread is inside an SSL call
- * or a Go crypto/tls call, this is the call's socket. Recorded whatever
- * the op moved (a read that found nothing still names the socket). Two
- * hash lookups per enrolled socket op when no TLS call is in flight. */
-static __always_inline int tls_sock_op(struct sock *sk, bool send)
+/* Socket I/O on connection conn (a conns key) and socket sk by the
+ * current thread: if the thread is inside an SSL call or a Go crypto/tls
+ * call, this is the call's connection. Recorded whatever the op moved (a
+ * read that found nothing still names the socket). Two hash lookups when
+ * no TLS call is in flight. */
+static __always_inline int tls_link(__u64 conn, __u64 sk, bool send)
 {
-	__u64 id, netns, cookie;
+	__u64 id = bpf_get_current_pid_tgid();
 	struct go_key gk = {};
 	struct ssl_call *c;
 	struct ssl_sock *known;
-	__u32 pod;
 
-	if (!sock_pod(sk, &pod, &netns))
-		return 0;
-	id = bpf_get_current_pid_tgid();
 	c = current_tls_call(id, &gk);
-	if (!c || !sock_is_tcp(sk))
+	if (!c)
 		return 0;
-	cookie = bpf_get_socket_cookie(sk);
 	struct ssl_key k = {.tgid = id >> 32, .ssl = c->ssl};
-	struct ssl_sock s = {.cookie = cookie, .sk = (__u64)sk};
+	struct ssl_sock s = {.conn = conn, .sk = sk};
 
 	if (c->kind == CALL_GO_WRITE) {
 		/* Reported already, or a leftover of a write that never
@@ -406,10 +414,10 @@ static __always_inline int tls_sock_op(struct sock *sk, bool send)
 		if (c->reported)
 			return 0;
 		known = bpf_map_lookup_elem(&ssl_socks, &k);
-		if (known && known->cookie != cookie)
+		if (known && (known->conn != conn || known->sk != sk))
 			return 0;
-		c->cookie = cookie;
-		c->sk = (__u64)sk;
+		c->conn = conn;
+		c->sk = sk;
 		if (!known)
 			bpf_map_update_elem(&ssl_socks, &k, &s, BPF_ANY);
 		if (send && c->len) {
@@ -427,8 +435,8 @@ static __always_inline int tls_sock_op(struct sock *sk, bool send)
 		}
 		return 0;
 	}
-	c->cookie = cookie;
-	c->sk = (__u64)sk;
+	c->conn = conn;
+	c->sk = sk;
 	/* A read's bytes are timed by the socket read that brought them, not
 	 * by the call's entry: Go's readLoop enters (*Conn).Read before its
 	 * request is even written and parks until the response arrives. */
@@ -436,6 +444,19 @@ static __always_inline int tls_sock_op(struct sock *sk, bool send)
 		c->start_ns = bpf_ktime_get_ns();
 	bpf_map_update_elem(&ssl_socks, &k, &s, BPF_ANY);
 	return 0;
+}
+
+/* ---- socket tier: the socket op names the connection by cookie ---------- */
+
+/* A socket op of an enrolled TCP socket. */
+static __always_inline int tls_sock_op(struct sock *sk, bool send)
+{
+	__u64 netns;
+	__u32 pod;
+
+	if (!sock_pod(sk, &pod, &netns) || !sock_is_tcp(sk))
+		return 0;
+	return tls_link(bpf_get_socket_cookie(sk), (__u64)sk, send);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -463,4 +484,55 @@ int BPF_PROG(tls_sock_state, const struct sock *sk, int oldstate, int newstate)
 	key = bpf_get_socket_cookie((void *)sk) | TLS_KEY_BIT;
 	bpf_map_delete_elem(&conns, &key);
 	return 0;
+}
+
+/* ---- syscall tier: the in-flight syscall names the connection ----------- */
+
+/*
+ * tls_sys_enter is attached to the sys_enter tracepoints of read, write,
+ * readv, writev, recvfrom, sendto, recvmsg and sendmsg: the syscalls
+ * OpenSSL's socket BIO and Go's net package move TLS records with (mmsg
+ * and sendfile carry none of a user-space library's). One program for all
+ * of them: the syscall is told from the slot.
+ *
+ * The thread's in-flight syscall slot (inflight) is what the capture
+ * core's sys_enter program of the same tracepoint saved: a thread makes
+ * one syscall at a time, so a slot in flight here is this syscall's,
+ * there exactly when that program accepted it (an enrolled thread's I/O
+ * on a TCP socket), with the fd and the socket. The core's program runs
+ * first: it was attached when the collector loaded, this one later, and a
+ * tracepoint runs its programs in the order they were attached. (Were the
+ * order reversed, the slot would hold the previous syscall, ended, and
+ * the call would go unlinked: counted, never misjoined.)
+ *
+ * The plaintext's state is removed with the connection's, at close, by
+ * the capture core (enter_close). Cost to a thread whose syscall is not
+ * an enrolled TCP socket's: a program run, a load (most threads have no
+ * task storage) and at most a task-storage lookup.
+ */
+SEC("tracepoint/syscalls/sys_enter_read")
+int tls_sys_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	struct syscall_args *a = current_args();
+	bool send;
+
+	if (!a)
+		return 0;
+	switch (a->syscall) {
+	case SYS_READ:
+	case SYS_READV:
+	case SYS_RECVFROM:
+	case SYS_RECVMSG:
+		send = false;
+		break;
+	case SYS_WRITE:
+	case SYS_WRITEV:
+	case SYS_SENDTO:
+	case SYS_SENDMSG:
+		send = true;
+		break;
+	default:
+		return 0;
+	}
+	return tls_link(conn_key(bpf_get_current_pid_tgid(), a->fd), a->sk, send);
 }

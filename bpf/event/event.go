@@ -85,20 +85,28 @@ const (
 	// SysSSLRead are of OpenSSL.
 	SysGoTLSWrite
 	SysGoTLSRead
+	// SysBoringSSLWrite and SysBoringSSLRead are TLS plaintext of
+	// BoringSSL's SSL_write and SSL_read (the same probes as OpenSSL's, on
+	// a libssl that is BoringSSL), as SysSSLWrite and SysSSLRead are of
+	// OpenSSL.
+	SysBoringSSLWrite
+	SysBoringSSLRead
 )
 
 // TLS reports whether s is a TLS library call: its Data is the plaintext
 // stream of the connection, not the bytes on the socket.
-func (s Syscall) TLS() bool { return s >= SysSSLWrite && s <= SysGoTLSRead }
+func (s Syscall) TLS() bool { return s >= SysSSLWrite && s <= SysBoringSSLRead }
 
 // TLSLibrary names the TLS library whose calls s reports ("openssl",
-// "go"), or "".
+// "go", "boringssl"), or "".
 func (s Syscall) TLSLibrary() string {
 	switch s {
 	case SysSSLWrite, SysSSLRead:
 		return "openssl"
 	case SysGoTLSWrite, SysGoTLSRead:
 		return "go"
+	case SysBoringSSLWrite, SysBoringSSLRead:
+		return "boringssl"
 	}
 	return ""
 }
@@ -110,6 +118,7 @@ var syscallNames = [...]string{
 	SysSendmmsg: "sendmmsg", SysRecvmmsg: "recvmmsg", SysSendfile: "sendfile",
 	SysSplice: "splice", SysIOUring: "io_uring", SysSSLWrite: "ssl_write", SysSSLRead: "ssl_read",
 	SysGoTLSWrite: "go_tls_write", SysGoTLSRead: "go_tls_read",
+	SysBoringSSLWrite: "boringssl_write", SysBoringSSLRead: "boringssl_read",
 }
 
 func (s Syscall) String() string {

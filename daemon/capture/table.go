@@ -505,7 +505,7 @@ type Conn struct {
 	Role        event.Role // may change from RoleUnknown when a late ConnOpen arrives
 	ContainerID string
 	// TLSLibrary names the library whose plaintext of this connection
-	// was captured ("openssl", "go"), "" when none was.
+	// was captured ("openssl", "boringssl", "go"), "" when none was.
 	TLSLibrary string
 
 	opened           bool // ConnOpen seen

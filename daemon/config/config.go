@@ -236,9 +236,9 @@ type BPF struct {
 	// RichTier loads the fentry/kprobe programs where the runtime probe
 	// says they attach (on by default); false keeps the base tier.
 	RichTier bool `json:"richTier"`
-	// TLS loads the TLS program set under the socket capture tier and
-	// probes enrolled pods' OpenSSL libraries and Go binaries (crypto/tls)
-	// for plaintext. Off by
+	// TLS loads the TLS program set (under either capture tier) and
+	// probes enrolled pods' OpenSSL and BoringSSL libraries and Go
+	// binaries (crypto/tls) for plaintext. Off by
 	// default: a uprobe is per file, so every process mapping a probed
 	// libssl pays its trap, enrolled or not (12-18 µs per SSL call on a
 	// node whose libssl entry must be single-stepped; bpf/OVERHEAD.md), and
@@ -612,7 +612,7 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 	fs.BoolVar(&cfg.BPF.RichTier, "bpf.rich-tier", cfg.BPF.RichTier,
 		"load the fentry (else kprobe) programs where the runtime probe says they attach, for finer L4/L3, netfilter and ARP metrics (false: base tier only)")
 	fs.BoolVar(&cfg.BPF.TLS, "bpf.tls", cfg.BPF.TLS,
-		"read TLS plaintext through uprobes on the OpenSSL libraries and Go binaries (crypto/tls) of enrolled pods (socket capture tier; off by default: processes outside enrolled pods that map a probed libssl or run a probed Go binary pay the uprobe trap)")
+		"read TLS plaintext through uprobes on the OpenSSL and BoringSSL libraries and Go binaries (crypto/tls) of enrolled pods (either capture tier; off by default: processes outside enrolled pods that map a probed libssl or run a probed Go binary pay the uprobe trap)")
 	fs.IntVar(&cfg.Protocol.MaxHeaderBytes, "protocol.max-header-bytes", cfg.Protocol.MaxHeaderBytes,
 		"largest HTTP header section or HTTP/2 header block parsed")
 	fs.IntVar(&cfg.Protocol.MaxStreams, "protocol.max-streams", cfg.Protocol.MaxStreams,

@@ -58,7 +58,7 @@ type Connection struct {
 	Remote  Peer
 	Process Process
 	// TLS names the TLS library whose plaintext of the connection Weir
-	// read ("openssl", "go"); "" when none was read (a connection that began
+	// read ("openssl", "boringssl", "go"); "" when none was read (a connection that began
 	// with a TLS handshake is then ProtoTLS).
 	TLS string
 }

@@ -16,7 +16,10 @@
 # binaries (CGO_ENABLED=0: the guest has no libc), then tests/kernels/vmrun
 # packs the initramfs, boots it, streams the serial console and prints the
 # summary. Exit status is non-zero on any failure, a timeout or a missing
-# result. Needs root (apt-get download), qemu-system-x86 and timeout(1).
+# result. TLS: bpf's Go crypto/tls tests run in both guests (their peer,
+# bpf/testdata/tlsgo, is built here and shipped as /tools/tlsgo), under the
+# syscall tier on 6.1 and under both tiers on 6.12; the OpenSSL and BoringSSL
+# tests need nginx, curl, a C compiler and libc, and skip in the guests. Needs root (apt-get download), qemu-system-x86 and timeout(1).
 #
 # Environment (all optional):
 #   WEIR_KERNEL_PACKAGES      kernels to run, in order, space-separated: package
@@ -40,8 +43,9 @@
 #   WEIR_KERNEL_MODULES       modules to load in the guest, dependencies added
 #                             (default "veth sch_ingress cls_bpf sch_netem nf_tables";
 #                             nf_tables lets the tests install netfilter chains)
-#   WEIR_KERNEL_TEST_TIMEOUT  per test binary (default 300s)
-#   WEIR_KERNEL_TIMEOUT       whole VM run (default 420s; the bpf tests load a collector per test, ~5 s each under TCG)
+#   WEIR_KERNEL_TEST_TIMEOUT  per test binary (default 400s)
+#   WEIR_KERNEL_TIMEOUT       whole VM run (default 540s; the bpf tests load a collector per test, ~5 s each under TCG,
+#                             and bpf took 209 s on 6.1 and 233 s on 6.12 before its Go crypto/tls tests ran there)
 #   WEIR_KERNEL_SMP, WEIR_KERNEL_MEMORY   guest CPUs (2) and memory (1G)
 #   WEIR_KERNEL_LOG_DIR       where the serial log is kept (default bin/kernels)
 #   WEIR_KERNEL_CMDLINE       extra kernel command-line options, appended to
@@ -197,6 +201,17 @@ for p in $tests; do
 done
 [ ${#test_flags[@]} -gt 0 ] || die "no test package with tests in WEIR_KERNEL_TESTS ($tests)"
 
+# Peers the guest tests run as processes of their own: static Go binaries
+# (the guest has no libc and no Go toolchain), packed as /tools/NAME and
+# named to the tests by an environment variable. bpf's Go crypto/tls tests
+# use testdata/tlsgo; OpenSSL's peers (nginx, curl) need libc and stay on
+# the host.
+tool_flags=()
+if [ -n "${seen[bpf]:-}" ]; then
+  CGO_ENABLED=0 go build -o "$work/tlsgo" ./bpf/testdata/tlsgo || die "building bpf/testdata/tlsgo"
+  tool_flags+=(-tool "tlsgo=$work/tlsgo" -env WEIR_TEST_TLSGO=/tools/tlsgo)
+fi
+
 # --- 3. Boot -------------------------------------------------------------------
 mkdir -p "$log_dir"
 release=$(cat "$kdir/release")
@@ -209,9 +224,9 @@ status=0
 "$work/vmrun" \
   -kernel "$kdir/vmlinuz" -kernel-config "$kdir/config" \
   -modules-dir "$kdir/modules/$release" -modules "$modules" \
-  -init "$work/init" "${test_flags[@]}" \
+  -init "$work/init" "${test_flags[@]}" ${tool_flags[@]+"${tool_flags[@]}"} \
   -test-args "${WEIR_KERNEL_TEST_ARGS:-}" -append "${WEIR_KERNEL_CMDLINE:-}" ${env_flags[@]+"${env_flags[@]}"} \
-  -test-timeout "${WEIR_KERNEL_TEST_TIMEOUT:-300s}" -timeout "${WEIR_KERNEL_TIMEOUT:-420s}" \
+  -test-timeout "${WEIR_KERNEL_TEST_TIMEOUT:-400s}" -timeout "${WEIR_KERNEL_TIMEOUT:-540s}" \
   ${WEIR_KERNEL_ACCEL:+-accel "$WEIR_KERNEL_ACCEL"} -smp "${WEIR_KERNEL_SMP:-2}" -memory "${WEIR_KERNEL_MEMORY:-1G}" \
   -work-dir "$work/vm" -log "$log" || status=$?
 

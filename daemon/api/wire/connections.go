@@ -24,7 +24,7 @@ type ConnInfo struct {
 	State        string         `json:"state"`                 // "open" or "closed"
 	CloseReason  string         `json:"closeReason,omitempty"` // capture.Reason* when closed
 	OpenSeen     bool           `json:"openSeen"`              // connect/accept seen; false: first seen through data (pre-existing socket, inherited, or open event lost)
-	TLS          string         `json:"tls,omitempty"`         // TLS library whose plaintext was captured ("openssl", "go"); empty: none
+	TLS          string         `json:"tls,omitempty"`         // TLS library whose plaintext was captured ("openssl", "boringssl", "go"); empty: none
 	BytesSent    uint64         `json:"bytesSent"`             // stream offset reached, egress
 	BytesRecv    uint64         `json:"bytesRecv"`             // stream offset reached, ingress
 	SyscallsSent uint64         `json:"syscallsSent"`

@@ -34,7 +34,7 @@ type TLSFeatures struct {
 // TLSLibrary is one probed library file (uprobes are per file).
 type TLSLibrary struct {
 	Path    string   `json:"path"`
-	Library string   `json:"library"` // "openssl", "go"
+	Library string   `json:"library"` // "openssl", "boringssl", "go"
 	Inode   uint64   `json:"inode"`
 	Symbols []string `json:"symbols"` // functions probed, entry and return
 	Users   []string `json:"users"`   // enrolled pods' namespaces using it

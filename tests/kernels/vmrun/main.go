@@ -37,6 +37,7 @@ type config struct {
 	modules      []string
 	initBin      string
 	tests        []testSpec
+	tools        []toolSpec // static helper binaries, at /tools/NAME in the guest
 	testArgs     []string
 	testTimeout  time.Duration
 	timeout      time.Duration
@@ -56,6 +57,24 @@ type testSpec struct {
 }
 
 type testFlags []testSpec
+
+// toolSpec is one -tool flag: NAME=BINARY.
+type toolSpec struct {
+	name, binary string
+}
+
+type toolFlags []toolSpec
+
+func (f *toolFlags) String() string { return fmt.Sprint(*f) }
+
+func (f *toolFlags) Set(v string) error {
+	name, bin, ok := strings.Cut(v, "=")
+	if !ok || name == "" || bin == "" || strings.ContainsAny(name, "/ \t") {
+		return fmt.Errorf("-tool %q: want NAME=BINARY, NAME without slashes", v)
+	}
+	*f = append(*f, toolSpec{name: name, binary: bin})
+	return nil
+}
 
 // envFlags collects -env KEY=VALUE flags.
 type envFlags map[string]string
@@ -86,6 +105,7 @@ func (f *testFlags) Set(v string) error {
 func parseFlags(args []string) (*config, error) {
 	c := config{env: map[string]string{}}
 	var tests testFlags
+	var tools toolFlags
 	var modules, testArgs, cmdline string
 	fs := flag.NewFlagSet("vmrun", flag.ContinueOnError)
 	fs.StringVar(&c.kernel, "kernel", "", "kernel image (bzImage/vmlinuz) to boot")
@@ -94,6 +114,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&modules, "modules", "", "space- or comma-separated modules to load in the guest, dependencies are added")
 	fs.StringVar(&c.initBin, "init", "", "static guest init binary (go build ./tests/kernels/guestinit with CGO_ENABLED=0)")
 	fs.Var(&tests, "test", "test binary to run in the guest, NAME=BINARY[:PKGDIR] (PKGDIR's testdata/ is copied); repeatable, run in order")
+	fs.Var(&tools, "tool", "static helper binary the guest tests run, NAME=BINARY, packed as "+guestToolsDir+"/NAME; repeatable")
 	fs.Var(envFlags(c.env), "env", "KEY=VALUE added to the test binaries' environment; repeatable")
 	fs.StringVar(&cmdline, "append", "", "extra kernel command-line options, space-separated, after the harness's own (e.g. ignore_loglevel)")
 	fs.StringVar(&testArgs, "test-args", "", "extra arguments for every test binary, space-separated (e.g. -test.short)")
@@ -112,6 +133,7 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	c.tests = tests
+	c.tools = tools
 	c.modules = strings.FieldsFunc(modules, func(r rune) bool { return r == ',' || r == ' ' })
 	c.testArgs = strings.Fields(testArgs)
 	c.cmdline = strings.Fields(cmdline)
@@ -134,7 +156,16 @@ func (c *config) validate() error {
 	if c.smp < 1 {
 		return fmt.Errorf("-smp %d: need at least one CPU", c.smp)
 	}
-	for _, f := range []string{c.kernel, c.initBin} {
+	inputs := []string{c.kernel, c.initBin}
+	seen := map[string]bool{}
+	for _, tl := range c.tools {
+		if seen[tl.name] {
+			return fmt.Errorf("-tool %s given twice", tl.name)
+		}
+		seen[tl.name] = true
+		inputs = append(inputs, tl.binary)
+	}
+	for _, f := range inputs {
 		if _, err := os.Stat(f); err != nil {
 			return fmt.Errorf("checking input: %w", err)
 		}

@@ -19,6 +19,7 @@ import (
 // Guest layout.
 const (
 	guestTestsDir   = "/tests"
+	guestToolsDir   = "/tools"
 	guestModulesDir = "/lib/modules"
 )
 
@@ -54,6 +55,11 @@ func pack(dst string, c *config, nonce string, env map[string]string, modules []
 	if err := checkStatic(c.initBin); err != nil {
 		return nil, fmt.Errorf("-init: %w", err)
 	}
+	for _, tl := range c.tools {
+		if err := checkStatic(tl.binary); err != nil {
+			return nil, fmt.Errorf("-tool %s: %w", tl.name, err)
+		}
+	}
 	manifest, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encoding manifest: %w", err)
@@ -80,7 +86,7 @@ func pack(dst string, c *config, nonce string, env map[string]string, modules []
 			addErr = err
 		}
 	}
-	for _, d := range []string{"dev", "proc", "sys", "tmp", "run", "root", "weir", "lib", "lib/modules", "tests"} {
+	for _, d := range []string{"dev", "proc", "sys", "tmp", "run", "root", "weir", "lib", "lib/modules", "tests", "tools"} {
 		add(w.Dir(d, 0o755))
 	}
 	// The kernel opens /dev/console for init's stdio before anything is
@@ -90,6 +96,9 @@ func pack(dst string, c *config, nonce string, env map[string]string, modules []
 	add(w.Bytes(guestproto.ManifestPath, 0o644, manifest))
 	for i, mod := range modules {
 		add(addFile(w, m.Modules[i], mod, 0o644))
+	}
+	for _, tl := range c.tools {
+		add(addFile(w, path.Join(guestToolsDir, tl.name), tl.binary, 0o755))
 	}
 	for i, t := range c.tests {
 		gt := m.Tests[i]

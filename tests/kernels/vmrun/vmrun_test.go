@@ -219,6 +219,8 @@ func TestParseFlagsRejectsIncompleteRuns(t *testing.T) {
 		{[]string{"-kernel", f, "-init", f, "-test", "a=" + f, "-modules", "veth"}, "-modules needs -modules-dir"},
 		{[]string{"-kernel", filepath.Join(dir, "missing"), "-init", f, "-test", "a=" + f}, "missing"},
 		{[]string{"-kernel", f, "-init", f, "-test", "a=" + f, "-env", "=x"}, "want KEY=VALUE"},
+		{[]string{"-kernel", f, "-init", f, "-test", "a=" + f, "-tool", "a/b=" + f}, "want NAME=BINARY"},
+		{[]string{"-kernel", f, "-init", f, "-test", "a=" + f, "-tool", "peer"}, "want NAME=BINARY"},
 		{[]string{"-kernel", f, "-init", f, "-test", "a=" + f, "-smp", "0"}, "at least one CPU"},
 	}
 	for _, tt := range tests {
@@ -315,6 +317,7 @@ func TestPackLaysOutTheGuest(t *testing.T) {
 	}
 
 	c := &config{initBin: bin, tests: []testSpec{{name: "hello", binary: bin, pkgDir: src}},
+		tools:    []toolSpec{{name: "peer", binary: bin}},
 		testArgs: []string{"-test.short"}, testTimeout: time.Minute}
 	archive := filepath.Join(dir, "initramfs.cpio.gz")
 	m, err := pack(archive, c, nonce, map[string]string{"WEIR_KERNEL_EXPECT": "btf"}, nil)
@@ -344,7 +347,7 @@ func TestPackLaysOutTheGuest(t *testing.T) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("cpio -i: %v\n%s", err, b)
 	}
-	for _, p := range []string{"init", "tests/hello/hello.test", "tests/hello/testdata/sub/x.json", "tmp", "proc", "sys"} {
+	for _, p := range []string{"init", "tests/hello/hello.test", "tests/hello/testdata/sub/x.json", "tools/peer", "tmp", "proc", "sys"} {
 		if _, err := os.Stat(filepath.Join(out, p)); err != nil {
 			t.Errorf("archive lacks %s: %v", p, err)
 		}
