@@ -319,8 +319,8 @@ const receiverEnv = "WEIR_MONITOR_BENCH_RECEIVER"
 
 // serveReceiver runs the receiver: it writes its address as the first line
 // of out, then answers each line of in with the HTTP protocol logs received
-// so far, its process's CPU time in ns, and the messages and their bytes
-// received so far, and returns at the end of in.
+// so far, its process's CPU time in ns, and the messages, their bytes and
+// the streams received so far, and returns at the end of in.
 func serveReceiver(in io.Reader, out io.Writer) error {
 	r, err := bench.StartReceiver()
 	if err != nil {
@@ -350,7 +350,7 @@ func serveReceiver(in io.Reader, out io.Writer) error {
 			return err
 		}
 		c := r.Counts()
-		if _, err := fmt.Fprintln(out, c.HTTP, ru.Utime.Nano()+ru.Stime.Nano(), c.Messages, c.Bytes); err != nil {
+		if _, err := fmt.Fprintln(out, c.HTTP, ru.Utime.Nano()+ru.Stime.Nano(), c.Messages, c.Bytes, c.Streams); err != nil {
 			return err
 		}
 	}
@@ -424,6 +424,7 @@ type receiverState struct {
 	cpu      time.Duration // the receiver process's CPU time
 	messages int64         // messages received
 	bytes    int64         // their bytes
+	streams  int64         // streams (the exporter's batches) received
 }
 
 // state returns what the receiver has received so far and the CPU time its
@@ -432,7 +433,7 @@ func (r *receiverProc) state(b *testing.B) receiverState {
 	line := r.ask(b)
 	var s receiverState
 	var cpu int64
-	if _, err := fmt.Sscan(line, &s.http, &cpu, &s.messages, &s.bytes); err != nil {
+	if _, err := fmt.Sscan(line, &s.http, &cpu, &s.messages, &s.bytes, &s.streams); err != nil {
 		b.Fatalf("receiver process said %q: %v", line, err)
 	}
 	s.cpu = time.Duration(cpu)
@@ -487,6 +488,9 @@ func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n 
 	if msgs := end.messages - start.messages; msgs > 0 {
 		b.ReportMetric(float64(msgs)/float64(n), "msgs/op")
 		b.ReportMetric(float64(end.bytes-start.bytes)/float64(msgs), "bytes/msg")
+		if streams := end.streams - start.streams; streams > 0 {
+			b.ReportMetric(float64(msgs)/float64(streams), "msgs/stream")
+		}
 	}
 }
 
