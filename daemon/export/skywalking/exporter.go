@@ -391,6 +391,11 @@ func (e *Exporter) identityReady(start time.Time) bool {
 // Name implements the daemon's Component.
 func (e *Exporter) Name() string { return "skywalking" }
 
+// Borrows makes the Exporter a flow.Borrower: ConnOp and Exchange encode
+// what they are handed before they return, and the queue keeps only the
+// encoding and the *flow.Connection.
+func (e *Exporter) Borrows() {}
+
 // KernelOp implements flow.Consumer. The exporter takes operations once
 // each through ConnOp and Exchange instead (see the package doc).
 func (e *Exporter) KernelOp(*flow.KernelOp) {}
