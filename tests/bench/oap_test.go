@@ -246,3 +246,34 @@ func TestMessageScanRejectsMalformedMessages(t *testing.T) {
 		}
 	}
 }
+
+// The receiver's gRPC framing must find the same messages, and fail at the
+// same one, however the stream is cut into DATA frames, and never panic on
+// any bytes.
+func FuzzReceiverFraming(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 0, 2, 0x1a, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0x22, 0x02, 0x0a, 0x00}, uint8(3))
+	f.Add([]byte{1, 0, 0, 0, 0}, uint8(1))
+	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff}, uint8(2))
+	f.Add([]byte{0, 0, 0, 0, 3, 0x1a, 0x05, 0x01}, uint8(0))
+	f.Fuzz(func(t *testing.T, data []byte, cut uint8) {
+		whole, parts := &Receiver{}, &Receiver{}
+		sw, sp := &rstream{need: -1}, &rstream{need: -1}
+		errW := sw.feed(data, whole)
+		step := int(cut)%7 + 1
+		var errP error
+		for b := data; len(b) > 0 && errP == nil; {
+			n := min(step, len(b))
+			errP = sp.feed(b[:n], parts)
+			b = b[n:]
+		}
+		if (errW == nil) != (errP == nil) {
+			t.Fatalf("in one piece: %v; in pieces of %d: %v", errW, step, errP)
+		}
+		if whole.Counts() != parts.Counts() {
+			t.Fatalf("in one piece %+v, in pieces of %d %+v", whole.Counts(), step, parts.Counts())
+		}
+		if errW == nil && (sw.need != sp.need || sw.nprefix != sp.nprefix || len(sw.partial) != len(sp.partial)) {
+			t.Fatalf("left in a different place: %+v and %+v", sw, sp)
+		}
+	})
+}
