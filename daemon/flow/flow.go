@@ -132,13 +132,14 @@ type Consumer interface {
 
 // Borrower is a Consumer that keeps none of the KernelOp and Exchange
 // values it is handed past the call that handed them: not the KernelOp,
-// the Exchange, its Ops slice, nor the Send and Recv metrics they point to
-// (a consumer that needs one later copies what it needs). Connections,
-// pods, records and strings stay immutable and may still be kept. When
-// every consumer of a pipeline is a Borrower, the pipeline reuses those
-// operations and exchanges once the consumers returned, which spares most
-// of its allocations per request; a single consumer that is not a
-// Borrower turns the reuse off. Borrows is a marker with nothing to do.
+// the Exchange, its Record, its Ops slice, nor the Send and Recv metrics
+// they point to (a consumer that needs one later copies what it needs).
+// Connections, pods and strings stay immutable and may still be kept.
+// When every consumer of a pipeline is a Borrower, the pipeline reuses
+// those operations, exchanges and records once the consumers returned,
+// which spares most of its allocations per request; a single consumer
+// that is not a Borrower turns the reuse off. Borrows is a marker with
+// nothing to do.
 type Borrower interface {
 	Consumer
 	Borrows()

@@ -39,9 +39,7 @@ func (l *callLog) ConnOp(op *flow.KernelOp, proto flow.Protocol) {
 
 func (l *callLog) Exchange(ex *flow.Exchange) {
 	var b strings.Builder
-	r := ex.Record
-	fmt.Fprintf(&b, "exchange conn=%d %s %s %s %d req=[%d,%d) resp=[%d,%d)", ex.Conn.ID, r.Protocol, r.Method, r.Path,
-		r.Status, r.ReqOff, r.ReqEndOff, r.RespOff, r.RespEndOff)
+	fmt.Fprintf(&b, "exchange conn=%d %+v", ex.Conn.ID, *ex.Record)
 	for _, op := range ex.Ops {
 		b.WriteString("\n  " + describeOp(op))
 	}

@@ -673,6 +673,13 @@ func (cs *connState) record(r *record.Record) {
 	}
 	cs.p.requests.Add(cs.shown, r)
 	pe := cs.newExchange()
+	if cs.p.reuse {
+		// The parser reuses r's memory once this returns (see
+		// protocol.WithSinkCopies); consumers borrow the copy, which
+		// comes back with the exchange.
+		pe.rec = *r
+		r = &pe.rec
+	}
 	pe.Exchange = flow.Exchange{Conn: fc, Record: r}
 	cs.exchanges = append(cs.exchanges, pe)
 	if len(cs.exchanges) > PendingExchangesPerConn {
@@ -728,6 +735,8 @@ func (cs *connState) directions() (req, resp event.Direction) {
 type pendingExchange struct {
 	flow.Exchange
 	ops [4]*flow.KernelOp
+	// rec is the record's copy when the pipeline reuses values.
+	rec record.Record
 }
 
 func (cs *connState) deliverFirst() {
