@@ -8,6 +8,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/weirnet/weir/bpf"
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/flow"
 )
@@ -82,6 +83,39 @@ func (l *borrowingLog) reused() int {
 	return n
 }
 
+// decodingSink hands each data event to sink through the ring buffer
+// reader's decoder, written as the kernel side writes it: with a sink that
+// borrows metrics, the decoder hands every event's in the same memory.
+// Each event's metrics get a byte count of their own, so that one
+// operation showing another's would be seen.
+type decodingSink struct {
+	event.Sink
+	t   *testing.T
+	dec bpf.Decoder
+	buf []byte
+	n   uint64
+}
+
+func (d *decodingSink) Data(e event.Data) {
+	d.n++
+	if e.Send != nil {
+		m := *e.Send
+		m.Measured |= event.MetricPackets
+		m.PacketBytes = d.n
+		e.Send = &m
+	}
+	if e.Recv != nil {
+		m := *e.Recv
+		m.Measured |= event.MetricPackets
+		m.PacketBytes = d.n
+		e.Recv = &m
+	}
+	d.buf = bpf.AppendDataRecord(d.buf[:0], e)
+	if err := d.dec.Decode(d.buf, d.Sink); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
 // keepAliveExchanges is a client and a server end of one keep-alive
 // connection making n requests, enough for the pipeline to reuse
 // operations and exchanges many times over.
@@ -128,14 +162,17 @@ func TestReusedOperationsAndExchangesLookTheSameToBorrowers(t *testing.T) {
 			if h.m.pipe.reuse {
 				t.Fatal("a consumer that is not a Borrower left reuse on")
 			}
-			feedAll(h.sink)
+			feedAll(&decodingSink{Sink: h.sink, t: t})
 
 			borrowing := &borrowingLog{}
 			hb := startConsumers(t, testConfig(), []flow.Consumer{borrowing}, serverPod, clientPod)
 			if !hb.m.pipe.reuse {
 				t.Fatal("only Borrowers, and reuse is off")
 			}
-			feedAll(hb.sink)
+			if mb, ok := hb.sink.(event.MetricsBorrower); !ok || !mb.BorrowsMetrics() {
+				t.Fatal("only Borrowers, and the table does not borrow the decoder's metrics")
+			}
+			feedAll(&decodingSink{Sink: hb.sink, t: t})
 			if name == "keep-alive" && borrowing.reused() == 0 {
 				t.Error("no operation was reused")
 			}

@@ -69,9 +69,11 @@ type pipeline struct {
 	// operations and pending exchanges go back to freeOps and freeEx once
 	// consumers are done with them, and newOp and newExchange take from
 	// there first (each list bounded by maxFree).
-	reuse   bool
-	freeOps []*flow.KernelOp
-	freeEx  []*pendingExchange
+	reuse     bool
+	freeOps   []*flow.KernelOp
+	freeEx    []*pendingExchange
+	freeSends []*event.SendMetrics
+	freeRecvs []*event.RecvMetrics
 }
 
 // maxFree bounds each of the pipeline's lists of reusable values: enough
@@ -240,7 +242,45 @@ func (cs *connState) track(s *capture.Segment) {
 	op.Bytes += s.Size
 	op.to = max(op.to, s.Offset+s.Size)
 	if s.Send != nil || s.Recv != nil {
+		if cs.p.reuse {
+			// The decoder reuses the segment's metrics
+			// (capture.Config.StreamsCopyMetrics): the operation
+			// takes a copy, which comes back with it.
+			cs.p.copyMetrics(op.KernelOp, s.Send, s.Recv)
+			return
+		}
 		op.Send, op.Recv = s.Send, s.Recv
+	}
+}
+
+// copyMetrics sets op's metrics to copies of send and recv, in memory of
+// the pipeline's that freeOp takes back.
+func (p *pipeline) copyMetrics(op *flow.KernelOp, send *event.SendMetrics, recv *event.RecvMetrics) {
+	switch {
+	case send == nil:
+		op.Send = nil
+	case op.Send != nil:
+		*op.Send = *send
+	case len(p.freeSends) > 0:
+		op.Send = p.freeSends[len(p.freeSends)-1]
+		p.freeSends = p.freeSends[:len(p.freeSends)-1]
+		*op.Send = *send
+	default:
+		m := *send
+		op.Send = &m
+	}
+	switch {
+	case recv == nil:
+		op.Recv = nil
+	case op.Recv != nil:
+		*op.Recv = *recv
+	case len(p.freeRecvs) > 0:
+		op.Recv = p.freeRecvs[len(p.freeRecvs)-1]
+		p.freeRecvs = p.freeRecvs[:len(p.freeRecvs)-1]
+		*op.Recv = *recv
+	default:
+		m := *recv
+		op.Recv = &m
 	}
 }
 
@@ -573,8 +613,20 @@ func (cs *connState) connOp(op *flow.KernelOp, reason int) {
 
 // freeOp takes back an operation consumers are done with, when they are
 // all Borrowers.
+//
+// With reuse every read's and write's metrics are the pipeline's copies
+// (copyMetrics); a close's Socket is not, and is left alone.
 func (p *pipeline) freeOp(op *flow.KernelOp) {
-	if p.reuse && len(p.freeOps) < maxFree {
+	if !p.reuse {
+		return
+	}
+	if m := op.Send; m != nil && len(p.freeSends) < maxFree {
+		p.freeSends = append(p.freeSends, m)
+	}
+	if m := op.Recv; m != nil && len(p.freeRecvs) < maxFree {
+		p.freeRecvs = append(p.freeRecvs, m)
+	}
+	if len(p.freeOps) < maxFree {
 		*op = flow.KernelOp{}
 		p.freeOps = append(p.freeOps, op)
 	}
