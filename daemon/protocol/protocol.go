@@ -314,6 +314,9 @@ func (c *Conn) dataH1(dir event.Direction, b []byte, off uint64, start, end even
 				return
 			}
 			c.h2 = http2.NewUpgraded(c.lim, c.stats, c.sink, req)
+			if c.sinkCopies {
+				c.h2.ReuseRecords()
+			}
 		}
 		c.mode[dir] = modeH2
 		c.kind = KindHTTP2
@@ -475,6 +478,9 @@ func (c *Conn) startMid(k Kind, dir event.Direction, isReq bool, cur [2]http1.Cu
 	} else {
 		m = modeH2
 		c.h2 = http2.NewMidStream(c.lim, c.stats, c.sink)
+		if c.sinkCopies {
+			c.h2.ReuseRecords()
+		}
 	}
 	c.mode = [2]mode{m, m}
 	c.log.Debug("protocol detected mid-stream", "kind", k, "request_direction", c.reqDir)
@@ -535,6 +541,9 @@ func (c *Conn) start(k Kind, dir event.Direction, isReq bool) {
 			c.h2 = http2.NewMidStream(c.lim, c.stats, c.sink)
 		} else {
 			c.h2 = http2.New(c.lim, c.stats, c.sink)
+		}
+		if c.sinkCopies {
+			c.h2.ReuseRecords()
 		}
 	}
 	c.mode = [2]mode{m, m}
