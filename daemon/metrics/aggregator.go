@@ -154,6 +154,10 @@ func (a *Aggregator) epoch() int64 {
 // its cache's key) and strings.
 func (a *Aggregator) Borrows() {}
 
+// The daemon's pipeline reuses its values only while every consumer is a
+// Borrower.
+var _ flow.Borrower = (*Aggregator)(nil)
+
 // KernelOp implements flow.Consumer. It runs once per syscall: it takes the
 // lock once and allocates only when a new series is created.
 func (a *Aggregator) KernelOp(op *flow.KernelOp) {

@@ -396,6 +396,10 @@ func (e *Exporter) Name() string { return "skywalking" }
 // encoding and the *flow.Connection.
 func (e *Exporter) Borrows() {}
 
+// The daemon's pipeline reuses its values only while every consumer is a
+// Borrower.
+var _ flow.Borrower = (*Exporter)(nil)
+
 // KernelOp implements flow.Consumer. The exporter takes operations once
 // each through ConnOp and Exchange instead (see the package doc).
 func (e *Exporter) KernelOp(*flow.KernelOp) {}
