@@ -90,7 +90,7 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 	tick := time.NewTicker(c.cfg.PollInterval)
 	defer tick.Stop()
 	var rec ringbuf.Record
-	dec := decoder{reasons: c.dropReasons}
+	dec := decoder{reasons: c.dropReasons, borrow: borrowsMetrics(sink)}
 	drained := 0 // records read since the ring was last empty
 	for {
 		c.deliverProcesses(ps)
@@ -154,7 +154,7 @@ func record[T any](b []byte) T {
 // decode turns one ring buffer record into a call on sink; reasons names
 // the kernel's drop reasons (nil gives numeric names).
 func decode(b []byte, sink event.Sink, ps event.ProcessSink, reasons dropReasons) error {
-	d := decoder{reasons: reasons}
+	d := decoder{reasons: reasons, borrow: borrowsMetrics(sink)}
 	return d.decode(b, sink, ps)
 }
 
@@ -169,6 +169,17 @@ type decoder struct {
 	// block allocated last (see newSend).
 	sends []event.SendMetrics
 	recvs []event.RecvMetrics
+	// borrow says the sink borrows metrics (event.MetricsBorrower): every
+	// event's are decoded into send and recv.
+	borrow bool
+	send   event.SendMetrics
+	recv   event.RecvMetrics
+}
+
+// borrowsMetrics says sink keeps no metrics pointer past its Data call.
+func borrowsMetrics(sink event.Sink) bool {
+	b, ok := sink.(event.MetricsBorrower)
+	return ok && b.BorrowsMetrics()
 }
 
 // metricsPerBlock is how many syscalls' kernel metrics the decoder
@@ -179,6 +190,9 @@ type decoder struct {
 const metricsPerBlock = 32
 
 func (d *decoder) newSend() *event.SendMetrics {
+	if d.borrow {
+		return &d.send
+	}
 	if len(d.sends) == 0 {
 		d.sends = make([]event.SendMetrics, metricsPerBlock)
 	}
@@ -188,6 +202,9 @@ func (d *decoder) newSend() *event.SendMetrics {
 }
 
 func (d *decoder) newRecv() *event.RecvMetrics {
+	if d.borrow {
+		return &d.recv
+	}
 	if len(d.recvs) == 0 {
 		d.recvs = make([]event.RecvMetrics, metricsPerBlock)
 	}
@@ -371,6 +388,7 @@ type Decoder struct {
 // Decode hands the one record in raw to sink; a process record is skipped.
 // raw must be 8-byte aligned, as the ring buffer's samples are.
 func (d *Decoder) Decode(raw []byte, sink event.Sink) error {
+	d.d.borrow = borrowsMetrics(sink)
 	return d.d.decode(raw, sink, nil)
 }
 

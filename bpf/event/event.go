@@ -306,6 +306,15 @@ type Sink interface {
 	Retransmit(Retransmit)
 }
 
+// MetricsBorrower is a Sink that may keep no Data.Send or Data.Recv
+// pointer past the Data call that handed it (it copies what it keeps).
+// When BorrowsMetrics reports true, a decoder may hand every event's
+// metrics in the same memory, sparing an allocation per syscall.
+type MetricsBorrower interface {
+	Sink
+	BorrowsMetrics() bool
+}
+
 // Metric names one kernel measurement. Which ones a kernel can provide
 // depends on the hook tier (see package bpf's Features): a field whose bit is
 // not set in a Measured mask was not measured, which is different from zero.

@@ -58,6 +58,11 @@ type Config struct {
 	// StreamFactory creates the consumer of each connection's bytes
 	// (default: NopStream).
 	StreamFactory StreamFactory
+	// StreamsCopyMetrics says the streams StreamFactory makes copy a
+	// Segment's Send and Recv before Segment returns. The table then
+	// copies a held chunk's metrics itself, and is an
+	// event.MetricsBorrower: its decoder may reuse their memory.
+	StreamsCopyMetrics bool
 	// ContainerID maps a cgroup id to a container id, "" when none. It is
 	// called from the Sink goroutine when a connection is first seen, so it
 	// must be cheap on repeated ids (identity.CgroupResolver.ContainerID caches).

@@ -107,6 +107,17 @@ func (t *Table) reassemble(c *Conn, h *half, k *chunk, payload []byte) {
 		copy(h.held[i+1:], h.held[i:])
 		h.held[i] = *k
 		h.held[i].buf = buf
+		if t.cfg.StreamsCopyMetrics {
+			// The decoder reuses the event's metrics (BorrowsMetrics).
+			if k.send != nil {
+				m := *k.send
+				h.held[i].send = &m
+			}
+			if k.recv != nil {
+				m := *k.recv
+				h.held[i].recv = &m
+			}
+		}
 		h.heldLen += len(payload)
 		t.buffered += len(payload)
 		t.pending[c] = struct{}{}

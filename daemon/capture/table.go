@@ -217,6 +217,11 @@ func (t *Table) Retransmit(e event.Retransmit) {
 	}
 }
 
+// BorrowsMetrics implements event.MetricsBorrower: the table keeps no
+// event's metrics past its Data call when its streams copy them
+// (Config.StreamsCopyMetrics); it copies a held chunk's own.
+func (t *Table) BorrowsMetrics() bool { return t.cfg.StreamsCopyMetrics }
+
 // Data implements event.Sink.
 func (t *Table) Data(e event.Data) {
 	t.mu.Lock()

@@ -6,7 +6,8 @@
 // boot-relative timestamps); consumers want "pod frontend in namespace shop
 // called service catalog". The pipeline resolves identities once, here, so
 // every consumer sees the same names. Values handed to a Consumer are
-// immutable once delivered and may be retained.
+// immutable once delivered and may be retained, unless every consumer of
+// the pipeline is a Borrower (see there).
 package flow
 
 import (
@@ -127,6 +128,21 @@ type Exchange struct {
 type Consumer interface {
 	KernelOp(*KernelOp)
 	Exchange(*Exchange)
+}
+
+// Borrower is a Consumer that keeps none of the KernelOp and Exchange
+// values it is handed past the call that handed them: not the KernelOp,
+// the Exchange, its Record, its Ops slice, nor the Send and Recv metrics
+// they point to (a consumer that needs one later copies what it needs).
+// Connections, pods and strings stay immutable and may still be kept.
+// When every consumer of a pipeline is a Borrower, the pipeline reuses
+// those operations, exchanges and records once the consumers returned,
+// which spares most of its allocations per request; a single consumer
+// that is not a Borrower turns the reuse off. Borrows is a marker with
+// nothing to do.
+type Borrower interface {
+	Consumer
+	Borrows()
 }
 
 // Protocol is what the pipeline knew a connection to carry when it handed

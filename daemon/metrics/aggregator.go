@@ -149,6 +149,15 @@ func (a *Aggregator) epoch() int64 {
 	return a.opts.Now().UnixNano() / int64(a.opts.Step)
 }
 
+// Borrows makes the Aggregator a flow.Borrower: it keeps no operation,
+// exchange or metrics value past the call, only the *flow.Connection (as
+// its cache's key) and strings.
+func (a *Aggregator) Borrows() {}
+
+// The daemon's pipeline reuses its values only while every consumer is a
+// Borrower.
+var _ flow.Borrower = (*Aggregator)(nil)
+
 // KernelOp implements flow.Consumer. It runs once per syscall: it takes the
 // lock once and allocates only when a new series is created.
 func (a *Aggregator) KernelOp(op *flow.KernelOp) {

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +27,11 @@ import (
 	"github.com/weirnet/weir/daemon/identity"
 	aggregate "github.com/weirnet/weir/daemon/metrics"
 	"github.com/weirnet/weir/tests/bench"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
 )
 
 // benchResolver names pods the way the daemon's identity.Resolver does: it
@@ -313,7 +319,8 @@ const receiverEnv = "WEIR_MONITOR_BENCH_RECEIVER"
 
 // serveReceiver runs the receiver: it writes its address as the first line
 // of out, then answers each line of in with the HTTP protocol logs received
-// so far and its process's CPU time in ns, and returns at the end of in.
+// so far, its process's CPU time in ns, and the messages, their bytes and
+// the streams received so far, and returns at the end of in.
 func serveReceiver(in io.Reader, out io.Writer) error {
 	r, err := bench.StartReceiver()
 	if err != nil {
@@ -342,7 +349,8 @@ func serveReceiver(in io.Reader, out io.Writer) error {
 		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 			return err
 		}
-		if _, err := fmt.Fprintln(out, r.Counts().HTTP, ru.Utime.Nano()+ru.Stime.Nano()); err != nil {
+		c := r.Counts()
+		if _, err := fmt.Fprintln(out, c.HTTP, ru.Utime.Nano()+ru.Stime.Nano(), c.Messages, c.Bytes, c.Streams); err != nil {
 			return err
 		}
 	}
@@ -386,15 +394,20 @@ func startReceiverProc(b *testing.B) *receiverProc {
 	return r
 }
 
-// http returns the HTTP protocol logs the receiver has so far.
+// http returns the HTTP protocol logs the receiver has so far. The pacing
+// loop asks often: it reads the first figure of the line only.
 func (r *receiverProc) http(b *testing.B) int64 {
-	n, _ := r.state(b)
+	line := r.ask(b)
+	f, _, _ := strings.Cut(line, " ")
+	n, err := strconv.ParseInt(f, 10, 64)
+	if err != nil {
+		b.Fatalf("receiver process said %q: %v", line, err)
+	}
 	return n
 }
 
-// state returns the HTTP protocol logs the receiver has so far and the CPU
-// time its process used.
-func (r *receiverProc) state(b *testing.B) (int64, time.Duration) {
+// ask asks the receiver process for its state line.
+func (r *receiverProc) ask(b *testing.B) string {
 	if _, err := io.WriteString(r.in, "\n"); err != nil {
 		b.Fatal(err)
 	}
@@ -402,11 +415,29 @@ func (r *receiverProc) state(b *testing.B) (int64, time.Duration) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var n, cpu int64
-	if _, err := fmt.Sscan(line, &n, &cpu); err != nil {
+	return strings.TrimSpace(line)
+}
+
+// receiverState is what the receiver process reports.
+type receiverState struct {
+	http     int64         // HTTP protocol logs received
+	cpu      time.Duration // the receiver process's CPU time
+	messages int64         // messages received
+	bytes    int64         // their bytes
+	streams  int64         // streams (the exporter's batches) received
+}
+
+// state returns what the receiver has received so far and the CPU time its
+// process used.
+func (r *receiverProc) state(b *testing.B) receiverState {
+	line := r.ask(b)
+	var s receiverState
+	var cpu int64
+	if _, err := fmt.Sscan(line, &s.http, &cpu, &s.messages, &s.bytes, &s.streams); err != nil {
 		b.Fatalf("receiver process said %q: %v", line, err)
 	}
-	return n, time.Duration(cpu)
+	s.cpu = time.Duration(cpu)
+	return s
 }
 
 func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n int) (req, resp []byte)) {
@@ -428,7 +459,8 @@ func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n 
 		}
 	})
 	m := benchPipeline(b, e)
-	before, rcpu := r.state(b)
+	start := r.state(b)
+	before := start.http
 	// The loop makes requests faster than the exporter's default queue
 	// drains them at this rate; it waits for the receiver whenever it is
 	// more than a queue's worth ahead, so nothing is evicted and the cost
@@ -447,8 +479,126 @@ func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n 
 		time.Sleep(time.Millisecond)
 	}
 	b.ReportMetric(float64(processCPU(b)-cpu)/float64(n), "cpu-ns/op")
-	_, rcpuEnd := r.state(b)
+	end := r.state(b)
 	// The receiver's CPU from its start of the loop (it idles otherwise):
 	// what the bench's receiver costs per request, on its own.
-	b.ReportMetric(float64(rcpuEnd-rcpu)/float64(n), "receiver-cpu-ns/op")
+	b.ReportMetric(float64(end.cpu-start.cpu)/float64(n), "receiver-cpu-ns/op")
+	// Messages per request and their size: what BenchmarkExportGRPCFloor's
+	// payloads should look like.
+	if msgs := end.messages - start.messages; msgs > 0 {
+		b.ReportMetric(float64(msgs)/float64(n), "msgs/op")
+		b.ReportMetric(float64(end.bytes-start.bytes)/float64(msgs), "bytes/msg")
+		if streams := end.streams - start.streams; streams > 0 {
+			b.ReportMetric(float64(msgs)/float64(streams), "msgs/stream")
+		}
+	}
+}
+
+// BenchmarkExportGRPCFloor is gRPC's own least cost per message on this
+// machine, against which the export's cost per request is judged: the
+// sender's side of grpc-go (SendMsg, its transport goroutine, the loopback
+// writes) sending pre-encoded EBPFAccessLogMessages on one client stream
+// to the bench's receiver in a process of its own, as
+// BenchmarkDaemonHTTP1Export's exporter does, with nothing of Weir's
+// around it: no encoding, no queue, no batches. cpu-ns/op is the
+// benchmark process's CPU per message (garbage collection included);
+// BenchmarkDaemonHTTP1Export reports its own msgs/op and bytes/msg to
+// set the sizes beside it.
+func BenchmarkExportGRPCFloor(b *testing.B) {
+	for _, size := range []int{128, 384, 1024} {
+		b.Run(fmt.Sprintf("bytes=%d", size), func(b *testing.B) { benchmarkGRPCFloor(b, size) })
+	}
+}
+
+// floorCodec sends a message's bytes as they are, as the exporter's
+// rawCodec does; the reply is not read.
+type floorCodec struct{}
+
+func (floorCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(*v.(*[]byte))}, nil
+}
+func (floorCodec) Unmarshal(mem.BufferSlice, any) error { return nil }
+
+// Name is empty, as the exporter's, so the content-type stays
+// "application/grpc".
+func (floorCodec) Name() string { return "" }
+
+// floorMessage returns the wire form of an EBPFAccessLogMessage of size
+// bytes: two kernel logs and an HTTP protocol log whose path pads it.
+func floorMessage(b *testing.B, size int) []byte {
+	m := &alv3.EBPFAccessLogMessage{
+		KernelLogs: []*alv3.AccessLogKernelLog{
+			{Operation: &alv3.AccessLogKernelLog_Read{Read: &alv3.AccessLogKernelReadOperation{Syscall: 1, StartTime: &alv3.EBPFTimestamp{}}}},
+			{Operation: &alv3.AccessLogKernelLog_Write{Write: &alv3.AccessLogKernelWriteOperation{Syscall: 1, EndTime: &alv3.EBPFTimestamp{}}}},
+		},
+		ProtocolLog: &alv3.AccessLogProtocolLogs{Protocol: &alv3.AccessLogProtocolLogs_Http{Http: &alv3.AccessLogHTTPProtocol{
+			Request: &alv3.AccessLogHTTPProtocolRequest{Path: "/"},
+		}}},
+	}
+	enc, err := proto.Marshal(m)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if pad := size - len(enc); pad > 0 {
+		// The path's length prefixes grow with it: shrink until it fits.
+		m.ProtocolLog.GetHttp().Request.Path = "/" + strings.Repeat("a", pad)
+		for {
+			if enc, err = proto.Marshal(m); err != nil {
+				b.Fatal(err)
+			}
+			if len(enc) <= size {
+				break
+			}
+			p := &m.ProtocolLog.GetHttp().Request.Path
+			*p = (*p)[:len(*p)-1]
+		}
+	}
+	return enc
+}
+
+func benchmarkGRPCFloor(b *testing.B, size int) {
+	r := startReceiverProc(b)
+	conn, err := grpc.NewClient(r.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	msg := floorMessage(b, size)
+	desc := &grpc.StreamDesc{StreamName: "collect", ClientStreams: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// A first stream connects, so that the loop measures messages only.
+	warm := func(n int) {
+		s, err := conn.NewStream(ctx, desc, "/skywalking.v3.EBPFAccessLogService/collect", grpc.ForceCodecV2(floorCodec{}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range n {
+			if err := s.SendMsg(&msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.CloseSend(); err != nil {
+			b.Fatal(err)
+		}
+		var reply []byte
+		if err := s.RecvMsg(&reply); err != nil {
+			b.Fatal(err)
+		}
+	}
+	warm(10)
+	start := r.state(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := processCPU(b)
+	warm(b.N)
+	used := processCPU(b) - cpu
+	b.StopTimer()
+	end := r.state(b)
+	if got := end.messages - start.messages; got != int64(b.N) {
+		b.Fatalf("the receiver has %d of %d messages", got, b.N)
+	}
+	b.ReportMetric(float64(used)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(end.bytes-start.bytes)/float64(b.N), "bytes/msg")
+	b.ReportMetric(float64(end.cpu-start.cpu)/float64(b.N), "receiver-cpu-ns/op")
 }

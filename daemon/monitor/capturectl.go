@@ -42,5 +42,9 @@ func (p *pipeline) parserOptions(c *capture.Conn) []protocol.Option {
 	if p.ctl != nil {
 		opts = append(opts, protocol.WithCaptureControl(connControl{ctl: p.ctl, id: c.ID}, 0))
 	}
+	if p.reuse {
+		// record copies each record into its pending exchange.
+		opts = append(opts, protocol.WithSinkCopies())
+	}
 	return opts
 }

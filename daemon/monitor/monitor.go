@@ -232,11 +232,14 @@ func New(opts Options) (*Monitor, error) {
 		MaxBufferedBytes: cfg.Capture.MaxBufferedBytes,
 		IdleTimeout:      cfg.Capture.IdleTimeout.Duration,
 		StreamFactory:    m.pipe.newStream,
-		Observer:         m.pipe,
-		Pods:             m.pods.Names,
-		BootTime:         m.boot,
-		Clock:            m.clock,
-		Logger:           log,
+		// A pipeline that reuses values copies each segment's metrics
+		// (connState.track), so the decoder may reuse their memory.
+		StreamsCopyMetrics: m.pipe.reuse,
+		Observer:           m.pipe,
+		Pods:               m.pods.Names,
+		BootTime:           m.boot,
+		Clock:              m.clock,
+		Logger:             log,
 		// The socket tier reports the kernel's close of every socket,
 		// after the exit of the process that held it.
 		KernelCloses: captureTier(m.coll) == bpf.CaptureSocket,

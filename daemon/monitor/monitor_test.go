@@ -166,10 +166,19 @@ func start(t *testing.T, cfg config.Config, pods ...*registry.Pod) *harness {
 // startWith is start with more consumers after the recorder.
 func startWith(t *testing.T, cfg config.Config, more []flow.Consumer, pods ...*registry.Pod) *harness {
 	t.Helper()
-	h := &harness{coll: newFakeCollector(), rec: &recorder{}}
+	rec := &recorder{}
+	h := startConsumers(t, cfg, append([]flow.Consumer{rec}, more...), pods...)
+	h.rec = rec
+	return h
+}
+
+// startConsumers is start with these consumers only (h.rec is nil).
+func startConsumers(t *testing.T, cfg config.Config, consumers []flow.Consumer, pods ...*registry.Pod) *harness {
+	t.Helper()
+	h := &harness{coll: newFakeCollector()}
 	h.now.Store(0) // event time stands still unless a test moves it
 	m, err := New(Options{
-		Config: cfg, Collector: h.coll, Consumers: append([]flow.Consumer{h.rec}, more...),
+		Config: cfg, Collector: h.coll, Consumers: consumers,
 		BootTime: testBoot, Clock: func() event.Timestamp { return event.Timestamp(h.now.Load()) },
 		Logger: slog.New(slog.DiscardHandler),
 	})

@@ -65,7 +65,21 @@ type pipeline struct {
 	// or held for an exchange, for Swept (connState.waiting says which
 	// are in it).
 	waiting map[*connState]struct{}
+	// reuse says every consumer is a flow.Borrower: read and write
+	// operations and pending exchanges go back to freeOps and freeEx once
+	// consumers are done with them, and newOp and newExchange take from
+	// there first (each list bounded by maxFree).
+	reuse     bool
+	freeOps   []*flow.KernelOp
+	freeEx    []*pendingExchange
+	freeSends []*event.SendMetrics
+	freeRecvs []*event.RecvMetrics
 }
+
+// maxFree bounds each of the pipeline's lists of reusable values: enough
+// for the operations and exchanges of a drain's worth of requests in
+// flight at once, a few KiB each list.
+const maxFree = 256
 
 var _ capture.Observer = (*pipeline)(nil)
 
@@ -75,9 +89,13 @@ func newPipeline(cfg pipelineConfig) *pipeline {
 		conns:          make(map[event.ConnID]*connState),
 		waiting:        make(map[*connState]struct{}),
 	}
+	p.reuse = len(cfg.consumers) > 0
 	for _, c := range cfg.consumers {
 		if oc, ok := c.(flow.OpConsumer); ok {
 			p.opConsumers = append(p.opConsumers, oc)
+		}
+		if _, ok := c.(flow.Borrower); !ok {
+			p.reuse = false
 		}
 	}
 	return p
@@ -224,7 +242,45 @@ func (cs *connState) track(s *capture.Segment) {
 	op.Bytes += s.Size
 	op.to = max(op.to, s.Offset+s.Size)
 	if s.Send != nil || s.Recv != nil {
+		if cs.p.reuse {
+			// The decoder reuses the segment's metrics
+			// (capture.Config.StreamsCopyMetrics): the operation
+			// takes a copy, which comes back with it.
+			cs.p.copyMetrics(op.KernelOp, s.Send, s.Recv)
+			return
+		}
 		op.Send, op.Recv = s.Send, s.Recv
+	}
+}
+
+// copyMetrics sets op's metrics to copies of send and recv, in memory of
+// the pipeline's that freeOp takes back.
+func (p *pipeline) copyMetrics(op *flow.KernelOp, send *event.SendMetrics, recv *event.RecvMetrics) {
+	switch {
+	case send == nil:
+		op.Send = nil
+	case op.Send != nil:
+		*op.Send = *send
+	case len(p.freeSends) > 0:
+		op.Send = p.freeSends[len(p.freeSends)-1]
+		p.freeSends = p.freeSends[:len(p.freeSends)-1]
+		*op.Send = *send
+	default:
+		m := *send
+		op.Send = &m
+	}
+	switch {
+	case recv == nil:
+		op.Recv = nil
+	case op.Recv != nil:
+		*op.Recv = *recv
+	case len(p.freeRecvs) > 0:
+		op.Recv = p.freeRecvs[len(p.freeRecvs)-1]
+		p.freeRecvs = p.freeRecvs[:len(p.freeRecvs)-1]
+		*op.Recv = *recv
+	default:
+		m := *recv
+		op.Recv = &m
 	}
 }
 
@@ -538,8 +594,11 @@ func (cs *connState) protocol() flow.Protocol {
 
 // connOp hands op to the OpConsumers; a read or write counts why it goes
 // on its own (reason; -1 for connect, accept and close).
+// It is the operation's last delivery: a reused op goes back to the free
+// list after it.
 func (cs *connState) connOp(op *flow.KernelOp, reason int) {
 	if len(cs.p.opConsumers) == 0 {
+		cs.p.freeOp(op)
 		return
 	}
 	if reason >= 0 {
@@ -548,6 +607,28 @@ func (cs *connState) connOp(op *flow.KernelOp, reason int) {
 	proto := cs.protocol()
 	for _, c := range cs.p.opConsumers {
 		c.ConnOp(op, proto)
+	}
+	cs.p.freeOp(op)
+}
+
+// freeOp takes back an operation consumers are done with, when they are
+// all Borrowers.
+//
+// With reuse every read's and write's metrics are the pipeline's copies
+// (copyMetrics); a close's Socket is not, and is left alone.
+func (p *pipeline) freeOp(op *flow.KernelOp) {
+	if !p.reuse {
+		return
+	}
+	if m := op.Send; m != nil && len(p.freeSends) < maxFree {
+		p.freeSends = append(p.freeSends, m)
+	}
+	if m := op.Recv; m != nil && len(p.freeRecvs) < maxFree {
+		p.freeRecvs = append(p.freeRecvs, m)
+	}
+	if len(p.freeOps) < maxFree {
+		*op = flow.KernelOp{}
+		p.freeOps = append(p.freeOps, op)
 	}
 }
 
@@ -598,6 +679,11 @@ const opsPerBlock = 4
 // once per syscall, and taking them from blocks spares most of their
 // allocations.
 func (cs *connState) newOp() *flow.KernelOp {
+	if p := cs.p; len(p.freeOps) > 0 {
+		op := p.freeOps[len(p.freeOps)-1]
+		p.freeOps = p.freeOps[:len(p.freeOps)-1]
+		return op
+	}
 	if len(cs.opBlock) == 0 {
 		cs.opBlock = make([]flow.KernelOp, opsPerBlock)
 	}
@@ -610,6 +696,11 @@ func (cs *connState) newOp() *flow.KernelOp {
 // block of opsPerBlock as newOp does: a request and its response make an
 // exchange on each end of a connection, so a block lasts a few requests.
 func (cs *connState) newExchange() *pendingExchange {
+	if p := cs.p; len(p.freeEx) > 0 {
+		pe := p.freeEx[len(p.freeEx)-1]
+		p.freeEx = p.freeEx[:len(p.freeEx)-1]
+		return pe
+	}
 	if len(cs.exBlock) == 0 {
 		cs.exBlock = make([]pendingExchange, opsPerBlock)
 	}
@@ -634,6 +725,13 @@ func (cs *connState) record(r *record.Record) {
 	}
 	cs.p.requests.Add(cs.shown, r)
 	pe := cs.newExchange()
+	if cs.p.reuse {
+		// The parser reuses r's memory once this returns (see
+		// protocol.WithSinkCopies); consumers borrow the copy, which
+		// comes back with the exchange.
+		pe.rec = *r
+		r = &pe.rec
+	}
 	pe.Exchange = flow.Exchange{Conn: fc, Record: r}
 	cs.exchanges = append(cs.exchanges, pe)
 	if len(cs.exchanges) > PendingExchangesPerConn {
@@ -689,6 +787,8 @@ func (cs *connState) directions() (req, resp event.Direction) {
 type pendingExchange struct {
 	flow.Exchange
 	ops [4]*flow.KernelOp
+	// rec is the record's copy when the pipeline reuses values.
+	rec record.Record
 }
 
 func (cs *connState) deliverFirst() {
@@ -738,9 +838,20 @@ func (cs *connState) deliverFirst() {
 	clear(cs.held[len(kept):])
 	cs.held = kept
 	slices.SortStableFunc(ex.Ops, func(a, b *flow.KernelOp) int { return cmp.Compare(a.Start, b.Start) })
-	cs.p.metrics.exchanges.Add(1)
-	for _, c := range cs.p.consumers {
+	p := cs.p
+	p.metrics.exchanges.Add(1)
+	for _, c := range p.consumers {
 		c.Exchange(ex)
+	}
+	if p.reuse {
+		// The exchange's Ops were their last delivery.
+		for _, op := range ex.Ops {
+			p.freeOp(op)
+		}
+		if len(p.freeEx) < maxFree {
+			*pe = pendingExchange{}
+			p.freeEx = append(p.freeEx, pe)
+		}
 	}
 }
 

@@ -154,6 +154,17 @@ func WithCaptureControl(ctl CaptureControl, minBody uint64) Option {
 	}
 }
 
+// WithSinkCopies says the sink copies each record before it returns and
+// keeps no pointer into it (default: the sink may keep records). The
+// parsers may then reuse a record's memory for a later exchange, which
+// spares the HTTP/1 parser an allocation per exchange.
+func WithSinkCopies() Option {
+	return func(c *Conn) error {
+		c.sinkCopies = true
+		return nil
+	}
+}
+
 // Conn parses one connection. Methods must be called from one goroutine, in
 // the order the bytes moved within each direction.
 type Conn struct {
@@ -168,7 +179,9 @@ type Conn struct {
 	midStream bool
 	ctl       CaptureControl
 	hintMin   uint64
-	saidHTTP1 bool // CaptureControl.HTTP1 was called
+	// sinkCopies: see WithSinkCopies.
+	sinkCopies bool
+	saidHTTP1  bool // CaptureControl.HTTP1 was called
 	// cur is where each direction stands (stream offset, turn-taking).
 	cur [2]http1.Cursor
 	// reqDir is the direction carrying requests; known from the role, or
@@ -301,6 +314,9 @@ func (c *Conn) dataH1(dir event.Direction, b []byte, off uint64, start, end even
 				return
 			}
 			c.h2 = http2.NewUpgraded(c.lim, c.stats, c.sink, req)
+			if c.sinkCopies {
+				c.h2.ReuseRecords()
+			}
 		}
 		c.mode[dir] = modeH2
 		c.kind = KindHTTP2
@@ -455,10 +471,16 @@ func (c *Conn) startMid(k Kind, dir event.Direction, isReq bool, cur [2]http1.Cu
 		var sc [2]http1.Cursor
 		sc[http1.Request], sc[http1.Response] = cur[c.reqDir], cur[1-c.reqDir]
 		c.h1 = http1.NewMidStream(c.lim, c.stats, c.sink, sc)
+		if c.sinkCopies {
+			c.h1.ReuseRecords()
+		}
 		c.controlHTTP1()
 	} else {
 		m = modeH2
 		c.h2 = http2.NewMidStream(c.lim, c.stats, c.sink)
+		if c.sinkCopies {
+			c.h2.ReuseRecords()
+		}
 	}
 	c.mode = [2]mode{m, m}
 	c.log.Debug("protocol detected mid-stream", "kind", k, "request_direction", c.reqDir)
@@ -509,6 +531,9 @@ func (c *Conn) start(k Kind, dir event.Direction, isReq bool) {
 	m := modeH1
 	if k == KindHTTP1 {
 		c.h1 = http1.New(c.lim, c.stats, c.sink)
+		if c.sinkCopies {
+			c.h1.ReuseRecords()
+		}
 		c.controlHTTP1()
 	} else {
 		m = modeH2
@@ -516,6 +541,9 @@ func (c *Conn) start(k Kind, dir event.Direction, isReq bool) {
 			c.h2 = http2.NewMidStream(c.lim, c.stats, c.sink)
 		} else {
 			c.h2 = http2.New(c.lim, c.stats, c.sink)
+		}
+		if c.sinkCopies {
+			c.h2.ReuseRecords()
 		}
 	}
 	c.mode = [2]mode{m, m}

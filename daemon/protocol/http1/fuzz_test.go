@@ -2,6 +2,7 @@ package http1
 
 import (
 	"bytes"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -129,6 +130,54 @@ func FuzzScanHead(f *testing.F) {
 		}
 		if fastTC != slowTC {
 			t.Fatalf("trace headers differ: scanHead %+v, parse %+v", fastTC, slowTC)
+		}
+	})
+}
+
+// FuzzHTTP1ReuseRecords parses the same streams, cut and skipped alike,
+// with and without ReuseRecords: a parser that reuses emitted exchanges
+// must emit exactly the same records, so reuse never takes an exchange the
+// parser is still filling in.
+func FuzzHTTP1ReuseRecords(f *testing.F) {
+	f.Add([]byte("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n"),
+		[]byte("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 404 No\r\n\r\n"), uint64(7), uint8(0))
+	f.Add([]byte("POST /u HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234GET / HTTP/1.1\r\n\r\n"),
+		[]byte("HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"), uint64(3), uint8(2))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n"), []byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No\r\n\r\n"), uint64(1), uint8(5))
+	f.Fuzz(func(t *testing.T, req, resp []byte, seed uint64, skipEvery uint8) {
+		lim := record.DefaultLimits()
+		lim.MaxHeaderBytes, lim.MaxBuffered, lim.MaxPending = 1024, 4096, 8
+		run := func(reuse bool) []record.Record {
+			var got []record.Record
+			p := New(lim, &record.Stats{}, func(r *record.Record) { got = append(got, *r) })
+			if reuse {
+				p.ReuseRecords()
+			}
+			side := func(fromClient bool) Side {
+				if fromClient {
+					return Request
+				}
+				return Response
+			}
+			ts := event.Timestamp(0)
+			capture.Chop(req, resp, seed, int(skipEvery%8), func(fromClient bool, b []byte) {
+				ts += 10
+				p.Data(side(fromClient), b, ts, ts+5)
+			}, func(fromClient bool, n uint64) {
+				ts += 10
+				p.Skip(side(fromClient), n, ts, ts+5)
+			})
+			p.Close(ts + 100)
+			return got
+		}
+		plain, reused := run(false), run(true)
+		if len(plain) != len(reused) {
+			t.Fatalf("%d records without reuse, %d with", len(plain), len(reused))
+		}
+		for i := range plain {
+			if fmt.Sprintf("%+v", plain[i]) != fmt.Sprintf("%+v", reused[i]) {
+				t.Fatalf("record %d without reuse %+v\nwith %+v", i, plain[i], reused[i])
+			}
 		}
 	})
 }

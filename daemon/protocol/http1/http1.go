@@ -35,6 +35,7 @@ package http1
 
 import (
 	"bytes"
+	"slices"
 
 	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/protocol/record"
@@ -84,7 +85,22 @@ type Parser struct {
 	// yet of the block allocated last (see newExchange).
 	made  int
 	block []exchange
+	// reuse says the sink copies each record (ReuseRecords): spent holds
+	// emitted exchanges newExchange may take back once nothing of the
+	// parser refers to them any more.
+	reuse bool
+	spent []*exchange
 }
+
+// maxSpent bounds the emitted exchanges a parser keeps for reuse: a
+// keep-alive connection needs one or two; pipelining may emit a few at
+// once.
+const maxSpent = 4
+
+// ReuseRecords tells the parser that its sink copies each record before it
+// returns and keeps no pointer into it, so the memory of an emitted
+// exchange may be reused for a later one.
+func (p *Parser) ReuseRecords() { p.reuse = true }
 
 // exchangesPerBlock is how many exchanges a keep-alive connection's
 // parser allocates at once: its records are handed to the sink and not
@@ -96,6 +112,10 @@ const exchangesPerBlock = 4
 // alone: most connections that make one request make no more, and a block
 // would hold three unused exchanges (about 1 KiB) for each of them.
 func (p *Parser) newExchange() *exchange {
+	if x := p.reusable(); x != nil {
+		*x = exchange{}
+		return x
+	}
 	p.made++
 	if p.made <= 2 {
 		return &exchange{}
@@ -940,6 +960,28 @@ func (p *Parser) emit(x *exchange) {
 	}
 	x.emitted = true
 	p.stats.Finish(&x.rec, p.sink)
+	if p.reuse && len(p.spent) < maxSpent {
+		p.spent = append(p.spent, x)
+	}
+}
+
+// reusable takes from spent an emitted exchange nothing of the parser
+// refers to any more: not pending, not a direction's current message, not
+// the h2c upgrade. An exchange can be emitted while still referred to (a
+// request still sending its body after an early response); it waits in
+// spent until it is not.
+func (p *Parser) reusable() *exchange {
+	for i, x := range p.spent {
+		if x == p.dirs[Request].cur || x == p.dirs[Response].cur || x == p.h2c || slices.Contains(p.pending, x) {
+			continue
+		}
+		last := len(p.spent) - 1
+		p.spent[i] = p.spent[last]
+		p.spent[last] = nil
+		p.spent = p.spent[:last]
+		return x
+	}
+	return nil
 }
 
 // chunkLine consumes a chunk-size line.

@@ -1,10 +1,13 @@
 package http2
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/weirnet/weir/bpf/event"
 	"github.com/weirnet/weir/daemon/protocol/internal/capture"
 	"github.com/weirnet/weir/daemon/protocol/record"
 )
@@ -121,6 +124,56 @@ func FuzzHTTP2AgreesWithFullParse(f *testing.F) {
 			if !ok {
 				t.Fatalf("stream %d: gapped replay says %+v, the whole replay %+v", r.StreamID, k, ref[r.StreamID])
 			}
+		}
+	})
+}
+
+// FuzzHTTP2ReuseRecords parses the same streams, cut and skipped alike,
+// with and without ReuseRecords: a parser that reuses finished streams
+// must emit exactly the same records.
+func FuzzHTTP2ReuseRecords(f *testing.F) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		ws, _ := churn(seed, 6)
+		var c, s []byte
+		for _, w := range ws {
+			if w.side == Client {
+				c = append(c, w.b...)
+			} else {
+				s = append(s, w.b...)
+			}
+		}
+		f.Add(c[len(Preface):], s, seed*7919, uint8(seed))
+	}
+	f.Fuzz(func(t *testing.T, client, server []byte, seed uint64, skipEvery uint8) {
+		lim := record.DefaultLimits()
+		lim.MaxHeaderBytes, lim.MaxBuffered, lim.MaxStreams, lim.MaxHPACKTable = 2048, 4096, 8, 4096
+		client = append([]byte(Preface), client...)
+		run := func(reuse bool) []string {
+			var got []string
+			p := New(lim, &record.Stats{}, func(r *record.Record) { got = append(got, fmt.Sprintf("%+v", *r)) })
+			if reuse {
+				p.ReuseRecords()
+			}
+			side := func(fromClient bool) Side {
+				if fromClient {
+					return Client
+				}
+				return Server
+			}
+			ts := event.Timestamp(0)
+			capture.Chop(client, server, seed, int(skipEvery%8), func(fromClient bool, b []byte) {
+				ts += 10
+				p.Data(side(fromClient), b, ts, ts+5)
+			}, func(fromClient bool, n uint64) {
+				ts += 10
+				p.Skip(side(fromClient), n, ts, ts+5)
+			})
+			p.Close(ts + 100)
+			return got
+		}
+		plain, reused := run(false), run(true)
+		if !slices.Equal(plain, reused) {
+			t.Fatalf("records without reuse:\n%v\nwith:\n%v", plain, reused)
 		}
 	})
 }

@@ -121,9 +121,13 @@ type Parser struct {
 	// field callback context
 	emit    fieldFunc
 	fStream *stream
-	fSide   Side
-	fKind   blockKind
-	trace   tracectx.Collector
+	// reuse says the sink copies each record (ReuseRecords): spent holds
+	// finished streams open may take back once nothing refers to them.
+	reuse bool
+	spent []*stream
+	fSide Side
+	fKind blockKind
+	trace tracectx.Collector
 
 	// path and host are the last request's :path and :authority (or
 	// Host): the streams of a connection mostly repeat them, and reusing
@@ -729,7 +733,10 @@ func (p *Parser) open(id uint32, t event.Timestamp, off uint64) *stream {
 		p.degrade()
 		return nil
 	}
-	s := &stream{}
+	s := p.reusable()
+	if s == nil {
+		s = &stream{}
+	}
 	s.rec = &s.own
 	s.rec.Protocol = record.HTTP2
 	s.rec.StreamID = id
@@ -876,11 +883,40 @@ func appendUnknown(u []string, name string) []string {
 // stream.
 func (p *Parser) finish(s *stream) {
 	delete(p.streams, s.rec.StreamID)
+	if p.reuse && len(p.spent) < maxSpent && !slices.Contains(p.spent, s) {
+		p.spent = append(p.spent, s)
+	}
 	if s.uncertain || p.framingLost {
 		p.stats.HTTP2Dropped.Add(1)
 		return
 	}
 	p.stats.Finish(s.rec, p.sink)
+}
+
+// maxSpent bounds the finished streams a parser keeps for reuse.
+const maxSpent = 8
+
+// ReuseRecords tells the parser that its sink copies each record before it
+// returns and keeps no pointer into it, so a finished stream's memory may
+// be reused for a later stream.
+func (p *Parser) ReuseRecords() { p.reuse = true }
+
+// reusable takes from spent a finished stream nothing refers to any more
+// (not open again under its id, not the stream whose header block is
+// being decoded), cleared; nil when there is none.
+func (p *Parser) reusable() *stream {
+	for i, s := range p.spent {
+		if s == p.fStream || p.streams[s.own.StreamID] == s {
+			continue
+		}
+		last := len(p.spent) - 1
+		p.spent[i] = p.spent[last]
+		p.spent[last] = nil
+		p.spent = p.spent[:last]
+		*s = stream{}
+		return s
+	}
+	return nil
 }
 
 func (p *Parser) sortedStreams() []uint32 {
