@@ -105,7 +105,10 @@ func TestSetNiceReachesEveryThreadIncludingLaterOnes(t *testing.T) {
 	}
 	before, _ := strconv.Atoi(f[0])
 	after, _ := strconv.Atoi(f[1])
-	if after < before+8 {
+	// Eight goroutines locked and blocked at once need eight threads
+	// besides the test's own; idle threads that existed before may take
+	// some of them, so only "some new" is certain.
+	if after <= before {
 		t.Errorf("%d threads after locking 8 goroutines, %d before: no new threads to check", after, before)
 	}
 	for i, n := range f[2:] {
