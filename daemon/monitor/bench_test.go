@@ -366,14 +366,28 @@ type receiverProc struct {
 }
 
 func startReceiverProc(b *testing.B) *receiverProc {
+	pid, in, out := startChild(b, receiverEnv)
+	r := &receiverProc{pid: pid, in: in, out: out}
+	line, err := r.out.ReadString('\n')
+	if err != nil {
+		b.Fatalf("receiver process: %v", err)
+	}
+	r.addr = strings.TrimSpace(line)
+	return r
+}
+
+// startChild runs this test binary again as a child with env set to 1 (the
+// child's TestMain looks for it), its stdin and stdout piped to the
+// caller, and stops it when the benchmark ends.
+func startChild(b *testing.B, env string) (pid int, in io.WriteCloser, out *bufio.Reader) {
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), receiverEnv+"=1")
+	cmd.Env = append(os.Environ(), env+"=1")
 	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
+	in, err = cmd.StdinPipe()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -385,13 +399,7 @@ func startReceiverProc(b *testing.B) *receiverProc {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { in.Close(); _ = cmd.Wait() })
-	r := &receiverProc{pid: cmd.Process.Pid, in: in, out: bufio.NewReader(outPipe)}
-	line, err := r.out.ReadString('\n')
-	if err != nil {
-		b.Fatalf("receiver process: %v", err)
-	}
-	r.addr = strings.TrimSpace(line)
-	return r
+	return cmd.Process.Pid, in, bufio.NewReader(outPipe)
 }
 
 // http returns the HTTP protocol logs the receiver has so far. The pacing

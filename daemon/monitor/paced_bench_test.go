@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -157,26 +156,8 @@ type appProc struct {
 }
 
 func startApp(b *testing.B) *appProc {
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), appEnv+"=1")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { in.Close(); _ = cmd.Wait() })
-	a := &appProc{in: in, out: bufio.NewReader(out)}
+	_, in, out := startChild(b, appEnv)
+	a := &appProc{in: in, out: out}
 	if line, err := a.out.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
 		b.Fatalf("paced app: %q, %v", line, err)
 	}

@@ -256,31 +256,26 @@ func (cs *connState) track(s *capture.Segment) {
 // copyMetrics sets op's metrics to copies of send and recv, in memory of
 // the pipeline's that freeOp takes back.
 func (p *pipeline) copyMetrics(op *flow.KernelOp, send *event.SendMetrics, recv *event.RecvMetrics) {
+	copyInto(&op.Send, send, &p.freeSends)
+	copyInto(&op.Recv, recv, &p.freeRecvs)
+}
+
+// copyInto sets *dst to a copy of src (nil for nil): into *dst itself when
+// it already points somewhere, else into a value taken from free, else
+// into a new one.
+func copyInto[T any](dst **T, src *T, free *[]*T) {
 	switch {
-	case send == nil:
-		op.Send = nil
-	case op.Send != nil:
-		*op.Send = *send
-	case len(p.freeSends) > 0:
-		op.Send = p.freeSends[len(p.freeSends)-1]
-		p.freeSends = p.freeSends[:len(p.freeSends)-1]
-		*op.Send = *send
+	case src == nil:
+		*dst = nil
+	case *dst != nil:
+		**dst = *src
+	case len(*free) > 0:
+		*dst = (*free)[len(*free)-1]
+		*free = (*free)[:len(*free)-1]
+		**dst = *src
 	default:
-		m := *send
-		op.Send = &m
-	}
-	switch {
-	case recv == nil:
-		op.Recv = nil
-	case op.Recv != nil:
-		*op.Recv = *recv
-	case len(p.freeRecvs) > 0:
-		op.Recv = p.freeRecvs[len(p.freeRecvs)-1]
-		p.freeRecvs = p.freeRecvs[:len(p.freeRecvs)-1]
-		*op.Recv = *recv
-	default:
-		m := *recv
-		op.Recv = &m
+		m := *src
+		*dst = &m
 	}
 }
 
