@@ -376,6 +376,28 @@ func startReceiverProc(b *testing.B) *receiverProc {
 	return r
 }
 
+// runExporter runs a SkyWalking exporter sending to the receiver at addr
+// until the benchmark ends.
+func runExporter(b *testing.B, addr string) *skywalking.Exporter {
+	e, err := skywalking.New(skywalking.Config{
+		OAP: addr, Insecure: true, NodeName: "node-a", BootTime: testBoot,
+		NetInterfaces: []skywalking.NetInterface{{Name: "lo", Index: 1, MTU: 65536}},
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
+	return e
+}
+
 // startChild runs this test binary again as a child with env set to 1 (the
 // child's TestMain looks for it), its stdin and stdout piped to the
 // caller, and stops it when the benchmark ends.
@@ -450,22 +472,7 @@ func (r *receiverProc) state(b *testing.B) receiverState {
 
 func benchmarkExport(b *testing.B, clientStart, serverStart []byte, next func(n int) (req, resp []byte)) {
 	r := startReceiverProc(b)
-	e, err := skywalking.New(skywalking.Config{
-		OAP: r.addr, Insecure: true, NodeName: "node-a", BootTime: testBoot,
-		NetInterfaces: []skywalking.NetInterface{{Name: "lo", Index: 1, MTU: 65536}},
-	}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-	})
+	e := runExporter(b, r.addr)
 	m := benchPipeline(b, e)
 	start := r.state(b)
 	before := start.http

@@ -3,10 +3,8 @@ package monitor
 import (
 	"bufio"
 	"cmp"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"runtime"
@@ -20,7 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weirnet/weir/bpf/event"
-	"github.com/weirnet/weir/daemon/export/skywalking"
 )
 
 // What the daemon's burstiness costs the pods next to it (issue 16): the
@@ -246,22 +243,7 @@ func BenchmarkPacedDrain(b *testing.B) {
 	// it takes no core the application wants, and the delays measured
 	// are the daemon's.
 	reniceProc(b, r.pid, 19)
-	e, err := skywalking.New(skywalking.Config{
-		OAP: r.addr, Insecure: true, NodeName: "node-a", BootTime: testBoot,
-		NetInterfaces: []skywalking.NetInterface{{Name: "lo", Index: 1, MTU: 65536}},
-	}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-	})
+	e := runExporter(b, r.addr)
 	m := benchPipeline(b, e)
 	app := startApp(b)
 	d := newDrainer(b, m)
