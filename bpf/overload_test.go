@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +20,8 @@ import (
 
 // TestOverloadIsCountedAndRunKeepsGoing pushes 8 MiB through a 64 KiB ring
 // buffer: the kernel side drops records and counts them, the drops show as
-// Seq gaps, and capture carries on afterwards.
+// Seq gaps (a later event of the same direction gets through after the
+// drops), and capture carries on afterwards.
 //
 // The capture limit is lifted so that every chunk carries its payload: one
 // 1 MiB write then emits 32 records of 4 KiB from a single program run, more
@@ -32,6 +34,17 @@ func TestOverloadIsCountedAndRunKeepsGoing(t *testing.T) {
 	if err := r.Enroll(ns.ino, 41); err != nil {
 		t.Fatal(err)
 	}
+	// A drop shows as a Seq gap only when a later event of the same
+	// direction gets through: if the reader falls behind for the whole
+	// burst, everything up to the close is dropped and nothing after it
+	// would show the gap. So the client holds the connection open after
+	// the burst and, once the ring has drained, sends a trailer that the
+	// server reads: both directions then have an event after every drop.
+	const trailer = "end"
+	written, drained := make(chan struct{}), make(chan struct{})
+	var release sync.Once
+	releaseClient := func() { release.Do(func() { close(drained) }) }
+	t.Cleanup(releaseClient)
 	addrCh := make(chan string, 1)
 	srv := in(ns, func() error {
 		l, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -46,13 +59,13 @@ func TestOverloadIsCountedAndRunKeepsGoing(t *testing.T) {
 		}
 		defer c.Close()
 		n, err := io.Copy(io.Discard, c)
-		if n != 8<<20 {
+		if n != 8<<20+int64(len(trailer)) {
 			return fmt.Errorf("server got %d bytes (%v)", n, err)
 		}
 		return err
 	})
 	addr := <-addrCh
-	wait(t, in(ns, func() error {
+	client := in(ns, func() error {
 		var port int
 		fmt.Sscan(addr[strings.LastIndexByte(addr, ':')+1:], &port)
 		fd, err := rawConnect4(port)
@@ -66,9 +79,17 @@ func TestOverloadIsCountedAndRunKeepsGoing(t *testing.T) {
 				return err
 			}
 		}
-		return nil
-	}), 20*time.Second)
-	wait(t, srv, 10*time.Second)
+		close(written)
+		<-drained
+		return writeAll(fd, []byte(trailer))
+	})
+	select {
+	case <-written:
+	case err := <-client:
+		t.Fatalf("client ended before its burst was written: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("timed out after 20s writing the burst")
+	}
 
 	counters, err := r.Counters()
 	if err != nil {
@@ -78,9 +99,15 @@ func TestOverloadIsCountedAndRunKeepsGoing(t *testing.T) {
 		t.Fatalf("8 MiB through a 64 KiB ring buffer and no drop counted: %v", counters)
 	}
 	// The reader sleeps when it finds the ring empty and nothing wakes it
-	// (Config.PollInterval): let it drain the burst before the exchange
-	// that must get through, or a still-full 64 KiB ring drops it too.
+	// (Config.PollInterval): let it drain the burst before the events that
+	// must get through, or a still-full 64 KiB ring drops them too.
 	eventually(t, 5*time.Second, "the ring buffer drained after the burst", func() bool {
+		return r.ReaderStats().RingBufferUsed == 0
+	})
+	releaseClient()
+	wait(t, client, 10*time.Second)
+	wait(t, srv, 10*time.Second)
+	eventually(t, 5*time.Second, "the ring buffer drained after the trailer", func() bool {
 		return r.ReaderStats().RingBufferUsed == 0
 	})
 	// Everything that was not dropped has been delivered once the
