@@ -322,13 +322,28 @@ func TestBench(t *testing.T) {
 			}
 			if u := unrelated[v]; u != nil {
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				run, err := MeasureUnrelated(ctx)
+				pid := 0
+				switch v {
+				case hooksOnly:
+					pid = idle.Pid()
+				case hooksOnlySyscall:
+					pid = idleSyscall.Pid()
+				}
+				if pid > 0 {
+					took, settled, err := WaitSettled(ctx, pid, SettleTimeout)
+					if err != nil {
+						cancel()
+						t.Fatalf("round %d unrelated work, %s: waiting for weir-daemon to settle: %v", round, u.Variant, err)
+					}
+					t.Logf("round %d unrelated work, %s: weir-daemon settled after %v (settled: %v)", round, u.Variant, took.Round(time.Millisecond), settled)
+				}
+				run, err := MeasureUnrelated(ctx, pid)
 				cancel()
 				if err != nil {
 					t.Fatalf("round %d unrelated work, %s: %v", round, u.Variant, err)
 				}
 				u.Runs = append(u.Runs, run)
-				t.Logf("round %d unrelated work, %s: dd %v, getppid %.0f ns", round, u.Variant, run.DD, run.Getppid)
+				t.Logf("round %d unrelated work, %s: dd %v, getppid %.0f ns, weir-daemon %.2f%% of a core", round, u.Variant, run.DD, run.Getppid, 100*run.DaemonCPU)
 			}
 			for i, s := range scenarios {
 				if !s.runsIn(v) {

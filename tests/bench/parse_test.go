@@ -265,13 +265,14 @@ func TestUnrelatedRowsCompareMediansWithTheBaselineAndJudgeDD(t *testing.T) {
 	s := time.Second
 	rows := UnrelatedRows([]UnrelatedResult{
 		{Variant: "baseline", Runs: []UnrelatedRun{{DD: s, Getppid: 170}, {DD: 3 * s, Getppid: 999}, {DD: 2 * s, Getppid: 160}}},
-		{Variant: "socket tier", Runs: []UnrelatedRun{{DD: 2 * s, Getppid: 170}, {DD: 2050 * time.Millisecond, Getppid: 175}}},
-		{Variant: "syscall tier", Runs: []UnrelatedRun{{DD: 4 * s, Getppid: 230}}},
+		{Variant: "socket tier", Runs: []UnrelatedRun{{DD: 2 * s, Getppid: 170, DaemonCPU: 0.01}, {DD: 2050 * time.Millisecond, Getppid: 175, DaemonCPU: 0.02}}},
+		{Variant: "syscall tier", Runs: []UnrelatedRun{{DD: 4 * s, Getppid: 230, DaemonCPU: -1}}},
 		{Variant: "not run"},
 	})
 	want := [][]string{
 		{"dd bs=1 count=1000000 wall time, Weir running, nothing enrolled, socket tier", "2.000 s", "2.025 s", "1.012", "≤ 1.05", "yes"},
 		{"getppid (hooked by nothing), Weir running, nothing enrolled, socket tier", "170 ns", "172 ns", "1.015", "—", ""},
+		{"weir-daemon CPU while they ran, nothing enrolled, socket tier", "—", "1.50% of a core", "—", "—", ""},
 		{"dd bs=1 count=1000000 wall time, Weir running, nothing enrolled, syscall tier", "2.000 s", "4.000 s", "2.000", "≤ 1.05", "**no**"},
 		{"getppid (hooked by nothing), Weir running, nothing enrolled, syscall tier", "170 ns", "230 ns", "1.353", "—", ""},
 	}

@@ -25,6 +25,9 @@ import (
 type UnrelatedRun struct {
 	DD      time.Duration // wall time of dd bs=1 count=DDBytes
 	Getppid float64       // ns per getppid call
+	// DaemonCPU is the idle daemon's share of one core while the probes
+	// ran (utime+stime over wall time); -1 with no daemon (baseline).
+	DaemonCPU float64
 }
 
 // DDBytes is dd's count: a million read+write pairs, about half a second
@@ -34,10 +37,19 @@ const DDBytes = 1_000_000
 // getppidCalls is the length of the getppid loop.
 const getppidCalls = 2_000_000
 
-// MeasureUnrelated runs both probes once.
-func MeasureUnrelated(ctx context.Context) (UnrelatedRun, error) {
-	var r UnrelatedRun
-	start := time.Now()
+// MeasureUnrelated runs both probes once. With daemonPid > 0 it also
+// measures that process's CPU over the probes (UnrelatedRun.DaemonCPU).
+func MeasureUnrelated(ctx context.Context, daemonPid int) (UnrelatedRun, error) {
+	r := UnrelatedRun{DaemonCPU: -1}
+	var before ProcStats
+	if daemonPid > 0 {
+		var err error
+		if before, err = ReadProcStats(daemonPid); err != nil {
+			return r, err
+		}
+	}
+	begin := time.Now()
+	start := begin
 	cmd := exec.CommandContext(ctx, "dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count="+strconv.Itoa(DDBytes))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return r, fmt.Errorf("dd: %v: %s", err, out)
@@ -48,7 +60,54 @@ func MeasureUnrelated(ctx context.Context) (UnrelatedRun, error) {
 		unix.Getppid()
 	}
 	r.Getppid = float64(time.Since(start).Nanoseconds()) / getppidCalls
+	if daemonPid > 0 {
+		after, err := ReadProcStats(daemonPid)
+		if err != nil {
+			return r, err
+		}
+		r.DaemonCPU = float64(after.CPU-before.CPU) / float64(time.Since(begin))
+	}
 	return r, nil
+}
+
+// SettleTimeout is how long the bench waits for an idle daemon to settle.
+const SettleTimeout = 20 * time.Second
+
+// settleWindow and settleCPU define settled: at most settleCPU of one
+// core over a settleWindow (one clock tick in half a second).
+const (
+	settleWindow = 500 * time.Millisecond
+	settleCPU    = 0.02
+)
+
+// WaitSettled waits until the process pid uses at most 2% of a core over
+// half a second, for at most timeout, and says how long that took.
+// A daemon that has just answered its readiness check may still be
+// working through its start (loading, scanning existing processes): the
+// probes measure what it costs a node in steady state, so they wait.
+// Timing out is not an error: the probes then run and the log says so.
+func WaitSettled(ctx context.Context, pid int, timeout time.Duration) (time.Duration, bool, error) {
+	start := time.Now()
+	prev, err := ReadProcStats(pid)
+	if err != nil {
+		return 0, false, err
+	}
+	for time.Since(start) < timeout {
+		select {
+		case <-ctx.Done():
+			return time.Since(start), false, ctx.Err()
+		case <-time.After(settleWindow):
+		}
+		cur, err := ReadProcStats(pid)
+		if err != nil {
+			return time.Since(start), false, err
+		}
+		if float64(cur.CPU-prev.CPU) <= settleCPU*float64(settleWindow) {
+			return time.Since(start), true, nil
+		}
+		prev = cur
+	}
+	return time.Since(start), false, nil
 }
 
 // UnrelatedResult is the probes' medians over rounds for one variant.
@@ -79,6 +138,7 @@ func UnrelatedRows(results []UnrelatedResult) [][]string {
 			continue
 		}
 		dd, pp := med(res.Runs)
+		cpu := Median(collect(res.Runs, func(r UnrelatedRun) float64 { return r.DaemonCPU }))
 		r := ratio(dd, bdd)
 		rows = append(rows,
 			[]string{fmt.Sprintf("dd bs=1 count=%d wall time, Weir running, nothing enrolled, %s", DDBytes, res.Variant),
@@ -86,6 +146,10 @@ func UnrelatedRows(results []UnrelatedResult) [][]string {
 				fmt.Sprintf("≤ %.2f", TargetUnrelated), met(r <= TargetUnrelated)},
 			[]string{fmt.Sprintf("getppid (hooked by nothing), Weir running, nothing enrolled, %s", res.Variant),
 				fmt.Sprintf("%.0f ns", bpp), fmt.Sprintf("%.0f ns", pp), fmt.Sprintf("%.3f", ratio(pp, bpp)), "—", ""})
+		if cpu >= 0 {
+			rows = append(rows, []string{fmt.Sprintf("weir-daemon CPU while they ran, nothing enrolled, %s", res.Variant),
+				"—", fmt.Sprintf("%.2f%% of a core", 100*cpu), "—", "—", ""})
+		}
 	}
 	return rows
 }

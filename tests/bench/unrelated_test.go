@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -47,7 +48,7 @@ func TestUnrelatedWorkPerCaptureTier(t *testing.T) {
 				}
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			run, err := MeasureUnrelated(ctx)
+			run, err := MeasureUnrelated(ctx, 0)
 			cancel()
 			if c != nil {
 				c.Close()
@@ -65,5 +66,30 @@ func TestUnrelatedWorkPerCaptureTier(t *testing.T) {
 	}
 	for _, row := range UnrelatedRows(results) {
 		t.Logf("| %s |", strings.Join(row, " | "))
+	}
+}
+
+// WaitSettled reports a process that idles as settled within a window or
+// two, and one that keeps a core busy as not settled when time runs out.
+func TestWaitSettledTellsAnIdleProcessFromABusyOne(t *testing.T) {
+	ctx := context.Background()
+	idle := exec.Command("sleep", "30")
+	busy := exec.Command("sh", "-c", "while :; do :; done")
+	for _, c := range []*exec.Cmd{idle, busy} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+	}
+	took, settled, err := WaitSettled(ctx, idle.Process.Pid, 5*time.Second)
+	if err != nil || !settled {
+		t.Fatalf("sleep: settled %v after %v (%v), want settled", settled, took, err)
+	}
+	took, settled, err = WaitSettled(ctx, busy.Process.Pid, 2*time.Second)
+	if err != nil || settled {
+		t.Fatalf("busy loop: settled %v after %v (%v), want not settled", settled, took, err)
+	}
+	if took < 2*time.Second {
+		t.Fatalf("busy loop: gave up after %v, before the 2s timeout", took)
 	}
 }
