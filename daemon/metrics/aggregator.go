@@ -61,6 +61,12 @@ type Aggregator struct {
 	// not fit.
 	conns   map[event.ConnID]*connEntry
 	scratch connEntry
+	// front holds entries of conns in a small direct-mapped array, so the
+	// per-syscall and per-exchange path usually finds its connection's
+	// entry with one multiply and a pointer compare instead of hashing
+	// into the map. Every entry in front is also in conns: whatever
+	// leaves conns leaves front too.
+	front [frontSlots]*connEntry
 
 	overflow     [numKinds]uint64
 	evictions    [numKinds]uint64
@@ -430,7 +436,16 @@ func (a *Aggregator) connLocked(c *flow.Connection, e int64) *connEntry {
 	if c.Role != event.RoleClient && c.Role != event.RoleServer {
 		a.unattributed[unattrUnknownRole]++
 	}
-	if ce, ok := a.conns[c.ID]; ok && ce.conn == c {
+	slot := &a.front[frontSlot(c.ID)]
+	ce := *slot
+	if ce == nil || ce.conn != c {
+		if in, ok := a.conns[c.ID]; ok && in.conn == c {
+			ce, *slot = in, in
+		} else {
+			ce = nil
+		}
+	}
+	if ce != nil {
 		ce.last = e
 		if ce.pod != nil {
 			ce.pod.last = e
@@ -448,10 +463,11 @@ func (a *Aggregator) connLocked(c *flow.Connection, e int64) *connEntry {
 		}
 		return ce
 	}
-	ce := &a.scratch
+	ce = &a.scratch
 	if _, ok := a.conns[c.ID]; ok || len(a.conns) < a.opts.MaxConnCache {
 		ce = &connEntry{}
 		a.conns[c.ID] = ce
+		*slot = ce // it replaces any entry of the same ID there
 	} else {
 		a.overflow[kindConnCache]++
 	}
@@ -464,6 +480,27 @@ func (a *Aggregator) connLocked(c *flow.Connection, e int64) *connEntry {
 func (a *Aggregator) forgetConnLocked(c *flow.Connection) {
 	if ce, ok := a.conns[c.ID]; ok && ce.conn == c {
 		delete(a.conns, c.ID)
+		a.dropFront(c.ID, ce)
+	}
+}
+
+// frontSlots is the size of Aggregator.front: a power of two, about the
+// keep-alive connections of a busy node's pods, 2 KiB of pointers.
+const (
+	frontBits  = 8
+	frontSlots = 1 << frontBits
+)
+
+// frontSlot spreads connection IDs over front's slots (Fibonacci hashing:
+// IDs that differ in any bits, low or high, land apart).
+func frontSlot(id event.ConnID) int {
+	return int(uint64(id) * 0x9E3779B97F4A7C15 >> (64 - frontBits))
+}
+
+// dropFront takes ce, which left conns under id, out of front.
+func (a *Aggregator) dropFront(id event.ConnID, ce *connEntry) {
+	if slot := &a.front[frontSlot(id)]; *slot == ce {
+		*slot = nil
 	}
 }
 
@@ -622,6 +659,7 @@ func (a *Aggregator) EvictIdle() {
 		for id, ce := range a.conns {
 			if a.evictions != before || ce.last <= now-connIdleSteps {
 				delete(a.conns, id)
+				a.dropFront(id, ce)
 			}
 		}
 	}()

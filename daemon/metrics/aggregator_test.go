@@ -530,3 +530,71 @@ func TestRatesOfAYoungDaemonCoverOnlyItsLife(t *testing.T) {
 		t.Fatalf("rpm = %v, want 0.2 (1 request in a full 5m window)", rpm)
 	}
 }
+
+// The front array before the connection cache answers only with entries
+// the cache holds: connections whose IDs share a slot, a closed
+// connection's ID taken by a new connection to another pod, and an
+// eviction each leave the counts where the cache alone would put them.
+func TestConnectionFrontAnswersOnlyWhatTheCacheHolds(t *testing.T) {
+	a, clk := newAgg(t, Options{})
+	// Two client connections whose IDs land in the same front slot.
+	id2 := event.ConnID(2)
+	for frontSlot(id2) != frontSlot(1) {
+		id2++
+	}
+	c1, _ := pairConns(1, frontend, catalog0)
+	c2, _ := pairConns(id2, frontend, catalog1)
+	for range 3 {
+		a.KernelOp(op(c1, flow.OpWrite, 1))
+		a.KernelOp(op(c2, flow.OpWrite, 10))
+	}
+	topo, _ := a.Topology(0)
+	if e := findEdge(t, topo, "frontend.shop", "catalog.shop"); e.TCP.BytesSent != 33 {
+		t.Fatalf("edge bytesSent %d, want 33", e.TCP.BytesSent)
+	}
+	checkFront(t, a)
+
+	// c1 closes; a new connection with its ID goes from catalog-1 to
+	// frontend: its bytes count for catalog, not for frontend.
+	a.KernelOp(op(c1, flow.OpClose, 0))
+	checkFront(t, a)
+	reused, _ := pairConns(1, catalog1, frontend)
+	a.KernelOp(op(reused, flow.OpWrite, 100))
+	a.KernelOp(op(reused, flow.OpWrite, 100))
+	svcs, _ := a.Services(0)
+	if fe := findService(t, svcs, "frontend.shop"); fe.TCP.BytesSent != 33 {
+		t.Errorf("frontend bytesSent %d, want 33", fe.TCP.BytesSent)
+	}
+	if ca := findService(t, svcs, "catalog.shop"); ca.TCP.BytesSent != 200 {
+		t.Errorf("catalog bytesSent %d, want 200", ca.TCP.BytesSent)
+	}
+	checkFront(t, a)
+
+	// Past the retention everything is evicted; the next flow lands in
+	// fresh series through a fresh entry.
+	clk.Add(DefaultRetention + time.Minute)
+	a.EvictIdle()
+	checkFront(t, a)
+	a.KernelOp(op(c2, flow.OpWrite, 5))
+	svcs, _ = a.Services(0)
+	if fe := findService(t, svcs, "frontend.shop"); fe.TCP.BytesSent != 5 {
+		t.Errorf("after eviction frontend bytesSent %d, want 5", fe.TCP.BytesSent)
+	}
+	checkFront(t, a)
+}
+
+// checkFront fails t unless every entry in a's front array is the cache's
+// entry for an ID of its slot.
+func checkFront(t *testing.T, a *Aggregator) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, ce := range a.front {
+		if ce == nil {
+			continue
+		}
+		if in, ok := a.conns[ce.conn.ID]; !ok || in != ce || frontSlot(ce.conn.ID) != i {
+			t.Errorf("front slot %d holds the entry of connection %d, which the cache does not", i, ce.conn.ID)
+		}
+	}
+}
