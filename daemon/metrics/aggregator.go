@@ -445,6 +445,11 @@ func (a *Aggregator) connLocked(c *flow.Connection, e int64) *connEntry {
 			ce = nil
 		}
 	}
+	if ce != nil && ce.last == e {
+		// Marked active in this step already, with all it points to:
+		// marks only move forward, so they are all still e.
+		return ce
+	}
 	if ce != nil {
 		ce.last = e
 		if ce.pod != nil {
