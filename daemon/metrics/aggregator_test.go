@@ -598,3 +598,50 @@ func checkFront(t *testing.T, a *Aggregator) {
 		}
 	}
 }
+
+// A connection's entry marks its pod, service and edge active once per
+// step; a connection with traffic in every step keeps them past the
+// retention however many steps go by, and its entry is still the cache's.
+func TestSteadyConnectionKeepsItsSeriesPastTheRetention(t *testing.T) {
+	a, clk := newAgg(t, Options{})
+	c, _ := pairConns(1, frontend, catalog0)
+	var sent uint64
+	var first *connEntry
+	for elapsed := time.Duration(0); elapsed < DefaultRetention+5*time.Minute; elapsed += DefaultStep {
+		for range 3 { // several operations in the step: one marks
+			a.KernelOp(op(c, flow.OpWrite, 1))
+			sent++
+		}
+		if first == nil {
+			a.mu.Lock()
+			first = a.conns[c.ID]
+			a.mu.Unlock()
+		}
+		clk.Add(DefaultStep)
+		if elapsed%time.Minute == 0 {
+			a.EvictIdle()
+		}
+	}
+	a.mu.Lock()
+	evicted, last := a.evictions, a.conns[c.ID]
+	a.mu.Unlock()
+	if first == nil || last != first {
+		t.Errorf("the connection's cache entry was dropped and made again: it was not marked active")
+	}
+	if evicted != [numKinds]uint64{} {
+		t.Fatalf("evictions %v of a connection active in every step", evicted)
+	}
+	// The client's pod, both services (the server's only through the
+	// edge) and the edge.
+	if got := a.seriesCount(); got != [4]int{1, 2, 1, 0} {
+		t.Errorf("series %v, want [1 2 1 0]", got)
+	}
+	a.mu.Lock()
+	podBytes := a.pods[podKey{id: frontend.ID, namespace: frontend.Namespace, name: frontend.Name,
+		service: frontend.Service}].tcp.bytesSent
+	a.mu.Unlock()
+	if podBytes != sent {
+		t.Errorf("frontend pod bytesSent %d, want %d", podBytes, sent)
+	}
+	checkFront(t, a)
+}
