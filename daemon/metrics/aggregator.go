@@ -375,7 +375,7 @@ func (a *Aggregator) Exchange(x *flow.Exchange) {
 	}
 	if role == event.RoleServer && svc != nil {
 		svc.http.at(e).add(ok, lat, hasLat)
-		if ep := a.endpointLocked(svc, mc, r.Path, e); ep != nil {
+		if ep := a.endpointCached(ce, svc, mc, r.Path, e); ep != nil {
 			ep.last = e
 			ep.requests[sc]++
 			if hasLat {
@@ -411,6 +411,30 @@ type connEntry struct {
 	edge       *edgeState
 	clientSide bool
 	last       int64
+	// The endpoint of the connection's last server-side request, by its
+	// method class and raw path: a keep-alive connection mostly repeats
+	// them (see endpointCached).
+	epMethod methodClass
+	epPath   string
+	ep       *endpointState
+}
+
+// endpointCached is endpointLocked through ce's memory of its last
+// request. An endpoint stays in its service until EvictIdle evicts
+// something, which drops every entry, so a remembered one is still the
+// service's; the "<other>" bucket is never remembered, since every request
+// counted there counts an overflow.
+func (a *Aggregator) endpointCached(ce *connEntry, svc *serviceState, mc methodClass, rawPath string, e int64) *endpointState {
+	if ce.ep != nil && ce.epMethod == mc && ce.epPath == rawPath {
+		return ce.ep
+	}
+	ep := a.endpointLocked(svc, mc, rawPath, e)
+	// A remembered path is at most MaxPathBytes long, so the cache's
+	// entries pin at most MaxConnCache of them.
+	if ep != nil && ep != svc.other && ce != &a.scratch && len(rawPath) <= a.opts.MaxPathBytes {
+		ce.epMethod, ce.epPath, ce.ep = mc, rawPath, ep
+	}
+	return ep
 }
 
 // tcpAt returns where a TCP event of the connection counts at epoch e: the

@@ -645,3 +645,45 @@ func TestSteadyConnectionKeepsItsSeriesPastTheRetention(t *testing.T) {
 	}
 	checkFront(t, a)
 }
+
+// A server connection remembers the endpoint of its last request: repeated
+// requests count where endpointLocked would put them, each request past
+// the limit still counts an overflow, and an endpoint evicted while the
+// connection is idle is made again, not counted in its evicted state.
+func TestRepeatedRequestsOfAConnectionCountAsEachAlone(t *testing.T) {
+	a, clk := newAgg(t, Options{MaxEndpointsPerService: 1})
+	_, s := pairConns(1, frontend, catalog0)
+	for _, m := range []struct{ method, path string }{
+		{"GET", "/a"}, {"GET", "/a"}, {"GET", "/z"}, {"GET", "/z"}, {"GET", "/a"}, {"BREW", "/a"}, {"GET", "/a"},
+		{"GET", "/a?q=1"}, // the same endpoint by another raw path
+	} {
+		a.Exchange(exchange(s, m.method, m.path, 200, time.Millisecond))
+	}
+	endpoints := func() map[string]uint64 {
+		eps, err := a.Endpoints("catalog.shop", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]uint64{}
+		for _, e := range eps {
+			got[e.Endpoint] = e.Requests
+		}
+		return got
+	}
+	if got, want := endpoints(), map[string]uint64{"GET:/a": 5, "<other>": 3}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("endpoints = %v, want %v", got, want)
+	}
+	a.mu.Lock()
+	overflow := a.overflow[kindEndpoint]
+	a.mu.Unlock()
+	if overflow != 3 {
+		t.Errorf("endpoint overflow = %d, want 3 (one per request past the limit)", overflow)
+	}
+
+	clk.Add(DefaultRetention + time.Minute)
+	a.EvictIdle()
+	a.Exchange(exchange(s, "GET", "/a", 200, time.Millisecond))
+	if got, want := endpoints(), map[string]uint64{"GET:/a": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after eviction endpoints = %v, want %v", got, want)
+	}
+}
