@@ -61,6 +61,12 @@ type Aggregator struct {
 	// not fit.
 	conns   map[event.ConnID]*connEntry
 	scratch connEntry
+	// front holds entries of conns in a small direct-mapped array, so the
+	// per-syscall and per-exchange path usually finds its connection's
+	// entry with one multiply and a pointer compare instead of hashing
+	// into the map. Every entry in front is also in conns: whatever
+	// leaves conns leaves front too.
+	front [frontSlots]*connEntry
 
 	overflow     [numKinds]uint64
 	evictions    [numKinds]uint64
@@ -369,7 +375,7 @@ func (a *Aggregator) Exchange(x *flow.Exchange) {
 	}
 	if role == event.RoleServer && svc != nil {
 		svc.http.at(e).add(ok, lat, hasLat)
-		if ep := a.endpointLocked(svc, mc, r.Path, e); ep != nil {
+		if ep := a.endpointCached(ce, svc, mc, r.Path, e); ep != nil {
 			ep.last = e
 			ep.requests[sc]++
 			if hasLat {
@@ -405,6 +411,30 @@ type connEntry struct {
 	edge       *edgeState
 	clientSide bool
 	last       int64
+	// The endpoint of the connection's last server-side request, by its
+	// method class and raw path: a keep-alive connection mostly repeats
+	// them (see endpointCached).
+	epMethod methodClass
+	epPath   string
+	ep       *endpointState
+}
+
+// endpointCached is endpointLocked through ce's memory of its last
+// request. An endpoint stays in its service until EvictIdle evicts
+// something, which drops every entry, so a remembered one is still the
+// service's; the "<other>" bucket is never remembered, since every request
+// counted there counts an overflow.
+func (a *Aggregator) endpointCached(ce *connEntry, svc *serviceState, mc methodClass, rawPath string, e int64) *endpointState {
+	if ce.ep != nil && ce.epMethod == mc && ce.epPath == rawPath {
+		return ce.ep
+	}
+	ep := a.endpointLocked(svc, mc, rawPath, e)
+	// A remembered path is at most MaxPathBytes long, so the cache's
+	// entries pin at most MaxConnCache of them.
+	if ep != nil && ep != svc.other && ce != &a.scratch && len(rawPath) <= a.opts.MaxPathBytes {
+		ce.epMethod, ce.epPath, ce.ep = mc, rawPath, ep
+	}
+	return ep
 }
 
 // tcpAt returns where a TCP event of the connection counts at epoch e: the
@@ -430,7 +460,21 @@ func (a *Aggregator) connLocked(c *flow.Connection, e int64) *connEntry {
 	if c.Role != event.RoleClient && c.Role != event.RoleServer {
 		a.unattributed[unattrUnknownRole]++
 	}
-	if ce, ok := a.conns[c.ID]; ok && ce.conn == c {
+	slot := &a.front[frontSlot(c.ID)]
+	ce := *slot
+	if ce == nil || ce.conn != c {
+		if in, ok := a.conns[c.ID]; ok && in.conn == c {
+			ce, *slot = in, in
+		} else {
+			ce = nil
+		}
+	}
+	if ce != nil && ce.last == e {
+		// Marked active in this step already, with all it points to:
+		// marks only move forward, so they are all still e.
+		return ce
+	}
+	if ce != nil {
 		ce.last = e
 		if ce.pod != nil {
 			ce.pod.last = e
@@ -448,10 +492,11 @@ func (a *Aggregator) connLocked(c *flow.Connection, e int64) *connEntry {
 		}
 		return ce
 	}
-	ce := &a.scratch
+	ce = &a.scratch
 	if _, ok := a.conns[c.ID]; ok || len(a.conns) < a.opts.MaxConnCache {
 		ce = &connEntry{}
 		a.conns[c.ID] = ce
+		*slot = ce // it replaces any entry of the same ID there
 	} else {
 		a.overflow[kindConnCache]++
 	}
@@ -464,6 +509,27 @@ func (a *Aggregator) connLocked(c *flow.Connection, e int64) *connEntry {
 func (a *Aggregator) forgetConnLocked(c *flow.Connection) {
 	if ce, ok := a.conns[c.ID]; ok && ce.conn == c {
 		delete(a.conns, c.ID)
+		a.dropFront(c.ID, ce)
+	}
+}
+
+// frontSlots is the size of Aggregator.front: a power of two, about the
+// keep-alive connections of a busy node's pods, 2 KiB of pointers.
+const (
+	frontBits  = 8
+	frontSlots = 1 << frontBits
+)
+
+// frontSlot spreads connection IDs over front's slots (Fibonacci hashing:
+// IDs that differ in any bits, low or high, land apart).
+func frontSlot(id event.ConnID) int {
+	return int(uint64(id) * 0x9E3779B97F4A7C15 >> (64 - frontBits))
+}
+
+// dropFront takes ce, which left conns under id, out of front.
+func (a *Aggregator) dropFront(id event.ConnID, ce *connEntry) {
+	if slot := &a.front[frontSlot(id)]; *slot == ce {
+		*slot = nil
 	}
 }
 
@@ -622,6 +688,7 @@ func (a *Aggregator) EvictIdle() {
 		for id, ce := range a.conns {
 			if a.evictions != before || ce.last <= now-connIdleSteps {
 				delete(a.conns, id)
+				a.dropFront(id, ce)
 			}
 		}
 	}()

@@ -530,3 +530,160 @@ func TestRatesOfAYoungDaemonCoverOnlyItsLife(t *testing.T) {
 		t.Fatalf("rpm = %v, want 0.2 (1 request in a full 5m window)", rpm)
 	}
 }
+
+// The front array before the connection cache answers only with entries
+// the cache holds: connections whose IDs share a slot, a closed
+// connection's ID taken by a new connection to another pod, and an
+// eviction each leave the counts where the cache alone would put them.
+func TestConnectionFrontAnswersOnlyWhatTheCacheHolds(t *testing.T) {
+	a, clk := newAgg(t, Options{})
+	// Two client connections whose IDs land in the same front slot.
+	id2 := event.ConnID(2)
+	for frontSlot(id2) != frontSlot(1) {
+		id2++
+	}
+	c1, _ := pairConns(1, frontend, catalog0)
+	c2, _ := pairConns(id2, frontend, catalog1)
+	for range 3 {
+		a.KernelOp(op(c1, flow.OpWrite, 1))
+		a.KernelOp(op(c2, flow.OpWrite, 10))
+	}
+	topo, _ := a.Topology(0)
+	if e := findEdge(t, topo, "frontend.shop", "catalog.shop"); e.TCP.BytesSent != 33 {
+		t.Fatalf("edge bytesSent %d, want 33", e.TCP.BytesSent)
+	}
+	checkFront(t, a)
+
+	// c1 closes; a new connection with its ID goes from catalog-1 to
+	// frontend: its bytes count for catalog, not for frontend.
+	a.KernelOp(op(c1, flow.OpClose, 0))
+	checkFront(t, a)
+	reused, _ := pairConns(1, catalog1, frontend)
+	a.KernelOp(op(reused, flow.OpWrite, 100))
+	a.KernelOp(op(reused, flow.OpWrite, 100))
+	svcs, _ := a.Services(0)
+	if fe := findService(t, svcs, "frontend.shop"); fe.TCP.BytesSent != 33 {
+		t.Errorf("frontend bytesSent %d, want 33", fe.TCP.BytesSent)
+	}
+	if ca := findService(t, svcs, "catalog.shop"); ca.TCP.BytesSent != 200 {
+		t.Errorf("catalog bytesSent %d, want 200", ca.TCP.BytesSent)
+	}
+	checkFront(t, a)
+
+	// Past the retention everything is evicted; the next flow lands in
+	// fresh series through a fresh entry.
+	clk.Add(DefaultRetention + time.Minute)
+	a.EvictIdle()
+	checkFront(t, a)
+	a.KernelOp(op(c2, flow.OpWrite, 5))
+	svcs, _ = a.Services(0)
+	if fe := findService(t, svcs, "frontend.shop"); fe.TCP.BytesSent != 5 {
+		t.Errorf("after eviction frontend bytesSent %d, want 5", fe.TCP.BytesSent)
+	}
+	checkFront(t, a)
+}
+
+// checkFront fails t unless every entry in a's front array is the cache's
+// entry for an ID of its slot.
+func checkFront(t *testing.T, a *Aggregator) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, ce := range a.front {
+		if ce == nil {
+			continue
+		}
+		if in, ok := a.conns[ce.conn.ID]; !ok || in != ce || frontSlot(ce.conn.ID) != i {
+			t.Errorf("front slot %d holds the entry of connection %d, which the cache does not", i, ce.conn.ID)
+		}
+	}
+}
+
+// A connection's entry marks its pod, service and edge active once per
+// step; a connection with traffic in every step keeps them past the
+// retention however many steps go by, and its entry is still the cache's.
+func TestSteadyConnectionKeepsItsSeriesPastTheRetention(t *testing.T) {
+	a, clk := newAgg(t, Options{})
+	c, _ := pairConns(1, frontend, catalog0)
+	var sent uint64
+	var first *connEntry
+	for elapsed := time.Duration(0); elapsed < DefaultRetention+5*time.Minute; elapsed += DefaultStep {
+		for range 3 { // several operations in the step: one marks
+			a.KernelOp(op(c, flow.OpWrite, 1))
+			sent++
+		}
+		if first == nil {
+			a.mu.Lock()
+			first = a.conns[c.ID]
+			a.mu.Unlock()
+		}
+		clk.Add(DefaultStep)
+		if elapsed%time.Minute == 0 {
+			a.EvictIdle()
+		}
+	}
+	a.mu.Lock()
+	evicted, last := a.evictions, a.conns[c.ID]
+	a.mu.Unlock()
+	if first == nil || last != first {
+		t.Errorf("the connection's cache entry was dropped and made again: it was not marked active")
+	}
+	if evicted != [numKinds]uint64{} {
+		t.Fatalf("evictions %v of a connection active in every step", evicted)
+	}
+	// The client's pod, both services (the server's only through the
+	// edge) and the edge.
+	if got := a.seriesCount(); got != [4]int{1, 2, 1, 0} {
+		t.Errorf("series %v, want [1 2 1 0]", got)
+	}
+	a.mu.Lock()
+	podBytes := a.pods[podKey{id: frontend.ID, namespace: frontend.Namespace, name: frontend.Name,
+		service: frontend.Service}].tcp.bytesSent
+	a.mu.Unlock()
+	if podBytes != sent {
+		t.Errorf("frontend pod bytesSent %d, want %d", podBytes, sent)
+	}
+	checkFront(t, a)
+}
+
+// A server connection remembers the endpoint of its last request: repeated
+// requests count where endpointLocked would put them, each request past
+// the limit still counts an overflow, and an endpoint evicted while the
+// connection is idle is made again, not counted in its evicted state.
+func TestRepeatedRequestsOfAConnectionCountAsEachAlone(t *testing.T) {
+	a, clk := newAgg(t, Options{MaxEndpointsPerService: 1})
+	_, s := pairConns(1, frontend, catalog0)
+	for _, m := range []struct{ method, path string }{
+		{"GET", "/a"}, {"GET", "/a"}, {"GET", "/z"}, {"GET", "/z"}, {"GET", "/a"}, {"BREW", "/a"}, {"GET", "/a"},
+		{"GET", "/a?q=1"}, // the same endpoint by another raw path
+	} {
+		a.Exchange(exchange(s, m.method, m.path, 200, time.Millisecond))
+	}
+	endpoints := func() map[string]uint64 {
+		eps, err := a.Endpoints("catalog.shop", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]uint64{}
+		for _, e := range eps {
+			got[e.Endpoint] = e.Requests
+		}
+		return got
+	}
+	if got, want := endpoints(), map[string]uint64{"GET:/a": 5, "<other>": 3}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("endpoints = %v, want %v", got, want)
+	}
+	a.mu.Lock()
+	overflow := a.overflow[kindEndpoint]
+	a.mu.Unlock()
+	if overflow != 3 {
+		t.Errorf("endpoint overflow = %d, want 3 (one per request past the limit)", overflow)
+	}
+
+	clk.Add(DefaultRetention + time.Minute)
+	a.EvictIdle()
+	a.Exchange(exchange(s, "GET", "/a", 200, time.Millisecond))
+	if got, want := endpoints(), map[string]uint64{"GET:/a": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after eviction endpoints = %v, want %v", got, want)
+	}
+}

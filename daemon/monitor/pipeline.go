@@ -832,7 +832,7 @@ func (cs *connState) deliverFirst() {
 	}
 	clear(cs.held[len(kept):])
 	cs.held = kept
-	slices.SortStableFunc(ex.Ops, func(a, b *flow.KernelOp) int { return cmp.Compare(a.Start, b.Start) })
+	sortByStart(ex.Ops)
 	p := cs.p
 	p.metrics.exchanges.Add(1)
 	for _, c := range p.consumers {
@@ -846,6 +846,22 @@ func (cs *connState) deliverFirst() {
 		if len(p.freeEx) < maxFree {
 			*pe = pendingExchange{}
 			p.freeEx = append(p.freeEx, pe)
+		}
+	}
+}
+
+// sortByStart orders ops by their start, stably. An exchange has a few,
+// nearly always in order already: an insertion sort checks that with a
+// compare per operation, without the generic sort's calls through a
+// closure (1.5% of BenchmarkPipelineHTTP1KeepAlive).
+func sortByStart(ops []*flow.KernelOp) {
+	if len(ops) > 16 {
+		slices.SortStableFunc(ops, func(a, b *flow.KernelOp) int { return cmp.Compare(a.Start, b.Start) })
+		return
+	}
+	for i := 1; i < len(ops); i++ {
+		for j := i; j > 0 && ops[j].Start < ops[j-1].Start; j-- {
+			ops[j], ops[j-1] = ops[j-1], ops[j]
 		}
 	}
 }

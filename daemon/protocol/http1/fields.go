@@ -14,6 +14,9 @@ type fields struct {
 	host          []byte
 	upgrade       []byte
 	connUpgrade   bool
+	// lineLF is the index of the start line's LF: scanHead found it, so
+	// the parser need not look for it again.
+	lineLF int
 }
 
 // parse reads field lines up to and including the blank line. It reports
@@ -58,8 +61,8 @@ func (h *fields) parse(b []byte, tc *tracectx.Collector) bool {
 // line twice for its LF and once more for its colon; names are short, so
 // the colon is found by a plain loop.
 func (h *fields) scanHead(b []byte, tc *tracectx.Collector) int {
-	*h = fields{contentLength: -1}
 	i := bytes.IndexByte(b, '\n')
+	*h = fields{contentLength: -1, lineLF: i}
 	if i < 2 || b[i-1] != '\r' {
 		return -1
 	}

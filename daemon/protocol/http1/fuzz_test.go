@@ -99,7 +99,7 @@ func FuzzHTTP1MidStream(f *testing.F) {
 // stands in for: wherever scanHead finds a section, sectionEnd must find
 // the same one and parse must read the same fields and trace headers from
 // it; and parse must succeed there, since scanHead refuses what parse
-// refuses.
+// refuses. The start line's LF it reports is the first LF.
 func FuzzScanHead(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"))
 	f.Add([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nUpgrade: h2c\r\nConnection: x, Upgrade\r\n\r\n"))
@@ -119,6 +119,9 @@ func FuzzScanHead(f *testing.F) {
 			t.Fatalf("scanHead found a section of %d bytes, sectionEnd %d", n, want)
 		}
 		nl := bytes.IndexByte(b, '\n')
+		if fast.lineLF != nl {
+			t.Fatalf("scanHead put the start line's LF at %d, it is at %d", fast.lineLF, nl)
+		}
 		if !slow.parse(b[nl+1:n], &slowTC) {
 			t.Fatalf("scanHead took a section parse refuses: %q", b[:n])
 		}

@@ -646,7 +646,12 @@ func (p *Parser) begin(d *dir) *exchange {
 // pre, when not nil, holds the section's fields already parsed (scanHead),
 // their trace headers in d.trace.
 func (p *Parser) message(d *dir, sec []byte, pre *fields, end event.Timestamp) (Switch, bool) {
-	nl := bytes.IndexByte(sec, '\n')
+	var nl int
+	if pre != nil {
+		nl = pre.lineLF
+	} else {
+		nl = bytes.IndexByte(sec, '\n')
+	}
 	line := trimCR(sec[:nl])
 	if d.side == Request && bytes.HasPrefix(line, []byte("PRI * HTTP/2.0")) && p.h2c != nil {
 		return ToHTTP2, true
@@ -677,10 +682,9 @@ func (p *Parser) message(d *dir, sec []byte, pre *fields, end event.Timestamp) (
 		d.cur = nil
 		return Stay, false
 	}
-	var h fields
-	if pre != nil {
-		h = *pre
-	} else {
+	h := pre
+	if h == nil {
+		h = new(fields)
 		d.trace.Reset()
 		if !h.parse(sec[nl+1:], &d.trace) {
 			if d.side == Request {
@@ -694,9 +698,9 @@ func (p *Parser) message(d *dir, sec []byte, pre *fields, end event.Timestamp) (
 		if d.msgTurn && p.dirs[Response].st == stResync {
 			p.flushLost(end)
 		}
-		return p.request(d, x, &h, len(sec), end), true
+		return p.request(d, x, h, len(sec), end), true
 	}
-	return p.response(d, x, &h, len(sec), end), true
+	return p.response(d, x, h, len(sec), end), true
 }
 
 // flushLost ends the exchanges older than the request just begun: the
