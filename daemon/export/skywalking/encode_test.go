@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
 	"log/slog"
 	"math"
@@ -13,6 +16,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +26,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	alv3 "skywalking.apache.org/repo/goapi/collect/ebpf/accesslog/v3"
@@ -706,5 +711,46 @@ func TestQueuedEntriesKeepNoFlowValueAlive(t *testing.T) {
 	}
 	if got := collected.Load(); got != 4 {
 		t.Errorf("%d of 4 flow values collected while their entries are queued", got)
+	}
+}
+
+// Every field number encode.go declares is below 16, so its one-byte tags
+// (tagByte) are the varint tags protowire writes. A field numbered 16 or
+// more needs the general tag first: this test is what says so.
+func TestFieldNumbersFitOneByteTags(t *testing.T) {
+	f, err := parser.ParseFile(token.NewFileSet(), "encode.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if !strings.HasPrefix(name.Name, "f") || i >= len(vs.Values) {
+					continue
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok || lit.Kind != token.INT {
+					t.Errorf("field %s is not an integer literal; this test cannot check it", name.Name)
+					continue
+				}
+				v, err := strconv.Atoi(lit.Value)
+				if err != nil || v < 1 || v >= 16 {
+					t.Errorf("field %s = %s: tagByte needs 1..15", name.Name, lit.Value)
+				}
+				if protowire.AppendTag(nil, protowire.Number(v), protowire.BytesType)[0] != tagByte(protowire.Number(v), protowire.BytesType) {
+					t.Errorf("field %s: tagByte differs from protowire", name.Name)
+				}
+				n++
+			}
+		}
+	}
+	if n < 80 {
+		t.Fatalf("found %d field constants in encode.go; expected all of them (about 90)", n)
 	}
 }
