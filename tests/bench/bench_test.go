@@ -343,7 +343,11 @@ func TestBench(t *testing.T) {
 					t.Fatalf("round %d unrelated work, %s: %v", round, u.Variant, err)
 				}
 				u.Runs = append(u.Runs, run)
-				t.Logf("round %d unrelated work, %s: dd %v, getppid %.0f ns, weir-daemon %.2f%% of a core", round, u.Variant, run.DD, run.Getppid, 100*run.DaemonCPU)
+				daemonCPU := ""
+				if run.DaemonCPU >= 0 {
+					daemonCPU = fmt.Sprintf(", weir-daemon %.2f%% of a core", 100*run.DaemonCPU)
+				}
+				t.Logf("round %d unrelated work, %s: dd %v, getppid %.0f ns%s", round, u.Variant, run.DD, run.Getppid, daemonCPU)
 			}
 			for i, s := range scenarios {
 				if !s.runsIn(v) {
