@@ -870,18 +870,25 @@ func TestPodCountersMatchVethCounters(t *testing.T) {
 	pod, host := newNetns(t), newNetns(t)
 	_, hostIdx := vethPair(t, pod, host)
 	wait(t, in(host, func() error { return r.EnrollPod(pod.ino, 46, hostIdx) }), 5*time.Second)
+	// podNow and vethNow read the two sides' counters.
+	podNow := func() PodCounters {
+		pcs, err := r.PodCounters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pcs[46]
+	}
+	vethNow := func() netlink.LinkStatistics {
+		l, err := nlHandle(t, host).LinkByIndex(hostIdx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *l.Attrs().Statistics
+	}
 	// The veth counts from its creation, the TC hook from enrollment: IPv6
 	// DAD and router solicitations sent in between are on the veth's count
 	// only. Compare what each counted after this point.
-	l0, err := nlHandle(t, host).LinkByIndex(hostIdx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcs0, err := r.PodCounters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st0, pc0 := *l0.Attrs().Statistics, pcs0[46]
+	st0, pc0 := vethNow(), podNow()
 
 	addr, done := sinkServer(t, host, "10.254.0.2:0", 1)
 	wait(t, clientRun(pod, addr, 50, 512<<10, nil, nil), 30*time.Second)
@@ -893,24 +900,12 @@ func TestPodCountersMatchVethCounters(t *testing.T) {
 	// connection's end a few seconds to settle before failing.
 	near := func(a, b uint64) bool { return a+2 >= b && b+2 >= a }
 	var pc PodCounters
-	var st *netlink.LinkStatistics
+	var st netlink.LinkStatistics
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		before, err := r.PodCounters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := nlHandle(t, host).LinkByIndex(hostIdx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		after, err := r.PodCounters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, st = after[46], l.Attrs().Statistics
-		b := before[46]
-		quiet := b.TxPackets == pc.TxPackets && b.RxPackets == pc.RxPackets
+		before := podNow()
+		st, pc = vethNow(), podNow()
+		quiet := before.TxPackets == pc.TxPackets && before.RxPackets == pc.RxPackets
 		// Host veth RX = sent by the pod = TxPackets.
 		podTx, podRx := pc.TxPackets-pc0.TxPackets, pc.RxPackets-pc0.RxPackets
 		vethRx, vethTx := st.RxPackets-st0.RxPackets, st.TxPackets-st0.TxPackets

@@ -298,14 +298,7 @@ func TestEndpointsUseRoutePatternsAndAreBounded(t *testing.T) {
 		a.Exchange(exchange(s, "GET", p, 500, time.Millisecond))
 	}
 	a.Exchange(exchange(s, "BREW", "/a", 200, time.Millisecond)) // a new method is a new endpoint: over the limit
-	eps, err := a.Endpoints("catalog.shop", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]uint64{}
-	for _, e := range eps {
-		got[e.Endpoint] = e.Requests
-	}
+	got, eps := endpointRequests(t, a, "catalog.shop")
 	want := map[string]uint64{"GET:/api/items/{id}": 50, "GET:/static/{file...}": 1, "GET:/a": 2, "GET:/b": 1, "GET:/c": 1, "<other>": 3}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("endpoints = %v, want %v", got, want)
@@ -660,14 +653,7 @@ func TestRepeatedRequestsOfAConnectionCountAsEachAlone(t *testing.T) {
 		a.Exchange(exchange(s, m.method, m.path, 200, time.Millisecond))
 	}
 	endpoints := func() map[string]uint64 {
-		eps, err := a.Endpoints("catalog.shop", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]uint64{}
-		for _, e := range eps {
-			got[e.Endpoint] = e.Requests
-		}
+		got, _ := endpointRequests(t, a, "catalog.shop")
 		return got
 	}
 	if got, want := endpoints(), map[string]uint64{"GET:/a": 5, "<other>": 3}; fmt.Sprint(got) != fmt.Sprint(want) {
@@ -686,4 +672,19 @@ func TestRepeatedRequestsOfAConnectionCountAsEachAlone(t *testing.T) {
 	if got, want := endpoints(), map[string]uint64{"GET:/a": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("after eviction endpoints = %v, want %v", got, want)
 	}
+}
+
+// endpointRequests returns the requests of each of service's endpoints,
+// and the endpoints in the order Endpoints gave them.
+func endpointRequests(t *testing.T, a *Aggregator, service string) (map[string]uint64, []wire.Endpoint) {
+	t.Helper()
+	eps, err := a.Endpoints(service, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, e := range eps {
+		got[e.Endpoint] = e.Requests
+	}
+	return got, eps
 }
