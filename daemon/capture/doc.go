@@ -20,7 +20,10 @@
 // buffer, and when a missing event does not show up in time it tells the
 // Stream exactly how many bytes are missing (Segment.Gap) instead of
 // silently splicing unrelated bytes together, which would desynchronise a
-// parser.
+// parser. Events lost at the very end of a stream have no later event to
+// reveal them: the close event's byte totals, counted by the kernel in the
+// same stream offsets, do, and the Table declares that gap (Segment.Tail)
+// before it closes the Stream.
 //
 // Every structure here is bounded: tracked connections, retained closed
 // connections, reorder buffers per direction and buffered bytes in total.

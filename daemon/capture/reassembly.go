@@ -213,7 +213,7 @@ func (t *Table) deliver(c *Conn, h *half, k *chunk, payload []byte) {
 	s := &t.seg
 	s.Dir, s.Syscall, s.Start, s.End, s.Offset, s.Size = h.dir, k.sys, k.start, k.end, off, evEnd-off
 	s.PrevEnd, s.Why, s.Last, s.Send, s.Recv = h.lastEnd, k.skip, k.last, k.send, k.recv
-	s.Gap, s.Payload, s.Suffix = 0, nil, 0
+	s.Gap, s.Payload, s.Suffix, s.Tail = 0, nil, 0, false
 	if off > h.nextOff {
 		gap := off - h.nextOff
 		h.gaps++
@@ -242,6 +242,31 @@ func (t *Table) deliver(c *Conn, h *half, k *chunk, payload []byte) {
 	h.lastEnd = k.end
 	stream.Segment(s)
 	s.Payload, s.Send, s.Recv = nil, nil, nil // nothing kept past the call
+}
+
+// tailGap declares what the kernel counted in h's direction up to the
+// connection's close (end, from the close event) beyond what events
+// delivered: events lost at the end of a stream have no later event to
+// show their gap (see Segment.Tail). Both tiers count end as the events'
+// own stream offsets do (the connection state's byte counter), so the
+// difference is exactly the bytes of the lost events.
+func (t *Table) tailGap(c *Conn, h *half, end uint64, at event.Timestamp) {
+	if end <= h.nextOff {
+		return
+	}
+	gap := end - h.nextOff
+	h.gaps++
+	h.gapBytes += gap
+	t.stats.Gaps++
+	t.stats.GapBytes += gap
+	t.stats.TailGaps++
+	s := &t.seg
+	s.Dir, s.Syscall, s.Start, s.End, s.Offset, s.Size = h.dir, event.SysUnknown, at, at, end, 0
+	s.PrevEnd, s.Why, s.Last, s.Send, s.Recv = h.lastEnd, event.SkipNone, false, nil, nil
+	s.Gap, s.Payload, s.Suffix, s.Tail = gap, nil, 0, true
+	h.nextOff = end
+	c.stream.Segment(s)
+	s.Tail = false
 }
 
 // addClamp returns off+size, saturating instead of wrapping on input whose

@@ -43,6 +43,13 @@ type Segment struct {
 	Last bool
 	Send *event.SendMetrics
 	Recv *event.RecvMetrics
+	// Tail marks the Segment the Table delivers at a connection's close
+	// when the kernel counted more bytes in this direction (the close
+	// event's totals) than events delivered: the stream's last events
+	// were lost, so no later event could show them as a Gap. It carries
+	// only that Gap, at the stream's end (Offset, Size 0); no syscall goes
+	// with it, and Close follows.
+	Tail bool
 }
 
 // Stream consumes the two directions of one connection, Segment by

@@ -80,6 +80,7 @@ type Stats struct {
 	LostEvents  uint64 // events never received: Seq numbers skipped when a gap was declared
 	Gaps        uint64 // runs of missing bytes declared to streams
 	GapBytes    uint64 // bytes in those runs
+	TailGaps    uint64 // of Gaps, those declared at a close (Segment.Tail)
 	Truncated   uint64 // events whose payload was shorter than their size
 	// PayloadBytes counts the payload bytes of data events received: what
 	// was copied out of the kernel.
@@ -439,6 +440,10 @@ func (t *Table) finish(c *Conn, now event.Timestamp, reason string) {
 		for len(h.held) > 0 {
 			t.flushOne(c, h, flushClose)
 		}
+	}
+	if c.haveClose {
+		t.tailGap(c, &c.dirs[event.Egress], c.kernelSent, c.closeTime)
+		t.tailGap(c, &c.dirs[event.Ingress], c.kernelRecv, c.closeTime)
 	}
 	delete(t.pending, c)
 	c.stream.Close(now)

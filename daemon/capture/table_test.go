@@ -139,6 +139,53 @@ func TestMissingEventBecomesGapOfExactSizeAtClose(t *testing.T) {
 	}
 }
 
+// TestLostTailBecomesGapAtClose: events lost at the end of a stream have
+// no later event to show them, so the close event's byte totals (the
+// kernel's count, in the same offsets) declare them: one Tail Segment per
+// direction that is short, carrying only the gap, before Close. A
+// direction the events covered gets none.
+func TestLostTailBecomesGapAtClose(t *testing.T) {
+	tab, rec := newTestTable(t, Config{})
+	tab.ConnOpen(openEv(1, 100, 5, event.RoleClient, 1000))
+	g := newGen(1, 100, 5, 1000)
+	req, resp, lost := pattern(120, 1), pattern(700, 2), pattern(2500, 3)
+	feed(tab, g.syscall(event.Egress, req)...)
+	feed(tab, g.syscall(event.Ingress, resp)...)
+	tail := g.syscall(event.Ingress, lost) // three chunks: the first arrives, the rest are lost
+	feed(tab, tail[0])
+	ev := closeEv(1, 100, 5, 5_000_000)
+	ev.BytesSent, ev.BytesRecv = uint64(len(req)), uint64(len(resp)+len(lost))
+	tab.ConnClose(ev)
+
+	want := append(append(append([]byte(nil), resp...), lost[:1000]...), bytes.Repeat([]byte{'?'}, 1500)...)
+	if got := rec.Stream(1).Bytes(event.Ingress, '?'); !bytes.Equal(got, want) {
+		t.Fatalf("ingress: %d bytes, want the response, the first chunk and a 1500-byte gap", len(got))
+	}
+	if got := rec.Stream(1).Bytes(event.Egress, '?'); !bytes.Equal(got, req) {
+		t.Fatalf("egress: %d bytes, want the request alone", len(got))
+	}
+	var tails []Segment
+	for _, sg := range rec.Stream(1).Segments() {
+		if sg.Tail {
+			tails = append(tails, sg)
+		}
+	}
+	if len(tails) != 1 {
+		t.Fatalf("%d tail segments, want 1 (ingress only): %+v", len(tails), tails)
+	}
+	if sg := tails[0]; sg.Dir != event.Ingress || sg.Gap != 1500 || sg.Offset != uint64(len(resp)+len(lost)) ||
+		sg.Size != 0 || sg.Payload != nil || sg.Suffix != 0 || sg.Last || sg.Start != ev.End {
+		t.Errorf("tail segment %+v, want ingress, gap 1500 at offset %d, nothing else, at the close", sg, len(resp)+len(lost))
+	}
+	st := tab.Stats()
+	if st.Gaps != 1 || st.GapBytes != 1500 || st.TailGaps != 1 {
+		t.Errorf("gaps=%d gapBytes=%d tailGaps=%d, want 1 1500 1", st.Gaps, st.GapBytes, st.TailGaps)
+	}
+	if ci := connInfo(t, tab, 1); ci.Gaps != 1 || ci.GapBytes != 1500 {
+		t.Errorf("conn gaps=%d gapBytes=%d, want 1 1500", ci.Gaps, ci.GapBytes)
+	}
+}
+
 func TestFullReorderBufferDeclaresGapAndLateEventIsOutOfWindow(t *testing.T) {
 	tab, rec := newTestTable(t, Config{ReorderEvents: 4})
 	g := newGen(1, 100, 5, 10)

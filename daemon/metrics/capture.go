@@ -20,7 +20,7 @@ type CaptureCollector struct {
 	table CaptureStats
 
 	events, drops, flushes, gaps, gapBytes, lost, reordered, truncated *prometheus.Desc
-	skipped, payload                                                   *prometheus.Desc
+	tailGaps, skipped, payload                                         *prometheus.Desc
 	conns, connsCreated, connsClosed, buffered, fdReused, lateCloses   *prometheus.Desc
 }
 
@@ -33,12 +33,14 @@ func NewCaptureCollector(t CaptureStats) *CaptureCollector {
 		return prometheus.NewDesc("weir_capture_"+name, help, labels, nil)
 	}
 	return &CaptureCollector{
-		table:     t,
-		events:    d("events_total", "Events received from the kernel reader, by kind.", "kind"),
-		drops:     d("drops_total", "Events or connections dropped by user-space capture, by reason.", "reason"),
-		flushes:   d("reorder_flushes_total", "Reorder buffers flushed before the missing event arrived, by reason.", "reason"),
-		gaps:      d("gaps_total", "Runs of missing stream bytes declared to parsers."),
-		gapBytes:  d("gap_bytes_total", "Stream bytes declared missing."),
+		table:    t,
+		events:   d("events_total", "Events received from the kernel reader, by kind.", "kind"),
+		drops:    d("drops_total", "Events or connections dropped by user-space capture, by reason.", "reason"),
+		flushes:  d("reorder_flushes_total", "Reorder buffers flushed before the missing event arrived, by reason.", "reason"),
+		gaps:     d("gaps_total", "Runs of missing stream bytes declared to parsers."),
+		gapBytes: d("gap_bytes_total", "Stream bytes declared missing."),
+		tailGaps: d("tail_gaps_total", "Of gaps_total, those declared at a connection's close: bytes the kernel "+
+			"counted by then that no event delivered (the stream's last events were lost)."),
 		lost:      d("lost_events_total", "Data events never received (sequence numbers skipped)."),
 		reordered: d("reordered_events_total", "Data events that arrived ahead of a missing one and were held."),
 		truncated: d("truncated_events_total", "Data events whose payload was shorter than their size."),
@@ -57,7 +59,7 @@ func NewCaptureCollector(t CaptureStats) *CaptureCollector {
 
 // Describe implements prometheus.Collector.
 func (c *CaptureCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.events, c.drops, c.flushes, c.gaps, c.gapBytes, c.lost, c.reordered,
+	for _, d := range []*prometheus.Desc{c.events, c.drops, c.flushes, c.gaps, c.gapBytes, c.tailGaps, c.lost, c.reordered,
 		c.truncated, c.skipped, c.payload, c.conns, c.connsCreated, c.connsClosed, c.buffered, c.fdReused,
 		c.lateCloses} {
 		ch <- d
@@ -91,6 +93,7 @@ func (c *CaptureCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.gaps, s.Gaps)
 	counter(c.gapBytes, s.GapBytes)
+	counter(c.tailGaps, s.TailGaps)
 	counter(c.lost, s.LostEvents)
 	counter(c.reordered, s.Reordered)
 	counter(c.truncated, s.Truncated)

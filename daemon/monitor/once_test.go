@@ -368,3 +368,53 @@ func TestSyscallsOverlappingInTimeAreClaimedByTheirBytes(t *testing.T) {
 		t.Errorf("exchanges' operations by stream = %v, want %v", got, want)
 	}
 }
+
+// TestResponseTailLostAtCloseStillEndsItsExchange: a server's response
+// whose last events were lost (the ring was full until the connection
+// closed) has no later event to show the loss; the close event's byte
+// totals do, and the table declares the gap before the close. The HTTP/1
+// parser then skips the rest of the body it knows the length of, so the
+// exchange is recorded with what was seen (method, path, status, sizes);
+// the write whose last event was lost is completed without it (counted)
+// and handed on once, with its exchange.
+func TestResponseTailLostAtCloseStillEndsItsExchange(t *testing.T) {
+	h := start(t, testConfig(), serverPod)
+	g := &connGen{id: 31, proc: proc(1)}
+	h.sink.ConnOpen(g.open(event.RoleServer, "10.0.0.2:80", "10.0.0.3:40000", 1000))
+	feed(h.sink, g.completeSyscall(event.Ingress, []byte(httpReq), 2000, 2100))
+	body := strings.Repeat("x", 6000)
+	resp := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	write := g.completeSyscall(event.Egress, []byte(resp), 3000, 3100)
+	if len(write) != 2 {
+		t.Fatalf("the response's write is %d chunks, want 2", len(write))
+	}
+	feed(h.sink, write[:1]) // the second chunk, the write's last, is lost
+	h.sink.ConnClose(event.ConnClose{Conn: 31, Proc: g.proc, FD: 5, Start: 9000, End: 9100, Success: true,
+		BytesSent: uint64(len(resp)), BytesRecv: uint64(len(httpReq))})
+
+	waitFor(t, "the exchange", func() bool {
+		h.rec.mu.Lock()
+		defer h.rec.mu.Unlock()
+		return len(h.rec.exchanges) == 1
+	})
+	onceAccounting(t, h.rec)
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	r := h.rec.exchanges[0].Record
+	if r.Method != "GET" || r.Path != "/items?id=1" || r.Status != 200 || r.RespBodyBytes != uint64(len(body)) {
+		t.Errorf("record %s %s → %d, response body %d bytes; want GET /items?id=1 → 200 with %d",
+			r.Method, r.Path, r.Status, r.RespBodyBytes, len(body))
+	}
+	if r.Incomplete {
+		// Only body bytes of a known length were lost: nothing the
+		// record reports (without the gap it said 4055 body bytes,
+		// incomplete).
+		t.Errorf("record marked incomplete, though only body bytes of a known length were lost")
+	}
+	if got := opsOf(h.rec.exchanges[0]); got != "read@2000 write@3000" {
+		t.Errorf("exchange operations %q, want the request's read and the response's write", got)
+	}
+	if n := h.m.metrics.opsIncomplete.Load(); n != 1 {
+		t.Errorf("operations completed without their last event = %d, want 1 (the write)", n)
+	}
+}

@@ -169,6 +169,16 @@ func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
 // operation, its bytes to the parser, and the operation is complete once
 // its last event's bytes are parsed (so the records they finish find it).
 func (cs *connState) Segment(s *capture.Segment) {
+	if s.Tail {
+		// The stream's last events were lost: no syscall goes with
+		// the gap, and the operation still pending missed its last
+		// event.
+		if cs.pending[s.Dir].KernelOp != nil {
+			cs.complete(s.Dir, false)
+		}
+		cs.skip(s.Dir, s.Gap, s.PrevEnd, s.Start)
+		return
+	}
 	cs.track(s)
 	if s.Gap > 0 {
 		cs.skip(s.Dir, s.Gap, s.PrevEnd, s.Start)
