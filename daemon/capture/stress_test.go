@@ -72,7 +72,7 @@ func TestConcurrentReadersDuringIngestAreRaceFree(t *testing.T) {
 // countingStream checks the Stream contract while counting bytes: nothing
 // after Close, Close once, each direction's Segments in stream order (an
 // event's new bytes start where the last ones ended, after its gap, within
-// the event's own range).
+// the event's own range), a Tail Segment only a gap.
 type countingStream struct {
 	t      *testing.T
 	total  [2]uint64
@@ -85,6 +85,9 @@ func (s *countingStream) Segment(g *Segment) {
 	}
 	from := s.total[g.Dir] + g.Gap
 	to := from + uint64(len(g.Payload)) + g.Suffix
+	if g.Tail && (g.Gap == 0 || g.Size != 0 || g.Offset != from || to != from || g.Last) {
+		s.t.Fatalf("Tail Segment(%s) %+v: want only a gap, ending at its offset", g.Dir, *g)
+	}
 	if from != to && (from < g.Offset || to != g.Offset+g.Size) {
 		s.t.Fatalf("Segment(%s) delivers [%d,%d) of an event at [%d,%d)", g.Dir, from, to, g.Offset, g.Offset+g.Size)
 	}
@@ -133,7 +136,10 @@ func fuzzTableEvents(t *testing.T, in []byte) {
 			tab.ConnOpen(event.ConnOpen{Conn: id, Proc: testProc(uint32(next() % 2)), FD: int32(next() % 4),
 				Role: event.Role(next() % 3), Start: now, End: now})
 		case 1:
-			tab.ConnClose(event.ConnClose{Conn: id, Start: now, End: now})
+			// The kernel's byte totals: below, at or past what the
+			// events delivered (a lost tail).
+			tab.ConnClose(event.ConnClose{Conn: id, Start: now, End: now,
+				BytesSent: uint64(next()) * 64, BytesRecv: uint64(next()) * 64})
 		case 2:
 			var raw [8]byte
 			for i := range raw {
