@@ -216,10 +216,7 @@ func (t *Table) deliver(c *Conn, h *half, k *chunk, payload []byte) {
 	s.Gap, s.Payload, s.Suffix, s.Tail = 0, nil, 0, false
 	if off > h.nextOff {
 		gap := off - h.nextOff
-		h.gaps++
-		h.gapBytes += gap
-		t.stats.Gaps++
-		t.stats.GapBytes += gap
+		t.countGap(h, gap)
 		s.Gap = gap
 		h.nextOff = off
 	}
@@ -255,10 +252,7 @@ func (t *Table) tailGap(c *Conn, h *half, end uint64, at event.Timestamp) {
 		return
 	}
 	gap := end - h.nextOff
-	h.gaps++
-	h.gapBytes += gap
-	t.stats.Gaps++
-	t.stats.GapBytes += gap
+	t.countGap(h, gap)
 	t.stats.TailGaps++
 	s := &t.seg
 	s.Dir, s.Syscall, s.Start, s.End, s.Offset, s.Size = h.dir, event.SysUnknown, at, at, end, 0
@@ -267,6 +261,15 @@ func (t *Table) tailGap(c *Conn, h *half, end uint64, at event.Timestamp) {
 	h.nextOff = end
 	c.stream.Segment(s)
 	s.Tail = false
+}
+
+// countGap counts a gap of n bytes declared in h's direction, for the
+// connection and the table.
+func (t *Table) countGap(h *half, n uint64) {
+	h.gaps++
+	h.gapBytes += n
+	t.stats.Gaps++
+	t.stats.GapBytes += n
 }
 
 // addClamp returns off+size, saturating instead of wrapping on input whose

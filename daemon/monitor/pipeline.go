@@ -171,11 +171,9 @@ func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
 func (cs *connState) Segment(s *capture.Segment) {
 	if s.Tail {
 		// The stream's last events were lost: no syscall goes with
-		// the gap, and the operation still pending missed its last
+		// the gap, and an operation still pending missed its last
 		// event.
-		if cs.pending[s.Dir].KernelOp != nil {
-			cs.complete(s.Dir, false)
-		}
+		cs.complete(s.Dir, false)
 		cs.skip(s.Dir, s.Gap, s.PrevEnd, s.Start)
 		return
 	}
