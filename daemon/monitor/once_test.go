@@ -56,6 +56,16 @@ func onceAccounting(t *testing.T, rec *recorder) map[*flow.KernelOp]flow.Protoco
 	return protos
 }
 
+// opsByStream describes each exchange's operations (opsOf) by its HTTP/2
+// stream. rec.mu must be held.
+func opsByStream(rec *recorder) map[uint32]string {
+	got := map[uint32]string{}
+	for _, ex := range rec.exchanges {
+		got[ex.Record.StreamID] = opsOf(ex)
+	}
+	return got
+}
+
 // opsOf describes an exchange's operations as "read@start write@start".
 func opsOf(ex *flow.Exchange) string {
 	var b strings.Builder
@@ -175,10 +185,7 @@ func TestConcurrentHTTP2StreamsEachClaimTheirOwnSyscalls(t *testing.T) {
 	onceAccounting(t, h.rec)
 	h.rec.mu.Lock()
 	defer h.rec.mu.Unlock()
-	got := map[uint32]string{}
-	for _, ex := range h.rec.exchanges {
-		got[ex.Record.StreamID] = opsOf(ex)
-	}
+	got := opsByStream(h.rec)
 	want := map[uint32]string{1: "read@4000 write@7000", 3: "read@5000 write@6000"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("exchanges' operations by stream = %v, want %v", got, want)
@@ -359,10 +366,7 @@ func TestSyscallsOverlappingInTimeAreClaimedByTheirBytes(t *testing.T) {
 	onceAccounting(t, h.rec)
 	h.rec.mu.Lock()
 	defer h.rec.mu.Unlock()
-	got := map[uint32]string{}
-	for _, ex := range h.rec.exchanges {
-		got[ex.Record.StreamID] = opsOf(ex)
-	}
+	got := opsByStream(h.rec)
 	want := map[uint32]string{1: "write@2000 read@7000", 3: "write@1900 read@8000"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("exchanges' operations by stream = %v, want %v", got, want)

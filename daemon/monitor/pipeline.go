@@ -171,13 +171,12 @@ func (p *pipeline) newStream(c *capture.Conn) capture.Stream {
 func (cs *connState) Segment(s *capture.Segment) {
 	if s.Tail {
 		// The stream's last events were lost: no syscall goes with
-		// the gap, and an operation still pending missed its last
-		// event.
+		// the gap (all the Segment carries), and an operation still
+		// pending missed its last event.
 		cs.complete(s.Dir, false)
-		cs.skip(s.Dir, s.Gap, s.PrevEnd, s.Start)
-		return
+	} else {
+		cs.track(s)
 	}
-	cs.track(s)
 	if s.Gap > 0 {
 		cs.skip(s.Dir, s.Gap, s.PrevEnd, s.Start)
 	}
