@@ -456,28 +456,24 @@ func TestBench(t *testing.T) {
 	if cfg.Paced && cfg.runs("paced") {
 		// Below saturation the latency target is about the time Weir adds
 		// to each request, not about CPU the load generator lacks: each
-		// rate runs without the daemon too, for the p99 ratio.
+		// rate runs in rounds without and with the daemon (see PacedRun).
 		for _, rate := range []int{10_000, TargetLossRate} {
 			pr := PacedRun{Name: fmt.Sprintf("h2load paced at %dk req/s", rate/1000), Target: float64(rate)}
-			perClient := rate / 16
 			url := fmt.Sprintf("http://%s:%d/", ip, h2cPort)
-			base, err := runH2load(t, cli, url, cfg.Duration, perClient)
-			if err != nil {
-				pr.BaseErr = err.Error()
-				t.Errorf("%s baseline: %v", pr.Name, err)
+			load := func() (LoadResult, error) { return runH2load(t, cli, url, cfg.Duration, rate/16) }
+			for round := range cfg.Rounds {
+				rd, err := pacedRound(t, d, oap, load, round%2 == 1)
+				if err != nil {
+					pr.Err = fmt.Sprintf("round %d: %v", round+1, err)
+					t.Errorf("%s: %s", pr.Name, pr.Err)
+					break
+				}
+				pr.Rounds = append(pr.Rounds, rd)
+				t.Logf("%s, round %d: achieved %.0f req/s, p50 %v p99 %v (baseline %v, %v), daemon cpu %v, lost %.0f",
+					pr.Name, round+1, rd.Run.Load.Throughput, rd.Run.Load.P50, rd.Run.Load.P99,
+					rd.Base.P50, rd.Base.P99, rd.Run.CPU, SumLost(rd.Run.Lost))
 			}
-			pr.Base = base
-			startDaemon(t, d)
-			w, err := measureWeir(t, d, oap, func() (LoadResult, error) { return runH2load(t, cli, url, cfg.Duration, perClient) })
-			if err != nil {
-				pr.Err = err.Error()
-				t.Errorf("%s: %v", pr.Name, err)
-			}
-			stopDaemon(t, d)
-			pr.Run = w
 			rep.Paced = append(rep.Paced, pr)
-			t.Logf("%s: achieved %.0f req/s, p99 %v (baseline %v), daemon cpu %v, lost %.0f",
-				pr.Name, w.Load.Throughput, w.Load.P99, base.P99, w.CPU, SumLost(w.Lost))
 		}
 	}
 
@@ -580,6 +576,37 @@ func stopDaemon(t *testing.T, d *harness.Daemon) {
 	if err := d.Stop(); err != nil {
 		t.Fatalf("stop weir-daemon: %v", err)
 	}
+}
+
+// pacedRound runs load once without the daemon and once with it, the
+// daemon's run first when weirFirst is set.
+func pacedRound(t *testing.T, d *harness.Daemon, oap *Receiver, load func() (LoadResult, error), weirFirst bool) (PacedRound, error) {
+	t.Helper()
+	var rd PacedRound
+	base := func() error {
+		var err error
+		if rd.Base, err = load(); err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		return nil
+	}
+	weir := func() error {
+		startDaemon(t, d)
+		defer stopDaemon(t, d)
+		var err error
+		if rd.Run, err = measureWeir(t, d, oap, load); err != nil {
+			return fmt.Errorf("with Weir: %w", err)
+		}
+		return nil
+	}
+	first, second := base, weir
+	if weirFirst {
+		first, second = weir, base
+	}
+	if err := first(); err != nil {
+		return rd, err
+	}
+	return rd, second()
 }
 
 // measureWeir runs load with the daemon up and records what it cost the

@@ -8,7 +8,8 @@
 # Needs root, wrk, h2load (nghttp2-client), nginx and curl. Reads
 # WEIR_BIN_DIR, WEIR_CNI_BIN_DIR, WEIR_TOOL_BIN_DIR (the Makefile sets them)
 # and, optionally:
-#   WEIR_BENCH_ROUNDS       alternating baseline/Weir rounds (default 3)
+#   WEIR_BENCH_ROUNDS       alternating baseline/Weir rounds (default 3), of the
+#                           saturated loads and of each paced rate
 #   WEIR_BENCH_DURATION     length of each load run (default 10s)
 #   WEIR_BENCH_CONNS        idle connections for the RSS scenario (default 10000; 0 skips)
 #   WEIR_BENCH_PACED        0 skips the paced 10k and 20k req/s runs
@@ -39,7 +40,7 @@ echo "==> daemon pipeline benchmarks (./daemon/monitor)"
 
 echo "==> pod-to-pod benchmark (./tests/bench)"
 # The whole run is bounded: about 3 rounds x 5 variants x 2-3 runs x 10 s
-# (HTTPS only without Weir and with --bpf.tls), 2 paced runs,
+# (HTTPS only without Weir and with --bpf.tls), 2 paced rates x 3 rounds x 2 runs,
 # one connection scenario; the timeout only catches a hang.
 WEIR_BENCH=1 WEIR_BENCH_PARSER_OUT="$work/parser.txt" WEIR_BENCH_PIPELINE_OUT="$work/pipeline.txt" \
   "$GO" test -count=1 -timeout 15m -run '^TestBench$' -v ./tests/bench/
