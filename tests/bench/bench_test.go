@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/google/pprof/profile"
 	"golang.org/x/sys/unix"
 
 	"github.com/weirnet/weir/tests/harness"
@@ -416,10 +419,12 @@ func TestBench(t *testing.T) {
 	// costs every program run two clock reads, so no other figure may
 	// come from a run with it on).
 	for i, s := range scenarios {
+		args := cfg.DaemonArgs
 		if s.TLS {
-			d.SetExtraArgs(tlsArgs)
+			args = tlsArgs
 		}
-		c := measureCost(t, d, s.Short, func() (LoadResult, error) { return runners[i](t) })
+		d.SetExtraArgs(append(slices.Clone(args), "--pprof"))
+		c := measureCost(t, d, s.Short, cfg.Duration, func() (LoadResult, error) { return runners[i](t) })
 		c.Reported = s.Reported
 		rep.Costs = append(rep.Costs, c)
 		d.SetExtraArgs(cfg.DaemonArgs)
@@ -1003,11 +1008,46 @@ func parserResults(path string) ([]GoBench, string) {
 	return res, ""
 }
 
+type profileResult struct {
+	split ProfileSplit
+	err   error
+}
+
+// cpuProfile takes a CPU profile of the daemon for d (its --pprof
+// endpoint) and splits it by stage.
+func cpuProfile(dm *harness.Daemon, d time.Duration) profileResult {
+	ctx, cancel := context.WithTimeout(context.Background(), d+10*time.Second)
+	defer cancel()
+	url := dm.URL(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Round(time.Second).Seconds())))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return profileResult{err: err}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return profileResult{err: fmt.Errorf("CPU profile: %w", err)}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return profileResult{err: fmt.Errorf("CPU profile: %s: %s", resp.Status, b)}
+	}
+	p, err := profile.Parse(resp.Body)
+	if err != nil {
+		return profileResult{err: fmt.Errorf("CPU profile: %w", err)}
+	}
+	split, err := SplitProfile(p)
+	return profileResult{split: split, err: err}
+}
+
 // measureCost runs load once without and once with the daemon (d, stopped
 // on entry and on return) to account for where the CPU goes: see Cost.
 // bpf_stats is on only during the second run, which no other figure uses,
 // since the accounting itself costs every program run two clock reads.
-func measureCost(t *testing.T, d *harness.Daemon, scenario string, load func() (LoadResult, error)) Cost {
+//
+// The daemon runs with --pprof: a CPU profile taken during the second run
+// for most of its length (loadFor) splits the daemon's CPU by stage.
+func measureCost(t *testing.T, d *harness.Daemon, scenario string, loadFor time.Duration, load func() (LoadResult, error)) Cost {
 	t.Helper()
 	c := Cost{Scenario: scenario}
 	fail := func(err error) Cost { c.Err = err.Error(); t.Errorf("cost of %s: %v", scenario, err); return c }
@@ -1055,9 +1095,17 @@ func measureCost(t *testing.T, d *harness.Daemon, scenario string, load func() (
 	if busy0, err = ReadBusyCPU(); err != nil {
 		return fail(err)
 	}
+	prof := make(chan profileResult, 1)
+	go func() { prof <- cpuProfile(d, max(loadFor-time.Second, time.Second)) }()
 	w, err := load()
 	if err != nil {
 		return fail(fmt.Errorf("with Weir: %w", err))
+	}
+	if pr := <-prof; pr.err != nil {
+		c.StagesErr = pr.err.Error()
+		t.Logf("cost of %s: no stage split: %v", scenario, pr.err)
+	} else {
+		c.Stages = &pr.split
 	}
 	// The daemon's work for the last requests belongs to them too.
 	if _, err := settle(d, drainLimit); err != nil {

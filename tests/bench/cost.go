@@ -42,6 +42,11 @@ type Cost struct {
 	// Reported marks a scenario with no target (see Scenario.Reported).
 	Reported bool
 	Err      string
+	// Stages splits Daemon by stage, from a CPU profile of the daemon
+	// taken during the run (nil if none was taken); StagesErr says why
+	// none was.
+	Stages    *ProfileSplit
+	StagesErr string
 }
 
 // Rest is the CPU per request Weir added that none of the other columns

@@ -627,6 +627,7 @@ func (r *Report) costMarkdown(p func(format string, a ...any)) {
 		p("| %s | %s | %s | %s | %s | %s | %s | %.3f | %s | %s |\n", c.Scenario, us(c.BaseCPU), us(c.WeirCPU), us(c.BPF),
 			us(c.Daemon), us(c.Receiver), us(c.Rest()), c.Bound(), target, ok)
 	}
+	r.stagesMarkdown(p, us)
 	p("\n| scenario | eBPF program | run time per request | ns per run | runs per request |\n|---|---|---|---|---|\n")
 	for _, c := range r.Costs {
 		for _, pc := range c.Top {
@@ -639,6 +640,47 @@ func (r *Report) costMarkdown(p func(format string, a ...any)) {
 	}
 	for _, line := range uprobeNotes(r.Costs) {
 		p("\n%s\n", line)
+	}
+}
+
+// stagesMarkdown splits the daemon's CPU per request of each cost run by
+// stage, from the CPU profile taken during it.
+func (r *Report) stagesMarkdown(p func(format string, a ...any), us func(time.Duration) string) {
+	have := false
+	for _, c := range r.Costs {
+		have = have || c.Stages != nil || c.StagesErr != ""
+	}
+	if !have {
+		return
+	}
+	p("\nweir-daemon's CPU per request in the same runs, split by stage from a CPU profile of the daemon taken during the load (Go's sampling profiler, `--pprof`; a sample is charged to the leaf-most Weir or library frame on its stack, and to GC wherever the collector runs, assists included):\n\n")
+	p("| scenario | weir-daemon |")
+	for st := range numStages {
+		p(" %s |", st)
+	}
+	p("\n|---|---|")
+	for range numStages {
+		p("---|")
+	}
+	p("\n")
+	for _, c := range r.Costs {
+		switch {
+		case c.Err != "":
+			continue
+		case c.Stages == nil:
+			p("| %s | %s | no profile: %s |", c.Scenario, us(c.Daemon), oneLine(c.StagesErr))
+			for range numStages - 1 {
+				p(" |")
+			}
+			p("\n")
+			continue
+		}
+		p("| %s | %s |", c.Scenario, us(c.Daemon))
+		for st := range numStages {
+			sh := c.Stages.Share(st)
+			p(" %s (%.0f%%) |", us(time.Duration(sh*float64(c.Daemon))), 100*sh)
+		}
+		p("\n")
 	}
 }
 
