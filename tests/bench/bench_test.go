@@ -66,6 +66,7 @@ type benchConfig struct {
 	Conns      int           // WEIR_BENCH_CONNS, default 10000 (0 skips)
 	DaemonArgs []string      // WEIR_BENCH_DAEMON_ARGS, extra weir-daemon flags
 	Report     string        // WEIR_BENCH_REPORT, default tests/bench/REPORT.md
+	ProfileDir string        // WEIR_BENCH_PROFILE_DIR: where the cost runs' daemon CPU profiles are kept ("": not kept)
 	ParserOut  string        // WEIR_BENCH_PARSER_OUT: saved `go test -bench` output
 	// PipelineOut is WEIR_BENCH_PIPELINE_OUT: saved output of the daemon
 	// pipeline benchmarks (./daemon/monitor).
@@ -140,6 +141,7 @@ func loadConfig(t *testing.T, repo string) benchConfig {
 	if v, ok := os.LookupEnv("WEIR_BENCH_OAP_FLAG"); ok {
 		c.OAPFlag = strings.TrimLeft(v, "-")
 	}
+	c.ProfileDir = os.Getenv("WEIR_BENCH_PROFILE_DIR")
 	if v := os.Getenv("WEIR_BENCH_REPORT"); v != "" {
 		c.Report = v
 	}
@@ -424,7 +426,7 @@ func TestBench(t *testing.T) {
 			args = tlsArgs
 		}
 		d.SetExtraArgs(append(slices.Clone(args), "--pprof"))
-		c := measureCost(t, d, s.Short, cfg.Duration, func() (LoadResult, error) { return runners[i](t) })
+		c := measureCost(t, d, s.Short, cfg.Duration, cfg.ProfileDir, func() (LoadResult, error) { return runners[i](t) })
 		c.Reported = s.Reported
 		rep.Costs = append(rep.Costs, c)
 		d.SetExtraArgs(cfg.DaemonArgs)
@@ -1015,11 +1017,15 @@ type profileResult struct {
 
 // cpuProfile takes a CPU profile of the daemon for d (its --pprof
 // endpoint) and splits it by stage.
-func cpuProfile(dm *harness.Daemon, d time.Duration) profileResult {
+func cpuProfile(dm *harness.Daemon, d time.Duration, profileDir, scenario string) profileResult {
 	ctx, cancel := context.WithTimeout(context.Background(), d+10*time.Second)
 	defer cancel()
 	url := dm.URL(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Round(time.Second).Seconds())))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return profileResult{err: err}
+	}
+	st0, err := ReadProcStats(dm.Pid())
 	if err != nil {
 		return profileResult{err: err}
 	}
@@ -1032,11 +1038,33 @@ func cpuProfile(dm *harness.Daemon, d time.Duration) profileResult {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return profileResult{err: fmt.Errorf("CPU profile: %s: %s", resp.Status, b)}
 	}
-	p, err := profile.Parse(resp.Body)
+	// The handler writes the profile once it has stopped: the body
+	// arrives after the profiled span.
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return profileResult{err: fmt.Errorf("CPU profile: %w", err)}
+	}
+	st1, err := ReadProcStats(dm.Pid())
+	if err != nil {
+		return profileResult{err: err}
+	}
+	if profileDir != "" {
+		name := "weir-daemon-" + strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' {
+				return r
+			}
+			return '-'
+		}, scenario) + ".pprof"
+		if err := os.WriteFile(filepath.Join(profileDir, name), b, 0o644); err != nil {
+			return profileResult{err: fmt.Errorf("keep CPU profile: %w", err)}
+		}
+	}
+	p, err := profile.ParseData(b)
 	if err != nil {
 		return profileResult{err: fmt.Errorf("CPU profile: %w", err)}
 	}
 	split, err := SplitProfile(p)
+	split.ProcessCPU = int64(st1.CPU - st0.CPU)
 	return profileResult{split: split, err: err}
 }
 
@@ -1047,7 +1075,7 @@ func cpuProfile(dm *harness.Daemon, d time.Duration) profileResult {
 //
 // The daemon runs with --pprof: a CPU profile taken during the second run
 // for most of its length (loadFor) splits the daemon's CPU by stage.
-func measureCost(t *testing.T, d *harness.Daemon, scenario string, loadFor time.Duration, load func() (LoadResult, error)) Cost {
+func measureCost(t *testing.T, d *harness.Daemon, scenario string, loadFor time.Duration, profileDir string, load func() (LoadResult, error)) Cost {
 	t.Helper()
 	c := Cost{Scenario: scenario}
 	fail := func(err error) Cost { c.Err = err.Error(); t.Errorf("cost of %s: %v", scenario, err); return c }
@@ -1096,7 +1124,7 @@ func measureCost(t *testing.T, d *harness.Daemon, scenario string, loadFor time.
 		return fail(err)
 	}
 	prof := make(chan profileResult, 1)
-	go func() { prof <- cpuProfile(d, max(loadFor-time.Second, time.Second)) }()
+	go func() { prof <- cpuProfile(d, max(loadFor-time.Second, time.Second), profileDir, scenario) }()
 	w, err := load()
 	if err != nil {
 		return fail(fmt.Errorf("with Weir: %w", err))

@@ -653,13 +653,13 @@ func (r *Report) stagesMarkdown(p func(format string, a ...any), us func(time.Du
 	if !have {
 		return
 	}
-	p("\nweir-daemon's CPU per request in the same runs, split by stage from a CPU profile of the daemon taken during the load (Go's sampling profiler, `--pprof`; a sample is charged to the leaf-most Weir or library frame on its stack, and to GC wherever the collector runs, assists included):\n\n")
+	p("\nweir-daemon's CPU per request in the same runs, split by stage from a CPU profile of the daemon taken during the load (Go's sampling profiler, `--pprof`; a sample is charged to the leaf-most Weir or library frame on its stack, and to GC wherever the collector runs, assists included). The shares are of the samples; the last column says how much of the daemon's CPU time they cover (the profiler drops a signal that lands when a thread cannot take it):\n\n")
 	p("| scenario | weir-daemon |")
 	for st := range numStages {
 		p(" %s |", st)
 	}
-	p("\n|---|---|")
-	for range numStages {
+	p(" samples / daemon CPU while profiled |\n|---|---|")
+	for range numStages + 1 {
 		p("---|")
 	}
 	p("\n")
@@ -669,7 +669,7 @@ func (r *Report) stagesMarkdown(p func(format string, a ...any), us func(time.Du
 			continue
 		case c.Stages == nil:
 			p("| %s | %s | no profile: %s |", c.Scenario, us(c.Daemon), oneLine(c.StagesErr))
-			for range numStages - 1 {
+			for range numStages {
 				p(" |")
 			}
 			p("\n")
@@ -680,7 +680,7 @@ func (r *Report) stagesMarkdown(p func(format string, a ...any), us func(time.Du
 			sh := c.Stages.Share(st)
 			p(" %s (%.0f%%) |", us(time.Duration(sh*float64(c.Daemon))), 100*sh)
 		}
-		p("\n")
+		p(" %.2f of %.2f CPU-s (%.0f%%) |\n", float64(c.Stages.Total())/1e9, float64(c.Stages.ProcessCPU)/1e9, 100*c.Stages.Coverage())
 	}
 }
 

@@ -18,6 +18,8 @@
 #                           floor beside Weir: bpf/floor, see REPORT.md)
 #   WEIR_BENCH_DAEMON_ARGS  extra weir-daemon flags for the "with Weir" side (e.g. --oap ...)
 #   WEIR_BENCH_REPORT       where to write the report (default tests/bench/REPORT.md)
+#   WEIR_BENCH_PROFILE_DIR  keep the daemon's CPU profiles of the cost runs there
+#                           (weir-daemon-<scenario>.pprof, for go tool pprof)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -120,6 +120,19 @@ func StageOf(funcs []string) Stage {
 type ProfileSplit struct {
 	// CPU is each stage's sampled CPU time, in nanoseconds.
 	CPU [numStages]int64
+	// ProcessCPU is the process's CPU time (utime+stime) while it was
+	// profiled, in nanoseconds; 0 if unknown.
+	ProcessCPU int64
+}
+
+// Coverage is how much of the process's CPU time the samples account
+// for (Go's profiler misses some: a signal that lands while the thread
+// cannot take it is dropped), 0 if unknown.
+func (s ProfileSplit) Coverage() float64 {
+	if s.ProcessCPU == 0 {
+		return 0
+	}
+	return float64(s.Total()) / float64(s.ProcessCPU)
 }
 
 // Total is the profile's sampled CPU time, in nanoseconds.

@@ -115,6 +115,7 @@ func TestCostSectionSplitsTheDaemonsCPUByStage(t *testing.T) {
 	split.CPU[StagePipeline] = 50
 	split.CPU[StageExport] = 25
 	split.CPU[StageGC] = 25
+	split.ProcessCPU = 125
 	r := &Report{CPUs: 2, Duration: 10 * time.Second, Costs: []Cost{
 		{Scenario: "HTTP/1.1", BaseCPU: 10 * time.Microsecond, WeirCPU: 30 * time.Microsecond, Daemon: 8 * time.Microsecond, Stages: &split},
 		{Scenario: "HTTP/2", BaseCPU: 10 * time.Microsecond, WeirCPU: 30 * time.Microsecond, Daemon: 6 * time.Microsecond, StagesErr: "CPU profile: 404 Not Found"},
@@ -124,8 +125,8 @@ func TestCostSectionSplitsTheDaemonsCPUByStage(t *testing.T) {
 	r.costMarkdown(func(f string, a ...any) { fmt.Fprintf(&b, f, a...) })
 	md := b.String()
 	for _, want := range []string{
-		"| scenario | weir-daemon | ring read + decode | reassembly + parsing | aggregation | SkyWalking export | GC | Go scheduler | other |",
-		"| HTTP/1.1 | 8.00 µs | 0.00 µs (0%) | 4.00 µs (50%) | 0.00 µs (0%) | 2.00 µs (25%) | 2.00 µs (25%) | 0.00 µs (0%) | 0.00 µs (0%) |",
+		"| scenario | weir-daemon | ring read + decode | reassembly + parsing | aggregation | SkyWalking export | GC | Go scheduler | other | samples / daemon CPU while profiled |",
+		"| HTTP/1.1 | 8.00 µs | 0.00 µs (0%) | 4.00 µs (50%) | 0.00 µs (0%) | 2.00 µs (25%) | 2.00 µs (25%) | 0.00 µs (0%) | 0.00 µs (0%) | 0.00 of 0.00 CPU-s (80%) |",
 		"| HTTP/2 | 6.00 µs | no profile: CPU profile: 404 Not Found |",
 	} {
 		if !strings.Contains(md, want) {
