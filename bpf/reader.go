@@ -148,7 +148,16 @@ func (c *Collector) deliverProcesses(ps event.ProcessSink) {
 // this is a copy of what the kernel wrote, without reflection: the decoder
 // runs once per captured chunk and must stay cheap.
 func record[T any](b []byte) T {
-	return *(*T)(unsafe.Pointer(unsafe.SliceData(b)))
+	return *view[T](b)
+}
+
+// view is record without the copy, for the data record: its header with
+// both directions' metrics is a few hundred bytes, and the decoder reads
+// only some of them (the metrics only on a syscall's last chunk). The
+// caller must be done with the view before b's memory is reused, as it is
+// with the payload it slices from b.
+func view[T any](b []byte) *T {
+	return (*T)(unsafe.Pointer(unsafe.SliceData(b)))
 }
 
 // decode turns one ring buffer record into a call on sink; reasons names
@@ -255,7 +264,7 @@ func (dec *decoder) decode(b []byte, sink event.Sink, ps event.ProcessSink) erro
 		if len(b) < dataEventSize {
 			return fmt.Errorf("data record of %d bytes, want at least %d", len(b), dataEventSize)
 		}
-		h := record[captureDataEvent](b)
+		h := view[captureDataEvent](b)
 		payload := b[dataEventSize:]
 		if int(h.Captured) > len(payload) || h.Captured > h.Size {
 			return fmt.Errorf("data record claims %d captured of %d bytes, carries %d", h.Captured, h.Size, len(payload))

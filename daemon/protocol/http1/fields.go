@@ -105,24 +105,24 @@ func (h *fields) scanHead(b []byte, tc *tracectx.Collector) int {
 func (h *fields) field(name, value []byte, tc *tracectx.Collector) bool {
 	switch len(name) {
 	case 4:
-		if equalFold(name, "host") {
+		if isName(name, "Host", "host") {
 			h.host = value
 			return true
 		}
 	case 7:
-		if equalFold(name, "upgrade") {
+		if isName(name, "Upgrade", "upgrade") {
 			h.upgrade = value
 			return true
 		}
 	case 10:
-		if equalFold(name, "connection") {
+		if isName(name, "Connection", "connection") {
 			if containsToken(value, "upgrade") {
 				h.connUpgrade = true
 			}
 			return true
 		}
 	case 14:
-		if equalFold(name, "content-length") {
+		if isName(name, "Content-Length", "content-length") {
 			n, ok := parseDec(value)
 			if !ok || (h.contentLength >= 0 && h.contentLength != n) {
 				return false
@@ -131,13 +131,21 @@ func (h *fields) field(name, value []byte, tc *tracectx.Collector) bool {
 			return true
 		}
 	case 17:
-		if equalFold(name, "transfer-encoding") {
+		if isName(name, "Transfer-Encoding", "transfer-encoding") {
 			h.chunked = lastTokenIs(value, "chunked")
 			return true
 		}
 	}
 	tc.Observe(name, value)
 	return true
+}
+
+// isName reports whether name is the field name lower (lower-case ASCII),
+// in any case. canon is its usual spelling ("Content-Length"), which most
+// senders use: a plain comparison answers it in a word or two, before the
+// byte-by-byte case-insensitive one.
+func isName(name []byte, canon, lower string) bool {
+	return string(name) == canon || equalFold(name, lower)
 }
 
 func trimOWS(b []byte) []byte {

@@ -31,3 +31,64 @@ func TestScanHeadTakesOrdinaryHeads(t *testing.T) {
 		}
 	}
 }
+
+// TestFieldNamesMatchInAnyCase pins down that the framing fields are
+// recognised whatever their case, through the usual spelling's shortcut or
+// the case-insensitive comparison, and that a name differing in any byte
+// (a CR where the hyphen is, a letter off by 0x20 that is not its other
+// case) is not one of them.
+func TestFieldNamesMatchInAnyCase(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want bool
+	}{
+		{"Content-Length", true},
+		{"content-length", true},
+		{"CONTENT-LENGTH", true},
+		{"cOnTeNt-LeNgTh", true},
+		{"Content\rLength", false},
+		{"Content-Lengtx", false},
+		{"Content-Length ", false},
+		{"Content-Lengt", false},
+		{"Content_Length", false},
+	} {
+		h := fields{contentLength: -1}
+		var c tracectx.Collector
+		h.field([]byte(tc.name), []byte("7"), &c)
+		if got := h.contentLength == 7; got != tc.want {
+			t.Errorf("field %q taken as Content-Length: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	for _, name := range []string{"Host", "host", "HOST", "hOsT"} {
+		var h fields
+		var c tracectx.Collector
+		h.field([]byte(name), []byte("a"), &c)
+		if string(h.host) != "a" {
+			t.Errorf("field %q not taken as Host", name)
+		}
+	}
+	for _, name := range []string{"Transfer-Encoding", "transfer-encoding", "TRANSFER-ENCODING"} {
+		var h fields
+		var c tracectx.Collector
+		h.field([]byte(name), []byte("chunked"), &c)
+		if !h.chunked {
+			t.Errorf("field %q not taken as Transfer-Encoding", name)
+		}
+	}
+	for _, name := range []string{"Connection", "connection", "CONNECTION"} {
+		var h fields
+		var c tracectx.Collector
+		h.field([]byte(name), []byte("Upgrade"), &c)
+		if !h.connUpgrade {
+			t.Errorf("field %q not taken as Connection", name)
+		}
+	}
+	for _, name := range []string{"Upgrade", "upgrade", "UPGRADE"} {
+		var h fields
+		var c tracectx.Collector
+		h.field([]byte(name), []byte("h2c"), &c)
+		if string(h.upgrade) != "h2c" {
+			t.Errorf("field %q not taken as Upgrade", name)
+		}
+	}
+}
