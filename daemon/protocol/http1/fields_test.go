@@ -59,36 +59,24 @@ func TestFieldNamesMatchInAnyCase(t *testing.T) {
 			t.Errorf("field %q taken as Content-Length: %v, want %v", tc.name, got, tc.want)
 		}
 	}
-	for _, name := range []string{"Host", "host", "HOST", "hOsT"} {
-		var h fields
-		var c tracectx.Collector
-		h.field([]byte(name), []byte("a"), &c)
-		if string(h.host) != "a" {
-			t.Errorf("field %q not taken as Host", name)
-		}
-	}
-	for _, name := range []string{"Transfer-Encoding", "transfer-encoding", "TRANSFER-ENCODING"} {
-		var h fields
-		var c tracectx.Collector
-		h.field([]byte(name), []byte("chunked"), &c)
-		if !h.chunked {
-			t.Errorf("field %q not taken as Transfer-Encoding", name)
-		}
-	}
-	for _, name := range []string{"Connection", "connection", "CONNECTION"} {
-		var h fields
-		var c tracectx.Collector
-		h.field([]byte(name), []byte("Upgrade"), &c)
-		if !h.connUpgrade {
-			t.Errorf("field %q not taken as Connection", name)
-		}
-	}
-	for _, name := range []string{"Upgrade", "upgrade", "UPGRADE"} {
-		var h fields
-		var c tracectx.Collector
-		h.field([]byte(name), []byte("h2c"), &c)
-		if string(h.upgrade) != "h2c" {
-			t.Errorf("field %q not taken as Upgrade", name)
+	for _, f := range []struct {
+		field string
+		names []string
+		value string
+		taken func(*fields) bool
+	}{
+		{"Host", []string{"Host", "host", "HOST", "hOsT"}, "a", func(h *fields) bool { return string(h.host) == "a" }},
+		{"Transfer-Encoding", []string{"Transfer-Encoding", "transfer-encoding", "TRANSFER-ENCODING"}, "chunked", func(h *fields) bool { return h.chunked }},
+		{"Connection", []string{"Connection", "connection", "CONNECTION"}, "Upgrade", func(h *fields) bool { return h.connUpgrade }},
+		{"Upgrade", []string{"Upgrade", "upgrade", "UPGRADE"}, "h2c", func(h *fields) bool { return string(h.upgrade) == "h2c" }},
+	} {
+		for _, name := range f.names {
+			var h fields
+			var c tracectx.Collector
+			h.field([]byte(name), []byte(f.value), &c)
+			if !f.taken(&h) {
+				t.Errorf("field %q not taken as %s", name, f.field)
+			}
 		}
 	}
 }
