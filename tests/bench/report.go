@@ -84,9 +84,9 @@ func (s *Scenario) target(r *Report, target string, ok bool) (string, string) {
 // PacedRun is one offered rate run in rounds, each a run without the
 // daemon and one with it, back to back.
 //
-// Why rounds: a paced run's latency is mostly h2load's own queueing (a
-// millisecond at a rate the cores serve in a fraction of that), and on
-// this shared VM a single 10 s baseline moved its p50 by a quarter from
+// Why rounds: a paced run's latency is the time to serve h2load's bursts
+// (about 100 requests every 10 ms at 10k req/s: see Markdown's note), and on
+// this shared VM a single 10 s baseline moved its p50 by a fifth from
 // one run to the next. A round pairs two adjacent runs, so slow drift of
 // the machine cancels in its ratio, and the median of the rounds' ratios
 // ignores a one-off hiccup on either side. The order alternates between
