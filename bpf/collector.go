@@ -116,12 +116,14 @@ type Config struct {
 	// once (an LRU map: the least recently used hint is evicted). Default
 	// DefaultHintMapSize.
 	HintMapSize int
-	// PollInterval is how long the reader sleeps when it finds the ring
-	// buffer empty. The kernel side writes records without waking the
-	// reader (each wakeup is an inter-processor interrupt, and at tens of
-	// thousands of syscalls a second they cost more than the capture
-	// itself), so this is the delay before a quiet connection's records
-	// are read; a busy ring is read without pause. Default
+	// PollInterval is how long the reader sleeps when it has drained the
+	// ring buffer. The kernel side wakes the reader only for a record
+	// written into an empty ring (each wakeup is an inter-processor
+	// interrupt, and at tens of thousands of syscalls a second one per
+	// record cost more than the capture itself), so a busy ring is read
+	// every interval, its records in batches, and the reader waits for
+	// the kernel only once the ring has stayed empty for a whole interval:
+	// an idle node's reader does not wake at all. Default
 	// DefaultPollInterval, at most one second. RingBufferSize must hold
 	// what the node writes during one interval.
 	PollInterval time.Duration
@@ -212,6 +214,7 @@ type Collector struct {
 	links    []link.Link
 	packet   packetLinks // per-packet hooks, attached while a netns is enrolled
 	reader   *ringbuf.Reader
+	parker   *ringParker // nil: Run polls an idle ring on its timer
 	features Features
 	// counterNames[i] names kernel counter i (enum drop_reason).
 	counterNames []string
@@ -359,6 +362,9 @@ func Load(cfg Config, log *slog.Logger) (*Collector, error) {
 		c.Close()
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
+	if c.parker, err = newRingParker(c.coll.Maps[captureMapEvents]); err != nil {
+		log.Warn("idle ring buffer is polled every poll interval", "error", err)
+	}
 	c.features.Hooks = append(c.features.Hooks, leftOut...)
 	c.features.Capture = capture
 	c.features.CaptureReason = captureWhy
@@ -482,6 +488,11 @@ func (c *Collector) Close() error {
 		if c.reader != nil {
 			if err := c.reader.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close ring buffer reader: %w", err))
+			}
+		}
+		if c.parker != nil {
+			if err := c.parker.close(); err != nil {
+				errs = append(errs, fmt.Errorf("close ring buffer wait: %w", err))
 			}
 		}
 		if c.tierColl != nil {

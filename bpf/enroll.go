@@ -51,6 +51,9 @@ func (c *Collector) Enroll(netnsInode uint64, podID uint32) error {
 		case c.wake <- struct{}{}:
 		default: // a wake is already pending
 		}
+		if c.parker != nil {
+			c.parker.interrupt()
+		}
 	}
 	c.log.Info("netns enrolled", "netns", netnsInode, "pod", podID, "existing_processes", len(found))
 	return nil

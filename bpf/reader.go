@@ -32,6 +32,7 @@ type readerStats struct {
 	drains       atomic.Uint64
 	decodeErrors atomic.Uint64
 	scanDropped  atomic.Uint64
+	parks        atomic.Uint64
 }
 
 // ReaderStats are user-space counters of the collector.
@@ -40,7 +41,12 @@ type ReaderStats struct {
 	// Drains counts the times Run read the ring until it was empty, after
 	// at least one record: Records/Drains is the mean burst the reader
 	// handles per wakeup (Config.PollInterval sets how often it wakes).
-	Drains       uint64
+	Drains uint64
+	// Parks counts the times Run found the ring still empty after a
+	// whole poll interval and waited for the kernel's wakeup instead of
+	// its timer: an idle node's reader wakes once per Park, not per
+	// interval.
+	Parks        uint64
 	DecodeErrors uint64 // records that were malformed or of unknown type
 	ScanDropped  uint64 // processes found by Enroll's scan that did not fit the queue
 	HintFailures uint64 // HintHTTP1/SkipBody/ForgetHint calls that failed
@@ -55,6 +61,7 @@ func (c *Collector) ReaderStats() ReaderStats {
 	return ReaderStats{
 		Records:      c.stats.records.Load(),
 		Drains:       c.stats.drains.Load(),
+		Parks:        c.stats.parks.Load(),
 		DecodeErrors: c.stats.decodeErrors.Load(),
 		ScanDropped:  c.stats.scanDropped.Load(),
 		HintFailures: c.hints.failures.Load(),
@@ -80,18 +87,26 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 	defer c.running.Store(false)
 	ps, _ := sink.(event.ProcessSink)
 
-	// The kernel side never wakes the reader (see Config.PollInterval).
-	// With a deadline in the past ReadInto never blocks in epoll: it
-	// returns the records that wait and then os.ErrDeadlineExceeded, and
-	// Run sleeps on a Go timer only when the ring is empty. Blocking in
-	// epoll_wait instead held a thread in a syscall and kept the runtime's
-	// sysmon waking every few microseconds to look at it.
+	// The kernel side wakes the reader only for the first record written
+	// into an empty ring (RB_FLAGS in capture.bpf.c), and only a parked
+	// reader listens. With a deadline in the past ReadInto never blocks in
+	// epoll: it returns the records that wait and then
+	// os.ErrDeadlineExceeded. A busy ring is then read every poll interval
+	// on a Go timer, its records batched; a ring that stayed empty for a
+	// whole interval parks Run in the network poller (ringParker) until
+	// the kernel's wakeup, so an idle node costs no timer wakeups.
+	// Blocking in epoll_wait instead held a thread in a syscall and kept
+	// the runtime's sysmon waking every few microseconds to look at it.
 	c.reader.SetDeadline(time.Unix(0, 1))
 	tick := time.NewTicker(c.cfg.PollInterval)
 	defer tick.Stop()
+	if c.parker != nil {
+		defer context.AfterFunc(ctx, c.parker.interrupt)()
+	}
 	var rec ringbuf.Record
 	dec := decoder{reasons: c.dropReasons, borrow: borrowsMetrics(sink)}
-	drained := 0 // records read since the ring was last empty
+	drained := 0   // records read since the ring was last empty
+	quiet := false // the last sleep ended with the ring still empty
 	for {
 		c.deliverProcesses(ps)
 		err := c.reader.ReadInto(&rec)
@@ -107,8 +122,19 @@ func (c *Collector) Run(ctx context.Context, sink event.Sink) error {
 			}
 			if drained > 0 {
 				c.stats.drains.Add(1)
-				drained = 0
+				drained, quiet = 0, false
+			} else if quiet && c.parker != nil {
+				c.stats.parks.Add(1)
+				err := c.parker.park(func() bool { return c.reader.AvailableBytes() > 0 || len(c.processes) > 0 })
+				if errors.Is(err, os.ErrClosed) {
+					return ErrClosed
+				}
+				if err != nil {
+					return err
+				}
+				continue
 			}
+			quiet = true
 			select {
 			case <-ctx.Done():
 				return nil

@@ -604,7 +604,7 @@ func newFlagSet(cfg *Config, configPath *string) *flag.FlagSet {
 	fs.IntVar(&cfg.BPF.HintMapSize, "bpf.hint-map-size", cfg.BPF.HintMapSize,
 		"most connections hinted as HTTP/1 to the kernel at once (LRU)")
 	fs.DurationVar(&cfg.BPF.PollInterval.Duration, "bpf.poll-interval", cfg.BPF.PollInterval.Duration,
-		"how long the ring buffer reader sleeps when it finds the ring empty (the delay before a quiet connection's events are seen)")
+		"how long the ring buffer reader sleeps after a drain before it reads again (a busy ring's records are batched over it; a ring empty for a whole interval is waited on until the kernel's wakeup)")
 	fs.BoolVar(&cfg.BPF.Payload, "bpf.payload", cfg.BPF.Payload,
 		"copy payload to user space for HTTP parsing (false: connections and kernel metrics only, no payload leaves the kernel)")
 	fs.StringVar(&cfg.BPF.CaptureTier, "bpf.capture-tier", cfg.BPF.CaptureTier,

@@ -24,13 +24,13 @@ type metrics struct {
 	opsIncomplete   atomic.Uint64
 	ioUnclaimed     [numIOReasons]atomic.Uint64
 
-	bpfLost, bpfPartial, bpfRecords, bpfDrains, bpfDecodeErrors, bpfScanDropped, hookTier, captureEnabled *prometheus.Desc
-	bpfHintFailures                                                                                       *prometheus.Desc
-	ringUsed, ringSize                                                                                    *prometheus.Desc
-	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs                                 *prometheus.Desc
-	protoDiscarded, protoUnsynced, protoHints                                                             *prometheus.Desc
-	opsDesc, exch, exchForced, reqKept, reqOverwritten, enrollErrors, dumpSkipped                         *prometheus.Desc
-	dumpErrors, monitoredPods, opsIncompleteDesc, ioUnclaimedDesc                                         *prometheus.Desc
+	bpfLost, bpfPartial, bpfRecords, bpfDrains, bpfParks, bpfDecodeErrors, bpfScanDropped, hookTier, captureEnabled *prometheus.Desc
+	bpfHintFailures                                                                                                 *prometheus.Desc
+	ringUsed, ringSize                                                                                              *prometheus.Desc
+	protoRecords, protoIncomplete, protoLimits, protoErrors, protoResyncs                                           *prometheus.Desc
+	protoDiscarded, protoUnsynced, protoHints                                                                       *prometheus.Desc
+	opsDesc, exch, exchForced, reqKept, reqOverwritten, enrollErrors, dumpSkipped                                   *prometheus.Desc
+	dumpErrors, monitoredPods, opsIncompleteDesc, ioUnclaimedDesc                                                   *prometheus.Desc
 }
 
 func newMetrics(m *Monitor) *metrics {
@@ -46,6 +46,8 @@ func newMetrics(m *Monitor) *metrics {
 		bpfRecords: d("bpf_records_total", "Ring buffer records read."),
 		bpfDrains: d("bpf_ring_drains_total", "Times the reader read the ring buffer until it was empty: "+
 			"bpf_records_total over this is the mean burst of records per wakeup (bpf.pollInterval)."),
+		bpfParks: d("bpf_ring_parks_total", "Times the reader found the ring buffer empty for a whole poll interval "+
+			"and waited for the kernel's wakeup on the next record instead of its timer (an idle node's reader)."),
 		ringUsed:        d("bpf_ring_buffer_used_bytes", "Bytes waiting in the eBPF ring buffer to be read."),
 		ringSize:        d("bpf_ring_buffer_size_bytes", "Size of the eBPF ring buffer."),
 		bpfDecodeErrors: d("bpf_decode_errors_total", "Ring buffer records that were malformed or of unknown type."),
@@ -131,7 +133,7 @@ func (m *Monitor) RegisterMetrics(r prometheus.Registerer) error {
 
 // Describe implements prometheus.Collector.
 func (x *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfPartial, x.bpfRecords, x.bpfDrains, x.bpfDecodeErrors, x.bpfScanDropped, x.bpfHintFailures, x.hookTier, x.ringUsed, x.ringSize,
+	for _, d := range []*prometheus.Desc{x.bpfLost, x.bpfPartial, x.bpfRecords, x.bpfDrains, x.bpfParks, x.bpfDecodeErrors, x.bpfScanDropped, x.bpfHintFailures, x.hookTier, x.ringUsed, x.ringSize,
 		x.captureEnabled, x.protoRecords, x.protoIncomplete, x.protoLimits, x.protoErrors, x.protoResyncs,
 		x.protoDiscarded, x.protoUnsynced, x.protoHints, x.opsDesc,
 		x.exch, x.exchForced, x.reqKept, x.reqOverwritten, x.enrollErrors, x.dumpSkipped, x.dumpErrors, x.monitoredPods, x.opsIncompleteDesc, x.ioUnclaimedDesc} {
@@ -179,6 +181,7 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 		rs := m.coll.ReaderStats()
 		counter(x.bpfRecords, rs.Records)
 		counter(x.bpfDrains, rs.Drains)
+		counter(x.bpfParks, rs.Parks)
 		counter(x.bpfDecodeErrors, rs.DecodeErrors)
 		counter(x.bpfScanDropped, rs.ScanDropped)
 		counter(x.bpfHintFailures, rs.HintFailures)
