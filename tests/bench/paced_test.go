@@ -226,3 +226,18 @@ func TestRunPacedRoundRotatesTheOrderAndNamesAFailedStep(t *testing.T) {
 		t.Errorf("error = %v, want the failed step named", err)
 	}
 }
+
+func TestPacedOnlyReportJudgesTargetsWhenTheDaemonCaptured(t *testing.T) {
+	ms := time.Millisecond
+	pr := PacedRun{Name: "h2load paced at 10k req/s", Target: 10_000,
+		Rounds: []PacedRound{fakeRound(2*ms, 4*ms, 2200*ms/1000, 4400*ms/1000, 10_000)}}
+	md := (&Report{Paced: []PacedRun{pr}}).Markdown() // WEIR_BENCH_ONLY=paced: no load scenarios
+	if want := "| h2load paced at 10k req/s: p50 latency | 2.000 ms | 2.200 ms | 1.100 × | ≤ 1.15 (#16) | yes |"; !strings.Contains(md, want) {
+		t.Errorf("report lacks %q: a paced-only run whose daemon captured is judged:\n%s", want, pacedLines(md))
+	}
+	pr.Rounds[0].Run.Capturer = false
+	md = (&Report{Paced: []PacedRun{pr}}).Markdown()
+	if !strings.Contains(md, "— (no capture)") {
+		t.Errorf("a paced-only run whose daemon did not capture is judged:\n%s", pacedLines(md))
+	}
+}

@@ -336,6 +336,15 @@ func (r *Report) capturing() bool {
 			}
 		}
 	}
+	// A paced-only run (WEIR_BENCH_ONLY=paced) has no load scenarios:
+	// its full-daemon runs tell.
+	for _, pr := range r.Paced {
+		for _, rd := range pr.Rounds {
+			if rd.Run.Capturer {
+				return true
+			}
+		}
+	}
 	return false
 }
 
