@@ -507,6 +507,7 @@ func TestBench(t *testing.T) {
 				}
 			}
 			for round := range cfg.Rounds {
+				began := time.Now()
 				rd, err := runPacedRound(steps, round)
 				if err != nil {
 					pr.Err = fmt.Sprintf("round %d: %v", round+1, err)
@@ -514,8 +515,8 @@ func TestBench(t *testing.T) {
 					break
 				}
 				pr.Rounds = append(pr.Rounds, rd)
-				t.Logf("%s, round %d: achieved %.0f req/s, p50 %v p99 %v (baseline %v, %v), daemon cpu %v, lost %.0f",
-					pr.Name, round+1, rd.Run.Load.Throughput, rd.Run.Load.P50, rd.Run.Load.P99,
+				t.Logf("%s, round %d (%d runs in %v): achieved %.0f req/s, p50 %v p99 %v (baseline %v, %v), daemon cpu %v, lost %.0f",
+					pr.Name, round+1, len(steps), time.Since(began).Round(time.Second), rd.Run.Load.Throughput, rd.Run.Load.P50, rd.Run.Load.P99,
 					rd.Base.P50, rd.Base.P99, rd.Run.CPU, SumLost(rd.Run.Lost))
 				for _, l := range rd.Legs {
 					t.Logf("%s, round %d, %s: achieved %.0f req/s, p50 %v p99 %v, cpu %v, records %.0f, lost %.0f%s",
