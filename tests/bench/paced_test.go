@@ -171,7 +171,7 @@ func TestPacedSharesSplitTheFullRatioBetweenThePathAndTheDaemon(t *testing.T) {
 		"| eBPF only | 3 | 2.200 ms | 1.100 [1.100–1.100] × | 4.400 ms | 1.100 [1.100–1.100] × | 0.020 cores (counting reader) | 600000 ring records | 0 yes |",
 		"| daemon, no export | 3 | 2.400 ms | 1.200 [1.200–1.200] × |",
 		"in the request's path (eBPF only − 1): p50 +0.100 (33% of the full daemon's excess), p99 +0.100 (33% of the full daemon's excess)",
-		"the daemon (full − eBPF only): p50 +0.200 (67% of the full daemon's excess), p99 +0.200 (67%",
+		"the daemon (full − eBPF only): p50 +0.200 (67% of the full daemon's excess), p99 +0.200 (67% of the full daemon's excess); paired within each round, full ÷ eBPF only: p50 1.182 [1.182–1.182] ×, p99 1.182 [1.182–1.182] ×",
 		"of the daemon's, export (full − no export): p50 +0.100, p99 +0.100",
 		"--max-procs 1 against the full daemon: p50 -0.050, p99 +0.100",
 	} {

@@ -55,8 +55,9 @@ func (r *Report) pacedLegsMarkdown(p func(format string, a ...any)) {
 		if sh.HasEBPF {
 			p("- in the request's path (eBPF only − 1): p50 %+.3f%s, p99 %+.3f%s\n",
 				sh.InPath50, excess(sh.InPath50, sh.Full50-1), sh.InPath99, excess(sh.InPath99, sh.Full99-1))
-			p("- the daemon (full − eBPF only): p50 %+.3f%s, p99 %+.3f%s\n",
-				sh.Daemon50, excess(sh.Daemon50, sh.Full50-1), sh.Daemon99, excess(sh.Daemon99, sh.Full99-1))
+			p("- the daemon (full − eBPF only): p50 %+.3f%s, p99 %+.3f%s; paired within each round, full ÷ eBPF only: p50 %s, p99 %s\n",
+				sh.Daemon50, excess(sh.Daemon50, sh.Full50-1), sh.Daemon99, excess(sh.Daemon99, sh.Full99-1),
+				spread(Median(sh.FullOverEBPF50), sh.FullOverEBPF50, ratioUnit), spread(Median(sh.FullOverEBPF99), sh.FullOverEBPF99, ratioUnit))
 		}
 		if sh.HasExport {
 			p("- of the daemon's, export (full − no export): p50 %+.3f, p99 %+.3f\n", sh.Export50, sh.Export99)

@@ -244,6 +244,12 @@ type PacedShares struct {
 	Export50, Export99             float64
 	MaxProcs150, MaxProcs199       float64
 	HasEBPF, HasExport, HasMaxProc bool
+	// FullOverEBPF50 and FullOverEBPF99 are, per round that ran both, the
+	// full daemon's percentile over the eBPF-only leg's: the daemon's
+	// share without the baseline in between (a round's slow baseline
+	// moves both legs' ratios alike, and their difference less than its
+	// range suggests).
+	FullOverEBPF50, FullOverEBPF99 []float64
 }
 
 // Shares computes PacedShares from the medians of the rounds' ratios.
@@ -255,6 +261,12 @@ func (pr *PacedRun) Shares() PacedShares {
 		sh.HasEBPF = true
 		sh.InPath50, sh.InPath99 = e50-1, e99-1
 		sh.Daemon50, sh.Daemon99 = sh.Full50-e50, sh.Full99-e99
+		for _, rd := range pr.Rounds {
+			if e, ok := rd.Leg(LegEBPFOnly); ok {
+				sh.FullOverEBPF50 = append(sh.FullOverEBPF50, ratio(float64(rd.Run.Load.P50), float64(e.Load.P50)))
+				sh.FullOverEBPF99 = append(sh.FullOverEBPF99, ratio(float64(rd.Run.Load.P99), float64(e.Load.P99)))
+			}
+		}
 	}
 	if s := pr.LegSummary(LegNoExport); len(s.P50Ratios) > 0 {
 		sh.HasExport = true
