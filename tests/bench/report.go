@@ -651,7 +651,7 @@ func (r *Report) Markdown() string {
 	p("\nBoth pods are enrolled, so every request is seen twice, once by the client's side (the load generator) and once by the server's (nginx): the expected record count is 2 × requests.\n")
 	p("\nDaemon CPU per 10k requests equals the cores the daemon would use at 10k req/s if its cost scales linearly; the paced h2load run at 10k req/s measures that directly.\n")
 	if len(r.Paced) > 0 {
-		p("\nThe paced runs are bursts, not a steady trickle: h2load's `--rps` timer fires every max(10 ms, 1/rate) per client, so 16 clients paced at 10k req/s in all submit about 100 requests at once every 10 ms (measured: the gaps between request starts are under 100 µs within a burst and over 5 ms between bursts). A paced run's latency is therefore the time to serve a burst at full speed, and its ratio follows the CPU Weir adds to each request on its way (the eBPF programs run in the application's own syscalls and softirqs) more than the daemon's share of an idle core.\n")
+		p("\nThe paced runs are bursts, not a steady trickle: h2load's `--rps` timer fires every max(10 ms, 1/rate) per client, so 16 clients paced at 10k req/s in all submit about 100 requests at once every 10 ms (measured: the gaps between request starts are under 100 µs within a burst and over 5 ms between bursts). A paced run's latency is therefore the time to serve a burst at full speed, and its ratio follows the CPU Weir adds to each request on its way (the eBPF programs run in the application's own syscalls and softirqs) more than the daemon's share of an idle core; the 10k rate's attribution legs, where they ran, measure the two apart.\n")
 	}
 	return b.String()
 }
