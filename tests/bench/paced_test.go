@@ -165,6 +165,7 @@ func TestPacedSharesSplitTheFullRatioBetweenThePathAndTheDaemon(t *testing.T) {
 	md := rep.Markdown()
 	for _, want := range []string{
 		"## h2load paced at 10k req/s: what the latency is made of (#16)",
+		"and: **eBPF only** — Weir's capture (the same programs, both pods enrolled, payload on) with its ring drained by a reader in the bench process that only counts records, weir-daemon not running; **daemon, no export** — weir-daemon without SkyWalking export; **full daemon, --max-procs 1** — the full daemon whose Go runtime may use one core. Every ratio",
 		"3 rotating rounds",
 		"| baseline | 3 | 2.000 ms | — | 4.000 ms | — |",
 		"| full daemon (export to the in-process receiver) | 3 | 2.600 ms | 1.300 [1.300–1.300] × | 5.200 ms | 1.300 [1.300–1.300] × | 0.100 cores (weir-daemon) + 0.010 (in-process OAP receiver) |",

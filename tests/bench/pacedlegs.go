@@ -14,9 +14,20 @@ func (r *Report) pacedLegsMarkdown(p func(format string, a ...any)) {
 			continue
 		}
 		p("\n## %s: what the latency is made of (#16)\n\n", pr.Name)
-		p("Each round runs, in an order rotating per round, a baseline (nothing attached), the full daemon (the row above), and: ")
-		p("**%s** — Weir's capture (the same programs, both pods enrolled, payload on) with its ring drained by a reader in the bench process that only counts records, weir-daemon not running; ", LegEBPFOnly)
-		p("**%s** — weir-daemon without SkyWalking export; **%s** — the full daemon whose Go runtime may use one core. ", LegNoExport, LegMaxProcs1)
+		what := map[string]string{
+			LegEBPFOnly:  "Weir's capture (the same programs, both pods enrolled, payload on) with its ring drained by a reader in the bench process that only counts records, weir-daemon not running",
+			LegNoExport:  "weir-daemon without SkyWalking export",
+			LegMaxProcs1: "the full daemon whose Go runtime may use one core",
+		}
+		p("Each round runs, in an order rotating per round, a baseline (nothing attached), the full daemon (the row above), and:")
+		for i, leg := range legs {
+			sep := ";"
+			if i == len(legs)-1 {
+				sep = "."
+			}
+			p(" **%s** — %s%s", leg, what[leg], sep)
+		}
+		p(" ")
 		p("Every ratio is to the same round's baseline; median over the rounds [range]. ")
 		p("The eBPF-only leg's CPU is the bench process's (its counting reader), its records are ring records drained (events, not HTTP exchanges).\n\n")
 		p("| leg | rounds | p50 | p50 ratio | p99 | p99 ratio | CPU beside the load | records | events lost |\n|---|---|---|---|---|---|---|---|---|\n")
