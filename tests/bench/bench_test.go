@@ -186,6 +186,9 @@ func TestBench(t *testing.T) {
 	rep := &Report{Started: time.Now(), Kernel: kernelRelease(), CPUs: runtime.NumCPU(),
 		Rounds: cfg.Rounds, Duration: cfg.Duration, LoadBefore: loadAvg()}
 
+	// The daemon's flags without export, for the paced attribution's
+	// "daemon, no export" leg.
+	noExportArgs := slices.Clone(cfg.DaemonArgs)
 	var oap *Receiver
 	if flag := oapFlag(t, bins.Path("weir-daemon"), cfg.OAPFlag); flag != "" {
 		var err error
@@ -208,9 +211,12 @@ func TestBench(t *testing.T) {
 	})
 	srv := netw.AddPod(t, harness.PodSpec{Namespace: "bench", Name: "server"})
 	cli := netw.AddPod(t, harness.PodSpec{Namespace: "bench", Name: "client"})
+	// enrolled are the two pods as the daemon registered them (ids, netns,
+	// host veths), for the paced attribution's eBPF-only leg.
+	var enrolled []harness.PodRecord
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := d.WaitPods(ctx, func(p []harness.PodRecord) bool {
+		recs, err := d.WaitPods(ctx, func(p []harness.PodRecord) bool {
 			_, a := harness.FindPod(p, srv.ContainerID)
 			_, b := harness.FindPod(p, cli.ContainerID)
 			return a && b
@@ -218,6 +224,10 @@ func TestBench(t *testing.T) {
 		cancel()
 		if err != nil {
 			t.Fatalf("pods not enrolled: %v", err)
+		}
+		for _, id := range []string{srv.ContainerID, cli.ContainerID} {
+			rec, _ := harness.FindPod(recs, id)
+			enrolled = append(enrolled, rec)
 		}
 	}
 	ip := srv.IPv4().String()
@@ -464,24 +474,59 @@ func TestBench(t *testing.T) {
 		// Below saturation the latency target is about the time Weir adds
 		// to each request, not about CPU the load generator lacks: each
 		// rate runs in rounds without and with the daemon (see PacedRun).
+		// At 10k req/s (#16's rate) each round also runs the attribution
+		// legs (LegEBPFOnly and the others), which take parts of Weir away.
+		maxProcs := daemonHasFlag(t, bins.Path("weir-daemon"), "max-procs")
 		for _, rate := range []int{10_000, TargetLossRate} {
 			pr := PacedRun{Name: fmt.Sprintf("h2load paced at %dk req/s", rate/1000), Target: float64(rate)}
 			url := fmt.Sprintf("http://%s:%d/", ip, h2cPort)
 			load := func() (LoadResult, error) { return runH2load(t, cli, url, cfg.Duration, rate/16) }
+			steps := []pacedStep{
+				{"baseline", func(rd *PacedRound) (err error) { rd.Base, err = load(); return err }},
+				{"with Weir", func(rd *PacedRound) (err error) {
+					rd.Run, err = pacedDaemon(t, d, cfg.DaemonArgs, oap, load)
+					return err
+				}},
+			}
+			if rate == 10_000 {
+				leg := func(name string, run func() (WeirRun, error)) pacedStep {
+					return pacedStep{name, func(rd *PacedRound) error {
+						w, err := run()
+						if err == nil {
+							rd.Legs = append(rd.Legs, PacedLegRun{Leg: name, Run: w})
+						}
+						return err
+					}}
+				}
+				steps = append(steps,
+					leg(LegEBPFOnly, func() (WeirRun, error) { return measureEBPFOnly(enrolled, load) }),
+					leg(LegNoExport, func() (WeirRun, error) { return pacedDaemon(t, d, noExportArgs, nil, load) }))
+				if maxProcs {
+					args := append(slices.Clone(cfg.DaemonArgs), "--max-procs", "1")
+					steps = append(steps, leg(LegMaxProcs1, func() (WeirRun, error) { return pacedDaemon(t, d, args, oap, load) }))
+				}
+			}
 			for round := range cfg.Rounds {
-				rd, err := pacedRound(t, d, oap, load, round%2 == 1)
+				began := time.Now()
+				rd, err := runPacedRound(steps, round)
 				if err != nil {
 					pr.Err = fmt.Sprintf("round %d: %v", round+1, err)
 					t.Errorf("%s: %s", pr.Name, pr.Err)
 					break
 				}
 				pr.Rounds = append(pr.Rounds, rd)
-				t.Logf("%s, round %d: achieved %.0f req/s, p50 %v p99 %v (baseline %v, %v), daemon cpu %v, lost %.0f",
-					pr.Name, round+1, rd.Run.Load.Throughput, rd.Run.Load.P50, rd.Run.Load.P99,
+				t.Logf("%s, round %d (%d runs in %v): achieved %.0f req/s, p50 %v p99 %v (baseline %v, %v), daemon cpu %v, lost %.0f",
+					pr.Name, round+1, len(steps), time.Since(began).Round(time.Second), rd.Run.Load.Throughput, rd.Run.Load.P50, rd.Run.Load.P99,
 					rd.Base.P50, rd.Base.P99, rd.Run.CPU, SumLost(rd.Run.Lost))
+				for _, l := range rd.Legs {
+					t.Logf("%s, round %d, %s: achieved %.0f req/s, p50 %v p99 %v, cpu %v, records %.0f, lost %.0f%s",
+						pr.Name, round+1, l.Leg, l.Run.Load.Throughput, l.Run.Load.P50, l.Run.Load.P99, l.Run.CPU,
+						l.Run.Records, SumLost(l.Run.Lost), lossNote(l.Run.Lost))
+				}
 			}
 			rep.Paced = append(rep.Paced, pr)
 		}
+		d.SetExtraArgs(cfg.DaemonArgs)
 	}
 
 	if cfg.Conns > 0 && cfg.runs("conns") {
@@ -585,35 +630,34 @@ func stopDaemon(t *testing.T, d *harness.Daemon) {
 	}
 }
 
-// pacedRound runs load once without the daemon and once with it, the
-// daemon's run first when weirFirst is set.
-func pacedRound(t *testing.T, d *harness.Daemon, oap *Receiver, load func() (LoadResult, error), weirFirst bool) (PacedRound, error) {
-	t.Helper()
+// pacedStep is one run of a paced round; it fills its part of the round.
+type pacedStep struct {
+	name string
+	run  func(rd *PacedRound) error
+}
+
+// runPacedRound runs the steps once each, starting at step round mod
+// len(steps), so that the order rotates between rounds and no step always
+// runs first (warmest caches) or last.
+func runPacedRound(steps []pacedStep, round int) (PacedRound, error) {
 	var rd PacedRound
-	base := func() error {
-		var err error
-		if rd.Base, err = load(); err != nil {
-			return fmt.Errorf("baseline: %w", err)
+	k := round % len(steps)
+	for _, s := range slices.Concat(steps[k:], steps[:k]) {
+		if err := s.run(&rd); err != nil {
+			return rd, fmt.Errorf("%s: %w", s.name, err)
 		}
-		return nil
 	}
-	weir := func() error {
-		startDaemon(t, d)
-		defer stopDaemon(t, d)
-		var err error
-		if rd.Run, err = measureWeir(t, d, oap, load); err != nil {
-			return fmt.Errorf("with Weir: %w", err)
-		}
-		return nil
-	}
-	first, second := base, weir
-	if weirFirst {
-		first, second = weir, base
-	}
-	if err := first(); err != nil {
-		return rd, err
-	}
-	return rd, second()
+	return rd, nil
+}
+
+// pacedDaemon runs load with weir-daemon up with the given flags (oap nil:
+// the daemon does not export), and stops it.
+func pacedDaemon(t *testing.T, d *harness.Daemon, args []string, oap *Receiver, load func() (LoadResult, error)) (WeirRun, error) {
+	t.Helper()
+	d.SetExtraArgs(args)
+	startDaemon(t, d)
+	defer stopDaemon(t, d)
+	return measureWeir(t, d, oap, load)
 }
 
 // measureWeir runs load with the daemon up and records what it cost the

@@ -102,10 +102,49 @@ type PacedRun struct {
 }
 
 // PacedRound is one run without the daemon (Base) and one with it (Run)
-// at the same offered rate.
+// at the same offered rate, plus the attribution legs (Legs) where the
+// rate runs them.
 type PacedRound struct {
 	Base LoadResult
 	Run  WeirRun
+	// Legs are the runs of the same round with part of Weir beside the
+	// load (see the Leg* names), in no particular order.
+	Legs []PacedLegRun
+}
+
+// The attribution legs of a paced rate (#16): each takes away part of what
+// the full daemon's run has beside the load, so that the difference between
+// two legs' latency ratios is what the part taken away adds.
+const (
+	// LegEBPFOnly is Weir's capture with nothing of the daemon: the same
+	// programs and pods enrolled, payload on, the ring drained by a reader
+	// in the bench process that only counts records. Its ratio to baseline
+	// less one is what the eBPF programs add in the request's own path.
+	LegEBPFOnly = "eBPF only"
+	// LegNoExport is weir-daemon without SkyWalking export.
+	LegNoExport = "daemon, no export"
+	// LegMaxProcs1 is the full daemon with --max-procs 1: its work can
+	// then take at most one core from a burst.
+	LegMaxProcs1 = "full daemon, --max-procs 1"
+)
+
+// PacedLegRun is one attribution leg's run. For LegEBPFOnly, Run.CPU is
+// the bench process's CPU (the counting reader: nothing else in it works
+// during the leg), Run.Records the ring records it drained (events, not
+// HTTP exchanges) and Run.Lost the kernel side's loss counters.
+type PacedLegRun struct {
+	Leg string
+	Run WeirRun
+}
+
+// Leg returns the round's run of the named leg.
+func (rd PacedRound) Leg(name string) (WeirRun, bool) {
+	for _, l := range rd.Legs {
+		if l.Leg == name {
+			return l.Run, true
+		}
+	}
+	return WeirRun{}, false
 }
 
 // PacedSummary is what a PacedRun's rounds add up to.
@@ -125,38 +164,119 @@ type PacedSummary struct {
 	// Records and Requests sum the rounds' records seen and requests
 	// made (with Weir).
 	Records, Requests float64
+	// ReceiverCPU sums the in-process OAP receiver's CPU over the runs,
+	// ReceiverCores is it over their wall time.
+	ReceiverCPU   time.Duration
+	ReceiverCores float64
 }
 
-// Summary adds up the rounds.
+// Summary adds up the rounds' full-daemon runs.
 func (pr *PacedRun) Summary() PacedSummary {
+	return pr.summarize(func(rd PacedRound) (WeirRun, bool) { return rd.Run, true })
+}
+
+// LegSummary adds up the named attribution leg's runs, each against its own
+// round's baseline; rounds without the leg are left out.
+func (pr *PacedRun) LegSummary(leg string) PacedSummary {
+	return pr.summarize(func(rd PacedRound) (WeirRun, bool) { return rd.Leg(leg) })
+}
+
+// LegNames are the attribution legs the rounds ran, in the order of
+// first appearance.
+func (pr *PacedRun) LegNames() []string {
+	var names []string
+	for _, rd := range pr.Rounds {
+		for _, l := range rd.Legs {
+			if !slices.Contains(names, l.Leg) {
+				names = append(names, l.Leg)
+			}
+		}
+	}
+	return names
+}
+
+func (pr *PacedRun) summarize(pick func(PacedRound) (WeirRun, bool)) PacedSummary {
 	var s PacedSummary
 	var b50, b99, w50, w99 []float64
 	var cpu, wall float64
-	for i, rd := range pr.Rounds {
-		if i == 0 || rd.Run.Load.Throughput < s.MinRate {
-			s.MinRate = rd.Run.Load.Throughput
+	for _, rd := range pr.Rounds {
+		run, ok := pick(rd)
+		if !ok {
+			continue
+		}
+		if len(w50) == 0 || run.Load.Throughput < s.MinRate {
+			s.MinRate = run.Load.Throughput
 		}
 		b50 = append(b50, float64(rd.Base.P50))
 		b99 = append(b99, float64(rd.Base.P99))
-		w50 = append(w50, float64(rd.Run.Load.P50))
-		w99 = append(w99, float64(rd.Run.Load.P99))
-		s.P50Ratios = append(s.P50Ratios, ratio(float64(rd.Run.Load.P50), float64(rd.Base.P50)))
-		s.P99Ratios = append(s.P99Ratios, ratio(float64(rd.Run.Load.P99), float64(rd.Base.P99)))
-		cpu += rd.Run.CPU.Seconds()
-		wall += rd.Run.Load.Duration.Seconds()
-		for k, v := range rd.Run.Lost {
+		w50 = append(w50, float64(run.Load.P50))
+		w99 = append(w99, float64(run.Load.P99))
+		s.P50Ratios = append(s.P50Ratios, ratio(float64(run.Load.P50), float64(rd.Base.P50)))
+		s.P99Ratios = append(s.P99Ratios, ratio(float64(run.Load.P99), float64(rd.Base.P99)))
+		cpu += run.CPU.Seconds()
+		wall += run.Load.Duration.Seconds()
+		s.ReceiverCPU += run.ReceiverCPU
+		for k, v := range run.Lost {
 			if s.Lost == nil {
 				s.Lost = make(map[string]float64)
 			}
 			s.Lost[k] += v
 		}
-		s.Records += rd.Run.Records
-		s.Requests += float64(rd.Run.Load.Requests + rd.Run.Load.Errors)
+		s.Records += run.Records
+		s.Requests += float64(run.Load.Requests + run.Load.Errors)
 	}
 	s.BaseP50, s.BaseP99 = Median(b50), Median(b99)
 	s.P50, s.P99 = Median(w50), Median(w99)
 	s.Cores = ratio(cpu, wall)
+	s.ReceiverCores = ratio(s.ReceiverCPU.Seconds(), wall)
 	return s
+}
+
+// PacedShares splits a paced rate's latency ratios (medians over rounds)
+// between the parts of Weir, from the attribution legs: InPath is
+// (eBPF only − 1), Daemon (full − eBPF only), Export (full − no export),
+// MaxProcs1 (full with --max-procs 1 − full). Each Has* says whether the
+// legs it needs ran.
+type PacedShares struct {
+	Full50, Full99                 float64 // full daemon's ratios
+	InPath50, InPath99             float64
+	Daemon50, Daemon99             float64
+	Export50, Export99             float64
+	MaxProcs150, MaxProcs199       float64
+	HasEBPF, HasExport, HasMaxProc bool
+	// FullOverEBPF50 and FullOverEBPF99 are, per round that ran both, the
+	// full daemon's percentile over the eBPF-only leg's: the daemon's
+	// share without the baseline in between (a round's slow baseline
+	// moves both legs' ratios alike, and their difference less than its
+	// range suggests).
+	FullOverEBPF50, FullOverEBPF99 []float64
+}
+
+// Shares computes PacedShares from the medians of the rounds' ratios.
+func (pr *PacedRun) Shares() PacedShares {
+	full := pr.Summary()
+	sh := PacedShares{Full50: Median(full.P50Ratios), Full99: Median(full.P99Ratios)}
+	if s := pr.LegSummary(LegEBPFOnly); len(s.P50Ratios) > 0 {
+		e50, e99 := Median(s.P50Ratios), Median(s.P99Ratios)
+		sh.HasEBPF = true
+		sh.InPath50, sh.InPath99 = e50-1, e99-1
+		sh.Daemon50, sh.Daemon99 = sh.Full50-e50, sh.Full99-e99
+		for _, rd := range pr.Rounds {
+			if e, ok := rd.Leg(LegEBPFOnly); ok {
+				sh.FullOverEBPF50 = append(sh.FullOverEBPF50, ratio(float64(rd.Run.Load.P50), float64(e.Load.P50)))
+				sh.FullOverEBPF99 = append(sh.FullOverEBPF99, ratio(float64(rd.Run.Load.P99), float64(e.Load.P99)))
+			}
+		}
+	}
+	if s := pr.LegSummary(LegNoExport); len(s.P50Ratios) > 0 {
+		sh.HasExport = true
+		sh.Export50, sh.Export99 = sh.Full50-Median(s.P50Ratios), sh.Full99-Median(s.P99Ratios)
+	}
+	if s := pr.LegSummary(LegMaxProcs1); len(s.P50Ratios) > 0 {
+		sh.HasMaxProc = true
+		sh.MaxProcs150, sh.MaxProcs199 = Median(s.P50Ratios)-sh.Full50, Median(s.P99Ratios)-sh.Full99
+	}
+	return sh
 }
 
 // ConnsResult is the many-idle-connections scenario.
@@ -224,6 +344,15 @@ func (r *Report) capturing() bool {
 	for _, s := range r.Scenarios {
 		for _, w := range s.Weir {
 			if w.Capturer {
+				return true
+			}
+		}
+	}
+	// A paced-only run (WEIR_BENCH_ONLY=paced) has no load scenarios:
+	// its full-daemon runs tell.
+	for _, pr := range r.Paced {
+		for _, rd := range pr.Rounds {
+			if rd.Run.Capturer {
 				return true
 			}
 		}
@@ -404,7 +533,11 @@ func (r *Report) Markdown() string {
 		s := pr.Summary()
 		allLost += SumLost(s.Lost)
 		maxRate = max(maxRate, s.MinRate)
-		name := fmt.Sprintf("%s (%d alternating rounds; ratio: median of the rounds' [range])", pr.Name, len(pr.Rounds))
+		order := "alternating"
+		if len(pr.LegNames()) > 0 {
+			order = "rotating" // baseline, full daemon and the attribution legs
+		}
+		name := fmt.Sprintf("%s (%d %s rounds; ratio: median of the rounds' [range])", pr.Name, len(pr.Rounds), order)
 		p("| %s: achieved rate, lowest round | %.0f req/s offered | %.0f req/s | %.3f | ≥ 0.97 of offered | %s |\n",
 			name, pr.Target, s.MinRate, ratio(s.MinRate, pr.Target), met(s.MinRate >= 0.97*pr.Target))
 		// The 10k rate carries #16's targets; any other keeps #7's p99.
@@ -462,6 +595,7 @@ func (r *Report) Markdown() string {
 	p("| events lost at the highest load tried (%.0f req/s) | — | %.0f | — | 0 (target load %d req/s) | %s |\n",
 		maxRate, allLost, TargetLossRate, r.judged(allLost == 0))
 
+	r.pacedLegsMarkdown(p)
 	r.costMarkdown(p)
 	r.floorMarkdown(p)
 
@@ -517,7 +651,7 @@ func (r *Report) Markdown() string {
 	p("\nBoth pods are enrolled, so every request is seen twice, once by the client's side (the load generator) and once by the server's (nginx): the expected record count is 2 × requests.\n")
 	p("\nDaemon CPU per 10k requests equals the cores the daemon would use at 10k req/s if its cost scales linearly; the paced h2load run at 10k req/s measures that directly.\n")
 	if len(r.Paced) > 0 {
-		p("\nThe paced runs are bursts, not a steady trickle: h2load's `--rps` timer fires every max(10 ms, 1/rate) per client, so 16 clients paced at 10k req/s in all submit about 100 requests at once every 10 ms (measured: the gaps between request starts are under 100 µs within a burst and over 5 ms between bursts). A paced run's latency is therefore the time to serve a burst at full speed, and its ratio follows the CPU Weir adds to each request on its way (the eBPF programs run in the application's own syscalls and softirqs) more than the daemon's share of an idle core.\n")
+		p("\nThe paced runs are bursts, not a steady trickle: h2load's `--rps` timer fires every max(10 ms, 1/rate) per client, so 16 clients paced at 10k req/s in all submit about 100 requests at once every 10 ms (measured: the gaps between request starts are under 100 µs within a burst and over 5 ms between bursts). A paced run's latency is therefore the time to serve a burst at full speed, and its ratio follows the CPU Weir adds to each request on its way (the eBPF programs run in the application's own syscalls and softirqs) more than the daemon's share of an idle core; the 10k rate's attribution legs, where they ran, measure the two apart.\n")
 	}
 	return b.String()
 }

@@ -42,10 +42,11 @@ echo "==> daemon pipeline benchmarks (./daemon/monitor)"
 
 echo "==> pod-to-pod benchmark (./tests/bench)"
 # The whole run is bounded: about 3 rounds x 5 variants x 2-3 runs x 10 s
-# (HTTPS only without Weir and with --bpf.tls), 2 paced rates x 3 rounds x 2 runs,
-# one connection scenario; the timeout only catches a hang.
+# (HTTPS only without Weir and with --bpf.tls), the paced rates in 3 rounds
+# (10k: baseline, full daemon and 3 attribution legs; 20k: baseline and full
+# daemon), one connection scenario; the timeout only catches a hang.
 WEIR_BENCH=1 WEIR_BENCH_PARSER_OUT="$work/parser.txt" WEIR_BENCH_PIPELINE_OUT="$work/pipeline.txt" \
-  "$GO" test -count=1 -timeout 15m -run '^TestBench$' -v ./tests/bench/
+  "$GO" test -count=1 -timeout 20m -run '^TestBench$' -v ./tests/bench/
 
 report=${WEIR_BENCH_REPORT:-$REPO/tests/bench/REPORT.md}
 echo
