@@ -16,12 +16,26 @@ import (
 // netns, so the process lives there from its first instruction.
 const childEnv = "WEIR_BPF_TEST_CHILD"
 
+// sleepEnv makes the test binary a process that only waits, for the
+// duration in the variable: a process to find in a netns, where the guest
+// kernels' initramfs has no sleep(1).
+const sleepEnv = "WEIR_BPF_TEST_SLEEP"
+
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(h2PeerEnv); dir != "" {
 		if err := h2Peer(dir); err != nil {
 			fmt.Fprintln(os.Stderr, "h2 peer:", err)
 			os.Exit(1)
 		}
+		os.Exit(0)
+	}
+	if d := os.Getenv(sleepEnv); d != "" {
+		wait, err := time.ParseDuration(d)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sleeper:", err)
+			os.Exit(1)
+		}
+		time.Sleep(wait)
 		os.Exit(0)
 	}
 	if addr := os.Getenv(childEnv); addr != "" {

@@ -3,6 +3,7 @@ package bpf
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -96,7 +97,8 @@ func TestEnrollWakesAParkedReaderToDeliverExistingProcesses(t *testing.T) {
 	ns := newNetns(t)
 	var sleeper *exec.Cmd
 	wait(t, in(ns, func() error {
-		sleeper = exec.Command("sleep", "60")
+		sleeper = exec.Command(os.Args[0], "-test.run=^$")
+		sleeper.Env = append(os.Environ(), sleepEnv+"=60s")
 		return sleeper.Start()
 	}), 5*time.Second)
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
